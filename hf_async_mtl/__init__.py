@@ -1,0 +1,52 @@
+"""hf_async_mtl: multi-task text classification for the Hugging Face Trainer.
+
+Shared encoder + one head per task, task-mixing samplers, loss-weighting and gradient-balancing
+methods, and asynchronous convergence through self-distillation of converged tasks (Lu et al.,
+NAACL 2022 industry track).
+"""
+
+from .callbacks import AsyncConvergenceCallback
+from .config import MultiTaskTrainingArguments
+from .convergence import ConvergenceMonitor
+from .data import (
+    MultiTaskDataCollator,
+    MultiTaskDataset,
+    carve_validation_split,
+    load_task_file,
+    tokenize_task,
+    validate_task_dataset,
+)
+from .distill import distillation_loss, kl_distillation_loss
+from .metrics import compute_task_metrics, glue_score
+from .modeling import MultiTaskConfig, MultiTaskModel
+from .sampling import MultiTaskBatchSampler
+from .tasks import TaskSpec
+from .trainer import MultiTaskTrainer
+from .weighting import WeightingMethod, available_weightings, build_weighting, register_weighting
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncConvergenceCallback",
+    "ConvergenceMonitor",
+    "MultiTaskBatchSampler",
+    "MultiTaskConfig",
+    "MultiTaskDataCollator",
+    "MultiTaskDataset",
+    "MultiTaskModel",
+    "MultiTaskTrainer",
+    "MultiTaskTrainingArguments",
+    "TaskSpec",
+    "WeightingMethod",
+    "available_weightings",
+    "build_weighting",
+    "carve_validation_split",
+    "compute_task_metrics",
+    "distillation_loss",
+    "glue_score",
+    "kl_distillation_loss",
+    "load_task_file",
+    "register_weighting",
+    "tokenize_task",
+    "validate_task_dataset",
+]

@@ -1,0 +1,128 @@
+"""`MultiTaskTrainingArguments`: `TrainingArguments` plus the multi-task options."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainingArguments
+
+from .sampling import COMPOSITIONS, SAMPLING_STRATEGIES
+
+ASYNC_KD_METHOD = "async_kd"
+KD_LOSS_TYPES = ("kl", "mse")
+
+
+@dataclass
+class MultiTaskTrainingArguments(TrainingArguments):
+    """Training arguments for `MultiTaskTrainer`.
+
+    Task mixing:
+        sampling_strategy: How the task of each step is drawn: `proportional` (p ∝ n), `temperature`
+            (p ∝ n^(1/T)), `uniform`, `round_robin`, `annealed` (proportional → uniform over training).
+        sampling_temperature: T of the `temperature` strategy.
+        step_composition: `one_task` (one task per step), `all_tasks` (one batch of every task per
+            step), or `auto` (all_tasks when the method needs it, else one_task).
+        length_aware_batching: Group examples of similar length inside a task to cut padding.
+
+    Task balancing:
+        mtl_method: `async_kd` (asynchronous convergence with self-distillation of converged tasks) or
+            any name of `hf_async_mtl.weighting.available_weightings()` (`equal`, `uncertainty`, `dwa`,
+            `gradnorm`, `pcgrad`, `cagrad`, `mgda`, ...).
+        mtl_method_options: Options of the weighting method (dict, or a JSON string on the command line).
+
+    Asynchronous convergence (`mtl_method="async_kd"`):
+        kd_patience: Evaluations without improvement of a task's main metric before it counts as converged.
+        kd_min_delta: Smallest change that counts as an improvement.
+        kd_min_steps: No task is declared converged before this step.
+        kd_temperature: Softmax temperature of the KL distillation loss (loss scaled by T²).
+        kd_loss: `kl` (KL(teacher‖student) on softened distributions) or `mse` (on logits).
+        kd_alpha: Weight of the distillation loss; 1 - alpha goes to the hard-label loss (1 = pure KD).
+        kd_top_k: Teacher = average of the parameters of a task's k best snapshots (1 = best only).
+        kd_snapshot_dir: Keep best-parameter snapshots in this directory instead of CPU memory.
+        kd_stop_when_all_converged: End training once every task has converged.
+
+    Defaults that differ from `TrainingArguments`: `eval_strategy="steps"`, `remove_unused_columns=False`
+    (the dataset keeps `task_ids`), `report_to="none"`.
+    """
+
+    sampling_strategy: str = field(
+        default="temperature", metadata={"help": f"How each step's task is drawn: one of {SAMPLING_STRATEGIES}."}
+    )
+    sampling_temperature: float = field(default=2.0, metadata={"help": "T of the temperature strategy (p ∝ n^(1/T))."})
+    step_composition: str = field(
+        default="auto", metadata={"help": f"'auto' or one of {COMPOSITIONS}: one task per step, or every task each step."}
+    )
+    length_aware_batching: bool = field(
+        default=True, metadata={"help": "Batch examples of similar length together inside a task (less padding)."}
+    )
+    mtl_method: str = field(
+        default="equal",
+        metadata={"help": "'async_kd' or a weighting method name (equal, static, uncertainty, dwa, gradnorm, rlw, famo, pcgrad, gradvac, cagrad, mgda, imtl_g)."},
+    )
+    mtl_method_options: Any = field(
+        default=None, metadata={"help": "Options of the weighting method as a JSON object, e.g. '{\"temperature\": 2.0}'."}
+    )
+    kd_patience: int = field(default=3, metadata={"help": "async_kd: evaluations without improvement before a task has converged."})
+    kd_min_delta: float = field(default=0.0, metadata={"help": "async_kd: smallest metric change that counts as an improvement."})
+    kd_min_steps: int = field(default=0, metadata={"help": "async_kd: no task converges before this step."})
+    kd_temperature: float = field(default=1.0, metadata={"help": "async_kd: temperature of the KL distillation loss."})
+    kd_loss: str = field(default="kl", metadata={"help": f"async_kd: distillation loss, one of {KD_LOSS_TYPES}."})
+    kd_alpha: float = field(default=1.0, metadata={"help": "async_kd: weight of the KD loss; 1 - alpha for the hard labels."})
+    kd_top_k: int = field(default=1, metadata={"help": "async_kd: teacher = average of the k best snapshots of a task."})
+    kd_snapshot_dir: str | None = field(default=None, metadata={"help": "async_kd: keep snapshots on disk here (default: CPU memory)."})
+    kd_stop_when_all_converged: bool = field(
+        default=False, metadata={"help": "async_kd: stop training once every task has converged."}
+    )
+    eval_strategy: str = field(default="steps", metadata={"help": "When to evaluate every task (no, steps, epoch)."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: the multi-task dataset carries task_ids and soft labels."}
+    )
+    report_to: Any = field(default="none", metadata={"help": "Integrations to report to (tensorboard, wandb, none...)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sampling_strategy not in SAMPLING_STRATEGIES:
+            raise ValueError(f"sampling_strategy must be one of {SAMPLING_STRATEGIES}, got {self.sampling_strategy!r}.")
+        if self.sampling_temperature <= 0:
+            raise ValueError(f"sampling_temperature must be > 0, got {self.sampling_temperature}.")
+        if self.step_composition != "auto" and self.step_composition not in COMPOSITIONS:
+            raise ValueError(f"step_composition must be 'auto' or one of {COMPOSITIONS}, got {self.step_composition!r}.")
+        if isinstance(self.mtl_method_options, str):
+            try:
+                self.mtl_method_options = json.loads(self.mtl_method_options) if self.mtl_method_options.strip() else {}
+            except json.JSONDecodeError as error:
+                raise ValueError(f"mtl_method_options is not valid JSON: {error.msg}.") from None
+        self.mtl_method_options = dict(self.mtl_method_options or {})
+        if self.mtl_method != ASYNC_KD_METHOD:
+            from .weighting import available_weightings
+
+            if self.mtl_method not in available_weightings():
+                raise ValueError(
+                    f"Unknown mtl_method {self.mtl_method!r}; known: {[ASYNC_KD_METHOD, *available_weightings()]}."
+                )
+        if self.kd_patience < 1:
+            raise ValueError(f"kd_patience must be >= 1, got {self.kd_patience}.")
+        if self.kd_min_delta < 0:
+            raise ValueError(f"kd_min_delta must be >= 0, got {self.kd_min_delta}.")
+        if self.kd_temperature <= 0:
+            raise ValueError(f"kd_temperature must be > 0, got {self.kd_temperature}.")
+        if self.kd_loss not in KD_LOSS_TYPES:
+            raise ValueError(f"kd_loss must be one of {KD_LOSS_TYPES}, got {self.kd_loss!r}.")
+        if not 0.0 <= self.kd_alpha <= 1.0:
+            raise ValueError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}.")
+        if self.kd_top_k < 1:
+            raise ValueError(f"kd_top_k must be >= 1, got {self.kd_top_k}.")
+        if self.mtl_method == ASYNC_KD_METHOD and self.eval_strategy == "no":
+            raise ValueError("mtl_method='async_kd' monitors validation metrics: set eval_strategy to 'steps' or 'epoch'.")
+
+    @property
+    def uses_async_kd(self) -> bool:
+        """Whether converged tasks switch to self-distillation."""
+        return self.mtl_method == ASYNC_KD_METHOD
+
+    @property
+    def weighting_name(self) -> str:
+        """The loss-weighting method combining the task losses (async_kd combines with equal weights)."""
+        return "equal" if self.uses_async_kd else self.mtl_method

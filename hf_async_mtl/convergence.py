@@ -1,0 +1,251 @@
+"""Per-task convergence monitoring on validation metrics (no torch needed).
+
+Asynchronous-convergence MTL (Lu et al., NAACL 2022 industry track) needs to know, for each task
+separately, when its validation metric has stopped improving and at which step it was best: that
+step's parameters become the task's teacher. `ConvergenceMonitor` is the bookkeeping for this:
+feed it the validation values after every evaluation and it reports new bests and tasks that have
+just converged (patience-based early stopping, per task).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+_STATE_VERSION = 1
+
+
+@dataclass
+class TaskHistory:
+    """Convergence state of one task.
+
+    Attributes:
+        greater_is_better: Direction of the monitored metric.
+        history: Every `(step, value)` recorded, including those after convergence.
+        best_value: Best value seen before convergence (`None` until the first update).
+        best_step: Step at which `best_value` was recorded.
+        evaluations_without_improvement: Evaluations since the last improvement.
+        converged: Whether the task has converged; never reset once set.
+        converged_step: Step of the evaluation at which the task converged.
+    """
+
+    greater_is_better: bool
+    history: list[tuple[int, float]] = field(default_factory=list)
+    best_value: float | None = None
+    best_step: int | None = None
+    evaluations_without_improvement: int = 0
+    converged: bool = False
+    converged_step: int | None = None
+
+
+@dataclass(frozen=True)
+class ConvergenceUpdate:
+    """What one `ConvergenceMonitor.update` call changed (task names in monitor order)."""
+
+    new_best: tuple[str, ...] = ()
+    newly_converged: tuple[str, ...] = ()
+
+
+class ConvergenceMonitor:
+    """Tracks each task's validation metric and decides when the task has converged.
+
+    A value improves on the best when it exceeds it by more than `min_delta` (or falls below it by
+    more than `min_delta` for lower-is-better metrics); the first value is always a new best. A
+    task converges once `patience` evaluations in a row brought no improvement and the step is at
+    least `min_steps`. A converged task stays converged: later values are appended to its history
+    but change neither its best nor its convergence.
+
+    Args:
+        directions: Task name -> `greater_is_better` of its monitored metric.
+        patience: Evaluations without improvement needed to converge (>= 1).
+        min_delta: Minimum change that counts as an improvement (>= 0).
+        min_steps: No task converges before this global step (>= 0).
+    """
+
+    def __init__(
+        self, directions: Mapping[str, bool], patience: int = 3, min_delta: float = 0.0, min_steps: int = 0
+    ) -> None:
+        if not directions:
+            raise ValueError("ConvergenceMonitor needs at least one task in `directions`.")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience must be an integer >= 1, got {patience!r}.")
+        if not isinstance(min_delta, (int, float)) or not math.isfinite(min_delta) or min_delta < 0:
+            raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}.")
+        if isinstance(min_steps, bool) or not isinstance(min_steps, int) or min_steps < 0:
+            raise ValueError(f"min_steps must be an integer >= 0, got {min_steps!r}.")
+        self.patience = patience
+        self.min_delta = float(min_delta)
+        self.min_steps = min_steps
+        self._tasks: dict[str, TaskHistory] = {
+            str(name): TaskHistory(greater_is_better=bool(gib)) for name, gib in directions.items()
+        }
+
+    # ------------------------------------------------------------------ updates
+    def update(self, step: int, values: Mapping[str, float]) -> ConvergenceUpdate:
+        """Record the validation values of an evaluation at `step`.
+
+        `values` may hold any subset of the tasks (tasks can be evaluated at different times).
+        Each task's steps must strictly increase. Everything is validated before anything is
+        recorded, so a rejected call leaves the monitor unchanged.
+
+        Raises:
+            ValueError: unknown task, non-finite value, or a step not after the task's last one.
+        """
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise ValueError(f"step must be an integer, got {step!r}.")
+        checked: dict[str, float] = {}
+        for task, raw in values.items():
+            if task not in self._tasks:
+                raise ValueError(f"Unknown task {task!r} at step {step}; monitored tasks: {list(self._tasks)}.")
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                raise ValueError(f"Task {task!r} at step {step}: value {raw!r} is not a number.") from None
+            if not math.isfinite(value):
+                # A NaN would silently never improve and trigger a bogus convergence.
+                raise ValueError(f"Task {task!r} at step {step}: validation value is not finite ({value}).")
+            history = self._tasks[task].history
+            if history and step <= history[-1][0]:
+                raise ValueError(
+                    f"Task {task!r}: step {step} is not after the previous evaluation step {history[-1][0]}; "
+                    "steps must strictly increase."
+                )
+            checked[task] = value
+
+        new_best: list[str] = []
+        newly_converged: list[str] = []
+        for task, state in self._tasks.items():  # monitor order, so results are deterministic
+            if task not in checked:
+                continue
+            value = checked[task]
+            state.history.append((step, value))
+            if state.converged:
+                continue
+            if self._improves(state, value):
+                state.best_value, state.best_step = value, step
+                state.evaluations_without_improvement = 0
+                new_best.append(task)
+                continue
+            state.evaluations_without_improvement += 1
+            if state.evaluations_without_improvement >= self.patience and step >= self.min_steps:
+                state.converged, state.converged_step = True, step
+                newly_converged.append(task)
+        return ConvergenceUpdate(new_best=tuple(new_best), newly_converged=tuple(newly_converged))
+
+    def _improves(self, state: TaskHistory, value: float) -> bool:
+        if state.best_value is None:
+            return True
+        if state.greater_is_better:
+            return value > state.best_value + self.min_delta
+        return value < state.best_value - self.min_delta
+
+    # ------------------------------------------------------------------ queries
+    def _state(self, task: str) -> TaskHistory:
+        try:
+            return self._tasks[task]
+        except KeyError:
+            raise KeyError(f"Unknown task {task!r}; monitored tasks: {list(self._tasks)}.") from None
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """All monitored task names, in construction order."""
+        return tuple(self._tasks)
+
+    def is_converged(self, task: str) -> bool:
+        """Whether `task` has converged."""
+        return self._state(task).converged
+
+    @property
+    def converged_tasks(self) -> tuple[str, ...]:
+        """Tasks that have converged."""
+        return tuple(t for t, s in self._tasks.items() if s.converged)
+
+    @property
+    def active_tasks(self) -> tuple[str, ...]:
+        """Tasks still training on their own labels (not converged)."""
+        return tuple(t for t, s in self._tasks.items() if not s.converged)
+
+    @property
+    def all_converged(self) -> bool:
+        """True once every task has converged."""
+        return all(s.converged for s in self._tasks.values())
+
+    def best_step(self, task: str) -> int | None:
+        """Step of the task's best value (`None` before its first evaluation)."""
+        return self._state(task).best_step
+
+    def best_value(self, task: str) -> float | None:
+        """The task's best value (`None` before its first evaluation)."""
+        return self._state(task).best_value
+
+    def converged_step(self, task: str) -> int | None:
+        """Step at which the task converged (`None` while active)."""
+        return self._state(task).converged_step
+
+    def history(self, task: str) -> list[tuple[int, float]]:
+        """A copy of every `(step, value)` recorded for the task."""
+        return list(self._state(task).history)
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable snapshot of the configuration and every task's state."""
+        return {
+            "version": _STATE_VERSION,
+            "patience": self.patience,
+            "min_delta": self.min_delta,
+            "min_steps": self.min_steps,
+            "tasks": {
+                task: {
+                    "greater_is_better": s.greater_is_better,
+                    "history": [[step, value] for step, value in s.history],
+                    "best_value": s.best_value,
+                    "best_step": s.best_step,
+                    "evaluations_without_improvement": s.evaluations_without_improvement,
+                    "converged": s.converged,
+                    "converged_step": s.converged_step,
+                }
+                for task, s in self._tasks.items()
+            },
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the task states from `state_dict()` output (e.g. when resuming training).
+
+        The monitor keeps its own `patience`/`min_delta`/`min_steps`; the stored tasks and their
+        directions must match this monitor's, since resuming with a different task set or a
+        flipped metric direction would make the stored bests meaningless.
+        """
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"Unsupported ConvergenceMonitor state version {state.get('version')!r}.")
+        stored = state.get("tasks", {})
+        if set(stored) != set(self._tasks):
+            raise ValueError(
+                f"ConvergenceMonitor state holds tasks {sorted(stored)} but this monitor tracks {sorted(self._tasks)}."
+            )
+        restored: dict[str, TaskHistory] = {}
+        for task, current in self._tasks.items():
+            s = stored[task]
+            if bool(s["greater_is_better"]) != current.greater_is_better:
+                raise ValueError(f"Task {task!r}: stored greater_is_better differs from this monitor's direction.")
+            restored[task] = TaskHistory(
+                greater_is_better=current.greater_is_better,
+                history=[(int(step), float(value)) for step, value in s["history"]],
+                best_value=None if s["best_value"] is None else float(s["best_value"]),
+                best_step=None if s["best_step"] is None else int(s["best_step"]),
+                evaluations_without_improvement=int(s["evaluations_without_improvement"]),
+                converged=bool(s["converged"]),
+                converged_step=None if s["converged_step"] is None else int(s["converged_step"]),
+            )
+        self._tasks = restored  # assigned only after every task parsed, so a bad state changes nothing
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> "ConvergenceMonitor":
+        """Build a monitor with the stored configuration and task states."""
+        directions = {task: bool(s["greater_is_better"]) for task, s in state.get("tasks", {}).items()}
+        monitor = cls(
+            directions, patience=int(state["patience"]), min_delta=float(state["min_delta"]),
+            min_steps=int(state["min_steps"]),
+        )
+        monitor.load_state_dict(state)
+        return monitor

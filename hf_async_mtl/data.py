@@ -1,0 +1,289 @@
+"""Per-task data: loading user files, validating labels, tokenizing, the multi-task dataset and collator."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from .tasks import TaskSpec
+
+TASK_IDS_COLUMN = "task_ids"
+EXAMPLE_IDS_COLUMN = "example_ids"
+MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+# ---- user-defined tasks from files ------------------------------------------------------------
+
+
+def _read_delimited(path: str, delimiter: str) -> list[dict[str, str]]:
+    # QUOTE_NONE: GLUE-style files hold bare quotes inside text; no NA parsing ("NA", "null" are text).
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+        rows = list(reader)
+    if not rows:
+        raise ValueError(f"{path}: the file is empty (a header line and at least one row are needed).")
+    header, body = rows[0], rows[1:]
+    records = []
+    for line_number, row in enumerate(body, start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise ValueError(
+                f"{path}, line {line_number}: {len(row)} fields, the header has {len(header)} ({header})."
+            )
+        records.append(dict(zip(header, row)))
+    return records
+
+
+def _read_json(path: str) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        return list(json.loads(text))
+    records = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {line_number}: not valid JSON ({error.msg}).") from None
+    return records
+
+
+def load_task_file(spec: TaskSpec, path: str | os.PathLike) -> datasets.Dataset:
+    """Load one split of a user-defined task from a CSV, TSV or JSON / JSON-lines file.
+
+    The file needs the spec's text columns and its label column; classification labels may be
+    given as label names or as integer ids. Returns a dataset with the text columns, `label` and `idx`.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Task {spec.name!r}: data file {path} does not exist.")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in (".tsv", ".csv"):
+        records = _read_delimited(path, "\t" if suffix == ".tsv" else ",")
+    elif suffix in (".json", ".jsonl"):
+        records = _read_json(path)
+    else:
+        raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .json or .jsonl.")
+    if not records:
+        raise ValueError(f"Task {spec.name!r}: {path} holds no examples.")
+    needed = [*spec.text_fields, spec.label_field]
+    missing = [column for column in needed if column not in records[0]]
+    if missing:
+        raise ValueError(f"Task {spec.name!r}: {path} has no column {missing}; columns: {sorted(records[0])}.")
+    columns: dict[str, list[Any]] = {field: [] for field in spec.text_fields}
+    labels = []
+    for row_number, record in enumerate(records, start=1):
+        for field in spec.text_fields:
+            value = record.get(field)
+            if value is None:
+                raise ValueError(f"Task {spec.name!r}: {path}, example {row_number}: field {field!r} is missing.")
+            columns[field].append(str(value))
+        labels.append(_parse_label(spec, record.get(spec.label_field), f"{path}, example {row_number}"))
+    columns["label"] = labels
+    columns["idx"] = list(range(len(labels)))
+    return datasets.Dataset.from_dict(columns)
+
+
+def _parse_label(spec: TaskSpec, raw: Any, where: str) -> int | float:
+    if spec.is_regression:
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"Task {spec.name!r}: {where}: regression target {raw!r} is not a number.") from None
+        return value
+    names = spec.label_names or ()
+    if isinstance(raw, str) and raw in names:
+        return names.index(raw)
+    try:
+        label_id = int(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"Task {spec.name!r}: {where}: label {raw!r} is not one of {list(names)}.") from None
+    return label_id
+
+
+# ---- validation -------------------------------------------------------------------------------
+
+
+def validate_task_dataset(spec: TaskSpec, dataset: datasets.Dataset, source: str, *, labelled: bool = True) -> None:
+    """Check that `dataset` fits `spec`: text columns present, labels inside the label set or range.
+
+    `source` names the data (a file or split) in error messages. Unlabelled splits (GLUE test sets,
+    label -1) pass with `labelled=False`.
+    """
+    if len(dataset) == 0:
+        raise ValueError(f"Task {spec.name!r}: {source} is empty.")
+    missing = [c for c in (*spec.text_fields, "label") if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"Task {spec.name!r}: {source} has no column {missing}; columns: {dataset.column_names}.")
+    if not labelled:
+        return
+    labels = np.asarray(dataset["label"], dtype=np.float64)
+    if spec.is_regression:
+        bad = np.flatnonzero(~np.isfinite(labels))
+        if bad.size:
+            raise ValueError(f"Task {spec.name!r}: {source}, example {bad[0]}: regression target is {labels[bad[0]]}.")
+        if spec.regression_range is not None:
+            low, high = spec.regression_range
+            bad = np.flatnonzero((labels < low) | (labels > high))
+            if bad.size:
+                raise ValueError(
+                    f"Task {spec.name!r}: {source}, example {bad[0]}: target {labels[bad[0]]} is outside [{low}, {high}]."
+                )
+        return
+    bad = np.flatnonzero((labels < 0) | (labels >= spec.num_labels) | (labels != np.round(labels)))
+    if bad.size:
+        raise ValueError(
+            f"Task {spec.name!r}: {source}, example {bad[0]}: label {labels[bad[0]]:g} is outside the label set "
+            f"{list(spec.label_names or ())} (ids 0..{spec.num_labels - 1})."
+        )
+
+
+# ---- splits and tokenization ------------------------------------------------------------------
+
+
+def carve_validation_split(
+    dataset: datasets.Dataset, fraction: float = 0.1, max_examples: int | None = 500, seed: int = 42
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Split `dataset` into (train, held-out validation) with a seeded shuffle.
+
+    The held-out part has `fraction` of the examples, capped at `max_examples` and at least one;
+    it is what selection (convergence monitoring, early stopping, best checkpoints) should read,
+    so that the reported dev set is never used to choose anything.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}.")
+    size = max(1, int(math.floor(len(dataset) * fraction)))
+    if max_examples is not None:
+        size = min(size, max_examples)
+    if size >= len(dataset):
+        raise ValueError(f"Cannot hold out {size} of {len(dataset)} examples: nothing would be left to train on.")
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    return dataset.select(np.sort(order[size:])), dataset.select(np.sort(order[:size]))
+
+
+def tokenize_task(
+    spec: TaskSpec,
+    dataset: datasets.Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    task_id: int,
+    max_seq_length: int = 128,
+    *,
+    num_proc: int | None = None,
+) -> datasets.Dataset:
+    """Tokenize a task's dataset; keep `labels`, `task_ids` and `idx`, drop the raw text."""
+
+    def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
+        texts = [batch[field] for field in spec.text_fields]
+        encoded = tokenizer(*texts, truncation=True, max_length=max_seq_length)
+        encoded["labels"] = batch["label"]
+        encoded[TASK_IDS_COLUMN] = [task_id] * len(batch["label"])
+        return encoded
+
+    keep = {"idx"}
+    removed = [c for c in dataset.column_names if c not in keep]
+    tokenized = dataset.map(encode, batched=True, remove_columns=removed, num_proc=num_proc, desc=f"Tokenizing {spec.name}")
+    if spec.is_regression:
+        tokenized = tokenized.cast_column("labels", datasets.Value("float32"))
+    return tokenized
+
+
+# ---- multi-task dataset and collator ----------------------------------------------------------
+
+
+class MultiTaskDataset(torch.utils.data.Dataset):
+    """The tasks' datasets side by side; global index = task offset + index inside the task.
+
+    Every item carries `example_ids` (its index inside its task), so the trainer can look up the
+    stored soft labels of a distilled task (`set_soft_labels`) when it computes the loss. Looking
+    them up at loss time rather than collation time keeps prefetched batches and worker
+    processes correct right after a task switches to distillation.
+    """
+
+    def __init__(self, task_datasets: Mapping[str, datasets.Dataset]) -> None:
+        if not task_datasets:
+            raise ValueError("MultiTaskDataset needs at least one task.")
+        self.task_datasets = dict(task_datasets)
+        self.task_names = list(self.task_datasets)
+        sizes = [len(d) for d in self.task_datasets.values()]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        self.soft_labels: dict[str, torch.Tensor] = {}
+
+    @property
+    def task_sizes(self) -> dict[str, int]:
+        """Number of examples of each task, in task order."""
+        return {name: len(d) for name, d in self.task_datasets.items()}
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, index: int) -> tuple[str, int]:
+        """(task name, local index) of global index `index`."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} examples.")
+        task_position = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        return self.task_names[task_position], index - int(self.offsets[task_position])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        task, local = self.locate(int(index))
+        row = self.task_datasets[task][local]
+        item = {k: row[k] for k in (*MODEL_INPUT_COLUMNS, "labels", TASK_IDS_COLUMN) if k in row}
+        item[EXAMPLE_IDS_COLUMN] = local
+        return item
+
+    def lengths(self) -> dict[str, list[int]]:
+        """Token lengths per task (for length-aware batching)."""
+        return {name: [len(ids) for ids in d["input_ids"]] for name, d in self.task_datasets.items()}
+
+    def set_soft_labels(self, task: str, soft_labels: torch.Tensor) -> None:
+        """Attach a task's stored soft labels (one row per training example, in dataset order)."""
+        if task not in self.task_datasets:
+            raise KeyError(f"Unknown task {task!r}; tasks: {self.task_names}.")
+        if soft_labels.shape[0] != len(self.task_datasets[task]):
+            raise ValueError(
+                f"Task {task!r}: {soft_labels.shape[0]} soft labels for {len(self.task_datasets[task])} training examples."
+            )
+        self.soft_labels[task] = soft_labels.detach().float().cpu()
+
+
+_COLLATED_COLUMNS = frozenset((*MODEL_INPUT_COLUMNS, "labels", TASK_IDS_COLUMN, EXAMPLE_IDS_COLUMN))
+
+
+@dataclass
+class MultiTaskDataCollator:
+    """Pads task-homogeneous batches (dynamic padding) and keeps `task_ids` and `example_ids`.
+
+    A batch that mixes tasks (the "all tasks per step" composition) is returned as
+    `{"task_batches": {task_id: padded batch, ...}}` in task-id order.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    pad_to_multiple_of: int | None = None
+
+    def __post_init__(self) -> None:
+        self._pad = DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of)
+
+    def _collate_one(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        # Only what the model or the loss reads: raw text, `idx` and other columns are dropped.
+        return self._pad([{k: v for k, v in f.items() if k in _COLLATED_COLUMNS} for f in features])
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        task_ids = [int(f[TASK_IDS_COLUMN]) for f in features]
+        if len(set(task_ids)) == 1:
+            return self._collate_one(features)
+        grouped: dict[int, list[Mapping[str, Any]]] = {}
+        for feature, task_id in zip(features, task_ids):
+            grouped.setdefault(task_id, []).append(feature)
+        return {"task_batches": {task_id: self._collate_one(grouped[task_id]) for task_id in sorted(grouped)}}

@@ -1,0 +1,346 @@
+"""A shared encoder with one classification or regression head per task."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from .tasks import TaskSpec, check_unique_names
+
+POOLING_MODES = ("cls", "pooler", "mean", "max")
+
+
+class MultiTaskConfig(PretrainedConfig):
+    """Configuration of a `MultiTaskModel`: the encoder's own config plus one entry per task head.
+
+    Args:
+        encoder_config: The shared encoder's configuration (any `AutoConfig`), or its dict.
+        tasks: One dict per head: `{"name", "num_labels", "problem_type", "id2label"}` (see
+            `TaskSpec.head_config`). `problem_type` is `"regression"` or `"single_label_classification"`.
+        pooling: How a sequence becomes one vector: `"cls"` (first token), `"pooler"` (the encoder's
+            pooler output, as `BertForSequenceClassification`), `"mean"` or `"max"` over non-padding tokens.
+        classifier_dropout: Dropout before each head; defaults to the encoder's hidden dropout.
+    """
+
+    model_type = "hf_async_mtl"
+    sub_configs = {"encoder_config": AutoConfig}
+
+    def __init__(
+        self,
+        encoder_config: PretrainedConfig | dict | None = None,
+        tasks: Sequence[dict[str, Any]] | None = None,
+        pooling: str = "cls",
+        classifier_dropout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(encoder_config, dict):
+            encoder_config = AutoConfig.for_model(**encoder_config)
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}.")
+        self.encoder_config = encoder_config
+        self.tasks = [dict(task) for task in (tasks or [])]
+        names = [task["name"] for task in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"MultiTaskConfig: duplicate task names in {names}.")
+        self.pooling = pooling
+        self.classifier_dropout = classifier_dropout
+        super().__init__(**kwargs)
+
+    @property
+    def task_names(self) -> list[str]:
+        """Head names in task-id order (task id i is `task_names[i]`)."""
+        return [task["name"] for task in self.tasks]
+
+    def task(self, name: str) -> dict[str, Any]:
+        """The head description of task `name`; a clear error names the known tasks."""
+        for task in self.tasks:
+            if task["name"] == name:
+                return task
+        raise KeyError(f"Task {name!r} has no head in this model; heads: {self.task_names}.")
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the encoder's hidden states (and of the pooled vector)."""
+        return self.encoder_config.hidden_size
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, is_regression: bool) -> torch.Tensor:
+    """Hard-label loss of one task: mean squared error for regression, cross-entropy otherwise."""
+    if is_regression:
+        return F.mse_loss(logits.view(-1).float(), labels.view(-1).float())
+    return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), labels.view(-1).long())
+
+
+def read_sentence_transformers_pooling(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> str | None:
+    """Pooling mode declared by a sentence-transformers checkpoint (`1_Pooling/config.json`), if any.
+
+    Returns `"mean"`, `"cls"` or `"max"`, or `None` when the checkpoint declares none.
+    """
+    local = os.path.join(os.fspath(name_or_path), "1_Pooling", "config.json")
+    path: str | None = local if os.path.isfile(local) else None
+    if path is None and not os.path.isdir(os.fspath(name_or_path)):
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = hf_hub_download(os.fspath(name_or_path), "1_Pooling/config.json", **hub_kwargs)
+        except Exception:  # noqa: BLE001 - no such file, offline, or not a Hub repo: no declaration
+            return None
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as handle:
+        declared = json.load(handle)
+    for key, mode in (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls"), ("pooling_mode_max_tokens", "max")):
+        if declared.get(key):
+            return mode
+    return None
+
+
+class MultiTaskModel(PreTrainedModel):
+    """Shared encoder (any `AutoModel`) with one head (dropout + linear) per task.
+
+    A forward pass takes a task-homogeneous batch: `task_ids` (one id per example, all equal) or
+    `task_name` selects the head. With `labels` the task's hard-label loss is returned as `loss`.
+    """
+
+    config_class = MultiTaskConfig
+    base_model_prefix = "encoder"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+
+    def __init__(self, config: MultiTaskConfig) -> None:
+        super().__init__(config)
+        if config.encoder_config is None:
+            raise ValueError("MultiTaskConfig.encoder_config is required to build a MultiTaskModel.")
+        self.encoder = AutoModel.from_config(config.encoder_config)
+        dropout = config.classifier_dropout
+        if dropout is None:
+            dropout = getattr(config.encoder_config, "hidden_dropout_prob", 0.1)
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict(
+            {task["name"]: nn.Linear(config.hidden_size, task["num_labels"]) for task in config.tasks}
+        )
+        if config.pooling == "pooler" and getattr(self.encoder, "pooler", None) is None:
+            raise ValueError(
+                f"pooling='pooler' needs an encoder with a pooler layer; {type(self.encoder).__name__} has none. "
+                "Use pooling='cls' or 'mean'."
+            )
+        self.post_init()
+
+    # ---- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_encoder(
+        cls,
+        encoder_name_or_path: str | os.PathLike,
+        tasks: Sequence[TaskSpec],
+        *,
+        pooling: str = "auto",
+        classifier_dropout: float | None = None,
+        **encoder_kwargs: Any,
+    ) -> MultiTaskModel:
+        """Build a model from a pretrained encoder checkpoint (local directory or Hub id) and task specs.
+
+        `pooling="auto"` uses the checkpoint's declared sentence-transformers pooling (e.g. mean for
+        all-MiniLM-L6-v2, whose BERT pooler was never trained), else the encoder's pooler when it has
+        one, else the first token.
+        """
+        check_unique_names(list(tasks))
+        if not tasks:
+            raise ValueError("from_encoder needs at least one TaskSpec.")
+        encoder = AutoModel.from_pretrained(encoder_name_or_path, **encoder_kwargs)
+        if pooling == "auto":
+            pooling = read_sentence_transformers_pooling(encoder_name_or_path) or (
+                "pooler" if getattr(encoder, "pooler", None) is not None else "cls"
+            )
+        config = MultiTaskConfig(
+            encoder_config=encoder.config,
+            tasks=[spec.head_config() for spec in tasks],
+            pooling=pooling,
+            classifier_dropout=classifier_dropout,
+            base_encoder_name_or_path=os.fspath(encoder_name_or_path),
+        )
+        model = cls(config)
+        # Copy rather than adopt the module so `post_init` above cannot re-initialise pretrained weights.
+        model.encoder.load_state_dict(encoder.state_dict())
+        return model
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear) and any(module is head for head in self.heads.values()):
+            std = getattr(self.config.encoder_config, "initializer_range", 0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            nn.init.zeros_(module.bias)
+        # The encoder is a PreTrainedModel: `initialize_weights` dispatches to its own `_init_weights`.
+
+    # ---- task bookkeeping ---------------------------------------------------------------------
+
+    @property
+    def task_names(self) -> list[str]:
+        """Head names in task-id order."""
+        return self.config.task_names
+
+    def is_regression(self, task_name: str) -> bool:
+        """Whether task `task_name` has a regression head."""
+        return self.config.task(task_name)["problem_type"] == "regression"
+
+    def check_tasks(self, tasks: Sequence[TaskSpec]) -> None:
+        """Raise a clear error unless the model's heads match `tasks` (names, order, sizes, kinds)."""
+        expected = [spec.head_config() for spec in tasks]
+        problems = []
+        have = {task["name"]: task for task in self.config.tasks}
+        for head in expected:
+            got = have.get(head["name"])
+            if got is None:
+                problems.append(f"no head for task {head['name']!r}")
+            elif (got["num_labels"], got["problem_type"]) != (head["num_labels"], head["problem_type"]):
+                problems.append(
+                    f"task {head['name']!r}: head has {got['num_labels']} outputs ({got['problem_type']}), "
+                    f"the task needs {head['num_labels']} ({head['problem_type']})"
+                )
+        extra = sorted(set(have) - {head["name"] for head in expected})
+        if extra:
+            problems.append(f"heads for tasks not requested: {extra}")
+        if not problems and [h["name"] for h in expected] != self.task_names:
+            problems.append(f"task order differs: model {self.task_names}, requested {[h['name'] for h in expected]}")
+        if problems:
+            raise ValueError("The checkpoint's heads do not match the requested tasks: " + "; ".join(problems) + ".")
+
+    def _resolve_task(self, task_ids: torch.Tensor | None, task_name: str | None) -> str:
+        if task_name is not None:
+            self.config.task(task_name)
+            return task_name
+        if task_ids is None:
+            if len(self.task_names) == 1:
+                return self.task_names[0]
+            raise ValueError(f"This model has {len(self.task_names)} heads; pass task_ids or task_name.")
+        task_ids = task_ids.view(-1)
+        first = int(task_ids[0])
+        if bool((task_ids != first).any()):
+            raise ValueError(
+                "A batch must hold examples of a single task (task-homogeneous); got task ids "
+                f"{sorted(set(task_ids.tolist()))}."
+            )
+        if not 0 <= first < len(self.task_names):
+            raise ValueError(f"task id {first} is out of range for heads {self.task_names}.")
+        return self.task_names[first]
+
+    # ---- forward ------------------------------------------------------------------------------
+
+    def pool(self, encoder_outputs: Any, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Turn the encoder's outputs into one vector per example, by `config.pooling`."""
+        hidden = encoder_outputs.last_hidden_state
+        mode = self.config.pooling
+        if mode == "pooler":
+            return encoder_outputs.pooler_output
+        if mode == "cls":
+            return hidden[:, 0]
+        if attention_mask is None:
+            attention_mask = torch.ones(hidden.shape[:2], device=hidden.device, dtype=torch.long)
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        if mode == "mean":
+            return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        task_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        task_name: str | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **encoder_kwargs: Any,
+    ) -> SequenceClassifierOutput:
+        """Encode a task-homogeneous batch and apply its task's head; `loss` is set when `labels` are given."""
+        task = self._resolve_task(task_ids, task_name)
+        encoder_inputs: dict[str, Any] = {"attention_mask": attention_mask, **encoder_kwargs}
+        if token_type_ids is not None:
+            encoder_inputs["token_type_ids"] = token_type_ids
+        if inputs_embeds is not None:
+            encoder_inputs["inputs_embeds"] = inputs_embeds
+        else:
+            encoder_inputs["input_ids"] = input_ids
+        outputs = self.encoder(**encoder_inputs, return_dict=True)
+        pooled = self.dropout(self.pool(outputs, attention_mask))
+        logits = self.heads[task](pooled)
+        loss = task_loss(logits, labels, self.is_regression(task)) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    # ---- export -------------------------------------------------------------------------------
+
+    def single_task_model(self, task_name: str) -> MultiTaskModel:
+        """A one-head copy of this model (shared encoder + that task's head)."""
+        head = self.config.task(task_name)
+        config_dict = self.config.to_dict()
+        config_dict["tasks"] = [head]
+        config_dict["id2label"] = {int(k): v for k, v in head["id2label"].items()}
+        config_dict["label2id"] = {v: int(k) for k, v in head["id2label"].items()}
+        config_dict["problem_type"] = head["problem_type"]
+        config_dict.pop("model_type", None)
+        config_dict.pop("transformers_version", None)
+        config = MultiTaskConfig(**config_dict)
+        single = MultiTaskModel(config)
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("heads.") or k.startswith(f"heads.{task_name}.")}
+        single.load_state_dict(state)
+        return single.to(self.device)
+
+    def export_task(self, task_name: str, save_directory: str | os.PathLike, **save_kwargs: Any) -> PreTrainedModel:
+        """Save one task as a checkpoint that `AutoModelForSequenceClassification` and `pipeline` load.
+
+        With `pooling="pooler"` on an encoder whose native sequence-classification model is "pooler →
+        dropout → linear classifier" (BERT family), a standard native checkpoint (e.g.
+        `BertForSequenceClassification`) is written. Other poolings have no native equivalent: a
+        one-head `MultiTaskModel` is written instead, which `AutoModelForSequenceClassification`
+        loads once `hf_async_mtl` is imported. Returns the model that was saved.
+        """
+        exported = self._native_export(task_name) if self.config.pooling == "pooler" else None
+        if exported is None:
+            exported = self.single_task_model(task_name)
+        exported.save_pretrained(save_directory, **save_kwargs)
+        return exported
+
+    def _native_export(self, task_name: str) -> PreTrainedModel | None:
+        head = self.config.task(task_name)
+        native_config = self.config.encoder_config.__class__.from_dict(self.config.encoder_config.to_dict())
+        native_config.num_labels = head["num_labels"]
+        native_config.id2label = {int(k): v for k, v in head["id2label"].items()}
+        native_config.label2id = {v: int(k) for k, v in head["id2label"].items()}
+        native_config.problem_type = head["problem_type"]
+        try:
+            native = AutoModelForSequenceClassification.from_config(native_config)
+        except ValueError:
+            return None
+        classifier = getattr(native, "classifier", None)
+        base = getattr(native, native.base_model_prefix, None)
+        if not isinstance(classifier, nn.Linear) or base is None or getattr(base, "pooler", None) is None:
+            return None
+        base.load_state_dict(self.encoder.state_dict())
+        classifier.load_state_dict(self.heads[task_name].state_dict())
+        native.to(self.device).eval()
+        # Only claim a native export when it provably computes the same logits.
+        probe = torch.arange(1, 9, device=self.device).view(1, 8) % native_config.vocab_size
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            same = torch.allclose(native(input_ids=probe).logits, self(input_ids=probe, task_name=task_name).logits, atol=1e-5)
+        self.train(was_training)
+        return native if same else None
+
+
+AutoConfig.register(MultiTaskConfig.model_type, MultiTaskConfig)
+AutoModel.register(MultiTaskConfig, MultiTaskModel)
+AutoModelForSequenceClassification.register(MultiTaskConfig, MultiTaskModel)

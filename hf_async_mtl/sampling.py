@@ -1,0 +1,327 @@
+"""Task-mixing batch sampler for multi-task training.
+
+`MultiTaskBatchSampler` is a batch sampler over a dataset that concatenates the tasks' datasets in
+the order of `task_sizes` (example `j` of task `k` has the global index `offsets[k] + j`). Use it
+as `DataLoader(multitask_dataset, batch_sampler=sampler, collate_fn=...)`.
+
+Each task has its own endless *stream*: seeded permutations of its (possibly capped) examples,
+concatenated, and cut into global batches of `batch_size * world_size`. A step takes the next
+global batch of the task(s) chosen for it, so batches are always full and every example of a
+permutation is used exactly once before any is repeated. Everything is a pure function of
+`(seed, epoch)`: all ranks draw the same global batch and keep their own slice of it, and resuming
+by skipping the first `k` batches of a fresh iteration reproduces an uninterrupted run. This module
+deliberately imports nothing from transformers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+SAMPLING_STRATEGIES: tuple[str, ...] = ("proportional", "temperature", "uniform", "round_robin", "annealed")
+COMPOSITIONS: tuple[str, ...] = ("one_task", "all_tasks")
+
+# Distinct first words of the seed sequences so that stream, schedule and cap RNGs never collide
+# (e.g. (seed, epoch=0) for the schedule vs (seed, task=0) for a cap).
+_STREAM_SALT, _SCHEDULE_SALT, _CAP_SALT = 0x5E7, 0x5C4, 0xCA9
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Yields, at each step, this rank's list of global indices into the concatenated dataset.
+
+    Args:
+        task_sizes: Number of examples of each task, in the order the dataset concatenates them.
+        batch_size: Per-rank, per-task batch size.
+        strategy: How the task of a step is chosen (`composition="one_task"` only), one of
+            `SAMPLING_STRATEGIES`: `"proportional"` p ∝ n; `"temperature"` p ∝ n^(1/temperature);
+            `"uniform"`; `"round_robin"` (tasks cycled in order); `"annealed"`
+            p ∝ n^(1 - s/(S-1)), proportional at step 0 and uniform at the last step S-1, where
+            S = `len(self)` is the number of steps of the epoch (with `num_batches` set by the
+            trainer to `max_steps * grad_accum`, the annealing spans the whole run). n is the
+            effective size after caps.
+        temperature: Temperature of the `"temperature"` strategy (> 0; 1 = proportional).
+        composition: `"one_task"`: a step is one batch of one task; `"all_tasks"`: a step is one
+            batch of every task concatenated in task order (length `batch_size * num_tasks`).
+        num_batches: Steps per epoch. Default: one_task: ceil(sum n / global batch); all_tasks:
+            ceil(max n / global batch), global batch = `batch_size * world_size`.
+        lengths: Per task, the length of each example in local index order; turns on
+            length-grouped batching (see `_global_batches`) to reduce padding.
+        max_examples_per_task: Cap on the examples used per task (one int, or per task name): a
+            fixed random subset that depends on `seed` only, not on the epoch.
+        seed: Base seed of every random draw.
+        rank: This process's rank in `[0, world_size)`.
+        world_size: Number of data-parallel processes.
+        length_grouping_factor: Mega-chunk size, in global batches, sorted by length together.
+    """
+
+    def __init__(
+        self,
+        task_sizes: Mapping[str, int],
+        batch_size: int,
+        *,
+        strategy: str = "proportional",
+        temperature: float = 2.0,
+        composition: str = "one_task",
+        num_batches: int | None = None,
+        lengths: Mapping[str, Sequence[int]] | None = None,
+        max_examples_per_task: int | Mapping[str, int] | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        length_grouping_factor: int = 50,
+    ) -> None:
+        if not task_sizes:
+            raise ValueError("task_sizes must name at least one task")
+        sizes = {str(name): _check_int(f"task size of {name!r}", n, 1) for name, n in task_sizes.items()}
+        if strategy not in SAMPLING_STRATEGIES:
+            raise ValueError(f"unknown sampling strategy {strategy!r}; known: {', '.join(SAMPLING_STRATEGIES)}")
+        if composition not in COMPOSITIONS:
+            raise ValueError(f"unknown composition {composition!r}; known: {', '.join(COMPOSITIONS)}")
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        self.batch_size = _check_int("batch_size", batch_size, 1)
+        self.world_size = _check_int("world_size", world_size, 1)
+        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank < self.world_size:
+            raise ValueError(f"rank must be an integer in [0, world_size={self.world_size}), got {rank!r}")
+        self.rank = int(rank)
+        self.seed = _check_int("seed", seed, 0)
+        self.length_grouping_factor = _check_int("length_grouping_factor", length_grouping_factor, 1)
+        self.strategy, self.composition, self.temperature = strategy, composition, float(temperature)
+        self._names = tuple(sizes)
+        self._sizes = sizes
+        self._offsets = dict(zip(self._names, np.concatenate([[0], np.cumsum(list(sizes.values()))[:-1]]).tolist()))
+
+        caps = self._parse_caps(max_examples_per_task)
+        # The kept subset depends on the seed only, so a capped task sees the same examples every epoch.
+        self._pools: list[np.ndarray] = []
+        for k, name in enumerate(self._names):
+            n = sizes[name]
+            if name in caps and caps[name] < n:
+                rng = np.random.default_rng([_CAP_SALT, self.seed, k])
+                self._pools.append(np.sort(rng.choice(n, size=caps[name], replace=False)))
+            else:
+                self._pools.append(np.arange(n))
+
+        self._lengths: list[np.ndarray] | None = None
+        if lengths is not None:
+            unknown = set(lengths) - set(self._names)
+            if unknown:
+                raise ValueError(f"lengths name unknown tasks {sorted(unknown)}; tasks: {list(self._names)}")
+            self._lengths = []
+            for name in self._names:
+                if name not in lengths:
+                    raise ValueError(f"lengths is missing task {name!r}")
+                arr = np.asarray(lengths[name], dtype=np.float64)  # float: safe to negate for sorting
+                if arr.shape != (sizes[name],):
+                    raise ValueError(f"lengths[{name!r}] must have {sizes[name]} entries (the task size), got shape {arr.shape}")
+                self._lengths.append(arr)
+
+        global_batch = self.batch_size * self.world_size
+        n_eff = [len(p) for p in self._pools]
+        total = sum(n_eff) if composition == "one_task" else max(n_eff)
+        self.num_batches = math.ceil(total / global_batch) if num_batches is None else _check_int("num_batches", num_batches, 1)
+        self.epoch = 0
+        self._schedule_cache: tuple[int, np.ndarray] | None = None
+
+    def _parse_caps(self, caps: int | Mapping[str, int] | None) -> dict[str, int]:
+        if caps is None:
+            return {}
+        if isinstance(caps, Mapping):
+            unknown = set(caps) - set(self._names)
+            if unknown:
+                raise ValueError(f"max_examples_per_task names unknown tasks {sorted(unknown)}; tasks: {list(self._names)}")
+            return {name: _check_int(f"max_examples_per_task[{name!r}]", c, 1) for name, c in caps.items()}
+        cap = _check_int("max_examples_per_task", caps, 1)
+        return {name: cap for name in self._names}
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        """Task names in dataset (concatenation) order."""
+        return self._names
+
+    @property
+    def offsets(self) -> dict[str, int]:
+        """Global index of each task's first example."""
+        return dict(self._offsets)
+
+    @property
+    def effective_sizes(self) -> dict[str, int]:
+        """Number of examples each task actually draws from, after `max_examples_per_task`."""
+        return {name: len(pool) for name, pool in zip(self._names, self._pools)}
+
+    # ------------------------------------------------------------------ schedule
+    def __len__(self) -> int:
+        """Number of batches (optimizer micro-steps) per epoch."""
+        return self.num_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose task order and example permutations are drawn."""
+        self.epoch = _check_int("epoch", epoch, 0)
+
+    def _probability_table(self, steps: np.ndarray) -> np.ndarray:
+        """Task probabilities at each of `steps`, shape `(len(steps), num_tasks)`."""
+        n = np.array([len(p) for p in self._pools], dtype=np.float64)
+        if self.composition == "all_tasks" or self.strategy in ("uniform", "round_robin"):
+            exponent = np.zeros(len(steps))
+        elif self.strategy == "temperature":
+            exponent = np.full(len(steps), 1.0 / self.temperature)
+        elif self.strategy == "annealed" and self.num_batches > 1:
+            last = self.num_batches - 1
+            exponent = 1.0 - np.clip(steps, 0, last) / last
+        else:  # proportional, or annealed over a single step (stays proportional: no 0/0)
+            exponent = np.ones(len(steps))
+        weights = n[None, :] ** exponent[:, None]
+        return weights / weights.sum(axis=1, keepdims=True)
+
+    def task_probabilities(self, step: int) -> dict[str, float]:
+        """Probability of each task being drawn at `step` of the epoch.
+
+        For `"round_robin"` this is each task's share of a cycle (1/K), and for `"all_tasks"` each
+        task's share of the step's examples (1/K): neither draws at random.
+        """
+        return dict(zip(self._names, self._probability_table(np.array([step]))[0].tolist()))
+
+    def _schedule(self) -> np.ndarray:
+        """Task index of each step of the current epoch (cached per epoch)."""
+        if self._schedule_cache is not None and self._schedule_cache[0] == self.epoch:
+            return self._schedule_cache[1]
+        steps, k = self.num_batches, len(self._names)
+        if self.strategy == "round_robin" or self.composition == "all_tasks":
+            schedule = np.arange(steps) % k
+        else:
+            rng = np.random.default_rng([_SCHEDULE_SALT, self.seed, self.epoch])
+            draws, schedule = rng.random(steps), np.empty(steps, dtype=np.int64)
+            # Inverse-CDF draws, in blocks to bound memory for long annealed schedules; the
+            # minimum guards against cumulative sums rounding just below 1.
+            for start in range(0, steps, 1 << 16):
+                block = np.arange(start, min(start + (1 << 16), steps))
+                if self.strategy == "annealed":
+                    cumulative = np.cumsum(self._probability_table(block), axis=1)
+                else:
+                    cumulative = np.cumsum(self._probability_table(block[:1]), axis=1)
+                schedule[block] = np.minimum((cumulative < draws[block, None]).sum(axis=1), k - 1)
+        self._schedule_cache = (self.epoch, schedule)
+        return schedule
+
+    def task_schedule(self) -> list[str] | list[tuple[str, ...]]:
+        """Task drawn at each step of the current epoch (`"all_tasks"`: the tuple of all tasks)."""
+        if self.composition == "all_tasks":
+            return [self._names] * self.num_batches
+        return [self._names[k] for k in self._schedule()]
+
+    # ------------------------------------------------------------------ streams
+    def _global_batches(self, k: int) -> Iterator[np.ndarray]:
+        """Endless stream of global batches (local indices) of task `k` for the current epoch.
+
+        The stream is a concatenation of seeded permutations of the task's pool, cut into full
+        global batches. A permutation's leftover `r < global batch` examples are completed by the
+        first examples of the next permutation that are not among them, so permutation `i`
+        occupies exactly the stream positions `[i*n, (i+1)*n)` and a global batch holds distinct
+        examples (unless the task has fewer examples than a global batch). With `lengths`, the rest of each permutation is split into
+        mega-chunks of `global batch * length_grouping_factor`, each sorted by length (descending)
+        and cut into global batches, whose order is then shuffled within the permutation (as in
+        transformers' LengthGroupedSampler): similar lengths share a batch, the order stays random.
+        """
+        rng = np.random.default_rng([_STREAM_SALT, self.seed, self.epoch, k])
+        pool, g = self._pools[k], self.batch_size * self.world_size
+        lengths = None if self._lengths is None else self._lengths[k]
+        carry = pool[:0]
+        while True:
+            perm = rng.permutation(pool)
+            if len(carry):
+                need = g - len(carry)
+                # Complete the batch with the first examples of the new permutation that are not
+                # already in it, so a global batch never repeats an example (ranks stay disjoint);
+                # impossible only for a task smaller than the global batch.
+                fresh = np.flatnonzero(~np.isin(perm, carry))[:need]
+                if len(fresh) == need:
+                    picked = np.zeros(len(perm), dtype=bool)
+                    picked[fresh] = True
+                    perm = np.concatenate([perm[picked], perm[~picked]])
+                carry, perm = np.concatenate([carry, perm[:need]]), perm[need:]
+                if len(carry) < g:  # task smaller than a global batch: keep filling
+                    continue
+                yield carry
+            n_full = len(perm) // g
+            body, carry = perm[: n_full * g], perm[n_full * g :]
+            if lengths is not None and n_full:
+                mega = g * self.length_grouping_factor
+                chunks = [body[i : i + mega] for i in range(0, len(body), mega)]
+                body = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in chunks])
+                batches = body.reshape(n_full, g)[rng.permutation(n_full)]
+            else:
+                batches = body.reshape(n_full, g)
+            yield from batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        """Yield this rank's global indices for each step of the current epoch."""
+        streams = [self._global_batches(k) for k in range(len(self._names))]
+        offsets = [self._offsets[name] for name in self._names]
+        lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
+        for k in self._schedule():
+            tasks = range(len(self._names)) if self.composition == "all_tasks" else (k,)
+            # Every rank advances every stream identically; each keeps only its slice.
+            yield [int(i) + offsets[t] for t in tasks for i in next(streams[t])[lo:hi]]
+
+    # ------------------------------------------------------------------ checkpointing
+    def _config(self) -> dict:
+        return {
+            "seed": self.seed,
+            "task_sizes": dict(self._sizes),
+            "effective_sizes": self.effective_sizes,
+            "batch_size": self.batch_size,
+            "world_size": self.world_size,
+            "strategy": self.strategy,
+            "temperature": self.temperature,
+            "composition": self.composition,
+            "num_batches": self.num_batches,
+            "length_grouped": self._lengths is not None,
+            "length_grouping_factor": self.length_grouping_factor,
+        }
+
+    def state_dict(self) -> dict:
+        """The epoch plus the configuration that must match for `load_state_dict` (rank excluded)."""
+        return {"epoch": self.epoch, **self._config()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the epoch; raise `ValueError` if the saved configuration differs from this one."""
+        current = self._config()
+        diffs = [
+            f"{key}: saved {state.get(key, '<missing>')!r} != current {value!r}"
+            for key, value in current.items()
+            if state.get(key, "<missing>") != value
+        ]
+        if diffs:
+            raise ValueError("sampler state does not match this sampler's configuration: " + "; ".join(diffs))
+        if "epoch" not in state:
+            raise ValueError("sampler state has no 'epoch'")
+        self.set_epoch(state["epoch"])
+
+
+def batch_padding_fraction(batches: Iterable[Sequence[int]], lengths: Sequence[int]) -> float:
+    """Fraction of padded tokens when each batch is padded to its longest member.
+
+    Args:
+        batches: Batches of global indices.
+        lengths: Length of every example, indexed by global index.
+    Returns:
+        `padding / (padding + real tokens)`, 0.0 when there are no tokens.
+    """
+    table = np.asarray(lengths)
+    padded = real = 0
+    for batch in batches:
+        if len(batch):
+            batch_lengths = table[np.asarray(batch)]
+            padded += int(batch_lengths.max()) * len(batch_lengths)
+            real += int(batch_lengths.sum())
+    return (padded - real) / padded if padded else 0.0

@@ -1,0 +1,110 @@
+"""Task descriptions: what a task's examples look like and how it is scored. No I/O here."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A classification or regression task over one sentence or a sentence pair.
+
+    Args:
+        name: Identifier used in metric keys (`eval_<name>_<metric>`), head names and file names.
+            Lower-case letters, digits and underscores, starting with a letter.
+        text_fields: One column (single sentence) or two columns (sentence pair) holding the text.
+        label_names: The class names, in label-id order, for a classification task. `None` makes
+            the task a regression task with one float target.
+        label_field: The column holding the label (an int id, or a float target for regression).
+        metrics: Names of the metrics reported for the task (see `hf_async_mtl.metrics.METRICS`).
+        main_metric: The metric that selects (convergence monitoring, best checkpoints). `"score"`
+            is the mean of `metrics`, the GLUE convention (MRPC: mean of F1 and accuracy).
+        greater_is_better: Direction of `main_metric`.
+        regression_range: Inclusive `(low, high)` bounds a regression target must lie in, if any.
+        validation_splits: Names of the evaluation splits (MNLI has matched and mismatched).
+    """
+
+    name: str
+    text_fields: tuple[str, ...]
+    label_names: tuple[str, ...] | None = None
+    label_field: str = "label"
+    metrics: tuple[str, ...] = ("accuracy",)
+    main_metric: str = "score"
+    greater_is_better: bool = True
+    regression_range: tuple[float, float] | None = None
+    validation_splits: tuple[str, ...] = ("validation",)
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME_PATTERN.match(self.name):
+            raise ValueError(
+                f"TaskSpec name {self.name!r} is invalid: use lower-case letters, digits and underscores, "
+                "starting with a letter (it becomes part of metric keys and file names)."
+            )
+        object.__setattr__(self, "text_fields", tuple(self.text_fields))
+        if len(self.text_fields) not in (1, 2):
+            raise ValueError(
+                f"Task {self.name!r}: text_fields must name one column (single sentence) or two (a pair), "
+                f"got {self.text_fields!r}."
+            )
+        if self.label_names is not None:
+            object.__setattr__(self, "label_names", tuple(self.label_names))
+            if len(self.label_names) < 2:
+                raise ValueError(f"Task {self.name!r}: a classification task needs at least two label names.")
+            if len(set(self.label_names)) != len(self.label_names):
+                raise ValueError(f"Task {self.name!r}: label_names contain duplicates: {self.label_names!r}.")
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+        if not self.metrics:
+            raise ValueError(f"Task {self.name!r}: at least one metric is needed.")
+        if self.main_metric != "score" and self.main_metric not in self.metrics:
+            raise ValueError(
+                f"Task {self.name!r}: main_metric {self.main_metric!r} must be 'score' (mean of metrics) "
+                f"or one of {self.metrics!r}."
+            )
+        object.__setattr__(self, "validation_splits", tuple(self.validation_splits))
+        if self.regression_range is not None:
+            if self.label_names is not None:
+                raise ValueError(f"Task {self.name!r}: regression_range is only meaningful for regression tasks.")
+            low, high = self.regression_range
+            if not low < high:
+                raise ValueError(f"Task {self.name!r}: regression_range {self.regression_range!r} must have low < high.")
+            object.__setattr__(self, "regression_range", (float(low), float(high)))
+
+    @property
+    def is_regression(self) -> bool:
+        """True when the task predicts one float target instead of a class."""
+        return self.label_names is None
+
+    @property
+    def num_labels(self) -> int:
+        """Number of head outputs: the number of classes, or 1 for regression."""
+        return 1 if self.label_names is None else len(self.label_names)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        """Label id → name mapping in the convention of `PretrainedConfig.id2label`."""
+        if self.label_names is None:
+            return {0: "LABEL_0"}
+        return dict(enumerate(self.label_names))
+
+    def head_config(self) -> dict[str, Any]:
+        """The JSON-serialisable description of this task's head stored in `MultiTaskConfig`."""
+        return {
+            "name": self.name,
+            "num_labels": self.num_labels,
+            "problem_type": "regression" if self.is_regression else "single_label_classification",
+            "id2label": {str(k): v for k, v in self.id2label.items()},
+        }
+
+
+def check_unique_names(specs: list[TaskSpec] | tuple[TaskSpec, ...]) -> None:
+    """Raise a clear error when two task specs share a name."""
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise ValueError(f"Task {spec.name!r} is given twice; task names must be unique.")
+        seen.add(spec.name)

@@ -1,0 +1,310 @@
+"""`MultiTaskTrainer`: a `transformers.Trainer` that mixes tasks, balances them and evaluates each one."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, speed_metrics
+
+from .config import MultiTaskTrainingArguments
+from .data import EXAMPLE_IDS_COLUMN, TASK_IDS_COLUMN, MultiTaskDataCollator, MultiTaskDataset
+from .distill import distillation_loss
+from .gradients import per_task_gradient_step
+from .metrics import compute_task_metrics, glue_score
+from .modeling import task_loss
+from .sampling import MultiTaskBatchSampler
+from .state import MultiTaskCheckpointState
+from .tasks import TaskSpec, check_unique_names
+from .weighting import build_weighting
+
+
+class MultiTaskTrainer(Trainer):
+    """Trains one `MultiTaskModel` on several tasks at once.
+
+    Args:
+        model: A `MultiTaskModel` whose heads match `task_specs`.
+        args: `MultiTaskTrainingArguments`.
+        task_specs: The tasks, in the model's head order.
+        train_dataset: Task name → tokenized training set (see `hf_async_mtl.data.tokenize_task`).
+        eval_dataset: Task name → tokenized evaluation set, or → `{split: dataset}` for tasks with
+            several evaluation splits (the first split is the task's own; the others are reported as
+            `eval_<task>_<split>_<metric>`). Use a split carved from training data for selection.
+        processing_class: The tokenizer (used by the default collator and saved with the model).
+
+    Metrics are reported as `eval_<task>_<metric>`, `eval_<task>_score`, `eval_<task>_loss`,
+    `eval_glue_score` (mean of the task scores) and `eval_loss` (mean of the task losses), so
+    `metric_for_best_model`, `load_best_model_at_end` and `EarlyStoppingCallback` work as usual.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        args: MultiTaskTrainingArguments,
+        task_specs: Sequence[TaskSpec],
+        train_dataset: Mapping[str, datasets.Dataset] | MultiTaskDataset | None = None,
+        eval_dataset: Mapping[str, Any] | None = None,
+        processing_class: Any = None,
+        data_collator: Any = None,
+        callbacks: list | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(args, MultiTaskTrainingArguments):
+            raise TypeError("MultiTaskTrainer needs MultiTaskTrainingArguments.")
+        check_unique_names(list(task_specs))
+        self.task_specs = {spec.name: spec for spec in task_specs}
+        model.check_tasks(list(task_specs))
+        if train_dataset is not None and not isinstance(train_dataset, MultiTaskDataset):
+            unknown = sorted(set(train_dataset) - set(self.task_specs))
+            if unknown:
+                raise ValueError(f"train_dataset has tasks without a TaskSpec: {unknown}.")
+            train_dataset = MultiTaskDataset({name: train_dataset[name] for name in self.task_specs if name in train_dataset})
+        if eval_dataset is not None:
+            unknown = sorted(set(eval_dataset) - set(self.task_specs))
+            if unknown:
+                raise ValueError(f"eval_dataset has tasks without a TaskSpec: {unknown}.")
+        if data_collator is None:
+            if processing_class is None:
+                raise ValueError("Pass processing_class (the tokenizer) or a data_collator.")
+            data_collator = MultiTaskDataCollator(processing_class)
+        task_names = list(self.task_specs)
+        self.weighting = build_weighting(args.weighting_name, task_names, **args.mtl_method_options)
+        self.step_composition = args.step_composition
+        if self.step_composition == "auto":
+            self.step_composition = "all_tasks" if self.weighting.needs_all_tasks else "one_task"
+        if self.weighting.needs_all_tasks and self.step_composition != "all_tasks":
+            raise ValueError(f"mtl_method {args.mtl_method!r} needs step_composition='all_tasks' (or 'auto').")
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            data_collator=data_collator,
+            callbacks=callbacks,
+            **kwargs,
+        )
+        # Losses are per-batch means: let the Trainer divide them by the accumulation steps.
+        self.loss_is_scaled_for_ga = False
+        self.model_accepts_loss_kwargs = False
+        self._task_metrics: dict[str, list[float]] = defaultdict(list)
+        self._step_losses: dict[str, list[float]] = defaultdict(list)
+        self._step_losses_at = 0
+        self.checkpoint_state = MultiTaskCheckpointState(self)
+        if args.uses_async_kd:
+            from .callbacks import AsyncConvergenceCallback
+
+            self.add_callback(AsyncConvergenceCallback(self))
+
+    # ---- data ---------------------------------------------------------------------------------
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        # example_ids are read by compute_loss (soft-label lookup), not by the model: keep them.
+        if EXAMPLE_IDS_COLUMN not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, EXAMPLE_IDS_COLUMN, TASK_IDS_COLUMN]
+
+    def build_train_sampler(self) -> MultiTaskBatchSampler:
+        """The task-mixing batch sampler of this run (rank-aware; length-aware if enabled)."""
+        dataset: MultiTaskDataset = self.train_dataset
+        num_batches = None
+        if self.args.max_steps > 0:
+            num_batches = self.args.max_steps * self.args.gradient_accumulation_steps
+        return MultiTaskBatchSampler(
+            dataset.task_sizes,
+            self._train_batch_size,
+            strategy=self.args.sampling_strategy,
+            temperature=self.args.sampling_temperature,
+            composition=self.step_composition,
+            num_batches=num_batches,
+            lengths=dataset.lengths() if self.args.length_aware_batching else None,
+            seed=self.args.seed,
+            rank=self.args.process_index,
+            world_size=self.args.world_size,
+        )
+
+    def get_train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            raise ValueError("MultiTaskTrainer: training requires a train_dataset.")
+        sampler = self.build_train_sampler()
+        self.train_sampler = sampler
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        prepared = self.accelerator.prepare(loader)
+        # The sampler already gives each rank its own shard (same task on every rank): make accelerate's
+        # BatchSamplerShard wrapper a passthrough instead of re-sharding.
+        wrapper = getattr(prepared, "batch_sampler", None)
+        if wrapper is not None and getattr(wrapper, "batch_sampler", None) is sampler:
+            wrapper.num_processes = 1
+            wrapper.process_index = 0
+        return prepared
+
+    # ---- loss ---------------------------------------------------------------------------------
+
+    def _task_name(self, batch: Mapping[str, Any]) -> str:
+        return self.accelerator.unwrap_model(self.model).task_names[int(batch[TASK_IDS_COLUMN].view(-1)[0])]
+
+    def task_loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[str, torch.Tensor, Any]:
+        """Loss of one task-homogeneous batch: KD against stored soft labels when present, else hard labels."""
+        task = self._task_name(batch)
+        spec = self.task_specs[task]
+        labels = batch.pop("labels", None)
+        example_ids = batch.pop(EXAMPLE_IDS_COLUMN, None)
+        soft_labels = None
+        if model.training and example_ids is not None and task in self.train_dataset.soft_labels:
+            soft_labels = self.train_dataset.soft_labels[task][example_ids.cpu()].to(labels.device)
+        outputs = model(**batch)
+        if soft_labels is not None:
+            loss = distillation_loss(
+                outputs.logits,
+                soft_labels,
+                labels,
+                is_regression=spec.is_regression,
+                loss_type=self.args.kd_loss,
+                temperature=self.args.kd_temperature,
+                alpha=self.args.kd_alpha,
+            )
+        else:
+            loss = task_loss(outputs.logits, labels, spec.is_regression)
+        return task, loss, outputs
+
+    def task_losses(self, model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Per-task losses of a step's inputs (one batch, or one batch of every task)."""
+        batches = inputs["task_batches"].values() if "task_batches" in inputs else [inputs]
+        losses = {}
+        for batch in batches:
+            task, loss, _ = self.task_loss(model, dict(batch))
+            losses[task] = loss
+        self._record_losses(losses)
+        return losses
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not model.training:
+            _, loss, outputs = self.task_loss(model, dict(inputs))
+            return (loss, outputs) if return_outputs else loss
+        losses = self.task_losses(model, inputs)
+        loss = self.weighting.weigh_losses(losses, self.state.global_step)
+        for task, weight in self.weighting.last_weights.items():
+            self._task_metrics[f"weight_{task}"].append(float(weight))
+        return (loss, None) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if not self.weighting.needs_task_gradients:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        with self.compute_loss_context_manager():
+            losses = self.task_losses(model, inputs)
+        loss = per_task_gradient_step(
+            self.accelerator, model, self.weighting, losses, self.state.global_step, self.current_gradient_accumulation_steps
+        )
+        for task, weight in self.weighting.last_weights.items():
+            self._task_metrics[f"weight_{task}"].append(float(weight))
+        return loss
+
+    def _record_losses(self, losses: Mapping[str, torch.Tensor]) -> None:
+        # A new optimizer step began: hand the finished step's losses to the weighting method once.
+        if self.state.global_step != self._step_losses_at and self._step_losses:
+            self.weighting.after_optimizer_step({t: float(np.mean(v)) for t, v in self._step_losses.items()}, self._step_losses_at)
+            self._step_losses.clear()
+        self._step_losses_at = self.state.global_step
+        for task, loss in losses.items():
+            value = float(loss.detach())
+            self._step_losses[task].append(value)
+            self._task_metrics[f"loss_{task}"].append(value)
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        learnable = [p for p in self.weighting.parameters() if p.requires_grad]
+        if learnable and not any(p is q for group in optimizer.param_groups for p in group["params"] for q in learnable):
+            optimizer.add_param_group({"params": learnable, "weight_decay": 0.0})
+        return optimizer
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._task_metrics:
+            logs.update({f"train_{name}": float(np.mean(values)) for name, values in self._task_metrics.items()})
+            self._task_metrics.clear()
+        super().log(logs, start_time)
+
+    # ---- evaluation ---------------------------------------------------------------------------
+
+    def _evaluation_sets(self, eval_dataset: Mapping[str, Any] | None) -> list[tuple[str, str, Any]]:
+        eval_dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if not eval_dataset:
+            raise ValueError("MultiTaskTrainer: evaluation requires an eval_dataset (task name → dataset).")
+        sets = []
+        for task, value in eval_dataset.items():
+            if task not in self.task_specs:
+                raise ValueError(f"eval_dataset has task {task!r} without a TaskSpec; tasks: {list(self.task_specs)}.")
+            if isinstance(value, Mapping):
+                for position, (split, dataset) in enumerate(value.items()):
+                    sets.append((task if position == 0 else f"{task}_{split}", task, dataset))
+            else:
+                sets.append((task, task, value))
+        return sets
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Evaluate every task on its own set; one merged metrics dict, logged once."""
+        self._memory_tracker.start()
+        start_time = time.time()
+        metrics: dict[str, float] = {}
+        task_scores: dict[str, dict[str, float]] = {}
+        losses = []
+        num_samples = 0
+        for key, task, dataset in self._evaluation_sets(eval_dataset):
+            output = self.evaluation_loop(
+                self.get_eval_dataloader(dataset),
+                description=f"Evaluation ({key})",
+                prediction_loss_only=False,
+                ignore_keys=ignore_keys,
+                metric_key_prefix=f"{metric_key_prefix}_{key}",
+            )
+            num_samples += output.num_samples
+            task_metrics = compute_task_metrics(self.task_specs[task], output.predictions, output.label_ids)
+            metrics.update({f"{metric_key_prefix}_{key}_{name}": value for name, value in task_metrics.items()})
+            loss = output.metrics.get(f"{metric_key_prefix}_{key}_loss")
+            if loss is not None:
+                metrics[f"{metric_key_prefix}_{key}_loss"] = loss
+                losses.append(loss)
+            if key == task:
+                task_scores[task] = task_metrics
+        metrics[f"{metric_key_prefix}_glue_score"] = glue_score(task_scores)
+        if losses:
+            metrics[f"{metric_key_prefix}_loss"] = float(np.mean(losses))
+        total_batch_size = self.args.eval_batch_size * self.args.world_size
+        metrics.update(
+            speed_metrics(metric_key_prefix, start_time, num_samples=num_samples, num_steps=math.ceil(num_samples / total_batch_size))
+        )
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        self._memory_tracker.stop_and_update_metrics(metrics)
+        return metrics
+
+    # ---- checkpoints --------------------------------------------------------------------------
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        self.checkpoint_state.save(self._checkpoint_dir())
+
+    def _checkpoint_dir(self) -> str:
+        return os.path.join(self._get_output_dir(trial=None), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """As `Trainer.train`; a resumed run also restores weighting, convergence and soft-label state."""
+        if resume_from_checkpoint:
+            self.checkpoint_state.load(self.checkpoint_state.resolve(resume_from_checkpoint))
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)

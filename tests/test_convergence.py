@@ -1,0 +1,173 @@
+"""Tests for the per-task convergence monitor."""
+
+import json
+import math
+
+import pytest
+
+from hf_async_mtl.convergence import ConvergenceMonitor, ConvergenceUpdate
+
+
+def feed(monitor, task, values, start=1):
+    """Feed `values` for one task at steps start, start+1, ...; returns the list of updates."""
+    return [monitor.update(start + i, {task: v}) for i, v in enumerate(values)]
+
+
+def test_first_value_is_best_and_patience_counts_non_improvements():
+    m = ConvergenceMonitor({"a": True}, patience=2)
+    first = m.update(10, {"a": 0.5})
+    assert first == ConvergenceUpdate(new_best=("a",), newly_converged=())
+    assert m.update(20, {"a": 0.4}).newly_converged == ()
+    assert not m.is_converged("a")
+    upd = m.update(30, {"a": 0.45})
+    assert upd.newly_converged == ("a",)
+    assert m.is_converged("a") and m.converged_tasks == ("a",) and m.active_tasks == ()
+    assert m.best_step("a") == 10 and m.best_value("a") == 0.5
+    assert m.converged_step("a") == 30
+    assert m.all_converged
+
+
+def test_improvement_resets_patience():
+    m = ConvergenceMonitor({"a": True}, patience=2)
+    ups = feed(m, "a", [0.5, 0.4, 0.6, 0.55])
+    assert [u.new_best for u in ups] == [("a",), (), ("a",), ()]
+    assert not m.is_converged("a")  # only one non-improvement since the 0.6
+    assert m.update(5, {"a": 0.1}).newly_converged == ("a",)
+    assert m.best_step("a") == 3
+
+
+def test_min_delta_requires_a_large_enough_gain():
+    m = ConvergenceMonitor({"a": True}, patience=2, min_delta=0.01)
+    feed(m, "a", [0.80, 0.805])  # +0.005 is not an improvement
+    assert m.best_value("a") == 0.80
+    assert m.update(3, {"a": 0.8101}).new_best == ("a",)
+    feed(m, "a", [0.815, 0.82], start=4)  # +0.0049, +0.0099: both within min_delta
+    assert m.is_converged("a") and m.best_step("a") == 3
+
+
+def test_lower_is_better_direction():
+    m = ConvergenceMonitor({"loss": False, "acc": True}, patience=1)
+    upd = m.update(1, {"loss": 1.0, "acc": 0.5})
+    assert upd.new_best == ("loss", "acc")
+    upd = m.update(2, {"loss": 0.7, "acc": 0.4})
+    assert upd == ConvergenceUpdate(new_best=("loss",), newly_converged=("acc",))
+    upd = m.update(3, {"loss": 0.9})
+    assert upd.newly_converged == ("loss",)
+    assert m.best_value("loss") == 0.7 and m.best_step("loss") == 2
+
+
+def test_min_delta_lower_is_better():
+    m = ConvergenceMonitor({"loss": False}, patience=1, min_delta=0.1)
+    m.update(1, {"loss": 1.0})
+    assert m.update(2, {"loss": 0.95}).newly_converged == ("loss",)
+    assert m.best_value("loss") == 1.0
+
+
+def test_min_steps_delays_convergence():
+    m = ConvergenceMonitor({"a": True}, patience=1, min_steps=100)
+    m.update(10, {"a": 0.5})
+    m.update(20, {"a": 0.4})
+    m.update(50, {"a": 0.3})
+    assert not m.is_converged("a")
+    upd = m.update(100, {"a": 0.3})
+    assert upd.newly_converged == ("a",) and m.converged_step("a") == 100
+    assert m.best_step("a") == 10
+
+
+def test_stays_converged_and_history_keeps_growing():
+    m = ConvergenceMonitor({"a": True, "b": True}, patience=1)
+    m.update(1, {"a": 0.5, "b": 0.5})
+    m.update(2, {"a": 0.4, "b": 0.6})
+    assert m.converged_tasks == ("a",) and m.active_tasks == ("b",)
+    upd = m.update(3, {"a": 0.99, "b": 0.7})
+    assert upd.new_best == ("b",)  # a's 0.99 does not count after convergence
+    assert m.is_converged("a") and m.best_value("a") == 0.5 and m.best_step("a") == 1
+    assert m.history("a") == [(1, 0.5), (2, 0.4), (3, 0.99)]
+    assert m.update(4, {"a": 0.1}).newly_converged == ()  # not reported twice
+    assert m.converged_step("a") == 2
+    assert not m.all_converged
+
+
+def test_tasks_may_be_evaluated_at_different_steps():
+    m = ConvergenceMonitor({"a": True, "b": True}, patience=1)
+    m.update(5, {"a": 0.1})
+    m.update(5, {"b": 0.2})  # same step, other task: fine
+    m.update(7, {"b": 0.3})
+    assert m.history("a") == [(5, 0.1)] and m.history("b") == [(5, 0.2), (7, 0.3)]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_value_is_rejected_with_task_and_step(bad):
+    m = ConvergenceMonitor({"mrpc": True})
+    with pytest.raises(ValueError, match=r"'mrpc'.*step 42"):
+        m.update(42, {"mrpc": bad})
+    assert m.history("mrpc") == []
+
+
+def test_unknown_task_rejected_and_nothing_recorded():
+    m = ConvergenceMonitor({"a": True})
+    with pytest.raises(ValueError, match="Unknown task 'zzz'"):
+        m.update(1, {"a": 0.5, "zzz": 0.1})
+    assert m.history("a") == []  # validation happens before any recording
+
+
+def test_steps_must_strictly_increase():
+    m = ConvergenceMonitor({"a": True})
+    m.update(10, {"a": 0.5})
+    with pytest.raises(ValueError, match="strictly increase"):
+        m.update(10, {"a": 0.6})
+    with pytest.raises(ValueError, match="strictly increase"):
+        m.update(9, {"a": 0.6})
+    assert m.history("a") == [(10, 0.5)]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"patience": 0}, "patience"),
+        ({"patience": 1.5}, "patience"),
+        ({"min_delta": -0.1}, "min_delta"),
+        ({"min_delta": math.nan}, "min_delta"),
+        ({"min_steps": -1}, "min_steps"),
+    ],
+)
+def test_bad_configuration(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ConvergenceMonitor({"a": True}, **kwargs)
+
+
+def test_unknown_task_in_queries():
+    m = ConvergenceMonitor({"a": True})
+    with pytest.raises(KeyError, match="nope"):
+        m.is_converged("nope")
+
+
+def test_state_dict_round_trip_through_json():
+    m = ConvergenceMonitor({"a": True, "b": False}, patience=2, min_delta=0.01, min_steps=3)
+    m.update(1, {"a": 0.5, "b": 2.0})
+    m.update(2, {"a": 0.4, "b": 1.0})
+    m.update(3, {"a": 0.3, "b": 1.5})
+    m.update(4, {"a": 0.9})
+    assert m.is_converged("a") and not m.is_converged("b")
+    state = json.loads(json.dumps(m.state_dict()))
+
+    restored = ConvergenceMonitor.from_state_dict(state)
+    assert restored.state_dict() == m.state_dict()
+    assert (restored.patience, restored.min_delta, restored.min_steps) == (2, 0.01, 3)
+    assert restored.history("a") == [(1, 0.5), (2, 0.4), (3, 0.3), (4, 0.9)]
+    assert restored.best_step("b") == 2 and restored.converged_step("a") == 3
+    # The restored monitor continues exactly like the original.
+    assert restored.update(5, {"b": 1.2}) == m.update(5, {"b": 1.2})
+    assert restored.is_converged("b")
+
+    other = ConvergenceMonitor({"a": True, "b": False}, patience=2)
+    other.load_state_dict(state)
+    assert other.converged_tasks == ("a",)
+
+
+def test_load_state_dict_rejects_mismatched_tasks_or_directions():
+    state = ConvergenceMonitor({"a": True}).state_dict()
+    with pytest.raises(ValueError, match="tasks"):
+        ConvergenceMonitor({"b": True}).load_state_dict(state)
+    with pytest.raises(ValueError, match="greater_is_better"):
+        ConvergenceMonitor({"a": False}).load_state_dict(state)

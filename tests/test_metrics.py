@@ -1,0 +1,173 @@
+"""Metrics against values computed by hand on small arrays."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from hf_async_mtl.metrics import (
+    METRICS,
+    compute_task_metrics,
+    glue_score,
+    main_metric_value,
+)
+from hf_async_mtl.tasks import TaskSpec
+
+BINARY = TaskSpec(name="binary", text_fields=("sentence",), label_names=("no", "yes"), metrics=("f1", "accuracy"))
+REGRESSION = TaskSpec(name="reg", text_fields=("a", "b"), metrics=("pearson", "spearmanr"), regression_range=(0, 5))
+
+
+def test_metric_registry_names() -> None:
+    assert set(METRICS) == {"accuracy", "f1", "matthews_correlation", "pearson", "spearmanr"}
+
+
+def test_accuracy() -> None:
+    assert METRICS["accuracy"](np.array([1, 0, 1, 1]), np.array([1, 1, 1, 0])) == pytest.approx(0.5)
+
+
+def test_f1_binary_positive_class() -> None:
+    # tp=2 (idx 0, 2), fp=1 (idx 3), fn=1 (idx 1): precision=2/3, recall=2/3 -> F1=2/3.
+    predictions = np.array([1, 0, 1, 1, 0])
+    labels = np.array([1, 1, 1, 0, 0])
+    assert METRICS["f1"](predictions, labels) == pytest.approx(2 / 3)
+    # The positive class is 1: swapping the classes changes F1 (tp=1, fp=1, fn=1 -> 0.5).
+    assert METRICS["f1"](1 - predictions, 1 - labels) == pytest.approx(0.5)
+
+
+def test_f1_without_positives_is_zero() -> None:
+    assert METRICS["f1"](np.array([0, 0]), np.array([0, 0])) == 0.0
+
+
+def test_mcc_by_hand_2x2() -> None:
+    # labels/preds: tp=3, tn=2, fp=1, fn=2
+    labels = np.array([1, 1, 1, 1, 1, 0, 0, 0])
+    predictions = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    tp, tn, fp, fn = 3, 2, 1, 2
+    expected = (tp * tn - fp * fn) / math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    assert expected == pytest.approx(4 / math.sqrt(4 * 5 * 3 * 4))
+    assert METRICS["matthews_correlation"](predictions, labels) == pytest.approx(expected)
+
+
+def test_mcc_perfect_inverse_and_constant() -> None:
+    labels = np.array([0, 1, 0, 1])
+    assert METRICS["matthews_correlation"](labels, labels) == pytest.approx(1.0)
+    assert METRICS["matthews_correlation"](1 - labels, labels) == pytest.approx(-1.0)
+    # Constant predictions: 0/0, reported as 0.0 (sklearn convention), never NaN.
+    assert METRICS["matthews_correlation"](np.ones(4, dtype=int), labels) == 0.0
+
+
+def test_mcc_multiclass() -> None:
+    # Confusion (rows=true, cols=pred): [[1,1,0],[0,1,0],[0,0,1]]; n=4, correct=3,
+    # t=[2,1,1], p=[1,2,1]: cov = 3*4 - (2+2+1) = 7; sqrt((16-6)*(16-6)) = 10 -> 0.7.
+    labels = np.array([0, 0, 1, 2])
+    predictions = np.array([0, 1, 1, 2])
+    assert METRICS["matthews_correlation"](predictions, labels) == pytest.approx(0.7)
+
+
+def test_pearson_by_hand() -> None:
+    # x centred: [-1, 0, 1]; y centred: [-2, 1, 1] -> r = 3 / sqrt(2 * 6) = sqrt(3)/2.
+    assert METRICS["pearson"](np.array([1.0, 2.0, 3.0]), np.array([1.0, 4.0, 4.0])) == pytest.approx(
+        math.sqrt(3) / 2
+    )
+
+
+def test_spearman_with_ties_uses_average_ranks() -> None:
+    # ranks(x) = [1, 2, 3, 4]; ranks(y) with ties = [1, 2.5, 2.5, 4]
+    # centred: [-1.5, -.5, .5, 1.5] and [-1.5, 0, 0, 1.5] -> 4.5 / sqrt(5 * 4.5) = 3/sqrt(10).
+    x = np.array([0.1, 0.2, 0.3, 0.9])
+    y = np.array([1.0, 3.0, 3.0, 7.0])
+    assert METRICS["spearmanr"](x, y) == pytest.approx(3 / math.sqrt(10))
+    # Monotone but non-linear: Spearman is exactly 1 while Pearson is not.
+    z = np.exp(np.array([1.0, 2.0, 3.0, 10.0]))
+    assert METRICS["spearmanr"](z, np.arange(4.0)) == pytest.approx(1.0)
+    assert METRICS["pearson"](z, np.arange(4.0)) < 0.9
+
+
+@pytest.mark.parametrize("name", ["pearson", "spearmanr"])
+def test_constant_predictions_give_zero_correlation(name: str) -> None:
+    value = METRICS[name](np.full(4, 2.5), np.array([0.0, 1.0, 2.0, 3.0]))
+    assert value == 0.0 and not math.isnan(value)
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_metric_input_checks(name: str) -> None:
+    with pytest.raises(ValueError, match="differ in length"):
+        METRICS[name](np.array([1, 0]), np.array([1, 0, 1]))
+    with pytest.raises(ValueError, match="empty"):
+        METRICS[name](np.array([]), np.array([]))
+
+
+def test_compute_task_metrics_classification_takes_argmax() -> None:
+    logits = np.array([[0.1, 2.0], [3.0, -1.0], [0.0, 0.5], [1.0, 0.9], [0.2, 0.1]])  # -> [1, 0, 1, 0, 0]
+    labels = np.array([1, 1, 1, 0, 1])
+    result = compute_task_metrics(BINARY, logits, labels)
+    # tp=2, fp=0, fn=2 -> F1 = 4/6; accuracy 3/5.
+    assert result["f1"] == pytest.approx(2 / 3)
+    assert result["accuracy"] == pytest.approx(0.6)
+    assert result["score"] == pytest.approx((2 / 3 + 0.6) / 2)
+    assert set(result) == {"f1", "accuracy", "score"}
+    assert all(type(v) is float for v in result.values())
+
+
+def test_compute_task_metrics_regression_accepts_column_vectors() -> None:
+    predictions = np.array([[1.0], [2.0], [3.0]], dtype=np.float32)
+    labels = np.array([1.0, 4.0, 4.0])
+    result = compute_task_metrics(REGRESSION, predictions, labels)
+    assert result["pearson"] == pytest.approx(math.sqrt(3) / 2, rel=1e-6)
+    # ranks [1,2,3] vs [1,2.5,2.5]: centred [-1,0,1] and [-1,.5,.5] -> 1.5/sqrt(2*1.5) = sqrt(3)/2.
+    assert result["spearmanr"] == pytest.approx(math.sqrt(3) / 2)
+    assert result["score"] == pytest.approx(math.sqrt(3) / 2, rel=1e-6)
+    same = compute_task_metrics(REGRESSION, predictions[:, 0], labels[:, None])
+    assert same == pytest.approx(result)
+
+
+@pytest.mark.parametrize(
+    ("spec", "predictions", "labels", "message"),
+    [
+        (BINARY, np.zeros((3, 3)), np.array([0, 1, 0]), r"shape \[N, 2\]"),
+        (BINARY, np.zeros(3), np.array([0, 1, 0]), r"shape \[N, 2\]"),
+        (BINARY, np.zeros((3, 2)), np.array([0, 1]), "3 predictions but 2 labels"),
+        (BINARY, np.zeros((0, 2)), np.array([], dtype=int), "empty"),
+        (BINARY, np.zeros((2, 2)), np.array([-1, -1]), "an unlabelled test split"),
+        (BINARY, np.zeros((2, 2)), np.array([0, 2]), r"\[0, 2\)"),
+        (BINARY, np.array([[np.nan, 0.0], [0.0, 1.0]]), np.array([0, 1]), "NaN"),
+        (REGRESSION, np.zeros((3, 2)), np.zeros(3), r"\[N\] or \[N, 1\]"),
+        (REGRESSION, np.zeros(3), np.zeros(4), "3 predictions but 4 labels"),
+        (REGRESSION, np.array([]), np.array([]), "empty"),
+    ],
+)
+def test_compute_task_metrics_errors(spec: TaskSpec, predictions: np.ndarray, labels: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        compute_task_metrics(spec, predictions, labels)
+
+
+def test_compute_task_metrics_unknown_metric() -> None:
+    spec = TaskSpec(name="odd", text_fields=("s",), label_names=("a", "b"), metrics=("bleu",))
+    with pytest.raises(ValueError, match="unknown metric.*bleu"):
+        compute_task_metrics(spec, np.zeros((2, 2)), np.array([0, 1]))
+
+
+def test_main_metric_value() -> None:
+    metrics = {"f1": 0.8, "accuracy": 0.6, "score": 0.7}
+    assert main_metric_value(BINARY, metrics) == pytest.approx(0.7)
+    spec = dataclasses.replace(BINARY, name="binary_f1", main_metric="f1")
+    assert main_metric_value(spec, metrics) == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="'score'.*accuracy"):
+        main_metric_value(BINARY, {"accuracy": 0.5})
+
+
+def test_glue_score_is_mean_of_task_scores() -> None:
+    per_task = {
+        "cola": {"matthews_correlation": 0.5, "score": 0.5},
+        "mrpc": {"f1": 0.9, "accuracy": 0.8, "score": 0.85},
+        "stsb": {"pearson": 0.8, "spearmanr": 0.9, "score": 0.85},
+    }
+    # Mean of task scores (0.5 + 0.85 + 0.85) / 3, not of all 5 individual metrics (0.78).
+    assert glue_score(per_task) == pytest.approx(2.2 / 3)
+    with pytest.raises(ValueError, match="at least one task"):
+        glue_score({})
+    with pytest.raises(ValueError, match="rte"):
+        glue_score({"rte": {"accuracy": 0.7}})

@@ -1,0 +1,183 @@
+"""MultiTaskTrainer: trains, evaluates every task, logs per-task losses, balances tasks, resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from transformers import EarlyStoppingCallback
+
+import hf_async_mtl.trainer as trainer_module
+from hf_async_mtl import MultiTaskTrainer, MultiTaskTrainingArguments, available_weightings
+from tests.conftest import TASKS, make_model
+
+
+def make_args(tmp_path, **overrides) -> MultiTaskTrainingArguments:
+    values = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=16,
+        learning_rate=5e-3,
+        max_steps=6,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_steps=2,
+        seed=7,
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+    )
+    values.update(overrides)
+    return MultiTaskTrainingArguments(**values)
+
+
+def make_trainer(tmp_path, tokenizer, tiny_data, model=None, **overrides) -> MultiTaskTrainer:
+    train, evaluation = tiny_data
+    return MultiTaskTrainer(
+        model=model or make_model(tokenizer),
+        args=make_args(tmp_path, **overrides),
+        task_specs=TASKS,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+    )
+
+
+def test_training_changes_parameters_and_evaluates_every_task(tmp_path, tokenizer, tiny_data):
+    trainer = make_trainer(tmp_path, tokenizer, tiny_data)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())]
+    assert any(n.startswith("encoder.") for n in changed)
+    assert {"heads.sentiment.weight", "heads.similarity.weight"} <= set(changed)
+    metrics = trainer.evaluate()
+    for key in ("eval_sentiment_accuracy", "eval_sentiment_score", "eval_sentiment_loss", "eval_similarity_pearson",
+                "eval_similarity_spearmanr", "eval_glue_score", "eval_loss"):
+        assert key in metrics
+    expected = (metrics["eval_sentiment_score"] + metrics["eval_similarity_score"]) / 2
+    assert metrics["eval_glue_score"] == pytest.approx(expected)
+    train_logs = [log for log in trainer.state.log_history if "loss" in log]
+    assert train_logs and any("train_loss_sentiment" in log for log in train_logs)
+    assert any("train_loss_similarity" in log for log in train_logs)
+
+
+def test_one_task_per_step_batches_are_task_homogeneous(tmp_path, tokenizer, tiny_data):
+    trainer = make_trainer(tmp_path, tokenizer, tiny_data, sampling_strategy="round_robin")
+    batches = list(trainer.get_train_dataloader())
+    assert len(batches) == 6
+    tasks = [int(batch["task_ids"][0]) for batch in batches]
+    assert tasks == [0, 1, 0, 1, 0, 1]
+    assert all(bool((batch["task_ids"] == batch["task_ids"][0]).all()) for batch in batches)
+
+
+def test_best_model_and_early_stopping_use_task_metrics(tmp_path, tokenizer, tiny_data):
+    trainer = make_trainer(
+        tmp_path, tokenizer, tiny_data, max_steps=8, eval_strategy="steps", eval_steps=2, save_strategy="steps",
+        save_steps=2, load_best_model_at_end=True, metric_for_best_model="glue_score", greater_is_better=True,
+    )
+    trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=10))
+    trainer.train()
+    scores = [log["eval_glue_score"] for log in trainer.state.log_history if "eval_glue_score" in log]
+    assert len(scores) == 4
+    assert trainer.state.best_metric == pytest.approx(max(scores))
+
+
+def test_mismatched_heads_are_refused(tmp_path, tokenizer, tiny_data):
+    model = make_model(tokenizer, tasks=TASKS[:1])
+    with pytest.raises(ValueError, match="no head for task 'similarity'"):
+        make_trainer(tmp_path, tokenizer, tiny_data, model=model)
+
+
+def test_unknown_method_lists_the_known_ones(tmp_path):
+    with pytest.raises(ValueError, match="Unknown mtl_method 'nope'.*async_kd.*equal"):
+        make_args(tmp_path, mtl_method="nope")
+
+
+@pytest.mark.parametrize("method", sorted(available_weightings()))
+def test_every_weighting_method_trains_logs_weights_and_resumes(method, tmp_path, tokenizer, tiny_data):
+    options = {"weights": {"sentiment": 2.0, "similarity": 0.5}} if method == "static" else {}
+    trainer = make_trainer(
+        tmp_path, tokenizer, tiny_data, mtl_method=method, mtl_method_options=options, max_steps=4,
+        logging_steps=1, save_strategy="steps", save_steps=2, gradient_accumulation_steps=2,
+    )
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    assert any(not torch.equal(a, p.detach()) for a, p in zip(before, trainer.model.parameters()))
+    logged = [log for log in trainer.state.log_history if "loss" in log]
+    assert all(torch.isfinite(torch.tensor(log["loss"])) for log in logged)
+    assert any("train_weight_sentiment" in log and "train_weight_similarity" in log for log in logged)
+    state_file = os.path.join(trainer.args.output_dir, "checkpoint-4", "weighting_state.pt")
+    saved = torch.load(state_file, weights_only=True)
+    current = trainer.weighting.state_dict()
+    assert saved.keys() == current.keys()
+    for key in saved:
+        assert torch.equal(saved[key], current[key])
+
+
+def _losses_by_step(trainer):
+    return {log["step"]: log["loss"] for log in trainer.state.log_history if "loss" in log}
+
+
+def test_async_kd_switches_converged_task_to_its_soft_labels(tmp_path, tokenizer, tiny_data, monkeypatch):
+    train, evaluation = tiny_data
+    kd_calls = []
+    original = trainer_module.distillation_loss
+
+    def spy(student_logits, soft_targets, *args, **kwargs):
+        kd_calls.append((int(soft_targets.shape[-1]), kwargs["is_regression"]))
+        return original(student_logits, soft_targets, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "distillation_loss", spy)
+    # Only the sentiment task is monitored; min_delta so large that its first evaluation stays best,
+    # so it converges at the second evaluation (step 4) with its best point at step 2.
+    trainer = MultiTaskTrainer(
+        model=make_model(tokenizer),
+        args=make_args(
+            tmp_path, max_steps=8, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, eval_strategy="steps",
+            eval_steps=2, save_strategy="steps", save_steps=2, sampling_strategy="round_robin", logging_steps=1,
+        ),
+        task_specs=TASKS,
+        train_dataset=train,
+        eval_dataset={"sentiment": evaluation["sentiment"]},
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    # Round robin: sentiment trains on odd steps (1, 3, 5, 7); it converged at step 4 → KD on steps 5 and 7.
+    assert kd_calls == [(2, False), (2, False)]
+    soft = trainer.train_dataset.soft_labels["sentiment"]
+    assert "similarity" not in trainer.train_dataset.soft_labels
+    best = type(trainer.model).from_pretrained(os.path.join(trainer.args.output_dir, "checkpoint-2")).eval()
+    teacher = trainer.callback_handler.callbacks[-1].teacher_outputs(best, "sentiment")
+    assert torch.allclose(soft, teacher, atol=1e-5)
+    report = json.load(open(os.path.join(trainer.args.output_dir, "convergence_report.json")))
+    assert report["sentiment"]["converged_step"] == 4 and report["sentiment"]["best_step"] == 2
+    assert report["similarity"]["converged"] is False
+
+
+def test_resume_after_convergence_matches_uninterrupted_run(tmp_path, tokenizer, tiny_data):
+    train, evaluation = tiny_data
+    common = dict(
+        max_steps=10, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, eval_strategy="steps", eval_steps=2,
+        save_strategy="steps", save_steps=6, sampling_strategy="round_robin", logging_steps=1,
+    )
+
+    def build(out):
+        return MultiTaskTrainer(
+            model=make_model(tokenizer, seed=3), args=make_args(tmp_path / out, **common), task_specs=TASKS,
+            train_dataset=dict(train), eval_dataset={"sentiment": evaluation["sentiment"]}, processing_class=tokenizer,
+        )
+
+    full = build("full")
+    full.train()
+    checkpoint = os.path.join(full.args.output_dir, "checkpoint-6")
+    assert os.path.isfile(os.path.join(checkpoint, "soft_labels", "sentiment.soft_labels.safetensors"))
+    resumed = build("resumed")
+    resumed.train(resume_from_checkpoint=checkpoint)
+    full_losses, resumed_losses = _losses_by_step(full), _losses_by_step(resumed)
+    for step in range(7, 11):
+        assert resumed_losses[step] == pytest.approx(full_losses[step], rel=1e-4, abs=1e-6)
+    assert torch.allclose(resumed.train_dataset.soft_labels["sentiment"], full.train_dataset.soft_labels["sentiment"])
+    for a, b in zip(full.model.parameters(), resumed.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
