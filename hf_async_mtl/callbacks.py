@@ -50,6 +50,7 @@ class AsyncConvergenceCallback(TrainerCallback, ExportableState):
         self.keeper = SnapshotKeeper(k=args.kd_top_k, directory=args.kd_snapshot_dir)
         self.store = SoftLabelStore(os.path.join(args.output_dir, "soft_labels"))
         self.records: dict[str, dict[str, Any]] = {}
+        self.training = False
 
     # ---- ExportableState ------------------------------------------------------------------------
 
@@ -71,7 +72,14 @@ class AsyncConvergenceCallback(TrainerCallback, ExportableState):
             not isinstance(tensor, torch.nn.Parameter) or tensor.requires_grad
         )
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.training = True
+        return control
+
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        # Only evaluations during training select; a final evaluation (e.g. on the reported dev sets) must not.
+        if not self.training:
+            return control
         metrics = metrics or {}
         values = {}
         for task, spec in self.specs.items():
@@ -211,6 +219,7 @@ class AsyncConvergenceCallback(TrainerCallback, ExportableState):
         return report
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.training = False
         if args.should_save:
             os.makedirs(args.output_dir, exist_ok=True)
             with open(os.path.join(args.output_dir, REPORT_NAME), "w", encoding="utf-8") as handle:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
-
 from transformers import TrainingArguments
 
 from .sampling import COMPOSITIONS, SAMPLING_STRATEGIES
@@ -61,7 +59,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default="equal",
         metadata={"help": "'async_kd' or a weighting method name (equal, static, uncertainty, dwa, gradnorm, rlw, famo, pcgrad, gradvac, cagrad, mgda, imtl_g)."},
     )
-    mtl_method_options: Any = field(
+    mtl_method_options: dict | str | None = field(
         default=None, metadata={"help": "Options of the weighting method as a JSON object, e.g. '{\"temperature\": 2.0}'."}
     )
     kd_patience: int = field(default=3, metadata={"help": "async_kd: evaluations without improvement before a task has converged."})
@@ -79,7 +77,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the multi-task dataset carries task_ids and soft labels."}
     )
-    report_to: Any = field(default="none", metadata={"help": "Integrations to report to (tensorboard, wandb, none...)."})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "Integrations to report to (tensorboard, wandb, none...)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -121,7 +121,7 @@ def test_trains_and_resumes_identically(name: str) -> None:
             out, out_restored = (m.weigh_losses(losses, step) for m in (method, restored))
         assert torch.equal(out, out_restored)
         assert method.last_weights == restored.last_weights
-        detached = {t: float(v) for t, v in losses.items()}
+        detached = {t: float(v.detach()) for t, v in losses.items()}
         method.after_optimizer_step(detached, step)
         restored.after_optimizer_step(detached, step)
     for (key, a), (key_b, b) in zip(method.state_dict().items(), restored.state_dict().items()):
@@ -202,6 +202,10 @@ def test_cagrad_improves_the_worst_task_within_its_ball() -> None:
     mean = grads.mean(dim=0)
     assert (out - mean).norm() <= c * mean.norm() + 1e-6
     assert (grads @ out).min() > (grads @ mean).min() + 1e-3
+    # CAGrad's d maximises the worst improvement over the ball: compare with a fine search of the ball's boundary.
+    angles = torch.linspace(0, 2 * math.pi, 100_001, dtype=torch.float64)
+    boundary = mean + c * mean.norm() * torch.stack([angles.cos(), angles.sin()], dim=1)
+    assert (grads @ out).min() == pytest.approx(float((boundary @ grads.T).min(dim=1).values.max()), abs=1e-6)
     rescaled = build_weighting("cagrad", ("a", "b"), c=c).combine_gradients(grads, LOSSES2, 0)
     assert torch.allclose(rescaled, out / (1 + c**2), atol=1e-7)
 

@@ -116,7 +116,7 @@ class WeightingMethod(nn.Module):
         missing = [t for t in self.task_names if t not in losses]
         if missing:
             raise ValueError(f"Weighting method {self.name!r} needs the losses of all tasks; missing {missing}.")
-        return torch.tensor([float(losses[t]) for t in self.task_names], dtype=torch.float64)
+        return torch.tensor([_as_float(losses[t]) for t in self.task_names], dtype=torch.float64)
 
     def _set_last_weights(self, weights: Tensor) -> None:
         # One device sync per call: the weights are tiny and logging needs plain floats.
@@ -171,6 +171,11 @@ class GradientWeightingMethod(WeightingMethod):
             weights = torch.ones(self.num_tasks, dtype=torch.float64)
         self._set_last_weights(weights)
         return weights.to(device=grads.device, dtype=grads.dtype) @ grads
+
+
+def _as_float(value: Any) -> float:
+    """A loss as a Python float; tensors are detached first (they may still be part of the autograd graph)."""
+    return float(value.detach()) if isinstance(value, Tensor) else float(value)
 
 
 def gram_matrix(grads: Tensor) -> Tensor:

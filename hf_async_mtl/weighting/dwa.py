@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import WeightingMethod
+from .base import WeightingMethod, _as_float
 from .registry import register_weighting
 
 
@@ -59,7 +59,7 @@ class DynamicWeightAverage(WeightingMethod):
         present = self._check_losses(losses)
         for task in present:
             i = self._index[task]
-            self.window_sum[i] += float(losses[task])
+            self.window_sum[i] += _as_float(losses[task])
             self.window_count[i] += 1
         self.steps_in_window += 1
         if int(self.steps_in_window) < self.window:

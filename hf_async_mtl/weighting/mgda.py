@@ -1,8 +1,8 @@
 """Multiple-Gradient Descent Algorithm (MGDA).
 
 Sener, Koltun, "Multi-Task Learning as Multi-Objective Optimization", NeurIPS 2018. The update is the min-norm
-point of the convex hull of the task gradients, `min_{a in simplex} ||sum_t a_t g_t||^2`, found with the paper's
-Frank-Wolfe solver on the Gram matrix (started from the best pair, whose two-point problem has a closed form).
+point of the convex hull of the task gradients, `min_{a in simplex} ||sum_t a_t g_t||^2`, found with Frank-Wolfe on
+the Gram matrix, made fully corrective (Wolfe's minimum-norm-point algorithm) so that it terminates exactly.
 
 Normalisation (option `normalization`) rescales each gradient before solving, as in the authors' code: "none";
 "l2" (`g_t / ||g_t||`); "loss" (`g_t / L_t`); "loss+" (`g_t / (L_t ||g_t||)`). The update is the min-norm point of
@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,38 +25,61 @@ from .registry import register_weighting
 _NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
 
-def _two_point(v11: float, v12: float, v22: float) -> tuple[float, float]:
-    """`gamma` in [0, 1] minimising `||gamma x + (1 - gamma) y||^2` given `x.x, x.y, y.y`, and that squared norm."""
-    denominator = v11 + v22 - 2 * v12  # ||x - y||^2
-    gamma = 1.0 if denominator <= 1e-20 else min(max((v22 - v12) / denominator, 0.0), 1.0)
-    return gamma, gamma * gamma * v11 + 2 * gamma * (1 - gamma) * v12 + (1 - gamma) ** 2 * v22
+def _affine_min_norm(gram: np.ndarray, support: list[int]) -> np.ndarray:
+    """Weights (summing to 1, any sign) of the min-norm point of the affine hull of the `support` vectors."""
+    size = len(support)
+    kkt = np.ones((size + 1, size + 1))
+    kkt[:size, :size] = gram[np.ix_(support, support)]
+    kkt[size, size] = 0.0
+    rhs = np.zeros(size + 1)
+    rhs[size] = 1.0
+    # Least squares: a nearly affinely dependent support (e.g. more tasks than dimensions) must not blow up.
+    return np.linalg.lstsq(kkt, rhs, rcond=None)[0][:size]
 
 
-def min_norm_weights(gram: Tensor, max_iter: int = 250, tol: float = 1e-6) -> Tensor:
-    """Simplex weights of the min-norm point of the convex hull of vectors with Gram matrix `gram` (Frank-Wolfe)."""
-    count = gram.shape[0]
-    weights = torch.zeros(count, dtype=torch.float64)
-    if count == 1:
-        return weights + 1.0
-    best = None
-    for i in range(count):
-        for j in range(i + 1, count):
-            gamma, cost = _two_point(float(gram[i, i]), float(gram[i, j]), float(gram[j, j]))
-            if best is None or cost < best[0]:
-                best = (cost, i, j, gamma)
-    _, i, j, gamma = best
-    weights[i], weights[j] = gamma, 1 - gamma
+def min_norm_weights(gram: Tensor, max_iter: int = 1000, tol: float = 1e-10) -> Tensor:
+    """Simplex weights of the min-norm point of the convex hull of vectors with Gram matrix `gram`.
+
+    Frank-Wolfe on the Gram matrix: each major step adds the vertex most opposed to the current point `x = Ga`.
+    Plain Frank-Wolfe (the paper's solver) converges sublinearly and stalls far from the optimum when gradient
+    scales differ a lot, so each step is made fully corrective as in Wolfe's minimum-norm-point algorithm (1976):
+    re-solve for the min-norm point of the affine hull of the active vertices, stepping back to the simplex and
+    dropping vertices when it leaves it. This terminates exactly; for two tasks it is the closed form
+    `gamma = clip(((g2 - g1) . g2) / ||g1 - g2||^2, 0, 1)`. Stops at a duality gap `a.Ga - min_t (Ga)_t` below
+    `tol * max_t ||g_t||^2`.
+    """
+    g = gram.detach().to("cpu", torch.float64).numpy()
+    count = g.shape[0]
+    scale = float(np.max(np.diag(g)))
+    weights = np.zeros(count)
+    start = int(np.argmin(np.diag(g)))
+    weights[start] = 1.0
+    if count == 1 or scale <= 0:
+        return torch.from_numpy(weights)
+    g = g / scale  # the solution is scale-invariant; this makes the tolerances relative
+    support = [start]
     for _ in range(max_iter):
-        direction = gram @ weights
-        t = int(torch.argmin(direction))  # vertex most opposed to the current point
-        gamma, _ = _two_point(float(weights @ direction), float(direction[t]), float(gram[t, t]))
-        updated = gamma * weights
-        updated[t] += 1 - gamma
-        change = float((updated - weights).abs().sum())
-        weights = updated
-        if change < tol:
+        direction = g @ weights
+        vertex = int(np.argmin(direction))
+        if float(weights @ direction) - float(direction[vertex]) <= tol or vertex in support:
             break
-    return weights
+        support.append(vertex)
+        while True:  # minor cycle: move to the affine min-norm point, or as far towards it as the simplex allows
+            affine = _affine_min_norm(g, support)
+            current = weights[support]
+            if np.all(affine > 0):
+                weights[support] = affine
+                break
+            blocked = np.flatnonzero(affine <= 0)
+            ratios = current[blocked] / (current[blocked] - affine[blocked])
+            leaving = int(blocked[np.argmin(ratios)])
+            moved = current + float(np.min(ratios)) * (affine - current)
+            moved[leaving] = 0.0
+            moved = np.clip(moved, 0.0, None)
+            weights[support] = moved
+            support = [s for s, w in zip(support, moved) if w > 0]
+    weights = np.clip(weights, 0.0, None)
+    return torch.from_numpy(weights / weights.sum())
 
 
 @register_weighting
@@ -64,12 +88,12 @@ class MGDA(GradientWeightingMethod):
 
     Options:
         normalization: "none" (default), "l2", "loss" or "loss+".
-        max_iter: Frank-Wolfe iterations at most (default 250).
-        tol: Stop when the weights change by less than this in L1 (default 1e-6).
+        max_iter: Frank-Wolfe (major) iterations at most (default 1000).
+        tol: Stop at a duality gap below `tol * max_t ||g_t||^2` (default 1e-10).
     """
 
     name = "mgda"
-    option_defaults = {"normalization": "none", "max_iter": 250, "tol": 1e-6}
+    option_defaults = {"normalization": "none", "max_iter": 1000, "tol": 1e-10}
 
     def __init__(self, task_names: Sequence[str], **options: Any) -> None:
         super().__init__(task_names, **options)
@@ -87,5 +111,6 @@ class MGDA(GradientWeightingMethod):
         if kind in ("loss", "loss+"):
             scales = scales * self._loss_values(losses)
         scales = scales.clamp_min(1e-12)  # a zero gradient or loss stays zero instead of becoming NaN
-        alpha = min_norm_weights(gram / torch.outer(scales, scales), int(self.options["max_iter"]), self.options["tol"])
+        normalized = gram / torch.outer(scales, scales)
+        alpha = min_norm_weights(normalized, int(self.options["max_iter"]), float(self.options["tol"]))
         return alpha / scales

@@ -6,15 +6,19 @@ with `G` the Gram matrix of the task gradients.
 
 Solver: `G a = 1 / a` is exactly the stationarity condition of the strictly convex, self-concordant function
 `f(a) = 1/2 a^T G a - sum_t log a_t`, so instead of the paper's sequence of convex (cvxpy) approximations we run
-damped Newton with backtracking on `f`, which converges globally. A tiny ridge on `G` keeps `f` bounded below when
-the gradients are linearly dependent (for exactly opposite gradients no Nash point exists; the ridge then yields
-large weights whose combination stays bounded: `a^T G a <= T`). As in the authors' code, `G` is first divided by
-its Frobenius norm, and the resulting `a` weighs the raw gradients. Gradient-norm clipping (their `max_norm`) is
-left to the trainer.
+damped Newton with backtracking on `f`, which converges globally. The solution is equivariant to per-task scaling
+(`g_t -> s g_t` gives `a_t -> a_t / s`), so we solve on the cosine matrix `C = D G D`, `D = diag(1 / ||g_t||)`,
+and map back with `a = D b`: gradient-norm ratios of many orders of magnitude then cost no accuracy. A tiny ridge
+on `C` keeps `f` bounded below when the gradients are linearly dependent (for exactly opposite gradients no Nash
+point exists; the ridge then yields large weights whose combination stays bounded: `a^T G a <= T`). A task with a
+zero gradient cannot satisfy its equation and gets weight 0. As in the authors' code, the weights are those of `G`
+divided by its Frobenius norm, and they weigh the raw gradients. Gradient-norm clipping (their `max_norm`) is left
+to the trainer.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -63,6 +67,13 @@ class NashMTL(GradientWeightingMethod):
 
     def gradient_weights(self, gram: Tensor, losses: Mapping[str, Tensor], step: int) -> Tensor:
         scale = float(torch.linalg.matrix_norm(gram))
-        if scale == 0.0:
-            return torch.ones(self.num_tasks, dtype=torch.float64)  # all gradients are zero: any weights do
-        return torch.from_numpy(nash_weights((gram / scale).numpy()))
+        norms = gram.diagonal().clamp_min(0).sqrt()
+        active = norms > 1e-150 * max(float(norms.max()), 1e-300)
+        weights = torch.zeros(self.num_tasks, dtype=torch.float64)
+        if scale == 0.0 or not bool(active.any()):
+            return weights + 1.0  # all gradients are zero: any weights give the same (zero) update
+        inverse = 1.0 / norms[active]
+        cosines = gram[active][:, active] * torch.outer(inverse, inverse)
+        # a solves (G / scale) a = 1 / a  <=>  a = sqrt(scale) * D b with C b = 1 / b.
+        weights[active] = math.sqrt(scale) * inverse * torch.from_numpy(nash_weights(cosines.numpy()))
+        return weights

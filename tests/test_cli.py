@@ -1,0 +1,120 @@
+"""run_glue_mtl.py end to end on tiny GLUE-format data, and its bad-input errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+import run_glue_mtl
+
+COLA_ROWS = [("gj04", "1", "", "The book is on the table ."), ("gj04", "0", "*", "Book the on is table ."),
+             ("gj04", "1", "", "She said \"hello\" to him ."), ("gj04", "0", "*", "Him said she .")]
+RTE_ROWS = [("entailment", "A man sleeps .", "A person sleeps ."), ("not_entailment", "A cat runs .", "NA is here ."),
+            ("entailment", "It rains today .", "It rains ."), ("not_entailment", "The sun is up .", "null")]
+
+
+def write_glue(root, copies: int = 6, bad_rte_label: bool = False):
+    cola, rte = root / "CoLA", root / "RTE"
+    cola.mkdir(parents=True)
+    rte.mkdir()
+    for split, n in (("train", copies), ("dev", 2)):
+        (cola / f"{split}.tsv").write_text("\n".join("\t".join(r) for r in COLA_ROWS * n))
+        lines = ["index\tsentence1\tsentence2\tlabel"]
+        for i, (label, a, b) in enumerate(RTE_ROWS * n):
+            lines.append(f"{i}\t{a}\t{b}\t{'maybe' if bad_rte_label and i == 3 else label}")
+        (rte / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def base_args(glue_dir, checkpoint, out):
+    return ["--model_name_or_path", checkpoint, "--tasks", "cola,rte", "--glue_dir", str(glue_dir), "--output_dir", str(out),
+            "--max_steps", "4", "--per_device_train_batch_size", "4", "--eval_steps", "2", "--max_seq_length", "32",
+            "--use_cpu", "--disable_tqdm", "true", "--save_strategy", "no", "--selection_split_fraction", "0.25", "--do_train", "--do_eval"]
+
+
+def test_cli_trains_and_writes_results(tmp_path, tiny_checkpoint):
+    glue = write_glue(tmp_path / "glue")
+    out = tmp_path / "out"
+    results = run_glue_mtl.main(base_args(glue, tiny_checkpoint, out) + ["--mtl_method", "async_kd", "--kd_patience", "1"])
+    saved = json.loads((out / "all_results.json").read_text())
+    for key in ("eval_cola_matthews_correlation", "eval_rte_accuracy", "eval_glue_score", "train_runtime"):
+        assert key in saved and key in results
+    assert set(saved["convergence"]) == {"cola", "rte"}
+    per_task = json.loads((out / "eval_results_rte.json").read_text())
+    assert set(per_task) >= {"eval_rte_accuracy", "eval_rte_loss"}
+    assert os.path.isfile(out / "model.safetensors") and os.path.isfile(out / "config.json")
+
+
+def test_cli_json_config_equals_flags(tmp_path, tiny_checkpoint):
+    glue = write_glue(tmp_path / "glue")
+    from_flags = run_glue_mtl.parse_args(base_args(glue, tiny_checkpoint, tmp_path / "out"))
+    config = {
+        "model_name_or_path": tiny_checkpoint, "tasks": "cola,rte", "glue_dir": str(glue), "output_dir": str(tmp_path / "out"),
+        "max_steps": 4, "per_device_train_batch_size": 4, "eval_steps": 2, "max_seq_length": 32, "use_cpu": True,
+        "disable_tqdm": True, "save_strategy": "no", "selection_split_fraction": 0.25, "do_train": True, "do_eval": True,
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    from_json = run_glue_mtl.parse_args([str(path)])
+    assert from_json[0] == from_flags[0]
+    assert from_json[1].task_list == from_flags[1].task_list == ["cola", "rte"]
+    assert from_json[2].to_dict() == from_flags[2].to_dict()
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (["--tasks", "cola,nope"], "Unknown GLUE task 'nope'|nope"),
+        (["--glue_dir", "/nonexistent/glue"], "/nonexistent/glue"),
+        (["--mtl_method", "bogus"], "Unknown mtl_method 'bogus'"),
+    ],
+)
+def test_cli_bad_input_fails_before_writing(tmp_path, tiny_checkpoint, change, message):
+    glue = write_glue(tmp_path / "glue")
+    out = tmp_path / "out"
+    args = base_args(glue, tiny_checkpoint, out)
+    flag, value = change
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        run_glue_mtl.main(args)
+    assert not out.exists()
+
+
+def test_cli_label_outside_label_set_names_file_and_line(tmp_path, tiny_checkpoint):
+    glue = write_glue(tmp_path / "glue", bad_rte_label=True)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"RTE.*train\.tsv.*line 5.*maybe"):
+        run_glue_mtl.main(base_args(glue, tiny_checkpoint, out))
+    assert not out.exists()
+
+
+def test_cli_checkpoint_with_other_heads_is_refused(tmp_path, tiny_checkpoint):
+    glue = write_glue(tmp_path / "glue")
+    first = tmp_path / "first"
+    run_glue_mtl.main(base_args(glue, tiny_checkpoint, first))
+    (tmp_path / "glue" / "SST-2").mkdir()
+    (tmp_path / "glue" / "SST-2" / "train.tsv").write_text("sentence\tlabel\n" + "a good film\t1\nbad\t0\n" * 8)
+    (tmp_path / "glue" / "SST-2" / "dev.tsv").write_text("sentence\tlabel\n" + "a good film\t1\nbad\t0\n")
+    args = base_args(glue, str(first), tmp_path / "second")
+    args[args.index("--tasks") + 1] = "cola,sst2"
+    with pytest.raises(ValueError, match="no head for task 'sst2'"):
+        run_glue_mtl.main(args)
+
+
+def test_custom_tasks_from_files(tmp_path, tiny_checkpoint):
+    rows = "\n".join(f'{{"text": "review {i} {"good" if i % 2 else "bad"}", "stars": "{"pos" if i % 2 else "neg"}"}}' for i in range(24))
+    (tmp_path / "train.jsonl").write_text(rows)
+    (tmp_path / "dev.jsonl").write_text(rows)
+    (tmp_path / "tasks.json").write_text(json.dumps([{
+        "name": "reviews", "text_fields": ["text"], "label_field": "stars", "label_names": ["neg", "pos"],
+        "train_file": "train.jsonl", "validation_file": "dev.jsonl"}]))
+    out = tmp_path / "out"
+    args = base_args(tmp_path, tiny_checkpoint, out)
+    args[args.index("--tasks") + 1] = ""
+    results = run_glue_mtl.main(args + ["--custom_tasks_file", str(tmp_path / "tasks.json")])
+    assert "eval_reviews_accuracy" in results
