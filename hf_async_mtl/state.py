@@ -37,7 +37,13 @@ class MultiTaskCheckpointState:
         if not self.trainer.args.should_save:
             return
         os.makedirs(directory, exist_ok=True)
-        torch.save(self.trainer.weighting.state_dict(), os.path.join(directory, WEIGHTING_STATE_NAME))
+        # The losses of the step just finished are handed to the method at the start of the next step;
+        # keep them too, or DWA / FAMO bookkeeping would miss this step after a resume.
+        pending = {task: list(values) for task, values in self.trainer._step_losses.items()}
+        torch.save(
+            {"weighting": self.trainer.weighting.state_dict(), "pending_losses": pending, "pending_step": self.trainer._step_losses_at},
+            os.path.join(directory, WEIGHTING_STATE_NAME),
+        )
         callback = self._async_callback()
         if callback is not None:
             callback.save_to(directory)
@@ -47,7 +53,11 @@ class MultiTaskCheckpointState:
         path = os.path.join(directory, WEIGHTING_STATE_NAME)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} is missing: {directory} was not written by MultiTaskTrainer.")
-        self.trainer.weighting.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        self.trainer.weighting.load_state_dict(saved["weighting"])
+        self.trainer._step_losses.clear()
+        self.trainer._step_losses.update({task: list(values) for task, values in saved["pending_losses"].items()})
+        self.trainer._step_losses_at = int(saved["pending_step"])
         callback = self._async_callback()
         if callback is not None:
             callback.load_from(directory)

@@ -118,3 +118,13 @@ def test_custom_tasks_from_files(tmp_path, tiny_checkpoint):
     args[args.index("--tasks") + 1] = ""
     results = run_glue_mtl.main(args + ["--custom_tasks_file", str(tmp_path / "tasks.json")])
     assert "eval_reviews_accuracy" in results
+
+
+def test_shipped_json_configs_parse():
+    configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    names = sorted(n for n in os.listdir(configs) if n.endswith(".json"))
+    assert "glue5_minilm_async_kd.json" in names
+    for name in names:
+        model_args, data_args, training_args = run_glue_mtl.parse_args([os.path.join(configs, name)])
+        assert data_args.task_list == ["cola", "sst2", "mrpc", "stsb", "rte"]
+        assert training_args.mtl_method in ("async_kd", "equal")

@@ -109,7 +109,7 @@ def test_every_weighting_method_trains_logs_weights_and_resumes(method, tmp_path
     assert all(torch.isfinite(torch.tensor(log["loss"])) for log in logged)
     assert any("train_weight_sentiment" in log and "train_weight_similarity" in log for log in logged)
     state_file = os.path.join(trainer.args.output_dir, "checkpoint-4", "weighting_state.pt")
-    saved = torch.load(state_file, weights_only=True)
+    saved = torch.load(state_file, weights_only=True)["weighting"]
     current = trainer.weighting.state_dict()
     assert saved.keys() == current.keys()
     for key in saved:

@@ -87,7 +87,7 @@ def test_builtin_methods_are_registered() -> None:
     for name in available_weightings():
         cls = get_weighting(name)
         assert cls.name == name and issubclass(cls, WeightingMethod)
-        if cls.needs_task_gradients and name != "gradnorm":
+        if cls.needs_task_gradients:  # per-task gradient rows need every task's loss
             assert cls.needs_all_tasks
 
 
@@ -205,7 +205,8 @@ def test_cagrad_improves_the_worst_task_within_its_ball() -> None:
     # CAGrad's d maximises the worst improvement over the ball: compare with a fine search of the ball's boundary.
     angles = torch.linspace(0, 2 * math.pi, 100_001, dtype=torch.float64)
     boundary = mean + c * mean.norm() * torch.stack([angles.cos(), angles.sin()], dim=1)
-    assert (grads @ out).min() == pytest.approx(float((boundary @ grads.T).min(dim=1).values.max()), abs=1e-6)
+    best_on_grid = float((boundary @ grads.T).min(dim=1).values.max())
+    assert best_on_grid - 1e-9 <= float((grads @ out).min()) <= best_on_grid + 1e-5
     rescaled = build_weighting("cagrad", ("a", "b"), c=c).combine_gradients(grads, LOSSES2, 0)
     assert torch.allclose(rescaled, out / (1 + c**2), atol=1e-7)
 

@@ -160,7 +160,8 @@ class GradientWeightingMethod(WeightingMethod):
         self._check_losses(losses)
         if grads.dim() != 2 or grads.shape[0] != self.num_tasks:
             raise ValueError(
-                f"Weighting method {self.name!r}: grads must have shape [T={self.num_tasks}, P], got {tuple(grads.shape)}."
+                f"Weighting method {self.name!r}: grads must have shape [T={self.num_tasks}, P], "
+                f"got {tuple(grads.shape)}."
             )
         gram = gram_matrix(grads)
         if torch.isfinite(gram).all():

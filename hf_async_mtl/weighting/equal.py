@@ -12,6 +12,10 @@ from .registry import register_weighting
 
 @register_weighting
 class EqualWeighting(WeightingMethod):
-    """`L = sum_t L_t`: every task weight is 1. No options, no state."""
+    """`L = sum_t L_t`: every task weight is 1. No options, no state.
+
+    Under the "one_task" composition (one task per optimizer step) this is plain round-robin or sampled training
+    of each task's loss; the balance between tasks then comes from the task sampler alone.
+    """
 
     name = "equal"

@@ -39,7 +39,9 @@ class StaticWeighting(WeightingMethod):
         missing = [t for t in self.task_names if t not in given]
         extra = sorted(set(given) - set(self.task_names))
         if missing or extra:
-            raise ValueError(f"Weighting method 'static': weights miss task(s) {missing} / name unknown task(s) {extra}.")
+            raise ValueError(
+                f"Weighting method 'static': weights miss task(s) {missing} and/or name unknown task(s) {extra}."
+            )
         values = [float(given[t]) for t in self.task_names]
         if not all(math.isfinite(v) and v >= 0 for v in values):
             raise ValueError(f"Weighting method 'static': weights must be finite and non-negative, got {dict(given)}.")

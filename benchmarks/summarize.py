@@ -1,0 +1,181 @@
+"""Summarise GLUE-5 benchmark runs: JSON + markdown table + curve and comparison plots.
+
+    python -m benchmarks.summarize benchmarks/results/glue5_cpu
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+from collections import defaultdict
+
+import numpy as np
+
+TASKS = ("cola", "sst2", "mrpc", "stsb", "rte")
+BASELINES_EXCLUDED = ("async_kd", "async_kd_top3")
+
+
+def _load(results_dir: str) -> list[dict]:
+    runs = []
+    for path in sorted(glob.glob(os.path.join(results_dir, "runs", "*.json"))):
+        with open(path, encoding="utf-8") as handle:
+            runs.append(json.load(handle))
+    return runs
+
+
+def _task_scores(metrics: dict | None, prefix: str = "dev") -> dict[str, float]:
+    if not metrics:
+        return {}
+    return {t: 100 * metrics[f"{prefix}_{t}_score"] for t in TASKS if f"{prefix}_{t}_score" in metrics}
+
+
+def _oracle_gap(run: dict) -> float | None:
+    """Selection-split GLUE gap: each task at its own best evaluation vs the last evaluation (×100)."""
+    curves = run.get("curves") or []
+    if not curves:
+        return None
+    tasks = [t for t in run["tasks"] if f"eval_{t}_score" in curves[-1]]
+    oracle = np.mean([max(c[f"eval_{t}_score"] for c in curves) for t in tasks])
+    final = np.mean([curves[-1][f"eval_{t}_score"] for t in tasks])
+    return 100 * float(oracle - final)
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """Per method: mean/std over seeds of each task's dev score (final and best-selected), GLUE-5 average."""
+    by_method: dict[str, list[dict]] = defaultdict(list)
+    single: dict[str, float] = {}
+    single_best: dict[str, float] = {}
+    for run in runs:
+        if run["method"].startswith("single_"):
+            task = run["tasks"][0]
+            single[task] = _task_scores(run["final_dev"])[task]
+            single_best[task] = _task_scores(run.get("best_selected_dev"))[task] if run.get("best_selected_dev") else single[task]
+        else:
+            by_method[run["method"]].append(run)
+    table = {}
+    for method, method_runs in by_method.items():
+        finals = [_task_scores(r["final_dev"]) for r in method_runs]
+        bests = [_task_scores(r.get("best_selected_dev")) for r in method_runs if r.get("best_selected_dev")]
+        entry = {"seeds": [r["seed"] for r in method_runs]}
+        for label, rows in (("final", finals), ("best_selected", bests)):
+            if not rows:
+                continue
+            per_task = {t: (float(np.mean([r[t] for r in rows])), float(np.std([r[t] for r in rows]))) for t in TASKS}
+            averages = [np.mean([r[t] for t in TASKS]) for r in rows]
+            entry[label] = {"tasks": per_task, "glue5": (float(np.mean(averages)), float(np.std(averages)))}
+        gaps = [g for g in (_oracle_gap(r) for r in method_runs) if g is not None]
+        entry["oracle_gap"] = float(np.mean(gaps)) if gaps else None
+        entry["wall_seconds"] = float(np.mean([r["wall_seconds"] for r in method_runs]))
+        entry["peak_rss_mb"] = float(np.mean([r["peak_rss_mb"] for r in method_runs]))
+        table[method] = entry
+    if len(single) == len(TASKS):
+        table["single_task"] = {
+            "seeds": [0],
+            "final": {"tasks": {t: (single[t], 0.0) for t in TASKS}, "glue5": (float(np.mean(list(single.values()))), 0.0)},
+            "best_selected": {"tasks": {t: (single_best[t], 0.0) for t in TASKS}, "glue5": (float(np.mean(list(single_best.values()))), 0.0)},
+            "oracle_gap": None,
+            "wall_seconds": None,
+            "peak_rss_mb": None,
+        }
+    return table
+
+
+def markdown(table: dict, profile_note: str) -> str:
+    """The results table as markdown."""
+    def cell(value):
+        mean, std = value
+        return f"{mean:.2f} ± {std:.2f}" if std else f"{mean:.2f}"
+
+    lines = [profile_note, "", "Dev scores ×100 (task score = mean of its GLUE metrics), mean ± std over seeds.", ""]
+    for label, title in (("final", "Final checkpoint"), ("best_selected", "Checkpoint with the best selection-split GLUE score")):
+        lines += [f"### {title}", "", "| method | seeds | " + " | ".join(TASKS) + " | GLUE-5 |", "|---" * (len(TASKS) + 3) + "|"]
+        ordered = sorted((m for m in table if label in table[m]), key=lambda m: -table[m][label]["glue5"][0])
+        for method in ordered:
+            row = table[method][label]
+            lines.append(f"| {method} | {len(table[method]['seeds'])} | " + " | ".join(cell(row["tasks"][t]) for t in TASKS) + f" | **{cell(row['glue5'])}** |")
+        baselines = [m for m in ordered if m not in BASELINES_EXCLUDED and m != "single_task"]
+        if "async_kd" in table and label in table["async_kd"] and baselines:
+            best = max(baselines, key=lambda m: table[m][label]["glue5"][0])
+            delta = table["async_kd"][label]["glue5"][0] - table[best][label]["glue5"][0]
+            lines += ["", f"async_kd − best baseline ({best}): **{delta:+.2f}** GLUE-5 points."]
+        lines.append("")
+    lines += ["### Cost and the single-checkpoint vs per-task-best gap", "",
+              "| method | wall s (train) | peak RSS MB | oracle gap (selection split, ×100) |", "|---|---|---|---|"]
+    for method, entry in table.items():
+        if entry["wall_seconds"] is None:
+            continue
+        gap = "" if entry["oracle_gap"] is None else f"{entry['oracle_gap']:.2f}"
+        lines.append(f"| {method} | {entry['wall_seconds']:.0f} | {entry['peak_rss_mb']:.0f} | {gap} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: list[dict], table: dict, results_dir: str) -> list[str]:
+    """Per-method validation curves (seed 0) with convergence marks, and a comparison chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for run in runs:
+        if run["seed"] != 0 or run["method"].startswith("single_") or not run.get("curves"):
+            continue
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        steps = [c["step"] for c in run["curves"]]
+        for index, task in enumerate(run["tasks"]):
+            color = f"C{index}"
+            ax.plot(steps, [100 * c[f"eval_{task}_score"] for c in run["curves"]], color=color, label=task, marker=".")
+            record = (run.get("convergence") or {}).get(task) or {}
+            if record.get("best_step") is not None and record.get("metric_at_convergence") is not None:
+                ax.plot(record["best_step"], 100 * record["metric_at_convergence"], "o", color=color, markersize=9, fillstyle="none")
+            if record.get("converged_step") is not None:
+                ax.axvline(record["converged_step"], color=color, linestyle="--", alpha=0.6)
+        ax.set_xlabel("step")
+        ax.set_ylabel("selection-split score ×100")
+        ax.set_title(f"{run['method']} (seed 0): circles = best point, dashed = KD switch")
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        path = os.path.join(results_dir, f"curves_{run['method']}.png")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    methods = sorted((m for m in table if "final" in table[m]), key=lambda m: -table[m]["final"]["glue5"][0])
+    if methods:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        means = [table[m]["final"]["glue5"][0] for m in methods]
+        stds = [table[m]["final"]["glue5"][1] for m in methods]
+        ax.bar(methods, means, yerr=stds, color=["C3" if m.startswith("async_kd") else "C0" for m in methods])
+        ax.set_ylim(min(means) - 5, max(means) + 3)
+        ax.set_ylabel("GLUE-5 dev ×100 (final checkpoint)")
+        ax.tick_params(axis="x", rotation=30)
+        fig.tight_layout()
+        path = os.path.join(results_dir, "comparison.png")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def summarize(results_dir: str) -> dict:
+    """Write `summary.json`, `results.md` and the plots for the runs under `results_dir`."""
+    runs = _load(results_dir)
+    if not runs:
+        print(f"no runs under {results_dir}")
+        return {}
+    table = aggregate(runs)
+    settings = next((r["settings"] for r in runs if not r["method"].startswith("single_")), runs[0]["settings"])
+    note = "Profile: " + ", ".join(f"{k}={v}" for k, v in settings.items() if not isinstance(v, dict)) + f"; caps={settings.get('caps')}"
+    with open(os.path.join(results_dir, "summary.json"), "w", encoding="utf-8") as handle:
+        json.dump(table, handle, indent=1)
+    text = markdown(table, note)
+    with open(os.path.join(results_dir, "results.md"), "w", encoding="utf-8") as handle:
+        handle.write(text)
+    plot(runs, table, results_dir)
+    print(text)
+    return table
+
+
+if __name__ == "__main__":
+    summarize(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "results", "glue5_cpu"))
