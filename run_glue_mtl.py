@@ -7,6 +7,7 @@
 
 Selection (convergence monitoring, early stopping, best checkpoints) reads a validation split
 carved from each task's training data; the GLUE dev sets are only evaluated at the end and reported.
+`--do_predict` writes the GLUE leaderboard files of the test sets to `<output_dir>/glue_submission(.zip)`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import datasets
 from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, set_seed
 
 from glue_tasks import GLUE_TASKS, get_glue_task, load_glue_task
+from glue_tasks.submission import submission_splits, write_glue_submission
 from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec
 from hf_async_mtl.data import carve_validation_split, load_task_file, tokenize_task, validate_task_dataset
 
@@ -45,12 +47,35 @@ class ModelArguments:
         default=None, metadata={"help": "Keep only the first N encoder layers (a faster, smaller encoder)."}
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are cached."})
+    lora_r: int = field(
+        default=0,
+        metadata={"help": "LoRA rank on the shared encoder (0 = off: full fine-tuning). The heads are always fully trained."},
+    )
+    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA scaling alpha (default: 2 * lora_r)."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA branch input."})
+    lora_target_modules: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated encoder module names to adapt with LoRA (default: the encoder's attention "
+            "query/value projections, e.g. 'query,value' for BERT/MiniLM/RoBERTa, 'query_proj,value_proj' for DeBERTa-v2)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.pooling not in ("auto", "cls", "pooler", "mean", "max"):
             raise ValueError(f"--pooling must be auto, cls, pooler, mean or max, got {self.pooling!r}.")
         if self.num_encoder_layers is not None and self.num_encoder_layers < 1:
             raise ValueError(f"--num_encoder_layers must be >= 1, got {self.num_encoder_layers}.")
+        if self.lora_r < 0:
+            raise ValueError(f"--lora_r must be >= 0 (0 = no LoRA), got {self.lora_r}.")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}.")
+
+    def peft_config(self):
+        """The LoRA config of the shared encoder, or None when `lora_r` is 0."""
+        from hf_async_mtl.adapters import lora_config
+
+        return lora_config(self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
 
 
 @dataclass
@@ -141,6 +166,30 @@ def load_raw_tasks(data_args: DataArguments) -> tuple[list[TaskSpec], dict, dict
     return specs, train, dev
 
 
+def load_test_sets(specs: list[TaskSpec], data_args: DataArguments) -> dict:
+    """Raw GLUE test splits ({task: {split: Dataset}}) of the trained tasks that have one; custom tasks are skipped."""
+    test = {}
+    for spec in specs:
+        splits = submission_splits(spec.name) if spec.name in data_args.task_list else ()
+        if not splits:
+            logger.info("Task %s has no GLUE test split: no submission file for it.", spec.name)
+            continue
+        test[spec.name] = {split: load_glue_task(spec.name, split, data_args.glue_dir) for split in splits}
+        for split, dataset in test[spec.name].items():
+            validate_task_dataset(spec, dataset, f"{spec.name} {split} split", labelled=False)
+    return test
+
+
+def predict_test_sets(trainer: MultiTaskTrainer, specs: list[TaskSpec], raw_test: dict, tokenizer, max_seq_length: int) -> dict:
+    """Predictions on every test split: {(task, split): (example indices, predictions)}."""
+    predictions = {}
+    for task_id, spec in enumerate(specs):
+        for split, dataset in raw_test.get(spec.name, {}).items():
+            tokenized = tokenize_task(spec, dataset, tokenizer, task_id, max_seq_length)
+            predictions[(spec.name, split)] = (tokenized["idx"], trainer.predict_tasks({spec.name: tokenized})[spec.name])
+    return predictions
+
+
 def cap(dataset: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
     """A seeded random subset of `limit` examples (all of them when `limit` is None or larger)."""
     if limit is None or limit >= len(dataset):
@@ -155,12 +204,17 @@ def build_model(model_args: ModelArguments, specs: list[TaskSpec]) -> MultiTaskM
     if config.model_type == "hf_async_mtl":
         model = MultiTaskModel.from_pretrained(path, cache_dir=model_args.cache_dir)
         model.check_tasks(specs)
+        if model_args.lora_r > 0 and model.has_adapters:
+            logger.info("The checkpoint already has encoder adapters (%s); --lora_* options are ignored.", model.config.peft_config)
+        elif model_args.lora_r > 0:
+            model.apply_peft(model_args.peft_config())
         return model
     encoder_kwargs = {"cache_dir": model_args.cache_dir}
     if model_args.num_encoder_layers is not None:
         encoder_kwargs["num_hidden_layers"] = model_args.num_encoder_layers
     return MultiTaskModel.from_encoder(
-        path, specs, pooling=model_args.pooling, classifier_dropout=model_args.classifier_dropout, **encoder_kwargs
+        path, specs, pooling=model_args.pooling, classifier_dropout=model_args.classifier_dropout,
+        peft_config=model_args.peft_config(), **encoder_kwargs,
     )
 
 
@@ -175,12 +229,13 @@ def write_json(path: str, payload: dict) -> None:
 def main(argv: list[str] | None = None) -> dict:
     """Run training and the final dev evaluation; returns the metrics written to `all_results.json`."""
     model_args, data_args, training_args = parse_args(argv)
-    if not (training_args.do_train or training_args.do_eval):
-        raise ValueError("Nothing to do: pass --do_train and/or --do_eval.")
+    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
+        raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     set_seed(training_args.seed)
     # Everything that can fail on bad input happens before anything is written to output_dir.
     specs, raw_train, raw_dev = load_raw_tasks(data_args)
+    raw_test = load_test_sets(specs, data_args) if training_args.do_predict else {}
     tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(model_args.model_name_or_path), cache_dir=model_args.cache_dir)
     model = build_model(model_args, specs)
 
@@ -221,6 +276,12 @@ def main(argv: list[str] | None = None) -> dict:
         results.update(train_result.metrics)
     dev_metrics = trainer.evaluate(eval_dataset=dev_sets, metric_key_prefix="eval") if training_args.do_eval else {}
     results.update(dev_metrics)
+    if training_args.do_predict and raw_test:
+        test_predictions = predict_test_sets(trainer, specs, raw_test, tokenizer, data_args.max_seq_length)
+        if trainer.is_world_process_zero():
+            logger.info("GLUE submission written to %s", write_glue_submission(training_args.output_dir, test_predictions))
+    elif training_args.do_predict:
+        logger.warning("--do_predict: no trained task has a GLUE test split; nothing to submit.")
     if trainer.is_world_process_zero():
         os.makedirs(training_args.output_dir, exist_ok=True)
         for spec in specs:

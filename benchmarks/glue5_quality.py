@@ -125,17 +125,27 @@ def run_one(profile_name: str, method: str, seed: int, out_path: str) -> None:
     if profile["num_encoder_layers"]:
         encoder_kwargs["num_hidden_layers"] = profile["num_encoder_layers"]
     model = MultiTaskModel.from_encoder(path, specs, **encoder_kwargs)
-    # Single-task runs get the budget one task gets under uniform multi-task sampling.
-    max_steps = profile["max_steps"] // len(TASKS) if single else profile["max_steps"]
-    eval_steps = max(10, profile["eval_steps"] // len(TASKS)) if single else profile["eval_steps"]
     overrides = {} if single else dict(METHODS[method])
+    # Same number of training examples for every method: a single-task run gets the steps one task
+    # gets under uniform sampling, and an all-tasks-per-step method (one batch of each task per
+    # step, e.g. the gradient-balancing ones) gets 1/T of the steps.
+    from hf_async_mtl.weighting import get_weighting
+
+    mtl_method = overrides.get("mtl_method", "equal")
+    all_tasks = overrides.get("step_composition") == "all_tasks" or (
+        mtl_method != "async_kd" and get_weighting(mtl_method).needs_all_tasks
+    )
+    divisor = len(TASKS) if (single or all_tasks) else 1
+    max_steps = profile["max_steps"] // divisor
+    eval_steps = max(10, profile["eval_steps"] // divisor)
+    warmup_steps = profile["warmup_steps"] // divisor
     args = MultiTaskTrainingArguments(
         output_dir=os.path.join(ROOT, "benchmarks", "work", profile_name, f"{method}_s{seed}"),
         per_device_train_batch_size=profile["batch_size"],
         per_device_eval_batch_size=128,
         learning_rate=profile["learning_rate"],
         weight_decay=0.01,
-        warmup_steps=profile["warmup_steps"],
+        warmup_steps=warmup_steps,
         lr_scheduler_type=profile["scheduler"],
         max_steps=max_steps,
         eval_strategy="steps",
@@ -148,7 +158,7 @@ def run_one(profile_name: str, method: str, seed: int, out_path: str) -> None:
         seed=seed,
         sampling_strategy=profile["sampling"],
         kd_patience=profile["kd_patience"],
-        kd_min_steps=profile["kd_min_steps"],
+        kd_min_steps=profile["kd_min_steps"] // divisor,
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
         **overrides,
@@ -172,7 +182,7 @@ def run_one(profile_name: str, method: str, seed: int, out_path: str) -> None:
         "method": method,
         "seed": seed,
         "tasks": task_names,
-        "settings": {**profile, "max_steps": max_steps, "eval_steps": eval_steps, **overrides},
+        "settings": {**profile, "max_steps": max_steps, "eval_steps": eval_steps, "warmup_steps": warmup_steps, **overrides},
         "final_dev": final_dev,
         "best_selected_dev": best_dev,
         "best_selected_step": best_step,

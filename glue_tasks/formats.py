@@ -2,9 +2,9 @@
 
 Every per-task quirk of the TSVs (missing header, column positions, label spellings, float
 targets, MNLI's matched/mismatched files) is described here as data, so the loader in
-`glue_tasks.loading` has no task-specific branches. Column indices are 0-based; negative indices
-count from the end, as in Python (MNLI's gold label is the last of 12 columns in train and of 16
-in dev).
+`glue_tasks.loading` and the leaderboard writer in `glue_tasks.submission` have no task-specific
+branches. Column indices are 0-based; negative indices count from the end, as in Python (MNLI's
+gold label is the last of 12 columns in train and of 16 in dev).
 """
 
 from __future__ import annotations
@@ -64,19 +64,37 @@ class GlueFormat:
         files: Split name (as on the Hub: `"train"`, `"validation"`, `"test_matched"`, ...) to file
             description.
         label_map: Raw label string to label id, or `None` when the label is a float target
-            (STS-B's similarity score).
+            (STS-B's similarity score). The leaderboard submission spells predictions the same way
+            (see `label_strings`).
+        submission_files: Unlabelled test split to the file name the GLUE leaderboard expects for
+            its predictions (e.g. `{"test": "SST-2.tsv"}`; MNLI has one per test split).
     """
 
     task: str
     directory: str
     files: Mapping[str, TsvFile] = field(hash=False)
     label_map: Mapping[str, int] | None = field(default=None, hash=False)
+    submission_files: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         # Read-only views: the descriptions are shared module-level constants.
         object.__setattr__(self, "files", MappingProxyType(dict(self.files)))
         if self.label_map is not None:
             object.__setattr__(self, "label_map", MappingProxyType(dict(self.label_map)))
+            ids = sorted(self.label_map.values())
+            if ids != list(range(len(ids))):
+                raise ValueError(f"{self.task}: label_map must map one raw label to each id 0..n-1, got {dict(self.label_map)}.")
+        object.__setattr__(self, "submission_files", MappingProxyType(dict(self.submission_files)))
+        for split in self.submission_files:
+            if split not in self.files or self.files[split].is_labelled:
+                raise ValueError(f"{self.task}: submission split {split!r} is not an unlabelled split of {self.splits}.")
+
+    @property
+    def label_strings(self) -> tuple[str, ...] | None:
+        """Raw spelling of each label id, in id order (the inverse of `label_map`); `None` for a score."""
+        if self.label_map is None:
+            return None
+        return tuple(sorted(self.label_map, key=self.label_map.__getitem__))
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -88,7 +106,7 @@ _BINARY_01 = {"0": 0, "1": 1}
 _RTE_QNLI = {"entailment": 0, "not_entailment": 1}
 
 
-def _pair_task(task: str, directory: str, label_map: Mapping[str, int]) -> GlueFormat:
+def _pair_task(task: str, directory: str, label_map: Mapping[str, int], submission_file: str) -> GlueFormat:
     """RTE/QNLI/WNLI layout: `index, text_a, text_b, label` with a header; test lacks the label."""
     return GlueFormat(
         task=task,
@@ -99,6 +117,7 @@ def _pair_task(task: str, directory: str, label_map: Mapping[str, int]) -> GlueF
             "test": TsvFile("test.tsv", text_columns=(1, 2), label_column=None, index_column=0),
         },
         label_map=label_map,
+        submission_files={"test": submission_file},
     )
 
 
@@ -120,6 +139,7 @@ GLUE_FORMATS: dict[str, GlueFormat] = {
                 "test": TsvFile("test.tsv", (1,), label_column=None, index_column=0),
             },
             label_map=_BINARY_01,
+            submission_files={"test": "CoLA.tsv"},
         ),
         GlueFormat(
             task="sst2",
@@ -130,6 +150,7 @@ GLUE_FORMATS: dict[str, GlueFormat] = {
                 "test": TsvFile("test.tsv", (1,), label_column=None, index_column=0),
             },
             label_map=_BINARY_01,
+            submission_files={"test": "SST-2.tsv"},
         ),
         GlueFormat(
             task="mrpc",
@@ -141,6 +162,7 @@ GLUE_FORMATS: dict[str, GlueFormat] = {
                 "test": TsvFile("test.tsv", (3, 4), label_column=None, index_column=0),
             },
             label_map=_BINARY_01,
+            submission_files={"test": "MRPC.tsv"},
         ),
         GlueFormat(
             task="stsb",
@@ -152,6 +174,7 @@ GLUE_FORMATS: dict[str, GlueFormat] = {
                 "test": TsvFile("test.tsv", (7, 8), label_column=None, index_column=0),
             },
             label_map=None,
+            submission_files={"test": "STS-B.tsv"},
         ),
         GlueFormat(
             task="qqp",
@@ -164,6 +187,7 @@ GLUE_FORMATS: dict[str, GlueFormat] = {
                 "test": TsvFile("test.tsv", (1, 2), label_column=None, index_column=0),
             },
             label_map=_BINARY_01,
+            submission_files={"test": "QQP.tsv"},
         ),
         GlueFormat(
             task="mnli",
@@ -176,10 +200,11 @@ GLUE_FORMATS: dict[str, GlueFormat] = {
                 "test_mismatched": _mnli_file("test_mismatched.tsv", labelled=False),
             },
             label_map={"entailment": 0, "neutral": 1, "contradiction": 2},
+            submission_files={"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"},
         ),
-        _pair_task("qnli", "QNLI", _RTE_QNLI),
-        _pair_task("rte", "RTE", _RTE_QNLI),
+        _pair_task("qnli", "QNLI", _RTE_QNLI, "QNLI.tsv"),
+        _pair_task("rte", "RTE", _RTE_QNLI, "RTE.tsv"),
         # WNLI's raw label 1 means entailment, and the Hub's ClassLabel has id 1 = entailment too.
-        _pair_task("wnli", "WNLI", _BINARY_01),
+        _pair_task("wnli", "WNLI", _BINARY_01, "WNLI.tsv"),
     )
 }

@@ -46,6 +46,7 @@ class AsyncConvergenceCallback(TrainerCallback, ExportableState):
             patience=args.kd_patience,
             min_delta=args.kd_min_delta,
             min_steps=args.kd_min_steps,
+            require_improvement=args.kd_require_improvement,
         )
         self.keeper = SnapshotKeeper(k=args.kd_top_k, directory=args.kd_snapshot_dir)
         self.store = SoftLabelStore(os.path.join(args.output_dir, "soft_labels"))

@@ -34,6 +34,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
         kd_patience: Evaluations without improvement of a task's main metric before it counts as converged.
         kd_min_delta: Smallest change that counts as an improvement.
         kd_min_steps: No task is declared converged before this step.
+        kd_require_improvement: A task converges only after its metric improved at least once over its
+            first evaluation (a task still on its initial plateau is not distilled from a model that
+            has learnt nothing).
         kd_temperature: Softmax temperature of the KL distillation loss (loss scaled by T²).
         kd_loss: `kl` (KL(teacher‖student) on softened distributions) or `mse` (on logits).
         kd_alpha: Weight of the distillation loss; 1 - alpha goes to the hard-label loss (1 = pure KD).
@@ -65,6 +68,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
     kd_patience: int = field(default=3, metadata={"help": "async_kd: evaluations without improvement before a task has converged."})
     kd_min_delta: float = field(default=0.0, metadata={"help": "async_kd: smallest metric change that counts as an improvement."})
     kd_min_steps: int = field(default=0, metadata={"help": "async_kd: no task converges before this step."})
+    kd_require_improvement: bool = field(
+        default=True, metadata={"help": "async_kd: converge only after the metric improved over its first evaluation."}
+    )
     kd_temperature: float = field(default=1.0, metadata={"help": "async_kd: temperature of the KL distillation loss."})
     kd_loss: str = field(default="kl", metadata={"help": f"async_kd: distillation loss, one of {KD_LOSS_TYPES}."})
     kd_alpha: float = field(default=1.0, metadata={"help": "async_kd: weight of the KD loss; 1 - alpha for the hard labels."})

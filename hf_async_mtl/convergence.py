@@ -61,10 +61,18 @@ class ConvergenceMonitor:
         patience: Evaluations without improvement needed to converge (>= 1).
         min_delta: Minimum change that counts as an improvement (>= 0).
         min_steps: No task converges before this global step (>= 0).
+        require_improvement: A task converges only once its best is later than its first
+            evaluation, so a task still on its initial plateau (e.g. CoLA's MCC stuck at 0 while the
+            model predicts the majority class) is not frozen at a point where it has learnt nothing.
     """
 
     def __init__(
-        self, directions: Mapping[str, bool], patience: int = 3, min_delta: float = 0.0, min_steps: int = 0
+        self,
+        directions: Mapping[str, bool],
+        patience: int = 3,
+        min_delta: float = 0.0,
+        min_steps: int = 0,
+        require_improvement: bool = False,
     ) -> None:
         if not directions:
             raise ValueError("ConvergenceMonitor needs at least one task in `directions`.")
@@ -77,6 +85,7 @@ class ConvergenceMonitor:
         self.patience = patience
         self.min_delta = float(min_delta)
         self.min_steps = min_steps
+        self.require_improvement = bool(require_improvement)
         self._tasks: dict[str, TaskHistory] = {
             str(name): TaskHistory(greater_is_better=bool(gib)) for name, gib in directions.items()
         }
@@ -128,7 +137,12 @@ class ConvergenceMonitor:
                 new_best.append(task)
                 continue
             state.evaluations_without_improvement += 1
-            if state.evaluations_without_improvement >= self.patience and step >= self.min_steps:
+            improved_once = state.best_step != state.history[0][0]
+            if (
+                state.evaluations_without_improvement >= self.patience
+                and step >= self.min_steps
+                and (improved_once or not self.require_improvement)
+            ):
                 state.converged, state.converged_step = True, step
                 newly_converged.append(task)
         return ConvergenceUpdate(new_best=tuple(new_best), newly_converged=tuple(newly_converged))
@@ -195,6 +209,7 @@ class ConvergenceMonitor:
             "patience": self.patience,
             "min_delta": self.min_delta,
             "min_steps": self.min_steps,
+            "require_improvement": self.require_improvement,
             "tasks": {
                 task: {
                     "greater_is_better": s.greater_is_better,
@@ -245,7 +260,7 @@ class ConvergenceMonitor:
         directions = {task: bool(s["greater_is_better"]) for task, s in state.get("tasks", {}).items()}
         monitor = cls(
             directions, patience=int(state["patience"]), min_delta=float(state["min_delta"]),
-            min_steps=int(state["min_steps"]),
+            min_steps=int(state["min_steps"]), require_improvement=bool(state.get("require_improvement", False)),
         )
         monitor.load_state_dict(state)
         return monitor

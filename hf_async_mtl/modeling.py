@@ -34,6 +34,8 @@ class MultiTaskConfig(PretrainedConfig):
         pooling: How a sequence becomes one vector: `"cls"` (first token), `"pooler"` (the encoder's
             pooler output, as `BertForSequenceClassification`), `"mean"` or `"max"` over non-padding tokens.
         classifier_dropout: Dropout before each head; defaults to the encoder's hidden dropout.
+        peft_config: PEFT config (e.g. LoRA) of the shared encoder as a dict (`hf_async_mtl.adapters.
+            peft_config_to_dict`), or `None`. A model built from this config wraps its encoder with it.
     """
 
     model_type = "hf_async_mtl"
@@ -45,6 +47,7 @@ class MultiTaskConfig(PretrainedConfig):
         tasks: Sequence[dict[str, Any]] | None = None,
         pooling: str = "cls",
         classifier_dropout: float | None = None,
+        peft_config: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(encoder_config, dict):
@@ -58,6 +61,7 @@ class MultiTaskConfig(PretrainedConfig):
             raise ValueError(f"MultiTaskConfig: duplicate task names in {names}.")
         self.pooling = pooling
         self.classifier_dropout = classifier_dropout
+        self.peft_config = dict(peft_config) if peft_config else None
         super().__init__(**kwargs)
 
     @property
@@ -139,6 +143,9 @@ class MultiTaskModel(PreTrainedModel):
                 "Use pooling='cls' or 'mean'."
             )
         self.post_init()
+        if config.peft_config:
+            # After post_init, so weight initialisation cannot touch the adapters' own init (LoRA B = 0).
+            self._wrap_encoder(config.peft_config)
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -150,13 +157,15 @@ class MultiTaskModel(PreTrainedModel):
         *,
         pooling: str = "auto",
         classifier_dropout: float | None = None,
+        peft_config: Any = None,
         **encoder_kwargs: Any,
     ) -> MultiTaskModel:
         """Build a model from a pretrained encoder checkpoint (local directory or Hub id) and task specs.
 
         `pooling="auto"` uses the checkpoint's declared sentence-transformers pooling (e.g. mean for
         all-MiniLM-L6-v2, whose BERT pooler was never trained), else the encoder's pooler when it has
-        one, else the first token.
+        one, else the first token. `peft_config` (e.g. `peft.LoraConfig(r=8)`) wraps the shared encoder
+        with PEFT adapters (see `apply_peft`); the heads stay fully trainable.
         """
         check_unique_names(list(tasks))
         if not tasks:
@@ -176,7 +185,60 @@ class MultiTaskModel(PreTrainedModel):
         model = cls(config)
         # Copy rather than adopt the module so `post_init` above cannot re-initialise pretrained weights.
         model.encoder.load_state_dict(encoder.state_dict())
+        if peft_config is not None:
+            model.apply_peft(peft_config)
         return model
+
+    # ---- PEFT adapters on the shared encoder (hf_async_mtl.adapters) ----------------------------
+
+    def _wrap_encoder(self, peft_config: Any) -> None:
+        from .adapters import wrap_encoder
+
+        self.encoder, self.config.peft_config = wrap_encoder(self.encoder, peft_config)
+        self._trainable_encoder_names = {n for n, p in self.encoder.named_parameters() if p.requires_grad}
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any):
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        if model.has_adapters:
+            # Loading swaps in new parameters (all requires_grad=True): freeze the encoder's base weights again.
+            for name, parameter in model.encoder.named_parameters():
+                parameter.requires_grad_(name in model._trainable_encoder_names)
+        return loaded
+
+    def apply_peft(self, peft_config: Any) -> MultiTaskModel:
+        """Wrap the shared encoder with PEFT adapters (e.g. `peft.LoraConfig`) in place; returns `self`.
+
+        The encoder's base weights are frozen, its adapters and every head are trainable, and
+        `config.peft_config` records the adapter config so `save_pretrained` → `from_pretrained`
+        rebuilds the same structure (the checkpoint holds base, adapters and heads).
+        """
+        if self.has_adapters:
+            raise ValueError("The shared encoder already has PEFT adapters; merge_adapters() first to add new ones.")
+        self._wrap_encoder(peft_config)
+        return self
+
+    @property
+    def has_adapters(self) -> bool:
+        """Whether the shared encoder is wrapped by PEFT adapters."""
+        from .adapters import is_peft_encoder
+
+        return is_peft_encoder(self.encoder)
+
+    def merge_adapters(self) -> MultiTaskModel:
+        """A plain `MultiTaskModel` (no PEFT) with the adapters merged into the encoder; `self` is unchanged."""
+        from .adapters import merged_encoder
+
+        encoder = merged_encoder(self.encoder)
+        config_dict = self.config.to_dict()
+        config_dict["peft_config"] = None
+        config_dict.pop("model_type", None)
+        config_dict.pop("transformers_version", None)
+        merged = MultiTaskModel(MultiTaskConfig(**config_dict))
+        merged.encoder.load_state_dict(encoder.state_dict())
+        merged.heads.load_state_dict(self.heads.state_dict())
+        return merged.to(device=self.device, dtype=self.dtype).train(self.training)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear) and any(module is head for head in self.heads.values()):
@@ -307,6 +369,9 @@ class MultiTaskModel(PreTrainedModel):
         one-head `MultiTaskModel` is written instead, which `AutoModelForSequenceClassification`
         loads once `hf_async_mtl` is imported. Returns the model that was saved.
         """
+        if self.has_adapters:
+            # Exports are plain checkpoints: merge the adapters into the encoder first.
+            return self.merge_adapters().export_task(task_name, save_directory, **save_kwargs)
         exported = self._native_export(task_name) if self.config.pooling == "pooler" else None
         if exported is None:
             exported = self.single_task_model(task_name)

@@ -294,6 +294,20 @@ class MultiTaskTrainer(Trainer):
         self._memory_tracker.stop_and_update_metrics(metrics)
         return metrics
 
+    def predict_tasks(self, test_sets: Mapping[str, datasets.Dataset]) -> dict[str, np.ndarray]:
+        """Predict every task's (unlabelled) tokenized set, in dataset order: class ids, or scores for regression.
+
+        Labels are dropped first (GLUE test labels are -1), so no loss or metric is computed.
+        """
+        predictions = {}
+        for task, dataset in test_sets.items():
+            if task not in self.task_specs:
+                raise ValueError(f"test_sets has task {task!r} without a TaskSpec; tasks: {list(self.task_specs)}.")
+            unlabelled = dataset.remove_columns([c for c in ("labels", "label") if c in dataset.column_names])
+            logits = np.asarray(self.predict(unlabelled, metric_key_prefix=f"test_{task}").predictions)
+            predictions[task] = logits.reshape(-1) if self.task_specs[task].is_regression else logits.argmax(axis=-1)
+        return predictions
+
     # ---- checkpoints --------------------------------------------------------------------------
 
     def _save_checkpoint(self, model, trial) -> None:

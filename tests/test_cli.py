@@ -128,3 +128,55 @@ def test_shipped_json_configs_parse():
         model_args, data_args, training_args = run_glue_mtl.parse_args([os.path.join(configs, name)])
         assert data_args.task_list == ["cola", "sst2", "mrpc", "stsb", "rte"]
         assert training_args.mtl_method in ("async_kd", "equal")
+
+
+MULTI_TASK_OPTIONS = (
+    "sampling_strategy", "step_composition", "mtl_method", "mtl_method_options", "kd_patience", "kd_min_delta",
+    "kd_min_steps", "kd_temperature", "kd_loss", "kd_alpha", "kd_top_k", "kd_snapshot_dir", "kd_stop_when_all_converged",
+    "glue_dir", "selection_split_fraction", "custom_tasks_file",
+)
+
+
+def test_cli_help_lists_every_multi_task_option():
+    import dataclasses
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, os.path.join(root, "run_glue_mtl.py"), "--help"], cwd=root, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    helps = {f.name: f.metadata.get("help", "") for cls in (run_glue_mtl.DataArguments, run_glue_mtl.MultiTaskTrainingArguments)
+             for f in dataclasses.fields(cls)}
+    # argparse re-wraps help text (and may break after hyphens): compare without whitespace.
+    flat = "".join(done.stdout.split())
+    for name in MULTI_TASK_OPTIONS:
+        assert f"--{name}" in done.stdout, name
+        assert helps[name] and "".join(helps[name].split()) in flat, name
+
+
+def test_cli_report_to_tensorboard_logs_task_scalars_and_convergence(tmp_path, tiny_checkpoint, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    glue = write_glue(tmp_path / "glue")
+    logs = tmp_path / "tb"
+    # transformers 5 has no --logging_dir: the TensorBoard callback reads TENSORBOARD_LOGGING_DIR
+    # (default <output_dir>/runs/<date_host>).
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(logs))
+    # kd_min_delta 10: no evaluation after the first improves, so both tasks converge at the second (step 4).
+    run_glue_mtl.main(base_args(glue, tiny_checkpoint, tmp_path / "out") + [
+        "--report_to", "tensorboard", "--logging_steps", "1", "--mtl_method", "async_kd", "--kd_patience", "1",
+        "--kd_min_delta", "10", "--kd_require_improvement", "false"])
+    scalars = {}
+    for directory, _, names in os.walk(logs):
+        if any(n.startswith("events.out.tfevents") for n in names):
+            accumulator = EventAccumulator(directory, size_guidance={"scalars": 0})
+            accumulator.Reload()
+            for tag in accumulator.Tags()["scalars"]:
+                scalars[tag] = [(e.step, e.value) for e in accumulator.Scalars(tag)]
+    for tag in ("eval/cola_matthews_correlation", "eval/rte_accuracy", "eval/glue_score", "train/train_loss_cola",
+                "train/train_loss_rte", "train/kd_converged_cola", "train/kd_converged_rte"):
+        assert tag in scalars, (tag, sorted(scalars))
+    assert scalars["train/kd_converged_cola"] == [(4, 4.0)]
+    assert [step for step, _ in scalars["eval/cola_matthews_correlation"]][:2] == [2, 4]

@@ -171,3 +171,19 @@ def test_load_state_dict_rejects_mismatched_tasks_or_directions():
         ConvergenceMonitor({"b": True}).load_state_dict(state)
     with pytest.raises(ValueError, match="greater_is_better"):
         ConvergenceMonitor({"a": False}).load_state_dict(state)
+
+
+def test_require_improvement_keeps_a_task_on_its_initial_plateau_active():
+    from hf_async_mtl.convergence import ConvergenceMonitor
+
+    plain = ConvergenceMonitor({"cola": True}, patience=2)
+    guarded = ConvergenceMonitor({"cola": True}, patience=2, require_improvement=True)
+    for step, value in ((100, 0.0), (200, 0.0), (300, 0.0)):
+        plain.update(step, {"cola": value})
+        guarded.update(step, {"cola": value})
+    assert plain.is_converged("cola") and not guarded.is_converged("cola")
+    for step, value in ((400, 0.2), (500, 0.1), (600, 0.15)):
+        guarded.update(step, {"cola": value})
+    assert guarded.is_converged("cola") and guarded.best_step("cola") == 400 and guarded.converged_step("cola") == 600
+    restored = ConvergenceMonitor.from_state_dict(guarded.state_dict())
+    assert restored.require_improvement

@@ -135,7 +135,7 @@ def test_async_kd_switches_converged_task_to_its_soft_labels(tmp_path, tokenizer
     trainer = MultiTaskTrainer(
         model=make_model(tokenizer),
         args=make_args(
-            tmp_path, max_steps=8, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, eval_strategy="steps",
+            tmp_path, max_steps=8, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, kd_require_improvement=False, eval_strategy="steps",
             eval_steps=2, save_strategy="steps", save_steps=2, sampling_strategy="round_robin", logging_steps=1,
         ),
         task_specs=TASKS,
@@ -159,7 +159,7 @@ def test_async_kd_switches_converged_task_to_its_soft_labels(tmp_path, tokenizer
 def test_resume_after_convergence_matches_uninterrupted_run(tmp_path, tokenizer, tiny_data):
     train, evaluation = tiny_data
     common = dict(
-        max_steps=10, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, eval_strategy="steps", eval_steps=2,
+        max_steps=10, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, kd_require_improvement=False, eval_strategy="steps", eval_steps=2,
         save_strategy="steps", save_steps=6, sampling_strategy="round_robin", logging_steps=1,
     )
 
