@@ -114,18 +114,26 @@ class AsyncConvergenceCallback(TrainerCallback, ExportableState):
         snapshots = self.keeper.best(task)
         if not snapshots:
             raise RuntimeError(f"Task {task!r} converged but no snapshot of its best point was kept.")
-        teacher = copy.deepcopy(model)
-        state = snapshots[0].tensors() if len(snapshots) == 1 else average_snapshots(snapshots)
-        teacher.load_state_dict(state, strict=False)
-        soft_labels = self.teacher_outputs(teacher, task)
-        del teacher
         dataset = self.trainer.train_dataset.task_datasets[task]
-        self.store.save(
-            task,
-            soft_labels,
-            fingerprint=dataset_fingerprint(dataset["input_ids"]),
-            metadata={"best_step": snapshots[0].step, "best_metric": snapshots[0].metric, "converged_step": step, "teachers": len(snapshots)},
-        )
+        fingerprint = dataset_fingerprint(dataset["input_ids"])
+        accelerator = self.trainer.accelerator
+        # Several processes: the main one labels the training set once and writes the store; the
+        # others wait and read the same file, so every rank distills against identical soft labels.
+        if accelerator.is_main_process:
+            teacher = copy.deepcopy(model)
+            state = snapshots[0].tensors() if len(snapshots) == 1 else average_snapshots(snapshots)
+            teacher.load_state_dict(state, strict=False)
+            soft_labels = self.teacher_outputs(teacher, task)
+            del teacher
+            self.store.save(
+                task,
+                soft_labels,
+                fingerprint=fingerprint,
+                metadata={"best_step": snapshots[0].step, "best_metric": snapshots[0].metric, "converged_step": step, "teachers": len(snapshots)},
+            )
+        accelerator.wait_for_everyone()
+        if not accelerator.is_main_process:
+            soft_labels, _ = self.store.load(task, fingerprint=fingerprint)
         self.trainer.train_dataset.set_soft_labels(task, soft_labels)
         self.keeper.release(task)
         seconds = time.perf_counter() - start

@@ -121,6 +121,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
         if self.mtl_method == ASYNC_KD_METHOD and self.eval_strategy == "no":
             raise ValueError("mtl_method='async_kd' monitors validation metrics: set eval_strategy to 'steps' or 'epoch'.")
 
+    def __getstate__(self) -> dict:
+        # The Trainer pickles its arguments into every checkpoint (training_args.bin), which
+        # push_to_hub uploads: never let the Hub token travel with them.
+        state = dict(self.__dict__)
+        state["hub_token"] = None
+        return state
+
     @property
     def uses_async_kd(self) -> bool:
         """Whether converged tasks switch to self-distillation."""

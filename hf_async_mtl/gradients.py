@@ -32,8 +32,10 @@ def per_task_gradient_step(
     """Accumulate the combined gradient of one step into `.grad` and return the (detached) mean loss.
 
     Each task's gradient of the shared parameters is taken with `torch.autograd.grad`, which runs no
-    DDP all-reduce hooks; the method combines them; heads get their own task's gradient. Under
-    several processes the combined gradient is then averaged across ranks once.
+    DDP all-reduce hooks. Under several processes the per-task gradient matrix, the head gradients
+    and the task losses are averaged across ranks in ONE all-reduce before the method combines
+    them, so every rank applies the combination of the global per-task gradients (identical to a
+    single process at the same global batch, also for non-linear methods such as PCGrad or MGDA).
     """
     shared, heads = shared_and_task_parameters(model)
     task_names = list(weighting.task_names)
@@ -43,23 +45,30 @@ def per_task_gradient_step(
     rows = []
     for task in task_names:
         grads = torch.autograd.grad(losses[task], shared, retain_graph=True, allow_unused=True)
-        rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, shared)]))
-    combined = weighting.combine_gradients(torch.stack(rows), losses, step) / gradient_accumulation_steps
-    total = sum(losses.values())
-    head_grads = torch.autograd.grad(total, heads, allow_unused=True) if heads else []
+        rows.append(_flatten(grads, shared))
+    task_grads = torch.stack(rows)
+    total = sum(losses[task] for task in task_names)
+    head_grads = _flatten(torch.autograd.grad(total, heads, allow_unused=True), heads) if heads else task_grads.new_zeros(0)
+    loss_values = torch.stack([losses[task].detach() for task in task_names])
     if accelerator.num_processes > 1:
-        flat_heads = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(head_grads, heads)])
-        both = accelerator.reduce(torch.cat([combined, flat_heads / gradient_accumulation_steps]), reduction="mean")
-        combined, flat_heads = both[: combined.numel()], both[combined.numel():] * gradient_accumulation_steps
-        head_grads = list(torch.split(flat_heads, [p.numel() for p in heads]))
+        packed = accelerator.reduce(torch.cat([task_grads.reshape(-1), head_grads, loss_values]), reduction="mean")
+        task_grads = packed[: task_grads.numel()].view_as(task_grads)
+        head_grads = packed[task_grads.numel() : task_grads.numel() + head_grads.numel()]
+        loss_values = packed[-len(task_names) :]
+    reduced_losses = dict(zip(task_names, loss_values))
+    combined = weighting.combine_gradients(task_grads, reduced_losses, step) / gradient_accumulation_steps
+    _accumulate(shared, combined)
+    _accumulate(heads, head_grads / gradient_accumulation_steps)
+    return (loss_values.mean() / gradient_accumulation_steps).detach()
+
+
+def _flatten(grads, parameters) -> torch.Tensor:
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, parameters)])
+
+
+def _accumulate(parameters, flat: torch.Tensor) -> None:
     offset = 0
-    for parameter in shared:
-        piece = combined[offset : offset + parameter.numel()].view_as(parameter)
+    for parameter in parameters:
+        piece = flat[offset : offset + parameter.numel()].view_as(parameter)
         offset += parameter.numel()
         parameter.grad = piece.clone() if parameter.grad is None else parameter.grad + piece
-    for parameter, grad in zip(heads, head_grads):
-        if grad is None:
-            continue
-        grad = grad.view_as(parameter) / gradient_accumulation_steps
-        parameter.grad = grad.clone() if parameter.grad is None else parameter.grad + grad
-    return (total / len(losses)).detach() / gradient_accumulation_steps

@@ -378,6 +378,26 @@ class MultiTaskModel(PreTrainedModel):
         exported.save_pretrained(save_directory, **save_kwargs)
         return exported
 
+    def push_to_hub(self, repo_id: str, **kwargs: Any):
+        """As `PreTrainedModel.push_to_hub`, with a generated multi-task model card as README.md.
+
+        Extra keywords: `tokenizer` (pushed in the same commit) and `build_model_card` options (`args`,
+        `log_history`, `task_specs`, ...). See `hf_async_mtl.model_card.push_model_to_hub`.
+        """
+        from .model_card import push_model_to_hub
+
+        return push_model_to_hub(self, repo_id, **kwargs)
+
+    def push_task_to_hub(self, task_name: str, repo_id: str, **kwargs: Any):
+        """Push one task as a standalone sequence classifier (what `export_task` writes) with its own card.
+
+        Loads with `AutoModelForSequenceClassification.from_pretrained(repo_id)`; pass `tokenizer=` to push it too.
+        See `hf_async_mtl.model_card.push_task_to_hub`.
+        """
+        from .model_card import push_task_to_hub
+
+        return push_task_to_hub(self, task_name, repo_id, **kwargs)
+
     def _native_export(self, task_name: str) -> PreTrainedModel | None:
         head = self.config.task(task_name)
         native_config = self.config.encoder_config.__class__.from_dict(self.config.encoder_config.to_dict())

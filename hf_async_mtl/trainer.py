@@ -28,6 +28,13 @@ from .tasks import TaskSpec, check_unique_names
 from .weighting import build_weighting
 
 
+class _EpochDataLoader(DataLoader):
+    """A DataLoader whose `set_epoch` (called by the Trainer each epoch) reaches the task sampler."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
+
+
 class MultiTaskTrainer(Trainer):
     """Trains one `MultiTaskModel` on several tasks at once.
 
@@ -137,21 +144,16 @@ class MultiTaskTrainer(Trainer):
             raise ValueError("MultiTaskTrainer: training requires a train_dataset.")
         sampler = self.build_train_sampler()
         self.train_sampler = sampler
-        loader = DataLoader(
+        # Not passed through `accelerator.prepare`: the sampler already gives each rank its own shard
+        # with the same task on every rank, and accelerate's BatchSamplerShard would re-shard it (and
+        # mangles all-tasks batches, whose length is not the per-rank batch size).
+        return _EpochDataLoader(
             self.train_dataset,
             batch_sampler=sampler,
             collate_fn=self.data_collator,
             num_workers=self.args.dataloader_num_workers,
             pin_memory=self.args.dataloader_pin_memory,
         )
-        prepared = self.accelerator.prepare(loader)
-        # The sampler already gives each rank its own shard (same task on every rank): make accelerate's
-        # BatchSamplerShard wrapper a passthrough instead of re-sharding.
-        wrapper = getattr(prepared, "batch_sampler", None)
-        if wrapper is not None and getattr(wrapper, "batch_sampler", None) is sampler:
-            wrapper.num_processes = 1
-            wrapper.process_index = 0
-        return prepared
 
     # ---- loss ---------------------------------------------------------------------------------
 
@@ -207,11 +209,14 @@ class MultiTaskTrainer(Trainer):
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         inputs = self._prepare_inputs(inputs)
-        with self.compute_loss_context_manager():
-            losses = self.task_losses(model, inputs)
-        loss = per_task_gradient_step(
-            self.accelerator, model, self.weighting, losses, self.state.global_step, self.current_gradient_accumulation_steps
-        )
+        # Per-task gradients come from autograd.grad, not backward: keep DDP from expecting a backward
+        # (no_sync); per_task_gradient_step averages the combined gradient across processes once.
+        with self.accelerator.no_sync(model):
+            with self.compute_loss_context_manager():
+                losses = self.task_losses(model, inputs)
+            loss = per_task_gradient_step(
+                self.accelerator, model, self.weighting, losses, self.state.global_step, self.current_gradient_accumulation_steps
+            )
         for task, weight in self.weighting.last_weights.items():
             self._task_metrics[f"weight_{task}"].append(float(weight))
         return loss
@@ -307,6 +312,19 @@ class MultiTaskTrainer(Trainer):
             logits = np.asarray(self.predict(unlabelled, metric_key_prefix=f"test_{task}").predictions)
             predictions[task] = logits.reshape(-1) if self.task_specs[task].is_regression else logits.argmax(axis=-1)
         return predictions
+
+    # ---- Hub ----------------------------------------------------------------------------------
+
+    def create_model_card(self, **kwargs: Any) -> None:
+        """Write `output_dir/README.md` (what `push_to_hub` uploads): tasks, last evaluation, method and settings.
+
+        Takes `Trainer.create_model_card`'s arguments; see `hf_async_mtl.model_card.trainer_model_card`.
+        """
+        if self.is_world_process_zero():
+            from .model_card import trainer_model_card
+
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            trainer_model_card(self, **kwargs).save(os.path.join(self.args.output_dir, "README.md"))
 
     # ---- checkpoints --------------------------------------------------------------------------
 

