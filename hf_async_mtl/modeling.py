@@ -382,9 +382,9 @@ class MultiTaskModel(PreTrainedModel):
         """As `PreTrainedModel.push_to_hub`, with a generated multi-task model card as README.md.
 
         Extra keywords: `tokenizer` (pushed in the same commit) and `build_model_card` options (`args`,
-        `log_history`, `task_specs`, ...). See `hf_async_mtl.model_card.push_model_to_hub`.
+        `log_history`, `task_specs`, ...). See `hf_async_mtl.hub.push_model_to_hub`.
         """
-        from .model_card import push_model_to_hub
+        from .hub import push_model_to_hub
 
         return push_model_to_hub(self, repo_id, **kwargs)
 
@@ -392,9 +392,9 @@ class MultiTaskModel(PreTrainedModel):
         """Push one task as a standalone sequence classifier (what `export_task` writes) with its own card.
 
         Loads with `AutoModelForSequenceClassification.from_pretrained(repo_id)`; pass `tokenizer=` to push it too.
-        See `hf_async_mtl.model_card.push_task_to_hub`.
+        See `hf_async_mtl.hub.push_task_to_hub`.
         """
-        from .model_card import push_task_to_hub
+        from .hub import push_task_to_hub
 
         return push_task_to_hub(self, task_name, repo_id, **kwargs)
 
