@@ -158,8 +158,13 @@ class AsyncConvergenceCallback(TrainerCallback, ExportableState):
         """Run `teacher` (eval mode, no grad, batched) over the task's training set in dataset order."""
         dataset = self.trainer.train_dataset.task_datasets[task]
         columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "task_ids") if c in dataset.column_names]
+        # Length-sorted batches cut padding (this pass covers the whole training set); rows are put
+        # back in dataset order afterwards.
+        order = torch.tensor([len(ids) for ids in dataset["input_ids"]]).argsort(descending=True)
         loader = DataLoader(
-            dataset.select_columns(columns), batch_size=self.trainer.args.per_device_eval_batch_size, collate_fn=self.trainer.data_collator
+            dataset.select(order.tolist()).select_columns(columns),
+            batch_size=self.trainer.args.per_device_eval_batch_size,
+            collate_fn=self.trainer.data_collator,
         )
         was_training = teacher.training
         teacher.eval()
@@ -168,7 +173,10 @@ class AsyncConvergenceCallback(TrainerCallback, ExportableState):
             batch = {k: v.to(self.trainer.args.device) for k, v in batch.items()}
             outputs.append(teacher(**batch).logits.float().cpu())
         teacher.train(was_training)
-        return torch.cat(outputs)
+        sorted_outputs = torch.cat(outputs)
+        result = torch.empty_like(sorted_outputs)
+        result[order] = sorted_outputs
+        return result
 
     # ---- persistence ----------------------------------------------------------------------------
 

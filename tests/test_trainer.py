@@ -151,6 +151,12 @@ def test_async_kd_switches_converged_task_to_its_soft_labels(tmp_path, tokenizer
     best = type(trainer.model).from_pretrained(os.path.join(trainer.args.output_dir, "checkpoint-2")).eval()
     teacher = trainer.callback_handler.callbacks[-1].teacher_outputs(best, "sentiment")
     assert torch.allclose(soft, teacher, atol=1e-5)
+    # Row i is example i of the training set (the teacher pass runs length-sorted, then restores the order).
+    rows = train["sentiment"].select(range(5))
+    for i in range(5):
+        single = {"input_ids": torch.tensor([rows[i]["input_ids"]]), "task_ids": torch.tensor([0])}
+        with torch.no_grad():
+            assert torch.allclose(best(**single).logits[0], soft[i], atol=1e-5)
     report = json.load(open(os.path.join(trainer.args.output_dir, "convergence_report.json")))
     assert report["sentiment"]["converged_step"] == 4 and report["sentiment"]["best_step"] == 2
     assert report["similarity"]["converged"] is False
