@@ -133,13 +133,17 @@ def plot(runs: list[dict], table: dict, results_dir: str) -> list[str]:
             color = f"C{index}"
             ax.plot(steps, [100 * c[f"eval_{task}_score"] for c in run["curves"]], color=color, label=task, marker=".")
             record = (run.get("convergence") or {}).get(task) or {}
-            if record.get("best_step") is not None and record.get("metric_at_convergence") is not None:
-                ax.plot(record["best_step"], 100 * record["metric_at_convergence"], "o", color=color, markersize=9, fillstyle="none")
+            values = [c[f"eval_{task}_score"] for c in run["curves"]]
+            best_step, best_value = record.get("best_step"), record.get("metric_at_convergence")
+            if best_step is None:  # no convergence monitor: mark the task's own best evaluation
+                best_step, best_value = steps[values.index(max(values))], max(values)
+            ax.plot(best_step, 100 * best_value, "o", color=color, markersize=9, fillstyle="none")
             if record.get("converged_step") is not None:
                 ax.axvline(record["converged_step"], color=color, linestyle="--", alpha=0.6)
         ax.set_xlabel("step")
         ax.set_ylabel("selection-split score ×100")
-        ax.set_title(f"{run['method']} (seed 0): circles = best point, dashed = KD switch")
+        kd = " (monitored), dashed = KD switch" if run.get("convergence") else " per task"
+        ax.set_title(f"{run['method']} (seed 0): selection-split curves; circles = best point{kd}")
         ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
         path = os.path.join(results_dir, f"curves_{run['method']}.png")
