@@ -121,6 +121,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--measure", nargs=2, metavar=("KIND", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--samples-from-log", default=None, help="Re-use the measurements printed in an earlier run's log.")
+    parser.add_argument("--kinds", default="plain_trainer,mtl_trainer,equal,async_kd",
+                        help="Configurations to measure now (the others come from --samples-from-log).")
     args = parser.parse_args()
     out_dir = os.path.join(ROOT, "benchmarks", "results", "speed")
     os.makedirs(out_dir, exist_ok=True)
@@ -134,10 +136,11 @@ def main() -> None:
         with open(args.samples_from_log, encoding="utf-8") as handle:
             for line in handle:
                 kind, _, rest = line.partition(" ")
-                if kind in ("plain_trainer", "mtl_trainer", "equal", "async_kd") and rest.startswith("{"):
+                if kind in ("plain_trainer", "mtl_trainer", "equal", "async_kd") and kind not in args.kinds.split(",") \
+                        and rest.startswith("{"):
                     samples.setdefault(kind, []).append(ast.literal_eval(rest))
-    for repeat in range(0 if args.samples_from_log else args.repeats):
-        for kind in ("plain_trainer", "mtl_trainer", "equal", "async_kd"):
+    for repeat in range(args.repeats):
+        for kind in args.kinds.split(","):
             proc = subprocess.run([sys.executable, __file__, "--measure", kind, str(repeat)], capture_output=True, text=True)
             line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
             if line is None:

@@ -44,7 +44,7 @@ class ParameterSnapshot:
 
     @classmethod
     def capture(cls, model: torch.nn.Module, include: IncludeFn, *, step: int, metric: float,
-                directory: str | None = None) -> "ParameterSnapshot":
+                directory: str | None = None, reuse: dict[str, torch.Tensor] | None = None) -> "ParameterSnapshot":
         """Clone the named parameters and buffers of `model` for which `include(name, tensor)` is true.
 
         Args:
@@ -54,12 +54,17 @@ class ParameterSnapshot:
             metric: Validation value at that step.
             directory: If given, the copy is written atomically to a new file there and not kept
                 in memory.
+            reuse: CPU copies of some of the same tensors taken at this very step (e.g. the shared
+                encoder in another task's snapshot); they are shared instead of copied again.
         """
         if not math.isfinite(float(metric)):
             raise ValueError(f"Snapshot metric must be finite, got {metric!r} at step {step}.")
         selected: dict[str, torch.Tensor] = {}
         for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
             if include(name, tensor):
+                if reuse is not None and name in reuse:
+                    selected[name] = reuse[name]  # same step, same values: share, never modified in place
+                    continue
                 # copy=True guarantees an independent tensor even when the source is already on CPU.
                 selected[name] = tensor.detach().to(device="cpu", copy=True)
         if not selected:
@@ -245,7 +250,13 @@ class SnapshotKeeper:
         if self.directory is not None and (not task or os.sep in task or (os.altsep and os.altsep in task)):
             raise ValueError(f"Task name {task!r} cannot be used as a directory name.")
         directory = None if self.directory is None else os.path.join(self.directory, task)
-        snapshot = ParameterSnapshot.capture(model, include, step=step, metric=metric, directory=directory)
+        # Tasks that reach a new best at the same evaluation share the encoder's copy (one copy, not T).
+        reuse: dict[str, torch.Tensor] = {}
+        for other in self._kept.values():
+            for candidate in other:
+                if candidate.step == step and candidate.in_memory and not candidate.released:
+                    reuse.update(candidate.tensors())
+        snapshot = ParameterSnapshot.capture(model, include, step=step, metric=metric, directory=directory, reuse=reuse)
         # Insert after every snapshot at least as good, so equal metrics keep their age order.
         position = len(kept)
         for i, existing in enumerate(kept):

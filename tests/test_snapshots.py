@@ -218,3 +218,28 @@ def test_keeper_adopt_orders_trims_and_releases(model):
     # Adopted snapshots compete with later offers as usual.
     assert keeper.offer("a", model, encoder_and_head_a, step=5, metric=0.15, greater_is_better=False)
     assert [s.step for s in keeper.best("a")] == [3, 5] and snaps[2].released
+
+
+def test_tasks_with_a_best_at_the_same_step_share_the_encoder_copy():
+    import torch
+    from torch import nn
+
+    from hf_async_mtl.snapshots import SnapshotKeeper
+
+    model = nn.ModuleDict({"encoder": nn.Linear(8, 8), "heads": nn.ModuleDict({"a": nn.Linear(8, 2), "b": nn.Linear(8, 1)})})
+
+    def include(task):
+        return lambda name, tensor: name.startswith("encoder.") or name.startswith(f"heads.{task}.")
+
+    keeper = SnapshotKeeper(k=1)
+    keeper.offer("a", model, include("a"), step=10, metric=0.5, greater_is_better=True)
+    keeper.offer("b", model, include("b"), step=10, metric=0.7, greater_is_better=True)
+    a, b = keeper.best("a")[0].tensors(), keeper.best("b")[0].tensors()
+    assert a["encoder.weight"].data_ptr() == b["encoder.weight"].data_ptr()
+    assert "heads.a.weight" in a and "heads.a.weight" not in b and "heads.b.weight" in b
+    expected = model["encoder"].weight.detach().clone()
+    with torch.no_grad():
+        model["encoder"].weight.add_(1.0)
+    keeper.offer("a", model, include("a"), step=20, metric=0.9, greater_is_better=True)  # evicts a's step-10 copy
+    assert torch.equal(keeper.best("b")[0].tensors()["encoder.weight"], expected)
+    assert keeper.best("a")[0].tensors()["encoder.weight"].data_ptr() != b["encoder.weight"].data_ptr()
