@@ -5,7 +5,7 @@
     python benchmarks/glue5_quality.py --summarize-only     # rebuild table + plots from results/
     python benchmarks/glue5_quality.py --profile full       # bert-base, full data (GPU)
 
-Each (method, seed) runs in its own process and writes `results/glue5_<profile>/runs/<method>_s<seed>.json`
+Each (method, seed) runs in its own process and writes `results/glue5_<profile>/per_run/<method>_s<seed>.json`
 when it finishes; finished runs are skipped, so the matrix accumulates across sessions.
 
 Honest selection: convergence monitoring and every "best" choice read a split carved from each task's
@@ -207,7 +207,7 @@ def main() -> None:
     parser.add_argument("--run", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     results_dir = os.path.join(ROOT, "benchmarks", "results", f"glue5_{args.profile}")
-    runs_dir = os.path.join(results_dir, "runs")
+    runs_dir = os.path.join(results_dir, "per_run")
     os.makedirs(runs_dir, exist_ok=True)
     if args.run:
         method, seed = args.run[0], int(args.run[1])

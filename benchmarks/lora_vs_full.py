@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mtl_method", default="equal", help="Any MultiTaskTrainingArguments.mtl_method (same for both).")
     parser.add_argument("--sampling_strategy", default="uniform")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (CPU).")
-    parser.add_argument("--out_dir", default=DEFAULT_OUT, help="Where lora_vs_full.{json,md} and runs/ go.")
+    parser.add_argument("--out_dir", default=DEFAULT_OUT, help="Where lora_vs_full.{json,md} and per_run/ go.")
     parser.add_argument("--force", action="store_true", help="Rerun runs whose result file exists.")
     parser.add_argument("--summarize-only", action="store_true")
     parser.add_argument("--run", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
@@ -166,8 +166,8 @@ def _mean(values):
 
 
 def summarize(out_dir: str) -> dict:
-    """Combine `runs/*.json` into `lora_vs_full.json` and a markdown table `lora_vs_full.md`."""
-    runs_dir = os.path.join(out_dir, "runs")
+    """Combine `per_run/*.json` into `lora_vs_full.json` and a markdown table `lora_vs_full.md`."""
+    runs_dir = os.path.join(out_dir, "per_run")
     runs = []
     for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
         if name.endswith(".json"):
@@ -242,7 +242,7 @@ def summarize(out_dir: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    runs_dir = os.path.join(args.out_dir, "runs")
+    runs_dir = os.path.join(args.out_dir, "per_run")
     if args.run:
         run_one(args, args.run[0], int(args.run[1]), os.path.join(runs_dir, f"{args.run[0]}_s{args.run[1]}.json"))
         return

@@ -19,7 +19,7 @@ BASELINES_EXCLUDED = ("async_kd", "async_kd_top3")
 
 def _load(results_dir: str) -> list[dict]:
     runs = []
-    for path in sorted(glob.glob(os.path.join(results_dir, "runs", "*.json"))):
+    for path in sorted(glob.glob(os.path.join(results_dir, "per_run", "*.json"))):
         with open(path, encoding="utf-8") as handle:
             runs.append(json.load(handle))
     return runs
