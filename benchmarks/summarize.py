@@ -15,6 +15,8 @@ import numpy as np
 
 TASKS = ("cola", "sst2", "mrpc", "stsb", "rte")
 BASELINES_EXCLUDED = ("async_kd", "async_kd_top3")
+# Matrix entries whose step cost is that of another measured method (same computation per step).
+METHOD_OPTIONS_ALIASES = {"async_kd_top3": "async_kd"}
 
 
 def _load(results_dir: str) -> list[dict]:
@@ -67,6 +69,10 @@ def aggregate(runs: list[dict]) -> dict:
             entry[label] = {"tasks": per_task, "glue5": (float(np.mean(averages)), float(np.std(averages)))}
         gaps = [g for g in (_oracle_gap(r) for r in method_runs) if g is not None]
         entry["oracle_gap"] = float(np.mean(gaps)) if gaps else None
+        seed0 = next((r for r in method_runs if r["seed"] == 0), None)
+        if seed0 is not None:
+            scores = _task_scores(seed0["final_dev"])
+            entry["seed0"] = {"tasks": scores, "glue5": float(np.mean([scores[t] for t in TASKS]))}
         entry["wall_seconds"] = float(np.mean([r["wall_seconds"] for r in method_runs]))
         entry["peak_rss_mb"] = float(np.mean([r["peak_rss_mb"] for r in method_runs]))
         table[method] = entry
@@ -82,12 +88,43 @@ def aggregate(runs: list[dict]) -> dict:
     return table
 
 
-def markdown(table: dict, profile_note: str) -> str:
+def load_step_times(results_dir: str) -> dict:
+    """Per-method step-time ratios of `benchmarks/method_step_time.py`, if it has been run."""
+    path = os.path.join(os.path.dirname(results_dir), "speed", "method_step_time.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)["methods"]
+
+
+def seed0_table(table: dict, step_times: dict) -> list[str]:
+    """Every method at seed 0 (same budget, same seed): per-task dev score and step cost relative to EW."""
+    rows = [m for m in table if "final" in table[m] and 0 in table[m]["seeds"] and m != "single_task"]
+    if not rows:
+        return []
+    lines = ["### Every method, seed 0 (same budget and seed)", "",
+             "Final checkpoint, dev ×100. Step times from `benchmarks/method_step_time.py` (median step, no evaluation): "
+             "all-tasks methods take one batch of every task per step, so their cost per training example is the "
+             "step ratio / 5.", "",
+             "| method | " + " | ".join(TASKS) + " | GLUE-5 | step time vs equal | time per example vs equal |",
+             "|---" * (len(TASKS) + 4) + "|"]
+    for method in sorted(rows, key=lambda m: -table[m]["seed0"]["glue5"]):
+        scores = table[method]["seed0"]
+        timing = step_times.get(method) or step_times.get((METHOD_OPTIONS_ALIASES.get(method) or method))
+        step = f"{timing['step_time_vs_equal']:.2f}" if timing else "–"
+        example = f"{timing['example_time_vs_equal']:.2f}" if timing else "–"
+        lines.append(f"| {method} | " + " | ".join(f"{scores['tasks'][t]:.2f}" for t in TASKS)
+                     + f" | **{scores['glue5']:.2f}** | {step} | {example} |")
+    return lines + [""]
+
+
+def markdown(table: dict, profile_note: str, step_times: dict | None = None) -> str:
     """The results table as markdown."""
     def cell(value):
         mean, std = value
         return f"{mean:.2f} ± {std:.2f}" if std else f"{mean:.2f}"
 
+    step_times = step_times or {}
     lines = [profile_note, "", "Dev scores ×100 (task score = mean of its GLUE metrics), mean ± std over seeds.", ""]
     for label, title in (("final", "Final checkpoint"), ("best_selected", "Checkpoint with the best selection-split GLUE score")):
         lines += [f"### {title}", "", "| method | seeds | " + " | ".join(TASKS) + " | GLUE-5 |", "|---" * (len(TASKS) + 3) + "|"]
@@ -101,6 +138,7 @@ def markdown(table: dict, profile_note: str) -> str:
             delta = table["async_kd"][label]["glue5"][0] - table[best][label]["glue5"][0]
             lines += ["", f"async_kd − best baseline ({best}): **{delta:+.2f}** GLUE-5 points."]
         lines.append("")
+    lines += seed0_table(table, step_times)
     lines += ["### Cost and the single-checkpoint vs per-task-best gap", "",
               "Same number of training examples for every method (all-tasks-per-step methods take 1/5 of the steps, "
               "each with one batch of every task); wall time includes the selection-split evaluations.", "",
@@ -178,7 +216,7 @@ def summarize(results_dir: str) -> dict:
     note = "Profile: " + ", ".join(f"{k}={v}" for k, v in settings.items() if not isinstance(v, dict)) + f"; caps={settings.get('caps')}"
     with open(os.path.join(results_dir, "summary.json"), "w", encoding="utf-8") as handle:
         json.dump(table, handle, indent=1)
-    text = markdown(table, note)
+    text = markdown(table, note, load_step_times(results_dir))
     with open(os.path.join(results_dir, "results.md"), "w", encoding="utf-8") as handle:
         handle.write(text)
     plot(runs, table, results_dir)
