@@ -74,7 +74,10 @@ METHODS = {
     "dwa": {"mtl_method": "dwa", "step_composition": "all_tasks"},
     "cagrad": {"mtl_method": "cagrad"},
     "gradnorm": {"mtl_method": "gradnorm"},
+    # The ensemble-teacher options: the 3 best snapshots as one weight-averaged teacher, or as a
+    # prediction ensemble (3 labelling passes, soft labels = mean probability).
     "async_kd_top3": {"mtl_method": "async_kd", "kd_top_k": 3},
+    "async_kd_ens3": {"mtl_method": "async_kd", "kd_top_k": 3, "kd_ensemble": "predictions"},
     # Static weights that put the tasks' losses on one scale: STS-B's MSE on 0-5 scores starts about
     # 8x above the cross-entropies (5.6 vs 0.65-0.71 over the equal run's first 100 steps), so it gets
     # 1/8; chosen from training losses only, no dev-set tuning.

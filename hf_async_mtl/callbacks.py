@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from .convergence import ConvergenceMonitor
-from .distill import SoftLabelStore, dataset_fingerprint
+from .distill import SoftLabelStore, dataset_fingerprint, ensemble_teacher_outputs
 from .snapshots import ParameterSnapshot, SnapshotKeeper, average_snapshots
 
 if TYPE_CHECKING:
@@ -119,17 +119,28 @@ class AsyncConvergenceCallback(TrainerCallback, ExportableState):
         accelerator = self.trainer.accelerator
         # Several processes: the main one labels the training set once and writes the store; the
         # others wait and read the same file, so every rank distills against identical soft labels.
+        ensemble = self.trainer.args.kd_ensemble if len(snapshots) > 1 else "parameters"
         if accelerator.is_main_process:
             teacher = copy.deepcopy(model)
-            state = snapshots[0].tensors() if len(snapshots) == 1 else average_snapshots(snapshots)
-            teacher.load_state_dict(state, strict=False)
-            soft_labels = self.teacher_outputs(teacher, task)
+            if ensemble == "predictions":
+                outputs = []
+                for snapshot in snapshots:
+                    teacher.load_state_dict(snapshot.tensors(), strict=False)
+                    outputs.append(self.teacher_outputs(teacher, task))
+                soft_labels = ensemble_teacher_outputs(outputs, self.specs[task].is_regression)
+            else:
+                state = snapshots[0].tensors() if len(snapshots) == 1 else average_snapshots(snapshots)
+                teacher.load_state_dict(state, strict=False)
+                soft_labels = self.teacher_outputs(teacher, task)
             del teacher
             self.store.save(
                 task,
                 soft_labels,
                 fingerprint=fingerprint,
-                metadata={"best_step": snapshots[0].step, "best_metric": snapshots[0].metric, "converged_step": step, "teachers": len(snapshots)},
+                metadata={
+                    "best_step": snapshots[0].step, "best_metric": snapshots[0].metric, "converged_step": step,
+                    "teachers": len(snapshots), "teacher_steps": ",".join(str(s.step) for s in snapshots), "ensemble": ensemble,
+                },
             )
         accelerator.wait_for_everyone()
         if not accelerator.is_main_process:
@@ -143,6 +154,8 @@ class AsyncConvergenceCallback(TrainerCallback, ExportableState):
             "best_metric": self.monitor.best_value(task),
             "num_soft_labels": int(soft_labels.shape[0]),
             "teachers": len(snapshots),
+            "teacher_steps": [s.step for s in snapshots],
+            "ensemble": ensemble,
             "seconds": round(seconds, 3),
         }
         spec = self.specs[task]

@@ -10,6 +10,7 @@ from .sampling import COMPOSITIONS, SAMPLING_STRATEGIES
 
 ASYNC_KD_METHOD = "async_kd"
 KD_LOSS_TYPES = ("kl", "mse")
+KD_ENSEMBLE_TYPES = ("parameters", "predictions")
 
 
 @dataclass
@@ -40,7 +41,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
         kd_temperature: Softmax temperature of the KL distillation loss (loss scaled by T²).
         kd_loss: `kl` (KL(teacher‖student) on softened distributions) or `mse` (on logits).
         kd_alpha: Weight of the distillation loss; 1 - alpha goes to the hard-label loss (1 = pure KD).
-        kd_top_k: Teacher = average of the parameters of a task's k best snapshots (1 = best only).
+        kd_top_k: Teacher built from a task's k best snapshots (1 = best only).
+        kd_ensemble: How k > 1 snapshots form the teacher: `parameters` (one model with their averaged
+            weights, one labelling pass) or `predictions` (each snapshot labels the training set and the
+            soft labels are the mean probability / mean regression output; k passes).
         kd_snapshot_dir: Keep best-parameter snapshots in this directory instead of CPU memory.
         kd_stop_when_all_converged: End training once every task has converged.
 
@@ -74,7 +78,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
     kd_temperature: float = field(default=1.0, metadata={"help": "async_kd: temperature of the KL distillation loss."})
     kd_loss: str = field(default="kl", metadata={"help": f"async_kd: distillation loss, one of {KD_LOSS_TYPES}."})
     kd_alpha: float = field(default=1.0, metadata={"help": "async_kd: weight of the KD loss; 1 - alpha for the hard labels."})
-    kd_top_k: int = field(default=1, metadata={"help": "async_kd: teacher = average of the k best snapshots of a task."})
+    kd_top_k: int = field(default=1, metadata={"help": "async_kd: teacher built from the k best snapshots of a task."})
+    kd_ensemble: str = field(
+        default="parameters",
+        metadata={"help": f"async_kd, kd_top_k > 1: combine the snapshots' {KD_ENSEMBLE_TYPES[0]} (weight average) or their {KD_ENSEMBLE_TYPES[1]} (prediction ensemble)."},
+    )
     kd_snapshot_dir: str | None = field(default=None, metadata={"help": "async_kd: keep snapshots on disk here (default: CPU memory)."})
     kd_stop_when_all_converged: bool = field(
         default=False, metadata={"help": "async_kd: stop training once every task has converged."}
@@ -118,6 +126,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}.")
         if self.kd_top_k < 1:
             raise ValueError(f"kd_top_k must be >= 1, got {self.kd_top_k}.")
+        if self.kd_ensemble not in KD_ENSEMBLE_TYPES:
+            raise ValueError(f"kd_ensemble must be one of {KD_ENSEMBLE_TYPES}, got {self.kd_ensemble!r}.")
         if self.mtl_method == ASYNC_KD_METHOD and self.eval_strategy == "no":
             raise ValueError("mtl_method='async_kd' monitors validation metrics: set eval_strategy to 'steps' or 'epoch'.")
 

@@ -133,6 +133,24 @@ def distillation_loss(
 
 
 # ---------------------------------------------------------------------------- fingerprint
+def ensemble_teacher_outputs(outputs: Sequence[torch.Tensor], is_regression: bool) -> torch.Tensor:
+    """Combine several teachers' outputs over the same rows into one set of soft labels.
+
+    Classification: ``log(mean_k softmax(logits_k))``, logits whose softmax is the ensemble's mean
+    probability (the usual prediction ensemble). Regression: the mean prediction.
+    """
+    if not outputs:
+        raise ValueError("ensemble_teacher_outputs needs at least one teacher's outputs.")
+    shapes = {tuple(o.shape) for o in outputs}
+    if len(shapes) != 1:
+        raise ValueError(f"Teacher outputs differ in shape: {sorted(shapes)}.")
+    stacked = torch.stack([o.float() for o in outputs])
+    if is_regression:
+        return stacked.mean(dim=0)
+    # logsumexp of log-probabilities minus log k: stable for confident teachers.
+    return torch.logsumexp(F.log_softmax(stacked, dim=-1), dim=0) - math.log(len(outputs))
+
+
 def dataset_fingerprint(input_ids: Sequence[Sequence[int]]) -> str:
     """SHA-256 hex digest of every example's token ids, in order.
 

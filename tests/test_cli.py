@@ -132,7 +132,7 @@ def test_shipped_json_configs_parse():
 
 MULTI_TASK_OPTIONS = (
     "sampling_strategy", "step_composition", "mtl_method", "mtl_method_options", "kd_patience", "kd_min_delta",
-    "kd_min_steps", "kd_temperature", "kd_loss", "kd_alpha", "kd_top_k", "kd_snapshot_dir", "kd_stop_when_all_converged",
+    "kd_min_steps", "kd_temperature", "kd_loss", "kd_alpha", "kd_top_k", "kd_ensemble", "kd_snapshot_dir", "kd_stop_when_all_converged",
     "glue_dir", "selection_split_fraction", "custom_tasks_file",
 )
 

@@ -12,6 +12,7 @@ from hf_async_mtl.distill import (
     SoftLabelStore,
     dataset_fingerprint,
     distillation_loss,
+    ensemble_teacher_outputs,
     kl_distillation_loss,
     load_soft_labels,
     mse_logits_distillation_loss,
@@ -111,6 +112,31 @@ def test_distillation_loss_rejects_bad_arguments(kwargs, message):
     s = torch.tensor(STUDENT)
     with pytest.raises(ValueError, match=message):
         distillation_loss(s, s, None, is_regression=False, **kwargs)
+
+
+def test_prediction_ensemble_is_the_mean_probability_written_by_hand():
+    first, second = torch.tensor(STUDENT), torch.tensor(TEACHER)
+    combined = ensemble_teacher_outputs([first, second], is_regression=False)
+    for i in range(2):
+        for c in range(3):
+            by_hand = 0.5 * (
+                math.exp(STUDENT[i][c]) / sum(math.exp(x) for x in STUDENT[i])
+                + math.exp(TEACHER[i][c]) / sum(math.exp(x) for x in TEACHER[i])
+            )
+            assert F.softmax(combined, dim=-1)[i, c].item() == pytest.approx(by_hand, rel=1e-6)
+    # One teacher: the same distribution as its own logits; confident teachers stay finite.
+    assert torch.allclose(F.softmax(ensemble_teacher_outputs([first], False), -1), F.softmax(first, -1))
+    confident = ensemble_teacher_outputs([torch.tensor([[200.0, -200.0]]), torch.tensor([[-200.0, 200.0]])], False)
+    assert torch.isfinite(confident).all() and torch.allclose(F.softmax(confident, -1), torch.tensor([[0.5, 0.5]]))
+
+
+def test_regression_ensemble_is_the_mean_and_shapes_must_match():
+    out = ensemble_teacher_outputs([torch.tensor([[1.0], [4.0]]), torch.tensor([[3.0], [0.0]])], is_regression=True)
+    assert torch.equal(out, torch.tensor([[2.0], [2.0]]))
+    with pytest.raises(ValueError, match="differ in shape"):
+        ensemble_teacher_outputs([torch.zeros(2, 1), torch.zeros(3, 1)], is_regression=True)
+    with pytest.raises(ValueError, match="at least one"):
+        ensemble_teacher_outputs([], is_regression=False)
 
 
 def test_fingerprint_depends_on_split_and_order_not_container():

@@ -162,6 +162,47 @@ def test_async_kd_switches_converged_task_to_its_soft_labels(tmp_path, tokenizer
     assert report["similarity"]["converged"] is False
 
 
+@pytest.mark.parametrize("ensemble", ["predictions", "parameters"])
+def test_top_k_teacher_ensembles_predictions_or_parameters(ensemble, tmp_path, tokenizer, tiny_data, monkeypatch):
+    from hf_async_mtl.callbacks import AsyncConvergenceCallback
+    from hf_async_mtl.distill import ensemble_teacher_outputs
+
+    train, evaluation = tiny_data
+    passes = []
+    original = AsyncConvergenceCallback.teacher_outputs
+
+    def spy(self, teacher, task):
+        out = original(self, teacher, task)
+        passes.append(out)
+        return out
+
+    monkeypatch.setattr(AsyncConvergenceCallback, "teacher_outputs", spy)
+    # Evaluations at steps 2, 4, 6; the huge min_delta keeps step 2 best, so sentiment converges at step 6
+    # (patience 2) with two kept snapshots (k = 2).
+    trainer = MultiTaskTrainer(
+        model=make_model(tokenizer),
+        args=make_args(
+            tmp_path, max_steps=8, mtl_method="async_kd", kd_patience=2, kd_min_delta=10.0, kd_require_improvement=False,
+            kd_top_k=2, kd_ensemble=ensemble, eval_strategy="steps", eval_steps=2, sampling_strategy="round_robin",
+        ),
+        task_specs=TASKS, train_dataset=train, eval_dataset={"sentiment": evaluation["sentiment"]}, processing_class=tokenizer,
+    )
+    trainer.train()
+    soft = trainer.train_dataset.soft_labels["sentiment"]
+    record = trainer.callback_handler.callbacks[-1].records["sentiment"]
+    assert record["teachers"] == 2 and record["ensemble"] == ensemble and len(record["teacher_steps"]) == 2
+    if ensemble == "predictions":
+        assert len(passes) == 2 and not torch.allclose(passes[0], passes[1])
+        assert torch.allclose(soft, ensemble_teacher_outputs(passes, is_regression=False), atol=1e-6)
+    else:
+        assert len(passes) == 1 and torch.equal(soft, passes[0])
+
+
+def test_kd_ensemble_must_be_known(tmp_path):
+    with pytest.raises(ValueError, match="kd_ensemble must be one of"):
+        make_args(tmp_path, mtl_method="async_kd", kd_ensemble="vote")
+
+
 def test_resume_after_convergence_matches_uninterrupted_run(tmp_path, tokenizer, tiny_data):
     train, evaluation = tiny_data
     common = dict(
