@@ -92,19 +92,20 @@ METHODS = {
 # >= 3 seeds for EW, async-KD and the strongest baselines (by final and by selected checkpoint after
 # one seed each: CAGrad, DWA, uncertainty weighting).
 SEEDS = {"equal": 3, "async_kd": 3, "cagrad": 3, "dwa": 3, "uncertainty": 3}
+LATE_SEEDS = ("uncertainty",)  # strongest only with the selected checkpoint: its extra seeds run last
 DEFAULT_SEEDS = 1
 
 
 def all_runs() -> list[tuple[str, int]]:
-    """(method, seed) of the whole matrix, cheapest-to-compare first."""
-    runs = []
-    for seed in range(3):
-        for method in METHODS:
-            if seed < SEEDS.get(method, DEFAULT_SEEDS):
-                runs.append((method, seed))
-        if seed == 0:
-            runs += [(f"single_{task}", 0) for task in TASKS]
-    return runs
+    """(method, seed) of the whole matrix, most needed first: one seed of every method, extra seeds of the
+    reference methods and the strongest baselines, single-task runs, the ensemble-teacher options, the
+    remaining seeds."""
+    variants = [m for m in METHODS if m.startswith("async_kd_")]
+    first = [(m, 0) for m in METHODS if m not in variants]
+    extra = [(m, s) for s in range(1, 3) for m in METHODS if s < SEEDS.get(m, DEFAULT_SEEDS)]
+    late = [run for run in extra if run[0] in LATE_SEEDS]
+    single = [(f"single_{task}", 0) for task in TASKS]
+    return first + [r for r in extra if r not in late] + single + [(m, 0) for m in variants] + late
 
 
 def run_one(profile_name: str, method: str, seed: int, out_path: str) -> None:
