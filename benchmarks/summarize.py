@@ -44,6 +44,17 @@ def _oracle_gap(run: dict) -> float | None:
     return 100 * float(oracle - final)
 
 
+def _declines(run: dict) -> dict[str, float]:
+    """Per task: last selection-split score minus the task's best one (×100; 0 = no decline)."""
+    curves = run.get("curves") or []
+    if not curves:
+        return {}
+    return {
+        t: 100 * float(curves[-1][f"eval_{t}_score"] - max(c[f"eval_{t}_score"] for c in curves))
+        for t in run["tasks"] if f"eval_{t}_score" in curves[-1]
+    }
+
+
 def aggregate(runs: list[dict]) -> dict:
     """Per method: mean/std over seeds of each task's dev score (final and best-selected), GLUE-5 average."""
     by_method: dict[str, list[dict]] = defaultdict(list)
@@ -67,6 +78,9 @@ def aggregate(runs: list[dict]) -> dict:
             per_task = {t: (float(np.mean([r[t] for r in rows])), float(np.std([r[t] for r in rows]))) for t in TASKS}
             averages = [np.mean([r[t] for t in TASKS]) for r in rows]
             entry[label] = {"tasks": per_task, "glue5": (float(np.mean(averages)), float(np.std(averages)))}
+        declines = [d for d in (_declines(r) for r in method_runs) if d]
+        if declines:
+            entry["decline"] = {t: float(np.mean([d[t] for d in declines])) for t in TASKS if all(t in d for d in declines)}
         gaps = [g for g in (_oracle_gap(r) for r in method_runs) if g is not None]
         entry["oracle_gap"] = float(np.mean(gaps)) if gaps else None
         seed0 = next((r for r in method_runs if r["seed"] == 0), None)
@@ -118,6 +132,21 @@ def seed0_table(table: dict, step_times: dict) -> list[str]:
     return lines + [""]
 
 
+def decline_table(table: dict) -> list[str]:
+    """How far each task falls from its best selection-split score by the end (the mechanism async-KD targets)."""
+    rows = [m for m in table if table[m].get("decline")]
+    if not rows:
+        return []
+    lines = ["### Decline after each task's best point (selection split)", "",
+             "Last evaluation minus the task's best evaluation, ×100, mean over seeds (0 = the task ends at its best).", "",
+             "| method | " + " | ".join(TASKS) + " | mean |", "|---" * (len(TASKS) + 2) + "|"]
+    for method in sorted(rows, key=lambda m: -np.mean(list(table[m]["decline"].values()))):
+        decline = table[method]["decline"]
+        lines.append(f"| {method} | " + " | ".join(f"{decline[t]:.2f}" for t in TASKS)
+                     + f" | {np.mean([decline[t] for t in TASKS]):.2f} |")
+    return lines + [""]
+
+
 def markdown(table: dict, profile_note: str, step_times: dict | None = None) -> str:
     """The results table as markdown."""
     def cell(value):
@@ -139,6 +168,7 @@ def markdown(table: dict, profile_note: str, step_times: dict | None = None) -> 
             lines += ["", f"async_kd − best baseline ({best}): **{delta:+.2f}** GLUE-5 points."]
         lines.append("")
     lines += seed0_table(table, step_times)
+    lines += decline_table(table)
     lines += ["### Cost and the single-checkpoint vs per-task-best gap", "",
               "Same number of training examples for every method (all-tasks-per-step methods take 1/5 of the steps, "
               "each with one batch of every task); wall time includes the selection-split evaluations.", "",
