@@ -69,6 +69,10 @@ PROFILES = {
 METHODS = {
     "equal": {"mtl_method": "equal"},
     "async_kd": {"mtl_method": "async_kd"},
+    # Controls for the step composition: the gradient-balancing methods take one batch of every task per
+    # step (1/5 of the steps at 5x the examples per step); these run EW and async-KD the same way.
+    "equal_all_tasks": {"mtl_method": "equal", "step_composition": "all_tasks"},
+    "async_kd_all_tasks": {"mtl_method": "async_kd", "step_composition": "all_tasks"},
     "pcgrad": {"mtl_method": "pcgrad"},
     "uncertainty": {"mtl_method": "uncertainty"},
     "dwa": {"mtl_method": "dwa", "step_composition": "all_tasks"},
@@ -92,6 +96,7 @@ METHODS = {
 # >= 3 seeds for EW, async-KD and the strongest baselines. After one seed of every method the two
 # strongest by the final checkpoint are IMTL-G and CAGrad; DWA (third) and uncertainty weighting (the
 # strongest with the selected checkpoint) get their extra seeds last.
+ENSEMBLE_VARIANTS = ("async_kd_top3", "async_kd_ens3")
 SEEDS = {"equal": 3, "async_kd": 3, "imtl_g": 3, "cagrad": 3, "dwa": 3, "uncertainty": 3}
 LATE_SEEDS = ("dwa", "uncertainty")
 DEFAULT_SEEDS = 1
@@ -101,7 +106,7 @@ def all_runs() -> list[tuple[str, int]]:
     """(method, seed) of the whole matrix, most needed first: one seed of every method, extra seeds of the
     reference methods and the strongest baselines, single-task runs, the ensemble-teacher options, the
     remaining seeds."""
-    variants = [m for m in METHODS if m.startswith("async_kd_")]
+    variants = list(ENSEMBLE_VARIANTS)
     first = [(m, 0) for m in METHODS if m not in variants]
     extra = [(m, s) for s in range(1, 3) for m in METHODS if s < SEEDS.get(m, DEFAULT_SEEDS)]
     late = [run for run in extra if run[0] in LATE_SEEDS]

@@ -14,9 +14,11 @@ from collections import defaultdict
 import numpy as np
 
 TASKS = ("cola", "sst2", "mrpc", "stsb", "rte")
-BASELINES_EXCLUDED = ("async_kd", "async_kd_top3", "async_kd_ens3")
+BASELINES_EXCLUDED = ("async_kd", "async_kd_top3", "async_kd_ens3", "async_kd_all_tasks")
 # Matrix entries whose step cost is that of another measured method (same computation per step).
 METHOD_OPTIONS_ALIASES = {"async_kd_top3": "async_kd", "async_kd_ens3": "async_kd"}
+# Step composition controls, not balancing methods of their own: never "the best baseline".
+CONTROLS = ("equal_all_tasks",)
 
 
 def _load(results_dir: str) -> list[dict]:
@@ -77,7 +79,8 @@ def aggregate(runs: list[dict]) -> dict:
                 continue
             per_task = {t: (float(np.mean([r[t] for r in rows])), float(np.std([r[t] for r in rows]))) for t in TASKS}
             averages = [np.mean([r[t] for t in TASKS]) for r in rows]
-            entry[label] = {"tasks": per_task, "glue5": (float(np.mean(averages)), float(np.std(averages)))}
+            entry[label] = {"tasks": per_task, "glue5": (float(np.mean(averages)), float(np.std(averages))),
+                            "glue5_runs": [float(a) for a in averages]}
         declines = [d for d in (_declines(r) for r in method_runs) if d]
         if declines:
             entry["decline"] = {t: float(np.mean([d[t] for d in declines])) for t in TASKS if all(t in d for d in declines)}
@@ -132,6 +135,15 @@ def seed0_table(table: dict, step_times: dict) -> list[str]:
     return lines + [""]
 
 
+def _standard_error(a: dict, b: dict) -> str:
+    """Standard error of a difference of two means over seeds (sample std), or why there is none."""
+    runs_a, runs_b = a.get("glue5_runs", []), b.get("glue5_runs", [])
+    if len(runs_a) < 2 or len(runs_b) < 2:
+        return f"{len(runs_a)} vs {len(runs_b)} seed(s): no error estimate"
+    error = float(np.sqrt(np.var(runs_a, ddof=1) / len(runs_a) + np.var(runs_b, ddof=1) / len(runs_b)))
+    return f"standard error of the difference {error:.2f}, {len(runs_a)} vs {len(runs_b)} seeds"
+
+
 def decline_table(table: dict) -> list[str]:
     """How far each task falls from its best selection-split score by the end (the mechanism async-KD targets)."""
     rows = [m for m in table if table[m].get("decline")]
@@ -161,11 +173,12 @@ def markdown(table: dict, profile_note: str, step_times: dict | None = None) -> 
         for method in ordered:
             row = table[method][label]
             lines.append(f"| {method} | {len(table[method]['seeds'])} | " + " | ".join(cell(row["tasks"][t]) for t in TASKS) + f" | **{cell(row['glue5'])}** |")
-        baselines = [m for m in ordered if m not in BASELINES_EXCLUDED and m != "single_task"]
+        baselines = [m for m in ordered if m not in BASELINES_EXCLUDED + CONTROLS and m != "single_task"]
         if "async_kd" in table and label in table["async_kd"] and baselines:
             best = max(baselines, key=lambda m: table[m][label]["glue5"][0])
             delta = table["async_kd"][label]["glue5"][0] - table[best][label]["glue5"][0]
-            lines += ["", f"async_kd − best baseline ({best}): **{delta:+.2f}** GLUE-5 points."]
+            lines += ["", f"async_kd − best baseline ({best}): **{delta:+.2f}** GLUE-5 points "
+                      f"({_standard_error(table['async_kd'][label], table[best][label])})."]
         lines.append("")
     lines += seed0_table(table, step_times)
     lines += decline_table(table)

@@ -162,6 +162,31 @@ def test_async_kd_switches_converged_task_to_its_soft_labels(tmp_path, tokenizer
     assert report["similarity"]["converged"] is False
 
 
+def test_async_kd_with_all_tasks_steps_distills_only_the_converged_task(tmp_path, tokenizer, tiny_data, monkeypatch):
+    train, evaluation = tiny_data
+    kd_calls = []
+    original = trainer_module.distillation_loss
+
+    def spy(student_logits, soft_targets, *args, **kwargs):
+        kd_calls.append(int(soft_targets.shape[-1]))
+        return original(student_logits, soft_targets, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "distillation_loss", spy)
+    # Every step has a batch of both tasks; sentiment converges at step 4 (best at 2), similarity is not monitored.
+    trainer = MultiTaskTrainer(
+        model=make_model(tokenizer),
+        args=make_args(
+            tmp_path, max_steps=6, mtl_method="async_kd", step_composition="all_tasks", kd_patience=1, kd_min_delta=10.0,
+            kd_require_improvement=False, eval_strategy="steps", eval_steps=2, logging_steps=1,
+        ),
+        task_specs=TASKS, train_dataset=train, eval_dataset={"sentiment": evaluation["sentiment"]}, processing_class=tokenizer,
+    )
+    trainer.train()
+    assert kd_calls == [2, 2]  # steps 5 and 6: sentiment's batch distils, similarity's keeps its labels
+    logged = [log for log in trainer.state.log_history if "train_loss_similarity" in log]
+    assert len(logged) == 6 and all("train_loss_sentiment" in log for log in logged)
+
+
 @pytest.mark.parametrize("ensemble", ["predictions", "parameters"])
 def test_top_k_teacher_ensembles_predictions_or_parameters(ensemble, tmp_path, tokenizer, tiny_data, monkeypatch):
     from hf_async_mtl.callbacks import AsyncConvergenceCallback
