@@ -75,7 +75,9 @@ METHODS = {
     "async_kd_all_tasks": {"mtl_method": "async_kd", "step_composition": "all_tasks"},
     "pcgrad": {"mtl_method": "pcgrad"},
     "uncertainty": {"mtl_method": "uncertainty"},
-    "dwa": {"mtl_method": "dwa", "step_composition": "all_tasks"},
+    # DWA's "epoch" is a window of steps; the default 100 would leave every weight at 1 in a 200-step run
+    # (two windows are needed before weights move). 20 steps = the evaluation interval.
+    "dwa": {"mtl_method": "dwa", "step_composition": "all_tasks", "mtl_method_options": {"window": 20}},
     "cagrad": {"mtl_method": "cagrad"},
     "gradnorm": {"mtl_method": "gradnorm"},
     # The ensemble-teacher options: the 3 best snapshots as one weight-averaged teacher, or as a

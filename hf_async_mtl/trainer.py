@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -26,6 +27,8 @@ from .sampling import MultiTaskBatchSampler
 from .state import MultiTaskCheckpointState
 from .tasks import TaskSpec, check_unique_names
 from .weighting import build_weighting
+
+logger = logging.getLogger(__name__)
 
 
 class _EpochDataLoader(DataLoader):
@@ -90,6 +93,9 @@ class MultiTaskTrainer(Trainer):
             self.step_composition = "all_tasks" if self.weighting.needs_all_tasks else "one_task"
         if self.weighting.needs_all_tasks and self.step_composition != "all_tasks":
             raise ValueError(f"mtl_method {args.mtl_method!r} needs step_composition='all_tasks' (or 'auto').")
+        schedule_warning = self.weighting.schedule_warning(args.max_steps)
+        if schedule_warning:
+            logger.warning(schedule_warning)
         super().__init__(
             model=model,
             args=args,

@@ -90,6 +90,16 @@ def test_mismatched_heads_are_refused(tmp_path, tokenizer, tiny_data):
         make_trainer(tmp_path, tokenizer, tiny_data, model=model)
 
 
+def test_dwa_window_longer_than_the_run_is_warned(tmp_path, tokenizer, tiny_data, caplog):
+    with caplog.at_level("WARNING", logger="hf_async_mtl.trainer"):
+        make_trainer(tmp_path, tokenizer, tiny_data, mtl_method="dwa", max_steps=200)
+    assert "window=100 steps" in caplog.text and "every weight stays 1" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="hf_async_mtl.trainer"):
+        make_trainer(tmp_path, tokenizer, tiny_data, mtl_method="dwa", mtl_method_options={"window": 20}, max_steps=200)
+    assert "dwa" not in caplog.text
+
+
 def test_unknown_method_lists_the_known_ones(tmp_path):
     with pytest.raises(ValueError, match="Unknown mtl_method 'nope'.*async_kd.*equal"):
         make_args(tmp_path, mtl_method="nope")

@@ -68,6 +68,11 @@ class WeightingMethod(nn.Module):
         """Number of tasks T."""
         return len(self.task_names)
 
+    def schedule_warning(self, max_steps: int) -> str | None:
+        """A message when the method cannot act within `max_steps` optimizer steps (e.g. a history window
+        longer than the run), else None. The trainer logs it as a warning."""
+        return None
+
     # ----------------------------------------------------------------------------------------------- loss weighting
     def loss_weights(self, losses: Mapping[str, Tensor], step: int) -> Tensor:
         """Weights of all tasks (shape `[T]`, task order) for the default `weigh_losses`. Default: all ones."""

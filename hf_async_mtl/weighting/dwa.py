@@ -49,6 +49,15 @@ class DynamicWeightAverage(WeightingMethod):
         self.register_buffer("avg_before", torch.ones(t, dtype=torch.float64))  # L_t(k-2)
         self.register_buffer("windows_seen", torch.zeros(t, dtype=torch.int64))  # complete windows with data
 
+    def schedule_warning(self, max_steps: int) -> str | None:
+        if max_steps > 0 and 2 * self.window >= max_steps:
+            return (
+                f"Weighting method 'dwa': window={self.window} steps needs two complete windows before weights move, "
+                f"so in {max_steps} steps every weight stays 1 (equal weighting). Pass a smaller window, e.g. "
+                f"mtl_method_options={{\"window\": {max(1, max_steps // 10)}}}."
+            )
+        return None
+
     def loss_weights(self, losses: Mapping[str, Tensor], step: int) -> Tensor:
         ready = self.windows_seen >= 2
         # A ratio of 1 for tasks without two windows yet: with no task ready, all weights are exactly 1.
