@@ -99,7 +99,8 @@ METHODS = {
 # strongest by the final checkpoint are IMTL-G and CAGrad; DWA (third) and uncertainty weighting (the
 # strongest with the selected checkpoint) get their extra seeds last.
 ENSEMBLE_VARIANTS = ("async_kd_top3", "async_kd_ens3")
-SEEDS = {"equal": 3, "async_kd": 3, "imtl_g": 3, "cagrad": 3, "dwa": 3, "uncertainty": 3}
+SEEDS = {"equal": 3, "async_kd": 3, "imtl_g": 3, "cagrad": 3, "dwa": 3, "uncertainty": 3,
+         "equal_all_tasks": 3, "async_kd_all_tasks": 3}
 LATE_SEEDS = ("dwa", "uncertainty")
 DEFAULT_SEEDS = 1
 
