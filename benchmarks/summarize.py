@@ -174,17 +174,22 @@ def markdown(table: dict, profile_note: str, step_times: dict | None = None) -> 
             row = table[method][label]
             lines.append(f"| {method} | {len(table[method]['seeds'])} | " + " | ".join(cell(row["tasks"][t]) for t in TASKS) + f" | **{cell(row['glue5'])}** |")
         baselines = [m for m in ordered if m not in BASELINES_EXCLUDED + CONTROLS and m != "single_task"]
-        if "async_kd" in table and label in table["async_kd"] and baselines:
+        ours = [m for m in BASELINES_EXCLUDED if m in table and label in table[m]]
+        if ours and baselines:
             best = max(baselines, key=lambda m: table[m][label]["glue5"][0])
-            delta = table["async_kd"][label]["glue5"][0] - table[best][label]["glue5"][0]
-            lines += ["", f"async_kd − best baseline ({best}): **{delta:+.2f}** GLUE-5 points "
-                      f"({_standard_error(table['async_kd'][label], table[best][label])})."]
+            lines.append("")
+            for method in ours:
+                delta = table[method][label]["glue5"][0] - table[best][label]["glue5"][0]
+                lines.append(f"- {method} − best baseline ({best}): **{delta:+.2f}** GLUE-5 points "
+                             f"({_standard_error(table[method][label], table[best][label])}).")
         lines.append("")
     lines += seed0_table(table, step_times)
     lines += decline_table(table)
     lines += ["### Cost and the single-checkpoint vs per-task-best gap", "",
               "Same number of training examples for every method (all-tasks-per-step methods take 1/5 of the steps, "
-              "each with one batch of every task); wall time includes the selection-split evaluations.", "",
+              "each with one batch of every task); wall time includes the selection-split evaluations. Runs of the "
+              "matrix may overlap other jobs on the machine, so wall times are indicative only; the clean per-step "
+              "cost is `benchmarks/method_step_time.py`'s.", "",
               "| method | train wall s | time vs equal | peak RSS MB | oracle gap (selection split, ×100) |",
               "|---|---|---|---|---|"]
     reference = (table.get("equal") or {}).get("wall_seconds")
@@ -255,7 +260,8 @@ def summarize(results_dir: str) -> dict:
         print(f"no runs under {results_dir}")
         return {}
     table = aggregate(runs)
-    settings = next((r["settings"] for r in runs if not r["method"].startswith("single_")), runs[0]["settings"])
+    reference = [r for r in runs if r["method"] == "equal"] or [r for r in runs if not r["method"].startswith("single_")] or runs
+    settings = reference[0]["settings"]
     note = "Profile: " + ", ".join(f"{k}={v}" for k, v in settings.items() if not isinstance(v, dict)) + f"; caps={settings.get('caps')}"
     with open(os.path.join(results_dir, "summary.json"), "w", encoding="utf-8") as handle:
         json.dump(table, handle, indent=1)
