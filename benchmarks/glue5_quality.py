@@ -105,11 +105,22 @@ LATE_SEEDS = ("uncertainty",)
 DEFAULT_SEEDS = 1
 
 
+def takes_all_tasks_steps(method: str) -> bool:
+    """Whether a matrix entry trains with one batch of every task per step."""
+    from hf_async_mtl.weighting import get_weighting
+
+    overrides = METHODS.get(method, {"mtl_method": method})
+    mtl_method = overrides.get("mtl_method", "equal")
+    return overrides.get("step_composition") == "all_tasks" or (
+        mtl_method != "async_kd" and get_weighting(mtl_method).needs_all_tasks
+    )
+
+
 def all_runs() -> list[tuple[str, int]]:
     """(method, seed) of the whole matrix, most needed first: one seed of every method, extra seeds of the
     reference methods and the strongest baselines, single-task runs, the ensemble-teacher options, the
     remaining seeds."""
-    variants = list(ENSEMBLE_VARIANTS)
+    variants = ENSEMBLE_VARIANTS
     first = [(m, 0) for m in METHODS if m not in variants]
     extra = [(m, s) for s in range(1, 3) for m in METHODS if s < SEEDS.get(m, DEFAULT_SEEDS)]
     late = [run for run in extra if run[0] in LATE_SEEDS]
@@ -154,13 +165,7 @@ def run_one(profile_name: str, method: str, seed: int, out_path: str) -> None:
     # Same number of training examples for every method: a single-task run gets the steps one task
     # gets under uniform sampling, and an all-tasks-per-step method (one batch of each task per
     # step, e.g. the gradient-balancing ones) gets 1/T of the steps.
-    from hf_async_mtl.weighting import get_weighting
-
-    mtl_method = overrides.get("mtl_method", "equal")
-    all_tasks = overrides.get("step_composition") == "all_tasks" or (
-        mtl_method != "async_kd" and get_weighting(mtl_method).needs_all_tasks
-    )
-    divisor = len(TASKS) if (single or all_tasks) else 1
+    divisor = len(TASKS) if (single or takes_all_tasks_steps(method)) else 1
     max_steps = profile["max_steps"] // divisor
     eval_steps = max(10, profile["eval_steps"] // divisor)
     warmup_steps = profile["warmup_steps"] // divisor

@@ -25,7 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.glue5_quality import METHODS  # noqa: E402  (method options used by the quality matrix)
+from benchmarks.glue5_quality import METHODS, takes_all_tasks_steps  # noqa: E402  (the quality matrix's options)
 from benchmarks.speed import SETTINGS, TASKS, _data  # noqa: E402
 
 
@@ -91,19 +91,13 @@ def main() -> None:
     if args.measure:
         print("RESULT " + json.dumps(measure(args.measure[0], int(args.measure[1]), args.warmup)), flush=True)
         return
-    from hf_async_mtl.weighting import get_weighting
-
     methods = args.only.split(",") if args.only else methods_to_measure()
     if "equal" not in methods:
         methods.insert(0, "equal")
     results = {}
     # The first process of a series runs slower (cold file cache, allocator): a discarded EW run first.
     for position, method in enumerate(["equal", *methods]):
-        mtl_method = METHODS.get(method, {"mtl_method": method})["mtl_method"]
-        all_tasks = METHODS.get(method, {}).get("step_composition") == "all_tasks" or (
-            mtl_method != "async_kd" and get_weighting(mtl_method).needs_all_tasks
-        )
-        steps = max(8, args.steps // 3) if all_tasks else args.steps
+        steps = max(8, args.steps // 3) if takes_all_tasks_steps(method) else args.steps
         proc = subprocess.run([sys.executable, __file__, "--warmup", str(args.warmup), "--measure", method, str(steps)],
                               capture_output=True, text=True)
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)

@@ -132,7 +132,6 @@ def distillation_loss(
     return loss
 
 
-# ---------------------------------------------------------------------------- fingerprint
 def ensemble_teacher_outputs(outputs: Sequence[torch.Tensor], is_regression: bool) -> torch.Tensor:
     """Combine several teachers' outputs over the same rows into one set of soft labels.
 
@@ -151,6 +150,7 @@ def ensemble_teacher_outputs(outputs: Sequence[torch.Tensor], is_regression: boo
     return torch.logsumexp(F.log_softmax(stacked, dim=-1), dim=0) - math.log(len(outputs))
 
 
+# ---------------------------------------------------------------------------- fingerprint
 def dataset_fingerprint(input_ids: Sequence[Sequence[int]]) -> str:
     """SHA-256 hex digest of every example's token ids, in order.
 
