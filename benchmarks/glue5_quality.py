@@ -98,9 +98,12 @@ METHODS = {
 # >= 3 seeds for EW, async-KD and the strongest baselines: after one seed of every method, DWA (53.18)
 # and IMTL-G (53.12), then CAGrad (52.42); uncertainty weighting (the strongest with the selected
 # checkpoint) gets its extra seeds last. The two step-composition controls get 3 seeds too, and so does
-# static weighting (the strongest baseline by the 3-seed means of the others).
+# static weighting (the strongest baseline by the 3-seed means of the others), and then PCGrad and
+# Nash-MTL (the strongest single-seed baselines once CAGrad's and static's extra seeds fell back). The
+# ensemble-teacher variants, well ahead at seed 0, get 3 seeds as well.
 ENSEMBLE_VARIANTS = ("async_kd_top3", "async_kd_ens3")
 SEEDS = {"equal": 3, "async_kd": 3, "dwa": 3, "imtl_g": 3, "cagrad": 3, "uncertainty": 3, "static": 3,
+         "pcgrad": 3, "nash_mtl": 3, "async_kd_top3": 3, "async_kd_ens3": 3,
          "equal_all_tasks": 3, "async_kd_all_tasks": 3}
 LATE_SEEDS = ("uncertainty",)
 DEFAULT_SEEDS = 1
