@@ -57,6 +57,11 @@ def _declines(run: dict) -> dict[str, float]:
     }
 
 
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single run)."""
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def aggregate(runs: list[dict]) -> dict:
     """Per method: mean/std over seeds of each task's dev score (final and best-selected), GLUE-5 average."""
     by_method: dict[str, list[dict]] = defaultdict(list)
@@ -77,10 +82,12 @@ def aggregate(runs: list[dict]) -> dict:
         for label, rows in (("final", finals), ("best_selected", bests)):
             if not rows:
                 continue
-            per_task = {t: (float(np.mean([r[t] for r in rows])), float(np.std([r[t] for r in rows]))) for t in TASKS}
+            per_task = {t: _mean_std([r[t] for r in rows]) for t in TASKS}
             averages = [np.mean([r[t] for t in TASKS]) for r in rows]
-            entry[label] = {"tasks": per_task, "glue5": (float(np.mean(averages)), float(np.std(averages))),
-                            "glue5_runs": [float(a) for a in averages]}
+            seeds = [r["seed"] for r in method_runs if label == "final" or r.get("best_selected_dev")]
+            entry[label] = {"tasks": per_task, "glue5": _mean_std(averages),
+                            "glue5_runs": [float(a) for a in averages],
+                            "glue5_by_seed": {str(seed): float(a) for seed, a in zip(seeds, averages)}}
         declines = [d for d in (_declines(r) for r in method_runs) if d]
         if declines:
             entry["decline"] = {t: float(np.mean([d[t] for d in declines])) for t in TASKS if all(t in d for d in declines)}
@@ -141,7 +148,18 @@ def _standard_error(a: dict, b: dict) -> str:
     if len(runs_a) < 2 or len(runs_b) < 2:
         return f"{len(runs_a)} vs {len(runs_b)} seed(s): no error estimate"
     error = float(np.sqrt(np.var(runs_a, ddof=1) / len(runs_a) + np.var(runs_b, ddof=1) / len(runs_b)))
-    return f"standard error of the difference {error:.2f}, {len(runs_a)} vs {len(runs_b)} seeds"
+    text = f"standard error of the difference {error:.2f}, {len(runs_a)} vs {len(runs_b)} seeds"
+    # A run seed fixes the heads' initialisation and the sampler's shuffling (the data splits are the
+    # same for every seed), which two methods with the same seed share; the per-seed difference removes
+    # that shared variation (seed 2, say, is low for every method).
+    by_seed_a, by_seed_b = a.get("glue5_by_seed", {}), b.get("glue5_by_seed", {})
+    shared = sorted(set(by_seed_a) & set(by_seed_b), key=int)
+    if len(shared) >= 2:
+        differences = [by_seed_a[s] - by_seed_b[s] for s in shared]
+        paired = float(np.std(differences, ddof=1) / np.sqrt(len(differences)))
+        text += (f"; paired by seed: {np.mean(differences):+.2f} ± {paired:.2f} standard error, per seed "
+                 + ", ".join(f"{d:+.2f}" for d in differences))
+    return text
 
 
 def decline_table(table: dict) -> list[str]:
@@ -166,7 +184,7 @@ def markdown(table: dict, profile_note: str, step_times: dict | None = None) -> 
         return f"{mean:.2f} ± {std:.2f}" if std else f"{mean:.2f}"
 
     step_times = step_times or {}
-    lines = [profile_note, "", "Dev scores ×100 (task score = mean of its GLUE metrics), mean ± std over seeds.", ""]
+    lines = [profile_note, "", "Dev scores ×100 (task score = mean of its GLUE metrics), mean ± sample std over seeds.", ""]
     for label, title in (("final", "Final checkpoint"), ("best_selected", "Checkpoint with the best selection-split GLUE score")):
         lines += [f"### {title}", "", "| method | seeds | " + " | ".join(TASKS) + " | GLUE-5 |", "|---" * (len(TASKS) + 3) + "|"]
         ordered = sorted((m for m in table if label in table[m]), key=lambda m: -table[m][label]["glue5"][0])
