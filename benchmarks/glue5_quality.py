@@ -95,7 +95,7 @@ METHODS = {
     "imtl_g": {"mtl_method": "imtl_g"},
     "nash_mtl": {"mtl_method": "nash_mtl"},
 }
-# Every matrix entry gets 3 seeds. Order of the extra seeds (so that an interrupted matrix has the
+# Every matrix entry (and each task's single-task run) gets 3 seeds. Order of the extra seeds (so that an interrupted matrix has the
 # comparisons that matter first): the reference methods, the baselines with the best seed-0 scores
 # (DWA 53.18, IMTL-G 53.12, CAGrad 52.42, static 51.88, PCGrad 51.49, Nash-MTL 51.29) and the
 # step-composition controls; then the single-task runs and the ensemble-teacher variants; then
@@ -127,7 +127,7 @@ def all_runs() -> list[tuple[str, int]]:
     later = LATE_SEEDS + LAST_SEEDS
     extra = [(m, s) for s in range(1, NUM_SEEDS) for m in METHODS if m not in later]
     late = [(m, s) for m in later for s in range(1, NUM_SEEDS)]
-    single = [(f"single_{task}", 0) for task in TASKS]
+    single = [(f"single_{task}", s) for s in range(NUM_SEEDS) for task in TASKS]
     return first + [r for r in extra if r[0] not in variants] + single + [(m, 0) for m in variants] \
         + [r for r in extra if r[0] in variants] + late
 

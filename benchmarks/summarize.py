@@ -65,13 +65,14 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def aggregate(runs: list[dict]) -> dict:
     """Per method: mean/std over seeds of each task's dev score (final and best-selected), GLUE-5 average."""
     by_method: dict[str, list[dict]] = defaultdict(list)
-    single: dict[str, float] = {}
-    single_best: dict[str, float] = {}
+    # single-task runs: seed -> task -> (final, best-selected) dev score
+    single: dict[int, dict[str, tuple[float, float]]] = defaultdict(dict)
     for run in runs:
         if run["method"].startswith("single_"):
             task = run["tasks"][0]
-            single[task] = _task_scores(run["final_dev"])[task]
-            single_best[task] = _task_scores(run.get("best_selected_dev"))[task] if run.get("best_selected_dev") else single[task]
+            final = _task_scores(run["final_dev"])[task]
+            best = _task_scores(run.get("best_selected_dev"))[task] if run.get("best_selected_dev") else final
+            single[run["seed"]][task] = (final, best)
         else:
             by_method[run["method"]].append(run)
     table = {}
@@ -100,15 +101,16 @@ def aggregate(runs: list[dict]) -> dict:
         entry["wall_seconds"] = float(np.mean([r["wall_seconds"] for r in method_runs]))
         entry["peak_rss_mb"] = float(np.mean([r["peak_rss_mb"] for r in method_runs]))
         table[method] = entry
-    if len(single) == len(TASKS):
-        table["single_task"] = {
-            "seeds": [0],
-            "final": {"tasks": {t: (single[t], 0.0) for t in TASKS}, "glue5": (float(np.mean(list(single.values()))), 0.0)},
-            "best_selected": {"tasks": {t: (single_best[t], 0.0) for t in TASKS}, "glue5": (float(np.mean(list(single_best.values()))), 0.0)},
-            "oracle_gap": None,
-            "wall_seconds": None,
-            "peak_rss_mb": None,
-        }
+    # Five one-task models make one GLUE-5 entry per seed that has all five.
+    complete = sorted(seed for seed, scores in single.items() if len(scores) == len(TASKS))
+    if complete:
+        entry = {"seeds": complete, "oracle_gap": None, "wall_seconds": None, "peak_rss_mb": None}
+        for index, label in enumerate(("final", "best_selected")):
+            rows = [{t: single[seed][t][index] for t in TASKS} for seed in complete]
+            averages = [float(np.mean([r[t] for t in TASKS])) for r in rows]
+            entry[label] = {"tasks": {t: _mean_std([r[t] for r in rows]) for t in TASKS}, "glue5": _mean_std(averages),
+                            "glue5_runs": averages, "glue5_by_seed": {str(s): a for s, a in zip(complete, averages)}}
+        table["single_task"] = entry
     return table
 
 

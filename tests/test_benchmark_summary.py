@@ -62,3 +62,20 @@ def test_markdown_compares_async_kd_with_the_best_baseline_not_a_control():
     text = markdown(aggregate(runs), "profile")
     assert "async_kd − best baseline (imtl_g): **+2.00**" in text
     assert "mean ± sample std over seeds" in text
+
+
+def _single(task: str, seed: int, score: float) -> dict:
+    run = _run(f"single_{task}", seed, score)
+    run["tasks"] = [task]
+    run["final_dev"] = {f"dev_{task}_score": score / 100}
+    run["best_selected_dev"] = {f"dev_{task}_score": (score + 1) / 100}
+    return run
+
+
+def test_single_task_runs_make_one_glue5_entry_per_complete_seed():
+    runs = [_single(t, 0, 50.0) for t in TASKS] + [_single(t, 1, 54.0) for t in TASKS]
+    runs += [_single("cola", 2, 90.0)]  # seed 2 lacks four tasks: not a GLUE-5 score
+    entry = aggregate(runs)["single_task"]
+    assert entry["seeds"] == [0, 1]
+    assert entry["final"]["glue5"] == pytest.approx((52.0, np.std([50, 54], ddof=1)))
+    assert entry["best_selected"]["glue5_by_seed"] == pytest.approx({"0": 51.0, "1": 55.0})
