@@ -202,6 +202,13 @@ def markdown(table: dict, profile_note: str, step_times: dict | None = None) -> 
                 delta = table[method][label]["glue5"][0] - table[best][label]["glue5"][0]
                 lines.append(f"- {method} − best baseline ({best}): **{delta:+.2f}** GLUE-5 points "
                              f"({_standard_error(table[method][label], table[best][label])}).")
+        if ours and label in table.get("single_task", {}):
+            if lines[-1]:
+                lines.append("")
+            for method in ours:
+                delta = table[method][label]["glue5"][0] - table["single_task"][label]["glue5"][0]
+                lines.append(f"- {method} − single-task fine-tuning: **{delta:+.2f}** GLUE-5 points "
+                             f"({_standard_error(table[method][label], table['single_task'][label])}).")
         lines.append("")
     lines += seed0_table(table, step_times)
     lines += decline_table(table)

@@ -15,6 +15,14 @@ def _run(method: str, seed: int, glue5: float) -> dict:
             "curves": curves, "wall_seconds": 10.0, "peak_rss_mb": 100.0}
 
 
+def _single(task: str, seed: int, score: float) -> dict:
+    run = _run(f"single_{task}", seed, score)
+    run["tasks"] = [task]
+    run["final_dev"] = {f"dev_{task}_score": score / 100}
+    run["best_selected_dev"] = {f"dev_{task}_score": (score + 1) / 100}
+    return run
+
+
 def test_aggregate_uses_sample_std_and_keeps_runs_by_seed():
     table = aggregate([_run("equal", 0, 50.0), _run("equal", 1, 52.0), _run("equal", 2, 54.0)])
     mean, std = table["equal"]["final"]["glue5"]
@@ -59,17 +67,11 @@ def test_markdown_compares_async_kd_with_the_best_baseline_not_a_control():
     runs = [_run("async_kd", s, 53.0 + s) for s in range(3)]
     runs += [_run("imtl_g", s, 51.0 + s) for s in range(3)]
     runs += [_run("equal_all_tasks", s, 60.0) for s in range(3)]  # a control, never "the best baseline"
+    runs += [_single(t, s, 52.5 + s) for s in range(3) for t in TASKS]  # not a multi-task baseline
     text = markdown(aggregate(runs), "profile")
     assert "async_kd − best baseline (imtl_g): **+2.00**" in text
+    assert "async_kd − single-task fine-tuning: **+0.50**" in text
     assert "mean ± sample std over seeds" in text
-
-
-def _single(task: str, seed: int, score: float) -> dict:
-    run = _run(f"single_{task}", seed, score)
-    run["tasks"] = [task]
-    run["final_dev"] = {f"dev_{task}_score": score / 100}
-    run["best_selected_dev"] = {f"dev_{task}_score": (score + 1) / 100}
-    return run
 
 
 def test_single_task_runs_make_one_glue5_entry_per_complete_seed():
