@@ -95,8 +95,8 @@ METHODS = {
     "imtl_g": {"mtl_method": "imtl_g"},
     "nash_mtl": {"mtl_method": "nash_mtl"},
 }
-# Every matrix entry (and each task's single-task run) gets 3 seeds. Order of the extra seeds (so that an interrupted matrix has the
-# comparisons that matter first): the reference methods, the baselines with the best seed-0 scores
+# Every matrix entry (and each task's single-task run) gets 3 seeds. Order of the extra seeds (so that
+# an interrupted matrix has the comparisons that matter first): the reference methods, the baselines with the best seed-0 scores
 # (DWA 53.18, IMTL-G 53.12, CAGrad 52.42, static 51.88, PCGrad 51.49, Nash-MTL 51.29) and the
 # step-composition controls; then the single-task runs and the ensemble-teacher variants; then
 # uncertainty weighting (the strongest with the selected checkpoint at seed 0); last the baselines

@@ -62,6 +62,14 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
+def _scores_entry(by_seed: dict[int, dict[str, float]]) -> dict:
+    """Per-task and GLUE-5 mean ± std over seeds, plus each seed's GLUE-5 score (for paired differences)."""
+    rows = list(by_seed.values())
+    glue5 = {str(seed): float(np.mean([scores[t] for t in TASKS])) for seed, scores in by_seed.items()}
+    return {"tasks": {t: _mean_std([r[t] for r in rows]) for t in TASKS}, "glue5": _mean_std(list(glue5.values())),
+            "glue5_by_seed": glue5}
+
+
 def aggregate(runs: list[dict]) -> dict:
     """Per method: mean/std over seeds of each task's dev score (final and best-selected), GLUE-5 average."""
     by_method: dict[str, list[dict]] = defaultdict(list)
@@ -77,18 +85,11 @@ def aggregate(runs: list[dict]) -> dict:
             by_method[run["method"]].append(run)
     table = {}
     for method, method_runs in by_method.items():
-        finals = [_task_scores(r["final_dev"]) for r in method_runs]
-        bests = [_task_scores(r.get("best_selected_dev")) for r in method_runs if r.get("best_selected_dev")]
         entry = {"seeds": [r["seed"] for r in method_runs]}
-        for label, rows in (("final", finals), ("best_selected", bests)):
-            if not rows:
-                continue
-            per_task = {t: _mean_std([r[t] for r in rows]) for t in TASKS}
-            averages = [np.mean([r[t] for t in TASKS]) for r in rows]
-            seeds = [r["seed"] for r in method_runs if label == "final" or r.get("best_selected_dev")]
-            entry[label] = {"tasks": per_task, "glue5": _mean_std(averages),
-                            "glue5_runs": [float(a) for a in averages],
-                            "glue5_by_seed": {str(seed): float(a) for seed, a in zip(seeds, averages)}}
+        for label, key in (("final", "final_dev"), ("best_selected", "best_selected_dev")):
+            by_seed = {r["seed"]: _task_scores(r[key]) for r in method_runs if r.get(key)}
+            if by_seed:
+                entry[label] = _scores_entry(by_seed)
         declines = [d for d in (_declines(r) for r in method_runs) if d]
         if declines:
             entry["decline"] = {t: float(np.mean([d[t] for d in declines])) for t in TASKS if all(t in d for d in declines)}
@@ -106,10 +107,7 @@ def aggregate(runs: list[dict]) -> dict:
     if complete:
         entry = {"seeds": complete, "oracle_gap": None, "wall_seconds": None, "peak_rss_mb": None}
         for index, label in enumerate(("final", "best_selected")):
-            rows = [{t: single[seed][t][index] for t in TASKS} for seed in complete]
-            averages = [float(np.mean([r[t] for t in TASKS])) for r in rows]
-            entry[label] = {"tasks": {t: _mean_std([r[t] for r in rows]) for t in TASKS}, "glue5": _mean_std(averages),
-                            "glue5_runs": averages, "glue5_by_seed": {str(s): a for s, a in zip(complete, averages)}}
+            entry[label] = _scores_entry({seed: {t: single[seed][t][index] for t in TASKS} for seed in complete})
         table["single_task"] = entry
     return table
 
@@ -146,7 +144,8 @@ def seed0_table(table: dict, step_times: dict) -> list[str]:
 
 def _standard_error(a: dict, b: dict) -> str:
     """Standard error of a difference of two means over seeds (sample std), or why there is none."""
-    runs_a, runs_b = a.get("glue5_runs", []), b.get("glue5_runs", [])
+    by_seed_a, by_seed_b = a.get("glue5_by_seed", {}), b.get("glue5_by_seed", {})
+    runs_a, runs_b = list(by_seed_a.values()), list(by_seed_b.values())
     if len(runs_a) < 2 or len(runs_b) < 2:
         return f"{len(runs_a)} vs {len(runs_b)} seed(s): no error estimate"
     error = float(np.sqrt(np.var(runs_a, ddof=1) / len(runs_a) + np.var(runs_b, ddof=1) / len(runs_b)))
@@ -154,7 +153,6 @@ def _standard_error(a: dict, b: dict) -> str:
     # A run seed fixes the heads' initialisation and the sampler's shuffling (the data splits are the
     # same for every seed), which two methods with the same seed share; the per-seed difference removes
     # that shared variation (seed 2, say, is low for every method).
-    by_seed_a, by_seed_b = a.get("glue5_by_seed", {}), b.get("glue5_by_seed", {})
     shared = sorted(set(by_seed_a) & set(by_seed_b), key=int)
     if len(shared) >= 2:
         differences = [by_seed_a[s] - by_seed_b[s] for s in shared]
@@ -195,20 +193,19 @@ def markdown(table: dict, profile_note: str, step_times: dict | None = None) -> 
             lines.append(f"| {method} | {len(table[method]['seeds'])} | " + " | ".join(cell(row["tasks"][t]) for t in TASKS) + f" | **{cell(row['glue5'])}** |")
         baselines = [m for m in ordered if m not in BASELINES_EXCLUDED + CONTROLS and m != "single_task"]
         ours = [m for m in BASELINES_EXCLUDED if m in table and label in table[m]]
-        if ours and baselines:
+        references = []
+        if baselines:
             best = max(baselines, key=lambda m: table[m][label]["glue5"][0])
+            references.append((f"best baseline ({best})", best))
+        if label in table.get("single_task", {}):
+            references.append(("single-task fine-tuning", "single_task"))
+        if ours and references:
             lines.append("")
+        for name, reference in references:
             for method in ours:
-                delta = table[method][label]["glue5"][0] - table[best][label]["glue5"][0]
-                lines.append(f"- {method} − best baseline ({best}): **{delta:+.2f}** GLUE-5 points "
-                             f"({_standard_error(table[method][label], table[best][label])}).")
-        if ours and label in table.get("single_task", {}):
-            if lines[-1]:
-                lines.append("")
-            for method in ours:
-                delta = table[method][label]["glue5"][0] - table["single_task"][label]["glue5"][0]
-                lines.append(f"- {method} − single-task fine-tuning: **{delta:+.2f}** GLUE-5 points "
-                             f"({_standard_error(table[method][label], table['single_task'][label])}).")
+                delta = table[method][label]["glue5"][0] - table[reference][label]["glue5"][0]
+                lines.append(f"- {method} − {name}: **{delta:+.2f}** GLUE-5 points "
+                             f"({_standard_error(table[method][label], table[reference][label])}).")
         lines.append("")
     lines += seed0_table(table, step_times)
     lines += decline_table(table)
