@@ -17,6 +17,7 @@ from transformers.trainer_callback import ExportableState
 from .convergence import ConvergenceMonitor
 from .distill import SoftLabelStore, dataset_fingerprint, ensemble_teacher_outputs
 from .snapshots import ParameterSnapshot, SnapshotKeeper, average_snapshots
+from .teacher import OnDemandTeacher
 
 if TYPE_CHECKING:
     from .trainer import MultiTaskTrainer
@@ -34,7 +35,9 @@ class AsyncConvergenceCallback(TrainerCallback, ExportableState):
     each task's best point. When a task converges, its best snapshot (or the average of its top-k)
     becomes a teacher that labels the task's whole training set once; the stored soft labels are
     attached to the training data, and from then on `MultiTaskTrainer.task_loss` trains that task
-    with the distillation loss while the other tasks keep their true labels.
+    with the distillation loss while the other tasks keep their true labels. With
+    `kd_soft_labels="on_demand"` the teacher instead labels each example when a batch first draws it
+    (`OnDemandTeacher`, kept in `trainer.teachers`).
     """
 
     def __init__(self, trainer: MultiTaskTrainer) -> None:
@@ -116,6 +119,9 @@ class AsyncConvergenceCallback(TrainerCallback, ExportableState):
             raise RuntimeError(f"Task {task!r} converged but no snapshot of its best point was kept.")
         dataset = self.trainer.train_dataset.task_datasets[task]
         fingerprint = dataset_fingerprint(dataset["input_ids"])
+        if self.trainer.args.kd_soft_labels == "on_demand":
+            self._start_on_demand(task, snapshots, dataset, fingerprint, step, start)
+            return
         accelerator = self.trainer.accelerator
         # Several processes: the main one labels the training set once and writes the store; the
         # others wait and read the same file, so every rank distills against identical soft labels.
@@ -156,14 +162,42 @@ class AsyncConvergenceCallback(TrainerCallback, ExportableState):
             "teachers": len(snapshots),
             "teacher_steps": [s.step for s in snapshots],
             "ensemble": ensemble,
+            "soft_labels": "precompute",
             "seconds": round(seconds, 3),
         }
-        spec = self.specs[task]
-        message = (
-            f"task {task} converged at step {step}: best {spec.main_metric} {self.monitor.best_value(task):.4f} at step "
-            f"{self.monitor.best_step(task)}; soft labels for {soft_labels.shape[0]} examples in {seconds:.1f} s"
+        self._announce(task, step, f"soft labels for {soft_labels.shape[0]} examples in {seconds:.1f} s")
+
+    def _start_on_demand(self, task: str, snapshots: list[ParameterSnapshot], dataset, fingerprint: str, step: int, start: float) -> None:
+        """Hand `task`'s teacher parameters to an `OnDemandTeacher`; rows are labelled as batches draw them."""
+        ensemble = self.trainer.args.kd_ensemble if len(snapshots) > 1 else "parameters"
+        if ensemble == "predictions":
+            states = [snapshot.tensors() for snapshot in snapshots]
+        else:
+            states = [snapshots[0].tensors() if len(snapshots) == 1 else average_snapshots(snapshots)]
+        self.trainer.teachers[task] = OnDemandTeacher(
+            task, states, is_regression=self.specs[task].is_regression, num_examples=len(dataset), fingerprint=fingerprint
         )
-        logger.warning(message)
+        self.keeper.release(task)
+        seconds = time.perf_counter() - start
+        self.records[task] = {
+            "converged_step": step,
+            "best_step": self.monitor.best_step(task),
+            "best_metric": self.monitor.best_value(task),
+            "num_soft_labels": 0,
+            "teachers": len(snapshots),
+            "teacher_steps": [s.step for s in snapshots],
+            "ensemble": ensemble,
+            "soft_labels": "on_demand",
+            "seconds": round(seconds, 3),
+        }
+        self._announce(task, step, "soft labels computed on demand")
+
+    def _announce(self, task: str, step: int, what: str) -> None:
+        spec = self.specs[task]
+        logger.warning(
+            f"task {task} converged at step {step}: best {spec.main_metric} {self.monitor.best_value(task):.4f} at step "
+            f"{self.monitor.best_step(task)}; {what}"
+        )
         self.trainer.log({f"kd_converged_{task}": float(step), f"kd_best_step_{task}": float(self.monitor.best_step(task))})
 
     @torch.no_grad()
@@ -200,6 +234,8 @@ class AsyncConvergenceCallback(TrainerCallback, ExportableState):
         for task, soft_labels in self.trainer.train_dataset.soft_labels.items():
             dataset = self.trainer.train_dataset.task_datasets[task]
             checkpoint_store.save(task, soft_labels, fingerprint=dataset_fingerprint(dataset["input_ids"]))
+        for task, teacher in self.trainer.teachers.items():
+            teacher.save(self._teacher_path(directory, task))
         snapshot_index = {}
         for task in self.monitor.active_tasks:
             for position, snapshot in enumerate(self.keeper.best(task)):
@@ -216,9 +252,14 @@ class AsyncConvergenceCallback(TrainerCallback, ExportableState):
             saved = json.load(handle)
         self.load_state(saved)
         checkpoint_store = SoftLabelStore(os.path.join(directory, "soft_labels"))
+        self.trainer.teachers.clear()
         for task in self.monitor.converged_tasks:
             dataset = self.trainer.train_dataset.task_datasets[task]
-            soft_labels, _ = checkpoint_store.load(task, fingerprint=dataset_fingerprint(dataset["input_ids"]))
+            fingerprint = dataset_fingerprint(dataset["input_ids"])
+            if self.records.get(task, {}).get("soft_labels") == "on_demand":
+                self.trainer.teachers[task] = OnDemandTeacher.load(self._teacher_path(directory, task), task=task, fingerprint=fingerprint)
+                continue
+            soft_labels, _ = checkpoint_store.load(task, fingerprint=fingerprint)
             self.trainer.train_dataset.set_soft_labels(task, soft_labels)
         self.keeper.release_all()
         for task, entries in saved.get("snapshots", {}).items():
@@ -228,12 +269,17 @@ class AsyncConvergenceCallback(TrainerCallback, ExportableState):
             ]
             self.keeper.adopt(task, snapshots, greater_is_better=self.specs[task].greater_is_better)
 
+    @staticmethod
+    def _teacher_path(directory: str, task: str) -> str:
+        return os.path.join(directory, "kd_teachers", f"{task}.safetensors")
+
     def report(self) -> dict[str, dict[str, Any]]:
         """Per task: metric at its convergence point (best), its last evaluated metric, and the steps."""
         report = {}
         for task in self.specs:
             history = self.monitor.history(task)
             record = self.records.get(task, {})
+            teacher = self.trainer.teachers.get(task)
             best = self.monitor.best_value(task)
             final = history[-1][1] if history else None
             report[task] = {
@@ -243,7 +289,9 @@ class AsyncConvergenceCallback(TrainerCallback, ExportableState):
                 "metric_at_convergence": best,
                 "final_metric": final,
                 "retention": (final - best) if (final is not None and best is not None) else None,
-                "soft_label_seconds": record.get("seconds"),
+                "soft_labels": record.get("soft_labels"),
+                "soft_label_seconds": round(teacher.seconds, 3) if teacher else record.get("seconds"),
+                "num_soft_labels": teacher.num_labelled if teacher else record.get("num_soft_labels"),
                 "history": history,
             }
         return report

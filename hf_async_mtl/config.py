@@ -11,6 +11,7 @@ from .sampling import COMPOSITIONS, SAMPLING_STRATEGIES
 ASYNC_KD_METHOD = "async_kd"
 KD_LOSS_TYPES = ("kl", "mse")
 KD_ENSEMBLE_TYPES = ("parameters", "predictions")
+KD_SOFT_LABEL_MODES = ("precompute", "on_demand")
 
 
 @dataclass
@@ -45,6 +46,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
         kd_ensemble: How k > 1 snapshots form the teacher: `parameters` (one model with their averaged
             weights, one labelling pass) or `predictions` (each snapshot labels the training set and the
             soft labels are the mean probability / mean regression output; k passes).
+        kd_soft_labels: When a converged task's soft labels are computed: `precompute` (the paper: one
+            pass of the teacher over the whole training set at convergence, stored in
+            `output_dir/soft_labels/`) or `on_demand` (each example's row the first time a batch draws
+            it afterwards; same labels, no pass over examples never drawn again, work spread over
+            ranks; the teacher's parameters stay on the training device until every row is labelled).
         kd_snapshot_dir: Keep best-parameter snapshots in this directory instead of CPU memory.
         kd_stop_when_all_converged: End training once every task has converged.
 
@@ -82,6 +88,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
     kd_ensemble: str = field(
         default="parameters",
         metadata={"help": f"async_kd, kd_top_k > 1: combine the snapshots' {KD_ENSEMBLE_TYPES[0]} (weight average) or their {KD_ENSEMBLE_TYPES[1]} (prediction ensemble)."},
+    )
+    kd_soft_labels: str = field(
+        default="precompute",
+        metadata={"help": f"async_kd: when soft labels are computed, one of {KD_SOFT_LABEL_MODES} (precompute = one pass over the training set at convergence)."},
     )
     kd_snapshot_dir: str | None = field(default=None, metadata={"help": "async_kd: keep snapshots on disk here (default: CPU memory)."})
     kd_stop_when_all_converged: bool = field(
@@ -128,6 +138,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(f"kd_top_k must be >= 1, got {self.kd_top_k}.")
         if self.kd_ensemble not in KD_ENSEMBLE_TYPES:
             raise ValueError(f"kd_ensemble must be one of {KD_ENSEMBLE_TYPES}, got {self.kd_ensemble!r}.")
+        if self.kd_soft_labels not in KD_SOFT_LABEL_MODES:
+            raise ValueError(f"kd_soft_labels must be one of {KD_SOFT_LABEL_MODES}, got {self.kd_soft_labels!r}.")
         if self.mtl_method == ASYNC_KD_METHOD and self.eval_strategy == "no":
             raise ValueError("mtl_method='async_kd' monitors validation metrics: set eval_strategy to 'steps' or 'epoch'.")
 

@@ -26,6 +26,7 @@ from .modeling import task_loss
 from .sampling import MultiTaskBatchSampler
 from .state import MultiTaskCheckpointState
 from .tasks import TaskSpec, check_unique_names
+from .teacher import OnDemandTeacher
 from .weighting import build_weighting
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,8 @@ class MultiTaskTrainer(Trainer):
         self._step_losses: dict[str, list[float]] = defaultdict(list)
         self._step_losses_at = 0
         self.checkpoint_state = MultiTaskCheckpointState(self)
+        # Converged tasks under kd_soft_labels="on_demand": their teachers label rows as batches draw them.
+        self.teachers: dict[str, OnDemandTeacher] = {}
         if args.uses_async_kd:
             from .callbacks import AsyncConvergenceCallback
 
@@ -173,7 +176,9 @@ class MultiTaskTrainer(Trainer):
         labels = batch.pop("labels", None)
         example_ids = batch.pop(EXAMPLE_IDS_COLUMN, None)
         soft_labels = None
-        if model.training and example_ids is not None and task in self.train_dataset.soft_labels:
+        if model.training and example_ids is not None and task in self.teachers:
+            soft_labels = self.teachers[task].soft_labels(self.accelerator.unwrap_model(model), batch, example_ids).to(labels.device)
+        elif model.training and example_ids is not None and task in self.train_dataset.soft_labels:
             soft_labels = self.train_dataset.soft_labels[task][example_ids.cpu()].to(labels.device)
         outputs = model(**batch)
         if soft_labels is not None:
