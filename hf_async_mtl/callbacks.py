@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 from torch.utils.data import DataLoader
@@ -119,25 +119,26 @@ class AsyncConvergenceCallback(TrainerCallback, ExportableState):
             raise RuntimeError(f"Task {task!r} converged but no snapshot of its best point was kept.")
         dataset = self.trainer.train_dataset.task_datasets[task]
         fingerprint = dataset_fingerprint(dataset["input_ids"])
+        ensemble, states = self._teacher_states(snapshots)
         if self.trainer.args.kd_soft_labels == "on_demand":
-            self._start_on_demand(task, snapshots, dataset, fingerprint, step, start)
+            # Rows are labelled as batches draw them (MultiTaskTrainer.task_loss).
+            self.trainer.teachers[task] = OnDemandTeacher(
+                task, list(states), is_regression=self.specs[task].is_regression, num_examples=len(dataset), fingerprint=fingerprint
+            )
+            self.keeper.release(task)
+            self._record(task, step, snapshots, ensemble, "on_demand", 0, start)
+            self._announce(task, step, "soft labels computed on demand")
             return
         accelerator = self.trainer.accelerator
         # Several processes: the main one labels the training set once and writes the store; the
         # others wait and read the same file, so every rank distills against identical soft labels.
-        ensemble = self.trainer.args.kd_ensemble if len(snapshots) > 1 else "parameters"
         if accelerator.is_main_process:
             teacher = copy.deepcopy(model)
-            if ensemble == "predictions":
-                outputs = []
-                for snapshot in snapshots:
-                    teacher.load_state_dict(snapshot.tensors(), strict=False)
-                    outputs.append(self.teacher_outputs(teacher, task))
-                soft_labels = ensemble_teacher_outputs(outputs, self.specs[task].is_regression)
-            else:
-                state = snapshots[0].tensors() if len(snapshots) == 1 else average_snapshots(snapshots)
+            outputs = []
+            for state in states:
                 teacher.load_state_dict(state, strict=False)
-                soft_labels = self.teacher_outputs(teacher, task)
+                outputs.append(self.teacher_outputs(teacher, task))
+            soft_labels = outputs[0] if len(outputs) == 1 else ensemble_teacher_outputs(outputs, self.specs[task].is_regression)
             del teacher
             self.store.save(
                 task,
@@ -153,44 +154,31 @@ class AsyncConvergenceCallback(TrainerCallback, ExportableState):
             soft_labels, _ = self.store.load(task, fingerprint=fingerprint)
         self.trainer.train_dataset.set_soft_labels(task, soft_labels)
         self.keeper.release(task)
-        seconds = time.perf_counter() - start
-        self.records[task] = {
-            "converged_step": step,
-            "best_step": self.monitor.best_step(task),
-            "best_metric": self.monitor.best_value(task),
-            "num_soft_labels": int(soft_labels.shape[0]),
-            "teachers": len(snapshots),
-            "teacher_steps": [s.step for s in snapshots],
-            "ensemble": ensemble,
-            "soft_labels": "precompute",
-            "seconds": round(seconds, 3),
-        }
+        seconds = self._record(task, step, snapshots, ensemble, "precompute", int(soft_labels.shape[0]), start)
         self._announce(task, step, f"soft labels for {soft_labels.shape[0]} examples in {seconds:.1f} s")
 
-    def _start_on_demand(self, task: str, snapshots: list[ParameterSnapshot], dataset, fingerprint: str, step: int, start: float) -> None:
-        """Hand `task`'s teacher parameters to an `OnDemandTeacher`; rows are labelled as batches draw them."""
-        ensemble = self.trainer.args.kd_ensemble if len(snapshots) > 1 else "parameters"
-        if ensemble == "predictions":
-            states = [snapshot.tensors() for snapshot in snapshots]
-        else:
-            states = [snapshots[0].tensors() if len(snapshots) == 1 else average_snapshots(snapshots)]
-        self.trainer.teachers[task] = OnDemandTeacher(
-            task, states, is_regression=self.specs[task].is_regression, num_examples=len(dataset), fingerprint=fingerprint
-        )
-        self.keeper.release(task)
+    def _teacher_states(self, snapshots: list[ParameterSnapshot]) -> tuple[str, Iterable[dict[str, torch.Tensor]]]:
+        """How the snapshots form the teacher, and its parameter state(s): one per prediction-ensemble member."""
+        # Generators: tensors are read (and averaged) only where a teacher is built, one state at a time.
+        if len(snapshots) > 1 and self.trainer.args.kd_ensemble == "predictions":
+            return "predictions", (snapshot.tensors() for snapshot in snapshots)
+        return "parameters", (snapshots[0].tensors() if len(snapshots) == 1 else average_snapshots(snapshots) for _ in (0,))
+
+    def _record(self, task: str, step: int, snapshots: list[ParameterSnapshot], ensemble: str, mode: str,
+                num_soft_labels: int, start: float) -> float:
         seconds = time.perf_counter() - start
         self.records[task] = {
             "converged_step": step,
             "best_step": self.monitor.best_step(task),
             "best_metric": self.monitor.best_value(task),
-            "num_soft_labels": 0,
+            "num_soft_labels": num_soft_labels,
             "teachers": len(snapshots),
             "teacher_steps": [s.step for s in snapshots],
             "ensemble": ensemble,
-            "soft_labels": "on_demand",
+            "soft_labels": mode,
             "seconds": round(seconds, 3),
         }
-        self._announce(task, step, "soft labels computed on demand")
+        return seconds
 
     def _announce(self, task: str, step: int, what: str) -> None:
         spec = self.specs[task]

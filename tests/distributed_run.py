@@ -51,6 +51,11 @@ def main(out_dir: str, method: str, per_device_batch: int) -> None:
         json.dump({"metrics": metrics, "first_examples": seen, "soft_labels": soft, "world_size": trainer.args.world_size}, handle)
     if trainer.is_world_process_zero():
         torch.save({k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}, os.path.join(out_dir, "params.pt"))
+    # Leave the process group explicitly: a gloo worker thread still alive at interpreter exit aborts
+    # the process ("terminate called without an active exception").
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
