@@ -11,6 +11,12 @@
 (c) padded-token fraction with length-aware batching vs without, on the GLUE-5 training sets (goal ≤ 10 %);
 (d) peak RSS of async-KD vs equal weighting (goal ≤ 1.25).
 Each timed configuration runs in its own process (clean peak-RSS reading), alternating, `--repeats` times.
+
+    python benchmarks/speed.py --quality-profile 2   # writes benchmarks/results/speed/quality_profile.{json,md}
+
+measures (b) again in the regime of the GLUE-5 quality benchmark (`benchmarks/glue5_quality.py`, CPU
+profile: 1000 steps, evaluation every 100, patience 2): equal weighting, async-KD with precomputed and
+with on-demand soft labels, the given number of seeds, each run in its own process.
 """
 
 from __future__ import annotations
@@ -95,6 +101,74 @@ def measure(kind: str, seed: int) -> dict:
     }
 
 
+QUALITY_KINDS = {
+    "equal": {"mtl_method": "equal"},
+    "async_kd": {"mtl_method": "async_kd"},
+    "async_kd_on_demand": {"mtl_method": "async_kd", "kd_soft_labels": "on_demand"},
+}
+
+
+def quality_run(kind: str, seed: int) -> dict:
+    """One run of the GLUE-5 quality benchmark's CPU profile, in this process; its wall time and cost."""
+    import tempfile
+
+    from benchmarks import glue5_quality
+
+    glue5_quality.METHODS[f"speed_{kind}"] = QUALITY_KINDS[kind]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "run.json")
+        glue5_quality.run_one("cpu", f"speed_{kind}", seed, path)
+        with open(path, encoding="utf-8") as handle:
+            run = json.load(handle)
+    convergence = run["convergence"] or {}
+    return {
+        "kind": kind, "seed": seed, "seconds": run["wall_seconds"], "peak_rss_mb": run["peak_rss_mb"],
+        "converged_tasks": sum(1 for r in convergence.values() if r["converged"]),
+        "soft_label_seconds": sum(r.get("soft_label_seconds") or 0.0 for r in convergence.values()),
+        "num_soft_labels": sum(r.get("num_soft_labels") or 0 for r in convergence.values()),
+        "dev_glue_score": run["final_dev"]["dev_glue_score"],
+    }
+
+
+def quality_profile(seeds: int, out_dir: str) -> None:
+    """(b) in the quality benchmark's regime: ratios to equal weighting per seed, and their median."""
+    samples: dict[str, list[dict]] = {}
+    for seed in range(seeds):
+        for kind in QUALITY_KINDS:
+            proc = subprocess.run([sys.executable, __file__, "--quality-run", kind, str(seed)], capture_output=True, text=True)
+            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if line is None:
+                raise RuntimeError(f"{kind} seed {seed} failed:\n{proc.stderr[-3000:]}")
+            samples.setdefault(kind, []).append(json.loads(line[7:]))
+            print(kind, samples[kind][-1], flush=True)
+    ratios = {
+        kind: {
+            "wall_time_per_seed": [a["seconds"] / e["seconds"] for a, e in zip(samples[kind], samples["equal"])],
+            "peak_rss_per_seed": [a["peak_rss_mb"] / e["peak_rss_mb"] for a, e in zip(samples[kind], samples["equal"])],
+        }
+        for kind in QUALITY_KINDS if kind != "equal"
+    }
+    for values in ratios.values():
+        values["wall_time_median"] = statistics.median(values["wall_time_per_seed"])
+        values["peak_rss_median"] = statistics.median(values["peak_rss_per_seed"])
+    with open(os.path.join(out_dir, "quality_profile.json"), "w", encoding="utf-8") as handle:
+        json.dump({"profile": "glue5_quality cpu", "seeds": seeds, "samples": samples, "ratios": ratios}, handle, indent=1)
+    lines = [f"GLUE-5 quality benchmark, CPU profile (1000 steps), seeds 0..{seeds - 1}, each run in its own process.", "",
+             "| vs equal | wall time (median) | per seed | peak RSS (median) | goal |", "|---|---|---|---|---|"]
+    for kind, values in ratios.items():
+        per_seed = ", ".join(f"{v:.3f}" for v in values["wall_time_per_seed"])
+        lines.append(f"| {kind} | {values['wall_time_median']:.3f} | {per_seed} | {values['peak_rss_median']:.3f} | wall <= 1.10, RSS <= 1.25 |")
+    lines += ["", "| configuration | seed | train s | soft-label s | soft labels | tasks converged | peak RSS MB | dev GLUE-5 |",
+              "|---|---|---|---|---|---|---|---|"]
+    for kind, runs in samples.items():
+        for r in runs:
+            lines.append(f"| {kind} | {r['seed']} | {r['seconds']:.1f} | {r['soft_label_seconds']:.1f} | {r['num_soft_labels']} | "
+                         f"{r['converged_tasks']} | {r['peak_rss_mb']:.0f} | {100 * r['dev_glue_score']:.2f} |")
+    with open(os.path.join(out_dir, "quality_profile.md"), "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def padding_fractions() -> dict:
     """Padded-token fraction of the GLUE-5 training batches with and without length-aware batching."""
     from transformers import AutoTokenizer
@@ -124,6 +198,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--measure", nargs=2, metavar=("KIND", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--quality-run", nargs=2, metavar=("KIND", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--quality-profile", type=int, metavar="SEEDS", default=0,
+                        help="Instead: async-KD vs EW wall time in the GLUE-5 quality profile over this many seeds.")
     parser.add_argument("--samples-from-log", default=None, help="Re-use the measurements printed in an earlier run's log.")
     parser.add_argument("--kinds", default=",".join(KINDS),
                         help="Configurations to measure now (the others come from --samples-from-log).")
@@ -132,6 +209,12 @@ def main() -> None:
     os.makedirs(out_dir, exist_ok=True)
     if args.measure:
         print("RESULT " + json.dumps(measure(args.measure[0], int(args.measure[1]))), flush=True)
+        return
+    if args.quality_run:
+        print("RESULT " + json.dumps(quality_run(args.quality_run[0], int(args.quality_run[1]))), flush=True)
+        return
+    if args.quality_profile:
+        quality_profile(args.quality_profile, out_dir)
         return
     samples: dict[str, list[dict]] = {}
     if args.samples_from_log:
