@@ -130,17 +130,23 @@ def quality_run(kind: str, seed: int) -> dict:
     }
 
 
+def _in_subprocess(flag: str, kind: str, seed: int) -> dict:
+    """Run one measurement (`--measure` / `--quality-run`) in a fresh process; its RESULT line, printed."""
+    proc = subprocess.run([sys.executable, __file__, flag, kind, str(seed)], capture_output=True, text=True)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"{kind} seed {seed} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(line[7:])
+    print(kind, result, flush=True)
+    return result
+
+
 def quality_profile(seeds: int, out_dir: str) -> None:
     """(b) in the quality benchmark's regime: ratios to equal weighting per seed, and their median."""
     samples: dict[str, list[dict]] = {}
     for seed in range(seeds):
         for kind in QUALITY_KINDS:
-            proc = subprocess.run([sys.executable, __file__, "--quality-run", kind, str(seed)], capture_output=True, text=True)
-            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-            if line is None:
-                raise RuntimeError(f"{kind} seed {seed} failed:\n{proc.stderr[-3000:]}")
-            samples.setdefault(kind, []).append(json.loads(line[7:]))
-            print(kind, samples[kind][-1], flush=True)
+            samples.setdefault(kind, []).append(_in_subprocess("--quality-run", kind, seed))
     ratios = {
         kind: {
             "wall_time_per_seed": [a["seconds"] / e["seconds"] for a, e in zip(samples[kind], samples["equal"])],
@@ -228,12 +234,7 @@ def main() -> None:
                     samples.setdefault(kind, []).append(ast.literal_eval(rest))
     for repeat in range(args.repeats):
         for kind in args.kinds.split(","):
-            proc = subprocess.run([sys.executable, __file__, "--measure", kind, str(repeat)], capture_output=True, text=True)
-            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-            if line is None:
-                raise RuntimeError(f"{kind} failed:\n{proc.stderr[-3000:]}")
-            samples.setdefault(kind, []).append(json.loads(line[7:]))
-            print(kind, samples[kind][-1], flush=True)
+            samples.setdefault(kind, []).append(_in_subprocess("--measure", kind, repeat))
     median = {k: {m: statistics.median(s[m] for s in v) for m in ("seconds", "examples_per_second", "peak_rss_mb")} for k, v in samples.items()}
     padding = padding_fractions()
     ratios = {
