@@ -79,9 +79,8 @@ class OnDemandTeacher:
             if self.table is None:
                 self.table = torch.full((self.num_examples, outputs.shape[-1]), float("nan"))
             new_ids = ids[missing]
-            fresh = torch.isnan(self.table[new_ids, 0])
             self.table[new_ids] = outputs
-            self.num_labelled += int(torch.unique(new_ids[fresh]).numel())
+            self.num_labelled += int(torch.unique(new_ids).numel())  # a row may appear twice in one batch
             if self.complete:
                 self._states = self._device_states = None  # every row is known: the parameters are not needed
             self.seconds += time.perf_counter() - start
@@ -121,7 +120,7 @@ class OnDemandTeacher:
         metadata = {
             "format": TEACHER_FORMAT, "task": self.task, "fingerprint": self.fingerprint,
             "num_examples": str(self.num_examples), "is_regression": json.dumps(self.is_regression),
-            "num_teachers": str(len(self._states or [])),
+            "num_teachers": str(len(self._states or [])), "seconds": repr(self.seconds),
         }
         save_safetensors_atomic(path, tensors, metadata)
 
@@ -148,7 +147,9 @@ class OnDemandTeacher:
                     position, name = key[len("teacher"):].split("/", 1)
                     states[int(position)][name] = handle.get_tensor(key)
         try:
-            return cls(task, states, is_regression=json.loads(metadata["is_regression"]),
-                       num_examples=int(metadata["num_examples"]), fingerprint=fingerprint, table=table)
+            teacher = cls(task, states, is_regression=json.loads(metadata["is_regression"]),
+                          num_examples=int(metadata["num_examples"]), fingerprint=fingerprint, table=table)
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from None
+        teacher.seconds = float(metadata.get("seconds", 0.0))
+        return teacher

@@ -176,10 +176,11 @@ class MultiTaskTrainer(Trainer):
         labels = batch.pop("labels", None)
         example_ids = batch.pop(EXAMPLE_IDS_COLUMN, None)
         soft_labels = None
-        if model.training and example_ids is not None and task in self.teachers:
-            soft_labels = self.teachers[task].soft_labels(self.accelerator.unwrap_model(model), batch, example_ids).to(labels.device)
-        elif model.training and example_ids is not None and task in self.train_dataset.soft_labels:
-            soft_labels = self.train_dataset.soft_labels[task][example_ids.cpu()].to(labels.device)
+        if model.training and example_ids is not None:
+            if task in self.teachers:
+                soft_labels = self.teachers[task].soft_labels(self.accelerator.unwrap_model(model), batch, example_ids).to(labels.device)
+            elif task in self.train_dataset.soft_labels:
+                soft_labels = self.train_dataset.soft_labels[task][example_ids.cpu()].to(labels.device)
         outputs = model(**batch)
         if soft_labels is not None:
             loss = distillation_loss(
