@@ -248,7 +248,11 @@ class MultiTaskTrainer(Trainer):
         optimizer = super().create_optimizer(model)
         learnable = [p for p in self.weighting.parameters() if p.requires_grad]
         if learnable and not any(p is q for group in optimizer.param_groups for p in group["params"] for q in learnable):
-            optimizer.add_param_group({"params": learnable, "weight_decay": 0.0})
+            group = {"params": learnable, "weight_decay": 0.0}
+            # A method may train its own parameters at its own rate (e.g. uncertainty's log-variances).
+            if getattr(self.weighting, "learning_rate", None) is not None:
+                group["lr"] = self.weighting.learning_rate
+            optimizer.add_param_group(group)
         return optimizer
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -24,12 +24,22 @@ class UncertaintyWeighting(WeightingMethod):
 
     The trainer must add `method.parameters()` to its optimizer. `last_weights` are the precisions `exp(-s_t)`.
     Works with any subset of tasks per call (only the present tasks' terms are summed).
+
+    Options:
+        lr: Learning rate of the log-variances (default `None`: the model's). At a fine-tuning rate such as
+            1e-4 the `s_t` move by ~0.1 in 1000 steps, so the weights stay near 1 (equal weighting under
+            another name); a rate of ~1e-2 lets them reach their optimum `s_t = log L_t` within a run.
     """
 
     name = "uncertainty"
+    option_defaults = {"lr": None}
 
     def __init__(self, task_names: Sequence[str], **options: Any) -> None:
         super().__init__(task_names, **options)
+        lr = self.options["lr"]
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
+            raise ValueError(f"uncertainty: option lr must be a number > 0 or None, got {lr!r}.")
+        self.learning_rate = None if lr is None else float(lr)
         self.log_vars = nn.Parameter(torch.zeros(self.num_tasks))
 
     def loss_weights(self, losses: Mapping[str, Tensor], step: int) -> Tensor:
