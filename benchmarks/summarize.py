@@ -52,7 +52,7 @@ def _declines(run: dict) -> dict[str, float]:
     if not curves:
         return {}
     return {
-        t: 100 * float(curves[-1][f"eval_{t}_score"] - max(c[f"eval_{t}_score"] for c in curves))
+        t: 100 * float(curves[-1][f"eval_{t}_score"] - max(c[f"eval_{t}_score"] for c in curves if f"eval_{t}_score" in c))
         for t in run["tasks"] if f"eval_{t}_score" in curves[-1]
     }
 
@@ -92,7 +92,8 @@ def aggregate(runs: list[dict]) -> dict:
                 entry[label] = _scores_entry(by_seed)
         declines = [d for d in (_declines(r) for r in method_runs) if d]
         if declines:
-            entry["decline"] = {t: float(np.mean([d[t] for d in declines])) for t in TASKS if all(t in d for d in declines)}
+            # Mean over the runs that have the task: a task missing from some runs' curves is skipped there.
+            entry["decline"] = {t: float(np.mean([d[t] for d in declines if t in d])) for t in TASKS if any(t in d for d in declines)}
         gaps = [g for g in (_oracle_gap(r) for r in method_runs) if g is not None]
         entry["oracle_gap"] = float(np.mean(gaps)) if gaps else None
         seed0 = next((r for r in method_runs if r["seed"] == 0), None)
@@ -171,9 +172,9 @@ def decline_table(table: dict) -> list[str]:
              "Last evaluation minus the task's best evaluation, ×100, mean over seeds (0 = the task ends at its best).", "",
              "| method | " + " | ".join(TASKS) + " | mean |", "|---" * (len(TASKS) + 2) + "|"]
     for method in sorted(rows, key=lambda m: -np.mean(list(table[m]["decline"].values()))):
-        decline = table[method]["decline"]
-        lines.append(f"| {method} | " + " | ".join(f"{decline[t]:.2f}" for t in TASKS)
-                     + f" | {np.mean([decline[t] for t in TASKS]):.2f} |")
+        decline = table[method]["decline"]  # a task no run of the method has is shown as "–" and left out of the mean
+        lines.append(f"| {method} | " + " | ".join(f"{decline[t]:.2f}" if t in decline else "–" for t in TASKS)
+                     + f" | {np.mean([decline[t] for t in TASKS if t in decline]):.2f} |")
     return lines + [""]
 
 

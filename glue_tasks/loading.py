@@ -6,16 +6,14 @@ for STS-B; -1 on unlabelled test rows, as on the Hub) and `"idx"` (int64).
 
 from __future__ import annotations
 
-import csv
-import math
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
 
-from glue_tasks.formats import GLUE_FORMATS, GlueFormat, TsvFile
+from glue_tasks.formats import GLUE_FORMATS, GlueFormat
 from glue_tasks.specs import get_glue_task
+from hf_async_mtl.tabular import LabelParser, read_delimited
 from hf_async_mtl.tasks import TaskSpec
 
 __all__ = ["HUB_DATASET", "glue_features", "load_glue_task"]
@@ -56,8 +54,8 @@ def load_glue_task(
         A `Dataset` with the spec's text fields, `label` and `idx` (see `glue_features`).
 
     Raises:
-        ValueError: unknown task or split, or malformed file content (the message names the file
-            and the 1-based line).
+        ValueError: unknown task or split, or malformed file content (one line naming the file,
+            the 1-based line and the column). Blank lines are skipped (`hf_async_mtl.tabular`).
         FileNotFoundError: missing task directory or split file.
     """
     spec = get_glue_task(name)
@@ -92,7 +90,12 @@ def _load_from_hub(spec: TaskSpec, split: str, cache_dir: str | os.PathLike[str]
 
 
 def _load_from_tsv(spec: TaskSpec, fmt: GlueFormat, split: str, glue_dir: Path) -> datasets.Dataset:
-    """Parse `<glue_dir>/<fmt.directory>/<file>` into a Dataset."""
+    """Parse `<glue_dir>/<fmt.directory>/<file>` into a Dataset with `hf_async_mtl.tabular`.
+
+    Tab-separated, `QUOTE_NONE` (the text holds bare `"` characters), no NA parsing, a BOM dropped,
+    blank lines skipped (none occur in the GLUE distribution), every row as wide as the header or
+    `TsvFile.num_columns`. Errors name the file, the 1-based line and the column.
+    """
     task_dir = glue_dir / fmt.directory
     if not task_dir.is_dir():
         raise FileNotFoundError(f"GLUE task directory for {spec.name!r} not found: {task_dir}")
@@ -101,81 +104,38 @@ def _load_from_tsv(spec: TaskSpec, fmt: GlueFormat, split: str, glue_dir: Path) 
     if not path.is_file():
         raise FileNotFoundError(f"GLUE file for {spec.name!r} split {split!r} not found: {path}")
 
-    columns: dict[str, list] = {field: [] for field in spec.text_fields}
-    labels: list[int | float] = []
-    indices: list[int] = []
-    for row_number, (line, row) in enumerate(_read_rows(path, tsv)):
-        for field, column in zip(spec.text_fields, tsv.text_columns):
-            columns[field].append(row[column])
-        if tsv.label_column is None:
-            labels.append(_NO_LABEL)
-        else:
-            labels.append(_parse_label(row[tsv.label_column], spec, fmt, path, line))
-        if tsv.index_column is None:
-            indices.append(row_number)
-        else:
-            indices.append(_parse_index(row[tsv.index_column], path, line))
-    if not labels:
+    selected: dict[str, int] = dict(zip(spec.text_fields, tsv.text_columns))
+    if tsv.label_column is not None:
+        selected[spec.label_field] = tsv.label_column
+    if tsv.index_column is not None:
+        selected["idx"] = tsv.index_column
+    table = read_delimited(
+        path,
+        selected,
+        delimiter="\t",
+        quoting=False,
+        has_header=tsv.has_header,
+        num_columns=tsv.num_columns,
+        context=f"GLUE task {spec.name!r}",
+    )
+    if not len(table):
         raise ValueError(f"{path}: no data rows (split {split!r} of {spec.name!r} is empty).")
-    columns[spec.label_field] = labels
-    columns["idx"] = indices
+    columns: dict[str, list] = {field: table.columns[field] for field in spec.text_fields}
+    if tsv.label_column is None:
+        columns[spec.label_field] = [_NO_LABEL] * len(table)
+    else:
+        parser = LabelParser.for_task(spec, label_ids=fmt.label_map, accept_ids=False)
+        columns[spec.label_field] = table.parse(spec.label_field, parser)
+    if tsv.index_column is None:
+        columns["idx"] = list(range(len(table)))
+    else:
+        columns["idx"] = [_parse_index(raw, table.where(row, "idx")) for row, raw in enumerate(table.columns["idx"])]
     return datasets.Dataset.from_dict(columns, features=glue_features(spec))
 
 
-def _read_rows(path: Path, tsv: TsvFile) -> Iterator[tuple[int, list[str]]]:
-    """Yield `(1-based line number, fields)` for each data row, checking the column count.
-
-    `QUOTE_NONE` because the text holds bare `"` characters that csv's default quoting would treat
-    as field delimiters, merging rows. `utf-8-sig` strips MRPC's byte-order mark. The csv module
-    does no NA parsing, so "NA", "null" or "nan" stay text.
-    """
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        expected = tsv.num_columns
-        if tsv.has_header:
-            header = next(reader, None)
-            if header is None:
-                raise ValueError(f"{path}: file is empty (expected a header line).")
-            expected = len(header)
-            if expected < tsv.min_columns():
-                raise ValueError(
-                    f"{path}, line 1: header has {expected} column(s), but the {path.parent.name} layout "
-                    f"needs at least {tsv.min_columns()}."
-                )
-        for row in reader:
-            if len(row) != expected:
-                raise ValueError(
-                    f"{path}, line {reader.line_num}: expected {expected} tab-separated columns, "
-                    f"found {len(row)}."
-                )
-            yield reader.line_num, row
-
-
-def _parse_label(raw: str, spec: TaskSpec, fmt: GlueFormat, path: Path, line: int) -> int | float:
-    """Turn a raw label string into a class id, or a float target for regression tasks."""
-    if fmt.label_map is not None:
-        try:
-            return fmt.label_map[raw]
-        except KeyError:
-            raise ValueError(
-                f"{path}, line {line}: label {raw!r} is not one of {sorted(fmt.label_map)} ({spec.name})."
-            ) from None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{path}, line {line}: score {raw!r} is not a number ({spec.name}).") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{path}, line {line}: score {raw!r} is not a finite number ({spec.name}).")
-    if spec.regression_range is not None:
-        low, high = spec.regression_range
-        if not low <= value <= high:
-            raise ValueError(f"{path}, line {line}: score {value} is outside [{low}, {high}] ({spec.name}).")
-    return value
-
-
-def _parse_index(raw: str, path: Path, line: int) -> int:
+def _parse_index(raw: str, where: str) -> int:
     """Parse the file's example-index column."""
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"{path}, line {line}: index {raw!r} is not an integer.") from None
+        raise ValueError(f"{where}: index {raw!r} is not an integer.") from None

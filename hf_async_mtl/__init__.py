@@ -5,9 +5,8 @@ methods, and asynchronous convergence through self-distillation of converged tas
 NAACL 2022 industry track).
 """
 
-from .callbacks import AsyncConvergenceCallback
+from .async_kd import AsyncConvergenceCallback, ConvergenceMonitor, distillation_loss, kl_distillation_loss
 from .config import MultiTaskTrainingArguments
-from .convergence import ConvergenceMonitor
 from .data import (
     MultiTaskDataCollator,
     MultiTaskDataset,
@@ -16,7 +15,6 @@ from .data import (
     tokenize_task,
     validate_task_dataset,
 )
-from .distill import distillation_loss, kl_distillation_loss
 from .metrics import compute_task_metrics, glue_score
 from .modeling import MultiTaskConfig, MultiTaskModel
 from .sampling import MultiTaskBatchSampler

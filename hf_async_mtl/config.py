@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from .sampling import COMPOSITIONS, SAMPLING_STRATEGIES
+from .weighting import available_weightings
 
-ASYNC_KD_METHOD = "async_kd"
+ASYNC_KD_ALIAS = "async_kd"  # --mtl_method async_kd = --mtl_method equal --async_kd
 KD_LOSS_TYPES = ("kl", "mse")
 KD_ENSEMBLE_TYPES = ("parameters", "predictions")
 KD_SOFT_LABEL_MODES = ("precompute", "on_demand")
@@ -27,15 +28,25 @@ class MultiTaskTrainingArguments(TrainingArguments):
         length_aware_batching: Group examples of similar length inside a task to cut padding.
 
     Task balancing:
-        mtl_method: `async_kd` (asynchronous convergence with self-distillation of converged tasks) or
-            any name of `hf_async_mtl.weighting.available_weightings()` (`equal`, `uncertainty`, `dwa`,
-            `gradnorm`, `pcgrad`, `cagrad`, `mgda`, ...).
+        mtl_method: Any name of `hf_async_mtl.weighting.available_weightings()` (`equal`, `static`,
+            `uncertainty`, `dwa`, `gradnorm`, `pcgrad`, `cagrad`, `mgda`, `imtl_g`, ...). `async_kd` is an
+            alias for `equal` with `async_kd=True`.
         mtl_method_options: Options of the weighting method (dict, or a JSON string on the command line).
 
-    Asynchronous convergence (`mtl_method="async_kd"`):
-        kd_patience: Evaluations without improvement of a task's main metric before it counts as converged.
+    Asynchronous convergence (`async_kd=True`, over any `mtl_method` and step composition):
+        async_kd: Once a task's selection metric has converged, train it by distillation to soft labels
+            of its best parameters while the other tasks keep their true labels (Lu et al., 2022).
+        kd_patience: Evaluations without improvement of a task's (smoothed) metric before it counts as converged.
         kd_min_delta: Smallest change that counts as an improvement.
         kd_min_steps: No task is declared converged before this step.
+        kd_smoothing: Patience runs on the mean of the last `kd_smoothing` evaluations (1 = raw values,
+            the paper's rule), so one noisy evaluation neither resets nor ends it.
+        kd_trivial_gate: A task may converge only once its smoothed best beats its trivial predictor
+            (training majority class / mean) on the selection split by `kd_margin_z` noise units.
+        kd_margin_z: Noise units of the gate's margin: z · s / sqrt(n) on n selection examples, s = 0.5
+            for accuracy / F1 and 1 for MCC / correlations (z = 2: CoLA's MCC on 500 examples must pass 0.089).
+        kd_refresh: A converged task keeps being evaluated; when its selection metric beats its
+            teacher's by the same margin, the current parameters become its teacher and relabel it.
         kd_require_improvement: A task converges only after its metric improved at least once over its
             first evaluation (a task still on its initial plateau is not distilled from a model that
             has learnt nothing).
@@ -70,16 +81,27 @@ class MultiTaskTrainingArguments(TrainingArguments):
     )
     mtl_method: str = field(
         default="equal",
-        metadata={"help": "'async_kd' or a weighting method name (equal, static, uncertainty, dwa, gradnorm, rlw, famo, pcgrad, gradvac, cagrad, mgda, imtl_g)."},
+        metadata={"help": "Weighting method (equal, static, uncertainty, dwa, gradnorm, rlw, famo, pcgrad, gradvac, cagrad, mgda, imtl_g, nash_mtl); 'async_kd' = equal with --async_kd."},
     )
     mtl_method_options: dict | str | None = field(
         default=None, metadata={"help": "Options of the weighting method as a JSON object, e.g. '{\"temperature\": 2.0}'."}
+    )
+    async_kd: bool = field(
+        default=False, metadata={"help": "Asynchronous convergence: converged tasks train by self-distillation (over any mtl_method)."}
     )
     kd_patience: int = field(default=3, metadata={"help": "async_kd: evaluations without improvement before a task has converged."})
     kd_min_delta: float = field(default=0.0, metadata={"help": "async_kd: smallest metric change that counts as an improvement."})
     kd_min_steps: int = field(default=0, metadata={"help": "async_kd: no task converges before this step."})
     kd_require_improvement: bool = field(
         default=True, metadata={"help": "async_kd: converge only after the metric improved over its first evaluation."}
+    )
+    kd_smoothing: int = field(default=2, metadata={"help": "async_kd: patience on the mean of the last N evaluations (1 = raw)."})
+    kd_trivial_gate: bool = field(
+        default=True, metadata={"help": "async_kd: converge only once the metric beats the trivial predictor by kd_margin_z noise units."}
+    )
+    kd_margin_z: float = field(default=2.0, metadata={"help": "async_kd: noise units (z) of the trivial-predictor gate and of teacher refresh."})
+    kd_refresh: bool = field(
+        default=False, metadata={"help": "async_kd: a converged task takes a new teacher when its metric later beats the teacher's by the margin."}
     )
     kd_temperature: float = field(default=1.0, metadata={"help": "async_kd: temperature of the KL distillation loss."})
     kd_loss: str = field(default="kl", metadata={"help": f"async_kd: distillation loss, one of {KD_LOSS_TYPES}."})
@@ -117,15 +139,16 @@ class MultiTaskTrainingArguments(TrainingArguments):
             except json.JSONDecodeError as error:
                 raise ValueError(f"mtl_method_options is not valid JSON: {error.msg}.") from None
         self.mtl_method_options = dict(self.mtl_method_options or {})
-        if self.mtl_method != ASYNC_KD_METHOD:
-            from .weighting import available_weightings
-
-            if self.mtl_method not in available_weightings():
-                raise ValueError(
-                    f"Unknown mtl_method {self.mtl_method!r}; known: {[ASYNC_KD_METHOD, *available_weightings()]}."
-                )
+        if self.mtl_method == ASYNC_KD_ALIAS:
+            self.mtl_method, self.async_kd = "equal", True
+        if self.mtl_method not in available_weightings():
+            raise ValueError(f"Unknown mtl_method {self.mtl_method!r}; known: {[*available_weightings(), ASYNC_KD_ALIAS]}.")
         if self.kd_patience < 1:
             raise ValueError(f"kd_patience must be >= 1, got {self.kd_patience}.")
+        if self.kd_smoothing < 1:
+            raise ValueError(f"kd_smoothing must be >= 1, got {self.kd_smoothing}.")
+        if not self.kd_margin_z >= 0:
+            raise ValueError(f"kd_margin_z must be >= 0, got {self.kd_margin_z}.")
         if self.kd_min_delta < 0:
             raise ValueError(f"kd_min_delta must be >= 0, got {self.kd_min_delta}.")
         if self.kd_temperature <= 0:
@@ -140,8 +163,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(f"kd_ensemble must be one of {KD_ENSEMBLE_TYPES}, got {self.kd_ensemble!r}.")
         if self.kd_soft_labels not in KD_SOFT_LABEL_MODES:
             raise ValueError(f"kd_soft_labels must be one of {KD_SOFT_LABEL_MODES}, got {self.kd_soft_labels!r}.")
-        if self.mtl_method == ASYNC_KD_METHOD and self.eval_strategy == "no":
-            raise ValueError("mtl_method='async_kd' monitors validation metrics: set eval_strategy to 'steps' or 'epoch'.")
+        if self.async_kd and self.eval_strategy == "no":
+            raise ValueError("async_kd monitors validation metrics: set eval_strategy to 'steps' or 'epoch'.")
 
     def __getstate__(self) -> dict:
         # The Trainer pickles its arguments into every checkpoint (training_args.bin), which
@@ -149,13 +172,3 @@ class MultiTaskTrainingArguments(TrainingArguments):
         state = dict(self.__dict__)
         state["hub_token"] = None
         return state
-
-    @property
-    def uses_async_kd(self) -> bool:
-        """Whether converged tasks switch to self-distillation."""
-        return self.mtl_method == ASYNC_KD_METHOD
-
-    @property
-    def weighting_name(self) -> str:
-        """The loss-weighting method combining the task losses (async_kd combines with equal weights)."""
-        return "equal" if self.uses_async_kd else self.mtl_method

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -15,6 +13,7 @@ import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from .tabular import LabelParser, read_delimited, read_json
 from .tasks import TaskSpec
 
 TASK_IDS_COLUMN = "task_ids"
@@ -25,93 +24,38 @@ MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 # ---- user-defined tasks from files ------------------------------------------------------------
 
 
-def _read_delimited(path: str, delimiter: str) -> list[dict[str, str]]:
-    # QUOTE_NONE: GLUE-style files hold bare quotes inside text; no NA parsing ("NA", "null" are text).
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
-        rows = list(reader)
-    if not rows:
-        raise ValueError(f"{path}: the file is empty (a header line and at least one row are needed).")
-    header, body = rows[0], rows[1:]
-    records = []
-    for line_number, row in enumerate(body, start=2):
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise ValueError(
-                f"{path}, line {line_number}: {len(row)} fields, the header has {len(header)} ({header})."
-            )
-        records.append(dict(zip(header, row)))
-    return records
-
-
-def _read_json(path: str) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        return list(json.loads(text))
-    records = []
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}, line {line_number}: not valid JSON ({error.msg}).") from None
-    return records
+_DELIMITERS = {".tsv": "\t", ".csv": ","}
 
 
 def load_task_file(spec: TaskSpec, path: str | os.PathLike) -> datasets.Dataset:
     """Load one split of a user-defined task from a CSV, TSV or JSON / JSON-lines file.
 
-    The file needs the spec's text columns and its label column; classification labels may be
-    given as label names or as integer ids. Returns a dataset with the text columns, `label` and `idx`.
+    The file needs the spec's text columns and its label column (a header line names the columns
+    of a CSV / TSV file); other columns are ignored. Classification labels may be given as label
+    names or as integer ids; regression targets as numbers (text or JSON numbers), inside
+    `spec.regression_range` if set. Files are read by `hf_async_mtl.tabular`: `.csv` with csv's
+    usual quoting, `.tsv` with none (`"` is text, as in the GLUE files), no NA parsing, blank lines
+    skipped everywhere. Errors are one line naming the task, the file, the line (or JSON record)
+    and the column. Returns a dataset with the text columns, `label` and `idx` (row number from 0).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Task {spec.name!r}: data file {path} does not exist.")
     suffix = os.path.splitext(path)[1].lower()
-    if suffix in (".tsv", ".csv"):
-        records = _read_delimited(path, "\t" if suffix == ".tsv" else ",")
+    context = f"Task {spec.name!r}"
+    needed = {name: name for name in (*spec.text_fields, spec.label_field)}
+    if suffix in _DELIMITERS:
+        table = read_delimited(path, needed, delimiter=_DELIMITERS[suffix], quoting=suffix == ".csv", context=context)
     elif suffix in (".json", ".jsonl"):
-        records = _read_json(path)
+        table = read_json(path, needed, context=context)
     else:
         raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .json or .jsonl.")
-    if not records:
-        raise ValueError(f"Task {spec.name!r}: {path} holds no examples.")
-    needed = [*spec.text_fields, spec.label_field]
-    missing = [column for column in needed if column not in records[0]]
-    if missing:
-        raise ValueError(f"Task {spec.name!r}: {path} has no column {missing}; columns: {sorted(records[0])}.")
-    columns: dict[str, list[Any]] = {field: [] for field in spec.text_fields}
-    labels = []
-    for row_number, record in enumerate(records, start=1):
-        for field in spec.text_fields:
-            value = record.get(field)
-            if value is None:
-                raise ValueError(f"Task {spec.name!r}: {path}, example {row_number}: field {field!r} is missing.")
-            columns[field].append(str(value))
-        labels.append(_parse_label(spec, record.get(spec.label_field), f"{path}, example {row_number}"))
-    columns["label"] = labels
-    columns["idx"] = list(range(len(labels)))
+    if not len(table):
+        raise ValueError(f"{context}: {path} holds no examples.")
+    columns: dict[str, list[Any]] = {field: [str(value) for value in table.columns[field]] for field in spec.text_fields}
+    columns["label"] = table.parse(spec.label_field, LabelParser.for_task(spec))
+    columns["idx"] = list(range(len(table)))
     return datasets.Dataset.from_dict(columns)
-
-
-def _parse_label(spec: TaskSpec, raw: Any, where: str) -> int | float:
-    if spec.is_regression:
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"Task {spec.name!r}: {where}: regression target {raw!r} is not a number.") from None
-        return value
-    names = spec.label_names or ()
-    if isinstance(raw, str) and raw in names:
-        return names.index(raw)
-    try:
-        label_id = int(raw)
-    except (TypeError, ValueError):
-        raise ValueError(f"Task {spec.name!r}: {where}: label {raw!r} is not one of {list(names)}.") from None
-    return label_id
 
 
 # ---- validation -------------------------------------------------------------------------------
@@ -207,9 +151,9 @@ class MultiTaskDataset(torch.utils.data.Dataset):
     """The tasks' datasets side by side; global index = task offset + index inside the task.
 
     Every item carries `example_ids` (its index inside its task), so the trainer can look up the
-    stored soft labels of a distilled task (`set_soft_labels`) when it computes the loss. Looking
-    them up at loss time rather than collation time keeps prefetched batches and worker
-    processes correct right after a task switches to distillation.
+    soft labels of a distilled task when it computes the loss. Looking them up at loss time rather
+    than collation time keeps prefetched batches and worker processes correct right after a task
+    switches to distillation.
     """
 
     def __init__(self, task_datasets: Mapping[str, datasets.Dataset]) -> None:
@@ -219,7 +163,6 @@ class MultiTaskDataset(torch.utils.data.Dataset):
         self.task_names = list(self.task_datasets)
         sizes = [len(d) for d in self.task_datasets.values()]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-        self.soft_labels: dict[str, torch.Tensor] = {}
 
     @property
     def task_sizes(self) -> dict[str, int]:
@@ -246,16 +189,6 @@ class MultiTaskDataset(torch.utils.data.Dataset):
     def lengths(self) -> dict[str, list[int]]:
         """Token lengths per task (for length-aware batching)."""
         return {name: [len(ids) for ids in d["input_ids"]] for name, d in self.task_datasets.items()}
-
-    def set_soft_labels(self, task: str, soft_labels: torch.Tensor) -> None:
-        """Attach a task's stored soft labels (one row per training example, in dataset order)."""
-        if task not in self.task_datasets:
-            raise KeyError(f"Unknown task {task!r}; tasks: {self.task_names}.")
-        if soft_labels.shape[0] != len(self.task_datasets[task]):
-            raise ValueError(
-                f"Task {task!r}: {soft_labels.shape[0]} soft labels for {len(self.task_datasets[task])} training examples."
-            )
-        self.soft_labels[task] = soft_labels.detach().float().cpu()
 
 
 _COLLATED_COLUMNS = frozenset((*MODEL_INPUT_COLUMNS, "labels", TASK_IDS_COLUMN, EXAMPLE_IDS_COLUMN))

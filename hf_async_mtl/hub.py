@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .model_card import build_model_card, build_task_card
 
-if TYPE_CHECKING:
-    from .modeling import MultiTaskModel
 
 
 def _push_folder(
@@ -45,7 +43,7 @@ def _push_folder(
 
 
 def push_model_to_hub(
-    model: MultiTaskModel,
+    model: Any,
     repo_id: str,
     *,
     commit_message: str | None = None,
@@ -79,7 +77,7 @@ def push_model_to_hub(
 
 
 def push_task_to_hub(
-    model: MultiTaskModel,
+    model: Any,
     task_name: str,
     repo_id: str,
     *,

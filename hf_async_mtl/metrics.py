@@ -1,19 +1,34 @@
-"""Task metrics computed locally with numpy/scipy.
+"""Task metrics: built-in ones computed locally with numpy/scipy, plus optional `evaluate` modules.
 
 `evaluate.load(...)` fetches metric scripts from the Hugging Face Hub, which is not reachable in
-offline training jobs, so the GLUE metrics are re-implemented here. Each metric takes
+offline training jobs, so the GLUE metrics are re-implemented here (`METRICS`). Each takes
 `(predictions, labels)` as 1-D arrays of class ids (classification) or floats (regression) and
 returns a Python float.
+
+A task may add `evaluate` modules (`TaskSpec.evaluate_metrics`: Hub ids, or paths of local metric
+scripts, which load offline). `compute_task_metrics` loads each one with `evaluate.load` the first
+time it is needed, caches it for the process (by id; a path by its absolute path) and calls
+`compute(predictions=..., references=...)` with the same 1-D predictions and labels as the
+built-in metrics. The numeric values it returns (ints, floats, numpy scalars; lists, strings and
+the like are dropped) join the metrics dict under their own keys; a key already taken (a built-in
+metric of the task, `"score"`, or an earlier module's key) is prefixed with the module's name,
+e.g. `max_error_accuracy` for key `accuracy` of `metrics/max_error.py`. An id that cannot be
+loaded, or a module whose computation fails, raises a one-line `ValueError` naming the task and
+the metric id.
 """
 
 from __future__ import annotations
 
+import numbers
+import os
+import re
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
 
-from hf_async_mtl.tasks import TaskSpec
+from hf_async_mtl.tasks import TaskSpec, as_column
 
 __all__ = [
     "METRICS",
@@ -23,6 +38,8 @@ __all__ = [
     "pearson",
     "spearmanr",
     "compute_task_metrics",
+    "evaluate_module_name",
+    "load_evaluate_metric",
     "main_metric_value",
     "glue_score",
 ]
@@ -128,17 +145,99 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 
-def _as_column(array: np.ndarray, what: str, spec: TaskSpec) -> np.ndarray:
-    """Flatten `[N]` or `[N, 1]` to `[N]`; anything else is a shape error."""
-    if array.ndim == 2 and array.shape[1] == 1:
-        return array[:, 0]
-    if array.ndim != 1:
-        raise ValueError(f"Task {spec.name!r}: {what} must have shape [N] or [N, 1], got {array.shape}.")
-    return array
+# Loaded `evaluate` modules, by metric id (a local path: by its absolute path).
+_EVALUATE_MODULES: dict[str, Any] = {}
+
+
+def _is_local_path(metric_id: str) -> bool:
+    """A metric id names a local script (or directory) rather than a Hub module."""
+    return (
+        metric_id.endswith(".py")
+        or metric_id.startswith((".", "~", os.sep))
+        or (os.altsep is not None and metric_id.startswith(os.altsep))
+        or os.path.exists(metric_id)
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def evaluate_module_name(metric_id: str) -> str:
+    """The name that prefixes a module's colliding keys: the id's last part, without `.py`."""
+    name = os.path.basename(metric_id.rstrip("/\\"))
+    if name.endswith(".py"):
+        name = name[: -len(".py")]
+    return re.sub(r"[^0-9A-Za-z_]", "_", name) or "evaluate"
+
+
+def load_evaluate_metric(task: str, metric_id: str) -> Any:
+    """The `evaluate` module `metric_id` of task `task`, loaded on first use and then cached.
+
+    Raises:
+        ValueError: one line naming the task and the metric id, when the local script does not
+            exist or `evaluate.load` fails (an unknown Hub id, no network, a broken script).
+    """
+    key = os.path.abspath(os.path.expanduser(metric_id)) if _is_local_path(metric_id) else metric_id
+    module = _EVALUATE_MODULES.get(key)
+    if module is not None:
+        return module
+    if _is_local_path(metric_id) and not os.path.exists(key):
+        raise ValueError(f"Task {task!r}: evaluate metric {metric_id!r} cannot be loaded: no metric script at {key}.")
+    try:
+        import evaluate
+
+        module = evaluate.load(key, keep_in_memory=True)
+    except Exception as error:  # noqa: BLE001 - any failure becomes one clear line
+        raise ValueError(f"Task {task!r}: evaluate metric {metric_id!r} cannot be loaded ({_one_line(error)}).") from None
+    _EVALUATE_MODULES[key] = module
+    return module
+
+
+def _as_number(value: Any) -> float | None:
+    """`value` as a float when it is a real number (not a bool); otherwise `None`."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.integer, np.floating)):
+        return None
+    return float(value)
+
+
+def _evaluate_metrics(
+    spec: TaskSpec, predictions: np.ndarray, labels: np.ndarray, taken: set[str]
+) -> dict[str, float]:
+    """Numeric results of `spec.evaluate_metrics`; keys in `taken` get the module-name prefix."""
+    modules = [(metric_id, load_evaluate_metric(spec.name, metric_id)) for metric_id in spec.evaluate_metrics]
+    results: dict[str, float] = {}
+    for metric_id, module in modules:
+        try:
+            output = module.compute(predictions=predictions.tolist(), references=labels.tolist())
+        except Exception as error:  # noqa: BLE001
+            raise ValueError(f"Task {spec.name!r}: evaluate metric {metric_id!r} failed ({_one_line(error)}).") from None
+        numeric = {str(name): _as_number(value) for name, value in (output or {}).items()}
+        numeric = {name: value for name, value in numeric.items() if value is not None}
+        if not numeric:
+            raise ValueError(
+                f"Task {spec.name!r}: evaluate metric {metric_id!r} returned no number (got {sorted(output or {})})."
+            )
+        for name, value in numeric.items():
+            key = name if name not in taken else f"{evaluate_module_name(metric_id)}_{name}"
+            if key in taken:
+                raise ValueError(
+                    f"Task {spec.name!r}: evaluate metric {metric_id!r} returns {name!r}, and {key!r} is taken too."
+                )
+            taken.add(key)
+            results[key] = value
+    return results
 
 
 def compute_task_metrics(spec: TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Compute every metric of `spec.metrics` plus `"score"`, their unweighted mean.
+    """Compute every metric of `spec.metrics` and `spec.evaluate_metrics`, plus `"score"`.
+
+    `"score"` is the unweighted mean of the built-in `spec.metrics` (the GLUE convention); only a
+    task without built-in metrics averages the numbers its `evaluate` modules return instead.
+    `evaluate` modules are loaded on the first call (see the module docstring for their keys).
 
     Args:
         spec: The task; decides classification vs regression and which metrics to report.
@@ -151,13 +250,14 @@ def compute_task_metrics(spec: TaskSpec, predictions: np.ndarray, labels: np.nda
 
     Raises:
         ValueError: on empty input, mismatched or wrong shapes, non-finite values, labels outside
-            the task's classes (e.g. the `-1` of an unlabelled test split) or an unknown metric.
+            the task's classes (e.g. the `-1` of an unlabelled test split), an unknown metric, an
+            `evaluate` module that cannot be loaded or fails, or a `main_metric` not among the keys.
     """
     unknown = [name for name in spec.metrics if name not in METRICS]
     if unknown:
         raise ValueError(f"Task {spec.name!r}: unknown metric(s) {unknown}; known metrics: {sorted(METRICS)}.")
     predictions = np.asarray(predictions)
-    labels = _as_column(np.asarray(labels), "labels", spec)
+    labels = as_column(np.asarray(labels), f"Task {spec.name!r}: labels")
     if predictions.shape[0:1] == (0,) or labels.size == 0:
         raise ValueError(f"Task {spec.name!r}: cannot compute metrics on empty predictions/labels.")
     if not np.all(np.isfinite(predictions)):
@@ -165,7 +265,7 @@ def compute_task_metrics(spec: TaskSpec, predictions: np.ndarray, labels: np.nda
         raise ValueError(f"Task {spec.name!r}: predictions contain NaN or infinite values.")
 
     if spec.is_regression:
-        predictions = _as_column(predictions, "regression predictions", spec).astype(np.float64)
+        predictions = as_column(predictions, f"Task {spec.name!r}: regression predictions").astype(np.float64)
         labels = labels.astype(np.float64)
         if not np.all(np.isfinite(labels)):
             raise ValueError(f"Task {spec.name!r}: labels contain NaN or infinite values.")
@@ -190,7 +290,14 @@ def compute_task_metrics(spec: TaskSpec, predictions: np.ndarray, labels: np.nda
             f"Task {spec.name!r}: {predictions.shape[0]} predictions but {labels.shape[0]} labels."
         )
     results = {name: METRICS[name](predictions, labels) for name in spec.metrics}
-    results["score"] = float(np.mean(list(results.values())))
+    extra = _evaluate_metrics(spec, predictions, labels, taken={*results, "score"}) if spec.evaluate_metrics else {}
+    score = float(np.mean(list(results.values() or extra.values())))
+    results.update(extra)
+    results["score"] = score
+    if spec.main_metric not in results:
+        raise ValueError(
+            f"Task {spec.name!r}: main metric {spec.main_metric!r} not among the computed metrics {sorted(results)}."
+        )
     return results
 
 

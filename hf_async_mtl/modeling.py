@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -19,6 +18,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from .losses import task_loss
 from .tasks import TaskSpec, check_unique_names
 
 POOLING_MODES = ("cls", "pooler", "mean", "max")
@@ -80,13 +80,6 @@ class MultiTaskConfig(PretrainedConfig):
     def hidden_size(self) -> int:
         """Width of the encoder's hidden states (and of the pooled vector)."""
         return self.encoder_config.hidden_size
-
-
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, is_regression: bool) -> torch.Tensor:
-    """Hard-label loss of one task: mean squared error for regression, cross-entropy otherwise."""
-    if is_regression:
-        return F.mse_loss(logits.view(-1).float(), labels.view(-1).float())
-    return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), labels.view(-1).long())
 
 
 def read_sentence_transformers_pooling(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> str | None:

@@ -1,73 +1,84 @@
-"""What a checkpoint must hold beyond the Trainer's own files, so a resumed run continues identically."""
+"""What a checkpoint holds of the weighting method beyond the Trainer's own files, so a resumed run continues identically."""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from collections import defaultdict
 
+import numpy as np
 import torch
 from transformers.trainer_utils import get_last_checkpoint
 
-if TYPE_CHECKING:
-    from .trainer import MultiTaskTrainer
+from .weighting import WeightingMethod
 
 WEIGHTING_STATE_NAME = "weighting_state.pt"
 
 
-class MultiTaskCheckpointState:
-    """Saves and restores the weighting method's state and the asynchronous-convergence state.
+class StepLosses:
+    """The task losses of the optimizer step in progress, handed to the weighting method once the step ends.
 
-    The sampler needs nothing here: it is deterministic per seed and epoch, and the Trainer resumes
-    its position by skipping the batches already trained on.
+    Loss-history methods (DWA, FAMO, ...) see each step's mean loss per task exactly once
+    (`WeightingMethod.after_optimizer_step`); micro-batches of gradient accumulation add up in between.
     """
 
-    def __init__(self, trainer: MultiTaskTrainer) -> None:
-        self.trainer = trainer
+    def __init__(self, weighting: WeightingMethod) -> None:
+        self.weighting = weighting
+        self.losses: dict[str, list[float]] = defaultdict(list)
+        self.step = 0
 
-    def _async_callback(self):
-        from .callbacks import AsyncConvergenceCallback
+    def record(self, task: str, value: float, step: int) -> None:
+        """One micro-batch's loss of `task` during optimizer step `step`."""
+        if self.losses and step != self.step:
+            self.flush()
+        self.step = step
+        self.losses[task].append(value)
 
-        for callback in self.trainer.callback_handler.callbacks:
-            if isinstance(callback, AsyncConvergenceCallback):
-                return callback
-        return None
+    def flush(self) -> None:
+        """Hand the recorded step's mean losses to the weighting method (nothing if none were recorded)."""
+        if self.losses:
+            self.weighting.after_optimizer_step({t: float(np.mean(v)) for t, v in self.losses.items()}, self.step)
+            self.losses.clear()
+
+
+class WeightingCheckpointState:
+    """Saves and restores the weighting method's state in a checkpoint directory.
+
+    The sampler needs nothing here: it is deterministic per seed and epoch, and the Trainer resumes
+    its position by skipping the batches already trained on. Losses are handed over at the end of
+    each optimizer step, so a checkpoint (written after that) has none pending.
+    """
+
+    def __init__(self, weighting: WeightingMethod, step_losses: StepLosses) -> None:
+        self.weighting = weighting
+        self.step_losses = step_losses
 
     def save(self, directory: str) -> None:
-        """Write the extra state into checkpoint `directory` (main process only)."""
-        if not self.trainer.args.should_save:
-            return
+        """Write the weighting state into checkpoint `directory`."""
         os.makedirs(directory, exist_ok=True)
-        # The losses of the step just finished are handed to the method at the start of the next step;
-        # keep them too, or DWA / FAMO bookkeeping would miss this step after a resume.
-        pending = {task: list(values) for task, values in self.trainer._step_losses.items()}
-        torch.save(
-            {"weighting": self.trainer.weighting.state_dict(), "pending_losses": pending, "pending_step": self.trainer._step_losses_at},
-            os.path.join(directory, WEIGHTING_STATE_NAME),
-        )
-        callback = self._async_callback()
-        if callback is not None:
-            callback.save_to(directory)
+        self.step_losses.flush()
+        torch.save({"weighting": self.weighting.state_dict()}, os.path.join(directory, WEIGHTING_STATE_NAME))
 
     def load(self, directory: str) -> None:
-        """Restore the extra state from checkpoint `directory`."""
+        """Restore the weighting state from checkpoint `directory`."""
         path = os.path.join(directory, WEIGHTING_STATE_NAME)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} is missing: {directory} was not written by MultiTaskTrainer.")
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        self.trainer.weighting.load_state_dict(saved["weighting"])
-        self.trainer._step_losses.clear()
-        self.trainer._step_losses.update({task: list(values) for task, values in saved["pending_losses"].items()})
-        self.trainer._step_losses_at = int(saved["pending_step"])
-        callback = self._async_callback()
-        if callback is not None:
-            callback.load_from(directory)
+        self.weighting.load_state_dict(saved["weighting"])
+        self.step_losses.losses.clear()
+        # Checkpoints of 0.1 kept the last step's losses pending: hand them over now.
+        for task, values in saved.get("pending_losses", {}).items():
+            self.step_losses.losses[task].extend(values)
+        self.step_losses.step = int(saved.get("pending_step", 0))
+        self.step_losses.flush()
 
-    def resolve(self, resume_from_checkpoint: str | bool) -> str:
+    @staticmethod
+    def resolve(resume_from_checkpoint: str | bool, output_dir: str) -> str:
         """The checkpoint directory `Trainer.train(resume_from_checkpoint=...)` will use."""
         if isinstance(resume_from_checkpoint, bool):
-            last = get_last_checkpoint(self.trainer.args.output_dir)
+            last = get_last_checkpoint(output_dir)
             if last is None:
-                raise ValueError(f"No checkpoint found in output directory {self.trainer.args.output_dir}.")
+                raise ValueError(f"No checkpoint found in output directory {output_dir}.")
             return last
         if not os.path.isdir(resume_from_checkpoint):
             raise ValueError(f"Can't find a valid checkpoint at {resume_from_checkpoint}.")

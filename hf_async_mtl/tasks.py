@@ -20,12 +20,20 @@ class TaskSpec:
         label_names: The class names, in label-id order, for a classification task. `None` makes
             the task a regression task with one float target.
         label_field: The column holding the label (an int id, or a float target for regression).
-        metrics: Names of the metrics reported for the task (see `hf_async_mtl.metrics.METRICS`).
+        metrics: Names of the built-in metrics reported for the task (see
+            `hf_async_mtl.metrics.METRICS`). May be empty when `evaluate_metrics` is not.
         main_metric: The metric that selects (convergence monitoring, best checkpoints). `"score"`
-            is the mean of `metrics`, the GLUE convention (MRPC: mean of F1 and accuracy).
+            is the mean of `metrics`, the GLUE convention (MRPC: mean of F1 and accuracy). With
+            `evaluate_metrics`, it may also name a key those modules return (checked when metrics
+            are computed, since the keys are only known then).
         greater_is_better: Direction of `main_metric`.
         regression_range: Inclusive `(low, high)` bounds a regression target must lie in, if any.
         validation_splits: Names of the evaluation splits (MNLI has matched and mismatched).
+        evaluate_metrics: `evaluate` modules reported besides `metrics`: Hub ids (`"accuracy"`,
+            `"evaluate-metric/f1"`) or paths of local metric scripts (`"metrics/max_error.py"`).
+            They are configuration: nothing is loaded when the spec is built; `compute_task_metrics`
+            loads each with `evaluate.load` the first time it is needed and caches it. See
+            `hf_async_mtl.metrics` for how their results join the built-in ones.
     """
 
     name: str
@@ -38,6 +46,7 @@ class TaskSpec:
     regression_range: tuple[float, float] | None = None
     validation_splits: tuple[str, ...] = ("validation",)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    evaluate_metrics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_PATTERN.match(self.name):
@@ -58,9 +67,20 @@ class TaskSpec:
             if len(set(self.label_names)) != len(self.label_names):
                 raise ValueError(f"Task {self.name!r}: label_names contain duplicates: {self.label_names!r}.")
         object.__setattr__(self, "metrics", tuple(self.metrics))
-        if not self.metrics:
+        if isinstance(self.evaluate_metrics, str):
+            raise ValueError(
+                f"Task {self.name!r}: evaluate_metrics must be a sequence of metric ids, got the string "
+                f"{self.evaluate_metrics!r}."
+            )
+        object.__setattr__(self, "evaluate_metrics", tuple(self.evaluate_metrics))
+        bad_ids = [m for m in self.evaluate_metrics if not isinstance(m, str) or not m.strip()]
+        if bad_ids:
+            raise ValueError(f"Task {self.name!r}: evaluate_metrics holds invalid metric ids {bad_ids!r}.")
+        if len(set(self.evaluate_metrics)) != len(self.evaluate_metrics):
+            raise ValueError(f"Task {self.name!r}: evaluate_metrics contain duplicates: {self.evaluate_metrics!r}.")
+        if not self.metrics and not self.evaluate_metrics:
             raise ValueError(f"Task {self.name!r}: at least one metric is needed.")
-        if self.main_metric != "score" and self.main_metric not in self.metrics:
+        if self.main_metric != "score" and self.main_metric not in self.metrics and not self.evaluate_metrics:
             raise ValueError(
                 f"Task {self.name!r}: main_metric {self.main_metric!r} must be 'score' (mean of metrics) "
                 f"or one of {self.metrics!r}."
@@ -108,3 +128,15 @@ def check_unique_names(specs: list[TaskSpec] | tuple[TaskSpec, ...]) -> None:
         if spec.name in seen:
             raise ValueError(f"Task {spec.name!r} is given twice; task names must be unique.")
         seen.add(spec.name)
+
+
+def as_column(values: Any, what: str) -> Any:
+    """Flatten regression outputs or labels of shape `[N]` or `[N, 1]` to `[N]` (numpy array or tensor alike).
+
+    Anything else is a `ValueError` naming `what`.
+    """
+    if values.ndim == 2 and values.shape[1] == 1:
+        return values[:, 0]
+    if values.ndim != 1:
+        raise ValueError(f"{what} must have shape [N] or [N, 1], got {tuple(values.shape)}.")
+    return values

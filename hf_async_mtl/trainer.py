@@ -14,19 +14,21 @@ import datasets
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, speed_metrics
 
+from .async_kd.callback import AsyncConvergenceCallback
+from .async_kd.losses import distillation_loss
+from .async_kd.soft_labels import SoftLabels
 from .config import MultiTaskTrainingArguments
 from .data import EXAMPLE_IDS_COLUMN, TASK_IDS_COLUMN, MultiTaskDataCollator, MultiTaskDataset
-from .distill import distillation_loss
 from .gradients import per_task_gradient_step
+from .losses import task_loss
 from .metrics import compute_task_metrics, glue_score
-from .modeling import task_loss
+from .model_card import build_model_card
 from .sampling import MultiTaskBatchSampler
-from .state import MultiTaskCheckpointState
+from .state import StepLosses, WeightingCheckpointState
 from .tasks import TaskSpec, check_unique_names
-from .teacher import OnDemandTeacher
 from .weighting import build_weighting
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,17 @@ class _EpochDataLoader(DataLoader):
 
     def set_epoch(self, epoch: int) -> None:
         self.batch_sampler.set_epoch(epoch)
+
+
+class _HandStepLosses(TrainerCallback):
+    """After each optimizer step, hands that step's task losses to the weighting method (DWA, FAMO, ...)."""
+
+    def __init__(self, step_losses: StepLosses) -> None:
+        self.step_losses = step_losses
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.step_losses.flush()
+        return control
 
 
 class MultiTaskTrainer(Trainer):
@@ -88,7 +101,7 @@ class MultiTaskTrainer(Trainer):
                 raise ValueError("Pass processing_class (the tokenizer) or a data_collator.")
             data_collator = MultiTaskDataCollator(processing_class)
         task_names = list(self.task_specs)
-        self.weighting = build_weighting(args.weighting_name, task_names, **args.mtl_method_options)
+        self.weighting = build_weighting(args.mtl_method, task_names, **args.mtl_method_options)
         self.step_composition = args.step_composition
         if self.step_composition == "auto":
             self.step_composition = "all_tasks" if self.weighting.needs_all_tasks else "one_task"
@@ -111,15 +124,20 @@ class MultiTaskTrainer(Trainer):
         self.loss_is_scaled_for_ga = False
         self.model_accepts_loss_kwargs = False
         self._task_metrics: dict[str, list[float]] = defaultdict(list)
-        self._step_losses: dict[str, list[float]] = defaultdict(list)
-        self._step_losses_at = 0
-        self.checkpoint_state = MultiTaskCheckpointState(self)
-        # Converged tasks under kd_soft_labels="on_demand": their teachers label rows as batches draw them.
-        self.teachers: dict[str, OnDemandTeacher] = {}
-        if args.uses_async_kd:
-            from .callbacks import AsyncConvergenceCallback
+        self.step_losses = StepLosses(self.weighting)
+        self.add_callback(_HandStepLosses(self.step_losses))
+        self.checkpoint_state = WeightingCheckpointState(self.weighting, self.step_losses)
+        # Converged tasks (async-KD): their soft labels, set through `switch_to_distillation`.
+        self.soft_labels: dict[str, SoftLabels] = {}
+        self.async_convergence = AsyncConvergenceCallback(self) if args.async_kd else None
+        if self.async_convergence is not None:
+            self.add_callback(self.async_convergence)
 
-            self.add_callback(AsyncConvergenceCallback(self))
+    def switch_to_distillation(self, task: str, soft_labels: SoftLabels) -> None:
+        """From now on `task` trains against `soft_labels` (KD loss) instead of its true labels."""
+        if task not in self.task_specs:
+            raise ValueError(f"switch_to_distillation: unknown task {task!r}; tasks: {list(self.task_specs)}.")
+        self.soft_labels[task] = soft_labels
 
     # ---- data ---------------------------------------------------------------------------------
 
@@ -176,11 +194,8 @@ class MultiTaskTrainer(Trainer):
         labels = batch.pop("labels", None)
         example_ids = batch.pop(EXAMPLE_IDS_COLUMN, None)
         soft_labels = None
-        if model.training and example_ids is not None:
-            if task in self.teachers:
-                soft_labels = self.teachers[task].soft_labels(self.accelerator.unwrap_model(model), batch, example_ids).to(labels.device)
-            elif task in self.train_dataset.soft_labels:
-                soft_labels = self.train_dataset.soft_labels[task][example_ids.cpu()].to(labels.device)
+        if model.training and example_ids is not None and task in self.soft_labels:
+            soft_labels = self.soft_labels[task].lookup(self.accelerator.unwrap_model(model), batch, example_ids).to(labels.device)
         outputs = model(**batch)
         if soft_labels is not None:
             loss = distillation_loss(
@@ -234,14 +249,9 @@ class MultiTaskTrainer(Trainer):
         return loss
 
     def _record_losses(self, losses: Mapping[str, torch.Tensor]) -> None:
-        # A new optimizer step began: hand the finished step's losses to the weighting method once.
-        if self.state.global_step != self._step_losses_at and self._step_losses:
-            self.weighting.after_optimizer_step({t: float(np.mean(v)) for t, v in self._step_losses.items()}, self._step_losses_at)
-            self._step_losses.clear()
-        self._step_losses_at = self.state.global_step
         for task, loss in losses.items():
             value = float(loss.detach())
-            self._step_losses[task].append(value)
+            self.step_losses.record(task, value, self.state.global_step)
             self._task_metrics[f"loss_{task}"].append(value)
 
     def create_optimizer(self, model=None):
@@ -331,22 +341,45 @@ class MultiTaskTrainer(Trainer):
 
     # ---- Hub ----------------------------------------------------------------------------------
 
-    def create_model_card(self, **kwargs: Any) -> None:
+    def create_model_card(
+        self, language: Any = None, license: str | None = None, tags: Any = None, model_name: str | None = None,
+        finetuned_from: str | None = None, tasks: Any = None, dataset_tags: Any = None, dataset: Any = None,
+        dataset_args: Any = None,
+    ) -> None:
         """Write `output_dir/README.md` (what `push_to_hub` uploads): tasks, last evaluation, method and settings.
 
-        Takes `Trainer.create_model_card`'s arguments; see `hf_async_mtl.model_card.trainer_model_card`.
+        Takes `Trainer.create_model_card`'s arguments; `tasks`, `dataset_tags` and `dataset_args` are not
+        used (the card lists the model's own tasks). See `hf_async_mtl.model_card.build_model_card`.
         """
-        if self.is_world_process_zero():
-            from .model_card import trainer_model_card
-
-            os.makedirs(self.args.output_dir, exist_ok=True)
-            trainer_model_card(self, **kwargs).save(os.path.join(self.args.output_dir, "README.md"))
+        if not self.is_world_process_zero():
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        card = build_model_card(
+            model.config,
+            repo_id=getattr(self, "hub_model_id", None) or self.args.hub_model_id,
+            model_name=model_name,
+            args=self.args,
+            task_specs=self.task_specs,
+            log_history=self.state.log_history,
+            step_composition=self.step_composition,
+            convergence=self.async_convergence.report() if self.async_convergence is not None else None,
+            base_model=finetuned_from,
+            tags=tags,
+            datasets=dataset,
+            language=language,
+            license=license,
+        )
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        card.save(os.path.join(self.args.output_dir, "README.md"))
 
     # ---- checkpoints --------------------------------------------------------------------------
 
     def _save_checkpoint(self, model, trial) -> None:
         super()._save_checkpoint(model, trial)
-        self.checkpoint_state.save(self._checkpoint_dir())
+        if self.args.should_save:
+            self.checkpoint_state.save(self._checkpoint_dir())
+            if self.async_convergence is not None:
+                self.async_convergence.save_to(self._checkpoint_dir())
 
     def _checkpoint_dir(self) -> str:
         return os.path.join(self._get_output_dir(trial=None), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
@@ -354,5 +387,8 @@ class MultiTaskTrainer(Trainer):
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """As `Trainer.train`; a resumed run also restores weighting, convergence and soft-label state."""
         if resume_from_checkpoint:
-            self.checkpoint_state.load(self.checkpoint_state.resolve(resume_from_checkpoint))
+            directory = self.checkpoint_state.resolve(resume_from_checkpoint, self.args.output_dir)
+            self.checkpoint_state.load(directory)
+            if self.async_convergence is not None:
+                self.async_convergence.load_from(directory)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)

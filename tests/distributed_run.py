@@ -30,7 +30,8 @@ def main(out_dir: str, method: str, per_device_batch: int) -> None:
     encoder.hidden_dropout_prob = encoder.attention_probs_dropout_prob = 0.0
     torch.manual_seed(0)
     model = MultiTaskModel(MultiTaskConfig(encoder_config=encoder, tasks=[t.head_config() for t in TASKS], pooling="mean", classifier_dropout=0.0))
-    extra = {"kd_patience": 1, "kd_min_delta": 10.0, "kd_require_improvement": False} if method.startswith("async_kd") else {}
+    extra = {"kd_patience": 1, "kd_min_delta": 10.0, "kd_require_improvement": False, "kd_smoothing": 1,
+             "kd_trivial_gate": False} if method.startswith("async_kd") else {}
     if method == "async_kd_on_demand":
         method, extra["kd_soft_labels"] = "async_kd", "on_demand"
     args = MultiTaskTrainingArguments(
@@ -45,9 +46,8 @@ def main(out_dir: str, method: str, per_device_batch: int) -> None:
     seen = [int(i) for batch in trainer.get_train_dataloader() for i in batch["example_ids"]][:40] if method == "equal" else []
     rank = trainer.args.process_index
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
-        soft = {t: v.tolist() for t, v in trainer.train_dataset.soft_labels.items()}
-        # On demand: each rank's own cache (NaN rows = not drawn by this rank), NaN written as null.
-        soft.update({t: [[None if x != x else x for x in row] for row in teacher.table.tolist()] for t, teacher in trainer.teachers.items()})
+        # On demand: each rank's own table (NaN rows = not drawn by this rank), NaN written as null.
+        soft = {t: [[None if x != x else x for x in row] for row in labels.table.tolist()] for t, labels in trainer.soft_labels.items()}
         json.dump({"metrics": metrics, "first_examples": seen, "soft_labels": soft, "world_size": trainer.args.world_size}, handle)
     if trainer.is_world_process_zero():
         torch.save({k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}, os.path.join(out_dir, "params.pt"))

@@ -1,4 +1,6 @@
-"""The statistics the GLUE-5 benchmark's conclusions rest on (benchmarks/summarize.py)."""
+"""The statistics the GLUE-5 benchmark's conclusions rest on (benchmarks/summarize.py, v2: benchmarks/summarize_v2.py)."""
+
+import json
 
 import numpy as np
 import pytest
@@ -81,3 +83,151 @@ def test_single_task_runs_make_one_glue5_entry_per_complete_seed():
     assert entry["seeds"] == [0, 1]
     assert entry["final"]["glue5"] == pytest.approx((52.0, np.std([50, 54], ddof=1)))
     assert entry["best_selected"]["glue5_by_seed"] == pytest.approx({"0": 51.0, "1": 55.0})
+
+
+def test_decline_table_skips_a_task_missing_from_some_runs():
+    runs = [_run("equal", 0, 50.0), _run("equal", 1, 52.0)]
+    runs[1]["tasks"] = [t for t in TASKS if t != "rte"]  # seed 1 has no RTE: its decline dict lacks it
+    for curve in runs[1]["curves"]:
+        curve.pop("eval_rte_score")
+    one_task = _run("famo", 0, 48.0)
+    one_task["tasks"] = ["mrpc"]  # a run whose curves have one task only
+    table = aggregate(runs + [one_task])
+    assert table["equal"]["decline"]["rte"] == pytest.approx(0.0)  # from seed 0 alone
+    assert table["famo"]["decline"] == {"mrpc": pytest.approx(-5.0)}
+    text = markdown(table, "profile")  # used to raise KeyError
+    assert "| famo | – | – | -5.00 | – | – | -5.00 |" in text
+
+
+# ---- v2 (benchmarks/summarize_v2.py) ---------------------------------------------------------------------
+
+def _v2_run(method: str, seed: int, selection: dict, dev: dict, steps=(200, 400, 600), wall: float = 600.0) -> dict:
+    """A v2 per-run JSON: per task, its selection-split and dev curves (0..1, one value per evaluation)."""
+    tasks = list(selection)
+    curves = []
+    for index, step in enumerate(steps):
+        log = {"step": step, "epoch": 0.1 * index, "eval_loss": 0.5}
+        for task in tasks:
+            log[f"eval_{task}_score"] = selection[task][index]
+            log[f"eval_{task}_dev_score"] = dev[task][index]
+        curves.append(log)
+    return {"profile": "minilm", "version": 2, "method": method, "seed": seed, "tasks": tasks,
+            "settings": {"model": "tiny", "max_steps": steps[-1]}, "train_sizes": {t: 100 for t in tasks},
+            "curves": curves, "train_logs": [], "convergence": None, "wall_seconds": wall, "peak_rss_mb": 900.0,
+            "provenance": {"commit": "0123456789abcdef", "dirty": False, "packages": {}, "machine": {}}}
+
+
+def _flat_v2_run(method: str, seed: int, score: float, tasks=TASKS) -> dict:
+    """A v2 run whose every task scores `score` (×100) on dev at every evaluation (selection 0.5 flat)."""
+    return _v2_run(method, seed, {t: [0.5] * 3 for t in tasks}, {t: [score / 100] * 3 for t in tasks})
+
+
+# Hand-checked curves (three evaluations at steps 200, 400, 600).
+HAND_SELECTION = {"cola": [0.30, 0.50, 0.40], "sst2": [0.80, 0.85, 0.90], "mrpc": [0.80, 0.84, 0.78],
+                  "stsb": [0.70, 0.80, 0.85], "rte": [0.55, 0.60, 0.58]}
+HAND_DEV = {"cola": [0.28, 0.45, 0.41], "sst2": [0.79, 0.86, 0.88], "mrpc": [0.85, 0.83, 0.77],
+            "stsb": [0.68, 0.82, 0.84], "rte": [0.54, 0.60, 0.58]}
+
+
+def test_v2_views_of_one_run_by_hand():
+    from benchmarks.summarize_v2 import run_views
+
+    result = run_views(_v2_run("equal", 0, HAND_SELECTION, HAND_DEV))
+    views = result["views"]
+    # final: the last evaluation's dev scores
+    assert views["final"] == pytest.approx({"cola": 41, "sst2": 88, "mrpc": 77, "stsb": 84, "rte": 58})
+    # selected: selection GLUE-5 per evaluation is 63.0, 71.8, 70.2 -> the evaluation at step 400
+    assert result["steps"]["selected"] == 400
+    assert views["selected"] == pytest.approx({"cola": 45, "sst2": 86, "mrpc": 83, "stsb": 82, "rte": 60})
+    # per-task selected: cola/mrpc/rte peak on selection at 400, sst2/stsb at 600
+    assert views["per_task_selected"] == pytest.approx({"cola": 45, "sst2": 88, "mrpc": 83, "stsb": 84, "rte": 60})
+    # oracle: each task's best dev (MRPC's is at step 200, before its selection peak)
+    assert views["oracle"] == pytest.approx({"cola": 45, "sst2": 88, "mrpc": 85, "stsb": 84, "rte": 60})
+    assert result["steps"]["oracle"]["mrpc"] == 200
+
+
+def test_v2_selection_ties_go_to_the_first_evaluation():
+    from benchmarks.summarize_v2 import run_views
+
+    selection = {"cola": [0.2, 0.4, 0.4], "rte": [0.6, 0.4, 0.3]}  # selection GLUE 0.40, 0.40, 0.35: a tie
+    dev = {"cola": [0.1, 0.2, 0.3], "rte": [0.5, 0.6, 0.7]}
+    result = run_views(_v2_run("equal", 0, selection, dev))
+    assert result["steps"]["selected"] == 200
+    assert result["views"]["selected"] == pytest.approx({"cola": 10, "rte": 50})
+    assert result["steps"]["per_task_selected"] == {"cola": 400, "rte": 200}  # cola ties at 400 and 600
+
+
+def test_v2_aggregate_and_paired_difference_with_t_interval():
+    from scipy import stats
+
+    from benchmarks.summarize_v2 import aggregate, paired_differences
+
+    runs = [_flat_v2_run("equal", 0, 70.0), _flat_v2_run("equal", 1, 72.0),
+            _flat_v2_run("async_kd", 0, 71.0), _flat_v2_run("async_kd", 1, 75.0), _flat_v2_run("async_kd", 2, 90.0)]
+    table = aggregate(runs)
+    glue5 = table["equal"]["views"]["final"]["glue5"]
+    assert (glue5["mean"], glue5["std"], glue5["n"]) == pytest.approx((71.0, np.std([70, 72], ddof=1), 2))
+    assert table["async_kd"]["views"]["oracle"]["glue4"]["mean"] == pytest.approx(np.mean([71, 75, 90]))
+    pair = paired_differences(table)["async_kd − equal"]["final"]["glue5"]
+    # seed 2 has no equal run: differences 1 and 3 only
+    assert pair["n"] == 2 and pair["per_seed"] == pytest.approx([1.0, 3.0])
+    half = stats.t.ppf(0.975, 1) * np.std([1.0, 3.0], ddof=1) / np.sqrt(2)
+    assert half == pytest.approx(12.706, abs=1e-3)
+    assert pair["mean"] == pytest.approx(2.0)
+    assert pair["interval"] == pytest.approx([2.0 - half, 2.0 + half])
+    assert "async_kd − static" not in paired_differences(table)  # a pair without runs is left out
+
+
+def test_summarize_v2_writes_files_and_survives_missing_runs_and_tasks(tmp_path):
+    from benchmarks.summarize_v2 import summarize_v2
+
+    per_run = tmp_path / "per_run"
+    per_run.mkdir()
+    runs = [_v2_run("equal", 0, HAND_SELECTION, HAND_DEV)]
+    # Under equal, MRPC and RTE peak and decline on dev in both seeds (the design's precondition); CoLA ends
+    # 4 points below its best in seed 0 but only 0.5 in seed 1: not in most seeds.
+    runs.append(_v2_run("equal", 1, HAND_SELECTION, {**HAND_DEV, "cola": [0.28, 0.45, 0.445], "rte": [0.54, 0.62, 0.55]}))
+    runs += [_flat_v2_run("async_kd", 0, 73.0), _flat_v2_run("async_kd", 1, 74.0, tasks=TASKS[:4])]  # seed 1: no RTE
+    runs[-2]["convergence"] = {t: {"converged": True, "converged_step": 400, "best_step": 200,
+                                   "metric_at_convergence": 0.5, "final_metric": 0.5, "history": []} for t in TASKS}
+    runs += [_flat_v2_run(f"single_{t}", 0, 60.0, tasks=[t]) for t in TASKS]
+    runs += [_flat_v2_run("single_cola", 1, 99.0, tasks=["cola"])]  # seed 1 incomplete: no single_task entry
+    for run in runs:
+        (per_run / f"{run['method']}_s{run['seed']}.json").write_text(json.dumps(run))
+    (per_run / "broken_s0.json").write_text("{")  # an unreadable file is skipped
+    (tmp_path / "references.json").write_text(json.dumps({
+        "trivial_predictor": {t: {"score": 10.0 * i} for i, t in enumerate(TASKS)}, "trivial_glue5": 20.0,
+        "trivial_glue4": 15.0, "stsb_zero_shot_cosine": {"score": 86.84, "pearson": 86.96, "spearmanr": 86.72,
+                                                         "source": "anchor.md"}}))
+    summary = summarize_v2(str(tmp_path))
+    for name in ("summary.json", "results.md", "curves_equal.png", "curves_async_kd.png", "cola_curves.png",
+                 "comparison.png"):
+        assert (tmp_path / name).is_file(), name
+    methods = summary["methods"]
+    assert methods["single_task"]["seeds"] == [0]
+    assert methods["single_task"]["views"]["final"]["glue5"]["mean"] == pytest.approx(60.0)
+    assert methods["single_task"]["wall_minutes"] == pytest.approx(50.0)  # five 10-minute models
+    # async_kd seed 1 lacks RTE: per-task cells use the seeds that have the task, GLUE-5 the complete seeds
+    final = methods["async_kd"]["views"]["final"]
+    assert final["tasks"]["cola"]["n"] == 2 and final["tasks"]["rte"]["n"] == 1
+    assert final["glue5"]["n"] == 1 and final["glue4"]["n"] == 2
+    # equal: oracle gaps of seed 0 by hand (72.4 - 69.6 and 72.4 - 71.2)
+    assert methods["equal"]["oracle_gap"]["final"]["by_seed"]["0"] == pytest.approx(2.8)
+    assert methods["equal"]["oracle_gap"]["selected"]["by_seed"]["0"] == pytest.approx(1.2)
+    pairs = summary["paired_differences"]
+    assert pairs["async_kd − single_task"]["final"]["glue5"]["n"] == 1
+    assert pairs["async_kd − equal"]["final"]["cola"]["n"] == 2
+    curves = summary["equal_curves"]
+    assert curves["declining_tasks"] == ["mrpc", "rte"] and curves["design_met"]
+    assert curves["tasks"]["cola"]["declining_seeds"]["dev"] == 1 and not curves["tasks"]["cola"]["peaks_and_declines"]
+    text = (tmp_path / "results.md").read_text()
+    assert "trivial predictor" in text and "n=1, no interval" in text and "01234567" in text
+    assert "upper bound" in text and "GLUE-4 (no RTE)" in text
+    assert json.loads((tmp_path / "summary.json").read_text())["runs"] == len(runs)
+
+
+def test_summarize_v2_with_no_runs(tmp_path):
+    from benchmarks.summarize_v2 import summarize_v2
+
+    summary = summarize_v2(str(tmp_path))
+    assert summary["methods"] == {} and (tmp_path / "results.md").is_file()

@@ -47,6 +47,46 @@ def test_cli_trains_and_writes_results(tmp_path, tiny_checkpoint):
     assert os.path.isfile(out / "model.safetensors") and os.path.isfile(out / "config.json")
 
 
+def tiny_glue5(root, rows: int = 16):
+    """The first `rows` examples of each GLUE-5 train/dev file (real formats), under `root`."""
+    from tests.conftest import GLUE_DIR
+
+    for task in ("CoLA", "SST-2", "MRPC", "STS-B", "RTE"):
+        (root / task).mkdir(parents=True)
+        for split in ("train", "dev"):
+            with open(os.path.join(GLUE_DIR, task, f"{split}.tsv"), encoding="utf-8") as handle:
+                lines = [next(handle) for _ in range(rows + 1)]
+            (root / task / f"{split}.tsv").write_text("".join(lines), encoding="utf-8")
+    return root
+
+
+def test_cli_async_kd_composes_with_a_gradient_method_on_glue5(tmp_path, tiny_checkpoint):
+    # IMTL-G takes one batch of every task per step; async-KD switches converged tasks to distillation on top.
+    glue = tiny_glue5(tmp_path / "glue")
+    out = tmp_path / "out"
+    argv = ["--model_name_or_path", tiny_checkpoint, "--tasks", "cola,sst2,mrpc,stsb,rte", "--glue_dir", str(glue),
+            "--output_dir", str(out), "--max_steps", "6", "--per_device_train_batch_size", "4", "--eval_steps", "2",
+            "--max_seq_length", "32", "--use_cpu", "--disable_tqdm", "true", "--save_strategy", "no",
+            "--selection_split_fraction", "0.25", "--do_train", "--do_eval", "--mtl_method", "imtl_g", "--async_kd",
+            "--kd_patience", "1", "--kd_min_delta", "10", "--kd_require_improvement", "false", "--kd_smoothing", "1",
+            "--kd_trivial_gate", "false", "--logging_steps", "1"]
+    _, _, training_args = run_glue_mtl.parse_args(argv)
+    assert training_args.mtl_method == "imtl_g" and training_args.async_kd
+    run_glue_mtl.main(argv)
+    report = json.loads((out / "convergence_report.json").read_text())
+    # Every task's first evaluation (step 2) stays best under the huge min_delta: all converge at step 4.
+    assert {t: (r["converged_step"], r["teacher_steps"]) for t, r in report.items()} == {
+        t: (4, [2]) for t in ("cola", "sst2", "mrpc", "stsb", "rte")
+    }
+    state = json.loads((out / "trainer_state.json").read_text())
+    weights = [log for log in state["log_history"] if "train_weight_cola" in log]
+    assert weights and all(f"train_loss_{t}" in weights[-1] for t in ("cola", "sst2", "mrpc", "stsb", "rte"))
+    from hf_async_mtl.model_card import method_settings
+
+    settings = method_settings(training_args, "all_tasks")
+    assert settings["mtl_method"] == "imtl_g" and settings["async_kd"] is True
+
+
 def test_cli_json_config_equals_flags(tmp_path, tiny_checkpoint):
     glue = write_glue(tmp_path / "glue")
     from_flags = run_glue_mtl.parse_args(base_args(glue, tiny_checkpoint, tmp_path / "out"))
@@ -127,11 +167,12 @@ def test_shipped_json_configs_parse():
     for name in names:
         model_args, data_args, training_args = run_glue_mtl.parse_args([os.path.join(configs, name)])
         assert data_args.task_list == ["cola", "sst2", "mrpc", "stsb", "rte"]
-        assert training_args.mtl_method in ("async_kd", "equal")
+        assert training_args.mtl_method == "equal"
 
 
 MULTI_TASK_OPTIONS = (
-    "sampling_strategy", "step_composition", "mtl_method", "mtl_method_options", "kd_patience", "kd_min_delta",
+    "sampling_strategy", "step_composition", "mtl_method", "mtl_method_options", "async_kd", "kd_patience", "kd_min_delta",
+    "kd_smoothing", "kd_trivial_gate", "kd_margin_z", "kd_refresh",
     "kd_min_steps", "kd_temperature", "kd_loss", "kd_alpha", "kd_top_k", "kd_ensemble", "kd_snapshot_dir", "kd_stop_when_all_converged",
     "glue_dir", "selection_split_fraction", "custom_tasks_file",
 )
@@ -167,7 +208,7 @@ def test_cli_report_to_tensorboard_logs_task_scalars_and_convergence(tmp_path, t
     # kd_min_delta 10: no evaluation after the first improves, so both tasks converge at the second (step 4).
     run_glue_mtl.main(base_args(glue, tiny_checkpoint, tmp_path / "out") + [
         "--report_to", "tensorboard", "--logging_steps", "1", "--mtl_method", "async_kd", "--kd_patience", "1",
-        "--kd_min_delta", "10", "--kd_require_improvement", "false"])
+        "--kd_min_delta", "10", "--kd_require_improvement", "false", "--kd_smoothing", "1", "--kd_trivial_gate", "false"])
     scalars = {}
     for directory, _, names in os.walk(logs):
         if any(n.startswith("events.out.tfevents") for n in names):

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from hf_async_mtl.convergence import ConvergenceMonitor, ConvergenceUpdate
+from hf_async_mtl.async_kd.monitor import ConvergenceMonitor, ConvergenceUpdate
 
 
 def feed(monitor, task, values, start=1):
@@ -174,7 +174,7 @@ def test_load_state_dict_rejects_mismatched_tasks_or_directions():
 
 
 def test_require_improvement_keeps_a_task_on_its_initial_plateau_active():
-    from hf_async_mtl.convergence import ConvergenceMonitor
+    from hf_async_mtl.async_kd.monitor import ConvergenceMonitor
 
     plain = ConvergenceMonitor({"cola": True}, patience=2)
     guarded = ConvergenceMonitor({"cola": True}, patience=2, require_improvement=True)

@@ -87,6 +87,22 @@ def test_cola_no_header_no_final_newline(tmp_path: Path) -> None:
     assert ds.features == glue_features(GLUE_TASKS["cola"])
 
 
+def test_blank_lines_are_skipped_and_rows_numbered_without_them(tmp_path: Path) -> None:
+    # Blank (or whitespace-only) lines anywhere, trailing ones included, are not rows: `idx`
+    # counts data rows only, and errors still cite the physical line.
+    text = "\n" + "gj04\t1\t\tFirst.\n\n  \ngj04\t0\t*\tSecond.\r\n\n\n"
+    write_tsv(tmp_path, "CoLA", "train.tsv", text)
+    ds = load_glue_task("cola", "train", tmp_path)
+    assert ds["sentence"] == ["First.", "Second."] and ds["idx"] == [0, 1] and ds["label"] == [1, 0]
+    write_tsv(tmp_path, "RTE", "train.tsv", "\n" + RTE_HEADER + "\n0\tA.\tB.\tentailment\n\n1\tA.\tB.\tmaybe\n\n")
+    with pytest.raises(ValueError, match=r"train\.tsv, line 6, column 'label': label 'maybe'"):
+        load_glue_task("rte", "train", tmp_path)
+    # A line of tabs is a row of empty fields, not a blank line.
+    write_tsv(tmp_path, "RTE", "dev.tsv", RTE_HEADER + "0\tA.\tB.\tentailment\n\t\t\n")
+    with pytest.raises(ValueError, match="line 3: expected 4 tab-separated columns, found 3"):
+        load_glue_task("rte", "validation", tmp_path)
+
+
 def test_cola_test_has_header_and_index(tmp_path: Path) -> None:
     write_tsv(tmp_path, "CoLA", "test.tsv", "index\tsentence\n0\tBill whistled.\n1\tnull\n")
     ds = load_glue_task("cola", "test", tmp_path)
@@ -176,12 +192,14 @@ STSB_ROW = "0\tg\tf\ty\t1\tn\tn\tA.\tB.\t"
         ("RTE", "rte", RTE_HEADER + "0\tA.\tB.\tentailment\n1\tA.\tB.\n", 3,
          "expected 4 tab-separated columns, found 3"),
         ("RTE", "rte", RTE_HEADER + "0\tA.\tB.\tentailment\n1\tA.\tB\tC.\tentailment\n", 3, "found 5"),
-        ("RTE", "rte", RTE_HEADER + "0\tA.\tB.\tEntailment\n", 2, "label 'Entailment' is not one of"),
+        ("RTE", "rte", RTE_HEADER + "0\tA.\tB.\tEntailment\n", 2, "column 'label': label 'Entailment' is not one of"),
         ("RTE", "rte", RTE_HEADER + "zero\tA.\tB.\tentailment\n", 2, "index 'zero' is not an integer"),
-        ("CoLA", "cola", "gj04\t1\t\tOk.\ngj04\t2\t\tBad label.", 2, r"label '2' is not one of \['0', '1'\]"),
+        ("CoLA", "cola", "gj04\t1\t\tOk.\ngj04\t2\t\tBad label.", 2,
+         r"column index 1: label '2' is not one of \['0', '1'\]"),
         ("CoLA", "cola", "gj04\t1\t\tOk.\ngj04\t1\tBad row.", 2, "expected 4 tab-separated columns, found 3"),
-        ("STS-B", "stsb", STSB_HEADER + STSB_ROW + "1.0\n" + STSB_ROW + "high\n", 3, "score 'high' is not a number"),
-        ("STS-B", "stsb", STSB_HEADER + STSB_ROW + "nan\n", 2, "score 'nan' is not a finite number"),
+        ("STS-B", "stsb", STSB_HEADER + STSB_ROW + "1.0\n" + STSB_ROW + "high\n", 3,
+         "column 'score': regression target 'high' is not a number"),
+        ("STS-B", "stsb", STSB_HEADER + STSB_ROW + "nan\n", 2, "target 'nan' is not a finite number"),
         ("STS-B", "stsb", STSB_HEADER + STSB_ROW + "5.5\n", 2, r"outside \[0.0, 5.0\]"),
         ("STS-B", "stsb", STSB_HEADER + STSB_ROW + "-0.1\n", 2, "outside"),
         ("RTE", "rte", "index\tsentence1\n0\tA.\n", 1, "header has 2 column"),
@@ -194,7 +212,8 @@ def test_bad_rows_name_file_and_line(
     path = write_tsv(tmp_path, directory, file_name, text)
     with pytest.raises(ValueError, match=message) as info:
         load_glue_task(task, "train", tmp_path)
-    assert f"{path}, line {line}:" in str(info.value)
+    message = str(info.value)
+    assert f"GLUE task {task!r}: {path}, line {line}" in message and "\n" not in message
 
 
 @pytest.mark.parametrize("text", ["", RTE_HEADER])

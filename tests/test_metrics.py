@@ -171,3 +171,132 @@ def test_glue_score_is_mean_of_task_scores() -> None:
         glue_score({})
     with pytest.raises(ValueError, match="rte"):
         glue_score({"rte": {"accuracy": 0.7}})
+
+
+# ---- `evaluate` modules (TaskSpec.evaluate_metrics), loaded offline from local scripts ----------
+
+# A local `evaluate` metric script. Separate import lines: evaluate's dependency scan misreads
+# `import a, b`. It returns numbers, a list and a string (the last two are not reported).
+MAX_ERROR_SCRIPT = '''
+import datasets
+import evaluate
+
+
+class MaxError(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="Largest absolute error, the exact-match rate and the example count.",
+            citation="",
+            inputs_description="predictions, references: numbers",
+            features=datasets.Features(
+                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
+            ),
+        )
+
+    def _compute(self, predictions, references):
+        errors = [abs(p - r) for p, r in zip(predictions, references)]
+        return {
+            "max_error": max(errors),
+            "accuracy": sum(e == 0 for e in errors) / len(errors),
+            "count": len(errors),
+            "errors": errors,
+            "note": "not a number",
+        }
+'''
+
+EXACT_MATCH_SCRIPT = MAX_ERROR_SCRIPT.replace("class MaxError", "class ExactMatchRate").replace(
+    '''"max_error": max(errors),''', '''"score": 1.0 - max(errors),'''
+)
+
+
+def write_metric(directory, name: str, text: str = MAX_ERROR_SCRIPT) -> str:
+    path = directory / f"{name}.py"
+    path.write_text(text)
+    return str(path)
+
+
+def test_evaluate_metric_keys_join_builtins_with_prefix_on_collision(tmp_path, monkeypatch) -> None:
+    import evaluate
+
+    script = write_metric(tmp_path, "max_error")
+    exact = write_metric(tmp_path, "exact_match_rate", EXACT_MATCH_SCRIPT)
+    loads = []
+    real_load = evaluate.load
+    monkeypatch.setattr(evaluate, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    spec = TaskSpec(
+        name="binary_eval", text_fields=("s",), label_names=("no", "yes"), metrics=("f1", "accuracy"),
+        evaluate_metrics=(script, exact),
+    )
+    assert loads == []  # configuration only: nothing loaded when the spec is built
+    logits = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])  # argmax -> [1, 0, 1, 1]
+    labels = np.array([1, 1, 1, 0])
+    result = compute_task_metrics(spec, logits, labels)
+    # Built-ins: tp=2, fp=1, fn=1 -> F1 2/3; accuracy 2/4.
+    # max_error.py: |errors| = [0, 1, 0, 1] -> max_error 1, its "accuracy" 0.5 collides -> prefixed.
+    # exact_match_rate.py: "score" collides with the built-in -> prefixed; its "accuracy" and "count"
+    # collide with the built-in and with max_error.py's keys -> prefixed.
+    assert result == pytest.approx({
+        "f1": 2 / 3, "accuracy": 0.5,
+        "max_error": 1.0, "max_error_accuracy": 0.5, "count": 4.0,
+        "exact_match_rate_score": 0.0, "exact_match_rate_accuracy": 0.5, "exact_match_rate_count": 4.0,
+        "score": (2 / 3 + 0.5) / 2,  # the mean of the built-ins only, as before
+    })
+    assert all(type(v) is float for v in result.values())
+    assert len(loads) == 2
+    compute_task_metrics(spec, logits, labels)
+    assert len(loads) == 2  # cached after the first computation
+
+
+def test_evaluate_only_regression_task_with_evaluate_main_metric(tmp_path) -> None:
+    script = write_metric(tmp_path, "max_error")
+    spec = TaskSpec(
+        name="reg_eval", text_fields=("a", "b"), metrics=(), evaluate_metrics=(script,), main_metric="max_error",
+        greater_is_better=False,
+    )
+    result = compute_task_metrics(spec, np.array([[1.0], [2.5], [3.0]]), np.array([1.5, 2.5, 0.0]))
+    # errors [0.5, 0, 3]: max 3, exact 1/3, count 3; no built-in metric, so score averages these.
+    assert result == pytest.approx({"max_error": 3.0, "accuracy": 1 / 3, "count": 3.0, "score": (3 + 1 / 3 + 3) / 3})
+    assert main_metric_value(spec, result) == 3.0
+    typo = dataclasses.replace(spec, main_metric="max_eror")
+    with pytest.raises(ValueError, match="main metric 'max_eror' not among the computed metrics"):
+        compute_task_metrics(typo, np.array([1.0]), np.array([1.0]))
+
+
+def test_evaluate_metric_missing_script_fails_in_one_line(tmp_path) -> None:
+    missing = str(tmp_path / "no_such_metric.py")
+    spec = TaskSpec(name="broken", text_fields=("s",), label_names=("no", "yes"), evaluate_metrics=(missing,))
+    with pytest.raises(ValueError) as info:
+        compute_task_metrics(spec, np.array([[0.0, 1.0]]), np.array([1]))
+    message = str(info.value)
+    assert message.startswith(f"Task 'broken': evaluate metric {missing!r} cannot be loaded")
+    assert "\n" not in message
+
+
+def test_evaluate_metric_failing_compute_names_task_and_metric(tmp_path) -> None:
+    script = write_metric(tmp_path, "divide", MAX_ERROR_SCRIPT.replace("max(errors)", "1 / 0"))
+    spec = TaskSpec(name="odd_eval", text_fields=("s",), label_names=("no", "yes"), evaluate_metrics=(script,))
+    with pytest.raises(ValueError, match=r"Task 'odd_eval': evaluate metric .*divide\.py' failed \(ZeroDivisionError"):
+        compute_task_metrics(spec, np.array([[0.0, 1.0]]), np.array([1]))
+
+
+def test_evaluate_metrics_are_configuration() -> None:
+    import json
+
+    spec = TaskSpec(
+        name="cfg", text_fields=("s",), label_names=("no", "yes"), evaluate_metrics=["m/a.py", "accuracy"],
+        main_metric="a_key",
+    )
+    assert spec.evaluate_metrics == ("m/a.py", "accuracy")
+    # Round-trips through JSON the way run_glue_mtl reads a custom tasks file; heads are unchanged.
+    entry = json.loads(json.dumps(dataclasses.asdict(spec)))
+    assert TaskSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}) == spec
+    assert spec.head_config() == dataclasses.replace(spec, evaluate_metrics=(), main_metric="score").head_config()
+    assert hash(spec) == hash(dataclasses.replace(spec))
+    with pytest.raises(ValueError, match="sequence of metric ids"):
+        TaskSpec(name="cfg", text_fields=("s",), evaluate_metrics="m/a.py")
+    with pytest.raises(ValueError, match="duplicates"):
+        TaskSpec(name="cfg", text_fields=("s",), evaluate_metrics=("x", "x"))
+    with pytest.raises(ValueError, match="at least one metric"):
+        TaskSpec(name="cfg", text_fields=("s",), metrics=())
+    with pytest.raises(ValueError, match="main_metric 'a_key'"):
+        TaskSpec(name="cfg", text_fields=("s",), main_metric="a_key")

@@ -15,9 +15,9 @@ import run_glue_mtl
 from hf_async_mtl import MultiTaskModel, MultiTaskTrainer
 from hf_async_mtl.adapters import count_parameters, peft_config_from_dict
 from hf_async_mtl.gradients import shared_and_task_parameters
-from hf_async_mtl.snapshots import ParameterSnapshot
+from hf_async_mtl.async_kd.snapshots import ParameterSnapshot
 from tests.conftest import TASKS, make_model
-from tests.test_trainer import make_args, make_trainer
+from tests.test_trainer import make_args, make_trainer, teacher_pass
 
 # Tiny BERT (2 layers, hidden 32, vocab 30522): LoRA r=4 on query+value = 2 layers x 2 modules x (4x32 + 32x4),
 # heads = sentiment (32x2 + 2) + similarity (32x1 + 1).
@@ -177,8 +177,8 @@ def test_async_kd_with_lora_keeps_small_adapter_snapshots(tmp_path, tokenizer, t
     )
     trainer.train()
     during_training = list(captured)
-    callback = trainer.callback_handler.callbacks[-1]
-    assert callback.records["sentiment"]["converged_step"] == 4 and "sentiment" in trainer.train_dataset.soft_labels
+    callback = trainer.async_convergence
+    assert callback.records["sentiment"]["converged_step"] == 4 and "sentiment" in trainer.soft_labels
 
     model = trainer.model
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -195,8 +195,8 @@ def test_async_kd_with_lora_keeps_small_adapter_snapshots(tmp_path, tokenizer, t
     # The teacher of the converged task was the step-2 parameters: compare with the step-2 checkpoint.
     best = MultiTaskModel.from_pretrained(os.path.join(trainer.args.output_dir, "checkpoint-2")).eval()
     assert best.has_adapters
-    teacher = callback.teacher_outputs(best, "sentiment")
-    assert torch.allclose(trainer.train_dataset.soft_labels["sentiment"], teacher, atol=1e-5)
+    teacher = teacher_pass(best, train["sentiment"], tokenizer)
+    assert torch.allclose(trainer.soft_labels["sentiment"].table, teacher, atol=1e-5)
 
     # An adapter-only snapshot restored (strict=False) into a copy of a later model reproduces the snapshot model.
     snapshot = ParameterSnapshot.capture(model, callback._include("sentiment"), step=6, metric=0.0)

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from hf_async_mtl.snapshots import ParameterSnapshot, SnapshotKeeper, average_snapshots
+from hf_async_mtl.async_kd.snapshots import ParameterSnapshot, SnapshotKeeper, average_snapshots
 
 
 class TinyMTL(torch.nn.Module):
@@ -224,7 +224,7 @@ def test_tasks_with_a_best_at_the_same_step_share_the_encoder_copy():
     import torch
     from torch import nn
 
-    from hf_async_mtl.snapshots import SnapshotKeeper
+    from hf_async_mtl.async_kd.snapshots import SnapshotKeeper
 
     model = nn.ModuleDict({"encoder": nn.Linear(8, 8), "heads": nn.ModuleDict({"a": nn.Linear(8, 2), "b": nn.Linear(8, 1)})})
 

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import torch
 from safetensors.torch import load_file
 
-from .distill import save_safetensors_atomic
+from .storage import save_safetensors_atomic
 
 IncludeFn = Callable[[str, torch.Tensor], bool]
 

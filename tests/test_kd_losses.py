@@ -1,4 +1,4 @@
-"""Tests for KD losses, dataset fingerprints and the soft-label store."""
+"""Tests for KD losses, dataset fingerprints and atomic safetensors writes."""
 
 import math
 import os
@@ -7,18 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_async_mtl import distill
-from hf_async_mtl.distill import (
-    SoftLabelStore,
-    dataset_fingerprint,
+from hf_async_mtl.async_kd import storage
+from hf_async_mtl.async_kd.losses import (
     distillation_loss,
     ensemble_teacher_outputs,
     kl_distillation_loss,
-    load_soft_labels,
     mse_logits_distillation_loss,
     regression_distillation_loss,
-    save_soft_labels,
 )
+from hf_async_mtl.async_kd.soft_labels import SoftLabels
+from hf_async_mtl.async_kd.storage import dataset_fingerprint
 
 STUDENT = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]
 TEACHER = [[2.0, 0.0, 1.0], [1.0, 1.0, -2.0]]
@@ -150,56 +148,49 @@ def test_fingerprint_depends_on_split_and_order_not_container():
         dataset_fingerprint([[1.5, 2.0]])
 
 
+def _table_labels(task, table, fingerprint="f"):
+    return SoftLabels(task, [], is_regression=table.shape[1] == 1, num_examples=table.shape[0], fingerprint=fingerprint, table=table)
+
+
 def test_soft_label_round_trip_with_metadata(tmp_path):
     path = tmp_path / "labels" / "sst2.safetensors"
     logits = torch.randn(5, 3, dtype=torch.float64)
     fp = dataset_fingerprint([[i, i + 1] for i in range(5)])
-    save_soft_labels(path, logits, task="sst2", fingerprint=fp, metadata={"best_step": 120, "best_metric": 0.91})
-    loaded, meta = load_soft_labels(path, task="sst2", fingerprint=fp)
-    assert loaded.dtype == torch.float32 and loaded.shape == (5, 3)
-    assert torch.equal(loaded, logits.float())
-    assert meta["task"] == "sst2" and meta["num_examples"] == "5" and meta["fingerprint"] == fp
-    assert meta["best_step"] == "120" and float(meta["best_metric"]) == 0.91
-    assert "created_at" in meta
+    labels = SoftLabels("sst2", [], is_regression=False, num_examples=5, fingerprint=fp, table=logits, metadata={"teacher_steps": "120"})
+    labels.save(path)
+    loaded = SoftLabels.load(path, task="sst2", fingerprint=fp)
+    assert loaded.table.dtype == torch.float32 and loaded.table.shape == (5, 3)
+    assert torch.equal(loaded.table, logits.float())
+    assert loaded.complete and loaded.metadata == {"teacher_steps": "120"}
     assert os.listdir(path.parent) == ["sst2.safetensors"]  # no temp file left
-
-
-def test_regression_soft_labels_are_stored_as_column(tmp_path):
-    store = SoftLabelStore(tmp_path)
-    store.save("stsb", torch.tensor([1.0, 2.5, 4.0]), fingerprint="fp")
-    loaded, _ = store.load("stsb", fingerprint="fp")
-    assert loaded.shape == (3, 1) and loaded[:, 0].tolist() == [1.0, 2.5, 4.0]
-    assert store.exists("stsb") and not store.exists("rte")
 
 
 def test_mismatches_are_refused_naming_the_file(tmp_path):
     path = tmp_path / "rte.safetensors"
-    save_soft_labels(path, torch.zeros(4, 2), task="rte", fingerprint="abc")
-    with pytest.raises(ValueError, match=r"rte\.safetensors.*different training set"):
-        load_soft_labels(path, task="rte", fingerprint="abd")
-    with pytest.raises(ValueError, match=r"rte\.safetensors.*task 'rte', not 'mrpc'"):
-        load_soft_labels(path, task="mrpc", fingerprint="abc")
+    _table_labels("rte", torch.zeros(4, 2), "abc").save(path)
+    with pytest.raises(ValueError, match=r"rte\.safetensors.*other training data"):
+        SoftLabels.load(path, task="rte", fingerprint="abd")
+    with pytest.raises(ValueError, match=r"rte\.safetensors.*holds task 'rte', expected 'mrpc'"):
+        SoftLabels.load(path, task="mrpc", fingerprint="abc")
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
-        load_soft_labels(tmp_path / "missing.safetensors", task="rte", fingerprint="abc")
+        SoftLabels.load(tmp_path / "missing.safetensors", task="rte", fingerprint="abc")
 
 
 def test_row_count_mismatch_is_refused(tmp_path):
     path = tmp_path / "cola.safetensors"
-    distill.save_safetensors_atomic(
-        path, {"soft_labels": torch.zeros(3, 2)},
-        {"format": distill.SOFT_LABELS_FORMAT, "task": "cola", "fingerprint": "f", "num_examples": "4"},
+    storage.save_safetensors_atomic(
+        path, {"table": torch.zeros(3, 2)},
+        {"format": "hf_async_mtl.soft_labels.v2", "task": "cola", "fingerprint": "f", "num_examples": "4",
+         "is_regression": "false", "num_teachers": "0"},
     )
-    with pytest.raises(ValueError, match=r"cola\.safetensors.*inconsistent"):
-        load_soft_labels(path, task="cola", fingerprint="f")
+    with pytest.raises(ValueError, match=r"cola\.safetensors.*table of shape \(3, 2\) for 4 examples"):
+        SoftLabels.load(path, task="cola", fingerprint="f")
 
 
-def test_bad_soft_labels_and_metadata_rejected(tmp_path):
+def test_non_finite_teacher_outputs_are_refused():
+    labels = SoftLabels("x", [{"w": torch.zeros(1)}], is_regression=False, num_examples=2, fingerprint="f")
     with pytest.raises(ValueError, match="non-finite"):
-        save_soft_labels(tmp_path / "x.safetensors", torch.tensor([[0.0, math.nan]]), task="x", fingerprint="f")
-    with pytest.raises(ValueError, match="reserved"):
-        save_soft_labels(tmp_path / "x.safetensors", torch.zeros(1, 2), task="x", fingerprint="f",
-                         metadata={"task": "y"})
-    assert not (tmp_path / "x.safetensors").exists()
+        labels._store(torch.tensor([0]), torch.tensor([[0.0, math.nan]]))
 
 
 def test_crash_mid_write_leaves_no_file(tmp_path, monkeypatch):
@@ -210,23 +201,22 @@ def test_crash_mid_write_leaves_no_file(tmp_path, monkeypatch):
             handle.write(b"\x08\x00\x00\x00partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(distill, "save_file", exploding_writer)
+    monkeypatch.setattr(storage, "save_file", exploding_writer)
     with pytest.raises(OSError, match="disk full"):
-        save_soft_labels(path, torch.zeros(2, 2), task="qnli", fingerprint="f")
+        _table_labels("qnli", torch.zeros(2, 2)).save(path)
     assert not path.exists()
     assert os.listdir(tmp_path) == []
 
 
 def test_failed_overwrite_keeps_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "qqp.safetensors"
-    save_soft_labels(path, torch.ones(2, 2), task="qqp", fingerprint="f")
+    _table_labels("qqp", torch.ones(2, 2)).save(path)
 
     def exploding_writer(tensors, filename, metadata=None):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(distill, "save_file", exploding_writer)
+    monkeypatch.setattr(storage, "save_file", exploding_writer)
     with pytest.raises(RuntimeError):
-        save_soft_labels(path, torch.zeros(2, 2), task="qqp", fingerprint="f")
-    loaded, _ = load_soft_labels(path, task="qqp", fingerprint="f")
-    assert torch.equal(loaded, torch.ones(2, 2))
+        _table_labels("qqp", torch.zeros(2, 2)).save(path)
+    assert torch.equal(SoftLabels.load(path, task="qqp", fingerprint="f").table, torch.ones(2, 2))
     assert os.listdir(tmp_path) == ["qqp.safetensors"]

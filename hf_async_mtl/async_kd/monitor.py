@@ -5,6 +5,19 @@ separately, when its validation metric has stopped improving and at which step i
 step's parameters become the task's teacher. `ConvergenceMonitor` is the bookkeeping for this:
 feed it the validation values after every evaluation and it reports new bests and tasks that have
 just converged (patience-based early stopping, per task).
+
+The paper gives no rule for small, noisy validation sets, where the plain rule (patience on raw
+values) converges on a blip: CoLA's MCC going 0 → 0.07 → 0 on 500 examples looks like a peak. Two
+guards make the decision rest on evidence (both off by default here, on by default in
+`MultiTaskTrainingArguments`):
+
+- `smoothing`: patience runs on the mean of the last `smoothing` values, so one blip neither resets
+  nor ends it;
+- `floors`: a task converges only once its smoothed best clears a floor — its trivial predictor's
+  value (majority class / training mean) plus a margin for the split's size (`convergence_floor`) —
+  so a task that has learnt nothing is never frozen into a teacher that knows nothing.
+
+The teacher is always the best *raw* value's step (`best_step`), the step whose parameters were kept.
 """
 
 from __future__ import annotations
@@ -13,7 +26,29 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+# How far a metric's value on n examples strays by chance, per unit of 1/sqrt(n): a proportion at most
+# 0.5 (binomial sd at p = 1/2); a correlation or MCC near 0 about 1 (its sd under no association).
+_NOISE_SCALE = {"accuracy": 0.5, "f1": 0.5, "matthews_correlation": 1.0, "pearson": 1.0, "spearmanr": 1.0}
+
+
+def convergence_floor(trivial_value: float, metrics: tuple[str, ...], num_examples: int, z: float,
+                      greater_is_better: bool = True) -> float:
+    """The value a task's smoothed best must clear before it may converge.
+
+    `trivial_value` is the trivial predictor's value of the monitored metric on the selection split,
+    `metrics` the metrics it averages (one for a single metric), `num_examples` the split's size and
+    `z` the number of noise units demanded: floor = trivial ± z · scale / sqrt(n), where scale is 0.5
+    for proportions (accuracy, F1) and 1 for correlations (MCC, Pearson, Spearman), averaged over
+    `metrics` (1 for a metric not listed). On 500 examples with z = 2, CoLA's MCC must exceed 0.089.
+    """
+    if num_examples < 1:
+        raise ValueError(f"num_examples must be >= 1, got {num_examples}.")
+    if not math.isfinite(z) or z < 0:
+        raise ValueError(f"z must be a finite number >= 0, got {z}.")
+    scale = sum(_NOISE_SCALE.get(m, 1.0) for m in metrics) / max(1, len(metrics))
+    margin = z * scale / math.sqrt(num_examples)
+    return trivial_value + margin if greater_is_better else trivial_value - margin
 
 
 @dataclass
@@ -23,9 +58,10 @@ class TaskHistory:
     Attributes:
         greater_is_better: Direction of the monitored metric.
         history: Every `(step, value)` recorded, including those after convergence.
-        best_value: Best value seen before convergence (`None` until the first update).
-        best_step: Step at which `best_value` was recorded.
-        evaluations_without_improvement: Evaluations since the last improvement.
+        best_value: Best raw value seen before convergence (`None` until the first update).
+        best_step: Step at which `best_value` was recorded (the teacher's step).
+        best_smoothed: Best smoothed value (mean of the last `smoothing` raw values) before convergence.
+        evaluations_without_improvement: Evaluations since the smoothed value last improved.
         converged: Whether the task has converged; never reset once set.
         converged_step: Step of the evaluation at which the task converged.
     """
@@ -34,6 +70,7 @@ class TaskHistory:
     history: list[tuple[int, float]] = field(default_factory=list)
     best_value: float | None = None
     best_step: int | None = None
+    best_smoothed: float | None = None
     evaluations_without_improvement: int = 0
     converged: bool = False
     converged_step: int | None = None
@@ -52,9 +89,11 @@ class ConvergenceMonitor:
 
     A value improves on the best when it exceeds it by more than `min_delta` (or falls below it by
     more than `min_delta` for lower-is-better metrics); the first value is always a new best. A
-    task converges once `patience` evaluations in a row brought no improvement and the step is at
-    least `min_steps`. A converged task stays converged: later values are appended to its history
-    but change neither its best nor its convergence.
+    task converges once `patience` evaluations in a row brought no improvement of the smoothed
+    value, the step is at least `min_steps`, and the smoothed best clears the task's floor (if any).
+    A converged task stays converged: later values are appended to its history but change neither
+    its best nor its convergence. With `smoothing=1` and no floors this is plain patience-based
+    early stopping per task (the paper's rule).
 
     Args:
         directions: Task name -> `greater_is_better` of its monitored metric.
@@ -73,6 +112,8 @@ class ConvergenceMonitor:
         min_delta: float = 0.0,
         min_steps: int = 0,
         require_improvement: bool = False,
+        smoothing: int = 1,
+        floors: Mapping[str, float] | None = None,
     ) -> None:
         if not directions:
             raise ValueError("ConvergenceMonitor needs at least one task in `directions`.")
@@ -82,6 +123,16 @@ class ConvergenceMonitor:
             raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}.")
         if isinstance(min_steps, bool) or not isinstance(min_steps, int) or min_steps < 0:
             raise ValueError(f"min_steps must be an integer >= 0, got {min_steps!r}.")
+        if isinstance(smoothing, bool) or not isinstance(smoothing, int) or smoothing < 1:
+            raise ValueError(f"smoothing must be an integer >= 1, got {smoothing!r}.")
+        unknown = sorted(set(floors or {}) - {str(name) for name in directions})
+        if unknown:
+            raise ValueError(f"floors given for unknown tasks {unknown}; monitored tasks: {list(directions)}.")
+        for task, floor in (floors or {}).items():
+            if not isinstance(floor, (int, float)) or not math.isfinite(floor):
+                raise ValueError(f"Task {task!r}: floor must be a finite number, got {floor!r}.")
+        self.smoothing = smoothing
+        self.floors = {str(task): float(floor) for task, floor in (floors or {}).items()}
         self.patience = patience
         self.min_delta = float(min_delta)
         self.min_steps = min_steps
@@ -131,10 +182,13 @@ class ConvergenceMonitor:
             state.history.append((step, value))
             if state.converged:
                 continue
-            if self._improves(state, value):
+            if self._improves(state.best_value, value, state.greater_is_better):
                 state.best_value, state.best_step = value, step
-                state.evaluations_without_improvement = 0
                 new_best.append(task)
+            smoothed = self.smoothed_value(task)
+            if self._improves(state.best_smoothed, smoothed, state.greater_is_better):
+                state.best_smoothed = smoothed
+                state.evaluations_without_improvement = 0
                 continue
             state.evaluations_without_improvement += 1
             improved_once = state.best_step != state.history[0][0]
@@ -142,17 +196,36 @@ class ConvergenceMonitor:
                 state.evaluations_without_improvement >= self.patience
                 and step >= self.min_steps
                 and (improved_once or not self.require_improvement)
+                and self.clears_floor(task)
             ):
                 state.converged, state.converged_step = True, step
                 newly_converged.append(task)
         return ConvergenceUpdate(new_best=tuple(new_best), newly_converged=tuple(newly_converged))
 
-    def _improves(self, state: TaskHistory, value: float) -> bool:
-        if state.best_value is None:
+    def _improves(self, best: float | None, value: float, greater_is_better: bool) -> bool:
+        if best is None:
             return True
-        if state.greater_is_better:
-            return value > state.best_value + self.min_delta
-        return value < state.best_value - self.min_delta
+        if greater_is_better:
+            return value > best + self.min_delta
+        return value < best - self.min_delta
+
+    def smoothed_value(self, task: str) -> float | None:
+        """Mean of the task's last `smoothing` values (`None` before its first evaluation)."""
+        history = self._state(task).history
+        if not history:
+            return None
+        window = [value for _, value in history[-self.smoothing:]]
+        return sum(window) / len(window)
+
+    def clears_floor(self, task: str) -> bool:
+        """Whether the task's smoothed best clears its floor (always true without one)."""
+        state = self._state(task)
+        floor = self.floors.get(task)
+        if floor is None:
+            return True
+        if state.best_smoothed is None:
+            return False
+        return state.best_smoothed > floor if state.greater_is_better else state.best_smoothed < floor
 
     # ------------------------------------------------------------------ queries
     def _state(self, task: str) -> TaskHistory:
@@ -193,6 +266,10 @@ class ConvergenceMonitor:
         """The task's best value (`None` before its first evaluation)."""
         return self._state(task).best_value
 
+    def best_smoothed(self, task: str) -> float | None:
+        """The task's best smoothed value (`None` before its first evaluation)."""
+        return self._state(task).best_smoothed
+
     def converged_step(self, task: str) -> int | None:
         """Step at which the task converged (`None` while active)."""
         return self._state(task).converged_step
@@ -210,12 +287,15 @@ class ConvergenceMonitor:
             "min_delta": self.min_delta,
             "min_steps": self.min_steps,
             "require_improvement": self.require_improvement,
+            "smoothing": self.smoothing,
+            "floors": dict(self.floors),
             "tasks": {
                 task: {
                     "greater_is_better": s.greater_is_better,
                     "history": [[step, value] for step, value in s.history],
                     "best_value": s.best_value,
                     "best_step": s.best_step,
+                    "best_smoothed": s.best_smoothed,
                     "evaluations_without_improvement": s.evaluations_without_improvement,
                     "converged": s.converged,
                     "converged_step": s.converged_step,
@@ -227,7 +307,7 @@ class ConvergenceMonitor:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore the task states from `state_dict()` output (e.g. when resuming training).
 
-        The monitor keeps its own `patience`/`min_delta`/`min_steps`; the stored tasks and their
+        The monitor keeps its own `patience`/`min_delta`/`min_steps`/`smoothing`/`floors`; the stored tasks and their
         directions must match this monitor's, since resuming with a different task set or a
         flipped metric direction would make the stored bests meaningless.
         """
@@ -248,6 +328,7 @@ class ConvergenceMonitor:
                 history=[(int(step), float(value)) for step, value in s["history"]],
                 best_value=None if s["best_value"] is None else float(s["best_value"]),
                 best_step=None if s["best_step"] is None else int(s["best_step"]),
+                best_smoothed=None if s["best_smoothed"] is None else float(s["best_smoothed"]),
                 evaluations_without_improvement=int(s["evaluations_without_improvement"]),
                 converged=bool(s["converged"]),
                 converged_step=None if s["converged_step"] is None else int(s["converged_step"]),
@@ -261,6 +342,7 @@ class ConvergenceMonitor:
         monitor = cls(
             directions, patience=int(state["patience"]), min_delta=float(state["min_delta"]),
             min_steps=int(state["min_steps"]), require_improvement=bool(state.get("require_improvement", False)),
+            smoothing=int(state["smoothing"]), floors=state.get("floors") or None,
         )
         monitor.load_state_dict(state)
         return monitor

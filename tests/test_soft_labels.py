@@ -1,4 +1,5 @@
-"""kd_soft_labels="on_demand": same soft labels and training as the precomputed pass, only for drawn rows; resumable."""
+"""One soft-label table per converged task: on demand gives the same labels and training as the precomputed pass
+(only for drawn rows), resumes identically, and its file is checked against task and data."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import pytest
 import torch
 
 from hf_async_mtl import MultiTaskTrainer
-from hf_async_mtl.distill import dataset_fingerprint
-from hf_async_mtl.teacher import OnDemandTeacher
+from hf_async_mtl.async_kd.soft_labels import SoftLabels
+from hf_async_mtl.async_kd.storage import dataset_fingerprint
 from tests.conftest import TASKS, make_model
 from tests.test_trainer import _losses_by_step, make_args
 
@@ -17,6 +18,7 @@ from tests.test_trainer import _losses_by_step, make_args
 # step 4 (patience 1). Round robin: sentiment trains on odd steps, similarity (regression) on even ones.
 COMMON = dict(
     max_steps=10, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, kd_require_improvement=False,
+    kd_smoothing=1, kd_trivial_gate=False,
     eval_strategy="steps", eval_steps=2, sampling_strategy="round_robin", logging_steps=1,
 )
 
@@ -42,10 +44,10 @@ def test_on_demand_labels_and_training_match_the_precomputed_pass(top_k, ensembl
     precomputed.train()
     on_demand = _trainer(tmp_path, tokenizer, tiny_data, "lazy", kd_soft_labels="on_demand", **options)
     on_demand.train()
-    assert set(on_demand.teachers) == {"sentiment", "similarity"}
-    assert on_demand.train_dataset.soft_labels == {}
-    for task, teacher in on_demand.teachers.items():
-        reference = precomputed.train_dataset.soft_labels[task]
+    assert set(on_demand.soft_labels) == {"sentiment", "similarity"}
+    for task, teacher in on_demand.soft_labels.items():
+        reference = precomputed.soft_labels[task].table
+        assert precomputed.soft_labels[task].complete and not teacher.complete
         labelled = ~torch.isnan(teacher.table[:, 0])
         # Only the rows drawn after the switch were labelled: fewer than the training set here.
         assert 0 < int(labelled.sum()) == teacher.num_labelled < len(reference)
@@ -57,26 +59,27 @@ def test_on_demand_labels_and_training_match_the_precomputed_pass(top_k, ensembl
     for a, b in zip(precomputed.model.parameters(), on_demand.model.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
     # Nothing is written to output_dir/soft_labels for on-demand tasks; the report counts labelled rows.
-    assert not os.path.exists(os.path.join(on_demand.args.output_dir, "soft_labels", "sentiment.soft_labels.safetensors"))
+    assert not os.path.exists(os.path.join(on_demand.args.output_dir, "soft_labels", "sentiment.safetensors"))
+    assert os.path.exists(os.path.join(precomputed.args.output_dir, "soft_labels", "sentiment.safetensors"))
     import json
 
     report = json.load(open(os.path.join(on_demand.args.output_dir, "convergence_report.json")))
     assert report["sentiment"]["soft_labels"] == "on_demand"
-    assert report["sentiment"]["num_soft_labels"] == on_demand.teachers["sentiment"].num_labelled
+    assert report["sentiment"]["num_soft_labels"] == on_demand.soft_labels["sentiment"].num_labelled
 
 
 def test_on_demand_resume_matches_uninterrupted_run(tmp_path, tokenizer, tiny_data):
     full = _trainer(tmp_path, tokenizer, tiny_data, "full", kd_soft_labels="on_demand", save_strategy="steps", save_steps=6)
     full.train()
     checkpoint = os.path.join(full.args.output_dir, "checkpoint-6")
-    assert os.path.isfile(os.path.join(checkpoint, "kd_teachers", "sentiment.safetensors"))
+    assert os.path.isfile(os.path.join(checkpoint, "soft_labels", "sentiment.safetensors"))
     resumed = _trainer(tmp_path, tokenizer, tiny_data, "resumed", kd_soft_labels="on_demand", save_strategy="steps", save_steps=6)
     resumed.train(resume_from_checkpoint=checkpoint)
     full_losses, resumed_losses = _losses_by_step(full), _losses_by_step(resumed)
     for step in range(7, 11):
         assert resumed_losses[step] == pytest.approx(full_losses[step], rel=1e-4, abs=1e-6)
     for task in ("sentiment", "similarity"):
-        a, b = full.teachers[task], resumed.teachers[task]
+        a, b = full.soft_labels[task], resumed.soft_labels[task]
         assert a.num_labelled == b.num_labelled
         assert torch.allclose(a.table, b.table, equal_nan=True)
     for a, b in zip(full.model.parameters(), resumed.model.parameters()):
@@ -88,41 +91,41 @@ def test_on_demand_teacher_releases_parameters_once_every_row_is_labelled(tmp_pa
     model = make_model(tokenizer)
     dataset = train["sentiment"]
     state = {name: p.detach().clone() for name, p in model.named_parameters()}
-    teacher = OnDemandTeacher("sentiment", [state], is_regression=False, num_examples=len(dataset),
-                              fingerprint=dataset_fingerprint(dataset["input_ids"]))
+    teacher = SoftLabels("sentiment", [state], is_regression=False, num_examples=len(dataset),
+                         fingerprint=dataset_fingerprint(dataset["input_ids"]))
     collator = __import__("hf_async_mtl").MultiTaskDataCollator(tokenizer)
     half = len(dataset) // 2
     for rows in (range(0, half), range(half, len(dataset))):
         batch = collator([{**dataset[i], "task_ids": 0} for i in rows])
         batch.pop("labels")
         ids = torch.tensor(list(rows))
-        labels = teacher.soft_labels(model, {k: v for k, v in batch.items() if k != "example_ids"}, ids)
+        labels = teacher.lookup(model, {k: v for k, v in batch.items() if k != "example_ids"}, ids)
         with torch.no_grad():
             expected = model.eval()(**{k: v for k, v in batch.items() if k != "example_ids"}).logits
         assert torch.allclose(labels, expected, atol=1e-5)
         assert model.training is False  # the caller's mode is kept (eval here)
         model.train()
-    assert teacher.complete and teacher._states is None
+    assert teacher.complete and teacher.num_teachers == 0
     path = str(tmp_path / "teacher.safetensors")
     teacher.save(path)
-    loaded = OnDemandTeacher.load(path, task="sentiment", fingerprint=teacher.fingerprint)
+    loaded = SoftLabels.load(path, task="sentiment", fingerprint=teacher.fingerprint)
     assert loaded.complete and torch.equal(loaded.table, teacher.table)
     with pytest.raises(IndexError, match="out of range"):
-        loaded.soft_labels(model, {}, torch.tensor([len(dataset)]))
+        loaded.lookup(model, {}, torch.tensor([len(dataset)]))
 
 
 def test_on_demand_teacher_file_is_checked_against_task_and_data(tmp_path):
-    teacher = OnDemandTeacher("a", [{"w": torch.zeros(2)}], is_regression=True, num_examples=3, fingerprint="f1")
+    teacher = SoftLabels("a", [{"w": torch.zeros(2)}], is_regression=True, num_examples=3, fingerprint="f1")
     path = str(tmp_path / "a.safetensors")
     teacher.save(path)
     with pytest.raises(ValueError, match="holds task 'a', expected 'b'"):
-        OnDemandTeacher.load(path, task="b", fingerprint="f1")
+        SoftLabels.load(path, task="b", fingerprint="f1")
     with pytest.raises(ValueError, match="fingerprint mismatch"):
-        OnDemandTeacher.load(path, task="a", fingerprint="f2")
+        SoftLabels.load(path, task="a", fingerprint="f2")
     with pytest.raises(FileNotFoundError):
-        OnDemandTeacher.load(str(tmp_path / "missing.safetensors"), task="a", fingerprint="f1")
-    with pytest.raises(ValueError, match="at least one parameter state"):
-        OnDemandTeacher("a", [], is_regression=True, num_examples=3, fingerprint="f1")
+        SoftLabels.load(str(tmp_path / "missing.safetensors"), task="a", fingerprint="f1")
+    with pytest.raises(ValueError, match="need the teacher's tensors"):
+        SoftLabels("a", [], is_regression=True, num_examples=3, fingerprint="f1")
 
 
 def test_kd_soft_labels_must_be_known(tmp_path):

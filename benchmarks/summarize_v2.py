@@ -1,0 +1,634 @@
+"""Summarise the GLUE-5 v2 benchmark (profile `minilm`): JSON, markdown tables and plots.
+
+    python -m benchmarks.summarize_v2 benchmarks/results/glue5_minilm
+
+Every v2 run logs, at each evaluation, each task's score on the selection split carved from training data
+(`eval_<task>_score`) and on the GLUE dev set (`eval_<task>_dev_score`). From one run's curves this reads,
+per task (dev ×100):
+
+- **final**: the last evaluation;
+- **selected**: the evaluation with the best selection GLUE score (mean of the run's selection task scores;
+  the first one on ties) — one checkpoint for all tasks;
+- **per-task selected**: each task at its own best selection evaluation (first on ties);
+- **oracle**: each task's best dev value over the evaluations. It selects on dev: an upper bound, not a method.
+
+Methods are aggregated over seeds (mean ± sample std, ddof=1) per task, GLUE-5 and GLUE-4 (no RTE); the five
+single-task runs of a seed make one `single_task` entry when all five exist. The like-for-like pairs of
+`benchmarks/README.md` are compared by seed (only seeds both have) with 95 % t intervals on n − 1 df. The
+matrix accumulates, so any subset of runs (and of a run's tasks) is summarised without failing.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import sys
+from collections import defaultdict
+
+import numpy as np
+from scipy import stats
+
+TASKS = ("cola", "sst2", "mrpc", "stsb", "rte")
+GLUE4 = tuple(t for t in TASKS if t != "rte")
+VIEWS = ("final", "selected", "per_task_selected", "oracle")
+VIEW_TITLES = {
+    "final": "Final checkpoint (last evaluation)",
+    "selected": "Selected checkpoint (best selection-split GLUE-5 score, one checkpoint for all tasks)",
+    "per_task_selected": "Per-task selected (each task at its own best selection-split evaluation)",
+    "oracle": "Per-task dev oracle (each task's best dev value over the evaluations; selects on dev — an upper bound, not a method)",
+}
+# Table order: the primary pair first, then the other pairs, single-task, ablations (benchmarks/README.md).
+METHOD_ORDER = ("async_kd", "equal", "static", "uncertainty", "imtl_g", "imtl_g_async_kd", "single_task",
+                "async_kd_old_rule")
+ASYNC_METHODS = ("async_kd", "imtl_g_async_kd", "async_kd_old_rule")
+# Like-for-like pairs (a − b), declared in benchmarks/README.md before the v2 runs.
+PAIRS = (
+    ("async_kd", "equal"),
+    ("async_kd", "static"),
+    ("async_kd", "uncertainty"),
+    ("async_kd", "single_task"),
+    ("imtl_g_async_kd", "imtl_g"),
+    ("async_kd_old_rule", "equal"),
+    ("async_kd", "async_kd_old_rule"),
+)
+DECLINE_POINTS = 1.0  # a task "declines" when its last value is more than this below its best (×100)
+MIN_DECLINING_TASKS = 2  # the v2 design needs at least two tasks peaking and declining under equal weighting
+
+
+# ---- loading and one run's views --------------------------------------------------------------------------
+
+def load_runs(results_dir: str) -> list[dict]:
+    """Every per-run JSON under `results_dir/per_run` (unreadable or method-less files are skipped with a note)."""
+    runs = []
+    for path in sorted(glob.glob(os.path.join(results_dir, "per_run", "*.json"))):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                run = json.load(handle)
+        except (OSError, ValueError) as error:
+            print(f"skip {path}: {error}", file=sys.stderr)
+            continue
+        if not isinstance(run, dict) or "method" not in run or "seed" not in run:
+            print(f"skip {path}: no method/seed", file=sys.stderr)
+            continue
+        runs.append(run)
+    return runs
+
+
+def _curves(run: dict) -> list[dict]:
+    return [c for c in (run.get("curves") or []) if isinstance(c, dict)]
+
+
+def run_tasks(run: dict) -> list[str]:
+    """The run's GLUE-5 tasks that its curves report on both splits (a task missing from the logs is skipped)."""
+    curves = _curves(run)
+    declared = [t for t in (run.get("tasks") or TASKS) if t in TASKS]
+    return [t for t in declared
+            if any(f"eval_{t}_score" in c for c in curves) and any(f"eval_{t}_dev_score" in c for c in curves)]
+
+
+def _first_argmax(values: list[float]) -> int:
+    """Index of the first maximum (ties go to the earlier evaluation)."""
+    best = max(values)
+    return next(i for i, v in enumerate(values) if v == best)
+
+
+def run_views(run: dict) -> dict:
+    """The four views of one run: `{view: {task: dev ×100}}` plus the steps they were read at."""
+    curves = _curves(run)
+    tasks = run_tasks(run)
+    views: dict = {view: {} for view in VIEWS}
+    steps: dict = {"final": {}, "per_task_selected": {}, "oracle": {}, "selected": None}
+    for task in tasks:
+        dev_key, sel_key = f"eval_{task}_dev_score", f"eval_{task}_score"
+        with_dev = [c for c in curves if dev_key in c]
+        views["final"][task] = 100 * float(with_dev[-1][dev_key])
+        steps["final"][task] = with_dev[-1].get("step")
+        best_dev = _first_argmax([c[dev_key] for c in with_dev])
+        views["oracle"][task] = 100 * float(with_dev[best_dev][dev_key])
+        steps["oracle"][task] = with_dev[best_dev].get("step")
+        both = [c for c in with_dev if sel_key in c]
+        if both:
+            best_sel = _first_argmax([c[sel_key] for c in both])
+            views["per_task_selected"][task] = 100 * float(both[best_sel][dev_key])
+            steps["per_task_selected"][task] = both[best_sel].get("step")
+    # One checkpoint for every task: the evaluations that report every task on both splits.
+    complete = [c for c in curves if tasks and all(f"eval_{t}_score" in c and f"eval_{t}_dev_score" in c for t in tasks)]
+    if complete:
+        best = complete[_first_argmax([float(np.mean([c[f"eval_{t}_score"] for t in tasks])) for c in complete])]
+        views["selected"] = {t: 100 * float(best[f"eval_{t}_dev_score"]) for t in tasks}
+        steps["selected"] = best.get("step")
+    return {"tasks": tasks, "views": views, "steps": steps}
+
+
+def _glue(scores: dict[str, float], tasks: tuple[str, ...]) -> float | None:
+    """Mean over `tasks`, or None when one of them is missing."""
+    return float(np.mean([scores[t] for t in tasks])) if all(t in scores for t in tasks) else None
+
+
+# ---- aggregation ------------------------------------------------------------------------------------------
+
+def mean_std(values: list[float]) -> dict:
+    """`{"mean", "std", "n"}` with the sample std (ddof=1; None for fewer than two values)."""
+    values = [float(v) for v in values]
+    if not values:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+            "n": len(values)}
+
+
+def paired_stats(differences: list[float]) -> dict:
+    """Mean of per-seed differences and its 95 % t interval on n − 1 df (no interval for n = 1)."""
+    n = len(differences)
+    if n == 0:
+        return {"n": 0, "mean": None, "sd": None, "half_width": None, "interval": None, "per_seed": []}
+    mean = float(np.mean(differences))
+    if n == 1:
+        return {"n": 1, "mean": mean, "sd": None, "half_width": None, "interval": None, "per_seed": differences}
+    sd = float(np.std(differences, ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+    return {"n": n, "mean": mean, "sd": sd, "half_width": half, "interval": [mean - half, mean + half],
+            "per_seed": differences}
+
+
+def _method_entries(runs: list[dict]) -> dict[str, dict[int, dict]]:
+    """method → seed → `{"views", "wall_seconds", "peak_rss_mb", "run"}`; single-task runs of a seed merged
+    into `single_task` when all five tasks exist."""
+    entries: dict[str, dict[int, dict]] = defaultdict(dict)
+    single: dict[int, dict[str, dict]] = defaultdict(dict)
+    for run in runs:
+        method, seed = str(run["method"]), int(run["seed"])
+        views = run_views(run)
+        if method.startswith("single_"):
+            task = method.removeprefix("single_")
+            if task in views["tasks"]:
+                single[seed][task] = {"views": views, "run": run}
+            continue
+        entries[method][seed] = {"views": views["views"], "steps": views["steps"], "wall_seconds": run.get("wall_seconds"),
+                                 "peak_rss_mb": run.get("peak_rss_mb"), "run": run}
+    for seed, by_task in sorted(single.items()):
+        if not all(t in by_task for t in TASKS):
+            continue
+        merged = {view: {t: by_task[t]["views"]["views"][view].get(t) for t in TASKS} for view in VIEWS}
+        merged = {view: {t: v for t, v in scores.items() if v is not None} for view, scores in merged.items()}
+        walls = [by_task[t]["run"].get("wall_seconds") for t in TASKS]
+        peaks = [by_task[t]["run"].get("peak_rss_mb") for t in TASKS]
+        entries["single_task"][seed] = {
+            "views": merged, "steps": None,
+            # five models: the cost of the entry is the sum of their training times
+            "wall_seconds": float(sum(walls)) if all(w is not None for w in walls) else None,
+            "peak_rss_mb": max(peaks) if all(p is not None for p in peaks) else None, "run": None,
+        }
+    return entries
+
+
+def _ordered(methods) -> list[str]:
+    methods = list(methods)
+    return [m for m in METHOD_ORDER if m in methods] + sorted(m for m in methods if m not in METHOD_ORDER)
+
+
+def _method_rank(method: str) -> int:
+    """Position of a run's method in the tables (single-task runs where `single_task` is)."""
+    name = "single_task" if method.startswith("single_") else method
+    return METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER)
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """Per method: seeds, each view's per-task / GLUE-5 / GLUE-4 mean ± std and per-seed values, oracle gaps, cost."""
+    entries = _method_entries(runs)
+    table = {}
+    for method in _ordered(entries):
+        by_seed = entries[method]
+        seeds = sorted(by_seed)
+        entry: dict = {"seeds": seeds, "views": {}}
+        for view in VIEWS:
+            per_seed = {seed: by_seed[seed]["views"][view] for seed in seeds}
+            glue5 = {seed: _glue(s, TASKS) for seed, s in per_seed.items()}
+            glue4 = {seed: _glue(s, GLUE4) for seed, s in per_seed.items()}
+            entry["views"][view] = {
+                "tasks": {t: mean_std([s[t] for s in per_seed.values() if t in s]) for t in TASKS},
+                "glue5": mean_std([v for v in glue5.values() if v is not None]),
+                "glue4": mean_std([v for v in glue4.values() if v is not None]),
+                "by_seed": {str(seed): {"tasks": per_seed[seed], "glue5": glue5[seed], "glue4": glue4[seed]} for seed in seeds},
+            }
+        gaps = {}
+        for reference in ("final", "selected"):
+            per_seed = {}
+            for seed in seeds:
+                oracle = entry["views"]["oracle"]["by_seed"][str(seed)]["glue5"]
+                other = entry["views"][reference]["by_seed"][str(seed)]["glue5"]
+                if oracle is not None and other is not None:
+                    per_seed[str(seed)] = oracle - other
+            gaps[reference] = {**mean_std(list(per_seed.values())), "by_seed": per_seed}
+        entry["oracle_gap"] = gaps
+        walls = [by_seed[s]["wall_seconds"] for s in seeds if by_seed[s]["wall_seconds"] is not None]
+        peaks = [by_seed[s]["peak_rss_mb"] for s in seeds if by_seed[s]["peak_rss_mb"] is not None]
+        entry["wall_minutes"] = float(np.mean(walls)) / 60 if walls else None
+        entry["peak_rss_mb"] = float(np.mean(peaks)) if peaks else None
+        if method != "single_task":
+            entry["selected_step"] = {str(s): by_seed[s]["steps"]["selected"] for s in seeds}
+        table[method] = entry
+    return table
+
+
+def paired_differences(table: dict) -> dict:
+    """For each declared pair present: per view, per task and GLUE-5, the by-seed differences and intervals."""
+    result = {}
+    for a, b in PAIRS:
+        if a not in table or b not in table:
+            continue
+        key = f"{a} − {b}"
+        result[key] = {"a": a, "b": b}
+        for view in VIEWS:
+            seeds_a, seeds_b = table[a]["views"][view]["by_seed"], table[b]["views"][view]["by_seed"]
+            shared = sorted(set(seeds_a) & set(seeds_b), key=int)
+            block = {}
+            for task in TASKS:
+                pairs = [(s, seeds_a[s]["tasks"][task] - seeds_b[s]["tasks"][task])
+                         for s in shared if task in seeds_a[s]["tasks"] and task in seeds_b[s]["tasks"]]
+                block[task] = {**paired_stats([d for _, d in pairs]), "seeds": [int(s) for s, _ in pairs]}
+            for name in ("glue5", "glue4"):
+                pairs = [(s, seeds_a[s][name] - seeds_b[s][name])
+                         for s in shared if seeds_a[s][name] is not None and seeds_b[s][name] is not None]
+                block[name] = {**paired_stats([d for _, d in pairs]), "seeds": [int(s) for s, _ in pairs]}
+            result[key][view] = block
+    return result
+
+
+def equal_curves(runs: list[dict]) -> dict:
+    """Under `equal`, per task and seed: where its best dev / selection value is and whether it declines by the end."""
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for run in sorted((r for r in runs if r["method"] == "equal"), key=lambda r: int(r["seed"])):
+        curves = _curves(run)
+        for task in run_tasks(run):
+            record = {"seed": int(run["seed"])}
+            for split, key in (("dev", f"eval_{task}_dev_score"), ("selection", f"eval_{task}_score")):
+                points = [(c.get("step"), 100 * float(c[key])) for c in curves if key in c]
+                if not points:
+                    continue
+                best = _first_argmax([v for _, v in points])
+                record[split] = {"best_step": points[best][0], "best": points[best][1], "last_step": points[-1][0],
+                                 "last": points[-1][1], "declines": points[-1][1] < points[best][1] - DECLINE_POINTS}
+            by_task[task].append(record)
+    summary = {}
+    for task in TASKS:
+        records = by_task.get(task, [])
+        if not records:
+            continue
+        counts = {split: sum(1 for r in records if r.get(split, {}).get("declines")) for split in ("dev", "selection")}
+        summary[task] = {"seeds": records, "declining_seeds": counts, "n": len(records),
+                         # a task peaks and declines when its dev score ends > 1 point below its best in most seeds
+                         "peaks_and_declines": counts["dev"] * 2 > len(records)}
+    declining = [t for t, s in summary.items() if s["peaks_and_declines"]]
+    return {"tasks": summary, "declining_tasks": declining, "required": MIN_DECLINING_TASKS,
+            "design_met": len(declining) >= MIN_DECLINING_TASKS,
+            "rule": f"dev score at the last evaluation is more than {DECLINE_POINTS:g} point below the task's best dev "
+                    "score, in more than half of the equal-weighting seeds"}
+
+
+def load_references(results_dir: str) -> dict | None:
+    path = os.path.join(results_dir, "references.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+# ---- markdown ---------------------------------------------------------------------------------------------
+
+def _cell(stat: dict, seeds: int | None = None) -> str:
+    if not stat or stat.get("mean") is None:
+        return "–"
+    text = f"{stat['mean']:.2f}" + (f" ± {stat['std']:.2f}" if stat.get("std") is not None else "")
+    if seeds is not None and stat["n"] != seeds:
+        text += f" (n={stat['n']})"
+    return text
+
+
+def _diff_cell(stat: dict, row_n: int | None = None) -> str:
+    if not stat or stat["n"] == 0:
+        return "–"
+    if stat["n"] == 1:
+        return f"{stat['mean']:+.2f} (n=1, no interval)"
+    low, high = stat["interval"]
+    text = f"{stat['mean']:+.2f} [{low:+.2f}, {high:+.2f}]"
+    return text + (f" (n={stat['n']})" if row_n is not None and stat["n"] != row_n else "")
+
+
+def _profile_line(runs: list[dict]) -> str:
+    if not runs:
+        return "Profile: no runs yet."
+    reference = ([r for r in runs if r["method"] == "equal"] or [r for r in runs if not str(r["method"]).startswith("single_")]
+                 or runs)
+    settings = reference[0].get("settings") or {}
+    skipped = ("mtl_method", "async_kd", "step_composition")
+    text = ", ".join(f"{k}={v}" for k, v in settings.items() if not isinstance(v, dict) and k not in skipped)
+    profile = reference[0].get("profile", "?")
+    commits = defaultdict(int)
+    for run in runs:
+        prov = run.get("provenance") or {}
+        commits[(str(prov.get("commit") or "?")[:8]) + ("+dirty" if prov.get("dirty") else "")] += 1
+    commit_text = ", ".join(f"{c} ({n} runs)" for c, n in sorted(commits.items(), key=lambda kv: -kv[1]))
+    return f"Profile `{profile}` (v2): {text}. {len(runs)} runs; commits: {commit_text}."
+
+
+def _reference_rows(references: dict | None) -> list[str]:
+    if not references:
+        return ["| trivial predictor | – | references.json missing: run `python -m benchmarks.glue5_references` |"]
+    trivial = references.get("trivial_predictor", {})
+    cells = [f"{trivial[t]['score']:.2f}" if t in trivial else "–" for t in TASKS]
+    glue5 = references.get("trivial_glue5")
+    glue4 = references.get("trivial_glue4")
+    rows = ["| trivial predictor (majority class / training mean) | – | " + " | ".join(cells)
+            + f" | {_cell({'mean': glue5, 'std': None, 'n': 1})} | {_cell({'mean': glue4, 'std': None, 'n': 1})} | – |"]
+    zero_shot = references.get("stsb_zero_shot_cosine")
+    if zero_shot:
+        cells = [f"{zero_shot['score']:.2f}" if t == "stsb" else "–" for t in TASKS]
+        rows.append("| frozen encoder, zero-shot cosine (STS-B only) | – | " + " | ".join(cells) + " | – | – | – |")
+    return rows
+
+
+def view_table(table: dict, view: str, references: dict | None) -> list[str]:
+    lines = [f"### {VIEW_TITLES[view]}", "",
+             "| method | seeds | " + " | ".join(TASKS) + " | GLUE-5 | GLUE-4 (no RTE) | wall min |",
+             "|---" * (len(TASKS) + 5) + "|"]
+    for method, entry in table.items():
+        row = entry["views"][view]
+        seeds = len(entry["seeds"])
+        wall = "–" if entry["wall_minutes"] is None else f"{entry['wall_minutes']:.1f}"
+        lines.append(f"| {method} | {seeds} | " + " | ".join(_cell(row["tasks"][t], seeds) for t in TASKS)
+                     + f" | **{_cell(row['glue5'], seeds)}** | {_cell(row['glue4'], seeds)} | {wall} |")
+    return lines + _reference_rows(references) + [""]
+
+
+def paired_tables(pairs: dict) -> list[str]:
+    if not pairs:
+        return []
+    lines = ["## Paired differences by seed", "",
+             "a − b per seed (only seeds both have), mean and 95 % t interval on n − 1 df "
+             "(t.ppf(0.975, n − 1) · sd / √n), dev ×100. n = seeds with a GLUE-5 score in both; (n=k) marks a "
+             "cell with a different number of seeds.", ""]
+    for view in VIEWS:
+        lines += [f"### {VIEW_TITLES[view]}", "",
+                  "| pair | n | " + " | ".join(TASKS) + " | GLUE-5 | GLUE-4 (no RTE) |", "|---" * (len(TASKS) + 4) + "|"]
+        for name, pair in pairs.items():
+            block = pair[view]
+            n = block["glue5"]["n"]
+            lines.append(f"| {name} | {n} | " + " | ".join(_diff_cell(block[t], n) for t in TASKS)
+                         + f" | **{_diff_cell(block['glue5'])}** | {_diff_cell(block['glue4'], n)} |")
+        lines.append("")
+    return lines
+
+
+def gap_table(table: dict) -> list[str]:
+    lines = ["## Oracle gap", "",
+             "GLUE-5 of the per-task dev oracle (selects on dev: an upper bound) minus the final and the selected "
+             "checkpoint, mean ± std over seeds.", "",
+             "| method | seeds | oracle − final | oracle − selected |", "|---|---|---|---|"]
+    for method, entry in table.items():
+        gaps = entry["oracle_gap"]
+        lines.append(f"| {method} | {len(entry['seeds'])} | {_cell(gaps['final'])} | {_cell(gaps['selected'])} |")
+    return lines + [""]
+
+
+def run_table(runs: list[dict]) -> list[str]:
+    lines = ["## Runs", "", "| method | seed | tasks | commit | wall min | peak RSS MB | final GLUE | selected GLUE (step) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for run in sorted(runs, key=lambda r: (_method_rank(str(r["method"])), str(r["method"]), int(r["seed"]))):
+        views = run_views(run)
+        prov = run.get("provenance") or {}
+        commit = str(prov.get("commit") or "?")[:8] + (" (dirty)" if prov.get("dirty") else "")
+        wall = run.get("wall_seconds")
+        peak = run.get("peak_rss_mb")
+        tasks = views["tasks"]
+        final = float(np.mean(list(views["views"]["final"].values()))) if views["views"]["final"] else None
+        selected = float(np.mean(list(views["views"]["selected"].values()))) if views["views"]["selected"] else None
+        missing = [t for t in (run.get("tasks") or []) if t not in tasks]
+        task_text = ",".join(tasks) if len(tasks) < len(TASKS) else "all 5"
+        if missing:
+            task_text += f" (missing: {','.join(missing)})"
+        lines.append(f"| {run['method']} | {run['seed']} | {task_text} | {commit} | "
+                     + ("–" if wall is None else f"{wall / 60:.1f}") + " | " + ("–" if peak is None else f"{peak:.0f}")
+                     + f" | {'–' if final is None else f'{final:.2f}'} | "
+                     + ("–" if selected is None else f"{selected:.2f} ({views['steps']['selected']})") + " |")
+    lines.append("")
+    lines.append("Final / selected GLUE here: the mean over the run's own tasks (one task for a single-task run).")
+    return lines + [""]
+
+
+def _best_to_last(point: dict) -> str:
+    return f"{point['best']:.1f}→{point['last']:.1f}"
+
+
+def equal_curves_note(curves: dict) -> list[str]:
+    if not curves["tasks"]:
+        return ["## Equal weighting curves", "", "No `equal` runs yet.", ""]
+    lines = ["## Equal weighting curves", "",
+             f"Per task under `equal`, one value per seed (in the order of the seeds column): the step of the best "
+             f"selection-split and dev score, and best → last (×100). Declines = last more than {DECLINE_POINTS:g} "
+             f"point below the best. A task peaks and declines when its {curves['rule']}.", "",
+             "| task | seeds | best selection step | selection best → last | declines (selection) | best dev step | "
+             "dev best → last | declines (dev) | peaks and declines |", "|---" * 9 + "|"]
+    for task, entry in curves["tasks"].items():
+        def column(split, fn):
+            return ", ".join(fn(r[split]) if split in r else "–" for r in entry["seeds"])
+
+        n = entry["n"]
+        lines.append(
+            f"| {task} | {', '.join(str(r['seed']) for r in entry['seeds'])} | "
+            f"{column('selection', lambda p: str(p['best_step']))} | {column('selection', _best_to_last)} | "
+            f"{entry['declining_seeds']['selection']}/{n} | {column('dev', lambda p: str(p['best_step']))} | "
+            f"{column('dev', _best_to_last)} | {entry['declining_seeds']['dev']}/{n} | "
+            f"{'**yes**' if entry['peaks_and_declines'] else 'no'} |")
+    verdict = "met" if curves["design_met"] else "**NOT met**"
+    lines += ["", f"Tasks that peak and decline: {', '.join(curves['declining_tasks']) or 'none'} — the design needs "
+              f"at least {curves['required']}: {verdict}.", ""]
+    return lines
+
+
+def markdown(runs: list[dict], table: dict, pairs: dict, curves: dict, references: dict | None) -> str:
+    lines = ["# GLUE-5 v2 results", "", _profile_line(runs), "",
+             "Dev scores ×100 (task score = mean of its GLUE metrics), mean ± sample std (ddof=1) over seeds; "
+             "(n=k) marks a cell with fewer seeds than the row. `single_task` = one model per task (a seed counts "
+             "when all five exist; wall = the five models' sum). Every choice reads the selection split carved from "
+             "training data, except the oracle view.", ""]
+    if not table:
+        lines += ["No runs yet.", ""]
+    for view in VIEWS:
+        if table:
+            lines += view_table(table, view, references)
+    if references and references.get("stsb_zero_shot_cosine"):
+        zero = references["stsb_zero_shot_cosine"]
+        lines += [f"Trivial predictor: majority class of the training pool (classification) or training-label mean "
+                  f"(STS-B: a constant has an undefined correlation, reported as 0), fitted on the benchmark's training "
+                  f"pool and scored on dev. Zero-shot STS-B: frozen encoder, cosine of mean-pooled embeddings, "
+                  f"{zero['score']:.2f} (Pearson {zero['pearson']:.2f} / Spearman {zero['spearmanr']:.2f}; "
+                  f"`{zero['source']}`).", ""]
+    lines += paired_tables(pairs)
+    if table:
+        lines += gap_table(table)
+    lines += equal_curves_note(curves)
+    if runs:
+        lines += run_table(runs)
+    return "\n".join(lines) + "\n"
+
+
+# ---- plots ------------------------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _convergence(run: dict, task: str) -> dict:
+    """The async-KD report of one task in a run (empty when there is none)."""
+    report = run.get("convergence")
+    record = report.get(task) if isinstance(report, dict) else None
+    return record if isinstance(record, dict) else {}
+
+
+def _task_curves(runs: list[dict], title: str, path: str, mark_convergence: bool) -> str | None:
+    """Selection (solid) and dev (dashed) curves per task, one thin line per seed; KD switches marked."""
+    runs = [r for r in runs if _curves(r)]
+    if not runs:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(TASKS), figsize=(4 * len(TASKS), 3.6), sharex=True)
+    for column, task in enumerate(TASKS):
+        ax = axes[column]
+        for index, run in enumerate(sorted(runs, key=lambda r: int(r["seed"]))):
+            color = f"C{int(run['seed']) % 10}"
+            curves = _curves(run)
+            for key, style, split in ((f"eval_{task}_score", "-", "selection"), (f"eval_{task}_dev_score", "--", "dev")):
+                points = [(c["step"], 100 * c[key]) for c in curves if key in c and "step" in c]
+                if points:
+                    ax.plot(*zip(*points), style, color=color, linewidth=0.9, alpha=0.8,
+                            label=f"{split} s{run['seed']}" if column == 0 else None)
+            record = _convergence(run, task) if mark_convergence else {}
+            if record.get("converged_step") is not None:
+                ax.axvline(record["converged_step"], color=color, linestyle=":", linewidth=1.2)
+            if record.get("best_step") is not None and record.get("metric_at_convergence") is not None:
+                ax.plot(record["best_step"], 100 * record["metric_at_convergence"], "o", color=color, fillstyle="none")
+        ax.set_title(task)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("score ×100")
+    axes[0].legend(fontsize=6, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _cola_curves(runs: list[dict], path: str) -> str | None:
+    methods = ("equal", "async_kd", "async_kd_old_rule")
+    chosen = [r for r in runs if r["method"] in methods and _curves(r)]
+    if not chosen:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    for ax, split, keys in ((axes[0], "selection", ("eval_cola_matthews_correlation", "eval_cola_score")),
+                            (axes[1], "dev", ("eval_cola_dev_matthews_correlation", "eval_cola_dev_score"))):
+        labelled = set()
+        for run in sorted(chosen, key=lambda r: (methods.index(r["method"]), int(r["seed"]))):
+            curves = _curves(run)
+            key = next((k for k in keys if any(k in c for c in curves)), None)
+            if key is None:
+                continue
+            points = [(c["step"], 100 * c[key]) for c in curves if key in c and "step" in c]
+            color = f"C{methods.index(run['method'])}"
+            ax.plot(*zip(*points), color=color, linewidth=0.9, alpha=0.8,
+                    label=None if run["method"] in labelled else run["method"])
+            labelled.add(run["method"])
+            converged = _convergence(run, "cola").get("converged_step")
+            if converged is not None:
+                ax.axvline(converged, color=color, linestyle=":", linewidth=1)
+        ax.set_title(f"CoLA {split} MCC ×100 (thin = one seed, dotted = KD switch)")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _comparison(table: dict, references: dict | None, path: str) -> str | None:
+    methods = [m for m in table if table[m]["views"]["final"]["glue5"]["n"] or table[m]["views"]["selected"]["glue5"]["n"]]
+    if not methods:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(methods) + 2), 4))
+    x = np.arange(len(methods))
+    values = []
+    for offset, view, color in ((-0.2, "final", "C0"), (0.2, "selected", "C1")):
+        stats_ = [table[m]["views"][view]["glue5"] for m in methods]
+        means = [s["mean"] if s["mean"] is not None else np.nan for s in stats_]
+        errors = [s["std"] or 0.0 for s in stats_]
+        values += [v for v in means if not np.isnan(v)]
+        ax.bar(x + offset, means, 0.4, yerr=errors, capsize=3, color=color, label=f"{view} checkpoint")
+    if values:
+        ax.set_ylim(max(0.0, min(values) - 6), max(values) + 3)
+    title = "GLUE-5 dev ×100, mean ± std over seeds"
+    if references and references.get("trivial_glue5") is not None:
+        trivial = references["trivial_glue5"]
+        title += f"; trivial predictor {trivial:.2f}"
+        if values and ax.get_ylim()[0] <= trivial <= ax.get_ylim()[1]:
+            ax.axhline(trivial, color="grey", linestyle="--", linewidth=1, label="trivial predictor")
+    ax.set_title(title, fontsize=10)
+    labels = [f"{m}\n(n={max(table[m]['views']['final']['glue5']['n'], table[m]['views']['selected']['glue5']['n'])})"
+              for m in methods]
+    ax.set_xticks(x, labels, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel("GLUE-5 dev ×100")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def plot(runs: list[dict], table: dict, references: dict | None, results_dir: str) -> list[str]:
+    written = [_task_curves([r for r in runs if r["method"] == "equal"],
+                            "equal weighting: selection (solid) and dev (dashed) per seed",
+                            os.path.join(results_dir, "curves_equal.png"), mark_convergence=False)]
+    for method in ASYNC_METHODS:
+        written.append(_task_curves([r for r in runs if r["method"] == method],
+                                    f"{method}: selection (solid) and dev (dashed); dotted = KD switch, circle = best monitored",
+                                    os.path.join(results_dir, f"curves_{method}.png"), mark_convergence=True))
+    written.append(_cola_curves(runs, os.path.join(results_dir, "cola_curves.png")))
+    written.append(_comparison(table, references, os.path.join(results_dir, "comparison.png")))
+    return [p for p in written if p]
+
+
+# ---- entry point ------------------------------------------------------------------------------------------
+
+def summarize_v2(results_dir: str) -> dict:
+    """Write `summary.json`, `results.md` and the plots for the runs under `results_dir`; return the summary."""
+    runs = load_runs(results_dir)
+    references = load_references(results_dir)
+    table = aggregate(runs)
+    pairs = paired_differences(table)
+    curves = equal_curves(runs)
+    summary = {"profile": next((r.get("profile") for r in runs), None), "runs": len(runs), "methods": table,
+               "paired_differences": pairs, "equal_curves": curves, "references": references}
+    os.makedirs(results_dir, exist_ok=True)
+    plots = plot(runs, table, references, results_dir) if runs else []
+    summary["plots"] = [os.path.basename(p) for p in plots]
+    with open(os.path.join(results_dir, "summary.json"), "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=1)
+    text = markdown(runs, table, pairs, curves, references)
+    with open(os.path.join(results_dir, "results.md"), "w", encoding="utf-8") as handle:
+        handle.write(text)
+    print(text)
+    return summary
+
+
+if __name__ == "__main__":
+    summarize_v2(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "results", "glue5_minilm"))

@@ -1,0 +1,34 @@
+"""Asynchronous convergence via knowledge distillation from converged tasks (Lu et al., NAACL 2022 industry).
+
+A layer over any weighting or gradient method, switched on with `MultiTaskTrainingArguments(async_kd=True)`:
+
+- `monitor`: per-task convergence decisions on the selection split (smoothing, trivial-predictor floor);
+- `snapshots`: the parameters at each task's best step, kept without stopping training;
+- `soft_labels`: the teacher built from them and its soft labels (one table, precomputed or on demand);
+- `losses`: the distillation losses (pure functions);
+- `callback`: `AsyncConvergenceCallback`, which wires these to the trainer through `switch_to_distillation`.
+"""
+
+from .callback import AsyncConvergenceCallback, trivial_predictor_value
+from .losses import distillation_loss, ensemble_teacher_outputs, kl_distillation_loss
+from .monitor import ConvergenceMonitor, ConvergenceUpdate, convergence_floor
+from .snapshots import ParameterSnapshot, SnapshotKeeper, average_snapshots
+from .soft_labels import SoftLabels, build_teacher
+from .storage import dataset_fingerprint
+
+__all__ = [
+    "AsyncConvergenceCallback",
+    "ConvergenceMonitor",
+    "ConvergenceUpdate",
+    "ParameterSnapshot",
+    "SnapshotKeeper",
+    "SoftLabels",
+    "average_snapshots",
+    "build_teacher",
+    "convergence_floor",
+    "dataset_fingerprint",
+    "distillation_loss",
+    "ensemble_teacher_outputs",
+    "kl_distillation_loss",
+    "trivial_predictor_value",
+]

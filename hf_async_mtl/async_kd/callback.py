@@ -1,0 +1,328 @@
+"""`AsyncConvergenceCallback`: asynchronous convergence (Lu et al., NAACL 2022 industry) as a layer over any method.
+
+At each evaluation during training the callback feeds every task's monitored selection metric to a
+`ConvergenceMonitor` and keeps a snapshot of the parameters that define the task (shared encoder +
+its head) at the monitor's best step. When a task converges, its teacher (`build_teacher`) gives
+soft labels (`SoftLabels`: filled at once, or row by row as batches draw them) and the callback hands
+them to the trainer through one call, `switch_to_distillation(task, soft_labels)`; from then on the
+task trains against them while the others keep their true labels, under whatever weighting or gradient
+method the run uses.
+
+The trainer (the "host") is used only through this narrow interface: `args`, `task_specs`,
+`train_dataset.task_datasets`, `eval_dataset`, `data_collator`, `accelerator`,
+`switch_to_distillation(task, soft_labels)` and `log(dict)`. The callback never imports the trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Mapping
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import TrainerCallback
+
+from ..metrics import compute_task_metrics, main_metric_value
+from .monitor import ConvergenceMonitor, convergence_floor
+from .snapshots import ParameterSnapshot, SnapshotKeeper
+from .soft_labels import SoftLabels, build_teacher
+from .storage import dataset_fingerprint
+
+logger = logging.getLogger(__name__)
+
+REPORT_NAME = "convergence_report.json"
+STATE_NAME = "async_kd_state.json"
+_STATE_VERSION = 2
+
+
+def trivial_predictor_value(spec: Any, train_labels: Any, eval_labels: Any) -> float:
+    """The monitored metric of the task's trivial predictor on an evaluation split.
+
+    Classification: the training set's majority class for every example. Regression: the training
+    mean for every example, whose correlation with anything is undefined and counts as 0.
+    """
+    import numpy as np
+
+    train_labels, eval_labels = np.asarray(train_labels), np.asarray(eval_labels)
+    if spec.is_regression:
+        return 0.0
+    majority = int(np.bincount(train_labels.astype(int), minlength=spec.num_labels).argmax())
+    logits = np.zeros((len(eval_labels), spec.num_labels), dtype=np.float32)
+    logits[:, majority] = 1.0
+    return float(main_metric_value(spec, compute_task_metrics(spec, logits, eval_labels)))
+
+
+class AsyncConvergenceCallback(TrainerCallback):
+    """Switches each task to self-distillation once its selection metric has converged.
+
+    Args:
+        host: The trainer (see the module docstring for what is used).
+    """
+
+    def __init__(self, host: Any) -> None:
+        args = host.args
+        self.host = host
+        self.specs = host.task_specs
+        self.monitor = self._new_monitor(floors=None)
+        self.keeper = SnapshotKeeper(k=args.kd_top_k, directory=args.kd_snapshot_dir)
+        self.soft_labels: dict[str, SoftLabels] = {}
+        self.records: dict[str, dict[str, Any]] = {}
+        self.references: dict[str, dict[str, float]] = {}
+        self.training = False
+
+    def _new_monitor(self, floors: Mapping[str, float] | None) -> ConvergenceMonitor:
+        args = self.host.args
+        return ConvergenceMonitor(
+            {name: spec.greater_is_better for name, spec in self.specs.items()},
+            patience=args.kd_patience,
+            min_delta=args.kd_min_delta,
+            min_steps=args.kd_min_steps,
+            require_improvement=args.kd_require_improvement,
+            smoothing=args.kd_smoothing,
+            floors=floors,
+        )
+
+    # ---- the floors: trivial predictor + margin, from training labels and the selection split ----
+
+    def _selection_set(self, task: str):
+        evaluation = (self.host.eval_dataset or {}).get(task)
+        if isinstance(evaluation, Mapping):
+            evaluation = next(iter(evaluation.values()), None)
+        return evaluation
+
+    def compute_references(self) -> dict[str, dict[str, float]]:
+        """Per task: trivial predictor's value on the selection split, its size and the floor (`kd_trivial_gate`)."""
+        args = self.host.args
+        references = {}
+        for task, spec in self.specs.items():
+            selection = self._selection_set(task)
+            if selection is None or "labels" not in selection.column_names:
+                continue
+            train = self.host.train_dataset.task_datasets[task]
+            trivial = trivial_predictor_value(spec, train["labels"], selection["labels"])
+            metrics = spec.metrics if spec.main_metric == "score" else (spec.main_metric,)
+            floor = convergence_floor(trivial, tuple(metrics), len(selection), args.kd_margin_z, spec.greater_is_better)
+            references[task] = {"trivial_value": trivial, "selection_size": len(selection), "floor": floor,
+                                "margin": abs(floor - trivial)}
+        return references
+
+    # ---- events -------------------------------------------------------------------------------
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.training = True
+        # A resumed run restored its references and monitor in `load_from`; a new one computes them here.
+        if args.kd_trivial_gate and not self.references:
+            self.references = self.compute_references()
+            self.monitor = self._new_monitor({t: r["floor"] for t, r in self.references.items()})
+        return control
+
+    @staticmethod
+    def _include(task: str):
+        # Parameters that define the task's predictions: the shared encoder and the task's own head.
+        # Only trainable ones change, so a PEFT / partially frozen model keeps just its adapters.
+        head_prefix = f"heads.{task}."
+        return lambda name, tensor: (name.startswith(head_prefix) or not name.startswith("heads.")) and (
+            not isinstance(tensor, torch.nn.Parameter) or tensor.requires_grad
+        )
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        # Only evaluations during training select; a final evaluation (e.g. on the reported dev sets) must not.
+        if not self.training or model is None:
+            return control
+        values = {}
+        for task, spec in self.specs.items():
+            key = f"eval_{task}_{spec.main_metric}"
+            if key in (metrics or {}):
+                values[task] = float(metrics[key])
+        if not values:
+            return control
+        active_before = set(self.monitor.active_tasks)
+        update = self.monitor.update(state.global_step, values)
+        for task in self.specs:
+            if task not in values or task not in active_before:
+                continue
+            # top-1: the snapshot is the monitor's best step (min_delta included); top-k: the k best values.
+            if args.kd_top_k > 1 or task in update.new_best:
+                self.keeper.offer(task, model, self._include(task), step=state.global_step, metric=values[task],
+                                  greater_is_better=self.specs[task].greater_is_better)
+        for task in update.newly_converged:
+            self.distill(task, model, state.global_step, self.keeper.best(task), kind="converged")
+        if args.kd_refresh:
+            for task in self.monitor.converged_tasks:
+                if task in values and task not in update.newly_converged and self._beats_teacher(task, values[task]):
+                    snapshot = ParameterSnapshot.capture(model, self._include(task), step=state.global_step, metric=values[task])
+                    self.distill(task, model, state.global_step, [snapshot], kind="refresh")
+        if args.kd_stop_when_all_converged and self.monitor.all_converged:
+            logger.info("Every task has converged: stopping training.")
+            control.should_training_stop = True
+        return control
+
+    def _beats_teacher(self, task: str, value: float) -> bool:
+        """Whether `value` beats the task's current teacher by more than the selection split's noise margin."""
+        teacher_metric = self.records[task]["teacher_metric"]
+        margin = self.references.get(task, {}).get("margin")
+        if margin is None:
+            selection = self._selection_set(task)
+            spec = self.specs[task]
+            metrics = spec.metrics if spec.main_metric == "score" else (spec.main_metric,)
+            margin = abs(convergence_floor(0.0, tuple(metrics), len(selection), self.host.args.kd_margin_z))
+        return value > teacher_metric + margin if self.specs[task].greater_is_better else value < teacher_metric - margin
+
+    # ---- distillation -----------------------------------------------------------------------------
+
+    def distill(self, task: str, model: torch.nn.Module, step: int, snapshots: list[ParameterSnapshot], kind: str) -> None:
+        """Build `task`'s teacher from `snapshots`, give it soft labels and switch the task to distillation."""
+        args = self.host.args
+        if not snapshots:
+            raise RuntimeError(f"Task {task!r} converged but no snapshot of its best point was kept.")
+        dataset = self.host.train_dataset.task_datasets[task]
+        ensemble = args.kd_ensemble if len(snapshots) > 1 else "parameters"
+        soft_labels = SoftLabels(
+            task, build_teacher(snapshots, ensemble), is_regression=self.specs[task].is_regression, num_examples=len(dataset),
+            fingerprint=dataset_fingerprint(dataset["input_ids"]),
+            metadata={"teacher_steps": ",".join(str(s.step) for s in snapshots), "ensemble": ensemble, "converged_step": str(step)},
+        )
+        if args.kd_soft_labels == "precompute":
+            soft_labels = self._precompute(task, soft_labels, model)
+        for snapshot in snapshots:
+            snapshot.release()
+        self.keeper.release(task)
+        self.soft_labels[task] = soft_labels
+        self.host.switch_to_distillation(task, soft_labels)
+        record = self.records.setdefault(task, {"converged_step": step, "refreshes": []})
+        teacher = {"teacher_steps": [s.step for s in snapshots], "teacher_metric": snapshots[0].metric if kind == "refresh" else self.monitor.best_value(task),
+                   "ensemble": ensemble, "soft_labels": args.kd_soft_labels}
+        if kind == "refresh":
+            record["refreshes"].append({"step": step, **teacher})
+        record.update(teacher)
+        what = (f"soft labels for {soft_labels.num_labelled} examples in {soft_labels.seconds:.1f} s"
+                if soft_labels.complete else "soft labels computed on demand")
+        logger.warning(f"task {task} {'teacher refreshed' if kind == 'refresh' else 'converged'} at step {step}: teacher "
+                       f"{self.specs[task].main_metric} {record['teacher_metric']:.4f} (steps {record['teacher_steps']}); {what}")
+        self.host.log({f"kd_{'refresh' if kind == 'refresh' else 'converged'}_{task}": float(step),
+                       f"kd_teacher_step_{task}": float(snapshots[0].step)})
+
+    def _precompute(self, task: str, soft_labels: SoftLabels, model: torch.nn.Module) -> SoftLabels:
+        """Label the whole training set now; in multi-process runs the main process labels, the others read its file."""
+        accelerator = self.host.accelerator
+        path = os.path.join(self.host.args.output_dir, "soft_labels", f"{task}.safetensors")
+        if accelerator.is_main_process:
+            soft_labels.fill(model, self._length_sorted_batches(task))
+            soft_labels.save(path)
+        accelerator.wait_for_everyone()
+        return soft_labels if accelerator.is_main_process else SoftLabels.load(path, task=task, fingerprint=soft_labels.fingerprint)
+
+    def _length_sorted_batches(self, task: str):
+        """(example ids, inputs) over the task's training set, longest first (less padding), on the training device."""
+        dataset = self.host.train_dataset.task_datasets[task]
+        columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "task_ids") if c in dataset.column_names]
+        order = torch.tensor([len(ids) for ids in dataset["input_ids"]]).argsort(descending=True)
+        loader = DataLoader(dataset.select(order.tolist()).select_columns(columns),
+                            batch_size=self.host.args.per_device_eval_batch_size, collate_fn=self.host.data_collator)
+        start = 0
+        for batch in loader:
+            size = int(batch["input_ids"].shape[0])
+            yield order[start:start + size], {k: v.to(self.host.args.device) for k, v in batch.items()}
+            start += size
+
+    # ---- persistence: one state dict + one soft-label file per converged task --------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything but tensors: the monitor, the per-task records and the floors' references."""
+        return {"version": _STATE_VERSION, "monitor": self.monitor.state_dict(), "records": self.records, "references": self.references}
+
+    def save_to(self, directory: str) -> None:
+        """Write the state dict, each converged task's soft labels and the pending best snapshots into a checkpoint."""
+        for task, soft_labels in self.soft_labels.items():
+            soft_labels.save(os.path.join(directory, "soft_labels", f"{task}.safetensors"))
+        snapshot_index = {}
+        for task in self.monitor.active_tasks:
+            for position, snapshot in enumerate(self.keeper.best(task)):
+                path = os.path.join(directory, "kd_snapshots", f"{task}-{position}.safetensors")
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                snapshot.save_copy(path)
+                snapshot_index.setdefault(task, []).append({"file": os.path.basename(path), "step": snapshot.step, "metric": snapshot.metric})
+        with open(os.path.join(directory, STATE_NAME), "w", encoding="utf-8") as handle:
+            json.dump({**self.state_dict(), "snapshots": snapshot_index}, handle, indent=2)
+
+    def load_from(self, directory: str) -> None:
+        """Restore what `save_to` wrote, refusing soft labels computed on other training data."""
+        path = os.path.join(directory, STATE_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is missing: {directory} was not written by a run with async-KD.")
+        with open(path, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        if saved.get("version") != _STATE_VERSION:
+            raise ValueError(f"{path}: async-KD state version {saved.get('version')!r}, this version reads {_STATE_VERSION}.")
+        self.references = {t: dict(r) for t, r in saved["references"].items()}
+        self.monitor = self._new_monitor({t: r["floor"] for t, r in self.references.items()} or None)
+        self.monitor.load_state_dict(saved["monitor"])
+        self.records = {task: dict(record) for task, record in saved["records"].items()}
+        self.soft_labels = {}
+        for task in self.monitor.converged_tasks:
+            dataset = self.host.train_dataset.task_datasets[task]
+            soft_labels = SoftLabels.load(os.path.join(directory, "soft_labels", f"{task}.safetensors"), task=task,
+                                          fingerprint=dataset_fingerprint(dataset["input_ids"]))
+            self.soft_labels[task] = soft_labels
+            self.host.switch_to_distillation(task, soft_labels)
+        self.keeper.release_all()
+        for task, entries in saved.get("snapshots", {}).items():
+            snapshots = [
+                ParameterSnapshot.load(os.path.join(directory, "kd_snapshots", entry["file"]), step=entry["step"], metric=entry["metric"])
+                for entry in entries
+            ]
+            self.keeper.adopt(task, snapshots, greater_is_better=self.specs[task].greater_is_better)
+
+    # ---- report ---------------------------------------------------------------------------------
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        """Per task, a plain dict: the decision and the evidence behind it (see docs/async_kd.md)."""
+        report = {}
+        for task in self.specs:
+            history = self.monitor.history(task)
+            record = self.records.get(task, {})
+            reference = self.references.get(task, {})
+            soft_labels = self.soft_labels.get(task)
+            best = self.monitor.best_value(task)
+            final = history[-1][1] if history else None
+            teacher_metric = record.get("teacher_metric", best)
+            trivial, margin = reference.get("trivial_value"), reference.get("margin")
+            report[task] = {
+                "converged": self.monitor.is_converged(task),
+                "converged_step": record.get("converged_step"),
+                "best_step": self.monitor.best_step(task),
+                "metric_at_convergence": best,
+                "teacher_steps": record.get("teacher_steps"),
+                "teacher_metric": record.get("teacher_metric"),
+                "final_metric": final,
+                "retention": (final - teacher_metric) if (final is not None and teacher_metric is not None) else None,
+                "trivial_value": trivial,
+                "margin": margin,
+                "floor": reference.get("floor"),
+                "best_smoothed": self.monitor.best_smoothed(task),
+                "smoothing": self.monitor.smoothing,
+                # A teacher within the trivial predictor's margin has learnt nothing the split can show.
+                "near_trivial": (abs(teacher_metric - trivial) <= margin) if (record and trivial is not None and teacher_metric is not None) else None,
+                "refreshes": record.get("refreshes", []),
+                "soft_labels": record.get("soft_labels"),
+                "soft_label_seconds": round(soft_labels.seconds, 3) if soft_labels else None,
+                "num_soft_labels": soft_labels.num_labelled if soft_labels else None,
+                "history": history,
+                "smoothed_history": self._smoothed_history(history),
+            }
+        return report
+
+    def _smoothed_history(self, history: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        window = self.monitor.smoothing
+        return [(step, sum(v for _, v in history[max(0, i + 1 - window): i + 1]) / len(history[max(0, i + 1 - window): i + 1]))
+                for i, (step, _) in enumerate(history)]
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training = False
+        if args.should_save:
+            os.makedirs(args.output_dir, exist_ok=True)
+            with open(os.path.join(args.output_dir, REPORT_NAME), "w", encoding="utf-8") as handle:
+                json.dump(self.report(), handle, indent=2)
+        return control

@@ -1,0 +1,201 @@
+"""Robust convergence (issue: async-KD must never lock a task into a teacher that has learnt nothing).
+
+A noisy plateau around the trivial predictor never converges; a real rise and decline converges at
+the right step with the best step as teacher; the kept snapshot is the monitor's best step also with
+min_delta > 0; teacher refresh relabels, and a resumed run equals the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hf_async_mtl import MultiTaskTrainer
+from hf_async_mtl.async_kd import AsyncConvergenceCallback, ConvergenceMonitor, convergence_floor, trivial_predictor_value
+from tests.conftest import SENTIMENT, SIMILARITY, TASKS, make_model
+from tests.test_trainer import _losses_by_step, make_args
+
+# CoLA's selection MCC in the README main job under async-KD's old rule (steps 100..1000): a blip at step 200.
+COLA_NOISE = [0.0, 0.0732, 0.0, 0.009, 0.0, 0.021, -0.012, 0.034, 0.0, 0.015, 0.041, 0.0, 0.028, -0.02, 0.0]
+COLA_FLOOR = convergence_floor(0.0, ("matthews_correlation",), 500, z=2.0)
+
+
+def _feed(monitor, values, task="cola"):
+    converged = []
+    for i, value in enumerate(values, start=1):
+        converged += [(100 * i, t) for t in monitor.update(100 * i, {task: value}).newly_converged]
+    return converged
+
+
+def test_floor_is_the_trivial_value_plus_z_noise_units():
+    assert COLA_FLOOR == pytest.approx(2.0 / math.sqrt(500))  # MCC: sd about 1/sqrt(n)
+    # MRPC's score averages F1 and accuracy (proportions, sd <= 0.5/sqrt(n)) on 367 examples.
+    assert convergence_floor(0.745, ("f1", "accuracy"), 367, z=2.0) == pytest.approx(0.745 + 1.0 / math.sqrt(367))
+    assert convergence_floor(0.3, ("loss",), 100, z=1.0, greater_is_better=False) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="num_examples"):
+        convergence_floor(0.0, ("accuracy",), 0, z=2.0)
+
+
+def test_noisy_plateau_around_the_trivial_value_never_converges():
+    robust = ConvergenceMonitor({"cola": True}, patience=3, require_improvement=True, smoothing=2, floors={"cola": COLA_FLOOR})
+    assert _feed(robust, COLA_NOISE) == []
+    assert not robust.clears_floor("cola") and robust.best_value("cola") == pytest.approx(0.0732)
+    # The plain rule (the paper's, and this library's before) converges on the blip: step 500, teacher step 200.
+    plain = ConvergenceMonitor({"cola": True}, patience=3, require_improvement=True)
+    assert _feed(plain, COLA_NOISE) == [(500, "cola")] and plain.best_step("cola") == 200
+
+
+def test_a_real_rise_then_decline_converges_at_the_right_step_with_the_best_step_as_teacher():
+    values = [0.0, 0.05, 0.15, 0.25, 0.32, 0.35, 0.33, 0.30, 0.28, 0.27]
+    monitor = ConvergenceMonitor({"cola": True}, patience=3, require_improvement=True, smoothing=2, floors={"cola": COLA_FLOOR})
+    # Smoothed (window 2): ... 0.285, 0.335, 0.34 (step 700, the last improvement), 0.315, 0.29, 0.275.
+    assert _feed(monitor, values) == [(1000, "cola")]
+    assert monitor.best_step("cola") == 600 and monitor.best_value("cola") == 0.35
+    assert monitor.best_smoothed("cola") == pytest.approx(0.34)
+    state = monitor.state_dict()
+    restored = ConvergenceMonitor.from_state_dict(state)
+    assert restored.state_dict() == state and restored.floors == {"cola": COLA_FLOOR} and restored.smoothing == 2
+
+
+def test_smoothing_one_and_no_floor_is_the_plain_rule():
+    values = [0.1, 0.3, 0.2, 0.25, 0.22, 0.4, 0.1, 0.1, 0.1]
+    plain = ConvergenceMonitor({"a": True}, patience=2)
+    same = ConvergenceMonitor({"a": True}, patience=2, smoothing=1, floors=None)
+    assert _feed(plain, values, "a") == _feed(same, values, "a") == [(400, "a")]
+
+
+def test_monitor_rejects_bad_smoothing_and_floors():
+    with pytest.raises(ValueError, match="smoothing"):
+        ConvergenceMonitor({"a": True}, smoothing=0)
+    with pytest.raises(ValueError, match="unknown tasks"):
+        ConvergenceMonitor({"a": True}, floors={"b": 0.1})
+    with pytest.raises(ValueError, match="finite"):
+        ConvergenceMonitor({"a": True}, floors={"a": float("nan")})
+
+
+def test_trivial_predictor_is_the_training_majority_class(tiny_data):
+    train, evaluation = tiny_data
+    labels = list(train["sentiment"]["labels"])
+    majority = max(set(labels), key=labels.count)
+    eval_labels = list(evaluation["sentiment"]["labels"])
+    expected = eval_labels.count(majority) / len(eval_labels)  # accuracy; the sentiment task's score
+    assert trivial_predictor_value(SENTIMENT, labels, eval_labels) == pytest.approx(expected)
+    assert trivial_predictor_value(SIMILARITY, [1.0, 2.0], [3.0, 4.0]) == 0.0  # a constant has no correlation
+
+
+class _Host:
+    """The narrow interface the callback uses, without a Trainer."""
+
+    def __init__(self, args, model, tiny_data):
+        train, evaluation = tiny_data
+        self.args, self.task_specs = args, {s.name: s for s in TASKS}
+        self.train_dataset = SimpleNamespace(task_datasets=train)
+        self.eval_dataset = evaluation
+        self.data_collator = None
+        self.accelerator = SimpleNamespace(is_main_process=True, wait_for_everyone=lambda: None)
+        self.switched, self.logs, self.model = {}, [], model
+
+    def switch_to_distillation(self, task, soft_labels):
+        self.switched[task] = soft_labels
+
+    def log(self, logs):
+        self.logs.append(logs)
+
+
+def test_teacher_is_the_monitors_best_step_also_with_min_delta(tmp_path, tokenizer, tiny_data):
+    args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=3, kd_min_delta=0.05, kd_require_improvement=False, kd_soft_labels="on_demand",
+                     eval_strategy="steps", eval_steps=1)
+    host = _Host(args, make_model(tokenizer), tiny_data)
+    callback = AsyncConvergenceCallback(host)
+    state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
+    callback.on_train_begin(args, state, control)
+    # 0.52 is better than 0.50 but not by min_delta: the teacher stays the step-1 parameters.
+    for step, value in enumerate([0.50, 0.52, 0.40, 0.40], start=1):
+        with torch.no_grad():  # the model changes between evaluations
+            next(host.model.parameters()).add_(0.01)
+        state.global_step = step
+        callback.on_evaluate(args, state, control, metrics={"eval_sentiment_score": value}, model=host.model)
+    assert callback.monitor.best_step("sentiment") == 1
+    assert callback.records["sentiment"]["teacher_steps"] == [1] and callback.records["sentiment"]["converged_step"] == 4
+    assert "sentiment" in host.switched
+    report = callback.report()["sentiment"]
+    assert report["teacher_metric"] == 0.50 and report["teacher_steps"] == [1]
+
+
+def test_gate_blocks_a_task_that_never_beats_its_trivial_predictor(tmp_path, tokenizer, tiny_data):
+    args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=1, kd_smoothing=1, kd_trivial_gate=True,
+                     kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
+    host = _Host(args, make_model(tokenizer), tiny_data)
+    callback = AsyncConvergenceCallback(host)
+    state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
+    callback.on_train_begin(args, state, control)
+    reference = callback.references["sentiment"]
+    assert reference["floor"] == pytest.approx(reference["trivial_value"] + 2.0 * 0.5 / math.sqrt(reference["selection_size"]))
+    at_trivial = reference["trivial_value"]
+    for step, value in enumerate([at_trivial, at_trivial + 0.01, at_trivial, at_trivial, at_trivial], start=1):
+        state.global_step = step
+        callback.on_evaluate(args, state, control, metrics={"eval_sentiment_score": value}, model=host.model)
+    assert host.switched == {}
+    report = callback.report()["sentiment"]
+    assert report["converged"] is False and report["floor"] == reference["floor"] and report["margin"] == pytest.approx(reference["margin"])
+
+
+class _ScriptedMetric:
+    """A callback placed before the async-KD one that replaces a task's selection score by a scripted value per step."""
+
+    def __init__(self, key, values):
+        self.key, self.values = key, values
+
+    def __getattr__(self, name):  # every other TrainerCallback event: do nothing
+        if name.startswith("on_"):
+            return lambda args, state, control, **kwargs: control
+        raise AttributeError(name)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        metrics[self.key] = self.values[state.global_step]
+        return control
+
+
+# Selection score of the similarity task by step: converges at 4 (patience 1), teacher step 2 (0.5);
+# with margin 0 (z = 0) it refreshes at 8 (0.7 > 0.5) and again at 12 (0.9 > 0.7).
+SCRIPT = {2: 0.5, 4: 0.3, 6: 0.45, 8: 0.7, 10: 0.6, 12: 0.9}
+REFRESH = dict(
+    max_steps=12, async_kd=True, kd_patience=1, kd_require_improvement=False, kd_refresh=True, kd_margin_z=0.0,
+    eval_strategy="steps", eval_steps=2, sampling_strategy="round_robin", logging_steps=1,
+)
+
+
+def _refresh_trainer(tmp_path, tokenizer, tiny_data, out, **overrides):
+    train, evaluation = tiny_data
+    model = make_model(tokenizer, seed=3)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return MultiTaskTrainer(model=model, args=make_args(tmp_path / out, **{**REFRESH, **overrides}), task_specs=TASKS,
+                            train_dataset=dict(train), eval_dataset={"similarity": evaluation["similarity"]}, processing_class=tokenizer,
+                            callbacks=[_ScriptedMetric("eval_similarity_score", SCRIPT)])
+
+
+def test_teacher_refresh_relabels_and_a_resumed_run_equals_the_uninterrupted_one(tmp_path, tokenizer, tiny_data):
+    from tests.test_trainer import teacher_pass
+
+    train, _ = tiny_data
+    full = _refresh_trainer(tmp_path, tokenizer, tiny_data, "full", save_strategy="steps", save_steps=6)
+    full.train()
+    record = full.async_convergence.records["similarity"]
+    assert record["converged_step"] == 4
+    assert [(r["step"], r["teacher_steps"], r["teacher_metric"]) for r in record["refreshes"]] == [(8, [8], 0.7), (12, [12], 0.9)]
+    assert record["teacher_steps"] == [12] and full.async_convergence.report()["similarity"]["refreshes"] == record["refreshes"]
+    # The refreshed teacher is the final model: its soft labels are the final model's outputs on the training set.
+    assert torch.allclose(full.soft_labels["similarity"].table, teacher_pass(full.model, train["similarity"], tokenizer), atol=1e-5)
+    resumed = _refresh_trainer(tmp_path, tokenizer, tiny_data, "resumed", save_strategy="steps", save_steps=6)
+    resumed.train(resume_from_checkpoint=os.path.join(full.args.output_dir, "checkpoint-6"))
+    full_losses, resumed_losses = _losses_by_step(full), _losses_by_step(resumed)
+    for step in range(7, 13):
+        assert resumed_losses[step] == pytest.approx(full_losses[step], rel=1e-4, abs=1e-6)
+    assert resumed.async_convergence.records == full.async_convergence.records
+    assert torch.allclose(resumed.soft_labels["similarity"].table, full.soft_labels["similarity"].table, atol=1e-5)
