@@ -149,9 +149,8 @@ V2_METHODS = {
     # all-tasks steps: the best gradient method of v1 (IMTL-G), with and without async-KD
     "imtl_g": {"mtl_method": "imtl_g"},
     "imtl_g_async_kd": {"mtl_method": "imtl_g", "async_kd": True},
-    # ablation: the convergence rule before robust convergence (patience on raw values; spelled
-    # mtl_method="async_kd" at the commit that ran it, which meant equal + async-KD)
-    "async_kd_old_rule": {"mtl_method": "async_kd"},
+    # ablation: the convergence rule before robust convergence (patience on raw values, no trivial-predictor gate)
+    "async_kd_old_rule": {"mtl_method": "equal", "async_kd": True, "kd_smoothing": 1, "kd_trivial_gate": False},
 }
 V2_SEEDS = 5
 # Most needed first: the primary pair, then the other pairs, single-task, baselines, ablations.
