@@ -110,6 +110,9 @@ METHODS = {
     "gradnorm": {"mtl_method": "gradnorm"},
     # The ensemble-teacher options: the 3 best snapshots as one weight-averaged teacher, or as a
     # prediction ensemble (3 labelling passes, soft labels = mean probability).
+    # The convergence rule before robust convergence (raw values, no trivial-predictor gate): what
+    # "async_kd" meant when the v1 matrix ran (the seed-0 reproduction of the architecture change).
+    "async_kd_old_rule": {"mtl_method": "async_kd", "kd_smoothing": 1, "kd_trivial_gate": False},
     "async_kd_top3": {"mtl_method": "async_kd", "kd_top_k": 3},
     "async_kd_ens3": {"mtl_method": "async_kd", "kd_top_k": 3, "kd_ensemble": "predictions"},
     # Static weights that put the tasks' losses on one scale: STS-B's MSE on 0-5 scores starts about
@@ -182,9 +185,11 @@ def all_runs() -> list[tuple[str, int]]:
     reference methods, the strongest baselines and the controls, single-task runs, the ensemble-teacher
     options, the remaining seeds (see the comment above `NUM_SEEDS`)."""
     variants = ENSEMBLE_VARIANTS
-    first = [(m, 0) for m in METHODS if m not in variants]
+    # The old-rule entry runs on request only (--only async_kd_old_rule), for reproductions.
+    methods = [m for m in METHODS if m != "async_kd_old_rule"]
+    first = [(m, 0) for m in methods if m not in variants]
     later = LATE_SEEDS + LAST_SEEDS
-    extra = [(m, s) for s in range(1, NUM_SEEDS) for m in METHODS if m not in later]
+    extra = [(m, s) for s in range(1, NUM_SEEDS) for m in methods if m not in later]
     late = [(m, s) for m in later for s in range(1, NUM_SEEDS)]
     single = [(f"single_{task}", s) for s in range(NUM_SEEDS) for task in TASKS]
     return first + [r for r in extra if r[0] not in variants] + single + [(m, 0) for m in variants] \
@@ -409,8 +414,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=None, help="Run seeds 0..N-1 of the selected methods.")
     parser.add_argument("--summarize-only", action="store_true")
     parser.add_argument("--run", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--results-name", default=None, help="Results folder under benchmarks/results (default: glue5_<profile>).")
     args = parser.parse_args()
-    results_dir = os.path.join(ROOT, "benchmarks", "results", f"glue5_{args.profile}")
+    results_dir = os.path.join(ROOT, "benchmarks", "results", args.results_name or f"glue5_{args.profile}")
     runs_dir = os.path.join(results_dir, "per_run")
     os.makedirs(runs_dir, exist_ok=True)
     if args.run:
