@@ -8,24 +8,54 @@
 Selection (convergence monitoring, early stopping, best checkpoints) reads a validation split
 carved from each task's training data; the GLUE dev sets are only evaluated at the end and reported.
 `--do_predict` writes the GLUE leaderboard files of the test sets to `<output_dir>/glue_submission(.zip)`.
+
+Bad input or misuse (unknown task, misspelled metric, missing model directory, a too long --max_seq_length,
+a resume checkpoint of other tasks, a malformed data file, ...) is found before any training and reported as
+one line, `error: <file, line, field: what is wrong>`, with exit status 2; `--debug` (or HF_ASYNC_MTL_DEBUG=1)
+adds the traceback. Called in-process, `main(argv)` raises `SystemExit(2)` after printing that line, and
+`run(argv)` raises the exceptions themselves (`hf_async_mtl.validation.UsageError` and the loaders' errors).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
 import os
 import sys
+import traceback
 from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
 
 import datasets
-from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, set_seed
+from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, TrainerCallback, set_seed
+from transformers.trainer_utils import get_last_checkpoint
 
 from glue_tasks import GLUE_TASKS, get_glue_task, load_glue_task
+from glue_tasks.formats import GLUE_FORMATS
 from glue_tasks.submission import submission_splits, write_glue_submission
-from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec
+from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec, build_weighting
 from hf_async_mtl.checkpoints import resolve_checkpoint
 from hf_async_mtl.data import carve_validation_split, load_task_file, tokenize_task, validate_task_dataset
+from hf_async_mtl.modeling import read_sentence_transformers_pooling
+from hf_async_mtl.tasks import head_mismatches
+from hf_async_mtl.validation import (
+    DEBUG_ENV,
+    UsageError,
+    check_max_seq_length,
+    check_output_dir,
+    check_resume_checkpoint,
+    did_you_mean,
+    encoder_config_of,
+    key_line,
+    one_line,
+    read_custom_tasks,
+    read_json_file,
+    read_model_config,
+    resolve_model_source,
+)
 
 logger = logging.getLogger("run_glue_mtl")
 
@@ -108,7 +138,16 @@ class DataArguments:
 
     def __post_init__(self) -> None:
         self.task_list = [t.strip() for t in self.tasks.split(",") if t.strip()]
-        self.per_task_caps = json.loads(self.max_train_samples_per_task) if self.max_train_samples_per_task else {}
+        self.per_task_caps = {}
+        if self.max_train_samples_per_task:
+            try:
+                self.per_task_caps = json.loads(self.max_train_samples_per_task)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"--max_train_samples_per_task is not valid JSON ({error.msg}).") from None
+            if not isinstance(self.per_task_caps, dict) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in self.per_task_caps.values()
+            ):
+                raise ValueError(f"--max_train_samples_per_task must be a JSON object of positive integers, got {self.max_train_samples_per_task}.")
         if not self.task_list and not self.custom_tasks_file:
             raise ValueError("No task given: use --tasks and/or --custom_tasks_file.")
         if not 0.0 <= self.selection_split_fraction < 1.0:
@@ -117,43 +156,210 @@ class DataArguments:
             raise ValueError(f"--max_seq_length must be >= 8, got {self.max_seq_length}.")
 
 
+# Options transformers 5 removed, with what to do instead.
+REMOVED_OPTIONS = {
+    "overwrite_output_dir": "transformers 5 removed --overwrite_output_dir: an existing output_dir is written into as it is; "
+    "continue a run with --resume_from_checkpoint, or start afresh in a new --output_dir",
+}
+
+
+class ArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` whose errors are a `UsageError` (one line) instead of usage text and `exit(2)`."""
+
+    def error(self, message: str):
+        raise UsageError(message)
+
+
+def _option_in(message: str, options) -> str | None:
+    """The longest option name that `message` mentions, if any (to place a dataclass check's error)."""
+    return next((name for name in sorted(options, key=len, reverse=True) if name in message), None)
+
+
 def parse_args(argv: list[str] | None = None):
-    """Parse flags, or one JSON file when it is the only argument."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, MultiTaskTrainingArguments))
+    """Parse flags, or one JSON file when it is the only argument; bad options are a one-line `UsageError`."""
+    parser = ArgumentParser((ModelArguments, DataArguments, MultiTaskTrainingArguments))
     argv = sys.argv[1:] if argv is None else argv
+    options = {f.name for cls in parser.dataclass_types for f in dataclasses.fields(cls) if f.init}
     if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+        return _parse_json_config(parser, argv[0], options)
+    for arg in argv:
+        name = arg.split("=", 1)[0].lstrip("-") if arg.startswith("--") else None
+        if name in REMOVED_OPTIONS:
+            raise UsageError(f"--{name}: {REMOVED_OPTIONS[name]}.", name)
+    try:
+        *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except UsageError:
+        raise
+    except ValueError as error:  # a dataclass's own check (__post_init__)
+        raise UsageError(str(error), _option_in(str(error), options)) from None
+    if remaining:
+        unknown = next((a for a in remaining if a.startswith("-")), remaining[0])
+        flag = unknown.split("=", 1)[0]
+        hint = did_you_mean(flag, [f"--{o}" for o in options])
+        raise UsageError(f"unknown option {flag}{hint}." if flag.startswith("-") else f"unexpected argument {unknown!r}.")
+    return tuple(parsed)
 
 
-def load_raw_tasks(data_args: DataArguments) -> tuple[list[TaskSpec], dict, dict]:
-    """Task specs plus raw train and dev splits ({task: {split: Dataset}}) — validated, nothing written."""
-    specs, train, dev = [], {}, {}
+def _parse_json_config(parser: HfArgumentParser, path: str, options: set[str]):
+    """The dataclasses of a JSON config; unknown keys and failed checks name the file, line and field."""
+    values, text = read_json_file(os.path.abspath(path), "JSON config")
+    if not isinstance(values, dict):
+        raise UsageError(f"{path}, line 1: expected a JSON object of options, got a {type(values).__name__}.")
+    for key in values:
+        if key in REMOVED_OPTIONS or key not in options:
+            reason = REMOVED_OPTIONS.get(key) or f"unknown option{did_you_mean(key, options)}"
+            raise UsageError(f"{path}, line {key_line(text, key) or 1}, field {key!r}: {reason}.")
+    try:
+        return parser.parse_dict(values)
+    except ValueError as error:
+        option = _option_in(str(error), values) or _option_in(str(error), options)
+        line = key_line(text, option) if option else None
+        where = f"{path}, line {line}, field {option!r}" if line else path
+        raise UsageError(f"{where}: {error}", option) from None
+
+
+# ---- checks before any work -------------------------------------------------------------------
+
+
+@dataclass
+class RunPlan:
+    """What the checks found: the tasks (with their data files when custom), the model source and its config."""
+
+    tasks: list[tuple[TaskSpec, dict[str, str] | None]]
+    model_source: str
+    model_config: Any
+
+
+def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple[TaskSpec, dict[str, str] | None]]:
+    """The task specs of `--tasks` and `--custom_tasks_file`, checked without reading any data.
+
+    GLUE names must be known and given once, their TSV files present under `--glue_dir`; the custom tasks
+    file is read by `hf_async_mtl.validation.read_custom_tasks`. Problems are a one-line `UsageError`.
+    """
+    tasks: list[tuple[TaskSpec, dict[str, str] | None]] = []
+    seen: set[str] = set()
     for name in data_args.task_list:
-        spec = get_glue_task(name)
-        specs.append(spec)
-        train[spec.name] = load_glue_task(spec.name, "train", data_args.glue_dir)
-        dev[spec.name] = {split: load_glue_task(spec.name, split, data_args.glue_dir) for split in spec.validation_splits}
+        try:
+            spec = get_glue_task(name)
+        except ValueError as error:
+            raise UsageError(f"--tasks: {error}", "tasks") from None
+        if spec.name in seen:
+            raise UsageError(f"--tasks: task {spec.name!r} is given twice; task names must be unique.", "tasks")
+        seen.add(spec.name)
+        tasks.append((spec, None))
+    if data_args.glue_dir is not None and data_args.task_list:
+        glue_dir = data_args.glue_dir
+        if not os.path.isdir(glue_dir):
+            raise UsageError(f"--glue_dir {glue_dir}: the directory does not exist.", "glue_dir")
+        for spec, _ in tasks:
+            fmt = GLUE_FORMATS[spec.name]
+            splits = ["train", *spec.validation_splits, *(submission_splits(spec.name) if do_predict else ())]
+            for split in splits:
+                path = os.path.join(glue_dir, fmt.directory, fmt.files[split].file_name)
+                if not os.path.isfile(path):
+                    raise UsageError(f"--glue_dir: GLUE file for {spec.name!r} split {split!r} not found: {path}", "glue_dir")
     if data_args.custom_tasks_file:
-        with open(data_args.custom_tasks_file, encoding="utf-8") as handle:
-            entries = json.load(handle)
-        base = os.path.dirname(os.path.abspath(data_args.custom_tasks_file))
-        for entry in entries:
-            entry = dict(entry)
-            files = {key: os.path.join(base, entry.pop(key)) for key in ("train_file", "validation_file") if key in entry}
-            if set(files) != {"train_file", "validation_file"}:
-                raise ValueError(f"{data_args.custom_tasks_file}: task {entry.get('name')!r} needs train_file and validation_file.")
-            spec = TaskSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()})
-            specs.append(spec)
+        tasks.extend(read_custom_tasks(data_args.custom_tasks_file, taken_names=seen))
+    unknown_caps = sorted(set(data_args.per_task_caps) - {spec.name for spec, _ in tasks})
+    if unknown_caps:
+        raise UsageError(f"--max_train_samples_per_task names tasks not trained: {unknown_caps}.", "max_train_samples_per_task")
+    return tasks
+
+
+def _model_stand_in(model_args: ModelArguments, source: str, config: Any) -> Any:
+    """What the model will look like (pooling, encoder shape, adapters), from configs only: for the resume check."""
+    if config.model_type == "hf_async_mtl":
+        return SimpleNamespace(pooling=config.pooling, encoder_config=config.encoder_config, model_type="hf_async_mtl",
+                               peft_config=config.peft_config or (model_args.lora_r > 0 or None))
+    encoder = copy.deepcopy(config)
+    if model_args.num_encoder_layers is not None:
+        encoder.num_hidden_layers = model_args.num_encoder_layers
+    pooling = model_args.pooling if model_args.pooling != "auto" else read_sentence_transformers_pooling(source)
+    return SimpleNamespace(pooling=pooling, encoder_config=encoder, model_type="hf_async_mtl", peft_config=model_args.lora_r > 0 or None)
+
+
+def validate(model_args: ModelArguments, data_args: DataArguments, training_args: MultiTaskTrainingArguments) -> RunPlan:
+    """Every check that needs no data and no model weights, in the order a user would fix them.
+
+    What to do and conflicting flags; the tasks (names, duplicates, GLUE files, the custom tasks file with
+    its metric names); the weighting method's options; the model (path or Hub id, its config, heads of a
+    saved multi-task model, layers, `max_seq_length` vs its positions); the output directory; the resume
+    checkpoint's tasks, heads, labels and files. The first problem is raised as a one-line `UsageError`.
+    """
+    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
+        raise UsageError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
+    if training_args.do_train and training_args.max_steps == 0:
+        raise UsageError("--max_steps 0 with --do_train would train nothing: give a positive --max_steps, "
+                         "or -1 to train for --num_train_epochs.", "max_steps")
+    if training_args.do_train and training_args.max_steps < 0 and training_args.num_train_epochs <= 0:
+        raise UsageError(f"--num_train_epochs {training_args.num_train_epochs} with --do_train would train nothing.", "num_train_epochs")
+    if training_args.resume_from_checkpoint and not training_args.do_train:
+        raise UsageError("--resume_from_checkpoint continues training: add --do_train (to only evaluate a saved model, "
+                         "pass it as --model_name_or_path).", "resume_from_checkpoint")
+    if model_args.lora_r == 0 and (model_args.lora_alpha is not None or model_args.lora_target_modules):
+        raise UsageError("--lora_alpha / --lora_target_modules are set but --lora_r is 0 (LoRA off): give --lora_r N.", "lora_r")
+
+    tasks = plan_tasks(data_args, do_predict=training_args.do_predict)
+    specs = [spec for spec, _ in tasks]
+    try:
+        weighting = build_weighting(training_args.mtl_method, [s.name for s in specs], **training_args.mtl_method_options)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"--mtl_method {training_args.mtl_method} with --mtl_method_options "
+                         f"{json.dumps(training_args.mtl_method_options)}: {error}", "mtl_method_options") from None
+    if weighting.needs_all_tasks and training_args.step_composition not in ("auto", "all_tasks"):
+        raise UsageError(f"--mtl_method {training_args.mtl_method} needs one batch of every task per step: "
+                         f"--step_composition all_tasks (or auto), not {training_args.step_composition}.", "step_composition")
+
+    source = resolve_model_source(model_args.model_name_or_path, model_args.cache_dir)
+    config = read_model_config(source, model_args.cache_dir)
+    config_path = os.path.join(source, "config.json")
+    if config.model_type == "hf_async_mtl":
+        problems = head_mismatches(config.tasks, specs)
+        if problems:
+            raise UsageError(f"{config_path}, field 'tasks': the checkpoint's heads do not match the requested tasks: "
+                             + "; ".join(problems) + ".", "model_name_or_path")
+        if model_args.num_encoder_layers is not None:
+            raise UsageError(f"--num_encoder_layers applies to a pretrained encoder; {source} is a saved multi-task model "
+                             f"with {config.encoder_config.num_hidden_layers} layers.", "num_encoder_layers")
+        if model_args.pooling not in ("auto", config.pooling):
+            raise UsageError(f"--pooling {model_args.pooling}: {source} is a saved multi-task model whose heads were trained "
+                             f"on {config.pooling} pooling; drop --pooling (or pass --pooling {config.pooling}).", "pooling")
+    elif model_args.num_encoder_layers is not None and model_args.num_encoder_layers > getattr(config, "num_hidden_layers", 10**9):
+        raise UsageError(f"--num_encoder_layers {model_args.num_encoder_layers}: the encoder {source} has only "
+                         f"{config.num_hidden_layers} layers (extra ones would be random).", "num_encoder_layers")
+    check_max_seq_length(data_args.max_seq_length, config, source)
+
+    check_output_dir(training_args.output_dir)
+    if training_args.resume_from_checkpoint:
+        check_resume_checkpoint(training_args.resume_from_checkpoint, specs, async_kd=training_args.async_kd,
+                                model_config=_model_stand_in(model_args, source, config))
+    elif training_args.do_train and os.path.isdir(training_args.output_dir) and get_last_checkpoint(training_args.output_dir):
+        logger.warning("%s holds checkpoints of an earlier run; this run starts from scratch and writes over them "
+                       "(pass --resume_from_checkpoint to continue it).", training_args.output_dir)
+    return RunPlan(tasks=tasks, model_source=source, model_config=config)
+
+
+def load_raw_tasks(
+    data_args: DataArguments, tasks: list[tuple[TaskSpec, dict[str, str] | None]] | None = None
+) -> tuple[list[TaskSpec], dict, dict]:
+    """Task specs plus raw train and dev splits ({task: {split: Dataset}}) — validated, nothing written.
+
+    `tasks` is `plan_tasks(data_args)` (computed when not given).
+    """
+    tasks = plan_tasks(data_args) if tasks is None else tasks
+    specs, train, dev = [], {}, {}
+    for spec, files in tasks:
+        specs.append(spec)
+        if files is None:
+            train[spec.name] = load_glue_task(spec.name, "train", data_args.glue_dir)
+            dev[spec.name] = {split: load_glue_task(spec.name, split, data_args.glue_dir) for split in spec.validation_splits}
+        else:
             train[spec.name] = load_task_file(spec, files["train_file"])
             dev[spec.name] = {"validation": load_task_file(spec, files["validation_file"])}
     for spec in specs:
         validate_task_dataset(spec, train[spec.name], f"{spec.name} train split")
         for split, dataset in dev[spec.name].items():
             validate_task_dataset(spec, dataset, f"{spec.name} {split} split")
-    unknown_caps = sorted(set(data_args.per_task_caps) - {s.name for s in specs})
-    if unknown_caps:
-        raise ValueError(f"--max_train_samples_per_task names tasks not trained: {unknown_caps}.")
     return specs, train, dev
 
 
@@ -190,7 +396,7 @@ def cap(dataset: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dat
 
 def build_model(model_args: ModelArguments, specs: list[TaskSpec]) -> MultiTaskModel:
     """A new multi-task model on a pretrained encoder, or a saved one whose heads must match `specs`."""
-    path = resolve_checkpoint(model_args.model_name_or_path)
+    path = resolve_checkpoint(os.path.expanduser(model_args.model_name_or_path))
     config = AutoConfig.from_pretrained(path, cache_dir=model_args.cache_dir)
     if config.model_type == "hf_async_mtl":
         model = MultiTaskModel.from_pretrained(path, cache_dir=model_args.cache_dir)
@@ -217,17 +423,36 @@ def write_json(path: str, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run training and the final dev evaluation; returns the metrics written to `all_results.json`."""
+class _TrainingStarted(TrainerCallback):
+    """Marks the first training step: errors before it are bad input (exit 2), errors after it are failures."""
+
+    def __init__(self, state: SimpleNamespace) -> None:
+        self.state = state
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.state.training = True
+        return control
+
+
+def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) -> dict:
+    """Run training and the final dev evaluation; returns the metrics written to `all_results.json`.
+
+    Raises the errors themselves (`UsageError` for bad input found by `validate`); `main` is the CLI around it.
+    """
+    state = _state if _state is not None else SimpleNamespace(training=False, output_dir=None, output_existed=True, config_file=None)
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        state.config_file = argv[0]
     model_args, data_args, training_args = parse_args(argv)
-    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
-        raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
+    state.output_dir, state.output_existed = training_args.output_dir, os.path.exists(training_args.output_dir)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    # Everything that can fail on bad input happens before anything is written to output_dir:
+    # first the checks that read no data and no weights, then the data (whose errors name file, line, column).
+    plan = validate(model_args, data_args, training_args)
     set_seed(training_args.seed)
-    # Everything that can fail on bad input happens before anything is written to output_dir.
-    specs, raw_train, raw_dev = load_raw_tasks(data_args)
+    specs, raw_train, raw_dev = load_raw_tasks(data_args, plan.tasks)
     raw_test = load_test_sets(specs, data_args) if training_args.do_predict else {}
-    tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(model_args.model_name_or_path), cache_dir=model_args.cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(plan.model_source, cache_dir=model_args.cache_dir)
     model = build_model(model_args, specs)
 
     train_sets, selection_sets, dev_sets = {}, {}, {}
@@ -258,6 +483,7 @@ def main(argv: list[str] | None = None) -> dict:
         train_dataset=train_sets,
         eval_dataset=selection_sets,
         processing_class=tokenizer,
+        callbacks=[_TrainingStarted(state)],
     )
     results: dict = {}
     if training_args.do_train:
@@ -289,6 +515,59 @@ def main(argv: list[str] | None = None) -> dict:
     if training_args.push_to_hub:
         trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, tasks="text-classification")
     return results
+
+
+def _is_bad_input(error: BaseException, state: SimpleNamespace) -> bool:
+    """A `UsageError` anywhere, or a loader's error (bad file, bad value) before the first training step."""
+    return isinstance(error, UsageError) or (not state.training and isinstance(error, (ValueError, OSError)))
+
+
+def _error_line(error: BaseException, state: SimpleNamespace) -> str:
+    """The one line printed for `error`; with a JSON config, an option's error is placed at its line there."""
+    message = one_line(error) or type(error).__name__
+    option = getattr(error, "option", None)
+    if state.config_file and option and not message.startswith(state.config_file):
+        try:
+            line = key_line(read_json_file(os.path.abspath(state.config_file))[1], option)
+        except UsageError:
+            line = None
+        if line:
+            message = f"{state.config_file}, line {line}, field {option!r}: {message}"
+    return message
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """The command line: `run(argv)`, with bad input reported as one line `error: ...` and exit status 2.
+
+    A bad option, task, file, model, output directory or resume checkpoint raises `SystemExit(2)` after printing
+    one line to stderr, and leaves no output directory behind that it created; `--debug` (or
+    `HF_ASYNC_MTL_DEBUG=1`) prints the traceback first. Failures during training are raised as they are.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    # A bare --debug is ours; `--debug <option>` stays TrainingArguments' (underflow_overflow, tpu_metrics_debug).
+    for position, arg in enumerate(argv):
+        if arg == "--debug" and (position + 1 == len(argv) or argv[position + 1].startswith("-")):
+            del argv[position]
+            debug = True
+            break
+    state = SimpleNamespace(training=False, output_dir=None, output_existed=True, config_file=None)
+    try:
+        return run(argv, state)
+    except Exception as error:
+        if not _is_bad_input(error, state):
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"error: {_error_line(error, state)}", file=sys.stderr)
+        _remove_if_new_and_empty(state)
+        raise SystemExit(2) from None
+
+
+def _remove_if_new_and_empty(state: SimpleNamespace) -> None:
+    """Remove an output directory that only the failed run created, still empty (the Trainer makes it before training)."""
+    if state.output_dir and not state.output_existed and os.path.isdir(state.output_dir) and not os.listdir(state.output_dir):
+        os.rmdir(state.output_dir)
 
 
 if __name__ == "__main__":

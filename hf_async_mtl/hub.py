@@ -10,7 +10,6 @@ from typing import Any
 from .model_card import build_model_card, build_task_card
 
 
-
 def _push_folder(
     repo_id: str,
     write: Callable[[str, str], None],
@@ -95,15 +94,14 @@ def push_task_to_hub(
     """`MultiTaskModel.push_task_to_hub`: push what `export_task(task_name, ...)` writes, plus a card (and tokenizer).
 
     The repo loads with `AutoModelForSequenceClassification.from_pretrained(repo_id)` (a native checkpoint such as
-    `BertForSequenceClassification` when `export_task` can write one, else a one-head `MultiTaskModel`, which needs
-    `import hf_async_mtl`). Returns the `CommitInfo`.
+    `BertForSequenceClassification` when `export_task` can write one), else with `trust_remote_code=True` (a one-head
+    `MultiTaskModel` with its `modeling_hf_async_mtl.py` and `auto_map`, which also loads without it once
+    `hf_async_mtl` is imported). Returns the `CommitInfo`.
     """
     model.config.task(task_name)  # a clear error for unknown tasks, before anything is created on the Hub
 
     def write(folder: str, resolved_repo_id: str) -> None:
-        exported = model.export_task(task_name, folder, max_shard_size=max_shard_size)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(folder)
+        exported = model.export_task(task_name, folder, tokenizer=tokenizer, max_shard_size=max_shard_size)
         card = build_task_card(model.config, task_name, exported_class=type(exported).__name__,
                                repo_id=resolved_repo_id, tags=tags, **card_kwargs)
         card.save(os.path.join(folder, "README.md"))

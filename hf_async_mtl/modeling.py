@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,9 +20,18 @@ from transformers import (
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .losses import task_loss
-from .tasks import TaskSpec, check_unique_names
+from .tasks import TaskSpec, check_unique_names, head_mismatches
 
 POOLING_MODES = ("cls", "pooler", "mean", "max")
+
+# What `export_task` writes for poolings without a native transformers model: this self-contained file,
+# named in config.json's `auto_map` (the Hub convention for custom code; loads with trust_remote_code=True).
+REMOTE_CODE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modeling_hf_async_mtl.py")
+REMOTE_CODE_AUTO_MAP = {
+    "AutoConfig": "modeling_hf_async_mtl.HfAsyncMtlConfig",
+    "AutoModel": "modeling_hf_async_mtl.HfAsyncMtlForSequenceClassification",
+    "AutoModelForSequenceClassification": "modeling_hf_async_mtl.HfAsyncMtlForSequenceClassification",
+}
 
 
 class MultiTaskConfig(PretrainedConfig):
@@ -252,24 +262,8 @@ class MultiTaskModel(PreTrainedModel):
         return self.config.task(task_name)["problem_type"] == "regression"
 
     def check_tasks(self, tasks: Sequence[TaskSpec]) -> None:
-        """Raise a clear error unless the model's heads match `tasks` (names, order, sizes, kinds)."""
-        expected = [spec.head_config() for spec in tasks]
-        problems = []
-        have = {task["name"]: task for task in self.config.tasks}
-        for head in expected:
-            got = have.get(head["name"])
-            if got is None:
-                problems.append(f"no head for task {head['name']!r}")
-            elif (got["num_labels"], got["problem_type"]) != (head["num_labels"], head["problem_type"]):
-                problems.append(
-                    f"task {head['name']!r}: head has {got['num_labels']} outputs ({got['problem_type']}), "
-                    f"the task needs {head['num_labels']} ({head['problem_type']})"
-                )
-        extra = sorted(set(have) - {head["name"] for head in expected})
-        if extra:
-            problems.append(f"heads for tasks not requested: {extra}")
-        if not problems and [h["name"] for h in expected] != self.task_names:
-            problems.append(f"task order differs: model {self.task_names}, requested {[h['name'] for h in expected]}")
+        """Raise a clear error unless the model's heads match `tasks` (names, order, sizes, kinds, label names)."""
+        problems = head_mismatches(self.config.tasks, tasks)
         if problems:
             raise ValueError("The checkpoint's heads do not match the requested tasks: " + "; ".join(problems) + ".")
 
@@ -353,22 +347,33 @@ class MultiTaskModel(PreTrainedModel):
         single.load_state_dict(state)
         return single.to(self.device)
 
-    def export_task(self, task_name: str, save_directory: str | os.PathLike, **save_kwargs: Any) -> PreTrainedModel:
-        """Save one task as a checkpoint that `AutoModelForSequenceClassification` and `pipeline` load.
+    def export_task(
+        self, task_name: str, save_directory: str | os.PathLike, tokenizer: Any = None, **save_kwargs: Any
+    ) -> PreTrainedModel:
+        """Save one task as a checkpoint that plain transformers loads, with its tokenizer when given.
 
         With `pooling="pooler"` on an encoder whose native sequence-classification model is "pooler →
         dropout → linear classifier" (BERT family), a standard native checkpoint (e.g.
-        `BertForSequenceClassification`) is written. Other poolings have no native equivalent: a
-        one-head `MultiTaskModel` is written instead, which `AutoModelForSequenceClassification`
-        loads once `hf_async_mtl` is imported. Returns the model that was saved.
+        `BertForSequenceClassification`) is written: `AutoModelForSequenceClassification` and `pipeline`
+        load it as is. Other poolings (mean, max, first token) have no native equivalent: a one-head
+        `MultiTaskModel` is written with the Hub convention for custom architectures — `config.json`
+        names `modeling_hf_async_mtl.py` (copied into the directory) in its `auto_map` — so it loads with
+        `trust_remote_code=True` in an interpreter that never imports `hf_async_mtl`, and without it
+        where `hf_async_mtl` is imported. `tokenizer` (e.g. the trainer's `processing_class`) is saved
+        too, which `pipeline("text-classification", model=directory)` needs. Returns the saved model.
         """
         if self.has_adapters:
             # Exports are plain checkpoints: merge the adapters into the encoder first.
-            return self.merge_adapters().export_task(task_name, save_directory, **save_kwargs)
+            return self.merge_adapters().export_task(task_name, save_directory, tokenizer=tokenizer, **save_kwargs)
         exported = self._native_export(task_name) if self.config.pooling == "pooler" else None
         if exported is None:
             exported = self.single_task_model(task_name)
+            exported.config.auto_map = dict(REMOTE_CODE_AUTO_MAP)
         exported.save_pretrained(save_directory, **save_kwargs)
+        if isinstance(exported, MultiTaskModel):
+            shutil.copyfile(REMOTE_CODE_FILE, os.path.join(os.fspath(save_directory), os.path.basename(REMOTE_CODE_FILE)))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(save_directory)
         return exported
 
     def push_to_hub(self, repo_id: str, **kwargs: Any):

@@ -10,10 +10,16 @@ GLUE TSVs), so both read files and parse labels the same way:
   cite the 1-based physical line of the file.
 * **No NA parsing**: every delimited field is the string in the file, so `"NA"`, `"null"` or
   `"nan"` in a text column stay text.
-* `utf-8-sig`: a byte-order mark (MRPC's header has one) is dropped.
-* Quoting: `quoting=True` is csv's `QUOTE_MINIMAL` (a `"..."` field may hold delimiters and line
-  breaks: user CSV files); `quoting=False` is `QUOTE_NONE`, where `"` is plain text (the GLUE TSVs
-  hold bare quotes that csv's default quoting would take as field delimiters, merging rows).
+* **Encoding**: UTF-8. A UTF-8 byte-order mark (MRPC's header has one) is dropped, at the start of
+  the file or of any line (files glued together). A UTF-16 / UTF-32 byte-order mark, or bytes that
+  are not UTF-8, are an error naming the line and column (1-based, as an editor shows them).
+* **Line endings**: `\n`, `\r\n` (Windows) and `\r` end a row alike; inside a quoted field a `\r\n`
+  becomes `\n`, so a file reads the same whichever line endings it was saved with.
+* Quoting: `quoting=True` is csv's `QUOTE_MINIMAL` in strict mode (a `"..."` field may hold
+  delimiters, line breaks and `""` for a quote: user CSV files; a quote left open to the end of the
+  file, or text after a closing quote, is an error naming the line the field starts on);
+  `quoting=False` is `QUOTE_NONE`, where `"` is plain text (the GLUE TSVs hold bare quotes that csv's
+  default quoting would take as field delimiters, merging rows).
 * Every row must have as many fields as the header (or `num_columns` when there is no header): a
   stray delimiter would silently shift the columns.
 * Columns are selected by header name or by 0-based index (negative counts from the end).
@@ -29,6 +35,7 @@ import csv
 import json
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -40,6 +47,14 @@ if TYPE_CHECKING:
 __all__ = ["LabelParser", "Table", "iter_delimited", "read_delimited", "read_json"]
 
 _ENCODING = "utf-8-sig"
+_BOM = "\ufeff"
+# Undecodable bytes, kept by the `surrogateescape` error handler as lone surrogates U+DC80..U+DCFF.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+_WIDE_BOMS = ((b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe\x00\x00", "UTF-32"), (b"\xfe\xff", "UTF-16"), (b"\xff\xfe", "UTF-16"))
+_CSV_ERRORS = (
+    ("unexpected end of data", 'a quoted field that starts on this line is never closed (a stray " ?)'),
+    ("expected after", 'text follows a closing quote; inside a quoted field write "" for a quote'),
+)
 _DELIMITER_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe", " ": "space"}
 
 
@@ -49,6 +64,53 @@ def _prefix(context: str | None) -> str:
 
 def _delimiter_name(delimiter: str) -> str:
     return _DELIMITER_NAMES.get(delimiter, repr(delimiter))
+
+
+def _check_wide_bom(path: str, context: str | None) -> None:
+    """Refuse a UTF-16 / UTF-32 file (a spreadsheet's "Unicode text" export) with a clear message."""
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    for bom, name in _WIDE_BOMS:
+        if start.startswith(bom):
+            raise ValueError(f"{_prefix(context)}{path}, line 1: the file is {name} text (byte-order mark); save it as UTF-8.")
+
+
+def _not_utf8(path: str, line: int, column: int, byte: int, context: str | None) -> ValueError:
+    return ValueError(
+        f"{_prefix(context)}{path}, line {line}, column {column}: byte 0x{byte:02x} is not UTF-8 text; save the file as UTF-8."
+    )
+
+
+def _utf8_lines(handle: Any, path: str, context: str | None) -> Iterator[str]:
+    """The file's lines (physical, as csv reads them), BOMs dropped, undecodable bytes an error naming line and column."""
+    for number, line in enumerate(handle, start=1):
+        if line.startswith(_BOM):
+            line = line[1:]
+        bad = _UNDECODABLE.search(line)
+        if bad is not None:
+            raise _not_utf8(path, number, bad.start() + 1, ord(bad.group()) - 0xDC00, context)
+        yield line
+
+
+def _read_text(path: str, context: str | None) -> str:
+    """A whole UTF-8 file as text (BOM dropped); bytes that are not UTF-8 are an error naming line and column."""
+    _check_wide_bom(path, context)
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    try:
+        return raw.decode(_ENCODING)
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        column = error.start - raw.rfind(b"\n", 0, error.start)
+        raise _not_utf8(path, line, column, raw[error.start], context) from None
+
+
+def _csv_message(error: csv.Error) -> str:
+    text = str(error)
+    for fragment, message in _CSV_ERRORS:
+        if fragment in text:
+            return message
+    return text
 
 
 def _is_blank(row: list[str]) -> bool:
@@ -113,8 +175,14 @@ def iter_delimited(
     if not has_header and num_columns is None:
         raise ValueError(f"{_prefix(context)}{path}: a file without a header needs num_columns.")
     expected = num_columns
-    with open(path, encoding=_ENCODING, newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE)
+    _check_wide_bom(path, context)
+    with open(path, encoding=_ENCODING, errors="surrogateescape", newline="") as handle:
+        reader = csv.reader(
+            _utf8_lines(handle, path, context),
+            delimiter=delimiter,
+            quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE,
+            strict=quoting,
+        )
         while True:
             start = reader.line_num + 1
             try:
@@ -122,9 +190,11 @@ def iter_delimited(
             except StopIteration:
                 break
             except csv.Error as error:
-                raise ValueError(f"{_prefix(context)}{path}, line {start}: {error}.") from None
+                raise ValueError(f"{_prefix(context)}{path}, line {start}: {_csv_message(error)}.") from None
             if _is_blank(row):
                 continue
+            if quoting:
+                row = [field.replace("\r\n", "\n") if "\r" in field else field for field in row]
             if expected is None:
                 expected = len(row)
                 yield start, row
@@ -226,8 +296,7 @@ def read_json(
     """
     path = os.fspath(path)
     names = dict(columns) if isinstance(columns, Mapping) else {name: name for name in columns}
-    with open(path, encoding=_ENCODING) as handle:
-        text = handle.read()
+    text = _read_text(path, context)
     records: list[tuple[int, Any]] = []
     if text.lstrip().startswith("["):
         unit = "record"

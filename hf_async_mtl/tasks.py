@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +120,39 @@ class TaskSpec:
             "problem_type": "regression" if self.is_regression else "single_label_classification",
             "id2label": {str(k): v for k, v in self.id2label.items()},
         }
+
+
+def head_mismatches(heads: Sequence[Mapping[str, Any]], specs: Sequence[TaskSpec]) -> list[str]:
+    """What differs between saved heads (`MultiTaskConfig.tasks`) and the heads `specs` need; empty when they match.
+
+    Compares the task names, each head's size and kind (classification / regression), its label
+    names (`id2label`) and, when all else matches, the task order (task ids index the heads).
+    """
+    expected = [spec.head_config() for spec in specs]
+    have = {head["name"]: head for head in heads}
+    problems = []
+    for head in expected:
+        got = have.get(head["name"])
+        if got is None:
+            problems.append(f"no head for task {head['name']!r}")
+        elif (got["num_labels"], got["problem_type"]) != (head["num_labels"], head["problem_type"]):
+            problems.append(
+                f"task {head['name']!r}: head has {got['num_labels']} outputs ({got['problem_type']}), "
+                f"the task needs {head['num_labels']} ({head['problem_type']})"
+            )
+        elif head["problem_type"] != "regression" and _label_names(got) != _label_names(head):
+            problems.append(f"task {head['name']!r}: head labels {_label_names(got)}, the task's labels {_label_names(head)}")
+    extra = [head["name"] for head in heads if head["name"] not in {h["name"] for h in expected}]
+    if extra:
+        problems.append(f"heads for tasks not requested: {extra}")
+    if not problems and [h["name"] for h in expected] != [h["name"] for h in heads]:
+        problems.append(f"task order differs: model {[h['name'] for h in heads]}, requested {[h['name'] for h in expected]}")
+    return problems
+
+
+def _label_names(head: Mapping[str, Any]) -> list[str]:
+    id2label = head.get("id2label") or {}
+    return [str(id2label[key]) for key in sorted(id2label, key=int)]
 
 
 def check_unique_names(specs: list[TaskSpec] | tuple[TaskSpec, ...]) -> None:

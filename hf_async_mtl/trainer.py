@@ -29,6 +29,7 @@ from .model_card import build_model_card
 from .sampling import MultiTaskBatchSampler
 from .state import StepLosses, WeightingCheckpointState
 from .tasks import TaskSpec, check_unique_names
+from .validation import check_resume_checkpoint
 from .weighting import build_weighting
 
 logger = logging.getLogger(__name__)
@@ -388,6 +389,9 @@ class MultiTaskTrainer(Trainer):
         """As `Trainer.train`; a resumed run also restores weighting, convergence and soft-label state."""
         if resume_from_checkpoint:
             directory = self.checkpoint_state.resolve(resume_from_checkpoint, self.args.output_dir)
+            # Any method: refuse a checkpoint of other tasks, heads or labels before loading anything from it.
+            check_resume_checkpoint(directory, list(self.task_specs.values()), async_kd=self.async_convergence is not None,
+                                    model_config=self.accelerator.unwrap_model(self.model).config)
             self.checkpoint_state.load(directory)
             if self.async_convergence is not None:
                 self.async_convergence.load_from(directory)

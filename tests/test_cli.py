@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -103,15 +104,26 @@ def test_cli_json_config_equals_flags(tmp_path, tiny_checkpoint):
     assert from_json[2].to_dict() == from_flags[2].to_dict()
 
 
+def run_cli_error(capsys, argv) -> str:
+    """`main(argv)` on bad input: exit status 2 and one line `error: ...` on stderr (no traceback); returns the line."""
+    with pytest.raises(SystemExit) as info:
+        run_glue_mtl.main(argv)
+    assert info.value.code == 2
+    stderr = capsys.readouterr().err
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
 @pytest.mark.parametrize(
     "change,message",
     [
-        (["--tasks", "cola,nope"], "Unknown GLUE task 'nope'|nope"),
+        (["--tasks", "cola,nope"], "Unknown GLUE task 'nope'"),
         (["--glue_dir", "/nonexistent/glue"], "/nonexistent/glue"),
         (["--mtl_method", "bogus"], "Unknown mtl_method 'bogus'"),
     ],
 )
-def test_cli_bad_input_fails_before_writing(tmp_path, tiny_checkpoint, change, message):
+def test_cli_bad_input_fails_before_writing(tmp_path, tiny_checkpoint, capsys, change, message):
     glue = write_glue(tmp_path / "glue")
     out = tmp_path / "out"
     args = base_args(glue, tiny_checkpoint, out)
@@ -120,20 +132,21 @@ def test_cli_bad_input_fails_before_writing(tmp_path, tiny_checkpoint, change, m
         args[args.index(flag) + 1] = value
     else:
         args += [flag, value]
-    with pytest.raises((ValueError, FileNotFoundError), match=message):
-        run_glue_mtl.main(args)
+    assert message in run_cli_error(capsys, args)
     assert not out.exists()
+    # The Python entry point raises the error itself, with the same message.
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        run_glue_mtl.run(args)
 
 
-def test_cli_label_outside_label_set_names_file_and_line(tmp_path, tiny_checkpoint):
+def test_cli_label_outside_label_set_names_file_and_line(tmp_path, tiny_checkpoint, capsys):
     glue = write_glue(tmp_path / "glue", bad_rte_label=True)
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match=r"RTE.*train\.tsv.*line 5.*maybe"):
-        run_glue_mtl.main(base_args(glue, tiny_checkpoint, out))
+    assert re.search(r"RTE.*train\.tsv, line 5, column 'label': label 'maybe'", run_cli_error(capsys, base_args(glue, tiny_checkpoint, out)))
     assert not out.exists()
 
 
-def test_cli_checkpoint_with_other_heads_is_refused(tmp_path, tiny_checkpoint):
+def test_cli_checkpoint_with_other_heads_is_refused(tmp_path, tiny_checkpoint, capsys):
     glue = write_glue(tmp_path / "glue")
     first = tmp_path / "first"
     run_glue_mtl.main(base_args(glue, tiny_checkpoint, first))
@@ -142,8 +155,8 @@ def test_cli_checkpoint_with_other_heads_is_refused(tmp_path, tiny_checkpoint):
     (tmp_path / "glue" / "SST-2" / "dev.tsv").write_text("sentence\tlabel\n" + "a good film\t1\nbad\t0\n")
     args = base_args(glue, str(first), tmp_path / "second")
     args[args.index("--tasks") + 1] = "cola,sst2"
-    with pytest.raises(ValueError, match="no head for task 'sst2'"):
-        run_glue_mtl.main(args)
+    assert "no head for task 'sst2'" in run_cli_error(capsys, args)
+    assert not (tmp_path / "second").exists()
 
 
 def test_custom_tasks_from_files(tmp_path, tiny_checkpoint):

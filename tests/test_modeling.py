@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, pipeline
@@ -56,15 +61,57 @@ def test_mean_pooling_ignores_padding(tokenizer):
 @pytest.mark.parametrize("pooling,native", [("pooler", "BertForSequenceClassification"), ("mean", "MultiTaskModel")])
 def test_export_task_loads_as_sequence_classifier_and_pipeline(pooling, native, tmp_path, tokenizer):
     model = make_model(tokenizer, pooling=pooling).eval()
-    exported = model.export_task("sentiment", tmp_path / "export")
-    tokenizer.save_pretrained(tmp_path / "export")
+    exported = model.export_task("sentiment", tmp_path / "export", tokenizer=tokenizer)
     assert type(exported).__name__ == native
+    files = set(os.listdir(tmp_path / "export"))
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= files
+    # Custom code (the Hub convention) only where no native class computes the same logits.
+    assert ("modeling_hf_async_mtl.py" in files) == (native == "MultiTaskModel")
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "export").eval()
     inputs = _inputs(tokenizer)
     assert torch.allclose(loaded(**inputs).logits, model(**inputs, task_name="sentiment").logits, atol=1e-5)
     classifier = pipeline("text-classification", model=str(tmp_path / "export"), device="cpu")
     prediction = classifier("a good movie")[0]
     assert prediction["label"] in SENTIMENT.label_names
+
+
+FRESH_INTERPRETER = """
+import importlib.abc, json, sys
+
+class Refuse(importlib.abc.MetaPathFinder):  # the export must not need hf_async_mtl
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "hf_async_mtl":
+            raise ImportError("hf_async_mtl must not be imported")
+
+sys.meta_path.insert(0, Refuse())
+from transformers import pipeline
+
+directory, sentences = sys.argv[1], json.loads(sys.argv[2])
+classifier = pipeline("text-classification", model=directory, trust_remote_code=True, device="cpu", top_k=None)
+print(json.dumps({"class": type(classifier.model).__name__,
+                  "imported": sorted(m for m in sys.modules if m.startswith("hf_async_mtl")),
+                  "scores": [{p["label"]: p["score"] for p in row} for row in classifier(sentences)]}))
+"""
+
+
+def test_mean_pooled_export_runs_in_a_fresh_interpreter_with_plain_transformers(tmp_path, tokenizer):
+    """pipeline(..., trust_remote_code=True) on an export, in a process that cannot import hf_async_mtl."""
+    model = make_model(tokenizer, pooling="mean").eval()
+    model.export_task("sentiment", tmp_path / "export", tokenizer=tokenizer)
+    config = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForSequenceClassification"] == "modeling_hf_async_mtl.HfAsyncMtlForSequenceClassification"
+    sentences = ["a good movie", "the story was bad and long", "fine"]
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", FRESH_INTERPRETER, str(tmp_path / "export"), json.dumps(sentences)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["class"] == "HfAsyncMtlForSequenceClassification" and result["imported"] == []
+    with torch.no_grad():
+        expected = torch.softmax(model(**tokenizer(sentences, padding=True, return_tensors="pt"), task_name="sentiment").logits, -1)
+    for row, probabilities in zip(result["scores"], expected):
+        assert row == pytest.approx({name: float(p) for name, p in zip(SENTIMENT.label_names, probabilities)}, abs=1e-5)
+    print(f"\nfresh interpreter: {result['class']} → {result['scores']}")
 
 
 def test_check_tasks_reports_mismatches(tokenizer):
