@@ -14,10 +14,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hf_async_mtl import MultiTaskTrainer
 from hf_async_mtl.async_kd import AsyncConvergenceCallback, ConvergenceMonitor, convergence_floor, trivial_predictor_value
 from tests.conftest import SENTIMENT, SIMILARITY, TASKS, make_model
-from tests.test_trainer import _losses_by_step, make_args
+from tests.test_trainer import _losses_by_step, make_args, no_dropout_trainer
 
 # CoLA's selection MCC in the README main job under async-KD's old rule (steps 100..1000): a blip at step 200.
 COLA_NOISE = [0.0, 0.0732, 0.0, 0.009, 0.0, 0.021, -0.012, 0.034, 0.0, 0.015, 0.041, 0.0, 0.028, -0.02, 0.0]
@@ -170,14 +169,9 @@ REFRESH = dict(
 
 
 def _refresh_trainer(tmp_path, tokenizer, tiny_data, out, **overrides):
-    train, evaluation = tiny_data
-    model = make_model(tokenizer, seed=3)
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    return MultiTaskTrainer(model=model, args=make_args(tmp_path / out, **{**REFRESH, **overrides}), task_specs=TASKS,
-                            train_dataset=dict(train), eval_dataset={"similarity": evaluation["similarity"]}, processing_class=tokenizer,
-                            callbacks=[_ScriptedMetric("eval_similarity_score", SCRIPT)])
+    _, evaluation = tiny_data
+    return no_dropout_trainer(tmp_path, tokenizer, tiny_data, out, {**REFRESH, **overrides}, eval_dataset={"similarity": evaluation["similarity"]},
+                              callbacks=[_ScriptedMetric("eval_similarity_score", SCRIPT)])
 
 
 def test_teacher_refresh_relabels_and_a_resumed_run_equals_the_uninterrupted_one(tmp_path, tokenizer, tiny_data):

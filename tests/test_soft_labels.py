@@ -8,11 +8,10 @@ import os
 import pytest
 import torch
 
-from hf_async_mtl import MultiTaskTrainer
 from hf_async_mtl.async_kd.soft_labels import SoftLabels
 from hf_async_mtl.async_kd.storage import dataset_fingerprint
-from tests.conftest import TASKS, make_model
-from tests.test_trainer import _losses_by_step, make_args
+from tests.conftest import make_model
+from tests.test_trainer import _losses_by_step, make_args, no_dropout_trainer
 
 # Both tasks are monitored; the huge min_delta keeps their step-2 evaluation best, so both converge at
 # step 4 (patience 1). Round robin: sentiment trains on odd steps, similarity (regression) on even ones.
@@ -24,17 +23,9 @@ COMMON = dict(
 
 
 def _trainer(tmp_path, tokenizer, tiny_data, out, **overrides):
-    train, evaluation = tiny_data
-    model = make_model(tokenizer, seed=3)
     # The precomputing pass iterates a DataLoader, which draws one number from torch's global RNG, so
     # dropout masks after it differ from an on-demand run's; without dropout the two runs must agree.
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    return MultiTaskTrainer(
-        model=model, args=make_args(tmp_path / out, **{**COMMON, **overrides}), task_specs=TASKS,
-        train_dataset=dict(train), eval_dataset=dict(evaluation), processing_class=tokenizer,
-    )
+    return no_dropout_trainer(tmp_path, tokenizer, tiny_data, out, {**COMMON, **overrides})
 
 
 @pytest.mark.parametrize("top_k,ensemble", [(1, "parameters"), (2, "predictions")])

@@ -134,6 +134,19 @@ def _losses_by_step(trainer):
     return {log["step"]: log["loss"] for log in trainer.state.log_history if "loss" in log}
 
 
+def no_dropout_trainer(tmp_path, tokenizer, tiny_data, out, args, eval_dataset=None, **kwargs):
+    """A trainer on the tiny tasks whose model has no dropout, so runs that draw different random numbers agree."""
+    train, evaluation = tiny_data
+    model = make_model(tokenizer, seed=3)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return MultiTaskTrainer(
+        model=model, args=make_args(tmp_path / out, **args), task_specs=TASKS, train_dataset=dict(train),
+        eval_dataset=dict(evaluation) if eval_dataset is None else eval_dataset, processing_class=tokenizer, **kwargs,
+    )
+
+
 def teacher_pass(model, dataset, tokenizer):
     """`model`'s logits over every row of a tokenized task dataset, in dataset order (eval mode, no grad)."""
     from hf_async_mtl import MultiTaskDataCollator
