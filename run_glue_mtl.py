@@ -48,7 +48,6 @@ from hf_async_mtl.validation import (
     check_output_dir,
     check_resume_checkpoint,
     did_you_mean,
-    encoder_config_of,
     key_line,
     one_line,
     read_custom_tasks,
@@ -316,8 +315,9 @@ def validate(model_args: ModelArguments, data_args: DataArguments, training_args
     if config.model_type == "hf_async_mtl":
         problems = head_mismatches(config.tasks, specs)
         if problems:
-            raise UsageError(f"{config_path}, field 'tasks': the checkpoint's heads do not match the requested tasks: "
-                             + "; ".join(problems) + ".", "model_name_or_path")
+            line = key_line(read_json_file(config_path)[1], "tasks") if os.path.isfile(config_path) else None
+            raise UsageError(f"{config_path}" + (f", line {line}" if line else "") + ", field 'tasks': the checkpoint's heads do not "
+                             "match the requested tasks: " + "; ".join(problems) + ".", "model_name_or_path")
         if model_args.num_encoder_layers is not None:
             raise UsageError(f"--num_encoder_layers applies to a pretrained encoder; {source} is a saved multi-task model "
                              f"with {config.encoder_config.num_hidden_layers} layers.", "num_encoder_layers")

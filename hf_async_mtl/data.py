@@ -64,8 +64,9 @@ def load_task_file(spec: TaskSpec, path: str | os.PathLike) -> datasets.Dataset:
 def validate_task_dataset(spec: TaskSpec, dataset: datasets.Dataset, source: str, *, labelled: bool = True) -> None:
     """Check that `dataset` fits `spec`: text columns present, labels inside the label set or range.
 
-    `source` names the data (a file or split) in error messages. Unlabelled splits (GLUE test sets,
-    label -1) pass with `labelled=False`.
+    `source` names the data (a file or split) in error messages, which cite the 0-based example index
+    (file loaders — `load_task_file`, the GLUE TSV reader — check labels earlier, citing the file's line).
+    Unlabelled splits (GLUE test sets, label -1) pass with `labelled=False`.
     """
     if len(dataset) == 0:
         raise ValueError(f"Task {spec.name!r}: {source} is empty.")
@@ -78,19 +79,19 @@ def validate_task_dataset(spec: TaskSpec, dataset: datasets.Dataset, source: str
     if spec.is_regression:
         bad = np.flatnonzero(~np.isfinite(labels))
         if bad.size:
-            raise ValueError(f"Task {spec.name!r}: {source}, example {bad[0]}: regression target is {labels[bad[0]]}.")
+            raise ValueError(f"Task {spec.name!r}: {source}, example {bad[0]} (0-based): regression target is {labels[bad[0]]}.")
         if spec.regression_range is not None:
             low, high = spec.regression_range
             bad = np.flatnonzero((labels < low) | (labels > high))
             if bad.size:
                 raise ValueError(
-                    f"Task {spec.name!r}: {source}, example {bad[0]}: target {labels[bad[0]]} is outside [{low}, {high}]."
+                    f"Task {spec.name!r}: {source}, example {bad[0]} (0-based): target {labels[bad[0]]} is outside [{low}, {high}]."
                 )
         return
     bad = np.flatnonzero((labels < 0) | (labels >= spec.num_labels) | (labels != np.round(labels)))
     if bad.size:
         raise ValueError(
-            f"Task {spec.name!r}: {source}, example {bad[0]}: label {labels[bad[0]]:g} is outside the label set "
+            f"Task {spec.name!r}: {source}, example {bad[0]} (0-based): label {labels[bad[0]]:g} is outside the label set "
             f"{list(spec.label_names or ())} (ids 0..{spec.num_labels - 1})."
         )
 

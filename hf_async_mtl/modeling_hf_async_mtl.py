@@ -1,0 +1,123 @@
+"""Plain-transformers code of one exported task (`MultiTaskModel.export_task`), for `trust_remote_code=True`.
+
+`export_task` copies this file next to `config.json` and names its classes in the config's `auto_map`
+(the Hub convention for custom architectures), so an export whose pooling has no native transformers
+equivalent (mean, max or first-token pooling) loads without `hf_async_mtl`:
+
+    AutoModelForSequenceClassification.from_pretrained(directory, trust_remote_code=True)
+    pipeline("text-classification", model=directory, trust_remote_code=True)
+
+Self-contained on purpose: it imports torch and transformers only. It reads the `config.json` and the
+weights a one-head `hf_async_mtl.MultiTaskModel` writes (same keys) and computes the same logits;
+`tests/test_modeling.py` checks both in a fresh interpreter. Where `hf_async_mtl` is imported, the same
+directory also loads without `trust_remote_code`, as a `MultiTaskModel`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+POOLING_MODES = ("cls", "pooler", "mean", "max")
+
+
+class HfAsyncMtlConfig(PretrainedConfig):
+    """The config of an exported task: the encoder's config, one head description, the pooling."""
+
+    model_type = "hf_async_mtl"
+    sub_configs = {"encoder_config": AutoConfig}
+
+    def __init__(
+        self,
+        encoder_config: PretrainedConfig | dict | None = None,
+        tasks: list[dict[str, Any]] | None = None,
+        pooling: str = "cls",
+        classifier_dropout: float | None = None,
+        peft_config: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(encoder_config, dict):
+            encoder_config = AutoConfig.for_model(**encoder_config)
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}.")
+        self.encoder_config = encoder_config
+        self.tasks = [dict(task) for task in (tasks or [])]
+        self.pooling = pooling
+        self.classifier_dropout = classifier_dropout
+        self.peft_config = dict(peft_config) if peft_config else None
+        super().__init__(**kwargs)
+
+
+class HfAsyncMtlForSequenceClassification(PreTrainedModel):
+    """Shared encoder + the exported task's head (dropout + linear), pooled as the multi-task model pooled."""
+
+    config_class = HfAsyncMtlConfig
+    base_model_prefix = "encoder"
+    main_input_name = "input_ids"
+
+    def __init__(self, config: HfAsyncMtlConfig) -> None:
+        super().__init__(config)
+        if config.encoder_config is None or len(config.tasks) != 1:
+            raise ValueError(
+                "This code loads single-task exports (MultiTaskModel.export_task): one head and an encoder config; "
+                f"the config has {len(config.tasks)} heads."
+            )
+        if config.peft_config:
+            raise ValueError("Exports hold merged weights; this config still declares PEFT adapters.")
+        head = config.tasks[0]
+        self.task_name = head["name"]
+        self.encoder = AutoModel.from_config(config.encoder_config)
+        dropout = config.classifier_dropout
+        if dropout is None:
+            dropout = getattr(config.encoder_config, "hidden_dropout_prob", 0.1)
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict({self.task_name: nn.Linear(config.encoder_config.hidden_size, head["num_labels"])})
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear) and any(module is head for head in self.heads.values()):
+            nn.init.normal_(module.weight, mean=0.0, std=getattr(self.config.encoder_config, "initializer_range", 0.02))
+            nn.init.zeros_(module.bias)
+
+    def pool(self, outputs: Any, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        hidden = outputs.last_hidden_state
+        if self.config.pooling == "pooler":
+            return outputs.pooler_output
+        if self.config.pooling == "cls":
+            return hidden[:, 0]
+        if attention_mask is None:
+            attention_mask = torch.ones(hidden.shape[:2], device=hidden.device, dtype=torch.long)
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        if self.config.pooling == "mean":
+            return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutput:
+        inputs: dict[str, Any] = {"attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        if inputs_embeds is not None:
+            inputs["inputs_embeds"] = inputs_embeds
+        else:
+            inputs["input_ids"] = input_ids
+        outputs = self.encoder(**inputs, return_dict=True)
+        logits = self.heads[self.task_name](self.dropout(self.pool(outputs, attention_mask)))
+        loss = None
+        if labels is not None:
+            if self.config.tasks[0]["problem_type"] == "regression":
+                loss = nn.functional.mse_loss(logits.view(-1), labels.view(-1).to(logits.dtype))
+            else:
+                loss = nn.functional.cross_entropy(logits, labels.view(-1).long())
+        return SequenceClassifierOutput(loss=loss, logits=logits)
