@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import os
 import zipfile
 
@@ -243,7 +244,7 @@ def test_cli_do_predict_writes_the_leaderboard_zip(tmp_path, tiny_checkpoint, ca
     assert not [n for n in os.listdir(out) if n.startswith(".glue_submission")]
 
 
-def test_cli_predict_only_from_a_trained_model_and_missing_test_file(tmp_path, tiny_checkpoint):
+def test_cli_predict_only_from_a_trained_model_and_missing_test_file(tmp_path, tiny_checkpoint, capsys):
     glue = write_glue_with_test(tmp_path / "glue")
     first = tmp_path / "first"
     run_glue_mtl.main(cli_args(glue, tiny_checkpoint, first, tasks="cola,rte"))
@@ -252,8 +253,10 @@ def test_cli_predict_only_from_a_trained_model_and_missing_test_file(tmp_path, t
     args.remove("--do_train")
     run_glue_mtl.main(args)
     assert set(read_zip(tmp_path / "second" / "glue_submission.zip")) == {"CoLA.tsv", "RTE.tsv"}
-    # A missing test file fails before anything is written.
+    # A missing test file fails before anything is written: one line, exit status 2.
     os.remove(glue / "RTE" / "test.tsv")
-    with pytest.raises(FileNotFoundError, match=r"RTE.*test\.tsv"):
+    with pytest.raises(SystemExit) as exit_info:
         run_glue_mtl.main(cli_args(glue, tiny_checkpoint, tmp_path / "third", tasks="cola,rte"))
+    assert exit_info.value.code == 2
+    assert re.search(r"RTE.*test\.tsv.*not found|not found.*RTE.*test\.tsv", capsys.readouterr().err)
     assert not (tmp_path / "third").exists()
