@@ -45,6 +45,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
             (training majority class / mean) on the selection split by `kd_margin_z` noise units.
         kd_margin_z: Noise units of the gate's margin: z · s / sqrt(n) on n selection examples, s = 0.5
             for accuracy / F1 and 1 for MCC / correlations (z = 2: CoLA's MCC on 500 examples must pass 0.089).
+        kd_decline_trigger: A task also converges when its smoothed selection metric has fallen below its
+            best by more than the gate's margin (a decline the split can show), even if its best did not
+            clear the trivial-predictor floor: its best point is then measurably better than continuing.
+            Off by default until measured (benchmarks/README.md).
         kd_refresh: A converged task keeps being evaluated; when its selection metric beats its
             teacher's by the same margin, the current parameters become its teacher and relabel it.
         kd_require_improvement: A task converges only after its metric improved at least once over its
@@ -100,6 +104,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=True, metadata={"help": "async_kd: converge only once the metric beats the trivial predictor by kd_margin_z noise units."}
     )
     kd_margin_z: float = field(default=2.0, metadata={"help": "async_kd: noise units (z) of the trivial-predictor gate and of teacher refresh."})
+    kd_decline_trigger: bool = field(
+        default=False, metadata={"help": "async_kd: also converge when the smoothed metric falls below its best by the kd_margin_z margin."}
+    )
     kd_refresh: bool = field(
         default=False, metadata={"help": "async_kd: a converged task takes a new teacher when its metric later beats the teacher's by the margin."}
     )

@@ -185,7 +185,7 @@ def test_shipped_json_configs_parse():
 
 MULTI_TASK_OPTIONS = (
     "sampling_strategy", "step_composition", "mtl_method", "mtl_method_options", "async_kd", "kd_patience", "kd_min_delta",
-    "kd_smoothing", "kd_trivial_gate", "kd_margin_z", "kd_refresh",
+    "kd_smoothing", "kd_trivial_gate", "kd_margin_z", "kd_decline_trigger", "kd_refresh",
     "kd_min_steps", "kd_temperature", "kd_loss", "kd_alpha", "kd_top_k", "kd_ensemble", "kd_snapshot_dir", "kd_stop_when_all_converged",
     "glue_dir", "selection_split_fraction", "custom_tasks_file",
 )

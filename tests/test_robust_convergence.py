@@ -60,6 +60,25 @@ def test_a_real_rise_then_decline_converges_at_the_right_step_with_the_best_step
     assert restored.state_dict() == state and restored.floors == {"cola": COLA_FLOOR} and restored.smoothing == 2
 
 
+def test_decline_trigger_converges_on_a_decline_the_split_can_show_even_below_the_floor():
+    # MRPC-like: best near the majority class (floor 0.765 never cleared), then overfitting below it.
+    values = [0.70, 0.73, 0.72, 0.66, 0.64, 0.63]
+    floors, margins = {"mrpc": 0.765}, {"mrpc": 0.058}
+    gated = ConvergenceMonitor({"mrpc": True}, patience=3, require_improvement=True, smoothing=2, floors=floors)
+    assert _feed(gated, values, "mrpc") == []
+    declining = ConvergenceMonitor({"mrpc": True}, patience=3, require_improvement=True, smoothing=2, floors=floors,
+                                   decline_margins=margins)
+    # Smoothed: 0.70, 0.715, 0.725 (best), 0.69 (drop 0.035), 0.65 (drop 0.075 > 0.058): converges at 500.
+    assert _feed(declining, values, "mrpc") == [(500, "mrpc")] and declining.best_step("mrpc") == 200
+    assert ConvergenceMonitor.from_state_dict(declining.state_dict()).decline_margins == margins
+    # A noisy plateau has no decline beyond the margin: CoLA's recorded curve still never converges.
+    noisy = ConvergenceMonitor({"cola": True}, patience=3, require_improvement=True, smoothing=2,
+                               floors={"cola": COLA_FLOOR}, decline_margins={"cola": COLA_FLOOR})
+    assert _feed(noisy, COLA_NOISE) == []
+    with pytest.raises(ValueError, match="decline margin"):
+        ConvergenceMonitor({"a": True}, decline_margins={"a": -1.0})
+
+
 def test_smoothing_one_and_no_floor_is_the_plain_rule():
     values = [0.1, 0.3, 0.2, 0.25, 0.22, 0.4, 0.1, 0.1, 0.1]
     plain = ConvergenceMonitor({"a": True}, patience=2)
@@ -162,6 +181,25 @@ class _ScriptedMetric:
 # Selection score of the similarity task by step: converges at 4 (patience 1), teacher step 2 (0.5);
 # with margin 0 (z = 0) it refreshes at 8 (0.7 > 0.5) and again at 12 (0.9 > 0.7).
 SCRIPT = {2: 0.5, 4: 0.3, 6: 0.45, 8: 0.7, 10: 0.6, 12: 0.9}
+def test_callback_decline_trigger_switches_a_task_that_declines_below_its_floor(tmp_path, tokenizer, tiny_data):
+    args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=3, kd_smoothing=2, kd_trivial_gate=True,
+                     kd_decline_trigger=True, kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
+    host = _Host(args, make_model(tokenizer), tiny_data)
+    callback = AsyncConvergenceCallback(host)
+    state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
+    callback.on_train_begin(args, state, control)
+    reference = callback.references["sentiment"]
+    top, margin = reference["trivial_value"], reference["margin"]  # the best stays at the trivial value: below the floor
+    for step, value in enumerate([top, top, top - margin, top - 2 * margin, top - 2 * margin], start=1):
+        state.global_step = step
+        callback.on_evaluate(args, state, control, metrics={"eval_sentiment_score": value}, model=host.model)
+        if "sentiment" in host.switched:
+            break
+    # Smoothed: top, top, top - m/2, top - 1.5 m (drop 1.5 m > m): converged at step 4, teacher step 1.
+    assert step == 4 and callback.records["sentiment"]["teacher_steps"] == [1]
+    assert callback.report()["sentiment"]["near_trivial"] is True
+
+
 REFRESH = dict(
     max_steps=12, async_kd=True, kd_patience=1, kd_require_improvement=False, kd_refresh=True, kd_margin_z=0.0,
     eval_strategy="steps", eval_steps=2, sampling_strategy="round_robin", logging_steps=1,

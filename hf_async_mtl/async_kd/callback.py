@@ -65,15 +65,16 @@ class AsyncConvergenceCallback(TrainerCallback):
         args = host.args
         self.host = host
         self.specs = host.task_specs
-        self.monitor = self._new_monitor(floors=None)
+        self.monitor = self._new_monitor(None)
         self.keeper = SnapshotKeeper(k=args.kd_top_k, directory=args.kd_snapshot_dir)
         self.soft_labels: dict[str, SoftLabels] = {}
         self.records: dict[str, dict[str, Any]] = {}
         self.references: dict[str, dict[str, float]] = {}
         self.training = False
 
-    def _new_monitor(self, floors: Mapping[str, float] | None) -> ConvergenceMonitor:
+    def _new_monitor(self, references: Mapping[str, Mapping[str, float]] | None) -> ConvergenceMonitor:
         args = self.host.args
+        references = references or {}
         return ConvergenceMonitor(
             {name: spec.greater_is_better for name, spec in self.specs.items()},
             patience=args.kd_patience,
@@ -81,7 +82,8 @@ class AsyncConvergenceCallback(TrainerCallback):
             min_steps=args.kd_min_steps,
             require_improvement=args.kd_require_improvement,
             smoothing=args.kd_smoothing,
-            floors=floors,
+            floors={t: r["floor"] for t, r in references.items()} if args.kd_trivial_gate else None,
+            decline_margins={t: r["margin"] for t, r in references.items()} if args.kd_decline_trigger else None,
         )
 
     # ---- the floors: trivial predictor + margin, from training labels and the selection split ----
@@ -93,7 +95,7 @@ class AsyncConvergenceCallback(TrainerCallback):
         return evaluation
 
     def compute_references(self) -> dict[str, dict[str, float]]:
-        """Per task: trivial predictor's value on the selection split, its size and the floor (`kd_trivial_gate`)."""
+        """Per task: trivial predictor's value on the selection split, its size, the noise margin and the floor."""
         args = self.host.args
         references = {}
         for task, spec in self.specs.items():
@@ -113,9 +115,9 @@ class AsyncConvergenceCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.training = True
         # A resumed run restored its references and monitor in `load_from`; a new one computes them here.
-        if args.kd_trivial_gate and not self.references:
+        if (args.kd_trivial_gate or args.kd_decline_trigger) and not self.references:
             self.references = self.compute_references()
-            self.monitor = self._new_monitor({t: r["floor"] for t, r in self.references.items()})
+            self.monitor = self._new_monitor(self.references)
         return control
 
     @staticmethod
@@ -257,7 +259,7 @@ class AsyncConvergenceCallback(TrainerCallback):
         if saved.get("version") != _STATE_VERSION:
             raise ValueError(f"{path}: async-KD state version {saved.get('version')!r}, this version reads {_STATE_VERSION}.")
         self.references = {t: dict(r) for t, r in saved["references"].items()}
-        self.monitor = self._new_monitor({t: r["floor"] for t, r in self.references.items()} or None)
+        self.monitor = self._new_monitor(self.references)
         self.monitor.load_state_dict(saved["monitor"])
         self.records = {task: dict(record) for task, record in saved["records"].items()}
         self.soft_labels = {}

@@ -114,6 +114,7 @@ class ConvergenceMonitor:
         require_improvement: bool = False,
         smoothing: int = 1,
         floors: Mapping[str, float] | None = None,
+        decline_margins: Mapping[str, float] | None = None,
     ) -> None:
         if not directions:
             raise ValueError("ConvergenceMonitor needs at least one task in `directions`.")
@@ -131,8 +132,14 @@ class ConvergenceMonitor:
         for task, floor in (floors or {}).items():
             if not isinstance(floor, (int, float)) or not math.isfinite(floor):
                 raise ValueError(f"Task {task!r}: floor must be a finite number, got {floor!r}.")
+        for task, margin in (decline_margins or {}).items():
+            if str(task) not in {str(name) for name in directions}:
+                raise ValueError(f"decline_margins given for unknown task {task!r}; monitored tasks: {list(directions)}.")
+            if not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
+                raise ValueError(f"Task {task!r}: decline margin must be a finite number >= 0, got {margin!r}.")
         self.smoothing = smoothing
         self.floors = {str(task): float(floor) for task, floor in (floors or {}).items()}
+        self.decline_margins = {str(task): float(m) for task, m in (decline_margins or {}).items()}
         self.patience = patience
         self.min_delta = float(min_delta)
         self.min_steps = min_steps
@@ -192,12 +199,11 @@ class ConvergenceMonitor:
                 continue
             state.evaluations_without_improvement += 1
             improved_once = state.best_step != state.history[0][0]
-            if (
+            if step >= self.min_steps and (self.declined(task) or (
                 state.evaluations_without_improvement >= self.patience
-                and step >= self.min_steps
                 and (improved_once or not self.require_improvement)
                 and self.clears_floor(task)
-            ):
+            )):
                 state.converged, state.converged_step = True, step
                 newly_converged.append(task)
         return ConvergenceUpdate(new_best=tuple(new_best), newly_converged=tuple(newly_converged))
@@ -216,6 +222,15 @@ class ConvergenceMonitor:
             return None
         window = [value for _, value in history[-self.smoothing:]]
         return sum(window) / len(window)
+
+    def declined(self, task: str) -> bool:
+        """Whether the task's smoothed value is below its best smoothed value by more than its decline margin."""
+        state = self._state(task)
+        margin = self.decline_margins.get(task)
+        if margin is None or state.best_smoothed is None:
+            return False
+        drop = state.best_smoothed - self.smoothed_value(task)
+        return (drop if state.greater_is_better else -drop) > margin
 
     def clears_floor(self, task: str) -> bool:
         """Whether the task's smoothed best clears its floor (always true without one)."""
@@ -289,6 +304,7 @@ class ConvergenceMonitor:
             "require_improvement": self.require_improvement,
             "smoothing": self.smoothing,
             "floors": dict(self.floors),
+            "decline_margins": dict(self.decline_margins),
             "tasks": {
                 task: {
                     "greater_is_better": s.greater_is_better,
@@ -307,7 +323,7 @@ class ConvergenceMonitor:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore the task states from `state_dict()` output (e.g. when resuming training).
 
-        The monitor keeps its own `patience`/`min_delta`/`min_steps`/`smoothing`/`floors`; the stored tasks and their
+        The monitor keeps its own `patience`/`min_delta`/`min_steps`/`smoothing`/`floors`/`decline_margins`; the stored tasks and their
         directions must match this monitor's, since resuming with a different task set or a
         flipped metric direction would make the stored bests meaningless.
         """
@@ -343,6 +359,7 @@ class ConvergenceMonitor:
             directions, patience=int(state["patience"]), min_delta=float(state["min_delta"]),
             min_steps=int(state["min_steps"]), require_improvement=bool(state.get("require_improvement", False)),
             smoothing=int(state["smoothing"]), floors=state.get("floors") or None,
+            decline_margins=state.get("decline_margins") or None,
         )
         monitor.load_state_dict(state)
         return monitor
