@@ -136,6 +136,8 @@ METHODS = {
     # The convergence rule before robust convergence (raw values, no trivial-predictor gate): what
     # "async_kd" meant when the v1 matrix ran (the seed-0 reproduction of the architecture change).
     "async_kd_old_rule": {"mtl_method": "async_kd", "kd_smoothing": 1, "kd_trivial_gate": False},
+    # The default rule plus the decline trigger (on request, like the old-rule entry).
+    "async_kd_decline": {"mtl_method": "async_kd", "kd_decline_trigger": True},
     "async_kd_top3": {"mtl_method": "async_kd", "kd_top_k": 3},
     "async_kd_ens3": {"mtl_method": "async_kd", "kd_top_k": 3, "kd_ensemble": "predictions"},
     # Static weights that put the tasks' losses on one scale: STS-B's MSE on 0-5 scores starts about
@@ -209,7 +211,7 @@ def all_runs() -> list[tuple[str, int]]:
     options, the remaining seeds (see the comment above `NUM_SEEDS`)."""
     variants = ENSEMBLE_VARIANTS
     # The old-rule entry runs on request only (--only async_kd_old_rule), for reproductions.
-    methods = [m for m in METHODS if m != "async_kd_old_rule"]
+    methods = [m for m in METHODS if m not in ("async_kd_old_rule", "async_kd_decline")]
     first = [(m, 0) for m in methods if m not in variants]
     later = LATE_SEEDS + LAST_SEEDS
     extra = [(m, s) for s in range(1, NUM_SEEDS) for m in methods if m not in later]
