@@ -9,7 +9,7 @@ def load(d,m,s):
     return json.load(open(p)) if os.path.exists(p) else None
 rows=[]
 base=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
-src={'equal':(f'{base}/glue5_cpu','equal'),'old rule (v1 async_kd)':(f'{base}/glue5_cpu','async_kd'),'new rule':(f'{base}/glue5_cpu_new_rule','async_kd')}
+src={'equal':(f'{base}/glue5_cpu','equal'),'old rule (v1 async_kd)':(f'{base}/glue5_cpu','async_kd'),'new rule':(f'{base}/glue5_cpu_new_rule','async_kd'),'new rule + decline trigger':(f'{base}/glue5_cpu_decline','async_kd_decline')}
 print('| method | seeds | '+' | '.join(T)+' | GLUE-5 | converged tasks (near-trivial) |'); print('|---'*(len(T)+4)+'|')
 vals={}
 for name,(d,m) in src.items():
@@ -24,7 +24,9 @@ for name,(d,m) in src.items():
     print(f"| {name} | {len(runs)} | "+' | '.join(f(per[t]) for t in T)+f" | **{f(g)}** | {conv if runs[0].get('convergence') else '–'} ({nt if 'near_trivial' in str(runs[0].get('convergence')) else 'n/a'}) |")
 if 'new rule' in vals and 'equal' in vals:
     import scipy.stats as ss
-    for a in ('new rule','old rule (v1 async_kd)'):
+    for a in ('new rule','old rule (v1 async_kd)','new rule + decline trigger'):
+        if a not in vals:
+            continue
         n=min(len(vals[a]),len(vals['equal'])); d=[vals[a][i]-vals['equal'][i] for i in range(n)]
         if n>1:
             h=ss.t.ppf(0.975,n-1)*st.stdev(d)/n**0.5; print(f"{a} − equal (paired by seed, n={n}): {st.mean(d):+.2f} [{st.mean(d)-h:+.2f}, {st.mean(d)+h:+.2f}]")
