@@ -20,6 +20,7 @@ import logging
 import os
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from transformers import TrainerCallback
@@ -43,8 +44,6 @@ def trivial_predictor_value(spec: Any, train_labels: Any, eval_labels: Any) -> f
     Classification: the training set's majority class for every example. Regression: the training
     mean for every example, whose correlation with anything is undefined and counts as 0.
     """
-    import numpy as np
-
     train_labels, eval_labels = np.asarray(train_labels), np.asarray(eval_labels)
     if spec.is_regression:
         return 0.0

@@ -129,8 +129,10 @@ class SoftLabels:
             raise ValueError(f"Task {self.task!r}: the teacher gave non-finite outputs; refusing to distill from them.")
         if self.table is None:
             self.table = torch.full((self.num_examples, outputs.shape[-1]), float("nan"))
+        # Count only the rows new to the table (a row may appear twice in one batch): no scan of the whole table.
+        new_rows = ids[torch.isnan(self.table[ids, 0])]
         self.table[ids] = outputs
-        self.num_labelled = int((~torch.isnan(self.table[:, 0])).sum())
+        self.num_labelled += int(torch.unique(new_rows).numel())
         if self.complete:
             self._teacher = self._device_teacher = None  # every row is known: the teacher is not needed
         self.seconds += time.perf_counter() - start
