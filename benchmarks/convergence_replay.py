@@ -46,10 +46,12 @@ OUT_DIR = os.path.join(ROOT, "benchmarks", "results", "convergence_replay")
 DEFAULT_RUN_DIRS = (
     os.path.join(ROOT, "benchmarks", "results", "glue5_cpu", "per_run"),
     os.path.join(ROOT, "benchmarks", "results", "glue5_minilm", "per_run"),
+    os.path.join(ROOT, "benchmarks", "results", "glue5_minilm_linear", "per_run"),
     os.path.join(ROOT, "benchmarks", "results", "glue5_minilm_t2", "per_run"),
 )
 # Profile name in the run JSONs -> the label used in the tables.
-PROFILE_LABELS = {"cpu": "v1 (cpu)", "minilm": "v2 (minilm)", "minilm_t2": "v2, first profile (minilm_t2)"}
+PROFILE_LABELS = {"cpu": "v1 (cpu)", "minilm": "v2 (minilm)", "minilm_t2": "v2, first profile (minilm_t2)",
+                  "minilm_linear": "v2, second profile (minilm_linear)"}
 # The rules replayed: ConvergenceMonitor options besides patience/min_steps (which come from the run).
 RULES = {
     "old": {"smoothing": 1, "floor": False, "require_improvement": True},
