@@ -9,11 +9,12 @@ Every run that trained every task on its true labels the whole time (no async-KD
 with "async_kd" and not "imtl_g_async_kd"; single-task runs for their own task) recorded, at every
 evaluation, each task's score on the selection split, the value an async-KD monitor would have read.
 Feeding that curve to a `ConvergenceMonitor` gives exactly the decision the rule would have taken on
-that trajectory (until convergence the async-KD run *is* such a run). Two rules are replayed:
+that trajectory (until convergence the async-KD run *is* such a run). Three rules are replayed:
 
 - old: patience on raw values (smoothing 1), no floor, require_improvement, the run's patience/min_steps
   (v1: kd_patience 2, kd_min_steps 200 / the run's step divisor; v2: patience 3, min_steps 0);
-- new: the same + smoothing 2 + the trivial-predictor floor at z = 2 (the library's defaults).
+- new: the same + smoothing 2 + the trivial-predictor floor at z = 2 (the library's defaults);
+- decline: new + the opt-in decline trigger (`kd_decline_trigger`, decline margin = the floor's margin).
 
 A teacher (the monitor's best raw value before convergence) is *near-trivial* when
 |teacher - trivial| <= margin, where trivial is the task's trivial predictor (training majority class,
@@ -45,6 +46,8 @@ TASKS = ("cola", "sst2", "mrpc", "stsb", "rte")
 OUT_DIR = os.path.join(ROOT, "benchmarks", "results", "convergence_replay")
 DEFAULT_RUN_DIRS = (
     os.path.join(ROOT, "benchmarks", "results", "glue5_cpu", "per_run"),
+    os.path.join(ROOT, "benchmarks", "results", "glue5_cpu_new_rule", "per_run"),
+    os.path.join(ROOT, "benchmarks", "results", "glue5_cpu_decline", "per_run"),
     os.path.join(ROOT, "benchmarks", "results", "glue5_minilm", "per_run"),
     os.path.join(ROOT, "benchmarks", "results", "glue5_minilm_linear", "per_run"),
     os.path.join(ROOT, "benchmarks", "results", "glue5_minilm_t2", "per_run"),
@@ -56,6 +59,8 @@ PROFILE_LABELS = {"cpu": "v1 (cpu)", "minilm": "v2 (minilm)", "minilm_t2": "v2, 
 RULES = {
     "old": {"smoothing": 1, "floor": False, "require_improvement": True},
     "new": {"smoothing": 2, "floor": True, "require_improvement": True},
+    # the default rule + the opt-in decline trigger (kd_decline_trigger): decline margin = the floor's margin
+    "decline": {"smoothing": 2, "floor": True, "require_improvement": True, "decline": True},
 }
 # v2 runs: the profile's monitor settings (the brief of the v2 matrix; single-task runs share them).
 V2_PATIENCE, V2_MIN_STEPS = 3, 0
@@ -81,6 +86,7 @@ def replay_curve(
     greater_is_better: bool = True,
     trivial: float | None = None,
     margin: float | None = None,
+    decline_margin: float | None = None,
 ) -> dict[str, Any]:
     """Feed one task's (step, selection value) curve to a `ConvergenceMonitor` and report its decision.
 
@@ -96,6 +102,7 @@ def replay_curve(
         {"task": greater_is_better}, patience=patience, min_steps=min_steps,
         require_improvement=require_improvement, smoothing=smoothing,
         floors=None if floor is None else {"task": floor},
+        decline_margins=None if decline_margin is None else {"task": decline_margin},
     )
     for step, value in points:
         monitor.update(step, {"task": value})
@@ -127,7 +134,13 @@ def rule_options(rule: str, reference: Mapping[str, Any] | None) -> dict[str, An
         if not reference or reference.get("floor") is None:
             raise ValueError(f"Rule {rule!r} needs the task's floor; reference: {reference!r}.")
         floor = float(reference["floor"])
-    return {"smoothing": spec["smoothing"], "floor": floor, "require_improvement": spec["require_improvement"]}
+    decline_margin = None
+    if spec.get("decline"):
+        if not reference or reference.get("margin") is None:
+            raise ValueError(f"Rule {rule!r} needs the task's margin; reference: {reference!r}.")
+        decline_margin = float(reference["margin"])
+    return {"smoothing": spec["smoothing"], "floor": floor, "require_improvement": spec["require_improvement"],
+            "decline_margin": decline_margin}
 
 
 # ---------------------------------------------------------------------------------------- run files
@@ -209,6 +222,8 @@ def report_rule(report_task: Mapping[str, Any], run: Mapping[str, Any]) -> str:
     if "smoothing" not in report_task:
         return "old"
     gated = report_task.get("floor") is not None
+    if report_task.get("decline_margin") is not None or str(run.get("method", "")).endswith("_decline"):
+        return "decline" if int(report_task["smoothing"]) == 2 and gated else f"smoothing={report_task['smoothing']},gate={gated},decline"
     return "old" if int(report_task["smoothing"]) == 1 and not gated else (
         "new" if int(report_task["smoothing"]) == 2 and gated else f"smoothing={report_task['smoothing']},gate={gated}")
 
@@ -439,12 +454,14 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         "",
         "**What is compared.** Every run that trained all its tasks on true labels the whole time (no async-KD"
         " method; single-task runs for their own task) logged each task's score on the *selection split* at every"
-        " evaluation. Each task's curve is fed to `ConvergenceMonitor` under two rules, exactly as an async-KD"
+        " evaluation. Each task's curve is fed to `ConvergenceMonitor` under three rules, exactly as an async-KD"
         " monitor would have read it (until a task converges, an async-KD run is such a run):",
         "",
         "- **old**: patience on raw values (smoothing 1), no floor, require_improvement; v1: patience 2, min_steps"
         " 200 ÷ the run's step divisor (40 for single-task and all-tasks-per-step runs); v2: patience 3, min_steps 0.",
-        f"- **new**: the same + smoothing 2 + the trivial-predictor floor (trivial + margin, z = {z:g}).",
+        f"- **new**: the same + smoothing 2 + the trivial-predictor floor (trivial + margin, z = {z:g}) — the default.",
+        "- **decline**: new + the opt-in decline trigger (`kd_decline_trigger`): a smoothed fall below the best by"
+        " more than the margin converges the task, floor or not. The tables comparing two rules compare old and new.",
         "",
         "A convergence is **near-trivial** when its teacher (the monitor's best raw selection value before"
         " convergence, the parameters async-KD would freeze) satisfies |teacher − trivial| ≤ margin, with trivial ="
@@ -617,6 +634,7 @@ def build(run_dirs: Iterable[str], glue_dir: str, z: float = Z) -> dict[str, Any
         "rules": {
             "old": "ConvergenceMonitor(smoothing=1, floors=None, require_improvement=True, patience/min_steps of the run)",
             "new": f"ConvergenceMonitor(smoothing=2, floors=trivial + margin at z={z:g}, require_improvement=True, patience/min_steps of the run)",
+            "decline": f"as new + decline_margins=margin (kd_decline_trigger: a smoothed fall below the best by more than the margin converges the task, floor or not)",
             "monitor_settings": "v1: kd_patience 2, kd_min_steps 200 // (profile max_steps / run max_steps); v2: patience 3, min_steps 0",
             "near_trivial": "converged and |teacher - trivial| <= margin; teacher = best raw selection value before convergence",
             "replayed_runs": "methods not starting with 'async_kd' and not 'imtl_g_async_kd' (single-task runs for their own task)",

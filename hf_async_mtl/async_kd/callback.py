@@ -302,6 +302,8 @@ class AsyncConvergenceCallback(TrainerCallback):
                 "trivial_value": trivial,
                 "margin": margin,
                 "floor": reference.get("floor"),
+                # Set only with kd_decline_trigger: a smoothed fall below the best by more than this converges the task.
+                "decline_margin": self.monitor.decline_margins.get(task),
                 "best_smoothed": self.monitor.best_smoothed(task),
                 "smoothing": self.monitor.smoothing,
                 # A teacher within the trivial predictor's margin has learnt nothing the split can show.
