@@ -38,7 +38,8 @@ from glue_tasks.formats import GLUE_FORMATS
 from glue_tasks.submission import submission_splits, write_glue_submission
 from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec, build_weighting
 from hf_async_mtl.checkpoints import resolve_checkpoint
-from hf_async_mtl.data import carve_validation_split, load_task_file, tokenize_task, validate_task_dataset
+from hf_async_mtl.data import carve_validation_split, tokenize_task, validate_task_dataset
+from hf_async_mtl.sources import TaskSource, load_task
 from hf_async_mtl.modeling import read_sentence_transformers_pooling
 from hf_async_mtl.tasks import head_mismatches
 from hf_async_mtl.validation import (
@@ -118,8 +119,10 @@ class DataArguments:
     custom_tasks_file: str | None = field(
         default=None,
         metadata={
-            "help": "JSON list of your own tasks: {name, text_fields, label_names (null = regression), metrics, "
-            "train_file, validation_file} with CSV/TSV/JSON files; added to --tasks (which may be empty)."
+            "help": "JSON list of your own tasks: {name, text_fields, label_names (left out: from the data; null: "
+            "regression), metrics, and train_file + validation_file (csv/tsv/json/jsonl/parquet/arrow or save_to_disk "
+            "directories) or dataset (Hub id or directory) + config, splits, revision; columns maps fields to other "
+            "column names}; added to --tasks (which may be empty)."
         },
     )
     max_seq_length: int = field(default=128, metadata={"help": "Truncate tokenized inputs to this length."})
@@ -222,20 +225,20 @@ def _parse_json_config(parser: HfArgumentParser, path: str, options: set[str]):
 
 @dataclass
 class RunPlan:
-    """What the checks found: the tasks (with their data files when custom), the model source and its config."""
+    """What the checks found: the tasks (with their data source when custom), the model source and its config."""
 
     tasks: list[tuple[TaskSpec, dict[str, str] | None]]
     model_source: str
     model_config: Any
 
 
-def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple[TaskSpec, dict[str, str] | None]]:
+def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple[TaskSpec, TaskSource | None]]:
     """The task specs of `--tasks` and `--custom_tasks_file`, checked without reading any data.
 
     GLUE names must be known and given once, their TSV files present under `--glue_dir`; the custom tasks
     file is read by `hf_async_mtl.validation.read_custom_tasks`. Problems are a one-line `UsageError`.
     """
-    tasks: list[tuple[TaskSpec, dict[str, str] | None]] = []
+    tasks: list[tuple[TaskSpec, TaskSource | None]] = []
     seen: set[str] = set()
     for name in data_args.task_list:
         try:
@@ -340,7 +343,7 @@ def validate(model_args: ModelArguments, data_args: DataArguments, training_args
 
 
 def load_raw_tasks(
-    data_args: DataArguments, tasks: list[tuple[TaskSpec, dict[str, str] | None]] | None = None
+    data_args: DataArguments, tasks: list[tuple[TaskSpec, TaskSource | None]] | None = None
 ) -> tuple[list[TaskSpec], dict, dict]:
     """Task specs plus raw train and dev splits ({task: {split: Dataset}}) — validated, nothing written.
 
@@ -348,14 +351,14 @@ def load_raw_tasks(
     """
     tasks = plan_tasks(data_args) if tasks is None else tasks
     specs, train, dev = [], {}, {}
-    for spec, files in tasks:
+    for spec, source in tasks:
         specs.append(spec)
-        if files is None:
+        if source is None:
             train[spec.name] = load_glue_task(spec.name, "train", data_args.glue_dir)
             dev[spec.name] = {split: load_glue_task(spec.name, split, data_args.glue_dir) for split in spec.validation_splits}
         else:
-            train[spec.name] = load_task_file(spec, files["train_file"])
-            dev[spec.name] = {"validation": load_task_file(spec, files["validation_file"])}
+            train[spec.name] = load_task(spec, source, "train")
+            dev[spec.name] = {split: load_task(spec, source, split) for split in spec.validation_splits}
     for spec in specs:
         validate_task_dataset(spec, train[spec.name], f"{spec.name} train split")
         for split, dataset in dev[spec.name].items():

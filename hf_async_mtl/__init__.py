@@ -18,6 +18,7 @@ from .data import (
 from .metrics import compute_task_metrics, glue_score
 from .modeling import MultiTaskConfig, MultiTaskModel
 from .sampling import MultiTaskBatchSampler
+from .sources import TaskSource, infer_task_spec, load_task
 from .tasks import TaskSpec
 from .trainer import MultiTaskTrainer
 from .weighting import WeightingMethod, available_weightings, build_weighting, register_weighting
@@ -34,6 +35,7 @@ __all__ = [
     "MultiTaskModel",
     "MultiTaskTrainer",
     "MultiTaskTrainingArguments",
+    "TaskSource",
     "TaskSpec",
     "WeightingMethod",
     "available_weightings",
@@ -42,7 +44,9 @@ __all__ = [
     "compute_task_metrics",
     "distillation_loss",
     "glue_score",
+    "infer_task_spec",
     "kl_distillation_loss",
+    "load_task",
     "load_task_file",
     "register_weighting",
     "tokenize_task",

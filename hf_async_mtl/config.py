@@ -126,7 +126,15 @@ class MultiTaskTrainingArguments(TrainingArguments):
     kd_stop_when_all_converged: bool = field(
         default=False, metadata={"help": "async_kd: stop training once every task has converged."}
     )
+    kd_label_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "async_kd: batch size of the soft-label (teacher) pass; default max(128, per_device_eval_batch_size) -- its batches are length-sorted, so large ones waste no padding."},
+    )
     eval_strategy: str = field(default="steps", metadata={"help": "When to evaluate every task (no, steps, epoch)."})
+    per_device_eval_batch_size: int = field(
+        default=64,
+        metadata={"help": "Evaluation and prediction batch size per device (Trainer's default is 8); evaluation batches are length-sorted, so a large batch wastes little padding."},
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the multi-task dataset carries task_ids and soft labels."}
     )
@@ -166,6 +174,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}.")
         if self.kd_top_k < 1:
             raise ValueError(f"kd_top_k must be >= 1, got {self.kd_top_k}.")
+        if self.kd_label_batch_size is not None and self.kd_label_batch_size < 1:
+            raise ValueError(f"kd_label_batch_size must be a positive integer, got {self.kd_label_batch_size}.")
         if self.kd_ensemble not in KD_ENSEMBLE_TYPES:
             raise ValueError(f"kd_ensemble must be one of {KD_ENSEMBLE_TYPES}, got {self.kd_ensemble!r}.")
         if self.kd_soft_labels not in KD_SOFT_LABEL_MODES:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from .tabular import LabelParser, read_delimited, read_json
+from .sources import TaskSource, load_task
 from .tasks import TaskSpec
 
 TASK_IDS_COLUMN = "task_ids"
@@ -24,38 +24,14 @@ MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 # ---- user-defined tasks from files ------------------------------------------------------------
 
 
-_DELIMITERS = {".tsv": "\t", ".csv": ","}
-
-
 def load_task_file(spec: TaskSpec, path: str | os.PathLike) -> datasets.Dataset:
-    """Load one split of a user-defined task from a CSV, TSV or JSON / JSON-lines file.
+    """Load one split of a user-defined task from one file (csv, tsv, json, jsonl, parquet, arrow) or a
+    `Dataset.save_to_disk` directory: `load_task(spec, TaskSource(data_files={"train": path}))`.
 
-    The file needs the spec's text columns and its label column (a header line names the columns
-    of a CSV / TSV file); other columns are ignored. Classification labels may be given as label
-    names or as integer ids; regression targets as numbers (text or JSON numbers), inside
-    `spec.regression_range` if set. Files are read by `hf_async_mtl.tabular`: `.csv` with csv's
-    usual quoting, `.tsv` with none (`"` is text, as in the GLUE files), no NA parsing, blank lines
-    skipped everywhere. Errors are one line naming the task, the file, the line (or JSON record)
-    and the column. Returns a dataset with the text columns, `label` and `idx` (row number from 0).
+    See `hf_async_mtl.sources` for the formats, label parsing and error messages. Returns a dataset with
+    the text columns, `label` and `idx` (row number from 0).
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Task {spec.name!r}: data file {path} does not exist.")
-    suffix = os.path.splitext(path)[1].lower()
-    context = f"Task {spec.name!r}"
-    needed = {name: name for name in (*spec.text_fields, spec.label_field)}
-    if suffix in _DELIMITERS:
-        table = read_delimited(path, needed, delimiter=_DELIMITERS[suffix], quoting=suffix == ".csv", context=context)
-    elif suffix in (".json", ".jsonl"):
-        table = read_json(path, needed, context=context)
-    else:
-        raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .json or .jsonl.")
-    if not len(table):
-        raise ValueError(f"{context}: {path} holds no examples.")
-    columns: dict[str, list[Any]] = {field: [str(value) for value in table.columns[field]] for field in spec.text_fields}
-    columns["label"] = table.parse(spec.label_field, LabelParser.for_task(spec))
-    columns["idx"] = list(range(len(table)))
-    return datasets.Dataset.from_dict(columns)
+    return load_task(spec, TaskSource(data_files={"train": os.fspath(path)}), "train")
 
 
 # ---- validation -------------------------------------------------------------------------------
@@ -75,7 +51,8 @@ def validate_task_dataset(spec: TaskSpec, dataset: datasets.Dataset, source: str
         raise ValueError(f"Task {spec.name!r}: {source} has no column {missing}; columns: {dataset.column_names}.")
     if not labelled:
         return
-    labels = np.asarray(dataset["label"], dtype=np.float64)
+    column = dataset.with_format("arrow")["label"]  # the rows dataset selects, without Python objects
+    labels = np.asarray(column.to_numpy() if hasattr(column, "to_numpy") else column, dtype=np.float64)
     if spec.is_regression:
         bad = np.flatnonzero(~np.isfinite(labels))
         if bad.size:
@@ -94,6 +71,17 @@ def validate_task_dataset(spec: TaskSpec, dataset: datasets.Dataset, source: str
             f"Task {spec.name!r}: {source}, example {bad[0]} (0-based): label {labels[bad[0]]:g} is outside the label set "
             f"{list(spec.label_names or ())} (ids 0..{spec.num_labels - 1})."
         )
+
+
+def length_order(dataset: datasets.Dataset, column: str = "input_ids") -> np.ndarray:
+    """Row indices of a tokenized dataset, longest first (stable): batches of neighbours waste little padding.
+
+    Lengths come from the Arrow list offsets (no Python objects per row). Invert with `np.argsort(order)`.
+    """
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(dataset.with_format("arrow")[column]).to_numpy(zero_copy_only=False)
+    return np.argsort(-lengths.astype(np.int64), kind="stable")
 
 
 # ---- splits and tokenization ------------------------------------------------------------------

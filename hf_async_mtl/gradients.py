@@ -42,23 +42,38 @@ def per_task_gradient_step(
     missing = [t for t in task_names if t not in losses]
     if missing:
         raise ValueError(f"{type(weighting).__name__} needs every task in each step; missing {missing}.")
+    # fp16: differentiate the scaled losses (small gradients would underflow in half precision), combine the
+    # unscaled gradients, and store the result scaled again, so that the gradient scaler unscales it, finds
+    # an overflow (inf / NaN) and skips the step exactly as after a plain backward.
+    scaler = getattr(accelerator, "scaler", None)
+    scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else None
     rows = []
     for task in task_names:
-        grads = torch.autograd.grad(losses[task], shared, retain_graph=True, allow_unused=True)
-        rows.append(_flatten(grads, shared))
+        loss = losses[task] * scale if scale else losses[task]
+        grads = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
+        rows.append(_flatten(grads, shared).float())
     task_grads = torch.stack(rows)
     total = sum(losses[task] for task in task_names)
-    head_grads = _flatten(torch.autograd.grad(total, heads, allow_unused=True), heads) if heads else task_grads.new_zeros(0)
-    loss_values = torch.stack([losses[task].detach() for task in task_names])
+    total = total * scale if scale else total
+    head_grads = _flatten(torch.autograd.grad(total, heads, allow_unused=True), heads).float() if heads else task_grads.new_zeros(0)
+    if scale:
+        task_grads, head_grads = task_grads / scale, head_grads / scale
+    loss_values = torch.stack([losses[task].detach().float() for task in task_names])
     if accelerator.num_processes > 1:
         packed = accelerator.reduce(torch.cat([task_grads.reshape(-1), head_grads, loss_values]), reduction="mean")
         task_grads = packed[: task_grads.numel()].view_as(task_grads)
         head_grads = packed[task_grads.numel() : task_grads.numel() + head_grads.numel()]
         loss_values = packed[-len(task_names) :]
-    reduced_losses = dict(zip(task_names, loss_values))
-    combined = weighting.combine_gradients(task_grads, reduced_losses, step) / gradient_accumulation_steps
+    if scale and not bool(torch.isfinite(task_grads).all()):
+        # An overflow: the method never sees it (its state stays clean); the scaler skips this step.
+        combined = torch.full_like(task_grads[0], float("inf"))
+    else:
+        combined = weighting.combine_gradients(task_grads, dict(zip(task_names, loss_values)), step)
+    combined, head_grads = combined / gradient_accumulation_steps, head_grads / gradient_accumulation_steps
+    if scale:
+        combined, head_grads = combined * scale, head_grads * scale
     _accumulate(shared, combined)
-    _accumulate(heads, head_grads / gradient_accumulation_steps)
+    _accumulate(heads, head_grads)
     return (loss_values.mean() / gradient_accumulation_steps).detach()
 
 
@@ -69,6 +84,6 @@ def _flatten(grads, parameters) -> torch.Tensor:
 def _accumulate(parameters, flat: torch.Tensor) -> None:
     offset = 0
     for parameter in parameters:
-        piece = flat[offset : offset + parameter.numel()].view_as(parameter)
+        piece = flat[offset : offset + parameter.numel()].view_as(parameter).to(parameter.dtype)
         offset += parameter.numel()
         parameter.grad = piece.clone() if parameter.grad is None else parameter.grad + piece

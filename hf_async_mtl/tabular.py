@@ -1,7 +1,8 @@
-"""One reader for tabular task files: delimited text (CSV / TSV), JSON / JSON lines, and labels.
+"""The reader of the original GLUE TSV files (headerless CoLA, columns by position) and of their labels.
 
-Used by `hf_async_mtl.data.load_task_file` (user task files) and `glue_tasks.loading` (the original
-GLUE TSVs), so both read files and parse labels the same way:
+Used by `glue_tasks.loading`; every other task's data is read by `datasets` (`hf_async_mtl.sources`). It
+stays because GLUE's files need what `datasets`' csv reader cannot promise: byte-exact fields, row counts
+and error lines:
 
 * **Blank lines are skipped everywhere**: before the header, between rows and at the end of the
   file. A line is blank when it is empty or holds only whitespace (and, being a single field, no
@@ -32,11 +33,10 @@ record) and, for a field's value, the column or field.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .tasks import TaskSpec
 
-__all__ = ["LabelParser", "Table", "iter_delimited", "read_delimited", "read_json"]
+__all__ = ["LabelParser", "Table", "iter_delimited", "read_delimited"]
 
 _ENCODING = "utf-8-sig"
 _BOM = "\ufeff"
@@ -282,52 +282,6 @@ def _resolve_columns(
     if missing:
         raise ValueError(f"{where}: no column {missing}; the header has {list(header or ())}.")
     return positions, fields
-
-
-def read_json(
-    path: str | os.PathLike[str], columns: Mapping[str, str] | Sequence[str], *, context: str | None = None
-) -> Table:
-    """Read fields of a JSON file: an array of objects, or JSON lines (one object per line).
-
-    `columns` maps output keys to field names (a plain sequence of names keeps the names). Every
-    object needs every field, non-null; errors name the file and the line (JSON lines) or the
-    1-based record (array). Blank lines of a JSON-lines file are skipped. An empty file gives an
-    empty table.
-    """
-    path = os.fspath(path)
-    names = dict(columns) if isinstance(columns, Mapping) else {name: name for name in columns}
-    text = _read_text(path, context)
-    records: list[tuple[int, Any]] = []
-    if text.lstrip().startswith("["):
-        unit = "record"
-        try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{_prefix(context)}{path}, line {error.lineno}: not valid JSON ({error.msg}).") from None
-        records = list(enumerate(parsed, start=1))
-    else:
-        unit = "line"
-        for line_number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append((line_number, json.loads(line)))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{_prefix(context)}{path}, line {line_number}: not valid JSON ({error.msg}).") from None
-    values: dict[str, list[Any]] = {key: [] for key in names}
-    lines: list[int] = []
-    for number, record in records:
-        where = f"{_prefix(context)}{path}, {unit} {number}"
-        if not isinstance(record, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}.")
-        for key, name in names.items():
-            if record.get(name) is None:
-                fields = sorted(record)
-                raise ValueError(f"{where}, field {name!r}: missing or null (the object has fields {fields}).")
-            values[key].append(record[name])
-        lines.append(number)
-    fields = {key: f"field {name!r}" for key, name in names.items()}
-    return Table(path=path, columns=values, lines=lines, fields=fields, unit=unit, context=context)
 
 
 @dataclass(frozen=True)

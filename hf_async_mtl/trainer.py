@@ -21,7 +21,7 @@ from .async_kd.callback import AsyncConvergenceCallback
 from .async_kd.losses import distillation_loss
 from .async_kd.soft_labels import SoftLabels
 from .config import MultiTaskTrainingArguments
-from .data import EXAMPLE_IDS_COLUMN, TASK_IDS_COLUMN, MultiTaskDataCollator, MultiTaskDataset
+from .data import EXAMPLE_IDS_COLUMN, TASK_IDS_COLUMN, MultiTaskDataCollator, MultiTaskDataset, length_order
 from .gradients import per_task_gradient_step
 from .losses import task_loss
 from .metrics import compute_task_metrics, glue_score
@@ -125,6 +125,7 @@ class MultiTaskTrainer(Trainer):
         self.loss_is_scaled_for_ga = False
         self.model_accepts_loss_kwargs = False
         self._task_metrics: dict[str, list[float]] = defaultdict(list)
+        self._length_orders: dict[str, np.ndarray] = {}  # dataset fingerprint -> longest-first order
         self.step_losses = StepLosses(self.weighting)
         self.add_callback(_HandStepLosses(self.step_losses))
         self.checkpoint_state = WeightingCheckpointState(self.weighting, self.step_losses)
@@ -298,6 +299,8 @@ class MultiTaskTrainer(Trainer):
         losses = []
         num_samples = 0
         for key, task, dataset in self._evaluation_sets(eval_dataset):
+            # Longest first: batches of similar length (metrics do not depend on the order).
+            dataset = self._length_sorted(dataset)[0]
             output = self.evaluation_loop(
                 self.get_eval_dataloader(dataset),
                 description=f"Evaluation ({key})",
@@ -336,9 +339,26 @@ class MultiTaskTrainer(Trainer):
             if task not in self.task_specs:
                 raise ValueError(f"test_sets has task {task!r} without a TaskSpec; tasks: {list(self.task_specs)}.")
             unlabelled = dataset.remove_columns([c for c in ("labels", "label") if c in dataset.column_names])
-            logits = np.asarray(self.predict(unlabelled, metric_key_prefix=f"test_{task}").predictions)
+            ordered, order = self._length_sorted(unlabelled)
+            logits = np.asarray(self.predict(ordered, metric_key_prefix=f"test_{task}").predictions)
+            if order is not None:  # back to dataset order
+                restored = np.empty_like(logits)
+                restored[order] = logits
+                logits = restored
             predictions[task] = logits.reshape(-1) if self.task_specs[task].is_regression else logits.argmax(axis=-1)
         return predictions
+
+    def _length_sorted(self, dataset: Any) -> tuple[Any, np.ndarray | None]:
+        """(the dataset longest first, the order) for a tokenized `datasets.Dataset`; (it, None) otherwise."""
+        if not isinstance(dataset, datasets.Dataset) or "input_ids" not in dataset.column_names or len(dataset) < 2:
+            return dataset, None
+        key = dataset._fingerprint
+        if key not in self._length_orders:
+            self._length_orders[key] = length_order(dataset)
+        order = self._length_orders[key]
+        if np.all(order[1:] > order[:-1]):  # already sorted
+            return dataset, None
+        return dataset.select(order), order
 
     # ---- Hub ----------------------------------------------------------------------------------
 

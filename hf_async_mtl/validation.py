@@ -5,8 +5,8 @@
 `HF_ASYNC_MTL_DEBUG=1` adds the traceback); Python callers get the exception, with the same message.
 
 * `read_json_file`: a JSON file, syntax errors and non-UTF-8 bytes reported with line and column.
-* `read_custom_tasks`: the `--custom_tasks_file` list of task objects → `(TaskSpec, files)`, each problem
-  (unknown field, metric name, missing data file, duplicate name, ...) at its line and field.
+* `read_custom_tasks`: the `--custom_tasks_file` list of task objects → `(TaskSpec, TaskSource)`, each
+  problem (unknown field, metric name, missing data file, duplicate name, ...) at its line and field.
 * `task_metric_problem`: a spec's built-in metric names and their fit to the task's kind.
 * `resolve_model_source`, `read_model_config`, `check_max_seq_length`: the model path or Hub id
   (a missing directory, an uncached name offline), its config (read only: cheap) and its positions.
@@ -29,6 +29,7 @@ from typing import Any
 
 from .checkpoints import PACKAGED_CHECKPOINTS, resolve_checkpoint
 from .metrics import METRICS, _is_local_path  # _is_local_path: the rule compute_task_metrics applies
+from .sources import DATA_SUFFIXES, TaskSource, infer_task_spec
 from .tasks import TaskSpec, head_mismatches
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,9 @@ DEBUG_ENV = "HF_ASYNC_MTL_DEBUG"
 CLASSIFICATION_METRICS = ("accuracy", "f1", "matthews_correlation")
 REGRESSION_METRICS = ("pearson", "spearmanr")
 DATA_FILE_KEYS = ("train_file", "validation_file")
-DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl")
+# A task's data: files (DATA_FILE_KEYS) or a data set (`dataset` + options); `columns` maps fields for both.
+DATASET_KEYS = ("dataset", "config", "splits", "revision")
+SOURCE_KEYS = (*DATA_FILE_KEYS, *DATASET_KEYS, "columns")
 # Encoders whose position ids start after the padding index: they hold `max_position_embeddings - (pad + 1)` tokens.
 _OFFSET_POSITION_MODELS = frozenset(
     {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "data2vec-text", "mpnet", "ibert", "luke"}
@@ -79,6 +82,9 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     choices = sorted(set(choices))
     scored = sorted(((difflib.SequenceMatcher(None, word, c).ratio(), c) for c in choices), key=lambda item: -item[0])
     close = [c for score, c in scored if score >= 0.6 and score >= scored[0][0] - 0.02][:3]
+    head = word.split("_", 1)[0]
+    if "_" in word and len(close) < 3:  # 'label_column' → also the 'label_...' fields
+        close += [c for score, c in scored if c not in close and score >= 0.5 and c.split("_", 1)[0] == head][:3 - len(close)]
     if not close:  # 'f1_macro' → 'f1'
         close = sorted((c for c in choices if word.startswith(c) and len(c) > 1), key=len, reverse=True)[:1]
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
@@ -164,13 +170,25 @@ def task_metric_problem(spec: TaskSpec) -> tuple[str, str] | None:
 
 def _entry_problem(entry: Mapping[str, Any], base: str) -> tuple[str, str] | None:
     """`(field, problem)` of the first thing wrong with one task object (before `TaskSpec` sees it)."""
-    known = (*_SPEC_FIELDS, *DATA_FILE_KEYS)
+    known = (*_SPEC_FIELDS, *SOURCE_KEYS)
     for key in entry:
         if key not in known:
             return key, f"unknown field{did_you_mean(key, known)}; fields: {list(known)}"
-    for key in ("name", "text_fields", *DATA_FILE_KEYS):
+    for key in ("name", "text_fields"):
         if key not in entry:
-            return key, "missing (every task needs name, text_fields, train_file and validation_file)"
+            return key, "missing (every task needs name, text_fields, and train_file + validation_file or dataset)"
+    has_files = any(key in entry for key in DATA_FILE_KEYS)
+    if has_files and "dataset" in entry:
+        return "dataset", "give either dataset or train_file / validation_file, not both"
+    if not has_files and "dataset" not in entry:
+        return "name", "no data: give train_file and validation_file (files), or dataset (a Hub id or a directory)"
+    if has_files:
+        for key in DATA_FILE_KEYS:
+            if key not in entry:
+                return key, "missing (a task read from files needs train_file and validation_file)"
+        for key in ("config", "splits", "revision"):
+            if key in entry:
+                return key, "applies to dataset, not to train_file / validation_file"
     for key, kind in _FIELD_TYPES.items():
         value = entry.get(key)
         if key in entry and not (
@@ -184,7 +202,7 @@ def _entry_problem(entry: Mapping[str, Any], base: str) -> tuple[str, str] | Non
         return "text_fields", f'must be a list of one or two column names, e.g. ["text"] or ["premise", "hypothesis"]; got {json.dumps(fields)}'
     labels = entry.get("label_names")
     if labels is not None and (not isinstance(labels, list) or not all(isinstance(n, str) for n in labels)):
-        return "label_names", f"must be a list of label names (strings), or null for a regression task; got {json.dumps(labels)}"
+        return "label_names", f"must be a list of label names (strings), null for a regression task, or left out to take them from the data; got {json.dumps(labels)}"
     for key in ("metrics", "evaluate_metrics", "validation_splits"):
         value = entry.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -194,25 +212,50 @@ def _entry_problem(entry: Mapping[str, Any], base: str) -> tuple[str, str] | Non
         not isinstance(bounds, list) or len(bounds) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
     ):
         return "regression_range", f"must be [low, high] (two numbers), got {json.dumps(bounds)}"
-    for key in DATA_FILE_KEYS:
+    for key in ("splits", "columns"):
+        value = entry.get(key, {})
+        if not isinstance(value, dict) or not all(isinstance(v, str) and v for v in value.values()):
+            return key, f'must be an object of names, e.g. {{"validation": "dev"}}; got {json.dumps(value)}'
+    for key in ("dataset", "config", "revision"):
+        if key in entry and (not isinstance(entry[key], str) or not entry[key]):
+            return key, f"must be a non-empty string, got {json.dumps(entry[key])}"
+    for key in DATA_FILE_KEYS if has_files else ():
         value = entry[key]
         if not isinstance(value, str) or not value:
             return key, f"must be a file path (relative to this file), got {json.dumps(value)}"
         path = os.path.join(base, value)
-        if os.path.splitext(value)[1].lower() not in DATA_SUFFIXES:
-            return key, f"{value}: unsupported file type; use {', '.join(DATA_SUFFIXES)}"
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             return key, f"data file {path} does not exist"
+        if not os.path.isdir(path) and os.path.splitext(value)[1].lower() not in DATA_SUFFIXES:
+            return key, f"{value}: unsupported file type; use {', '.join(DATA_SUFFIXES)} or a save_to_disk directory"
     return None
 
 
-def read_custom_tasks(path: str, taken_names: Iterable[str] = ()) -> list[tuple[TaskSpec, dict[str, str]]]:
-    """The tasks of a `--custom_tasks_file`: `[(spec, {"train_file": path, "validation_file": path}), ...]`.
+def _entry_source(entry: Mapping[str, Any], base: str) -> TaskSource:
+    """The `TaskSource` of a checked task object; local paths are relative to the tasks file."""
+    columns = dict(entry.get("columns", {}))
+    if "dataset" not in entry:
+        return TaskSource(data_files={"train": os.path.join(base, entry["train_file"]),
+                                      "validation": os.path.join(base, entry["validation_file"])}, columns=columns)
+    dataset = entry["dataset"]
+    local = os.path.join(base, os.path.expanduser(dataset))
+    if dataset.startswith((".", "/", "~")) or os.path.isdir(local):
+        dataset = local
+    return TaskSource(dataset=dataset, config=entry.get("config"), splits=dict(entry.get("splits", {})),
+                      columns=columns, revision=entry.get("revision"))
 
-    Reads nothing but the JSON file (and checks that the data files exist). Every problem is a
+
+def read_custom_tasks(path: str, taken_names: Iterable[str] = (), *, cache_dir: str | None = None) -> list[tuple[TaskSpec, TaskSource]]:
+    """The tasks of a `--custom_tasks_file`: `[(spec, source), ...]`.
+
+    Each task object holds `TaskSpec` fields and its data: `train_file` + `validation_file` (any format
+    `hf_async_mtl.sources` reads; paths relative to the JSON file), or `dataset` (a Hub id or a directory)
+    with optional `config`, `splits` and `revision`; `columns` maps task fields to other column names. A task
+    without `label_names` takes its label set from its training data (`infer_task_spec`: that reads the
+    training split's label column); `"label_names": null` declares a regression task. Every problem is a
     `UsageError` naming the file, the 1-based line of the field and the field: JSON syntax, unknown or
     missing fields, wrong types, metric names, names used twice (or by `taken_names`, e.g. the GLUE tasks
-    of `--tasks`), data files that do not exist. Data file paths are relative to the JSON file.
+    of `--tasks`), data files that do not exist, data whose labels cannot be inferred.
     """
     entries, text = read_json_file(path, "custom tasks file")
     if not isinstance(entries, list):
@@ -238,18 +281,27 @@ def read_custom_tasks(path: str, taken_names: Iterable[str] = ()) -> list[tuple[
             raise fail(*problem)
         if entry["name"] in taken:
             raise fail("name", f"task {entry['name']!r} is given twice (in --tasks or earlier in this file); task names must be unique")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k not in DATA_FILE_KEYS}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k not in SOURCE_KEYS}
         try:
-            spec = TaskSpec(**values)
-        except (TypeError, ValueError) as error:
+            source = _entry_source(entry, base)
+        except ValueError as error:
+            raise fail("dataset" if "dataset" in entry else "train_file", str(error).rstrip(".")) from None
+        try:
+            if "label_names" in entry:
+                spec = TaskSpec(**values)
+            else:
+                spec = infer_task_spec(values.pop("name"), source, values.pop("text_fields"), cache_dir=cache_dir, **values)
+        except (TypeError, ValueError, FileNotFoundError) as error:
             message = str(error)
             field = next((f for f in sorted(_SPEC_FIELDS, key=len, reverse=True) if f in message), None)
+            if "label_names" not in entry and field is None:
+                field = "dataset" if "dataset" in entry else "train_file"
             raise fail(field, message.rstrip(".")) from None
         problem = task_metric_problem(spec)
         if problem is not None:
             raise fail(*problem)
         taken.add(spec.name)
-        tasks.append((spec, {key: os.path.join(base, entry[key]) for key in DATA_FILE_KEYS}))
+        tasks.append((spec, source))
     return tasks
 
 

@@ -24,6 +24,15 @@ _NEGATIVE = ["bad", "awful", "poor", "sad", "ugly"]
 _FILLER = ["the", "movie", "was", "really", "quite", "a", "day", "food", "story", "very"]
 
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _datasets_cache(tmp_path_factory):
+    """`datasets.load_dataset` caches Arrow files: keep the tests' out of the user's cache."""
+    previous = datasets.config.HF_DATASETS_CACHE
+    datasets.config.HF_DATASETS_CACHE = tmp_path_factory.mktemp("datasets_cache")
+    yield
+    datasets.config.HF_DATASETS_CACHE = previous
+
 def tiny_encoder_config(vocab_size: int) -> BertConfig:
     """A 2-layer, 32-wide BERT: fast enough to train in a unit test."""
     return BertConfig(
@@ -94,3 +103,13 @@ def tiny_checkpoint(tmp_path_factory, tokenizer):
     BertModel(tiny_encoder_config(len(tokenizer))).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+def ragged(dataset: datasets.Dataset) -> datasets.Dataset:
+    """The same rows cut to different lengths (ending in their [SEP]), so length-sorting changes the order."""
+
+    def cut(row, i):
+        keep = 3 + (i * 5) % max(1, len(row["input_ids"]) - 3)
+        return {key: row[key][: keep - 1] + row[key][-1:] for key in ("input_ids", "attention_mask", "token_type_ids") if key in row}
+
+    return dataset.map(cut, with_indices=True)

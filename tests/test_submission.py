@@ -8,6 +8,7 @@ import re
 import os
 import zipfile
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -22,7 +23,8 @@ from glue_tasks.submission import (
     write_glue_submission,
 )
 from hf_async_mtl import MultiTaskTrainer, MultiTaskTrainingArguments
-from tests.conftest import TASKS, make_model
+from hf_async_mtl.data import length_order
+from tests.conftest import TASKS, make_model, ragged
 
 OFFICIAL_FILES = {"CoLA.tsv", "SST-2.tsv", "MRPC.tsv", "STS-B.tsv", "QQP.tsv", "MNLI-m.tsv", "MNLI-mm.tsv", "QNLI.tsv", "RTE.tsv", "WNLI.tsv"}
 
@@ -136,8 +138,14 @@ def test_failed_first_write_leaves_nothing(tmp_path):
 # ---- MultiTaskTrainer.predict_tasks -----------------------------------------------------------
 
 
+def test_length_order_is_longest_first_and_stable():
+    dataset = datasets.Dataset.from_dict({"input_ids": [[1], [1, 2, 3], [1, 2], [4, 5, 6], [7]]})
+    assert list(length_order(dataset)) == [1, 3, 2, 0, 4]
+    assert list(length_order(dataset.select([4, 0, 2]))) == [2, 0, 1]
+
+
 def test_predict_tasks_returns_ids_and_scores_in_dataset_order(tmp_path, tokenizer, tiny_data):
-    _, evaluation = tiny_data
+    evaluation = {name: ragged(dataset) for name, dataset in tiny_data[1].items()}
     model = make_model(tokenizer)
     args = MultiTaskTrainingArguments(
         output_dir=str(tmp_path), per_device_eval_batch_size=5, use_cpu=True, disable_tqdm=True, eval_strategy="no"
@@ -154,10 +162,15 @@ def test_predict_tasks_returns_ids_and_scores_in_dataset_order(tmp_path, tokeniz
     model.eval()
     with torch.no_grad():
         for name, dataset in evaluation.items():
-            batch = trainer.data_collator([{k: dataset[i][k] for k in ("input_ids", "attention_mask", "token_type_ids", "task_ids")} for i in range(3)])
-            logits = model(**batch).logits
-            expected = logits.view(-1).numpy() if name == "similarity" else logits.argmax(-1).numpy()
-            np.testing.assert_allclose(predictions[name][:3], expected, rtol=1e-4, atol=1e-5)
+            # Prediction runs longest first (length_order); the results come back in dataset order.
+            assert len(set(len(ids) for ids in dataset["input_ids"])) > 1
+            assert list(length_order(dataset)) != list(range(len(dataset)))
+            expected = []
+            for i in range(len(dataset)):  # one row at a time: no padding, no reordering
+                batch = trainer.data_collator([{k: dataset[i][k] for k in ("input_ids", "attention_mask", "token_type_ids", "task_ids")}])
+                logits = model(**batch).logits
+                expected.append(logits.view(-1).numpy() if name == "similarity" else logits.argmax(-1).numpy())
+            np.testing.assert_allclose(predictions[name], np.concatenate(expected), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="without a TaskSpec"):
         trainer.predict_tasks({"nope": evaluation["sentiment"]})
 

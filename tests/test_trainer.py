@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from transformers import EarlyStoppingCallback
 
 import hf_async_mtl.trainer as trainer_module
 from hf_async_mtl import MultiTaskTrainer, MultiTaskTrainingArguments, available_weightings
-from tests.conftest import TASKS, make_model
+from tests.conftest import TASKS, make_model, ragged
 
 
 def make_args(tmp_path, **overrides) -> MultiTaskTrainingArguments:
@@ -300,3 +301,34 @@ def test_resume_after_convergence_matches_uninterrupted_run(tmp_path, tokenizer,
     assert torch.allclose(resumed.soft_labels["sentiment"].table, full.soft_labels["sentiment"].table)
     for a, b in zip(full.model.parameters(), resumed.model.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_evaluation_runs_longest_first_with_the_metrics_of_dataset_order(tmp_path, tokenizer, tiny_data):
+    """Length-sorted evaluation batches change padding, not results: the metrics equal those of a pass in
+    dataset order, one example at a time; a 64-example default eval batch and the teacher-pass size."""
+    from hf_async_mtl.metrics import compute_task_metrics
+
+    evaluation = {name: ragged(dataset) for name, dataset in tiny_data[1].items()}
+    trainer = make_trainer(tmp_path, tokenizer, (tiny_data[0], evaluation))
+    seen = []
+    original = trainer.evaluation_loop
+
+    def spy(dataloader, *args, **kwargs):
+        seen.append([len(ids) for ids in dataloader.dataset["input_ids"]])
+        return original(dataloader, *args, **kwargs)
+
+    trainer.evaluation_loop = spy
+    metrics = trainer.evaluate()
+    assert seen and all(lengths == sorted(lengths, reverse=True) and len(set(lengths)) > 1 for lengths in seen)
+    model = trainer.model.eval()
+    for name, spec in trainer.task_specs.items():
+        dataset = evaluation[name]
+        with torch.no_grad():
+            logits = torch.cat([model(**trainer.data_collator([{k: dataset[i][k] for k in ("input_ids", "attention_mask", "token_type_ids", "task_ids")}])).logits
+                                for i in range(len(dataset))])
+        expected = compute_task_metrics(spec, logits.numpy(), np.asarray(dataset["labels"]))
+        for metric, value in expected.items():
+            assert metrics[f"eval_{name}_{metric}"] == pytest.approx(value, abs=1e-5), (name, metric)
+    assert MultiTaskTrainingArguments(output_dir=str(tmp_path)).per_device_eval_batch_size == 64
+    with pytest.raises(ValueError, match="kd_label_batch_size must be a positive integer"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), kd_label_batch_size=0)

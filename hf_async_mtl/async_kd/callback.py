@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 
+from ..data import length_order
 from ..metrics import compute_task_metrics, main_metric_value
 from .monitor import ConvergenceMonitor, convergence_floor
 from .snapshots import ParameterSnapshot, SnapshotKeeper
@@ -219,9 +220,11 @@ class AsyncConvergenceCallback(TrainerCallback):
         """(example ids, inputs) over the task's training set, longest first (less padding), on the training device."""
         dataset = self.host.train_dataset.task_datasets[task]
         columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "task_ids") if c in dataset.column_names]
-        order = torch.tensor([len(ids) for ids in dataset["input_ids"]]).argsort(descending=True)
+        order = torch.from_numpy(length_order(dataset))
+        args = self.host.args
+        batch_size = args.kd_label_batch_size or max(128, args.per_device_eval_batch_size)
         loader = DataLoader(dataset.select(order.tolist()).select_columns(columns),
-                            batch_size=self.host.args.per_device_eval_batch_size, collate_fn=self.host.data_collator)
+                            batch_size=batch_size, collate_fn=self.host.data_collator)
         start = 0
         for batch in loader:
             size = int(batch["input_ids"].shape[0])

@@ -1,0 +1,459 @@
+"""Where a task's data comes from, loaded through `datasets`: a Hub data set, a local data set directory, or files.
+
+A `TaskSource` names the data of one task; `load_task(spec, source, split)` returns one split of it as a
+`datasets.Dataset` with the spec's text fields, `label` and `idx` (the row number), the same columns and
+types as `glue_tasks.load_glue_task`:
+
+* `TaskSource(dataset="nyu-mll/glue", config="sst2")`: a Hub data set id, or a local directory laid out
+  like a Hub data set repository (data files, optionally a README.md whose YAML `configs` name them) --
+  the same `datasets.load_dataset` call for both; or a directory written by `DatasetDict.save_to_disk`.
+* `TaskSource(data_files={"train": "train.parquet", "validation": "dev.csv"})`: files of any format
+  `datasets` reads, by suffix -- `.csv` (csv quoting), `.tsv` / `.tab` (no quoting: `"` is text, as in the
+  GLUE files), `.json` / `.jsonl`, `.parquet`, `.arrow` -- or a directory written by `Dataset.save_to_disk`.
+  Delimited files are read with every column as text and no NA parsing (`NA`, `null` stay text), in UTF-8
+  (a UTF-16/32 byte-order mark is an error), with a quoted `\r\n` read as `\n`; pandas' parser reads them
+  (a quote closed in mid-field, `"a"b`, is read as `ab`, as Python's csv module does by default).
+
+Everything stays Arrow-backed (memory-mapped, cached by `datasets`): labels and texts are checked and
+converted with pyarrow compute in batched `map` calls, never as Python lists of rows. Every problem is one
+line naming the task, the data (file or data set, config, split), the 0-based row and the field.
+
+Labels: a `ClassLabel` feature gives its names (`infer_task_spec`) and is remapped by name onto the spec's
+label names; string labels are label names (or integer ids written as text); integer labels are ids; a
+regression task reads numbers (or numbers written as text). `infer_task_spec` also infers regression
+from a float label column.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .tasks import TaskSpec
+
+__all__ = ["TaskSource", "infer_task_spec", "load_task", "load_source_split"]
+
+# File suffix -> (datasets builder, builder options).
+_BUILDERS: dict[str, tuple[str, dict[str, Any]]] = {
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"delimiter": "\t", "quoting": csv.QUOTE_NONE}),
+    ".tab": ("csv", {"delimiter": "\t", "quoting": csv.QUOTE_NONE}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+    ".arrow": ("arrow", {}),
+}
+DATA_SUFFIXES = tuple(_BUILDERS)
+_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class TaskSource:
+    """Where one task's data comes from (give `dataset` or `data_files`).
+
+    Args:
+        dataset: A Hub data set id (`"nyu-mll/glue"`), a local directory laid out like a Hub data set repo,
+            or a `DatasetDict.save_to_disk` directory.
+        config: The data set's configuration (subset) name, if it has several.
+        data_files: Split name -> file path (or list of paths) of one format, or a `Dataset.save_to_disk`
+            directory. Splits are called by these keys.
+        splits: Role -> split name in the source, for `dataset` (default: `train` -> `train`,
+            `validation` -> `validation`, `test` -> `test`); e.g. `{"validation": "dev"}`.
+        columns: Task field -> column of the source, for columns whose names differ
+            (`{"sentence": "text", "label": "sentiment"}`).
+        revision: Git revision of a Hub data set.
+    """
+
+    dataset: str | None = None
+    config: str | None = None
+    data_files: Mapping[str, str | Sequence[str]] | None = None
+    splits: Mapping[str, str] = field(default_factory=dict)
+    columns: Mapping[str, str] = field(default_factory=dict)
+    revision: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.dataset is None) == (self.data_files is None):
+            raise ValueError("TaskSource: give exactly one of `dataset` (a Hub id or a directory) and `data_files`.")
+        if self.dataset is not None and (not isinstance(self.dataset, str) or not self.dataset.strip()):
+            raise ValueError(f"TaskSource: `dataset` must be a non-empty string, got {self.dataset!r}.")
+        if self.data_files is not None:
+            if not isinstance(self.data_files, Mapping) or not self.data_files:
+                raise ValueError(f"TaskSource: `data_files` must map split names to paths, got {self.data_files!r}.")
+            files = {}
+            for split, paths in self.data_files.items():
+                paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+                if not paths or not all(isinstance(p, (str, os.PathLike)) for p in paths):
+                    raise ValueError(f"TaskSource: data_files[{split!r}] must be a path or a list of paths, got {paths!r}.")
+                files[str(split)] = tuple(os.fspath(p) for p in paths)
+            object.__setattr__(self, "data_files", files)
+            if self.splits:
+                raise ValueError("TaskSource: `splits` applies to `dataset`; with `data_files` the keys are the split names.")
+            if self.config is not None or self.revision is not None:
+                raise ValueError("TaskSource: `config` and `revision` apply to `dataset`, not to `data_files`.")
+        for name in ("splits", "columns"):
+            value = getattr(self, name)
+            if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()):
+                raise ValueError(f"TaskSource: `{name}` must map names to names (strings), got {value!r}.")
+            object.__setattr__(self, name, dict(value))
+
+    def split_name(self, split: str) -> str:
+        """The source's name of `split` (`train`, `validation`, `test` or another key)."""
+        return split if self.data_files is not None else self.splits.get(split, split)
+
+    def describe(self, split: str) -> str:
+        """The data in error messages: the file(s), or the data set, config and split."""
+        if self.data_files is not None:
+            paths = self.data_files.get(split, ())
+            return paths[0] if len(paths) == 1 else f"{list(paths)}"
+        config = f", config {self.config!r}" if self.config else ""
+        return f"data set {self.dataset!r}{config}, split {self.split_name(split)!r}"
+
+
+# ---- loading -------------------------------------------------------------------------------------
+
+
+_WIDE_BOMS = ((b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe\x00\x00", "UTF-32"), (b"\xfe\xff", "UTF-16"), (b"\xff\xfe", "UTF-16"))
+
+
+def _delimited_header(path: str, options: Mapping[str, Any], context: str) -> list[str]:
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    for bom, encoding in _WIDE_BOMS:
+        if start.startswith(bom):
+            raise ValueError(f"{context}: {path}: the file is {encoding} text (byte-order mark); save it as UTF-8.")
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            quoting = options.get("quoting", csv.QUOTE_MINIMAL)
+            for row in csv.reader(handle, delimiter=options.get("delimiter", ","), quoting=quoting):
+                if any(cell.strip() for cell in row):
+                    return row
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{context}: {path}: byte 0x{error.object[error.start]:02x} at offset {error.start} is not UTF-8 "
+                         "text; save the file as UTF-8.") from None
+    return []
+
+
+def _load_files(context: str, source: TaskSource, split: str, cache_dir: str | None) -> datasets.Dataset:
+    if split not in source.data_files:
+        raise ValueError(f"{context}: no data file for split {split!r}; data_files has {sorted(source.data_files)}.")
+    paths = source.data_files[split]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise FileNotFoundError(f"{context}: data file {missing[0]} does not exist.")
+    if len(paths) == 1 and os.path.isdir(paths[0]):
+        loaded = datasets.load_from_disk(paths[0])
+        if not isinstance(loaded, datasets.Dataset):
+            raise ValueError(f"{context}: {paths[0]} holds a DatasetDict ({sorted(loaded)}); name it as `dataset`, "
+                             "or give one split's directory.")
+        return loaded
+    suffixes = {os.path.splitext(p)[1].lower() for p in paths}
+    if len(suffixes) != 1 or next(iter(suffixes)) not in _BUILDERS:
+        raise ValueError(f"{context}: {paths[0]}: unsupported file type {sorted(suffixes)}; use {', '.join(DATA_SUFFIXES)} "
+                         "or a save_to_disk directory.")
+    builder, options = _BUILDERS[suffixes.pop()]
+    options = dict(options)
+    if builder == "csv":
+        if any(os.path.getsize(p) == 0 for p in paths):
+            raise ValueError(f"{context}: {next(p for p in paths if os.path.getsize(p) == 0)}: the file is empty.")
+        header = _delimited_header(paths[0], options, context)
+        if not header:
+            raise ValueError(f"{context}: {paths[0]}: the file has no header line.")
+        # Every column as text, no NA parsing ("NA" in a text column is the string "NA"); a field missing from
+        # a short row is null. index_col=False: a first row with a field too many is an error (below), not an
+        # index column that shifts the others; later rows with too many fields are parser errors.
+        options.update(features=datasets.Features({name: datasets.Value("string") for name in header}),
+                       keep_default_na=False, index_col=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return datasets.load_dataset(builder, data_files={split: list(paths)}, split=split, cache_dir=cache_dir, **options)
+    except Exception as error:  # datasets wraps parser errors in DatasetGenerationError; keep the parser's words
+        cause = error.__cause__ or error
+        if isinstance(cause, UnicodeDecodeError):
+            raise ValueError(f"{context}: {source.describe(split)}: byte 0x{cause.object[cause.start]:02x} is not UTF-8 text; "
+                             "save the file as UTF-8.") from None
+        if "corresponds to no data" in str(error):
+            raise ValueError(f"{context}: {source.describe(split)} holds no examples.") from None
+        if isinstance(cause, pd.errors.ParserWarning):
+            raise ValueError(f"{context}: {source.describe(split)}: the first row has more fields than the header "
+                             f"{header} (a stray delimiter?).") from error
+        raise ValueError(f"{context}: {source.describe(split)}: cannot read it as {builder}: {_one_line(cause)}") from error
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return (text[:300] + " ...") if len(text) > 300 else text
+
+
+def _is_saved_dict(path: str) -> bool:
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "dataset_dict.json"))
+
+
+def _load_dataset(context: str, source: TaskSource, split: str, cache_dir: str | None) -> datasets.Dataset:
+    name = source.split_name(split)
+    path = os.path.expanduser(source.dataset)
+    if _is_saved_dict(path):
+        if source.config is not None:
+            raise ValueError(f"{context}: {path} is a save_to_disk directory; it has no configs (got {source.config!r}).")
+        loaded = datasets.load_from_disk(path)
+        if name not in loaded:
+            raise ValueError(f"{context}: {path} has no split {name!r}; splits: {sorted(loaded)}.")
+        return loaded[name]
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "state.json")):
+        raise ValueError(f"{context}: {path} is one saved split (Dataset.save_to_disk); give it in data_files.")
+    try:
+        return datasets.load_dataset(path, source.config, split=name, revision=source.revision, cache_dir=cache_dir)
+    except ValueError as error:
+        if "split" in str(error).lower():
+            raise ValueError(f"{context}: {source.describe(split)}: {_one_line(error)}") from None
+        raise ValueError(f"{context}: cannot load {source.describe(split)}: {_one_line(error)}") from error
+    except Exception as error:  # not found, offline, bad config: one line naming the data set
+        raise ValueError(f"{context}: cannot load {source.describe(split)}: {type(error).__name__}: {_one_line(error)}") from error
+
+
+def load_source_split(source: TaskSource, split: str, *, task: str | None = None,
+                      cache_dir: str | os.PathLike | None = None) -> datasets.Dataset:
+    """One split of `source` as `datasets` loads it, with `source.columns` renamed to the task's fields."""
+    context = f"Task {task!r}" if task else "TaskSource"
+    cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
+    loader = _load_files if source.data_files is not None else _load_dataset
+    dataset = loader(context, source, split, cache_dir)
+    if isinstance(dataset, datasets.DatasetDict):  # a builder that ignored `split`
+        dataset = dataset[source.split_name(split)]
+    renames = {column: task_field for task_field, column in source.columns.items() if column != task_field}
+    missing = [column for column in renames if column not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{context}: {source.describe(split)} has no column {missing[0]!r} (named in columns); "
+                         f"columns: {dataset.column_names}.")
+    clash = [f for f in renames.values() if f in dataset.column_names and f not in renames]
+    if clash:
+        raise ValueError(f"{context}: columns maps a column onto {clash[0]!r}, but {source.describe(split)} already has a "
+                         f"column {clash[0]!r}; map that one too, or name another field.")
+    return dataset.rename_columns(renames) if renames else dataset
+
+
+# ---- labels ---------------------------------------------------------------------------------------
+
+
+def _first_true(mask: pa.Array | np.ndarray) -> int | None:
+    values = np.asarray(mask.to_numpy(zero_copy_only=False) if isinstance(mask, (pa.Array, pa.ChunkedArray)) else mask)
+    hits = np.flatnonzero(values.astype(bool))
+    return int(hits[0]) if hits.size else None
+
+
+class _LabelConverter:
+    """Turns one batch's label column into the spec's ids / floats, or raises naming the first bad row."""
+
+    def __init__(self, spec: TaskSpec, feature: Any, where: str) -> None:
+        self.spec, self.where = spec, where
+        self.kind = "classlabel" if isinstance(feature, datasets.ClassLabel) else "value"
+        self.dtype = getattr(feature, "dtype", None)
+        if type(feature).__name__ == "Json":
+            raise ValueError(f"{where}, column {spec.label_field!r}: the labels mix types (e.g. text and numbers); write "
+                             "every label the same way (all label names, or all ids).")
+        if not isinstance(feature, (datasets.ClassLabel, datasets.Value)):
+            raise ValueError(f"{where}, column {spec.label_field!r}: a label must be one value per row, got feature {feature}.")
+        self.remap: np.ndarray | None = None
+        if self.kind == "classlabel":
+            if spec.is_regression:
+                raise ValueError(f"{where}, column {spec.label_field!r}: the data set's labels are classes {feature.names}, "
+                                 "but the task is a regression (label_names null).")
+            names = list(feature.names)
+            if tuple(names) != tuple(spec.label_names):
+                unknown = [n for n in names if n not in spec.label_names]
+                if unknown:
+                    raise ValueError(f"{where}, column {spec.label_field!r}: the data set's class {unknown[0]!r} is not one of "
+                                     f"the task's label_names {list(spec.label_names)} (data set classes: {names}).")
+                self.remap = np.array([spec.label_names.index(n) for n in names], dtype=np.int64)
+
+    def fail(self, row: int, problem: str) -> ValueError:
+        return ValueError(f"{self.where}, row {row} (0-based), column {self.spec.label_field!r}: {problem}.")
+
+    def __call__(self, column: pa.ChunkedArray | pa.Array, rows: Sequence[int]) -> pa.Array:
+        column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        bad = _first_true(pc.is_null(column))
+        if bad is not None:
+            raise self.fail(rows[bad], "missing label (null, or a row with too few fields)")
+        if self.spec.is_regression:
+            return self._regression(column, rows)
+        return self._classes(column, rows)
+
+    def _numbers(self, column: pa.Array, rows: Sequence[int]) -> np.ndarray:
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            try:
+                return pc.cast(pc.utf8_trim_whitespace(column), pa.float64()).to_numpy(zero_copy_only=False)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                for position, text in enumerate(column.to_pylist()):  # error path only: find the row
+                    try:
+                        float(text)
+                    except ValueError:
+                        return self._not_a_number(rows[position], text)
+                raise
+        if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type):
+            return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        raise self.fail(rows[0], f"labels of type {column.type} are not numbers or text")
+
+    def _not_a_number(self, row: int, text: str) -> np.ndarray:
+        if self.spec.is_regression:
+            raise self.fail(row, f"regression target {text!r} is not a number")
+        raise self.fail(row, f"label {text!r} is neither one of {list(self.spec.label_names)} nor a label id "
+                             f"0..{self.spec.num_labels - 1}")
+
+    def _regression(self, column: pa.Array, rows: Sequence[int]) -> pa.Array:
+        values = self._numbers(column, rows)
+        bad = _first_true(~np.isfinite(values))
+        if bad is not None:
+            raise self.fail(rows[bad], f"regression target {column[bad].as_py()!r} is not a finite number")
+        if self.spec.regression_range is not None:
+            low, high = self.spec.regression_range
+            bad = _first_true((values < low) | (values > high))
+            if bad is not None:
+                raise self.fail(rows[bad], f"regression target {values[bad]:g} is outside [{low}, {high}]")
+        return pa.array(values.astype(np.float32))
+
+    def _classes(self, column: pa.Array, rows: Sequence[int]) -> pa.Array:
+        names = list(self.spec.label_names)
+        if self.kind == "classlabel":
+            ids = column.to_numpy(zero_copy_only=False).astype(np.int64)
+            bad = _first_true((ids < 0) | (ids >= (len(self.remap) if self.remap is not None else len(names))))
+            if bad is not None:
+                raise self.fail(rows[bad], f"class id {ids[bad]} is not a class of the data set (-1 = no label)")
+            return pa.array(self.remap[ids] if self.remap is not None else ids)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            trimmed = pc.utf8_trim_whitespace(column)
+            ids = pc.fill_null(pc.index_in(trimmed, value_set=pa.array(names)), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+            unnamed = ids < 0
+            if unnamed.any():  # integer ids written as text ("0", "1")
+                digits = pc.match_substring_regex(trimmed, r"^[+-]?[0-9]+$").to_numpy(zero_copy_only=False)
+                positions = np.flatnonzero(unnamed)
+                bad = positions[~digits[positions]]
+                if bad.size:
+                    return self._not_a_number(rows[int(bad[0])], column[int(bad[0])].as_py())
+                as_ids = pc.cast(pc.take(trimmed, pa.array(positions)), pa.int64()).to_numpy(zero_copy_only=False)
+                out = (as_ids < 0) | (as_ids >= len(names))
+                if out.any():
+                    first = int(positions[np.flatnonzero(out)[0]])
+                    return self._not_a_number(rows[first], column[first].as_py())
+                ids[positions] = as_ids
+            return pa.array(ids)
+        values = self._numbers(column, rows)
+        bad = _first_true((values < 0) | (values >= len(names)) | (values != np.round(values)))
+        if bad is not None:
+            raise self.fail(rows[bad], f"label {column[bad].as_py()!r} is not a label id 0..{len(names) - 1} "
+                                       f"(label_names {names})")
+        return pa.array(values.astype(np.int64))
+
+
+def load_task(spec: TaskSpec, source: TaskSource, split: str = "train", *, labelled: bool = True,
+              cache_dir: str | os.PathLike | None = None) -> datasets.Dataset:
+    """One split of a task: its text fields, `label` (int64 class id / float32 target) and `idx` (row number).
+
+    `labelled=False` (test sets) keeps a missing or -1 label as -1 without checking it. Raises
+    `ValueError` / `FileNotFoundError` with one line naming the task, the data, the row and the field.
+    """
+    raw = load_source_split(source, split, task=spec.name, cache_dir=cache_dir)
+    where = f"Task {spec.name!r}: {source.describe(split)}"
+    needed = [*spec.text_fields, *([spec.label_field] if labelled else [])]
+    missing = [column for column in needed if column not in raw.column_names]
+    if missing:
+        raise ValueError(f"{where} has no column {missing}; columns: {raw.column_names} "
+                         "(`columns` maps a task field to a column of another name).")
+    if len(raw) == 0:
+        raise ValueError(f"{where} holds no examples.")
+    for name in spec.text_fields:
+        feature = raw.features[name]
+        if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+            raise ValueError(f"{where}, column {name!r}: a text field must hold strings, got feature {feature}.")
+    converter = _LabelConverter(spec, raw.features[spec.label_field], where) if labelled else None
+    label_type = datasets.Value("float32" if spec.is_regression else "int64")
+    features = datasets.Features({**{name: datasets.Value("string") for name in spec.text_fields},
+                                  "label": label_type, "idx": datasets.Value("int64")})
+
+    delimited = source.data_files is not None and any(
+        _BUILDERS.get(os.path.splitext(p)[1].lower(), ("",))[0] == "csv" for p in source.data_files.get(split, ()))
+
+    def convert(table: pa.Table, rows: list[int]) -> pa.Table:
+        for name in spec.text_fields:
+            bad = _first_true(pc.is_null(table[name]))
+            if bad is not None:
+                raise ValueError(f"{where}, row {rows[bad]} (0-based), column {name!r}: missing text (null, or a row "
+                                 "with too few fields).")
+        if converter is not None:
+            labels = converter(table[spec.label_field], rows)
+        elif spec.label_field in table.column_names and not pa.types.is_null(table[spec.label_field].type):
+            column = pc.fill_null(table[spec.label_field], -1)
+            labels = pc.cast(column, pa.float32() if spec.is_regression else pa.int64(), safe=False)
+        else:
+            labels = pa.array(np.full(len(rows), -1, dtype=np.float32 if spec.is_regression else np.int64))
+        columns = {name: pc.cast(table[name], pa.string()) for name in spec.text_fields}
+        if delimited:  # a quoted line break reads the same whichever line endings the file was saved with
+            columns = {name: pc.replace_substring(column, "\r\n", "\n") for name, column in columns.items()}
+        return pa.table({**columns, "label": labels, "idx": pa.array(rows, type=pa.int64())})
+
+    converted = raw.with_format("arrow").map(
+        convert, batched=True, batch_size=_BATCH, with_indices=True, remove_columns=raw.column_names,
+        features=features, desc=f"Checking {spec.name} {split}",
+    )
+    return converted.with_format(None)
+
+
+# ---- inferring a spec from the data ----------------------------------------------------------------
+
+
+def infer_task_spec(name: str, source: TaskSource, text_fields: Sequence[str], *, label_field: str = "label",
+                    regression: bool | None = None, cache_dir: str | os.PathLike | None = None, **spec_fields: Any) -> TaskSpec:
+    """A `TaskSpec` whose label set comes from the training split.
+
+    A `ClassLabel` label column gives its names; a float column (or text holding non-integral numbers)
+    makes a regression task; integer ids give names `"0"`..`"k-1"`; other text labels give their sorted
+    distinct values. `regression=True/False` overrides the inference. Other `TaskSpec` fields pass
+    through; `metrics` defaults to accuracy (classification) or Pearson / Spearman (regression).
+    """
+    raw = load_source_split(source, "train", task=name, cache_dir=cache_dir)
+    if label_field not in raw.column_names:
+        raise ValueError(f"Task {name!r}: {source.describe('train')} has no column {label_field!r}; columns: {raw.column_names}.")
+    feature = raw.features[label_field]
+    label_names: tuple[str, ...] | None
+    if isinstance(feature, datasets.ClassLabel):
+        if regression:
+            raise ValueError(f"Task {name!r}: regression was declared, but {label_field!r} is a ClassLabel {feature.names}.")
+        label_names = tuple(feature.names)
+    else:
+        column = raw.data.column(label_field)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            trimmed = pc.utf8_trim_whitespace(column)
+            numeric = pc.all(pc.match_substring_regex(trimmed, r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$")).as_py()
+            column = pc.cast(trimmed, pa.float64()) if numeric else trimmed
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            if regression:
+                raise ValueError(f"Task {name!r}: regression was declared, but {label_field!r} holds text labels.")
+            label_names = tuple(sorted(v for v in pc.unique(column).to_pylist() if v is not None))
+        elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type):
+            values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+            values = values[np.isfinite(values)]
+            integral = bool(values.size) and bool(np.all(values == np.round(values))) and values.min() >= 0
+            if regression is None:
+                regression = not integral or pa.types.is_floating(raw.data.column(label_field).type)
+            if regression:
+                label_names = None
+            elif not integral:
+                raise ValueError(f"Task {name!r}: classification was declared, but {label_field!r} holds non-integral numbers.")
+            else:
+                label_names = tuple(str(i) for i in range(int(values.max()) + 1))
+        else:
+            raise ValueError(f"Task {name!r}: cannot infer labels from column {label_field!r} of type {column.type}.")
+    if label_names is not None and len(label_names) < 2:
+        raise ValueError(f"Task {name!r}: the training labels hold one class only ({list(label_names)}); "
+                         "a classification task needs two or more.")
+    spec_fields.setdefault("metrics", ("pearson", "spearmanr") if label_names is None else ("accuracy",))
+    return TaskSpec(name=name, text_fields=tuple(text_fields), label_names=label_names, label_field=label_field, **spec_fields)

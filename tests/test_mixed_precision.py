@@ -1,0 +1,68 @@
+"""`--bf16` and `--fp16` with every registry method (CPU autocast and CPU GradScaler make them testable here).
+
+Each method trains a few steps in fp32, bf16 and fp16 from the same initial model with no dropout; the
+per-step training losses must agree within half-precision tolerance and the parameters must move the same
+way. Under fp16, a gradient method's overflow step must be skipped by the gradient scaler (parameters
+unchanged, scale reduced), not applied.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hf_async_mtl import available_weightings
+from hf_async_mtl.weighting import get_weighting
+from tests.test_trainer import no_dropout_trainer
+
+# Method options that make a 4-step run exercise the method (weights move from the first steps).
+OPTIONS = {"dwa": {"window": 1}, "static": {"weights": {"sentiment": 1.0, "similarity": 0.5}}}
+
+
+def _run(tmp_path, tokenizer, tiny_data, method: str, precision: str, async_kd: bool = False):
+    args = {"mtl_method": method, "mtl_method_options": OPTIONS.get(method, {}), "max_steps": 4, "logging_steps": 1,
+            "learning_rate": 1e-3, precision: True} if precision != "fp32" else {
+            "mtl_method": method, "mtl_method_options": OPTIONS.get(method, {}), "max_steps": 4, "logging_steps": 1, "learning_rate": 1e-3}
+    if async_kd:
+        args.update(async_kd=True, eval_strategy="steps", eval_steps=1, kd_patience=1)
+    trainer = no_dropout_trainer(tmp_path, tokenizer, tiny_data, f"{method}_{precision}_{async_kd}", args)
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    moved = torch.cat([(p.detach() - before[name]).reshape(-1) for name, p in trainer.model.named_parameters()])
+    return trainer, losses, moved
+
+
+@pytest.mark.parametrize("method", sorted(available_weightings()))
+def test_every_method_trains_alike_in_fp32_bf16_and_fp16(method, tmp_path, tokenizer, tiny_data):
+    _, reference, moved = _run(tmp_path, tokenizer, tiny_data, method, "fp32")
+    for precision in ("bf16", "fp16"):
+        _, losses, update = _run(tmp_path, tokenizer, tiny_data, method, precision)
+        assert len(losses) == len(reference) == 4
+        assert losses == pytest.approx(reference, rel=0.05, abs=0.02), (precision, losses, reference)
+        # The same update direction and size (not a scaled or skipped one).
+        cosine = torch.nn.functional.cosine_similarity(update, moved, dim=0)
+        assert cosine > 0.95 and 0.8 < update.norm() / moved.norm() < 1.25, (precision, float(cosine))
+
+
+@pytest.mark.parametrize("method", ["equal", "pcgrad"])
+def test_async_kd_trains_alike_in_bf16_and_fp16(method, tmp_path, tokenizer, tiny_data):
+    trainer, reference, _ = _run(tmp_path, tokenizer, tiny_data, method, "fp32", async_kd=True)
+    converged = {t: r["converged"] for t, r in trainer.async_convergence.report().items()}
+    for precision in ("bf16", "fp16"):
+        mixed, losses, _ = _run(tmp_path, tokenizer, tiny_data, method, precision, async_kd=True)
+        assert {t: r["converged"] for t, r in mixed.async_convergence.report().items()} == converged
+        assert losses == pytest.approx(reference, rel=0.05, abs=0.02), precision
+
+
+@pytest.mark.parametrize("method", [m for m in sorted(available_weightings()) if get_weighting(m).needs_task_gradients])
+def test_fp16_overflow_step_of_a_gradient_method_is_skipped(method, tmp_path, tokenizer, tiny_data):
+    args = {"mtl_method": method, "mtl_method_options": OPTIONS.get(method, {}), "max_steps": 1, "fp16": True, "learning_rate": 1e-3}
+    trainer = no_dropout_trainer(tmp_path, tokenizer, tiny_data, f"overflow_{method}", args)
+    # A scale no fp16 gradient survives: the first step overflows.
+    trainer.accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**60)
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+    for name, parameter in trainer.model.named_parameters():
+        assert torch.equal(parameter.detach(), before[name]), f"{name} changed on an overflow step"
+    assert trainer.accelerator.scaler.get_scale() < 2.0**60
