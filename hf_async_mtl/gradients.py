@@ -46,7 +46,11 @@ def per_task_gradient_step(
     # unscaled gradients, and store the result scaled again, so that the gradient scaler unscales it, finds
     # an overflow (inf / NaN) and skips the step exactly as after a plain backward.
     scaler = getattr(accelerator, "scaler", None)
-    scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else None
+    scaler = scaler if scaler is not None and scaler.is_enabled() else None
+    scale = None
+    if scaler is not None:
+        scaler.scale(losses[task_names[0]])  # initialises the scaler's state for this iteration (as backward would)
+        scale = float(scaler.get_scale())
     rows = []
     for task in task_names:
         loss = losses[task] * scale if scale else losses[task]

@@ -19,13 +19,30 @@ from tests.test_trainer import no_dropout_trainer
 OPTIONS = {"dwa": {"window": 1}, "static": {"weights": {"sentiment": 1.0, "similarity": 0.5}}}
 
 
+def emulate_gpu_fp16(trainer, init_scale: float = 2.0**16) -> torch.amp.GradScaler:
+    """What `--fp16` does on a GPU, on the CPU: accelerate leaves CPU fp16 off (no autocast, no scaler), so
+    turn on its native AMP path with a CPU `GradScaler` -- fp16 autocast, scaled losses, unscale before the
+    gradient clipping, overflow steps skipped."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
+    trainer.accelerator.native_amp = True
+    trainer.accelerator.scaler = scaler
+    return scaler
+
+
 def _run(tmp_path, tokenizer, tiny_data, method: str, precision: str, async_kd: bool = False):
+    # Plain SGD: the update is the (combined) gradient itself, so its direction compares across precisions
+    # (Adam's first steps are ±lr per parameter whatever the gradient's size, and flip on noise).
     args = {"mtl_method": method, "mtl_method_options": OPTIONS.get(method, {}), "max_steps": 4, "logging_steps": 1,
-            "learning_rate": 1e-3, precision: True} if precision != "fp32" else {
-            "mtl_method": method, "mtl_method_options": OPTIONS.get(method, {}), "max_steps": 4, "logging_steps": 1, "learning_rate": 1e-3}
+            "learning_rate": 0.005, "optim": "sgd", "max_grad_norm": 0.0}
+    if precision != "fp32":
+        args[precision] = True
     if async_kd:
         args.update(async_kd=True, eval_strategy="steps", eval_steps=1, kd_patience=1)
     trainer = no_dropout_trainer(tmp_path, tokenizer, tiny_data, f"{method}_{precision}_{async_kd}", args)
+    if precision == "fp16":
+        # A loss scale these tiny models' gradients fit under in fp16 (the default 2^16 overflows the regression
+        # task's first steps: skipped, as they should be, but then there is nothing to compare).
+        emulate_gpu_fp16(trainer, init_scale=2.0**8)
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     trainer.train()
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
@@ -37,9 +54,13 @@ def _run(tmp_path, tokenizer, tiny_data, method: str, precision: str, async_kd: 
 def test_every_method_trains_alike_in_fp32_bf16_and_fp16(method, tmp_path, tokenizer, tiny_data):
     _, reference, moved = _run(tmp_path, tokenizer, tiny_data, method, "fp32")
     for precision in ("bf16", "fp16"):
-        _, losses, update = _run(tmp_path, tokenizer, tiny_data, method, precision)
+        trainer, losses, update = _run(tmp_path, tokenizer, tiny_data, method, precision)
+        if precision == "fp16":  # the scaler ran, and no step overflowed
+            assert trainer.accelerator.scaler.get_scale() == 2.0**8
+            assert all(log["grad_norm"] < float("inf") for log in trainer.state.log_history if "loss" in log)
         assert len(losses) == len(reference) == 4
-        assert losses == pytest.approx(reference, rel=0.05, abs=0.02), (precision, losses, reference)
+        # fp16 keeps 10 mantissa bits (bf16: 8, but bf16 autocast on CPU covers fewer ops): 4 steps drift a few %.
+        assert losses == pytest.approx(reference, rel=0.1, abs=0.02), (precision, losses, reference)
         # The same update direction and size (not a scaled or skipped one).
         cosine = torch.nn.functional.cosine_similarity(update, moved, dim=0)
         assert cosine > 0.95 and 0.8 < update.norm() / moved.norm() < 1.25, (precision, float(cosine))
@@ -52,17 +73,17 @@ def test_async_kd_trains_alike_in_bf16_and_fp16(method, tmp_path, tokenizer, tin
     for precision in ("bf16", "fp16"):
         mixed, losses, _ = _run(tmp_path, tokenizer, tiny_data, method, precision, async_kd=True)
         assert {t: r["converged"] for t, r in mixed.async_convergence.report().items()} == converged
-        assert losses == pytest.approx(reference, rel=0.05, abs=0.02), precision
+        assert losses == pytest.approx(reference, rel=0.1, abs=0.02), precision
 
 
 @pytest.mark.parametrize("method", [m for m in sorted(available_weightings()) if get_weighting(m).needs_task_gradients])
 def test_fp16_overflow_step_of_a_gradient_method_is_skipped(method, tmp_path, tokenizer, tiny_data):
     args = {"mtl_method": method, "mtl_method_options": OPTIONS.get(method, {}), "max_steps": 1, "fp16": True, "learning_rate": 1e-3}
     trainer = no_dropout_trainer(tmp_path, tokenizer, tiny_data, f"overflow_{method}", args)
-    # A scale no fp16 gradient survives: the first step overflows.
-    trainer.accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**60)
+    # A loss scale no gradient survives (2^127: scaled gradients overflow even in fp32): the step overflows.
+    scaler = emulate_gpu_fp16(trainer, init_scale=2.0**127)
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     trainer.train()
     for name, parameter in trainer.model.named_parameters():
         assert torch.equal(parameter.detach(), before[name]), f"{name} changed on an overflow step"
-    assert trainer.accelerator.scaler.get_scale() < 2.0**60
+    assert scaler.get_scale() < 2.0**127  # the scaler saw the overflow and backed off
