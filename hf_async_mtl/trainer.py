@@ -100,7 +100,9 @@ class MultiTaskTrainer(Trainer):
         if data_collator is None:
             if processing_class is None:
                 raise ValueError("Pass processing_class (the tokenizer) or a data_collator.")
-            data_collator = MultiTaskDataCollator(processing_class)
+            # Under torch.compile every new batch shape can recompile: padding to a multiple of 8 bounds the
+            # shapes at max_seq_length / 8 per batch size (and suits tensor cores).
+            data_collator = MultiTaskDataCollator(processing_class, pad_to_multiple_of=8 if args.torch_compile else None)
         task_names = list(self.task_specs)
         self.weighting = build_weighting(args.mtl_method, task_names, **args.mtl_method_options)
         self.step_composition = args.step_composition

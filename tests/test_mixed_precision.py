@@ -87,3 +87,30 @@ def test_fp16_overflow_step_of_a_gradient_method_is_skipped(method, tmp_path, to
     for name, parameter in trainer.model.named_parameters():
         assert torch.equal(parameter.detach(), before[name]), f"{name} changed on an overflow step"
     assert scaler.get_scale() < 2.0**127  # the scaler saw the overflow and backed off
+
+
+def test_torch_compile_recompiles_a_bounded_number_of_times_and_matches_eager(tmp_path, tokenizer, tiny_data):
+    """`--torch_compile` under length-aware batching: batches are padded to a multiple of 8, so the shapes a
+    compiled model sees are bounded; dynamo's `eager` backend traces and guards exactly as inductor would,
+    without code generation (the graph count is the recompilation count)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from tests.conftest import ragged
+
+    ragged_data = ({name: ragged(d) for name, d in tiny_data[0].items()}, tiny_data[1])
+    common = {"mtl_method": "equal", "max_steps": 12, "logging_steps": 1, "learning_rate": 1e-3, "per_device_train_batch_size": 4}
+    eager = no_dropout_trainer(tmp_path, tokenizer, ragged_data, "eager", common)
+    eager.train()
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = no_dropout_trainer(tmp_path, tokenizer, ragged_data, "compiled",
+                                  {**common, "torch_compile": True, "torch_compile_backend": "eager"})
+    assert compiled.data_collator.pad_to_multiple_of == 8
+    compiled.train()
+    graphs = counters["stats"]["unique_graphs"]
+    assert 1 <= graphs <= 6, dict(counters["stats"])
+    loss = [log["loss"] for log in compiled.state.log_history if "loss" in log]
+    reference = [log["loss"] for log in eager.state.log_history if "loss" in log]
+    assert loss == pytest.approx(reference, rel=1e-3, abs=1e-4)
+    torch._dynamo.reset()
