@@ -130,6 +130,14 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "async_kd: batch size of the soft-label (teacher) pass; default max(128, per_device_eval_batch_size) -- its batches are length-sorted, so large ones waste no padding."},
     )
+    diagnostics_steps: int = field(
+        default=0,
+        metadata={"help": "Every N steps, measure per-task gradient conflict on the shared encoder (cosines, norms; logged and saved to gradient_diagnostics.json). Costs one forward+backward per task per measurement. 0 = off."},
+    )
+    calibration_bins: int = field(
+        default=0,
+        metadata={"help": "Report the expected calibration error (eval_<task>_ece) of classification tasks with this many equal-width confidence bins (15 is usual). 0 = off."},
+    )
     eval_strategy: str = field(default="steps", metadata={"help": "When to evaluate every task (no, steps, epoch)."})
     per_device_eval_batch_size: int = field(
         default=64,
@@ -174,6 +182,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}.")
         if self.kd_top_k < 1:
             raise ValueError(f"kd_top_k must be >= 1, got {self.kd_top_k}.")
+        for name in ("diagnostics_steps", "calibration_bins"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an integer >= 0 (0 = off), got {getattr(self, name)!r}.")
         if self.kd_label_batch_size is not None and self.kd_label_batch_size < 1:
             raise ValueError(f"kd_label_batch_size must be a positive integer, got {self.kd_label_batch_size}.")
         if self.kd_ensemble not in KD_ENSEMBLE_TYPES:

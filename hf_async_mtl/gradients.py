@@ -51,17 +51,12 @@ def per_task_gradient_step(
     if scaler is not None:
         scaler.scale(losses[task_names[0]])  # initialises the scaler's state for this iteration (as backward would)
         scale = float(scaler.get_scale())
-    rows = []
-    for task in task_names:
-        loss = losses[task] * scale if scale else losses[task]
-        grads = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
-        rows.append(_flatten(grads, shared).float())
-    task_grads = torch.stack(rows)
+    task_grads = task_gradient_matrix(losses, task_names, shared, scale=scale or 1.0, retain_graph=True)
     total = sum(losses[task] for task in task_names)
     total = total * scale if scale else total
     head_grads = _flatten(torch.autograd.grad(total, heads, allow_unused=True), heads).float() if heads else task_grads.new_zeros(0)
     if scale:
-        task_grads, head_grads = task_grads / scale, head_grads / scale
+        head_grads = head_grads / scale
     loss_values = torch.stack([losses[task].detach().float() for task in task_names])
     if accelerator.num_processes > 1:
         packed = accelerator.reduce(torch.cat([task_grads.reshape(-1), head_grads, loss_values]), reduction="mean")
@@ -79,6 +74,25 @@ def per_task_gradient_step(
     _accumulate(shared, combined)
     _accumulate(heads, head_grads)
     return (loss_values.mean() / gradient_accumulation_steps).detach()
+
+
+def task_gradient_matrix(
+    losses: Mapping[str, torch.Tensor], task_names: list[str], parameters: list[torch.nn.Parameter], *,
+    scale: float = 1.0, retain_graph: bool = True,
+) -> torch.Tensor:
+    """`[tasks, parameters]` fp32 matrix: row t = d losses[t] / d parameters, flattened (zeros where unused).
+
+    `torch.autograd.grad` leaves `.grad` untouched. `scale` multiplies each loss before differentiating
+    (fp16 loss scaling) and divides the gradients after. Used by the gradient methods and by
+    `MultiTaskDiagnosticsCallback`.
+    """
+    rows = []
+    for task in task_names:
+        loss = losses[task] * scale if scale != 1.0 else losses[task]
+        grads = torch.autograd.grad(loss, parameters, retain_graph=retain_graph, allow_unused=True)
+        rows.append(_flatten(grads, parameters).float())
+    matrix = torch.stack(rows)
+    return matrix / scale if scale != 1.0 else matrix
 
 
 def _flatten(grads, parameters) -> torch.Tensor:

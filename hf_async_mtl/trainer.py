@@ -24,7 +24,8 @@ from .config import MultiTaskTrainingArguments
 from .data import EXAMPLE_IDS_COLUMN, TASK_IDS_COLUMN, MultiTaskDataCollator, MultiTaskDataset, length_order
 from .gradients import per_task_gradient_step
 from .losses import task_loss
-from .metrics import compute_task_metrics, glue_score
+from .diagnostics import MultiTaskDiagnosticsCallback
+from .metrics import compute_task_metrics, expected_calibration_error, glue_score
 from .model_card import build_model_card
 from .sampling import MultiTaskBatchSampler
 from .state import StepLosses, WeightingCheckpointState
@@ -136,6 +137,9 @@ class MultiTaskTrainer(Trainer):
         self.async_convergence = AsyncConvergenceCallback(self) if args.async_kd else None
         if self.async_convergence is not None:
             self.add_callback(self.async_convergence)
+        self.diagnostics = MultiTaskDiagnosticsCallback(self, args.diagnostics_steps) if args.diagnostics_steps else None
+        if self.diagnostics is not None:
+            self.add_callback(self.diagnostics)
 
     def switch_to_distillation(self, task: str, soft_labels: SoftLabels) -> None:
         """From now on `task` trains against `soft_labels` (KD loss) instead of its true labels."""
@@ -273,6 +277,10 @@ class MultiTaskTrainer(Trainer):
         if "loss" in logs and self._task_metrics:
             logs.update({f"train_{name}": float(np.mean(values)) for name, values in self._task_metrics.items()})
             self._task_metrics.clear()
+        diagnostics = getattr(self, "diagnostics", None)
+        if "loss" in logs and diagnostics is not None and diagnostics.pending:
+            logs.update(diagnostics.pending)
+            diagnostics.pending.clear()
         super().log(logs, start_time)
 
     # ---- evaluation ---------------------------------------------------------------------------
@@ -312,6 +320,8 @@ class MultiTaskTrainer(Trainer):
             )
             num_samples += output.num_samples
             task_metrics = compute_task_metrics(self.task_specs[task], output.predictions, output.label_ids)
+            if self.args.calibration_bins and not self.task_specs[task].is_regression:
+                task_metrics["ece"] = expected_calibration_error(output.predictions, output.label_ids, self.args.calibration_bins)
             metrics.update({f"{metric_key_prefix}_{key}_{name}": value for name, value in task_metrics.items()})
             loss = output.metrics.get(f"{metric_key_prefix}_{key}_loss")
             if loss is not None:

@@ -1,0 +1,77 @@
+"""Gradient-conflict diagnostics and calibration (expected calibration error)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hf_async_mtl.diagnostics import FILE_NAME, conflict_summary
+from hf_async_mtl.metrics import expected_calibration_error
+from tests.test_trainer import no_dropout_trainer
+
+
+def test_conflict_summary_on_a_hand_made_gradient_matrix():
+    grads = torch.tensor([[1.0, 0.0], [-2.0, 0.0], [0.0, 3.0]])
+    summary = conflict_summary(grads, ["a", "b", "c"])
+    assert summary["cosine"] == [[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    assert summary["conflict_fraction"] == pytest.approx(1 / 3)
+    assert summary["grad_norm"] == {"a": 1.0, "b": 2.0, "c": 3.0}
+    assert summary["grad_norm_ratio"]["c"] == pytest.approx(1.5)
+
+
+def test_expected_calibration_error_by_hand():
+    # Confidences 0.9, 0.9 (one right) and 0.6, 0.6 (both right), 10 bins:
+    # bin 9: |0.5 - 0.9| * 2/4, bin 6: |1.0 - 0.6| * 2/4 -> ECE 0.4.
+    p = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.4, 0.6]])
+    assert expected_calibration_error(np.log(p), np.array([0, 1, 1, 1]), num_bins=10) == pytest.approx(0.4)
+    # Always right with confidence 1: perfectly calibrated.
+    assert expected_calibration_error(np.array([[50.0, 0.0], [0.0, 50.0]]), np.array([0, 1])) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="logits"):
+        expected_calibration_error(np.zeros(3), np.zeros(3))
+
+
+def test_diagnostics_are_logged_saved_and_leave_training_unchanged(tmp_path, tokenizer, tiny_data):
+    common = {"max_steps": 4, "logging_steps": 1, "save_strategy": "no"}
+    plain = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "plain", common)
+    plain.train()
+    watched = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "watched", {**common, "diagnostics_steps": 2, "calibration_bins": 10,
+                                                                            "eval_strategy": "steps", "eval_steps": 4})
+    watched.train()
+    losses = lambda t: [log["loss"] for log in t.state.log_history if "loss" in log]  # noqa: E731
+    assert losses(watched) == losses(plain)  # random state restored, .grad untouched
+    for a, b in zip(plain.model.parameters(), watched.model.parameters()):
+        assert torch.equal(a, b)
+    saved = json.loads((tmp_path / "watched" / "out" / FILE_NAME).read_text())
+    assert [r["step"] for r in saved["records"]] == [2, 4]
+    record = saved["records"][0]
+    assert record["tasks"] == ["sentiment", "similarity"]
+    cosine = np.array(record["cosine"])
+    assert np.allclose(cosine, cosine.T) and np.allclose(np.diag(cosine), 1.0, atol=1e-5)
+    logged = [log for log in watched.state.log_history if "diag_conflict_fraction" in log]
+    assert len(logged) == 2 and "diag_cos_sentiment__similarity" in logged[0] and "diag_grad_norm_similarity" in logged[0]
+    evaluated = [log for log in watched.state.log_history if "eval_sentiment_accuracy" in log]
+    assert 0.0 <= evaluated[-1]["eval_sentiment_ece"] <= 1.0 and "eval_similarity_ece" not in evaluated[-1]
+
+
+def test_diagnostics_cosine_matches_autograd_on_the_same_batches(tmp_path, tokenizer, tiny_data):
+    from hf_async_mtl.gradients import shared_and_task_parameters
+
+    trainer = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "d", {"max_steps": 1, "diagnostics_steps": 1})
+    callback = trainer.diagnostics
+    model = trainer.model.train()
+    record = callback.measure(model, 5)
+    shared, _ = shared_and_task_parameters(model)
+    grads = []
+    for task, batch in callback._batches(5).items():
+        _, loss, _ = trainer.task_loss(model, dict(batch))
+        pieces = torch.autograd.grad(loss, shared, allow_unused=True)
+        grads.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(pieces, shared)]))
+    expected = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
+    assert record["cosine"][0][1] == pytest.approx(float(expected), abs=1e-5)
+    with pytest.raises(ValueError, match="diagnostics_steps must be an integer >= 0"):
+        from hf_async_mtl import MultiTaskTrainingArguments
+
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), diagnostics_steps=-1)
