@@ -75,3 +75,28 @@ def test_diagnostics_cosine_matches_autograd_on_the_same_batches(tmp_path, token
         from hf_async_mtl import MultiTaskTrainingArguments
 
         MultiTaskTrainingArguments(output_dir=str(tmp_path), diagnostics_steps=-1)
+
+
+def test_generalization_gap_interpolates_single_task_at_equal_training_loss(tmp_path):
+    from hf_async_mtl.generalization_gap import main as gap_main
+
+    def state(points, task="rte"):
+        history = []
+        for step, loss, score in points:
+            history.append({"step": step, f"train_loss_{task}": loss, "loss": loss})
+            history.append({"step": step, f"eval_{task}_score": score})
+        return {"log_history": history}
+
+    (tmp_path / "mt").mkdir()
+    (tmp_path / "mt" / "trainer_state.json").write_text(json.dumps(state([(10, 0.6, 0.55), (20, 0.4, 0.60), (30, 0.1, 0.58)])))
+    # Single-task: score 0.5 + (0.7 - loss) / 2 -> at loss 0.6: 0.55, at 0.4: 0.65; loss 0.1 is outside its range.
+    (tmp_path / "st.json").write_text(json.dumps(state([(10, 0.7, 0.50), (20, 0.5, 0.60), (30, 0.3, 0.70)])))
+    result = gap_main(["--multi_task", str(tmp_path / "mt"), "--single_task", f"rte={tmp_path / 'st.json'}", "--out", str(tmp_path / "gap")])
+    points = result["tasks"]["rte"]["points"]
+    assert [p["single_task_score_at_loss"] for p in points] == [pytest.approx(0.55), pytest.approx(0.65), None]
+    assert result["tasks"]["rte"]["mean_gap"] == pytest.approx((0.0 + 0.05) / 2)
+    assert (tmp_path / "gap" / "generalization_gap.png").is_file()
+    saved = json.loads((tmp_path / "gap" / "generalization_gap.json").read_text())
+    assert saved["tasks"]["rte"]["compared_points"] == 2
+    with pytest.raises(SystemExit, match="no train_loss_mrpc"):
+        gap_main(["--multi_task", str(tmp_path / "mt"), "--single_task", f"mrpc={tmp_path / 'st.json'}", "--out", str(tmp_path / "g2")])
