@@ -39,6 +39,7 @@ from glue_tasks.submission import submission_splits, write_glue_submission
 from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec, build_weighting
 from hf_async_mtl.checkpoints import resolve_checkpoint
 from hf_async_mtl.data import carve_validation_split, tokenize_task, validate_task_dataset
+from hf_async_mtl.finetune import finetune_each_task
 from hf_async_mtl.sources import TaskSource, load_task
 from hf_async_mtl.modeling import read_sentence_transformers_pooling
 from hf_async_mtl.tasks import head_mismatches
@@ -496,6 +497,17 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
         results.update(train_result.metrics)
     dev_metrics = trainer.evaluate(eval_dataset=dev_sets, metric_key_prefix="eval") if training_args.do_eval else {}
     results.update(dev_metrics)
+    if training_args.do_train and training_args.finetune_after_mtl_steps:
+        steps = training_args.finetune_after_mtl_steps
+        table = finetune_each_task(
+            trainer.accelerator.unwrap_model(trainer.model), specs, train_sets, selection_sets, dev_sets, training_args, tokenizer,
+            max_steps=steps, eval_steps=training_args.finetune_eval_steps or max(1, steps // 10),
+            patience=training_args.finetune_patience,
+        )
+        results["finetune_after_mtl"] = table
+        for task, row in table.items():
+            logger.info("%s: multi-task %.4f -> fine-tuned %.4f (best selection step %s); export: %s",
+                        task, row["before"], row["after"], row["best_selection_step"], row["export"])
     if training_args.do_predict and raw_test:
         test_predictions = predict_test_sets(trainer, specs, raw_test, tokenizer, data_args.max_seq_length)
         if trainer.is_world_process_zero():

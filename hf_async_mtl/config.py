@@ -138,6 +138,16 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=0,
         metadata={"help": "Report the expected calibration error (eval_<task>_ece) of classification tasks with this many equal-width confidence bins (15 is usual). 0 = off."},
     )
+    finetune_after_mtl_steps: int = field(
+        default=0,
+        metadata={"help": "run_glue_mtl.py: after multi-task training, fine-tune a copy of the model on each task alone for up to this many steps (selection and early stopping on the task's selection split; one exported model per task under <output_dir>/finetuned/<task>). 0 = off."},
+    )
+    finetune_eval_steps: int | None = field(
+        default=None, metadata={"help": "Evaluation interval of the per-task fine-tuning (default: finetune_after_mtl_steps / 10)."}
+    )
+    finetune_patience: int = field(
+        default=3, metadata={"help": "Per-task fine-tuning stops after this many evaluations without improvement."}
+    )
     eval_strategy: str = field(default="steps", metadata={"help": "When to evaluate every task (no, steps, epoch)."})
     per_device_eval_batch_size: int = field(
         default=64,
@@ -182,9 +192,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}.")
         if self.kd_top_k < 1:
             raise ValueError(f"kd_top_k must be >= 1, got {self.kd_top_k}.")
-        for name in ("diagnostics_steps", "calibration_bins"):
+        for name in ("diagnostics_steps", "calibration_bins", "finetune_after_mtl_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an integer >= 0 (0 = off), got {getattr(self, name)!r}.")
+        if self.finetune_patience < 1 or (self.finetune_eval_steps is not None and self.finetune_eval_steps < 1):
+            raise ValueError("finetune_patience and finetune_eval_steps must be >= 1.")
         if self.kd_label_batch_size is not None and self.kd_label_batch_size < 1:
             raise ValueError(f"kd_label_batch_size must be a positive integer, got {self.kd_label_batch_size}.")
         if self.kd_ensemble not in KD_ENSEMBLE_TYPES:

@@ -1,0 +1,92 @@
+"""Multi-task, then per-task fine-tuning: continue each task alone from a multi-task model.
+
+`finetune_each_task` copies the multi-task model once per task and trains the copy on that task only
+(its own step budget), evaluating on the task's selection split every `eval_steps`, stopping early after
+`patience` evaluations without improvement and keeping the best evaluation's parameters (selection split
+only -- the dev set is reported, never read for a choice). Each task's model is saved as a multi-task
+checkpoint with its one task's head and exported for `AutoModelForSequenceClassification`
+(`MultiTaskModel.export_task`). Returns the per-task table: dev scores of the multi-task model (before)
+and of the fine-tuned one (after).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import datasets
+from transformers import EarlyStoppingCallback
+
+from .config import MultiTaskTrainingArguments
+from .tasks import TaskSpec
+
+__all__ = ["finetune_each_task"]
+
+
+def finetune_each_task(
+    model: Any,
+    specs: Sequence[TaskSpec],
+    train_sets: Mapping[str, datasets.Dataset],
+    selection_sets: Mapping[str, datasets.Dataset],
+    dev_sets: Mapping[str, Mapping[str, datasets.Dataset]],
+    args: MultiTaskTrainingArguments,
+    tokenizer: Any,
+    *,
+    max_steps: int,
+    eval_steps: int,
+    patience: int = 3,
+    learning_rate: float | None = None,
+    output_dir: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Fine-tune a copy of `model` on each task alone; see the module docstring. `args` is the multi-task run's."""
+    from .trainer import MultiTaskTrainer  # the trainer imports nothing from here
+
+    if max_steps < 1 or eval_steps < 1 or patience < 1:
+        raise ValueError(f"finetune: max_steps, eval_steps and patience must be >= 1, got {max_steps}, {eval_steps}, {patience}.")
+    root = output_dir or os.path.join(args.output_dir, "finetuned")
+    before_trainer = MultiTaskTrainer(model=model, args=_task_args(args, root, "before", max_steps, eval_steps, learning_rate, None),
+                                      task_specs=list(specs), eval_dataset={s.name: dev_sets[s.name] for s in specs},
+                                      processing_class=tokenizer)
+    before = before_trainer.evaluate(metric_key_prefix="eval")
+    table: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        task_dir = os.path.join(root, spec.name)
+        student = copy.deepcopy(model)
+        trainer = MultiTaskTrainer(
+            model=student, args=_task_args(args, task_dir, spec.name, max_steps, eval_steps, learning_rate, spec),
+            task_specs=list(specs), train_dataset={spec.name: train_sets[spec.name]},
+            eval_dataset={spec.name: selection_sets[spec.name]}, processing_class=tokenizer,
+            callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)],
+        )
+        trainer.train()
+        after = trainer.evaluate(eval_dataset={spec.name: dev_sets[spec.name]}, metric_key_prefix="eval")
+        trainer.accelerator.unwrap_model(trainer.model).export_task(spec.name, os.path.join(task_dir, "export"), tokenizer=tokenizer)
+        key = f"eval_{spec.name}_score"
+        table[spec.name] = {
+            "before": before.get(key), "after": after.get(key),
+            "best_selection_step": trainer.state.best_global_step, "steps_trained": trainer.state.global_step,
+            "export": os.path.join(task_dir, "export"),
+        }
+        del student, trainer
+    return table
+
+
+def _task_args(args: MultiTaskTrainingArguments, output_dir: str, task: str, max_steps: int, eval_steps: int,
+               learning_rate: float | None, spec: TaskSpec | None) -> MultiTaskTrainingArguments:
+    """The run's arguments for one task's fine-tuning: own budget and output, selection on the task's score."""
+    changes = dict(
+        output_dir=output_dir, max_steps=max_steps, eval_strategy="steps", eval_steps=eval_steps,
+        save_strategy="steps", save_steps=eval_steps, save_total_limit=1, logging_steps=eval_steps,
+        load_best_model_at_end=spec is not None, metric_for_best_model=f"eval_{task}_score" if spec else None,
+        greater_is_better=spec.greater_is_better if spec else None, mtl_method="equal", mtl_method_options={},
+        async_kd=False, step_composition="one_task", diagnostics_steps=0, push_to_hub=False, report_to="none",
+        resume_from_checkpoint=None,
+    )
+    if learning_rate is not None:
+        changes["learning_rate"] = learning_rate
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init}
+    values.update(changes)
+    return type(args)(**values)

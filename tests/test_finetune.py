@@ -1,0 +1,49 @@
+"""Multi-task, then per-task fine-tuning (`finetune_each_task`, `--finetune_after_mtl_steps`)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from hf_async_mtl.finetune import finetune_each_task
+from tests.conftest import TASKS
+from tests.test_trainer import no_dropout_trainer
+
+
+def test_each_task_is_finetuned_alone_selected_on_its_selection_split_and_exported(tmp_path, tokenizer, tiny_data):
+    train, evaluation = tiny_data
+    trainer = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "mtl", {"max_steps": 4})
+    trainer.train()
+    model = trainer.model
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters()}
+    dev = {name: {"validation": d} for name, d in evaluation.items()}
+    table = finetune_each_task(model, TASKS, train, evaluation, dev, trainer.args, tokenizer,
+                               max_steps=6, eval_steps=2, patience=1, output_dir=str(tmp_path / "ft"))
+    assert set(table) == {"sentiment", "similarity"}
+    for task, row in table.items():
+        assert row["before"] is not None and row["after"] is not None
+        assert row["best_selection_step"] in (2, 4, 6) and row["steps_trained"] <= 6
+        # Mean pooling (the tiny model's) exports with its own modeling code: trust_remote_code.
+        exported = AutoModelForSequenceClassification.from_pretrained(row["export"], trust_remote_code=True)
+        assert exported.config.num_labels == (1 if task == "similarity" else 2)
+    # The multi-task model itself is untouched (each task trains a copy).
+    for name, parameter in model.named_parameters():
+        assert torch.equal(parameter.detach(), frozen[name])
+    assert os.path.isdir(tmp_path / "ft" / "sentiment" / "export")
+
+
+def test_cli_finetune_after_mtl_writes_the_before_after_table(tmp_path, tiny_checkpoint):
+    import run_glue_mtl
+    from tests.test_cli import base_args, write_glue
+
+    glue = write_glue(tmp_path / "glue")
+    out = tmp_path / "out"
+    results = run_glue_mtl.main(base_args(glue, tiny_checkpoint, out) + ["--finetune_after_mtl_steps", "2", "--finetune_eval_steps", "1"])
+    table = results["finetune_after_mtl"]
+    assert set(table) == {"cola", "rte"}
+    saved = json.loads((out / "all_results.json").read_text())
+    assert saved["finetune_after_mtl"]["rte"]["after"] == table["rte"]["after"]
+    assert (out / "finetuned" / "rte" / "export" / "config.json").is_file()
