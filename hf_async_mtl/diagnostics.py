@@ -125,3 +125,41 @@ class MultiTaskDiagnosticsCallback(TrainerCallback):
         with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
             json.dump(payload, handle, indent=1)
         os.replace(f"{path}.tmp", path)
+
+
+def plot_conflicts(diagnostics_file: str, out_png: str) -> None:
+    """Heat-maps of the task-gradient cosines over training: one panel per task pair row-block (tasks × tasks),
+    averaged over the early, middle and late third of the measurements, plus the conflict fraction over steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(diagnostics_file, encoding="utf-8") as handle:
+        records = json.load(handle)["records"]
+    if not records:
+        raise ValueError(f"{diagnostics_file} holds no measurements.")
+    names = records[0]["tasks"]
+    thirds = [part for part in np.array_split(np.arange(len(records)), 3) if len(part)]
+    fig, axes = plt.subplots(1, len(thirds) + 1, figsize=(3.6 * (len(thirds) + 1), 3.4))
+    for axis, part in zip(axes, thirds):
+        mean = np.mean([records[i]["cosine"] for i in part], axis=0)
+        image = axis.imshow(mean, vmin=-1, vmax=1, cmap="coolwarm")
+        axis.set_xticks(range(len(names)), names, rotation=45, fontsize=7)
+        axis.set_yticks(range(len(names)), names, fontsize=7)
+        axis.set_title(f"cosine, steps {records[part[0]]['step']}–{records[part[-1]]['step']}", fontsize=8)
+    fig.colorbar(image, ax=list(axes[:-1]), shrink=0.8)
+    axes[-1].plot([r["step"] for r in records], [r["conflict_fraction"] for r in records], "o-", markersize=3)
+    axes[-1].set_xlabel("step")
+    axes[-1].set_ylabel("conflicting pairs (cos < 0)")
+    axes[-1].set_ylim(0, 1)
+    fig.savefig(out_png, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m hf_async_mtl.diagnostics OUTPUT_DIR/gradient_diagnostics.json conflicts.png")
+    plot_conflicts(sys.argv[1], sys.argv[2])

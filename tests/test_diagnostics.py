@@ -52,6 +52,10 @@ def test_diagnostics_are_logged_saved_and_leave_training_unchanged(tmp_path, tok
     assert np.allclose(cosine, cosine.T) and np.allclose(np.diag(cosine), 1.0, atol=1e-5)
     logged = [log for log in watched.state.log_history if "diag_conflict_fraction" in log]
     assert len(logged) == 2 and "diag_cos_sentiment__similarity" in logged[0] and "diag_grad_norm_similarity" in logged[0]
+    from hf_async_mtl.diagnostics import plot_conflicts
+
+    plot_conflicts(str(tmp_path / "watched" / "out" / FILE_NAME), str(tmp_path / "conflicts.png"))
+    assert (tmp_path / "conflicts.png").stat().st_size > 1000
     evaluated = [log for log in watched.state.log_history if "eval_sentiment_accuracy" in log]
     assert 0.0 <= evaluated[-1]["eval_sentiment_ece"] <= 1.0 and "eval_similarity_ece" not in evaluated[-1]
 
