@@ -40,8 +40,6 @@ QUICK = {"layers": 3, "steps": 40, "eval_steps": 20, "batch_size": 8, "max_seq_l
 
 def _custom_sources(work: str):
     """The three custom tasks as (TaskSpec, TaskSource) pairs, written as parquet under `work`."""
-    import datasets
-
     from glue_tasks import load_glue_task
     from hf_async_mtl import TaskSource, TaskSpec
 
@@ -60,7 +58,6 @@ def _custom_sources(work: str):
             files[split] = path
         fields = ("sentence1", "sentence2") if name == "mrpc_swapped" else ("sentence",)
         out.append((TaskSpec(name, fields, label_names=("0", "1")), TaskSource(data_files=files)))
-    _ = datasets
     return out
 
 
