@@ -39,6 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .tabular import _WIDE_BOMS  # the byte-order marks the GLUE reader rejects, rejected here alike
 from .tasks import TaskSpec
 
 __all__ = ["TaskSource", "infer_task_spec", "load_task", "load_source_split"]
@@ -120,9 +121,6 @@ class TaskSource:
 
 
 # ---- loading -------------------------------------------------------------------------------------
-
-
-_WIDE_BOMS = ((b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe\x00\x00", "UTF-32"), (b"\xfe\xff", "UTF-16"), (b"\xff\xfe", "UTF-16"))
 
 
 def _delimited_header(path: str, options: Mapping[str, Any], context: str) -> list[str]:
