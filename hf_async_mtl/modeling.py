@@ -20,13 +20,25 @@ from transformers import (
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .losses import task_loss
+from .prompting import mask_positions
 from .tasks import TaskSpec, check_unique_names, head_mismatches
 
-POOLING_MODES = ("cls", "pooler", "mean", "max")
+POOLING_MODES = ("cls", "pooler", "mean", "max", "mask")
 
 # What `export_task` writes for poolings without a native transformers model: this self-contained file,
 # named in config.json's `auto_map` (the Hub convention for custom code; loads with trust_remote_code=True).
 REMOTE_CODE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modeling_hf_async_mtl.py")
+# Imported by REMOTE_CODE_FILE (prompt rendering for exported pipelines): copied beside it.
+REMOTE_CODE_DEPENDENCIES = (os.path.join(os.path.dirname(os.path.abspath(__file__)), "prompting.py"),)
+# An exported task with prompt templates renders raw text through this pipeline (in REMOTE_CODE_FILE).
+PROMPT_PIPELINE = {
+    "text-classification": {
+        "impl": "modeling_hf_async_mtl.PromptTextClassificationPipeline",
+        "pt": ["AutoModelForSequenceClassification"],
+        "tf": [],
+        "type": "text",
+    }
+}
 REMOTE_CODE_AUTO_MAP = {
     "AutoConfig": "modeling_hf_async_mtl.HfAsyncMtlConfig",
     "AutoModel": "modeling_hf_async_mtl.HfAsyncMtlForSequenceClassification",
@@ -42,10 +54,13 @@ class MultiTaskConfig(PretrainedConfig):
         tasks: One dict per head: `{"name", "num_labels", "problem_type", "id2label"}` (see
             `TaskSpec.head_config`). `problem_type` is `"regression"` or `"single_label_classification"`.
         pooling: How a sequence becomes one vector: `"cls"` (first token), `"pooler"` (the encoder's
-            pooler output, as `BertForSequenceClassification`), `"mean"` or `"max"` over non-padding tokens.
+            pooler output, as `BertForSequenceClassification`), `"mean"` or `"max"` over non-padding tokens,
+            or `"mask"` (the hidden state at the one mask token of each example, DynaMaR). A head may
+            override it with its own `"pooling"` (tasks with prompt templates pool at the mask).
         classifier_dropout: Dropout before each head; defaults to the encoder's hidden dropout.
         peft_config: PEFT config (e.g. LoRA) of the shared encoder as a dict (`hf_async_mtl.adapters.
             peft_config_to_dict`), or `None`. A model built from this config wraps its encoder with it.
+        mask_token_id: The tokenizer's mask token id, needed by `"mask"` pooling.
     """
 
     model_type = "hf_async_mtl"
@@ -58,6 +73,7 @@ class MultiTaskConfig(PretrainedConfig):
         pooling: str = "cls",
         classifier_dropout: float | None = None,
         peft_config: dict[str, Any] | None = None,
+        mask_token_id: int | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(encoder_config, dict):
@@ -69,6 +85,14 @@ class MultiTaskConfig(PretrainedConfig):
         names = [task["name"] for task in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"MultiTaskConfig: duplicate task names in {names}.")
+        self.mask_token_id = mask_token_id
+        for task in self.tasks:
+            mode = task.get("pooling", pooling)
+            if mode not in POOLING_MODES:
+                raise ValueError(f"Task {task['name']!r}: pooling must be one of {POOLING_MODES}, got {mode!r}.")
+            if mode == "mask" and mask_token_id is None and encoder_config is not None:
+                raise ValueError(f"Task {task['name']!r} pools at the mask token: pass mask_token_id (the tokenizer's "
+                                 "mask_token_id) to the model config / from_encoder.")
         self.pooling = pooling
         self.classifier_dropout = classifier_dropout
         self.peft_config = dict(peft_config) if peft_config else None
@@ -85,6 +109,10 @@ class MultiTaskConfig(PretrainedConfig):
             if task["name"] == name:
                 return task
         raise KeyError(f"Task {name!r} has no head in this model; heads: {self.task_names}.")
+
+    def task_pooling(self, name: str) -> str:
+        """The pooling of task `name`'s head: its own `"pooling"`, else the model's."""
+        return self.task(name).get("pooling", self.pooling)
 
     @property
     def hidden_size(self) -> int:
@@ -161,13 +189,15 @@ class MultiTaskModel(PreTrainedModel):
         pooling: str = "auto",
         classifier_dropout: float | None = None,
         peft_config: Any = None,
+        mask_token_id: int | None = None,
         **encoder_kwargs: Any,
     ) -> MultiTaskModel:
         """Build a model from a pretrained encoder checkpoint (local directory or Hub id) and task specs.
 
         `pooling="auto"` uses the checkpoint's declared sentence-transformers pooling (e.g. mean for
         all-MiniLM-L6-v2, whose BERT pooler was never trained), else the encoder's pooler when it has
-        one, else the first token. `peft_config` (e.g. `peft.LoraConfig(r=8)`) wraps the shared encoder
+        one, else the first token. `mask_token_id` (the tokenizer's) is needed when a task has prompt
+        templates (its head pools at the mask token) or `pooling="mask"`. `peft_config` (e.g. `peft.LoraConfig(r=8)`) wraps the shared encoder
         with PEFT adapters (see `apply_peft`); the heads stay fully trainable.
         """
         check_unique_names(list(tasks))
@@ -183,6 +213,7 @@ class MultiTaskModel(PreTrainedModel):
             tasks=[spec.head_config() for spec in tasks],
             pooling=pooling,
             classifier_dropout=classifier_dropout,
+            mask_token_id=mask_token_id,
             base_encoder_name_or_path=os.fspath(encoder_name_or_path),
         )
         model = cls(config)
@@ -288,10 +319,16 @@ class MultiTaskModel(PreTrainedModel):
 
     # ---- forward ------------------------------------------------------------------------------
 
-    def pool(self, encoder_outputs: Any, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """Turn the encoder's outputs into one vector per example, by `config.pooling`."""
+    def pool(
+        self, encoder_outputs: Any, attention_mask: torch.Tensor | None, input_ids: torch.Tensor | None = None,
+        task_name: str | None = None,
+    ) -> torch.Tensor:
+        """Turn the encoder's outputs into one vector per example, by the task's pooling (`config.task_pooling`)."""
         hidden = encoder_outputs.last_hidden_state
-        mode = self.config.pooling
+        mode = self.config.pooling if task_name is None else self.config.task_pooling(task_name)
+        if mode == "mask":
+            positions = mask_positions(input_ids, self.config.mask_token_id)
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), positions.to(hidden.device)]
         if mode == "pooler":
             return encoder_outputs.pooler_output
         if mode == "cls":
@@ -324,7 +361,7 @@ class MultiTaskModel(PreTrainedModel):
         else:
             encoder_inputs["input_ids"] = input_ids
         outputs = self.encoder(**encoder_inputs, return_dict=True)
-        pooled = self.dropout(self.pool(outputs, attention_mask))
+        pooled = self.dropout(self.pool(outputs, attention_mask, input_ids, task))
         logits = self.heads[task](pooled)
         loss = task_loss(logits, labels, self.is_regression(task)) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
@@ -357,21 +394,26 @@ class MultiTaskModel(PreTrainedModel):
         `BertForSequenceClassification`) is written: `AutoModelForSequenceClassification` and `pipeline`
         load it as is. Other poolings (mean, max, first token) have no native equivalent: a one-head
         `MultiTaskModel` is written with the Hub convention for custom architectures — `config.json`
-        names `modeling_hf_async_mtl.py` (copied into the directory) in its `auto_map` — so it loads with
-        `trust_remote_code=True` in an interpreter that never imports `hf_async_mtl`, and without it
-        where `hf_async_mtl` is imported. `tokenizer` (e.g. the trainer's `processing_class`) is saved
+        names `modeling_hf_async_mtl.py` (copied into the directory with `prompting.py`) in its `auto_map` —
+        so it loads with `trust_remote_code=True` in an interpreter that never imports `hf_async_mtl`, and
+        without it where `hf_async_mtl` is imported. A task with prompt templates (mask pooling) also
+        names a pipeline in `custom_pipelines`, so `pipeline("text-classification", model=directory,
+        trust_remote_code=True)` wraps raw text in the task's template(s) as training did. `tokenizer` (e.g. the trainer's `processing_class`) is saved
         too, which `pipeline("text-classification", model=directory)` needs. Returns the saved model.
         """
         if self.has_adapters:
             # Exports are plain checkpoints: merge the adapters into the encoder first.
             return self.merge_adapters().export_task(task_name, save_directory, tokenizer=tokenizer, **save_kwargs)
-        exported = self._native_export(task_name) if self.config.pooling == "pooler" else None
+        exported = self._native_export(task_name) if self.config.task_pooling(task_name) == "pooler" else None
         if exported is None:
             exported = self.single_task_model(task_name)
             exported.config.auto_map = dict(REMOTE_CODE_AUTO_MAP)
+            if self.config.task(task_name).get("prompt_templates"):
+                exported.config.custom_pipelines = json.loads(json.dumps(PROMPT_PIPELINE))
         exported.save_pretrained(save_directory, **save_kwargs)
         if isinstance(exported, MultiTaskModel):
-            shutil.copyfile(REMOTE_CODE_FILE, os.path.join(os.fspath(save_directory), os.path.basename(REMOTE_CODE_FILE)))
+            for source in (REMOTE_CODE_FILE, *REMOTE_CODE_DEPENDENCIES):
+                shutil.copyfile(source, os.path.join(os.fspath(save_directory), os.path.basename(source)))
         if tokenizer is not None:
             tokenizer.save_pretrained(save_directory)
         return exported

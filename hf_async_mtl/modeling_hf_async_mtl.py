@@ -7,7 +7,7 @@ equivalent (mean, max or first-token pooling) loads without `hf_async_mtl`:
     AutoModelForSequenceClassification.from_pretrained(directory, trust_remote_code=True)
     pipeline("text-classification", model=directory, trust_remote_code=True)
 
-Self-contained on purpose: it imports torch and transformers only. It reads the `config.json` and the
+Self-contained on purpose: it imports torch, transformers and `prompting.py` (copied beside it) only. It reads the `config.json` and the
 weights a one-head `hf_async_mtl.MultiTaskModel` writes (same keys) and computes the same logits;
 `tests/test_modeling.py` checks both in a fresh interpreter. Where `hf_async_mtl` is imported, the same
 directory also loads without `trust_remote_code`, as a `MultiTaskModel`.
@@ -19,10 +19,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel, TextClassificationPipeline
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-POOLING_MODES = ("cls", "pooler", "mean", "max")
+from .prompting import combine_template_outputs, encode_prompts, mask_positions
+
+POOLING_MODES = ("cls", "pooler", "mean", "max", "mask")
 
 
 class HfAsyncMtlConfig(PretrainedConfig):
@@ -38,6 +40,7 @@ class HfAsyncMtlConfig(PretrainedConfig):
         pooling: str = "cls",
         classifier_dropout: float | None = None,
         peft_config: dict[str, Any] | None = None,
+        mask_token_id: int | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(encoder_config, dict):
@@ -49,6 +52,7 @@ class HfAsyncMtlConfig(PretrainedConfig):
         self.pooling = pooling
         self.classifier_dropout = classifier_dropout
         self.peft_config = dict(peft_config) if peft_config else None
+        self.mask_token_id = mask_token_id
         super().__init__(**kwargs)
 
 
@@ -83,16 +87,20 @@ class HfAsyncMtlForSequenceClassification(PreTrainedModel):
             nn.init.normal_(module.weight, mean=0.0, std=getattr(self.config.encoder_config, "initializer_range", 0.02))
             nn.init.zeros_(module.bias)
 
-    def pool(self, outputs: Any, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def pool(self, outputs: Any, attention_mask: torch.Tensor | None, input_ids: torch.Tensor | None = None) -> torch.Tensor:
         hidden = outputs.last_hidden_state
-        if self.config.pooling == "pooler":
+        mode = self.config.tasks[0].get("pooling", self.config.pooling)
+        if mode == "mask":
+            positions = mask_positions(input_ids, self.config.mask_token_id)
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), positions.to(hidden.device)]
+        if mode == "pooler":
             return outputs.pooler_output
-        if self.config.pooling == "cls":
+        if mode == "cls":
             return hidden[:, 0]
         if attention_mask is None:
             attention_mask = torch.ones(hidden.shape[:2], device=hidden.device, dtype=torch.long)
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        if self.config.pooling == "mean":
+        if mode == "mean":
             return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
 
@@ -113,7 +121,7 @@ class HfAsyncMtlForSequenceClassification(PreTrainedModel):
         else:
             inputs["input_ids"] = input_ids
         outputs = self.encoder(**inputs, return_dict=True)
-        logits = self.heads[self.task_name](self.dropout(self.pool(outputs, attention_mask)))
+        logits = self.heads[self.task_name](self.dropout(self.pool(outputs, attention_mask, input_ids)))
         loss = None
         if labels is not None:
             if self.config.tasks[0]["problem_type"] == "regression":
@@ -121,3 +129,54 @@ class HfAsyncMtlForSequenceClassification(PreTrainedModel):
             else:
                 loss = nn.functional.cross_entropy(logits, labels.view(-1).long())
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+class PromptTextClassificationPipeline(TextClassificationPipeline):
+    """`text-classification` for an exported task with prompt templates (named in `config.custom_pipelines`).
+
+    Each input (a string, or `{"text": ..., "text_pair": ...}` / `{<text field>: ...}` for a pair task)
+    is wrapped in the task's template exactly as the training data was (`prompting.encode_prompts`);
+    with `prompt_eval="average"` it is wrapped in every template of the pool and the head outputs are
+    averaged (`prompting.combine_template_outputs`), one input per forward pass.
+    """
+
+    def _head(self) -> dict[str, Any]:
+        return self.model.config.tasks[0]
+
+    def _templates(self) -> list[str]:
+        head = self._head()
+        templates = list(head.get("prompt_templates") or [])
+        if not templates:
+            raise ValueError("This model has no prompt templates; use the plain text-classification pipeline.")
+        return templates if head.get("prompt_eval", "first") == "average" else templates[:1]
+
+    def __call__(self, inputs: Any, **kwargs: Any) -> Any:
+        if len(self._templates()) > 1 and (kwargs.get("batch_size") or self._batch_size or 1) > 1:
+            raise ValueError("Averaging over a template pool runs one input per forward pass: use batch_size=1.")
+        return super().__call__(inputs, **kwargs)
+
+    def preprocess(self, inputs: Any, **tokenizer_kwargs: Any) -> dict[str, torch.Tensor]:
+        fields = list(self._head()["text_fields"])
+        if isinstance(inputs, str):
+            texts = [inputs]
+        elif isinstance(inputs, dict):
+            texts = [inputs[f] for f in fields] if all(f in inputs for f in fields) else [inputs.get("text"), inputs.get("text_pair")]
+            texts = [t for t in texts if t is not None]
+        else:
+            raise ValueError("Pass a string, or a dict {'text': ..., 'text_pair': ...} for a sentence-pair task.")
+        if len(texts) != len(fields):
+            raise ValueError(f"This task reads {len(fields)} text(s) {fields}; got {len(texts)}.")
+        max_length = tokenizer_kwargs.get("max_length") or self.tokenizer.model_max_length
+        rows: list[dict[str, list[int]]] = []
+        for template in self._templates():
+            encoded = encode_prompts(self.tokenizer, template, {f: [t] for f, t in zip(fields, texts)}, max_length)
+            rows.append({key: value[0] for key, value in encoded.items()})
+        return self.tokenizer.pad(rows, return_tensors="pt")
+
+    def _forward(self, model_inputs: dict[str, torch.Tensor]) -> Any:
+        outputs = self.model(**model_inputs)
+        k = int(model_inputs["input_ids"].shape[0])
+        if k > 1:
+            regression = self._head()["problem_type"] == "regression"
+            outputs = SequenceClassifierOutput(logits=combine_template_outputs(outputs.logits, k, regression))
+        return outputs

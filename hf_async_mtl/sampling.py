@@ -26,7 +26,7 @@ COMPOSITIONS: tuple[str, ...] = ("one_task", "all_tasks")
 
 # Distinct first words of the seed sequences so that stream, schedule and cap RNGs never collide
 # (e.g. (seed, epoch=0) for the schedule vs (seed, task=0) for a cap).
-_STREAM_SALT, _SCHEDULE_SALT, _CAP_SALT = 0x5E7, 0x5C4, 0xCA9
+_STREAM_SALT, _SCHEDULE_SALT, _CAP_SALT, _TEMPLATE_SALT = 0x5E7, 0x5C4, 0xCA9, 0x7E3
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -61,6 +61,11 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
         rank: This process's rank in `[0, world_size)`.
         world_size: Number of data-parallel processes.
         length_grouping_factor: Mega-chunk size, in global batches, sorted by length together.
+        num_templates: Per task, the size of its prompt-template pool (DynaMaR; default 1). When a
+            task has more than one, every index is yielded as `(global index, template)`: each pass
+            over a task's examples draws one template per example, uniformly, from its own seeded
+            generator `(seed, epoch, task, pass)` — so draws are identical after a resume and on
+            every rank, and the example streams are the same as without templates.
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
         rank: int = 0,
         world_size: int = 1,
         length_grouping_factor: int = 50,
+        num_templates: Mapping[str, int] | None = None,
     ) -> None:
         if not task_sizes:
             raise ValueError("task_sizes must name at least one task")
@@ -124,6 +130,13 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
                 if arr.shape != (sizes[name],):
                     raise ValueError(f"lengths[{name!r}] must have {sizes[name]} entries (the task size), got shape {arr.shape}")
                 self._lengths.append(arr)
+
+        templates = dict(num_templates or {})
+        unknown = set(templates) - set(self._names)
+        if unknown:
+            raise ValueError(f"num_templates names unknown tasks {sorted(unknown)}; tasks: {list(self._names)}")
+        self._templates = [_check_int(f"num_templates[{name!r}]", templates.get(name, 1), 1) for name in self._names]
+        self.yields_templates = any(m > 1 for m in self._templates)
 
         global_batch = self.batch_size * self.world_size
         n_eff = [len(p) for p in self._pools]
@@ -221,7 +234,12 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     # ------------------------------------------------------------------ streams
     def _global_batches(self, k: int) -> Iterator[np.ndarray]:
-        """Endless stream of global batches (local indices) of task `k` for the current epoch.
+        """Endless stream of global batches (local indices) of task `k` for the current epoch."""
+        for indices, _ in self._global_batches_with_templates(k):
+            yield indices
+
+    def _global_batches_with_templates(self, k: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Endless stream of `(global batch of local indices, template of each)` of task `k`.
 
         The stream is a concatenation of seeded permutations of the task's pool, cut into full
         global batches. A permutation's leftover `r < global batch` examples are completed by the
@@ -235,9 +253,17 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
         rng = np.random.default_rng([_STREAM_SALT, self.seed, self.epoch, k])
         pool, g = self._pools[k], self.batch_size * self.world_size
         lengths = None if self._lengths is None else self._lengths[k]
-        carry = pool[:0]
+        carry, carry_templates = pool[:0], pool[:0]
+        num_templates, passes = self._templates[k], 0
         while True:
             perm = rng.permutation(pool)
+            if num_templates > 1:  # a separate generator: the example streams do not depend on templates
+                drawn = np.random.default_rng([_TEMPLATE_SALT, self.seed, self.epoch, k, passes]).integers(
+                    num_templates, size=self._sizes[self._names[k]])
+                templates = drawn[perm]
+            else:
+                templates = np.zeros(len(perm), dtype=np.int64)
+            passes += 1
             if len(carry):
                 need = g - len(carry)
                 # Complete the batch with the first examples of the new permutation that are not
@@ -248,30 +274,38 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
                     picked = np.zeros(len(perm), dtype=bool)
                     picked[fresh] = True
                     perm = np.concatenate([perm[picked], perm[~picked]])
+                    templates = np.concatenate([templates[picked], templates[~picked]])
                 carry, perm = np.concatenate([carry, perm[:need]]), perm[need:]
+                carry_templates, templates = np.concatenate([carry_templates, templates[:need]]), templates[need:]
                 if len(carry) < g:  # task smaller than a global batch: keep filling
                     continue
-                yield carry
+                yield carry, carry_templates
             n_full = len(perm) // g
             body, carry = perm[: n_full * g], perm[n_full * g :]
+            body_templates, carry_templates = templates[: n_full * g], templates[n_full * g :]
             if lengths is not None and n_full:
                 mega = g * self.length_grouping_factor
-                chunks = [body[i : i + mega] for i in range(0, len(body), mega)]
-                body = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in chunks])
-                batches = body.reshape(n_full, g)[rng.permutation(n_full)]
+                order = np.concatenate([i + np.argsort(-lengths[body[i : i + mega]], kind="stable") for i in range(0, len(body), mega)])
+                body, body_templates = body[order], body_templates[order]
+                shuffle = rng.permutation(n_full)
+                batches, batch_templates = body.reshape(n_full, g)[shuffle], body_templates.reshape(n_full, g)[shuffle]
             else:
-                batches = body.reshape(n_full, g)
-            yield from batches
+                batches, batch_templates = body.reshape(n_full, g), body_templates.reshape(n_full, g)
+            yield from zip(batches, batch_templates)
 
     def __iter__(self) -> Iterator[list[int]]:
         """Yield this rank's global indices for each step of the current epoch."""
-        streams = [self._global_batches(k) for k in range(len(self._names))]
+        streams = [self._global_batches_with_templates(k) for k in range(len(self._names))]
         offsets = [self._offsets[name] for name in self._names]
         lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
         for k in self._schedule():
             tasks = range(len(self._names)) if self.composition == "all_tasks" else (k,)
             # Every rank advances every stream identically; each keeps only its slice.
-            yield [int(i) + offsets[t] for t in tasks for i in next(streams[t])[lo:hi]]
+            drawn = [(t, next(streams[t])) for t in tasks]
+            if self.yields_templates:
+                yield [(int(i) + offsets[t], int(m)) for t, (ids, tpl) in drawn for i, m in zip(ids[lo:hi], tpl[lo:hi])]
+            else:
+                yield [int(i) + offsets[t] for t, (ids, _) in drawn for i in ids[lo:hi]]
 
     # ------------------------------------------------------------------ checkpointing
     def _config(self) -> dict:
@@ -287,6 +321,7 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
             "num_batches": self.num_batches,
             "length_grouped": self._lengths is not None,
             "length_grouping_factor": self.length_grouping_factor,
+            **({"num_templates": dict(zip(self._names, self._templates))} if self.yields_templates else {}),
         }
 
     def state_dict(self) -> dict:

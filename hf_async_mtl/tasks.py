@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .prompting import PROMPT_EVAL_MODES, check_template
+
 _NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -35,6 +37,12 @@ class TaskSpec:
             They are configuration: nothing is loaded when the spec is built; `compute_task_metrics`
             loads each with `evaluate.load` the first time it is needed and caches it. See
             `hf_async_mtl.metrics` for how their results join the built-in ones.
+        prompt_templates: DynaMaR prompt templates (`hf_async_mtl.prompting`): each holds every text
+            field and one `{mask}`, e.g. `"{sentence} It was {mask}."`. With templates, every example
+            is wrapped in a template and the head reads the mask token's hidden state (`pooling="mask"`);
+            with several (a pool), training draws one per example each time the example is drawn.
+        prompt_eval: How a task with a template pool is evaluated (and labelled by an async-KD teacher):
+            `"first"` — with the first template; `"average"` — head outputs averaged over the pool.
     """
 
     name: str
@@ -48,6 +56,8 @@ class TaskSpec:
     validation_splits: tuple[str, ...] = ("validation",)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     evaluate_metrics: tuple[str, ...] = ()
+    prompt_templates: tuple[str, ...] = ()
+    prompt_eval: str = "first"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_PATTERN.match(self.name):
@@ -94,6 +104,18 @@ class TaskSpec:
             if not low < high:
                 raise ValueError(f"Task {self.name!r}: regression_range {self.regression_range!r} must have low < high.")
             object.__setattr__(self, "regression_range", (float(low), float(high)))
+        if isinstance(self.prompt_templates, str):
+            object.__setattr__(self, "prompt_templates", (self.prompt_templates,))
+        object.__setattr__(self, "prompt_templates", tuple(self.prompt_templates))
+        if len(set(self.prompt_templates)) != len(self.prompt_templates):
+            raise ValueError(f"Task {self.name!r}: prompt_templates contain duplicates.")
+        for template in self.prompt_templates:
+            try:
+                check_template(template, self.text_fields)
+            except ValueError as error:
+                raise ValueError(f"Task {self.name!r}: prompt_templates: {error}") from None
+        if self.prompt_eval not in PROMPT_EVAL_MODES:
+            raise ValueError(f"Task {self.name!r}: prompt_eval must be one of {PROMPT_EVAL_MODES}, got {self.prompt_eval!r}.")
 
     @property
     def is_regression(self) -> bool:
@@ -113,13 +135,21 @@ class TaskSpec:
         return dict(enumerate(self.label_names))
 
     def head_config(self) -> dict[str, Any]:
-        """The JSON-serialisable description of this task's head stored in `MultiTaskConfig`."""
-        return {
+        """The JSON-serialisable description of this task's head stored in `MultiTaskConfig`.
+
+        A task with prompt templates adds `pooling: "mask"`, its `text_fields`, `prompt_templates` and
+        `prompt_eval`, so a saved or exported model wraps raw inputs exactly as training did.
+        """
+        head = {
             "name": self.name,
             "num_labels": self.num_labels,
             "problem_type": "regression" if self.is_regression else "single_label_classification",
             "id2label": {str(k): v for k, v in self.id2label.items()},
         }
+        if self.prompt_templates:
+            head.update(pooling="mask", text_fields=list(self.text_fields), prompt_templates=list(self.prompt_templates),
+                        prompt_eval=self.prompt_eval)
+        return head
 
 
 def head_mismatches(heads: Sequence[Mapping[str, Any]], specs: Sequence[TaskSpec]) -> list[str]:
@@ -142,6 +172,9 @@ def head_mismatches(heads: Sequence[Mapping[str, Any]], specs: Sequence[TaskSpec
             )
         elif head["problem_type"] != "regression" and _label_names(got) != _label_names(head):
             problems.append(f"task {head['name']!r}: head labels {_label_names(got)}, the task's labels {_label_names(head)}")
+        elif list(got.get("prompt_templates") or []) != list(head.get("prompt_templates") or []):
+            problems.append(f"task {head['name']!r}: head trained with prompt templates {list(got.get('prompt_templates') or [])}, "
+                            f"the task has {list(head.get('prompt_templates') or [])}")
     extra = [head["name"] for head in heads if head["name"] not in {h["name"] for h in expected}]
     if extra:
         problems.append(f"heads for tasks not requested: {extra}")

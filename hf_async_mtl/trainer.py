@@ -21,12 +21,21 @@ from .async_kd.callback import AsyncConvergenceCallback
 from .async_kd.losses import distillation_loss
 from .async_kd.soft_labels import SoftLabels
 from .config import MultiTaskTrainingArguments
-from .data import EXAMPLE_IDS_COLUMN, TASK_IDS_COLUMN, MultiTaskDataCollator, MultiTaskDataset, length_order
+from .data import (
+    EXAMPLE_IDS_COLUMN,
+    TASK_IDS_COLUMN,
+    MultiTaskDataCollator,
+    MultiTaskDataset,
+    length_order,
+    num_template_views,
+    template_view,
+)
 from .gradients import per_task_gradient_step
 from .losses import task_loss
 from .diagnostics import MultiTaskDiagnosticsCallback
 from .metrics import compute_task_metrics, expected_calibration_error, glue_score
 from .model_card import build_model_card
+from .prompting import combine_template_outputs
 from .sampling import MultiTaskBatchSampler
 from .state import StepLosses, WeightingCheckpointState
 from .tasks import TaskSpec, check_unique_names
@@ -172,6 +181,7 @@ class MultiTaskTrainer(Trainer):
             seed=self.args.seed,
             rank=self.args.process_index,
             world_size=self.args.world_size,
+            num_templates=dataset.num_templates,
         )
 
     def get_train_dataloader(self) -> DataLoader:
@@ -309,8 +319,9 @@ class MultiTaskTrainer(Trainer):
         losses = []
         num_samples = 0
         for key, task, dataset in self._evaluation_sets(eval_dataset):
+            dataset, views = self._evaluation_views(task, dataset)
             # Longest first: batches of similar length (metrics do not depend on the order).
-            dataset = self._length_sorted(dataset)[0]
+            dataset, order = self._length_sorted(dataset)
             output = self.evaluation_loop(
                 self.get_eval_dataloader(dataset),
                 description=f"Evaluation ({key})",
@@ -318,10 +329,14 @@ class MultiTaskTrainer(Trainer):
                 ignore_keys=ignore_keys,
                 metric_key_prefix=f"{metric_key_prefix}_{key}",
             )
-            num_samples += output.num_samples
-            task_metrics = compute_task_metrics(self.task_specs[task], output.predictions, output.label_ids)
+            predictions, label_ids = output.predictions, output.label_ids
+            if views > 1:  # a template pool evaluated by averaging: back to dataset order, one row per example
+                predictions = self._combine_views(task, self._restore_order(predictions, order), views)
+                label_ids = np.asarray(self._restore_order(label_ids, order))[: len(predictions)]
+            num_samples += output.num_samples // views
+            task_metrics = compute_task_metrics(self.task_specs[task], predictions, label_ids)
             if self.args.calibration_bins and not self.task_specs[task].is_regression:
-                task_metrics["ece"] = expected_calibration_error(output.predictions, output.label_ids, self.args.calibration_bins)
+                task_metrics["ece"] = expected_calibration_error(predictions, label_ids, self.args.calibration_bins)
             metrics.update({f"{metric_key_prefix}_{key}_{name}": value for name, value in task_metrics.items()})
             loss = output.metrics.get(f"{metric_key_prefix}_{key}_loss")
             if loss is not None:
@@ -351,14 +366,35 @@ class MultiTaskTrainer(Trainer):
             if task not in self.task_specs:
                 raise ValueError(f"test_sets has task {task!r} without a TaskSpec; tasks: {list(self.task_specs)}.")
             unlabelled = dataset.remove_columns([c for c in ("labels", "label") if c in dataset.column_names])
+            unlabelled, views = self._evaluation_views(task, unlabelled)
             ordered, order = self._length_sorted(unlabelled)
-            logits = np.asarray(self.predict(ordered, metric_key_prefix=f"test_{task}").predictions)
-            if order is not None:  # back to dataset order
-                restored = np.empty_like(logits)
-                restored[order] = logits
-                logits = restored
+            logits = self._restore_order(np.asarray(self.predict(ordered, metric_key_prefix=f"test_{task}").predictions), order)
+            if views > 1:
+                logits = self._combine_views(task, logits, views)
             predictions[task] = logits.reshape(-1) if self.task_specs[task].is_regression else logits.argmax(axis=-1)
         return predictions
+
+    def _evaluation_views(self, task: str, dataset: Any) -> tuple[Any, int]:
+        """(what to evaluate, its number of template views): a template pool's first view, or all of them
+        when the task averages over its pool (`TaskSpec.prompt_eval`)."""
+        views = num_template_views(dataset)
+        if views > 1 and self.task_specs[task].prompt_eval == "first":
+            return template_view(dataset, 0, views), 1
+        return dataset, views
+
+    def _combine_views(self, task: str, outputs: np.ndarray, views: int) -> np.ndarray:
+        combined = combine_template_outputs(torch.as_tensor(np.asarray(outputs)), views, self.task_specs[task].is_regression)
+        return combined.numpy()
+
+    @staticmethod
+    def _restore_order(values: Any, order: np.ndarray | None) -> Any:
+        """Rows computed on `dataset.select(order)` back in dataset order."""
+        if order is None or values is None:
+            return values
+        values = np.asarray(values)
+        restored = np.empty_like(values)
+        restored[order] = values
+        return restored
 
     def _length_sorted(self, dataset: Any) -> tuple[Any, np.ndarray | None]:
         """(the dataset longest first, the order) for a tokenized `datasets.Dataset`; (it, None) otherwise."""

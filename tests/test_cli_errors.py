@@ -115,6 +115,12 @@ def _json_config(ctx: Context, **changes) -> list[str]:
     return [str(path)]
 
 
+def _prompt_file(ctx: Context, templates: dict) -> str:
+    path = ctx.tmp / "templates.json"
+    path.write_text(json.dumps(templates))
+    return str(path)
+
+
 def _truncate(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -185,6 +191,23 @@ CASES = [
     Case("glue_stray_tab", "CoLA/train.tsv line 3 has a stray tab",
          lambda c: (c.glue.joinpath("CoLA", "train.tsv").write_text("gj04\t1\t\tA b .\ngj04\t0\t*\tB a .\ngj04\t1\t\tA\tb .\n"), c.args())[1],
          r"CoLA/train\.tsv, line 3: expected 4 tab-separated columns, found 5"),
+    # ---- prompt templates (DynaMaR)
+    Case("prompt_pool_too_big", "--prompt_pool_size 9 (6 built-in candidates)", lambda c: c.args(prompt_pool_size="9"),
+         r"^--prompt_pool_size: a pool of 9 templates needs that many candidates; task 'cola' has 6\.$"),
+    Case("prompt_eval_unknown", "--prompt_eval mean", lambda c: c.args(prompt_eval="mean"), r"^--prompt_eval must be one of first, average, got 'mean'"),
+    Case("prompt_template_without_mask", "templates.json {\"cola\": \"{sentence} Fine?\"}",
+         lambda c: c.args(prompt_templates_file=_prompt_file(c, {"cola": "{sentence} Fine?"})),
+         r"^--prompt_templates_file \S+templates\.json: Task 'cola': prompt_templates: Prompt template '\{sentence\} Fine\?' must contain \{mask\} exactly once"),
+    Case("prompt_template_unknown_task", "templates.json names sst2 (not trained)",
+         lambda c: c.args(prompt_templates_file=_prompt_file(c, {"sst2": "{sentence} {mask}"})),
+         r"^--prompt_templates_file \S+templates\.json: task 'sst2' is not trained"),
+    Case("prompt_template_field_typo", "custom task prompt_templates [\"{txt} {mask}\"]",
+         lambda c: c.custom({"prompt_templates": ["{txt} {mask}"]}),
+         r"tasks\.json, line \d+, field 'prompt_templates' \(task 'reviews'\): .*names unknown fields \['txt'\]; the task's text fields are \['text'\]"),
+    Case("prompt_mask_in_the_data", "custom task with prompt_templates whose text holds [MASK]",
+         lambda c: c.custom({"prompt_templates": ["{text} {mask}"]}, files={"train.csv": "text,stars\n" + "".join(
+             f"review {i} {'[MASK]' if i == 5 else 'good'},{'pos' if i % 2 else 'neg'}\n" for i in range(12))}),
+         r"Task 'reviews', template 0, row 5 \(0-based\): the prompt has 2 mask tokens \('\[MASK\]'\)"),
     # ---- custom tasks file
     Case("metric_typo", "custom task metrics [\"f1_macro\"]", lambda c: c.custom({"metrics": ["f1_macro"]}),
          r"^\S+tasks\.json, line 12, field 'metrics' \(task 'reviews'\): unknown metric 'f1_macro' \(did you mean 'f1'\?\)"),

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 
-from ..data import length_order
+from ..data import length_order, template_view
 from ..metrics import compute_task_metrics, main_metric_value
 from .monitor import ConvergenceMonitor, convergence_floor
 from .snapshots import ParameterSnapshot, SnapshotKeeper
@@ -92,7 +92,8 @@ class AsyncConvergenceCallback(TrainerCallback):
         evaluation = (self.host.eval_dataset or {}).get(task)
         if isinstance(evaluation, Mapping):
             evaluation = next(iter(evaluation.values()), None)
-        return evaluation
+        # A prompt-template pool's views repeat the examples: the split's size and labels are one view's.
+        return None if evaluation is None else template_view(evaluation, 0)
 
     def compute_references(self) -> dict[str, dict[str, float]]:
         """Per task: trivial predictor's value on the selection split, its size, the noise margin and the floor."""
@@ -102,7 +103,7 @@ class AsyncConvergenceCallback(TrainerCallback):
             selection = self._selection_set(task)
             if selection is None or "labels" not in selection.column_names:
                 continue
-            train = self.host.train_dataset.task_datasets[task]
+            train = self.host.train_dataset.template_view(task, 0)
             trivial = trivial_predictor_value(spec, train["labels"], selection["labels"])
             metrics = spec.metrics if spec.main_metric == "score" else (spec.main_metric,)
             floor = convergence_floor(trivial, tuple(metrics), len(selection), args.kd_margin_z, spec.greater_is_better)
@@ -179,7 +180,7 @@ class AsyncConvergenceCallback(TrainerCallback):
         args = self.host.args
         if not snapshots:
             raise RuntimeError(f"Task {task!r} converged but no snapshot of its best point was kept.")
-        dataset = self.host.train_dataset.task_datasets[task]
+        dataset = self.host.train_dataset.template_view(task, 0)
         ensemble = args.kd_ensemble if len(snapshots) > 1 else "parameters"
         soft_labels = SoftLabels(
             task, build_teacher(snapshots, ensemble), is_regression=self.specs[task].is_regression, num_examples=len(dataset),
@@ -211,14 +212,22 @@ class AsyncConvergenceCallback(TrainerCallback):
         accelerator = self.host.accelerator
         path = os.path.join(self.host.args.output_dir, "soft_labels", f"{task}.safetensors")
         if accelerator.is_main_process:
-            soft_labels.fill(model, self._length_sorted_batches(task))
+            soft_labels.fill(model, *self._labelling_views(task))
             soft_labels.save(path)
         accelerator.wait_for_everyone()
         return soft_labels if accelerator.is_main_process else SoftLabels.load(path, task=task, fingerprint=soft_labels.fingerprint)
 
-    def _length_sorted_batches(self, task: str):
+    def _labelling_views(self, task: str) -> list:
+        """The task's training set as the teacher labels it: one view, or each template of a pool the task
+        averages over (`TaskSpec.prompt_eval="average"`)."""
+        views = self.host.train_dataset.num_templates[task]
+        if views > 1 and self.specs[task].prompt_eval == "average":
+            return [self._length_sorted_batches(task, t) for t in range(views)]
+        return [self._length_sorted_batches(task, 0)]
+
+    def _length_sorted_batches(self, task: str, template: int = 0):
         """(example ids, inputs) over the task's training set, longest first (less padding), on the training device."""
-        dataset = self.host.train_dataset.task_datasets[task]
+        dataset = self.host.train_dataset.template_view(task, template)
         columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "task_ids") if c in dataset.column_names]
         order = torch.from_numpy(length_order(dataset))
         args = self.host.args
@@ -266,7 +275,7 @@ class AsyncConvergenceCallback(TrainerCallback):
         self.records = {task: dict(record) for task, record in saved["records"].items()}
         self.soft_labels = {}
         for task in self.monitor.converged_tasks:
-            dataset = self.host.train_dataset.task_datasets[task]
+            dataset = self.host.train_dataset.template_view(task, 0)
             soft_labels = SoftLabels.load(os.path.join(directory, "soft_labels", f"{task}.safetensors"), task=task,
                                           fingerprint=dataset_fingerprint(dataset["input_ids"]))
             self.soft_labels[task] = soft_labels

@@ -112,14 +112,33 @@ class SoftLabels:
             self._store(ids[missing], self._label(model, batch, missing))
         return self.table[ids]
 
-    def fill(self, model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, Mapping[str, torch.Tensor]]]) -> None:
+    def fill(self, model: torch.nn.Module, *views: Iterable[tuple[torch.Tensor, Mapping[str, torch.Tensor]]]) -> None:
         """Label every row given by `batches` of `(example_ids, model inputs)` (the precomputed mode).
 
-        Raises if a row of the training set is still missing afterwards.
+        Several iterables are several views of the same rows (a prompt-template pool): each row's soft
+        label is the ensemble of its views' outputs (`ensemble_teacher_outputs`: mean probability, or
+        mean prediction). Raises if a row of the training set is still missing afterwards.
         """
-        for ids, batch in batches:
-            ids = ids.detach().cpu().long().view(-1)
-            self._store(ids, self._label(model, batch, torch.ones_like(ids, dtype=torch.bool)))
+        if not views:
+            raise ValueError("fill needs the batches of at least one view.")
+        if len(views) == 1:
+            for ids, batch in views[0]:
+                ids = ids.detach().cpu().long().view(-1)
+                self._store(ids, self._label(model, batch, torch.ones_like(ids, dtype=torch.bool)))
+        else:
+            tables = []
+            for batches in views:
+                table: torch.Tensor | None = None
+                for ids, batch in batches:
+                    ids = ids.detach().cpu().long().view(-1)
+                    outputs = self._label(model, batch, torch.ones_like(ids, dtype=torch.bool))
+                    if table is None:
+                        table = torch.full((self.num_examples, outputs.shape[-1]), float("nan"))
+                    table[ids] = outputs
+                tables.append(table)
+            if any(t is None or torch.isnan(t).any() for t in tables):
+                raise ValueError(f"Task {self.task!r}: a template view did not cover all {self.num_examples} rows.")
+            self._store(torch.arange(self.num_examples), ensemble_teacher_outputs(tables, self.is_regression))
         if not self.complete:
             raise ValueError(f"Task {self.task!r}: the labelling pass covered {self.num_labelled} of {self.num_examples} rows.")
 
