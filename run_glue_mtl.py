@@ -44,6 +44,7 @@ from hf_async_mtl.finetune import finetune_each_task
 from hf_async_mtl.sources import TaskSource, load_task
 from hf_async_mtl.modeling import read_sentence_transformers_pooling
 from hf_async_mtl.prompting import PROMPT_EVAL_MODES
+from hf_async_mtl.tartan import weighting_options
 from hf_async_mtl.template_pool import build_template_pool
 from hf_async_mtl.tasks import head_mismatches
 from hf_async_mtl.validation import (
@@ -144,6 +145,11 @@ class DataArguments:
         metadata={"help": "Fraction of each training set held out for selection (0 = select on the dev sets, not recommended)."},
     )
     selection_split_max: int = field(default=500, metadata={"help": "Upper bound on held-out selection examples per task."})
+    mlm_tasks: str | None = field(
+        default=None,
+        metadata={"help": "TARTAN: comma-separated trained tasks whose training text also trains an auxiliary masked-LM "
+                  "task, named mlm_<task> (the checkpoint's MLM head, tied to the input embeddings; never in the GLUE score)."},
+    )
     prompt_templates_file: str | None = field(
         default=None,
         metadata={
@@ -265,6 +271,13 @@ class RunPlan:
     model_config: Any
 
 
+@dataclass(frozen=True)
+class MlmSource:
+    """An MLM auxiliary task's data: the text of trained task `task` (`--mlm_tasks`)."""
+
+    task: str
+
+
 def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple[TaskSpec, TaskSource | None]]:
     """The task specs of `--tasks` and `--custom_tasks_file`, checked without reading any data.
 
@@ -295,6 +308,15 @@ def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple
                     raise UsageError(f"--glue_dir: GLUE file for {spec.name!r} split {split!r} not found: {path}", "glue_dir")
     if data_args.custom_tasks_file:
         tasks.extend(read_custom_tasks(data_args.custom_tasks_file, taken_names=seen))
+    for name in [t.strip() for t in (data_args.mlm_tasks or "").split(",") if t.strip()]:
+        source = next((spec for spec, _ in tasks if spec.name == name), None)
+        if source is None:
+            raise UsageError(f"--mlm_tasks: task {name!r} is not trained{did_you_mean(name, [s.name for s, _ in tasks])}; "
+                             "an MLM task reads the training text of a trained task.", "mlm_tasks")
+        mlm = TaskSpec(name=f"mlm_{name}", text_fields=source.text_fields, objective="mlm")
+        if mlm.name in {spec.name for spec, _ in tasks}:
+            raise UsageError(f"--mlm_tasks: task name {mlm.name!r} is taken.", "mlm_tasks")
+        tasks.append((mlm, MlmSource(name)))
     unknown_caps = sorted(set(data_args.per_task_caps) - {spec.name for spec, _ in tasks})
     if unknown_caps:
         raise UsageError(f"--max_train_samples_per_task names tasks not trained: {unknown_caps}.", "max_train_samples_per_task")
@@ -320,6 +342,9 @@ def apply_prompt_options(tasks: list[tuple[TaskSpec, Any]], data_args: DataArgum
             given[task] = tuple(value)
     result = []
     for spec, source in tasks:
+        if spec.is_mlm:  # an auxiliary MLM objective reads plain text
+            result.append((spec, source))
+            continue
         templates = given.get(spec.name, spec.prompt_templates)
         where = f"--prompt_templates_file {data_args.prompt_templates_file}" if spec.name in given else "--prompt_pool_size"
         try:
@@ -375,8 +400,13 @@ def validate(model_args: ModelArguments, data_args: DataArguments, training_args
 
     tasks = plan_tasks(data_args, do_predict=training_args.do_predict)
     specs = [spec for spec, _ in tasks]
+    if training_args.early_stopping_patience and training_args.metric_for_best_model is None and not training_args.end_tasks:
+        raise UsageError("--early_stopping_patience needs --metric_for_best_model (or --end_task, which sets it).", "early_stopping_patience")
+    unknown_end = [t for t in training_args.end_tasks if t not in {s.name for s in specs}]
+    if unknown_end:
+        raise UsageError(f"--end_task: task(s) {unknown_end} are not trained; tasks: {[s.name for s in specs]}.", "end_task")
     try:
-        weighting = build_weighting(training_args.mtl_method, [s.name for s in specs], **training_args.mtl_method_options)
+        weighting = build_weighting(training_args.mtl_method, [s.name for s in specs], **weighting_options(training_args))
     except (TypeError, ValueError) as error:
         raise UsageError(f"--mtl_method {training_args.mtl_method} with --mtl_method_options "
                          f"{json.dumps(training_args.mtl_method_options)}: {error}", "mtl_method_options") from None
@@ -425,7 +455,12 @@ def load_raw_tasks(
     specs, train, dev = [], {}, {}
     for spec, source in tasks:
         specs.append(spec)
-        if source is None:
+        if isinstance(source, MlmSource):  # the text of a task loaded above (tasks list MLM tasks last)
+            columns = list(spec.text_fields)
+            train[spec.name] = train[source.task].select_columns([*columns, "idx"])
+            first = next(iter(dev[source.task].values()))
+            dev[spec.name] = {"validation": first.select_columns([*columns, "idx"])}
+        elif source is None:
             train[spec.name] = load_glue_task(spec.name, "train", data_args.glue_dir)
             dev[spec.name] = {split: load_glue_task(spec.name, split, data_args.glue_dir) for split in spec.validation_splits}
         else:

@@ -69,6 +69,17 @@ class MultiTaskTrainingArguments(TrainingArguments):
         kd_snapshot_dir: Keep best-parameter snapshots in this directory instead of CPU memory.
         kd_stop_when_all_converged: End training once every task has converged.
 
+    End-task aware training (TARTAN, Dery et al., ICLR 2022):
+        end_task: The task(s) the run is for (comma-separated); the others are auxiliaries. Used by
+            `mtl_method="mt_tartan"` (static: end tasks and auxiliaries each get half of the total weight)
+            and `"meta_tartan"` (meta-learned weights), and — unless `metric_for_best_model` is given — it
+            makes the end task's selection score the metric of best checkpoints and early stopping.
+        tartan_dev_fraction: `meta_tartan`: fraction of each end task's training set held out (at most
+            `tartan_dev_max` examples, seeded) to train the dev head whose gradient steers the weights.
+        mlm_probability: Fraction of tokens masked in the batches of MLM tasks (`TaskSpec(objective="mlm")`).
+        early_stopping_patience: Stop after this many evaluations without improvement of
+            `metric_for_best_model` (transformers' `EarlyStoppingCallback`); 0 = off.
+
     Defaults that differ from `TrainingArguments`: `eval_strategy="steps"`, `remove_unused_columns=False`
     (the dataset keeps `task_ids`), `report_to="none"`.
     """
@@ -148,6 +159,19 @@ class MultiTaskTrainingArguments(TrainingArguments):
     finetune_patience: int = field(
         default=3, metadata={"help": "Per-task fine-tuning stops after this many evaluations without improvement."}
     )
+    end_task: str | None = field(
+        default=None,
+        metadata={"help": "TARTAN: the end task(s) of the run, comma-separated; the other tasks are auxiliaries (mt_tartan, meta_tartan weights; best checkpoint and early stopping on the end task's selection score)."},
+    )
+    tartan_dev_fraction: float = field(
+        default=0.1, metadata={"help": "meta_tartan: fraction of each end task's training set held out for the dev head (at most tartan_dev_max)."}
+    )
+    early_stopping_patience: int = field(
+        default=0,
+        metadata={"help": "Stop after this many evaluations without improvement of metric_for_best_model (with end_task: the end task's selection score). 0 = off."},
+    )
+    tartan_dev_max: int = field(default=500, metadata={"help": "meta_tartan: upper bound on each end task's dev-head examples."})
+    mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of tokens masked in the batches of MLM auxiliary tasks."})
     eval_strategy: str = field(default="steps", metadata={"help": "When to evaluate every task (no, steps, epoch)."})
     per_device_eval_batch_size: int = field(
         default=64,
@@ -203,6 +227,17 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(f"kd_ensemble must be one of {KD_ENSEMBLE_TYPES}, got {self.kd_ensemble!r}.")
         if self.kd_soft_labels not in KD_SOFT_LABEL_MODES:
             raise ValueError(f"kd_soft_labels must be one of {KD_SOFT_LABEL_MODES}, got {self.kd_soft_labels!r}.")
+        self.end_tasks = [t.strip() for t in (self.end_task or "").split(",") if t.strip()]
+        if self.end_task is not None and not self.end_tasks:
+            raise ValueError("end_task is empty: name the end task(s), comma-separated.")
+        if not 0.0 < self.tartan_dev_fraction < 1.0 or self.tartan_dev_max < 1:
+            raise ValueError(f"tartan_dev_fraction must be in (0, 1) and tartan_dev_max >= 1, got {self.tartan_dev_fraction}, {self.tartan_dev_max}.")
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}.")
+        if self.early_stopping_patience < 0:
+            raise ValueError(f"early_stopping_patience must be >= 0 (0 = off), got {self.early_stopping_patience}.")
+        if self.early_stopping_patience and self.eval_strategy == "no":
+            raise ValueError("early_stopping_patience stops on evaluations: set eval_strategy to 'steps' or 'epoch'.")
         if self.async_kd and self.eval_strategy == "no":
             raise ValueError("async_kd monitors validation metrics: set eval_strategy to 'steps' or 'epoch'.")
 

@@ -47,10 +47,10 @@ def validate_task_dataset(spec: TaskSpec, dataset: datasets.Dataset, source: str
     """
     if len(dataset) == 0:
         raise ValueError(f"Task {spec.name!r}: {source} is empty.")
-    missing = [c for c in (*spec.text_fields, "label") if c not in dataset.column_names]
+    missing = [c for c in (*spec.text_fields, *(() if spec.is_mlm else ("label",))) if c not in dataset.column_names]
     if missing:
         raise ValueError(f"Task {spec.name!r}: {source} has no column {missing}; columns: {dataset.column_names}.")
-    if not labelled:
+    if not labelled or spec.is_mlm:
         return
     column = dataset.with_format("arrow")["label"]  # the rows dataset selects, without Python objects
     labels = np.asarray(column.to_numpy() if hasattr(column, "to_numpy") else column, dtype=np.float64)
@@ -123,7 +123,18 @@ def tokenize_task(
     template (`hf_async_mtl.prompting.encode_prompts`: truncation cuts the texts, never the template or
     the mask). The result then holds one *view* per template, template-major: rows `[t*n, (t+1)*n)` are
     the `n` examples under template `t`, with a `template_ids` column (see `template_view`).
+
+    An MLM task (`spec.is_mlm`) keeps only the tokens: the collator masks them and makes the labels.
     """
+    if spec.is_mlm:
+
+        def encode_text(batch: dict[str, list[Any]]) -> dict[str, Any]:
+            encoded = tokenizer(*[batch[field] for field in spec.text_fields], truncation=True, max_length=max_seq_length)
+            encoded[TASK_IDS_COLUMN] = [task_id] * len(batch[spec.text_fields[0]])
+            return encoded
+
+        removed = [c for c in dataset.column_names if c != "idx"]
+        return dataset.map(encode_text, batched=True, remove_columns=removed, num_proc=num_proc, desc=f"Tokenizing {spec.name} (MLM)")
     if spec.prompt_templates:
         from .prompting import encode_prompts
 
@@ -260,6 +271,9 @@ class MultiTaskDataCollator:
 
     A batch that mixes tasks (the "all tasks per step" composition) is returned as
     `{"task_batches": {task_id: padded batch, ...}}` in task-id order.
+
+    Batches of MLM tasks (no labels) are padded like the others; the trainer masks them at loss time
+    (`hf_async_mtl.mlm.MlmMasker`), with draws seeded by the step, so a resumed run masks identically.
     """
 
     tokenizer: PreTrainedTokenizerBase

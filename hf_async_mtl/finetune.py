@@ -53,6 +53,8 @@ def finetune_each_task(
     before = before_trainer.evaluate(metric_key_prefix="eval")
     table: dict[str, dict[str, Any]] = {}
     for spec in specs:
+        if spec.is_mlm:  # an auxiliary objective: nothing to fine-tune or export
+            continue
         task_dir = os.path.join(root, spec.name)
         student = copy.deepcopy(model)
         trainer = MultiTaskTrainer(

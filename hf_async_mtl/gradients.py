@@ -28,6 +28,7 @@ def per_task_gradient_step(
     losses: Mapping[str, torch.Tensor],
     step: int,
     gradient_accumulation_steps: int,
+    dev: tuple[torch.Tensor, list[torch.nn.Parameter]] | None = None,
 ) -> torch.Tensor:
     """Accumulate the combined gradient of one step into `.grad` and return the (detached) mean loss.
 
@@ -36,6 +37,10 @@ def per_task_gradient_step(
     and the task losses are averaged across ranks in ONE all-reduce before the method combines
     them, so every rank applies the combination of the global per-task gradients (identical to a
     single process at the same global batch, also for non-linear methods such as PCGrad or MGDA).
+
+    `dev` = (dev loss, dev-head parameters) for methods steered by a held-out objective (META-TARTAN): its
+    gradient on the shared parameters goes to `weighting.set_dev_gradient` (averaged across ranks with
+    the rest) and its gradient on the dev heads is accumulated into their `.grad` (the optimizer trains them).
     """
     shared, heads = shared_and_task_parameters(model)
     task_names = list(weighting.task_names)
@@ -58,11 +63,22 @@ def per_task_gradient_step(
     if scale:
         head_grads = head_grads / scale
     loss_values = torch.stack([losses[task].detach().float() for task in task_names])
+    dev_grads = task_grads.new_zeros(0)
+    if dev is not None:
+        dev_loss, dev_parameters = dev
+        pieces = torch.autograd.grad(dev_loss, [*shared, *dev_parameters], allow_unused=True)
+        dev_grads = _flatten(pieces, [*shared, *dev_parameters]).float()
     if accelerator.num_processes > 1:
-        packed = accelerator.reduce(torch.cat([task_grads.reshape(-1), head_grads, loss_values]), reduction="mean")
+        packed = accelerator.reduce(torch.cat([task_grads.reshape(-1), head_grads, dev_grads, loss_values]), reduction="mean")
         task_grads = packed[: task_grads.numel()].view_as(task_grads)
         head_grads = packed[task_grads.numel() : task_grads.numel() + head_grads.numel()]
+        dev_grads = packed[task_grads.numel() + head_grads.numel() : task_grads.numel() + head_grads.numel() + dev_grads.numel()]
         loss_values = packed[-len(task_names) :]
+    if dev is not None:
+        shared_size = task_grads.shape[1]
+        weighting.set_dev_gradient(dev_grads[:shared_size])
+        # Stored scaled like the rest (the gradient scaler unscales every .grad before the optimizer step).
+        _accumulate(dev[1], dev_grads[shared_size:] * (scale or 1.0) / gradient_accumulation_steps)
     if scale and not bool(torch.isfinite(task_grads).all()):
         # An overflow: the method never sees it (its state stays clean); the scaler skips this step.
         combined = torch.full_like(task_grads[0], float("inf"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -17,11 +18,14 @@ from transformers import (
     PretrainedConfig,
     PreTrainedModel,
 )
-from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput
 
 from .losses import task_loss
+from .mlm import IGNORE_INDEX, MLM_PROBLEM_TYPE, MaskedLMHead, init_mlm_head, load_mlm_head, masked_lm_loss
 from .prompting import mask_positions
 from .tasks import TaskSpec, check_unique_names, head_mismatches
+
+logger = logging.getLogger(__name__)
 
 POOLING_MODES = ("cls", "pooler", "mean", "max", "mask")
 
@@ -120,6 +124,19 @@ class MultiTaskConfig(PretrainedConfig):
         return self.encoder_config.hidden_size
 
 
+def resolve_local_checkpoint(name_or_path: str | os.PathLike, hub_kwargs: dict[str, Any] | None = None) -> str | None:
+    """A local directory holding the checkpoint's safetensors files (a Hub id through the cache), or None."""
+    if os.path.isdir(os.fspath(name_or_path)):
+        return os.fspath(name_or_path)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(os.fspath(name_or_path), allow_patterns=["*.safetensors"],
+                                 cache_dir=(hub_kwargs or {}).get("cache_dir"), revision=(hub_kwargs or {}).get("revision"))
+    except Exception:  # noqa: BLE001 - offline or not on the Hub: no pretrained head to load
+        return None
+
+
 def read_sentence_transformers_pooling(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> str | None:
     """Pooling mode declared by a sentence-transformers checkpoint (`1_Pooling/config.json`), if any.
 
@@ -165,9 +182,11 @@ class MultiTaskModel(PreTrainedModel):
         if dropout is None:
             dropout = getattr(config.encoder_config, "hidden_dropout_prob", 0.1)
         self.dropout = nn.Dropout(dropout)
-        self.heads = nn.ModuleDict(
-            {task["name"]: nn.Linear(config.hidden_size, task["num_labels"]) for task in config.tasks}
-        )
+        self.heads = nn.ModuleDict({
+            task["name"]: MaskedLMHead(config.encoder_config) if task["problem_type"] == MLM_PROBLEM_TYPE
+            else nn.Linear(config.hidden_size, task["num_labels"])
+            for task in config.tasks
+        })
         if config.pooling == "pooler" and getattr(self.encoder, "pooler", None) is None:
             raise ValueError(
                 f"pooling='pooler' needs an encoder with a pooler layer; {type(self.encoder).__name__} has none. "
@@ -219,6 +238,12 @@ class MultiTaskModel(PreTrainedModel):
         model = cls(config)
         # Copy rather than adopt the module so `post_init` above cannot re-initialise pretrained weights.
         model.encoder.load_state_dict(encoder.state_dict())
+        for spec in tasks:
+            if spec.is_mlm:
+                source = resolve_local_checkpoint(encoder_name_or_path, encoder_kwargs)
+                if source is None or not load_mlm_head(model.heads[spec.name], source):
+                    logger.info("Task %s: %s has no masked-LM head; the MLM head starts as transformers initialises one "
+                                "(its decoder is the encoder's input embeddings).", spec.name, encoder_name_or_path)
         if peft_config is not None:
             model.apply_peft(peft_config)
         return model
@@ -275,10 +300,12 @@ class MultiTaskModel(PreTrainedModel):
         return merged.to(device=self.device, dtype=self.dtype).train(self.training)
 
     def _init_weights(self, module: nn.Module) -> None:
+        std = getattr(self.config.encoder_config, "initializer_range", 0.02)
         if isinstance(module, nn.Linear) and any(module is head for head in self.heads.values()):
-            std = getattr(self.config.encoder_config, "initializer_range", 0.02)
             nn.init.normal_(module.weight, mean=0.0, std=std)
             nn.init.zeros_(module.bias)
+        elif isinstance(module, MaskedLMHead):
+            init_mlm_head(module, std)
         # The encoder is a PreTrainedModel: `initialize_weights` dispatches to its own `_init_weights`.
 
     # ---- task bookkeeping ---------------------------------------------------------------------
@@ -353,6 +380,8 @@ class MultiTaskModel(PreTrainedModel):
     ) -> SequenceClassifierOutput:
         """Encode a task-homogeneous batch and apply its task's head; `loss` is set when `labels` are given."""
         task = self._resolve_task(task_ids, task_name)
+        if self.config.task(task)["problem_type"] == MLM_PROBLEM_TYPE and inputs_embeds is not None:
+            raise ValueError(f"Task {task!r} (MLM) needs input_ids, not inputs_embeds.")
         encoder_inputs: dict[str, Any] = {"attention_mask": attention_mask, **encoder_kwargs}
         if token_type_ids is not None:
             encoder_inputs["token_type_ids"] = token_type_ids
@@ -361,10 +390,23 @@ class MultiTaskModel(PreTrainedModel):
         else:
             encoder_inputs["input_ids"] = input_ids
         outputs = self.encoder(**encoder_inputs, return_dict=True)
+        if self.config.task(task)["problem_type"] == MLM_PROBLEM_TYPE:
+            return self._masked_lm(task, outputs.last_hidden_state, labels)
         pooled = self.dropout(self.pool(outputs, attention_mask, input_ids, task))
         logits = self.heads[task](pooled)
         loss = task_loss(logits, labels, self.is_regression(task)) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def _masked_lm(self, task: str, hidden: torch.Tensor, labels: torch.Tensor | None) -> MaskedLMOutput:
+        """MLM head: with `labels`, logits `[M, vocab]` of the M masked positions only (labels != -100) and their
+        mean cross-entropy (0 when a batch has no masked token); without, logits of every position."""
+        embedding = self.encoder.get_input_embeddings().weight
+        if labels is None:
+            return MaskedLMOutput(logits=self.heads[task](hidden, embedding))
+        selected = labels != IGNORE_INDEX
+        logits = self.heads[task](hidden[selected], embedding)
+        loss = masked_lm_loss(logits, labels[selected]) if logits.shape[0] else logits.sum() * 0.0
+        return MaskedLMOutput(loss=loss, logits=logits)
 
     # ---- export -------------------------------------------------------------------------------
 
@@ -401,6 +443,8 @@ class MultiTaskModel(PreTrainedModel):
         trust_remote_code=True)` wraps raw text in the task's template(s) as training did. `tokenizer` (e.g. the trainer's `processing_class`) is saved
         too, which `pipeline("text-classification", model=directory)` needs. Returns the saved model.
         """
+        if self.config.task(task_name)["problem_type"] == MLM_PROBLEM_TYPE:
+            raise ValueError(f"Task {task_name!r} is an MLM auxiliary objective: it has no classifier to export.")
         if self.has_adapters:
             # Exports are plain checkpoints: merge the adapters into the encoder first.
             return self.merge_adapters().export_task(task_name, save_directory, tokenizer=tokenizer, **save_kwargs)

@@ -9,6 +9,9 @@ from typing import Any
 
 from .prompting import PROMPT_EVAL_MODES, check_template
 
+OBJECTIVES = ("supervised", "mlm")
+MLM_PROBLEM_TYPE = "masked_lm"  # the head's problem_type in MultiTaskConfig (hf_async_mtl.mlm uses the same name)
+
 _NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -43,6 +46,10 @@ class TaskSpec:
             with several (a pool), training draws one per example each time the example is drawn.
         prompt_eval: How a task with a template pool is evaluated (and labelled by an async-KD teacher):
             `"first"` — with the first template; `"average"` — head outputs averaged over the pool.
+        objective: `"supervised"` (classification or regression on the labels) or `"mlm"`: an auxiliary
+            masked-language-modelling task over `text_fields` (TARTAN; `hf_async_mtl.mlm`). An MLM task
+            needs no labels, is evaluated by its loss and perplexity, never enters the GLUE score and
+            cannot be exported; `label_names`, metrics and templates do not apply to it.
     """
 
     name: str
@@ -58,6 +65,7 @@ class TaskSpec:
     evaluate_metrics: tuple[str, ...] = ()
     prompt_templates: tuple[str, ...] = ()
     prompt_eval: str = "first"
+    objective: str = "supervised"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_PATTERN.match(self.name):
@@ -71,6 +79,15 @@ class TaskSpec:
                 f"Task {self.name!r}: text_fields must name one column (single sentence) or two (a pair), "
                 f"got {self.text_fields!r}."
             )
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"Task {self.name!r}: objective must be one of {OBJECTIVES}, got {self.objective!r}.")
+        if self.objective == "mlm":
+            if self.label_names is not None or self.prompt_templates or self.evaluate_metrics:
+                raise ValueError(f"Task {self.name!r}: an MLM task takes no label_names, prompt_templates or evaluate_metrics.")
+            # Scored by its loss: lower is better; no label metrics.
+            object.__setattr__(self, "metrics", ())
+            object.__setattr__(self, "main_metric", "loss")
+            object.__setattr__(self, "greater_is_better", False)
         if self.label_names is not None:
             object.__setattr__(self, "label_names", tuple(self.label_names))
             if len(self.label_names) < 2:
@@ -89,9 +106,9 @@ class TaskSpec:
             raise ValueError(f"Task {self.name!r}: evaluate_metrics holds invalid metric ids {bad_ids!r}.")
         if len(set(self.evaluate_metrics)) != len(self.evaluate_metrics):
             raise ValueError(f"Task {self.name!r}: evaluate_metrics contain duplicates: {self.evaluate_metrics!r}.")
-        if not self.metrics and not self.evaluate_metrics:
+        if not self.metrics and not self.evaluate_metrics and not self.is_mlm:
             raise ValueError(f"Task {self.name!r}: at least one metric is needed.")
-        if self.main_metric != "score" and self.main_metric not in self.metrics and not self.evaluate_metrics:
+        if self.main_metric != "score" and self.main_metric not in self.metrics and not self.evaluate_metrics and not self.is_mlm:
             raise ValueError(
                 f"Task {self.name!r}: main_metric {self.main_metric!r} must be 'score' (mean of metrics) "
                 f"or one of {self.metrics!r}."
@@ -118,9 +135,14 @@ class TaskSpec:
             raise ValueError(f"Task {self.name!r}: prompt_eval must be one of {PROMPT_EVAL_MODES}, got {self.prompt_eval!r}.")
 
     @property
+    def is_mlm(self) -> bool:
+        """True for a masked-language-modelling auxiliary task (`objective="mlm"`)."""
+        return self.objective == "mlm"
+
+    @property
     def is_regression(self) -> bool:
         """True when the task predicts one float target instead of a class."""
-        return self.label_names is None
+        return self.label_names is None and not self.is_mlm
 
     @property
     def num_labels(self) -> int:
@@ -140,6 +162,8 @@ class TaskSpec:
         A task with prompt templates adds `pooling: "mask"`, its `text_fields`, `prompt_templates` and
         `prompt_eval`, so a saved or exported model wraps raw inputs exactly as training did.
         """
+        if self.is_mlm:  # the vocabulary is the encoder's: the head needs no size of its own
+            return {"name": self.name, "num_labels": 0, "problem_type": MLM_PROBLEM_TYPE, "id2label": {}, "text_fields": list(self.text_fields)}
         head = {
             "name": self.name,
             "num_labels": self.num_labels,
@@ -170,7 +194,7 @@ def head_mismatches(heads: Sequence[Mapping[str, Any]], specs: Sequence[TaskSpec
                 f"task {head['name']!r}: head has {got['num_labels']} outputs ({got['problem_type']}), "
                 f"the task needs {head['num_labels']} ({head['problem_type']})"
             )
-        elif head["problem_type"] != "regression" and _label_names(got) != _label_names(head):
+        elif head["problem_type"] not in ("regression", MLM_PROBLEM_TYPE) and _label_names(got) != _label_names(head):
             problems.append(f"task {head['name']!r}: head labels {_label_names(got)}, the task's labels {_label_names(head)}")
         elif list(got.get("prompt_templates") or []) != list(head.get("prompt_templates") or []):
             problems.append(f"task {head['name']!r}: head trained with prompt templates {list(got.get('prompt_templates') or [])}, "

@@ -14,7 +14,7 @@ import datasets
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainerCallback
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, speed_metrics
 
 from .async_kd.callback import AsyncConvergenceCallback
@@ -33,6 +33,7 @@ from .data import (
 from .gradients import per_task_gradient_step
 from .losses import task_loss
 from .diagnostics import MultiTaskDiagnosticsCallback
+from .mlm import MlmMasker
 from .metrics import compute_task_metrics, expected_calibration_error, glue_score
 from .model_card import build_model_card
 from .prompting import combine_template_outputs
@@ -40,6 +41,7 @@ from .sampling import MultiTaskBatchSampler
 from .state import StepLosses, WeightingCheckpointState
 from .tasks import TaskSpec, check_unique_names
 from .validation import check_resume_checkpoint
+from .tartan import DevObjective, carve_dev_slices, end_task_selection, weighting_options
 from .weighting import build_weighting
 
 logger = logging.getLogger(__name__)
@@ -53,13 +55,17 @@ class _EpochDataLoader(DataLoader):
 
 
 class _HandStepLosses(TrainerCallback):
-    """After each optimizer step, hands that step's task losses to the weighting method (DWA, FAMO, ...)."""
+    """After each optimizer step, hands that step's task losses to the weighting method (DWA, FAMO, ...) and
+    clears the gradients of its learnable parameters: `Trainer` zeroes only the model's (`model.zero_grad()`),
+    so without this a method's parameters (uncertainty's log-variances, meta_tartan's dev heads) would be
+    stepped with gradients summed over every step so far."""
 
     def __init__(self, step_losses: StepLosses) -> None:
         self.step_losses = step_losses
 
     def on_step_end(self, args, state, control, **kwargs):
         self.step_losses.flush()
+        self.step_losses.weighting.zero_grad(set_to_none=True)
         return control
 
 
@@ -98,6 +104,16 @@ class MultiTaskTrainer(Trainer):
         check_unique_names(list(task_specs))
         self.task_specs = {spec.name: spec for spec in task_specs}
         model.check_tasks(list(task_specs))
+        self.weighting = build_weighting(args.mtl_method, list(self.task_specs), **weighting_options(args))
+        if args.end_tasks:
+            end_task_selection(args, self.task_specs)
+        self.dev_objective: DevObjective | None = None
+        dev_slices = {}
+        if getattr(self.weighting, "needs_dev_gradient", False) and train_dataset is not None:
+            if isinstance(train_dataset, MultiTaskDataset):
+                train_dataset = train_dataset.task_datasets
+            train_dataset, dev_slices = carve_dev_slices(train_dataset, self.weighting.end_tasks, args.tartan_dev_fraction,
+                                                         args.tartan_dev_max, args.seed)
         if train_dataset is not None and not isinstance(train_dataset, MultiTaskDataset):
             unknown = sorted(set(train_dataset) - set(self.task_specs))
             if unknown:
@@ -113,8 +129,11 @@ class MultiTaskTrainer(Trainer):
             # Under torch.compile every new batch shape can recompile: padding to a multiple of 8 bounds the
             # shapes at max_seq_length / 8 per batch size (and suits tensor cores).
             data_collator = MultiTaskDataCollator(processing_class, pad_to_multiple_of=8 if args.torch_compile else None)
-        task_names = list(self.task_specs)
-        self.weighting = build_weighting(args.mtl_method, task_names, **args.mtl_method_options)
+        self.mlm_masker = MlmMasker(processing_class, args.mlm_probability) if any(s.is_mlm for s in task_specs) else None
+        if dev_slices:
+            self.dev_objective = DevObjective(dev_slices, self.task_specs, data_collator, args.per_device_train_batch_size, args.seed)
+            self.weighting.build_dev_heads(model.config.hidden_size, {t: self.task_specs[t].num_labels for t in dev_slices},
+                                           std=getattr(model.config.encoder_config, "initializer_range", 0.02), seed=args.seed)
         self.step_composition = args.step_composition
         if self.step_composition == "auto":
             self.step_composition = "all_tasks" if self.weighting.needs_all_tasks else "one_task"
@@ -149,6 +168,10 @@ class MultiTaskTrainer(Trainer):
         self.diagnostics = MultiTaskDiagnosticsCallback(self, args.diagnostics_steps) if args.diagnostics_steps else None
         if self.diagnostics is not None:
             self.add_callback(self.diagnostics)
+        if args.early_stopping_patience:
+            if args.metric_for_best_model is None:
+                raise ValueError("early_stopping_patience needs metric_for_best_model (or end_task, which sets it).")
+            self.add_callback(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
 
     def switch_to_distillation(self, task: str, soft_labels: SoftLabels) -> None:
         """From now on `task` trains against `soft_labels` (KD loss) instead of its true labels."""
@@ -214,6 +237,10 @@ class MultiTaskTrainer(Trainer):
         soft_labels = None
         if model.training and example_ids is not None and task in self.soft_labels:
             soft_labels = self.soft_labels[task].lookup(self.accelerator.unwrap_model(model), batch, example_ids).to(labels.device)
+        if spec.is_mlm:  # masked here, seeded by the step; the model's loss covers the masked positions only
+            batch["input_ids"], labels = self.mlm_masker(batch["input_ids"], self._mlm_seed(model, batch, example_ids))
+            outputs = model(**batch, labels=labels)
+            return task, outputs.loss, outputs
         outputs = model(**batch)
         if soft_labels is not None:
             loss = distillation_loss(
@@ -228,6 +255,17 @@ class MultiTaskTrainer(Trainer):
         else:
             loss = task_loss(outputs.logits, labels, spec.is_regression)
         return task, loss, outputs
+
+    def _mlm_seed(self, model: torch.nn.Module, batch: Mapping[str, Any], example_ids: Any) -> int:
+        """Seed of an MLM batch's masks: (seed, step, rank, task, first example) in training — resumable and
+        distinct per micro-batch; (seed, the batch's tokens) in evaluation — the same masks at every evaluation."""
+        task_id = int(batch[TASK_IDS_COLUMN].view(-1)[0])
+        if model.training:
+            first = int(example_ids.view(-1)[0]) if example_ids is not None else 0
+            key = [self.args.seed, self.state.global_step + 1, self.args.process_index, task_id, first]
+        else:
+            key = [self.args.seed, 0, task_id, int(batch["input_ids"].sum()), int(batch["input_ids"].shape[0])]
+        return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0])
 
     def task_losses(self, model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Per-task losses of a step's inputs (one batch, or one batch of every task)."""
@@ -259,8 +297,14 @@ class MultiTaskTrainer(Trainer):
         with self.accelerator.no_sync(model):
             with self.compute_loss_context_manager():
                 losses = self.task_losses(model, inputs)
+            dev = None
+            if self.dev_objective is not None:
+                heads = self.weighting.dev_heads
+                dev = (self.dev_objective.loss(self.accelerator.unwrap_model(model), heads, self.state.global_step, self.args.device),
+                       [p for p in heads.parameters()])
             loss = per_task_gradient_step(
-                self.accelerator, model, self.weighting, losses, self.state.global_step, self.current_gradient_accumulation_steps
+                self.accelerator, model, self.weighting, losses, self.state.global_step, self.current_gradient_accumulation_steps,
+                dev=dev,
             )
         for task, weight in self.weighting.last_weights.items():
             self._task_metrics[f"weight_{task}"].append(float(weight))
@@ -273,6 +317,7 @@ class MultiTaskTrainer(Trainer):
             self._task_metrics[f"loss_{task}"].append(value)
 
     def create_optimizer(self, model=None):
+        self.weighting.to(self.args.device)  # learnable method parameters (e.g. meta_tartan's dev heads) sit with the model
         optimizer = super().create_optimizer(model)
         learnable = [p for p in self.weighting.parameters() if p.requires_grad]
         if learnable and not any(p is q for group in optimizer.param_groups for p in group["params"] for q in learnable):
@@ -319,6 +364,12 @@ class MultiTaskTrainer(Trainer):
         losses = []
         num_samples = 0
         for key, task, dataset in self._evaluation_sets(eval_dataset):
+            if self.task_specs[task].is_mlm:
+                loss, samples = self._evaluate_mlm(key, dataset, metric_key_prefix, ignore_keys)
+                metrics[f"{metric_key_prefix}_{key}_loss"] = loss
+                metrics[f"{metric_key_prefix}_{key}_perplexity"] = float(math.exp(min(loss, 50.0)))
+                num_samples += samples
+                continue
             dataset, views = self._evaluation_views(task, dataset)
             # Longest first: batches of similar length (metrics do not depend on the order).
             dataset, order = self._length_sorted(dataset)
@@ -344,7 +395,8 @@ class MultiTaskTrainer(Trainer):
                 losses.append(loss)
             if key == task:
                 task_scores[task] = task_metrics
-        metrics[f"{metric_key_prefix}_glue_score"] = glue_score(task_scores)
+        if task_scores:  # MLM objectives are auxiliary: never part of the score
+            metrics[f"{metric_key_prefix}_glue_score"] = glue_score(task_scores)
         if losses:
             metrics[f"{metric_key_prefix}_loss"] = float(np.mean(losses))
         total_batch_size = self.args.eval_batch_size * self.args.world_size
@@ -373,6 +425,29 @@ class MultiTaskTrainer(Trainer):
                 logits = self._combine_views(task, logits, views)
             predictions[task] = logits.reshape(-1) if self.task_specs[task].is_regression else logits.argmax(axis=-1)
         return predictions
+
+    def _evaluate_mlm(self, key: str, dataset: Any, prefix: str, ignore_keys: Any) -> tuple[float, int]:
+        """(masked-LM loss, examples) of an MLM task's set: per-batch losses averaged over examples (and ranks).
+
+        Its masks depend on the seed and each batch's tokens only (`_mlm_seed`), so every evaluation masks the
+        same tokens and the values are comparable along a run.
+        """
+        model = self.model
+        was_training = model.training
+        model.eval()
+        total = torch.zeros(2, dtype=torch.float64, device=self.args.device)
+        try:
+            with torch.no_grad():
+                for batch in self.get_eval_dataloader(dataset):
+                    batch = self._prepare_inputs(batch)
+                    _, loss, _ = self.task_loss(model, dict(batch))
+                    rows = int(batch["input_ids"].shape[0])
+                    total += torch.tensor([float(loss) * rows, rows], dtype=torch.float64, device=total.device)
+        finally:
+            model.train(was_training)
+        if self.accelerator.num_processes > 1:
+            total = self.accelerator.reduce(total, reduction="sum")
+        return float(total[0] / total[1].clamp(min=1)), int(total[1])
 
     def _evaluation_views(self, task: str, dataset: Any) -> tuple[Any, int]:
         """(what to evaluate, its number of template views): a template pool's first view, or all of them

@@ -191,6 +191,15 @@ CASES = [
     Case("glue_stray_tab", "CoLA/train.tsv line 3 has a stray tab",
          lambda c: (c.glue.joinpath("CoLA", "train.tsv").write_text("gj04\t1\t\tA b .\ngj04\t0\t*\tB a .\ngj04\t1\t\tA\tb .\n"), c.args())[1],
          r"CoLA/train\.tsv, line 3: expected 4 tab-separated columns, found 5"),
+    # ---- TARTAN
+    Case("mlm_task_not_trained", "--mlm_tasks sst2 with --tasks cola,rte", lambda c: c.args(mlm_tasks="sst2"),
+         r"^--mlm_tasks: task 'sst2' is not trained; an MLM task reads the training text of a trained task"),
+    Case("end_task_not_trained", "--end_task sst2 with --tasks cola,rte", lambda c: c.args(end_task="sst2"),
+         r"^--end_task: task\(s\) \['sst2'\] are not trained; tasks: \['cola', 'rte'\]"),
+    Case("tartan_without_end_task", "--mtl_method mt_tartan without --end_task", lambda c: c.args(mtl_method="mt_tartan"),
+         r"Weighting method 'mt_tartan' needs the end task\(s\): set end_task \(--end_task\)"),
+    Case("early_stopping_without_metric", "--early_stopping_patience 2 without --end_task / --metric_for_best_model",
+         lambda c: c.args(early_stopping_patience="2"), r"^--early_stopping_patience needs --metric_for_best_model \(or --end_task, which sets it\)"),
     # ---- prompt templates (DynaMaR)
     Case("prompt_pool_too_big", "--prompt_pool_size 9 (6 built-in candidates)", lambda c: c.args(prompt_pool_size="9"),
          r"^--prompt_pool_size: a pool of 9 templates needs that many candidates; task 'cola' has 6\.$"),

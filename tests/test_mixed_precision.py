@@ -16,7 +16,8 @@ from hf_async_mtl.weighting import get_weighting
 from tests.test_trainer import no_dropout_trainer
 
 # Method options that make a 4-step run exercise the method (weights move from the first steps).
-OPTIONS = {"dwa": {"window": 1}, "static": {"weights": {"sentiment": 1.0, "similarity": 0.5}}}
+OPTIONS = {"dwa": {"window": 1}, "static": {"weights": {"sentiment": 1.0, "similarity": 0.5}},
+           "mt_tartan": {"end_tasks": ["sentiment"]}, "meta_tartan": {"end_tasks": ["sentiment"], "meta_lr": 1.0}}
 
 
 def emulate_gpu_fp16(trainer, init_scale: float = 2.0**16) -> torch.amp.GradScaler:

@@ -11,6 +11,8 @@ import math
 import os
 from types import SimpleNamespace
 
+from hf_async_mtl.data import MultiTaskDataset
+
 import pytest
 import torch
 
@@ -111,7 +113,7 @@ class _Host:
     def __init__(self, args, model, tiny_data):
         train, evaluation = tiny_data
         self.args, self.task_specs = args, {s.name: s for s in TASKS}
-        self.train_dataset = SimpleNamespace(task_datasets=train)
+        self.train_dataset = MultiTaskDataset(train)
         self.eval_dataset = evaluation
         self.data_collator = None
         self.accelerator = SimpleNamespace(is_main_process=True, wait_for_everyone=lambda: None)

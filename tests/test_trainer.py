@@ -113,9 +113,10 @@ def test_unknown_method_lists_the_known_ones(tmp_path):
 @pytest.mark.parametrize("method", sorted(available_weightings()))
 def test_every_weighting_method_trains_logs_weights_and_resumes(method, tmp_path, tokenizer, tiny_data):
     options = {"weights": {"sentiment": 2.0, "similarity": 0.5}} if method == "static" else {}
+    end_task = {"end_task": "sentiment"} if method in ("mt_tartan", "meta_tartan") else {}
     trainer = make_trainer(
         tmp_path, tokenizer, tiny_data, mtl_method=method, mtl_method_options=options, max_steps=4,
-        logging_steps=1, save_strategy="steps", save_steps=2, gradient_accumulation_steps=2,
+        logging_steps=1, save_strategy="steps", save_steps=2, gradient_accumulation_steps=2, **end_task,
     )
     before = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.train()
@@ -129,6 +130,8 @@ def test_every_weighting_method_trains_logs_weights_and_resumes(method, tmp_path
     assert saved.keys() == current.keys()
     for key in saved:
         assert torch.equal(saved[key], current[key])
+    # Trainer zeroes only the model's gradients: the method's own parameters must not carry them over steps.
+    assert all(p.grad is None for p in trainer.weighting.parameters())
 
 
 def _losses_by_step(trainer):

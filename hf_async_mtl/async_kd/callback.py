@@ -9,7 +9,7 @@ task trains against them while the others keep their true labels, under whatever
 method the run uses.
 
 The trainer (the "host") is used only through this narrow interface: `args`, `task_specs`,
-`train_dataset.task_datasets`, `eval_dataset`, `data_collator`, `accelerator`,
+`train_dataset` (a `MultiTaskDataset`: `task_datasets`, `template_view`), `eval_dataset`, `data_collator`, `accelerator`,
 `switch_to_distillation(task, soft_labels)` and `log(dict)`. The callback never imports the trainer.
 """
 
@@ -64,7 +64,8 @@ class AsyncConvergenceCallback(TrainerCallback):
     def __init__(self, host: Any) -> None:
         args = host.args
         self.host = host
-        self.specs = host.task_specs
+        # MLM auxiliary objectives have no labels to distil: they are never monitored.
+        self.specs = {name: spec for name, spec in host.task_specs.items() if not spec.is_mlm}
         self.monitor = self._new_monitor(None)
         self.keeper = SnapshotKeeper(k=args.kd_top_k, directory=args.kd_snapshot_dir)
         self.soft_labels: dict[str, SoftLabels] = {}

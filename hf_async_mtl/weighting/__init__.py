@@ -17,7 +17,9 @@ from .famo import FAMO
 from .gradnorm import GradNorm
 from .gradvac import GradVac
 from .imtl_g import IMTLG
+from .meta_tartan import MetaTartan
 from .mgda import MGDA
+from .mt_tartan import MTTartan
 from .nash_mtl import NashMTL
 from .pcgrad import PCGrad
 from .rlw import RandomLossWeighting
@@ -34,6 +36,8 @@ __all__ = [
     "GradientWeightingMethod",
     "IMTLG",
     "MGDA",
+    "MTTartan",
+    "MetaTartan",
     "NashMTL",
     "PCGrad",
     "RandomLossWeighting",

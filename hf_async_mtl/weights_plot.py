@@ -1,0 +1,69 @@
+"""Plot the task weights a run logged (`train_weight_<task>` at each logging step), e.g. META-TARTAN's.
+
+    python -m hf_async_mtl.weights_plot OUTPUT_DIR/trainer_state.json weights.png
+
+Reads the `log_history` that `Trainer` writes into `trainer_state.json` (in the output directory and in each
+checkpoint); one line per task, weight against optimizer step.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def weight_series(log_history: Sequence[Mapping[str, Any]]) -> dict[str, tuple[list[int], list[float]]]:
+    """Per task, (steps, weights) of the `train_weight_<task>` entries of a `log_history`."""
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    for entry in log_history:
+        for key, value in entry.items():
+            if key.startswith("train_weight_") and "step" in entry:
+                steps, values = series.setdefault(key[len("train_weight_"):], ([], []))
+                steps.append(int(entry["step"]))
+                values.append(float(value))
+    return series
+
+
+def plot_weights(state_path: str, png_path: str, title: str | None = None) -> dict[str, tuple[list[int], list[float]]]:
+    """Write the weight curves of `trainer_state.json` to `png_path`; returns the series. Errors name the file."""
+    with open(state_path, encoding="utf-8") as handle:
+        history = json.load(handle).get("log_history", [])
+    series = weight_series(history)
+    if not series:
+        raise ValueError(f"{state_path}: no train_weight_<task> entries in log_history (was logging_steps > 0?).")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for task, (steps, values) in series.items():
+        ax.plot(steps, values, label=task)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("task weight")
+    ax.set_title(title or "task weights over training")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+    return series
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2:
+        print("usage: python -m hf_async_mtl.weights_plot TRAINER_STATE_JSON OUTPUT_PNG", file=sys.stderr)
+        return 2
+    try:
+        series = plot_weights(args[0], args[1])
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{args[1]}: weights of {', '.join(series)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
