@@ -28,7 +28,6 @@ Declared before the runs (commit of this file):
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import math
@@ -330,32 +329,22 @@ def plot_pool_size(summary: dict) -> None:
     plt.close(fig)
 
 
+def _parse(values: list[str]) -> tuple:
+    arm, setting, size, seed = values
+    if arm not in ARMS or setting not in ("single", "multi"):
+        raise ValueError(f"ARM must be one of {list(ARMS)}, SETTING single or multi")
+    return arm, setting, int(size), int(seed)
+
+
+def _summary_line() -> str:
+    summary = summarize()
+    return f"{summary['runs']} runs; eval mode {summary['chosen_eval_mode']}"
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", nargs=4, metavar=("ARM", "SETTING", "SIZE", "SEED"))
-    parser.add_argument("--queue", action="store_true")
-    parser.add_argument("--list", action="store_true")
-    parser.add_argument("--summarize", action="store_true")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if args.list:
-        for run in matrix():
-            print(*run, "done" if os.path.isfile(run_path(*run)) else "")
-    if args.run:
-        arm, setting, size, seed = args.run
-        if arm not in ARMS or setting not in ("single", "multi"):
-            parser.error(f"ARM must be one of {list(ARMS)}, SETTING single or multi")
-        print(write_run(arm, setting, int(size), int(seed)))
-    if args.queue:
-        for run in matrix():
-            if not os.path.isfile(run_path(*run)):
-                start = time.time()
-                print(write_run(*run), f"{time.time() - start:.0f} s", flush=True)
-    if args.summarize:
-        summary = summarize()
-        print(f"{summary['runs']} runs; eval mode {summary['chosen_eval_mode']}")
-    return 0
+    from benchmarks.matrix import matrix_main
+
+    return matrix_main(__doc__.splitlines()[0], ("ARM", "SETTING", "SIZE", "SEED"), matrix, run_path, write_run, _summary_line, _parse, argv)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ Declared before the runs (commit of this file):
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
@@ -235,31 +234,21 @@ def _plot_weights(runs) -> None:
         plt.close(fig)
 
 
+def _parse(values: list[str]) -> tuple:
+    arm, task, seed = values
+    if arm not in ARMS or task not in TASKS:
+        raise ValueError(f"ARM must be one of {list(ARMS)}, TASK one of {list(TASKS)}")
+    return arm, task, int(seed)
+
+
+def _summary_line() -> str:
+    return f"{summarize()['runs']} runs"
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", nargs=3, metavar=("ARM", "TASK", "SEED"))
-    parser.add_argument("--queue", action="store_true")
-    parser.add_argument("--list", action="store_true")
-    parser.add_argument("--summarize", action="store_true")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if args.list:
-        for run in matrix():
-            print(*run, "done" if os.path.isfile(run_path(*run)) else "")
-    if args.run:
-        arm, task, seed = args.run
-        if arm not in ARMS or task not in TASKS:
-            parser.error(f"ARM must be one of {list(ARMS)}, TASK one of {list(TASKS)}")
-        print(write_run(arm, task, int(seed)))
-    if args.queue:
-        for run in matrix():
-            if not os.path.isfile(run_path(*run)):
-                start = time.time()
-                print(write_run(*run), f"{time.time() - start:.0f} s", flush=True)
-    if args.summarize:
-        print(f"{summarize()['runs']} runs")
-    return 0
+    from benchmarks.matrix import matrix_main
+
+    return matrix_main(__doc__.splitlines()[0], ("ARM", "TASK", "SEED"), matrix, run_path, write_run, _summary_line, _parse, argv)
 
 
 if __name__ == "__main__":
