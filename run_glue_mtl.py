@@ -39,7 +39,7 @@ from glue_tasks.prompts import glue_template_candidates
 from glue_tasks.submission import submission_splits, write_glue_submission
 from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec, build_weighting
 from hf_async_mtl.checkpoints import resolve_checkpoint
-from hf_async_mtl.data import carve_validation_split, tokenize_task, validate_task_dataset
+from hf_async_mtl.data import carve_validation_split, template_view, tokenize_task, validate_task_dataset
 from hf_async_mtl.finetune import finetune_each_task
 from hf_async_mtl.sources import TaskSource, load_task
 from hf_async_mtl.modeling import read_sentence_transformers_pooling
@@ -343,6 +343,9 @@ def apply_prompt_options(tasks: list[tuple[TaskSpec, Any]], data_args: DataArgum
     result = []
     for spec, source in tasks:
         if spec.is_mlm:  # an auxiliary MLM objective reads plain text
+            if spec.name in given:
+                raise UsageError(f"--prompt_templates_file {data_args.prompt_templates_file}: task {spec.name!r} is an MLM "
+                                 "objective; prompt templates apply to supervised tasks.", "prompt_templates_file")
             result.append((spec, source))
             continue
         templates = given.get(spec.name, spec.prompt_templates)
@@ -402,6 +405,9 @@ def validate(model_args: ModelArguments, data_args: DataArguments, training_args
     specs = [spec for spec, _ in tasks]
     if training_args.early_stopping_patience and training_args.metric_for_best_model is None and not training_args.end_tasks:
         raise UsageError("--early_stopping_patience needs --metric_for_best_model (or --end_task, which sets it).", "early_stopping_patience")
+    if training_args.early_stopping_patience and training_args.metric_for_best_model is None and len(training_args.end_tasks) > 1:
+        raise UsageError(f"--early_stopping_patience with several end tasks {training_args.end_tasks}: choose the metric with "
+                         "--metric_for_best_model.", "early_stopping_patience")
     unknown_end = [t for t in training_args.end_tasks if t not in {s.name for s in specs}]
     if unknown_end:
         raise UsageError(f"--end_task: task(s) {unknown_end} are not trained; tasks: {[s.name for s in specs]}.", "end_task")
@@ -493,7 +499,8 @@ def predict_test_sets(trainer: MultiTaskTrainer, specs: list[TaskSpec], raw_test
     for task_id, spec in enumerate(specs):
         for split, dataset in raw_test.get(spec.name, {}).items():
             tokenized = tokenize_task(spec, dataset, tokenizer, task_id, max_seq_length)
-            predictions[(spec.name, split)] = (tokenized["idx"], trainer.predict_tasks({spec.name: tokenized})[spec.name])
+            # A template pool tokenizes every example once per template: the ids are those of one view.
+            predictions[(spec.name, split)] = (template_view(tokenized, 0)["idx"], trainer.predict_tasks({spec.name: tokenized})[spec.name])
     return predictions
 
 
@@ -563,15 +570,22 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
     specs, raw_train, raw_dev = load_raw_tasks(data_args, plan.tasks)
     raw_test = load_test_sets(specs, data_args) if training_args.do_predict else {}
     tokenizer = AutoTokenizer.from_pretrained(plan.model_source, cache_dir=model_args.cache_dir)
-    if (model_args.pooling == "mask" or any(spec.prompt_templates for spec in specs)) and tokenizer.mask_token is None:
-        raise UsageError(f"Prompt templates / --pooling mask need a tokenizer with a mask token; {plan.model_source}'s "
-                         f"{type(tokenizer).__name__} has none.", "prompt_templates_file")
+    needs_mask = {"--pooling mask": model_args.pooling == "mask", "prompt templates": any(s.prompt_templates for s in specs),
+                  "--mlm_tasks": any(s.is_mlm for s in specs)}
+    if any(needs_mask.values()) and tokenizer.mask_token is None:
+        what = ", ".join(name for name, needed in needs_mask.items() if needed)
+        raise UsageError(f"{what} need a tokenizer with a mask token; {plan.model_source}'s {type(tokenizer).__name__} has none.")
     model = build_model(model_args, specs, tokenizer.mask_token_id)
+    model.config.max_seq_length = data_args.max_seq_length  # an export's prompt pipeline truncates as training did
+    mlm_sources = {spec.name: source.task for spec, source in plan.tasks if isinstance(source, MlmSource)}
 
     train_sets, selection_sets, dev_sets = {}, {}, {}
     with training_args.main_process_first(desc="tokenization"):
         for task_id, spec in enumerate(specs):
-            limit = data_args.per_task_caps.get(spec.name, data_args.max_train_samples)
+            # An MLM task reads its source task's text: the same cap and seed give the same rows and the same
+            # selection split, so it never trains on text that its source holds out.
+            source_name = mlm_sources.get(spec.name, spec.name)
+            limit = data_args.per_task_caps.get(source_name, data_args.max_train_samples)
             train = cap(raw_train[spec.name], limit, training_args.seed)
             if data_args.selection_split_fraction > 0:
                 train, held_out = carve_validation_split(

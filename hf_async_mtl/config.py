@@ -183,6 +183,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Integrations to report to (tensorboard, wandb, none...)."})
 
     def __post_init__(self) -> None:
+        # TrainingArguments fills metric_for_best_model ("loss") under load_best_model_at_end: remember whether the
+        # user chose one, so that an end task's score can be the default instead.
+        self.metric_for_best_model_given = self.metric_for_best_model is not None
         super().__post_init__()
         if self.sampling_strategy not in SAMPLING_STRATEGIES:
             raise ValueError(f"sampling_strategy must be one of {SAMPLING_STRATEGIES}, got {self.sampling_strategy!r}.")

@@ -179,6 +179,8 @@ def num_template_views(dataset: Any) -> int:
         return 1
     import pyarrow.compute as pc
 
+    if len(dataset) == 0:
+        return 1
     ids = dataset.with_format("arrow")[TEMPLATE_IDS_COLUMN]
     count = int(pc.max(ids).as_py()) + 1
     n, remainder = divmod(len(dataset), count)

@@ -85,6 +85,7 @@ def _task_args(args: MultiTaskTrainingArguments, output_dir: str, task: str, max
         load_best_model_at_end=spec is not None, metric_for_best_model=f"eval_{task}_score" if spec else None,
         greater_is_better=spec.greater_is_better if spec else None, mtl_method="equal", mtl_method_options={},
         async_kd=False, step_composition="one_task", diagnostics_steps=0, push_to_hub=False, report_to="none",
+        end_task=None, early_stopping_patience=0,  # the per-task runs select and stop on their own task (finetune_patience)
         resume_from_checkpoint=None,
     )
     if learning_rate is not None:

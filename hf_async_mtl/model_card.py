@@ -67,13 +67,17 @@ def _task_rows(config: Any, task_specs: Mapping[str, Any] | None) -> list[dict[s
     rows = []
     for head in config.tasks:
         spec = (task_specs or {}).get(head["name"])
-        if head["problem_type"] == "regression":
+        if head["problem_type"] == "masked_lm":
+            kind, labels = "masked-LM auxiliary objective (not a classifier; no export)", []
+        elif head["problem_type"] == "regression":
             bounds = getattr(spec, "regression_range", None)
             kind = "regression" + (f" (range {bounds[0]:g} to {bounds[1]:g})" if bounds else "")
             labels: list[str] = []
         else:
             kind = f"classification ({head['num_labels']} classes)"
             labels = [str(head["id2label"][key]) for key in sorted(head["id2label"], key=int)]
+        if head.get("prompt_templates"):
+            kind += f"; mask-token head, prompt templates {head['prompt_templates']} (evaluation: {head.get('prompt_eval', 'first')})"
         rows.append({"name": head["name"], "kind": kind, "labels": labels, "metrics": list(getattr(spec, "metrics", ()) or ())})
     return rows
 
@@ -358,7 +362,9 @@ def build_task_card(
         "from transformers import AutoModelForSequenceClassification, pipeline",
         "",
         f'model = AutoModelForSequenceClassification.from_pretrained("{repo}")',
-        f'classifier = pipeline("text-classification", model="{repo}")  # when the tokenizer was pushed too',
+        (f'classifier = pipeline("text-classification", model="{repo}", trust_remote_code=True)  # applies the prompt templates'
+         if head.get("prompt_templates") else
+         f'classifier = pipeline("text-classification", model="{repo}")  # when the tokenizer was pushed too'),
         "```",
         "",
     ]

@@ -166,7 +166,10 @@ class PromptTextClassificationPipeline(TextClassificationPipeline):
             raise ValueError("Pass a string, or a dict {'text': ..., 'text_pair': ...} for a sentence-pair task.")
         if len(texts) != len(fields):
             raise ValueError(f"This task reads {len(fields)} text(s) {fields}; got {len(texts)}.")
-        max_length = tokenizer_kwargs.get("max_length") or self.tokenizer.model_max_length
+        # Truncate as training did (run_glue_mtl records max_seq_length), never past the encoder's positions.
+        positions = getattr(self.model.config.encoder_config, "max_position_embeddings", None) or self.tokenizer.model_max_length
+        max_length = tokenizer_kwargs.get("max_length") or getattr(self.model.config, "max_seq_length", None) or self.tokenizer.model_max_length
+        max_length = min(int(max_length), int(positions))
         rows: list[dict[str, list[int]]] = []
         for template in self._templates():
             encoded = encode_prompts(self.tokenizer, template, {f: [t] for f, t in zip(fields, texts)}, max_length)

@@ -130,8 +130,9 @@ def encode_prompts(
     for i, ids in enumerate(out["input_ids"]):
         count = ids.count(mask_id)
         if count != 1:
-            raise ValueError(f"{source}, row {row_ids[i]} (0-based): the prompt has {count} mask tokens ({mask_token!r}); "
-                             "a text contains the mask token itself — remove it from the data.")
+            reason = ("a text contains the mask token itself — remove it from the data" if count > 1 else
+                      "the tokenizer did not keep the mask token as one token in this template")
+            raise ValueError(f"{source}, row {row_ids[i]} (0-based): the prompt has {count} mask tokens ({mask_token!r}); {reason}.")
     return out
 
 

@@ -44,10 +44,10 @@ def end_task_selection(args: Any, specs: Mapping[str, TaskSpec]) -> None:
     unknown = [t for t in args.end_tasks if t not in specs]
     if unknown:
         raise ValueError(f"end_task names task(s) {unknown} that are not trained; tasks: {list(specs)}.")
-    if len(args.end_tasks) != 1 or args.metric_for_best_model is not None:
+    if len(args.end_tasks) != 1 or getattr(args, "metric_for_best_model_given", args.metric_for_best_model is not None):
         return
     spec = specs[args.end_tasks[0]]
-    args.metric_for_best_model = f"{spec.name}_{'loss' if spec.is_mlm else 'score'}"
+    args.metric_for_best_model = f"{spec.name}_{spec.main_metric}"
     args.greater_is_better = spec.greater_is_better
     logger.info("end_task %s: best checkpoints and early stopping select on eval_%s", spec.name, args.metric_for_best_model)
 
@@ -61,9 +61,12 @@ def carve_dev_slices(
     for task in end_tasks:
         if task not in train:
             raise ValueError(f"meta_tartan: end task {task!r} has no training set.")
+        if "labels" not in train[task].column_names:
+            raise ValueError(f"meta_tartan: end task {task!r} has no labels (an MLM task?); its dev head needs a supervised "
+                             "end task. Use mt_tartan for an MLM end task.")
         if num_template_views(train[task]) > 1:
-            raise ValueError(f"meta_tartan: end task {task!r} has a prompt-template pool; hold its dev slice out before "
-                             "tokenizing (one template) or use mt_tartan.")
+            raise ValueError(f"meta_tartan: end task {task!r} has a prompt-template pool, whose views cannot be split "
+                             "into a dev slice: use meta_tartan without prompt templates on the end task, or mt_tartan.")
         train[task], dev[task] = carve_validation_split(train[task], fraction, max_examples, seed)
         logger.info("meta_tartan: %d of task %s's training examples train its dev head (held out of training)", len(dev[task]), task)
     return train, dev
@@ -72,28 +75,33 @@ def carve_dev_slices(
 class DevObjective:
     """META-TARTAN's dev-head loss: each end task's dev head on a batch of its held-out slice, summed.
 
-    The batch of step `s` is `batch_size` rows (without replacement) drawn by a generator seeded with
-    `(seed, s)`: identical after a resume and on every rank.
+    The batch of micro-batch `m` of step `s` on rank `r` is `batch_size` rows (without replacement) drawn by a
+    generator seeded with `(seed, s, m, r)`: identical after a resume (a checkpoint falls between steps), and
+    different on each rank, so averaging the dev gradient across ranks averages over more held-out data.
     """
 
     def __init__(self, slices: Mapping[str, datasets.Dataset], specs: Mapping[str, TaskSpec], collator: Any,
-                 batch_size: int, seed: int) -> None:
+                 batch_size: int, seed: int, rank: int = 0) -> None:
         self.slices, self.specs, self.collator = dict(slices), specs, collator
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed, self.rank = batch_size, seed, rank
+        self._step, self._micro = -1, 0
 
-    def batch(self, task: str, step: int) -> dict[str, torch.Tensor]:
+    def batch(self, task: str, step: int, micro: int = 0) -> dict[str, torch.Tensor]:
         data = self.slices[task]
-        rng = np.random.default_rng([_DEV_SALT, self.seed, step, list(self.slices).index(task)])
+        rng = np.random.default_rng([_DEV_SALT, self.seed, step, micro, self.rank, list(self.slices).index(task)])
         rows = np.sort(rng.choice(len(data), size=min(self.batch_size, len(data)), replace=False))
         columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "labels", "task_ids") if c in data.column_names]
         features = data.select(rows).select_columns(columns)
         return self.collator([features[i] for i in range(len(features))])
 
     def loss(self, model: torch.nn.Module, dev_heads: torch.nn.ModuleDict, step: int, device: torch.device) -> torch.Tensor:
-        """Sum over end tasks of the dev head's loss on its step-`step` batch (through the shared encoder)."""
+        """Sum over end tasks of the dev head's loss on the batch of this micro-batch of step `step` (through the
+        shared encoder); successive calls within one step are successive micro-batches."""
+        self._micro = self._micro + 1 if step == self._step else 0
+        self._step = step
         total = None
         for task in self.slices:
-            batch = {k: v.to(device) for k, v in self.batch(task, step).items()}
+            batch = {k: v.to(device) for k, v in self.batch(task, step, self._micro).items()}
             labels = batch.pop("labels")
             batch.pop("task_ids", None)
             batch.pop("example_ids", None)

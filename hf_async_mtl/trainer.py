@@ -131,7 +131,8 @@ class MultiTaskTrainer(Trainer):
             data_collator = MultiTaskDataCollator(processing_class, pad_to_multiple_of=8 if args.torch_compile else None)
         self.mlm_masker = MlmMasker(processing_class, args.mlm_probability) if any(s.is_mlm for s in task_specs) else None
         if dev_slices:
-            self.dev_objective = DevObjective(dev_slices, self.task_specs, data_collator, args.per_device_train_batch_size, args.seed)
+            self.dev_objective = DevObjective(dev_slices, self.task_specs, data_collator, args.per_device_train_batch_size, args.seed,
+                                              rank=args.process_index)
             self.weighting.build_dev_heads(model.config.hidden_size, {t: self.task_specs[t].num_labels for t in dev_slices},
                                            std=getattr(model.config.encoder_config, "initializer_range", 0.02), seed=args.seed)
         self.step_composition = args.step_composition
@@ -170,7 +171,7 @@ class MultiTaskTrainer(Trainer):
             self.add_callback(self.diagnostics)
         if args.early_stopping_patience:
             if args.metric_for_best_model is None:
-                raise ValueError("early_stopping_patience needs metric_for_best_model (or end_task, which sets it).")
+                raise ValueError("early_stopping_patience needs metric_for_best_model (or a single end_task, which sets it).")
             self.add_callback(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
 
     def switch_to_distillation(self, task: str, soft_labels: SoftLabels) -> None:
@@ -317,7 +318,8 @@ class MultiTaskTrainer(Trainer):
             self._task_metrics[f"loss_{task}"].append(value)
 
     def create_optimizer(self, model=None):
-        self.weighting.to(self.args.device)  # learnable method parameters (e.g. meta_tartan's dev heads) sit with the model
+        if isinstance(getattr(self.weighting, "dev_heads", None), torch.nn.Module):
+            self.weighting.dev_heads.to(self.args.device)  # they read the encoder's output (buffers stay on the CPU)
         optimizer = super().create_optimizer(model)
         learnable = [p for p in self.weighting.parameters() if p.requires_grad]
         if learnable and not any(p is q for group in optimizer.param_groups for p in group["params"] for q in learnable):
@@ -417,6 +419,8 @@ class MultiTaskTrainer(Trainer):
         for task, dataset in test_sets.items():
             if task not in self.task_specs:
                 raise ValueError(f"test_sets has task {task!r} without a TaskSpec; tasks: {list(self.task_specs)}.")
+            if self.task_specs[task].is_mlm:
+                raise ValueError(f"Task {task!r} is an MLM auxiliary objective: it has no predictions to make.")
             unlabelled = dataset.remove_columns([c for c in ("labels", "label") if c in dataset.column_names])
             unlabelled, views = self._evaluation_views(task, unlabelled)
             ordered, order = self._length_sorted(unlabelled)
@@ -427,7 +431,7 @@ class MultiTaskTrainer(Trainer):
         return predictions
 
     def _evaluate_mlm(self, key: str, dataset: Any, prefix: str, ignore_keys: Any) -> tuple[float, int]:
-        """(masked-LM loss, examples) of an MLM task's set: per-batch losses averaged over examples (and ranks).
+        """(masked-LM loss, masked tokens) of an MLM task's set: mean cross-entropy per masked token (over ranks too).
 
         Its masks depend on the seed and each batch's tokens only (`_mlm_seed`), so every evaluation masks the
         same tokens and the values are comparable along a run.
@@ -440,9 +444,9 @@ class MultiTaskTrainer(Trainer):
             with torch.no_grad():
                 for batch in self.get_eval_dataloader(dataset):
                     batch = self._prepare_inputs(batch)
-                    _, loss, _ = self.task_loss(model, dict(batch))
-                    rows = int(batch["input_ids"].shape[0])
-                    total += torch.tensor([float(loss) * rows, rows], dtype=torch.float64, device=total.device)
+                    _, loss, outputs = self.task_loss(model, dict(batch))
+                    masked = int(outputs.logits.shape[0])  # one row per masked token
+                    total += torch.tensor([float(loss) * masked, masked], dtype=torch.float64, device=total.device)
         finally:
             model.train(was_training)
         if self.accelerator.num_processes > 1:

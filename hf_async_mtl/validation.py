@@ -175,6 +175,9 @@ def _entry_problem(entry: Mapping[str, Any], base: str) -> tuple[str, str] | Non
     for key in entry:
         if key not in known:
             return key, f"unknown field{did_you_mean(key, known)}; fields: {list(known)}"
+    if entry.get("objective", "supervised") != "supervised":
+        return "objective", ('MLM auxiliary tasks read the text of a trained task: use --mlm_tasks TASK, not the custom tasks file'
+                             if entry.get("objective") == "mlm" else f'must be "supervised" here, got {json.dumps(entry.get("objective"))}')
     for key in ("name", "text_fields"):
         if key not in entry:
             return key, "missing (every task needs name, text_fields, and train_file + validation_file or dataset)"

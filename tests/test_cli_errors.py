@@ -210,6 +210,8 @@ CASES = [
     Case("prompt_template_unknown_task", "templates.json names sst2 (not trained)",
          lambda c: c.args(prompt_templates_file=_prompt_file(c, {"sst2": "{sentence} {mask}"})),
          r"^--prompt_templates_file \S+templates\.json: task 'sst2' is not trained"),
+    Case("custom_mlm_task", "custom task with \"objective\": \"mlm\"", lambda c: c.custom({"objective": "mlm"}),
+         r"field 'objective' \(task 'reviews'\): MLM auxiliary tasks read the text of a trained task: use --mlm_tasks TASK"),
     Case("prompt_template_field_typo", "custom task prompt_templates [\"{txt} {mask}\"]",
          lambda c: c.custom({"prompt_templates": ["{txt} {mask}"]}),
          r"tasks\.json, line \d+, field 'prompt_templates' \(task 'reviews'\): .*names unknown fields \['txt'\]; the task's text fields are \['text'\]"),

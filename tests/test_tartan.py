@@ -147,18 +147,28 @@ def test_meta_tartan_moves_the_logits_by_the_meta_gradient(alignment):
     dev = torch.tensor([2.0, 0.0, 0.0])
     grads = torch.tensor([[1.0, 1.0, 0.0], [3.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
     method.set_dev_gradient(dev)
-    combined = method.combine_gradients(grads, {"end": 1.0, "helpful": 1.0, "harmful": 1.0}, step=0)
+    losses = {"end": 1.0, "helpful": 1.0, "harmful": 1.0}
+    combined = method.combine_gradients(grads, losses, step=0)
     assert torch.allclose(combined, grads.sum(dim=0))  # weights 3 · softmax(0) = 1 for this step
-    a = torch.tensor([2.0, 6.0, -2.0], dtype=torch.float64)
+    # A second micro-batch of the same optimizer step (gradient accumulation) with the dev gradient reversed:
+    # the logits move once per optimizer step, by the mean alignment of its micro-batches.
+    dev2 = torch.tensor([0.0, 4.0, 0.0])
+    method.set_dev_gradient(dev2)
+    method.combine_gradients(grads, losses, step=0)
+    assert torch.equal(method.logits, torch.zeros(3, dtype=torch.float64))
+    method.after_optimizer_step(losses, 0)
+    rows = grads.double()
+    a1, a2 = rows @ dev.double(), rows @ dev2.double()  # dot products: [2, 6, -2] and [4, 0, 0]
     if alignment == "cosine":
-        a = a / (grads.double().norm(dim=1) * 2.0)
+        a1, a2 = a1 / (rows.norm(dim=1) * 2.0), a2 / (rows.norm(dim=1) * 4.0)
+    a = (a1 + a2) / 2  # the mean alignment of the step's two micro-batches
     expected = 0.5 * (1 / 3) * (a - a.mean())
     assert torch.allclose(method.logits, expected)
     assert method.logits[1] > 0 > method.logits[2]
     method.set_dev_gradient(dev)
-    method.combine_gradients(grads, {"end": 1.0, "helpful": 1.0, "harmful": 1.0}, step=1)
+    method.combine_gradients(grads, losses, step=1)
     weights = method.last_weights
-    assert weights["helpful"] > weights["end"] > weights["harmful"] and sum(weights.values()) == pytest.approx(3.0)
+    assert min(weights, key=weights.get) == "harmful" and sum(weights.values()) == pytest.approx(3.0)
     with pytest.raises(RuntimeError, match="no dev gradient"):
         method.combine_gradients(grads, {"end": 1.0, "helpful": 1.0, "harmful": 1.0}, step=2)
 
@@ -216,3 +226,16 @@ def test_cli_end_task_with_mlm_auxiliary_and_meta_tartan(tmp_path, tiny_checkpoi
     assert heads == ["cola", "rte", "mlm_rte"]
     state = json.loads((out / "trainer_state.json").read_text())
     assert any("train_weight_mlm_rte" in log for log in state["log_history"])
+
+
+def test_end_task_selection_wins_over_the_load_best_default_and_mlm_end_tasks_are_refused_by_meta_tartan(tmp_path, tokenizer, mlm_data):
+    train, evaluation = mlm_data
+    args = make_args(tmp_path, end_task="sentiment", load_best_model_at_end=True, eval_strategy="steps", eval_steps=2,
+                     save_strategy="steps", save_steps=2)
+    assert args.metric_for_best_model == "loss"  # what TrainingArguments fills in
+    MultiTaskTrainer(model=mlm_model(tokenizer), args=args, task_specs=SPECS, train_dataset=train, eval_dataset=evaluation,
+                     processing_class=tokenizer)
+    assert args.metric_for_best_model == "sentiment_score" and args.greater_is_better
+    with pytest.raises(ValueError, match=r"end task 'mlm_sentiment' has no labels .* Use mt_tartan"):
+        MultiTaskTrainer(model=mlm_model(tokenizer), args=make_args(tmp_path, end_task="mlm_sentiment", mtl_method="meta_tartan"),
+                         task_specs=SPECS, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer)

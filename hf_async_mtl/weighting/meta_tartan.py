@@ -4,8 +4,9 @@ Dery, Michel, Talwalkar, Neubig, ICLR 2022. Every task (the end task(s) and each
 weights are `T · softmax(logits)` (mean 1, the step size of equal weighting). A *dev head* per end task
 (a linear layer on the end task's pooled representation, trained on a small held-out slice of the end task's
 **training** data, never the dev set) gives `g_dev`, the gradient of the end task's held-out loss on the
-shared encoder. After the step's update with the current weights, each logit moves by the first-order
-meta-gradient of the dev objective: with `a_i` the alignment of task i's shared gradient `g_i` with `g_dev`
+shared encoder. After each optimizer step (taken with the current weights), each logit moves by the
+first-order meta-gradient of the dev objective, with the alignments averaged over the step's micro-batches
+(gradient accumulation), so `meta_lr` means the same at any accumulation: with `a_i` the alignment of task i's shared gradient `g_i` with `g_dev`
 (cosine by default, or the raw dot product as in the paper's derivation, `alignment="dot"`) and
 `w = softmax(logits)`,
 
@@ -58,6 +59,7 @@ class MetaTartan(GradientWeightingMethod):
         self.register_buffer("logits", torch.zeros(self.num_tasks, dtype=torch.float64))
         self.dev_heads = nn.ModuleDict()
         self._dev_gradient: Tensor | None = None
+        self._pending: list[Tensor] = []  # alignments of the optimizer step in progress
         self.last_alignment: dict[str, float] = {}
 
     @property
@@ -94,17 +96,27 @@ class MetaTartan(GradientWeightingMethod):
         self._set_last_weights(weights)
         combined = weights.to(device=grads.device, dtype=grads.dtype) @ grads
         if torch.isfinite(grads).all() and torch.isfinite(self._dev_gradient).all():
-            self.update_logits(grads, self._dev_gradient)
+            self._pending.append(self.alignment(grads, self._dev_gradient))
         self._dev_gradient = None
         return combined
 
-    def update_logits(self, grads: Tensor, dev_gradient: Tensor) -> Tensor:
-        """Move the logits by the meta-gradient of the alignments; returns the step taken (float64 `[T]`)."""
+    def after_optimizer_step(self, losses: Mapping[str, float], step: int) -> None:
+        """Apply the step's meta-gradient (mean alignment over its micro-batches) to the logits."""
+        if self._pending:
+            self.update_logits(torch.stack(self._pending).mean(dim=0))
+            self._pending = []
+
+    def alignment(self, grads: Tensor, dev_gradient: Tensor) -> Tensor:
+        """`a_i`: cosine (or dot product) of each task gradient with the dev gradient (float64, logits' device)."""
         rows, dev = grads.double(), dev_gradient.to(device=grads.device, dtype=torch.float64)
-        alignment = rows @ dev
+        values = rows @ dev
         if self.options["alignment"] == "cosine":
-            alignment = alignment / (rows.norm(dim=1) * dev.norm()).clamp(min=1e-12)
-        alignment = alignment.cpu()
+            values = values / (rows.norm(dim=1) * dev.norm()).clamp(min=1e-12)
+        return values.to(self.logits.device)
+
+    def update_logits(self, alignment: Tensor) -> Tensor:
+        """Move the logits by the meta-gradient of `sum_i w_i a_i`; returns the step taken (float64 `[T]`)."""
+        alignment = alignment.to(device=self.logits.device, dtype=torch.float64)
         probabilities = torch.softmax(self.logits, dim=0)
         step = float(self.options["meta_lr"]) * probabilities * (alignment - (probabilities * alignment).sum())
         self.logits += step
