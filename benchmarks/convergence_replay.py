@@ -14,7 +14,9 @@ that trajectory (until convergence the async-KD run *is* such a run). Three rule
 - old: patience on raw values (smoothing 1), no floor, require_improvement, the run's patience/min_steps
   (v1: kd_patience 2, kd_min_steps 200 / the run's step divisor; v2: patience 3, min_steps 0);
 - new: the same + smoothing 2 + the trivial-predictor floor at z = 2 (the library's defaults);
-- decline: new + the opt-in decline trigger (`kd_decline_trigger`, decline margin = the floor's margin).
+- decline: new + the opt-in decline trigger (`kd_decline_trigger`, decline margin = the floor's margin);
+- full: new + the smoothed series starting with the first full window (`kd_full_window`, the library's
+  default since 2026-12-02; "new" is the rule of the v2 benchmark's declared runs, commit 8b05ad6).
 
 A teacher (the monitor's best raw value before convergence) is *near-trivial* when
 |teacher - trivial| <= margin, where trivial is the task's trivial predictor (training majority class,
@@ -61,6 +63,8 @@ RULES = {
     "new": {"smoothing": 2, "floor": True, "require_improvement": True},
     # the default rule + the opt-in decline trigger (kd_decline_trigger): decline margin = the floor's margin
     "decline": {"smoothing": 2, "floor": True, "require_improvement": True, "decline": True},
+    # new + the smoothed series starting with the first full window (kd_full_window, the default from 2026-12-02)
+    "full": {"smoothing": 2, "floor": True, "require_improvement": True, "full_window": True},
 }
 # v2 runs: the profile's monitor settings (the brief of the v2 matrix; single-task runs share them).
 V2_PATIENCE, V2_MIN_STEPS = 3, 0
@@ -87,6 +91,7 @@ def replay_curve(
     trivial: float | None = None,
     margin: float | None = None,
     decline_margin: float | None = None,
+    full_window: bool = False,
 ) -> dict[str, Any]:
     """Feed one task's (step, selection value) curve to a `ConvergenceMonitor` and report its decision.
 
@@ -102,7 +107,7 @@ def replay_curve(
         {"task": greater_is_better}, patience=patience, min_steps=min_steps,
         require_improvement=require_improvement, smoothing=smoothing,
         floors=None if floor is None else {"task": floor},
-        decline_margins=None if decline_margin is None else {"task": decline_margin},
+        decline_margins=None if decline_margin is None else {"task": decline_margin}, full_window=full_window,
     )
     for step, value in points:
         monitor.update(step, {"task": value})
@@ -140,7 +145,7 @@ def rule_options(rule: str, reference: Mapping[str, Any] | None) -> dict[str, An
             raise ValueError(f"Rule {rule!r} needs the task's margin; reference: {reference!r}.")
         decline_margin = float(reference["margin"])
     return {"smoothing": spec["smoothing"], "floor": floor, "require_improvement": spec["require_improvement"],
-            "decline_margin": decline_margin}
+            "decline_margin": decline_margin, "full_window": bool(spec.get("full_window", False))}
 
 
 # ---------------------------------------------------------------------------------------- run files
@@ -224,6 +229,8 @@ def report_rule(report_task: Mapping[str, Any], run: Mapping[str, Any]) -> str:
     gated = report_task.get("floor") is not None
     if report_task.get("decline_margin") is not None or str(run.get("method", "")).endswith("_decline"):
         return "decline" if int(report_task["smoothing"]) == 2 and gated else f"smoothing={report_task['smoothing']},gate={gated},decline"
+    if report_task.get("full_window") and int(report_task["smoothing"]) == 2 and gated:
+        return "full"
     return "old" if int(report_task["smoothing"]) == 1 and not gated else (
         "new" if int(report_task["smoothing"]) == 2 and gated else f"smoothing={report_task['smoothing']},gate={gated}")
 

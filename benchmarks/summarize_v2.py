@@ -40,12 +40,14 @@ VIEW_TITLES = {
     "oracle": "Per-task dev oracle (each task's best dev value over the evaluations; selects on dev — an upper bound, not a method)",
 }
 # Table order: the primary pair first, then the other pairs, single-task, ablations (benchmarks/README.md).
-METHOD_ORDER = ("async_kd", "equal", "static", "uncertainty", "imtl_g", "imtl_g_async_kd", "single_task",
+METHOD_ORDER = ("async_kd", "async_kd_fw", "equal", "static", "uncertainty", "imtl_g", "imtl_g_async_kd", "single_task",
                 "async_kd_old_rule")
-ASYNC_METHODS = ("async_kd", "imtl_g_async_kd", "async_kd_old_rule")
+ASYNC_METHODS = ("async_kd", "async_kd_fw", "imtl_g_async_kd", "async_kd_old_rule")
 # Like-for-like pairs (a − b), declared in benchmarks/README.md before the v2 runs.
 PAIRS = (
     ("async_kd", "equal"),
+    ("async_kd_fw", "equal"),
+    ("async_kd_fw", "async_kd"),
     ("async_kd", "static"),
     ("async_kd", "uncertainty"),
     ("async_kd", "single_task"),

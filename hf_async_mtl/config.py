@@ -41,6 +41,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
         kd_min_steps: No task is declared converged before this step.
         kd_smoothing: Patience runs on the mean of the last `kd_smoothing` evaluations (1 = raw values,
             the paper's rule), so one noisy evaluation neither resets nor ends it.
+        kd_full_window: The smoothed series starts once `kd_smoothing` evaluations exist, so a lucky first
+            evaluation cannot become the best that later means must beat (false: the rule of the v2
+            benchmark's declared runs, commit 8b05ad6).
         kd_trivial_gate: A task may converge only once its smoothed best beats its trivial predictor
             (training majority class / mean) on the selection split by `kd_margin_z` noise units.
         kd_margin_z: Noise units of the gate's margin: z · s / sqrt(n) on n selection examples, s = 0.5
@@ -111,6 +114,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=True, metadata={"help": "async_kd: converge only after the metric improved over its first evaluation."}
     )
     kd_smoothing: int = field(default=2, metadata={"help": "async_kd: patience on the mean of the last N evaluations (1 = raw)."})
+    kd_full_window: bool = field(
+        default=True,
+        metadata={"help": "async_kd: the smoothed series starts with the first full window of kd_smoothing evaluations (false: the first, unaveraged evaluation counts, as before 2026-12-02)."},
+    )
     kd_trivial_gate: bool = field(
         default=True, metadata={"help": "async_kd: converge only once the metric beats the trivial predictor by kd_margin_z noise units."}
     )

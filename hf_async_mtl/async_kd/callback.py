@@ -83,6 +83,7 @@ class AsyncConvergenceCallback(TrainerCallback):
             min_steps=args.kd_min_steps,
             require_improvement=args.kd_require_improvement,
             smoothing=args.kd_smoothing,
+            full_window=args.kd_full_window,
             floors={t: r["floor"] for t, r in references.items()} if args.kd_trivial_gate else None,
             decline_margins={t: r["margin"] for t, r in references.items()} if args.kd_decline_trigger else None,
         )
@@ -319,6 +320,7 @@ class AsyncConvergenceCallback(TrainerCallback):
                 "decline_margin": self.monitor.decline_margins.get(task),
                 "best_smoothed": self.monitor.best_smoothed(task),
                 "smoothing": self.monitor.smoothing,
+                "full_window": self.monitor.full_window,
                 # A teacher within the trivial predictor's margin has learnt nothing the split can show.
                 "near_trivial": (abs(teacher_metric - trivial) <= margin) if (record and trivial is not None and teacher_metric is not None) else None,
                 "refreshes": record.get("refreshes", []),

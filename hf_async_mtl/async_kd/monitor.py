@@ -61,6 +61,7 @@ class TaskHistory:
         best_value: Best raw value seen before convergence (`None` until the first update).
         best_step: Step at which `best_value` was recorded (the teacher's step).
         best_smoothed: Best smoothed value (mean of the last `smoothing` raw values) before convergence.
+        best_smoothed_step: Step at which `best_smoothed` was reached.
         evaluations_without_improvement: Evaluations since the smoothed value last improved.
         converged: Whether the task has converged; never reset once set.
         converged_step: Step of the evaluation at which the task converged.
@@ -71,6 +72,7 @@ class TaskHistory:
     best_value: float | None = None
     best_step: int | None = None
     best_smoothed: float | None = None
+    best_smoothed_step: int | None = None
     evaluations_without_improvement: int = 0
     converged: bool = False
     converged_step: int | None = None
@@ -103,6 +105,11 @@ class ConvergenceMonitor:
         require_improvement: A task converges only once its best is later than its first
             evaluation, so a task still on its initial plateau (e.g. CoLA's MCC stuck at 0 while the
             model predicts the majority class) is not frozen at a point where it has learnt nothing.
+        full_window: The smoothed series starts once `smoothing` evaluations exist: a first, unaveraged
+            evaluation can neither set the smoothed best nor start the patience count, and
+            `require_improvement` asks the smoothed best to come after the first full window. Without
+            it, one lucky first evaluation (RTE at 57 % after 200 steps) was a smoothed best that three
+            noisy later means failed to beat, and the task froze before it learnt (v2, async_kd seed 2).
     """
 
     def __init__(
@@ -115,6 +122,7 @@ class ConvergenceMonitor:
         smoothing: int = 1,
         floors: Mapping[str, float] | None = None,
         decline_margins: Mapping[str, float] | None = None,
+        full_window: bool = False,
     ) -> None:
         if not directions:
             raise ValueError("ConvergenceMonitor needs at least one task in `directions`.")
@@ -144,6 +152,7 @@ class ConvergenceMonitor:
         self.min_delta = float(min_delta)
         self.min_steps = min_steps
         self.require_improvement = bool(require_improvement)
+        self.full_window = bool(full_window)
         self._tasks: dict[str, TaskHistory] = {
             str(name): TaskHistory(greater_is_better=bool(gib)) for name, gib in directions.items()
         }
@@ -192,13 +201,18 @@ class ConvergenceMonitor:
             if self._improves(state.best_value, value, state.greater_is_better):
                 state.best_value, state.best_step = value, step
                 new_best.append(task)
+            if self.full_window and len(state.history) < self.smoothing:
+                continue  # the smoothed series starts with the first full window
             smoothed = self.smoothed_value(task)
             if self._improves(state.best_smoothed, smoothed, state.greater_is_better):
-                state.best_smoothed = smoothed
+                state.best_smoothed, state.best_smoothed_step = smoothed, step
                 state.evaluations_without_improvement = 0
                 continue
             state.evaluations_without_improvement += 1
-            improved_once = state.best_step != state.history[0][0]
+            if self.full_window:
+                improved_once = state.best_smoothed_step != state.history[self.smoothing - 1][0]
+            else:
+                improved_once = state.best_step != state.history[0][0]
             if step >= self.min_steps and (self.declined(task) or (
                 state.evaluations_without_improvement >= self.patience
                 and (improved_once or not self.require_improvement)
@@ -303,6 +317,7 @@ class ConvergenceMonitor:
             "min_steps": self.min_steps,
             "require_improvement": self.require_improvement,
             "smoothing": self.smoothing,
+            "full_window": self.full_window,
             "floors": dict(self.floors),
             "decline_margins": dict(self.decline_margins),
             "tasks": {
@@ -312,6 +327,7 @@ class ConvergenceMonitor:
                     "best_value": s.best_value,
                     "best_step": s.best_step,
                     "best_smoothed": s.best_smoothed,
+                    "best_smoothed_step": s.best_smoothed_step,
                     "evaluations_without_improvement": s.evaluations_without_improvement,
                     "converged": s.converged,
                     "converged_step": s.converged_step,
@@ -345,6 +361,7 @@ class ConvergenceMonitor:
                 best_value=None if s["best_value"] is None else float(s["best_value"]),
                 best_step=None if s["best_step"] is None else int(s["best_step"]),
                 best_smoothed=None if s["best_smoothed"] is None else float(s["best_smoothed"]),
+                best_smoothed_step=None if s.get("best_smoothed_step") is None else int(s["best_smoothed_step"]),
                 evaluations_without_improvement=int(s["evaluations_without_improvement"]),
                 converged=bool(s["converged"]),
                 converged_step=None if s["converged_step"] is None else int(s["converged_step"]),
@@ -359,7 +376,7 @@ class ConvergenceMonitor:
             directions, patience=int(state["patience"]), min_delta=float(state["min_delta"]),
             min_steps=int(state["min_steps"]), require_improvement=bool(state.get("require_improvement", False)),
             smoothing=int(state["smoothing"]), floors=state.get("floors") or None,
-            decline_margins=state.get("decline_margins") or None,
+            decline_margins=state.get("decline_margins") or None, full_window=bool(state.get("full_window", False)),
         )
         monitor.load_state_dict(state)
         return monitor
