@@ -169,7 +169,7 @@ class DataArguments:
     prompt_eval: str | None = field(
         default=None,
         metadata={"help": "How tasks with a template pool are evaluated: first (the pool's first template) or average "
-                  "(head outputs averaged over the pool). Default: each task's own setting (first)."},
+                  "(head outputs averaged over the pool). Default: each task's own setting (average)."},
     )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
 
