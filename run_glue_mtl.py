@@ -35,7 +35,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from glue_tasks import GLUE_TASKS, get_glue_task, load_glue_task
 from glue_tasks.formats import GLUE_FORMATS
-from glue_tasks.prompts import glue_template_candidates
+from glue_tasks.task_options import MlmSource, add_mlm_tasks, apply_prompt_options
 from glue_tasks.submission import submission_splits, write_glue_submission
 from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec, build_weighting
 from hf_async_mtl.checkpoints import resolve_checkpoint
@@ -45,7 +45,6 @@ from hf_async_mtl.sources import TaskSource, load_task
 from hf_async_mtl.modeling import read_sentence_transformers_pooling
 from hf_async_mtl.prompting import PROMPT_EVAL_MODES
 from hf_async_mtl.tartan import weighting_options
-from hf_async_mtl.template_pool import build_template_pool
 from hf_async_mtl.tasks import head_mismatches
 from hf_async_mtl.validation import (
     DEBUG_ENV,
@@ -271,13 +270,6 @@ class RunPlan:
     model_config: Any
 
 
-@dataclass(frozen=True)
-class MlmSource:
-    """An MLM auxiliary task's data: the text of trained task `task` (`--mlm_tasks`)."""
-
-    task: str
-
-
 def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple[TaskSpec, TaskSource | None]]:
     """The task specs of `--tasks` and `--custom_tasks_file`, checked without reading any data.
 
@@ -308,64 +300,11 @@ def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple
                     raise UsageError(f"--glue_dir: GLUE file for {spec.name!r} split {split!r} not found: {path}", "glue_dir")
     if data_args.custom_tasks_file:
         tasks.extend(read_custom_tasks(data_args.custom_tasks_file, taken_names=seen))
-    for name in [t.strip() for t in (data_args.mlm_tasks or "").split(",") if t.strip()]:
-        source = next((spec for spec, _ in tasks if spec.name == name), None)
-        if source is None:
-            raise UsageError(f"--mlm_tasks: task {name!r} is not trained{did_you_mean(name, [s.name for s, _ in tasks])}; "
-                             "an MLM task reads the training text of a trained task.", "mlm_tasks")
-        mlm = TaskSpec(name=f"mlm_{name}", text_fields=source.text_fields, objective="mlm")
-        if mlm.name in {spec.name for spec, _ in tasks}:
-            raise UsageError(f"--mlm_tasks: task name {mlm.name!r} is taken.", "mlm_tasks")
-        tasks.append((mlm, MlmSource(name)))
+    tasks = add_mlm_tasks(tasks, [t.strip() for t in (data_args.mlm_tasks or "").split(",") if t.strip()])
     unknown_caps = sorted(set(data_args.per_task_caps) - {spec.name for spec, _ in tasks})
     if unknown_caps:
         raise UsageError(f"--max_train_samples_per_task names tasks not trained: {unknown_caps}.", "max_train_samples_per_task")
-    return apply_prompt_options(tasks, data_args)
-
-
-def apply_prompt_options(tasks: list[tuple[TaskSpec, Any]], data_args: DataArguments) -> list[tuple[TaskSpec, Any]]:
-    """The tasks with the templates of `--prompt_templates_file` / `--prompt_pool_size` / `--prompt_eval` applied."""
-    given: dict[str, tuple[str, ...]] = {}
-    if data_args.prompt_templates_file:
-        path = data_args.prompt_templates_file
-        entries, _ = read_json_file(path, "prompt templates file")
-        if not isinstance(entries, dict):
-            raise UsageError(f"--prompt_templates_file {path}: expected a JSON object {{task: template or [templates]}}.", "prompt_templates_file")
-        names = {spec.name for spec, _ in tasks}
-        for task, value in entries.items():
-            if task not in names:
-                raise UsageError(f"--prompt_templates_file {path}: task {task!r} is not trained{did_you_mean(task, names)}.", "prompt_templates_file")
-            value = [value] if isinstance(value, str) else value
-            if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
-                raise UsageError(f"--prompt_templates_file {path}: task {task!r}: give a template or a non-empty list of templates.",
-                                 "prompt_templates_file")
-            given[task] = tuple(value)
-    result = []
-    for spec, source in tasks:
-        if spec.is_mlm:  # an auxiliary MLM objective reads plain text
-            if spec.name in given:
-                raise UsageError(f"--prompt_templates_file {data_args.prompt_templates_file}: task {spec.name!r} is an MLM "
-                                 "objective; prompt templates apply to supervised tasks.", "prompt_templates_file")
-            result.append((spec, source))
-            continue
-        templates = given.get(spec.name, spec.prompt_templates)
-        where = f"--prompt_templates_file {data_args.prompt_templates_file}" if spec.name in given else "--prompt_pool_size"
-        try:
-            if data_args.prompt_pool_size is not None:
-                if not templates:
-                    templates = glue_template_candidates(spec.name)
-                if data_args.prompt_pool_size > len(templates):
-                    raise ValueError(f"a pool of {data_args.prompt_pool_size} templates needs that many candidates; "
-                                     f"task {spec.name!r} has {len(templates)}")
-                templates = tuple(build_template_pool(templates, data_args.prompt_pool_size))
-            spec = dataclasses.replace(spec, prompt_templates=templates,
-                                       prompt_eval=data_args.prompt_eval or spec.prompt_eval)
-        except ValueError as error:
-            raise UsageError(f"{where}: {str(error).rstrip('.')}.", "prompt_templates_file" if spec.name in given else "prompt_pool_size") from None
-        if spec.prompt_templates:
-            logger.info("Task %s: prompt templates %s (evaluation: %s)", spec.name, list(spec.prompt_templates), spec.prompt_eval)
-        result.append((spec, source))
-    return result
+    return apply_prompt_options(tasks, data_args.prompt_templates_file, data_args.prompt_pool_size, data_args.prompt_eval)
 
 
 def _model_stand_in(model_args: ModelArguments, source: str, config: Any) -> Any:

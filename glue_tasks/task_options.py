@@ -1,0 +1,91 @@
+"""The command line's task add-ons: MLM auxiliary tasks (`--mlm_tasks`) and prompt templates
+(`--prompt_templates_file`, `--prompt_pool_size`, `--prompt_eval`), applied to the planned tasks.
+
+Each takes and returns the planned `[(TaskSpec, source), ...]` of `run_glue_mtl.plan_tasks`; problems are a
+one-line `UsageError` naming the option (and file, task).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from glue_tasks.prompts import glue_template_candidates
+from hf_async_mtl.tasks import TaskSpec
+from hf_async_mtl.template_pool import build_template_pool
+from hf_async_mtl.validation import UsageError, did_you_mean, read_json_file
+
+logger = logging.getLogger("run_glue_mtl")
+
+Planned = list[tuple[TaskSpec, Any]]
+
+
+@dataclass(frozen=True)
+class MlmSource:
+    """An MLM auxiliary task's data: the text of trained task `task` (`--mlm_tasks`)."""
+
+    task: str
+
+
+def add_mlm_tasks(tasks: Planned, names: Sequence[str]) -> Planned:
+    """`tasks` plus an MLM task `mlm_<name>` over the text fields of each named trained task (listed last)."""
+    tasks = list(tasks)
+    for name in names:
+        source = next((spec for spec, _ in tasks if spec.name == name), None)
+        if source is None:
+            raise UsageError(f"--mlm_tasks: task {name!r} is not trained{did_you_mean(name, [s.name for s, _ in tasks])}; "
+                             "an MLM task reads the training text of a trained task.", "mlm_tasks")
+        mlm = TaskSpec(name=f"mlm_{name}", text_fields=source.text_fields, objective="mlm")
+        if mlm.name in {spec.name for spec, _ in tasks}:
+            raise UsageError(f"--mlm_tasks: task name {mlm.name!r} is taken.", "mlm_tasks")
+        tasks.append((mlm, MlmSource(name)))
+    return tasks
+
+
+def _read_templates_file(path: str, names: set[str]) -> dict[str, tuple[str, ...]]:
+    entries, _ = read_json_file(path, "prompt templates file")
+    if not isinstance(entries, dict):
+        raise UsageError(f"--prompt_templates_file {path}: expected a JSON object {{task: template or [templates]}}.", "prompt_templates_file")
+    given = {}
+    for task, value in entries.items():
+        if task not in names:
+            raise UsageError(f"--prompt_templates_file {path}: task {task!r} is not trained{did_you_mean(task, names)}.", "prompt_templates_file")
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
+            raise UsageError(f"--prompt_templates_file {path}: task {task!r}: give a template or a non-empty list of templates.",
+                             "prompt_templates_file")
+        given[task] = tuple(value)
+    return given
+
+
+def apply_prompt_options(tasks: Planned, templates_file: str | None, pool_size: int | None, prompt_eval: str | None) -> Planned:
+    """The tasks with the templates of `--prompt_templates_file` / `--prompt_pool_size` / `--prompt_eval` applied."""
+    given = _read_templates_file(templates_file, {spec.name for spec, _ in tasks}) if templates_file else {}
+    result = []
+    for spec, source in tasks:
+        if spec.is_mlm:  # an auxiliary MLM objective reads plain text
+            if spec.name in given:
+                raise UsageError(f"--prompt_templates_file {templates_file}: task {spec.name!r} is an MLM "
+                                 "objective; prompt templates apply to supervised tasks.", "prompt_templates_file")
+            result.append((spec, source))
+            continue
+        templates = given.get(spec.name, spec.prompt_templates)
+        option = "prompt_templates_file" if spec.name in given else "prompt_pool_size"
+        where = f"--prompt_templates_file {templates_file}" if spec.name in given else "--prompt_pool_size"
+        try:
+            if pool_size is not None:
+                if not templates:
+                    templates = glue_template_candidates(spec.name)
+                if pool_size > len(templates):
+                    raise ValueError(f"a pool of {pool_size} templates needs that many candidates; task {spec.name!r} has {len(templates)}")
+                templates = tuple(build_template_pool(templates, pool_size))
+            spec = dataclasses.replace(spec, prompt_templates=templates, prompt_eval=prompt_eval or spec.prompt_eval)
+        except ValueError as error:
+            raise UsageError(f"{where}: {str(error).rstrip('.')}.", option) from None
+        if spec.prompt_templates:
+            logger.info("Task %s: prompt templates %s (evaluation: %s)", spec.name, list(spec.prompt_templates), spec.prompt_eval)
+        result.append((spec, source))
+    return result
