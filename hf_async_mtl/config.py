@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
@@ -214,12 +215,14 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(f"kd_patience must be >= 1, got {self.kd_patience}.")
         if self.kd_smoothing < 1:
             raise ValueError(f"kd_smoothing must be >= 1, got {self.kd_smoothing}.")
-        if not self.kd_margin_z >= 0:
+        if not (math.isfinite(self.kd_margin_z) and self.kd_margin_z >= 0):
             raise ValueError(f"kd_margin_z must be >= 0, got {self.kd_margin_z}.")
-        if self.kd_min_delta < 0:
+        if not (math.isfinite(self.kd_min_delta) and self.kd_min_delta >= 0):
             raise ValueError(f"kd_min_delta must be >= 0, got {self.kd_min_delta}.")
-        if self.kd_temperature <= 0:
-            raise ValueError(f"kd_temperature must be > 0, got {self.kd_temperature}.")
+        if not (math.isfinite(self.kd_temperature) and self.kd_temperature > 0):
+            raise ValueError(f"kd_temperature must be a finite number > 0, got {self.kd_temperature}.")
+        if self.kd_min_steps < 0:
+            raise ValueError(f"kd_min_steps must be >= 0, got {self.kd_min_steps}.")
         if self.kd_loss not in KD_LOSS_TYPES:
             raise ValueError(f"kd_loss must be one of {KD_LOSS_TYPES}, got {self.kd_loss!r}.")
         if not 0.0 <= self.kd_alpha <= 1.0:

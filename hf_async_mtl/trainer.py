@@ -355,6 +355,11 @@ class MultiTaskTrainer(Trainer):
                     sets.append((task if position == 0 else f"{task}_{split}", task, dataset))
             else:
                 sets.append((task, task, value))
+        keys = [key for key, _, _ in sets]
+        clash = sorted({key for key in keys if keys.count(key) > 1})
+        if clash:
+            raise ValueError(f"eval_dataset: metric name(s) {clash} would be reported twice (task '<a>' with extra split '<b>' "
+                             "is reported as '<a>_<b>', like a task of that name): rename the split or the task.")
         return sets
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:

@@ -146,6 +146,55 @@ def test_teacher_is_the_monitors_best_step_also_with_min_delta(tmp_path, tokeniz
     assert report["teacher_metric"] == 0.50 and report["teacher_steps"] == [1]
 
 
+def test_top_k_teacher_includes_the_monitors_best_step_with_min_delta(tmp_path, tokenizer, tiny_data):
+    args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=2, kd_min_delta=0.05, kd_top_k=2, kd_require_improvement=False,
+                     kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
+    host = _Host(args, make_model(tokenizer), tiny_data)
+    callback = AsyncConvergenceCallback(host)
+    state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
+    callback.on_train_begin(args, state, control)
+    # 0.52 and 0.53 beat 0.50 but not by min_delta: the monitor's best stays step 1, and it is in the teacher.
+    for step, value in enumerate([0.50, 0.52, 0.53], start=1):
+        state.global_step = step
+        callback.on_evaluate(args, state, control, metrics={"eval_sentiment_score": value}, model=host.model)
+    assert callback.monitor.best_step("sentiment") == 1
+    record = callback.records["sentiment"]
+    assert record["teacher_steps"] == [1, 3] and record["teacher_metric"] == 0.50
+    assert host.logs[-1]["kd_teacher_step_sentiment"] == 1.0
+
+
+def test_trivial_value_of_a_regression_task_is_scored_with_its_metric(tmp_path):
+    import dataclasses
+
+    from tests.test_metrics import write_metric
+
+    # Correlations of a constant count as 0; an error metric gets the training mean's real error.
+    assert trivial_predictor_value(SIMILARITY, [1.0, 3.0], [0.0, 4.0]) == 0.0
+    spec = dataclasses.replace(SIMILARITY, metrics=(), evaluate_metrics=(write_metric(tmp_path, "max_error"),),
+                               main_metric="max_error", greater_is_better=False)
+    assert trivial_predictor_value(spec, [1.0, 3.0], [0.0, 4.0]) == pytest.approx(2.0)  # mean 2 -> errors 2, 2
+    # No named metric: the floor's noise scale is the larger one (1), not 0.
+    assert convergence_floor(0.0, (), 100, 2.0) == pytest.approx(0.2)
+
+
+def test_async_kd_skips_tasks_without_training_data_and_refuses_on_demand_labels_for_pools(tmp_path, tokenizer, tiny_data):
+    train, evaluation = tiny_data
+    args = make_args(tmp_path, async_kd=True, eval_strategy="steps", eval_steps=1)
+    host = _Host(args, make_model(tokenizer), tiny_data)
+    host.train_dataset = MultiTaskDataset({"sentiment": train["sentiment"]})
+    callback = AsyncConvergenceCallback(host)
+    assert list(callback.specs) == ["sentiment"]
+    assert list(callback.compute_references()) == ["sentiment"]  # no KeyError for the task without training data
+    host.train_dataset = MultiTaskDataset({"unrelated": train["sentiment"]})
+    with pytest.raises(ValueError, match="at least one task with labels and training data"):
+        AsyncConvergenceCallback(host)
+    host.train_dataset = MultiTaskDataset({"sentiment": train["sentiment"]})
+    host.train_dataset.num_templates["sentiment"] = 3  # as a template pool of 3 would
+    host.args = make_args(tmp_path, async_kd=True, eval_strategy="steps", eval_steps=1, kd_soft_labels="on_demand")
+    with pytest.raises(ValueError, match=r"on_demand.*\['sentiment'\] have template pools"):
+        AsyncConvergenceCallback(host)
+
+
 def test_gate_blocks_a_task_that_never_beats_its_trivial_predictor(tmp_path, tokenizer, tiny_data):
     args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=1, kd_smoothing=1, kd_trivial_gate=True,
                      kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
@@ -233,3 +282,24 @@ def test_teacher_refresh_relabels_and_a_resumed_run_equals_the_uninterrupted_one
         assert resumed_losses[step] == pytest.approx(full_losses[step], rel=1e-4, abs=1e-6)
     assert resumed.async_convergence.records == full.async_convergence.records
     assert torch.allclose(resumed.soft_labels["similarity"].table, full.soft_labels["similarity"].table, atol=1e-5)
+
+
+def test_resumed_snapshots_keep_their_pin_and_live_in_kd_snapshot_dir(tmp_path, tokenizer, tiny_data):
+    spill = tmp_path / "snapshots"
+    args = make_args(tmp_path, async_kd=True, kd_patience=5, kd_min_delta=0.05, kd_top_k=2, kd_require_improvement=False,
+                     kd_snapshot_dir=str(spill), eval_strategy="steps", eval_steps=1)
+    host = _Host(args, make_model(tokenizer), tiny_data)
+    callback = AsyncConvergenceCallback(host)
+    state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
+    callback.on_train_begin(args, state, control)
+    for step, value in enumerate([0.50, 0.52, 0.53], start=1):
+        state.global_step = step
+        callback.on_evaluate(args, state, control, metrics={"eval_sentiment_score": value}, model=host.model)
+    checkpoint = tmp_path / "checkpoint-3"
+    checkpoint.mkdir()
+    callback.save_to(str(checkpoint))
+    resumed = AsyncConvergenceCallback(_Host(args, make_model(tokenizer), tiny_data))
+    resumed.load_from(str(checkpoint))
+    kept = resumed.keeper.best("sentiment")
+    assert [s.step for s in kept] == [1, 3] and resumed.keeper.pinned_step("sentiment") == 1
+    assert all(not s.in_memory and str(spill) in s.path for s in kept)

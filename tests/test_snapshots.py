@@ -220,6 +220,28 @@ def test_keeper_adopt_orders_trims_and_releases(model):
     assert [s.step for s in keeper.best("a")] == [3, 5] and snaps[2].released
 
 
+def test_keeper_pinned_snapshot_always_stays_and_comes_first(model):
+    # The monitor's best with a minimum improvement (0.50 at step 1) need not be among the best raw values.
+    keeper = SnapshotKeeper(k=2)
+    assert keeper.offer("a", model, encoder_and_head_a, step=1, metric=0.50, greater_is_better=True, pin=True)
+    assert keeper.offer("a", model, encoder_and_head_a, step=2, metric=0.52, greater_is_better=True)
+    assert keeper.offer("a", model, encoder_and_head_a, step=3, metric=0.53, greater_is_better=True)
+    assert [s.step for s in keeper.best("a")] == [1, 3] and keeper.pinned_step("a") == 1
+    assert not keeper.offer("a", model, encoder_and_head_a, step=4, metric=0.51, greater_is_better=True)
+    # A new pin frees the old one, which then competes on its value (and loses here).
+    assert keeper.offer("a", model, encoder_and_head_a, step=5, metric=0.60, greater_is_better=True, pin=True)
+    assert [s.step for s in keeper.best("a")] == [5, 3]
+    # k=1: only a pinned offer replaces the pinned snapshot.
+    single = SnapshotKeeper(k=1)
+    single.offer("a", model, encoder_and_head_a, step=1, metric=0.5, greater_is_better=True, pin=True)
+    assert not single.offer("a", model, encoder_and_head_a, step=2, metric=0.9, greater_is_better=True)
+    assert [s.step for s in single.best("a")] == [1]
+    # adopt (resume) keeps the pinned step too.
+    snaps = [ParameterSnapshot.capture(model, encoder_and_head_a, step=s, metric=m) for s, m in [(1, 0.5), (2, 0.52), (3, 0.53)]]
+    keeper.adopt("a", snaps, greater_is_better=True, pinned_step=1)
+    assert [s.step for s in keeper.best("a")] == [1, 3] and snaps[1].released and keeper.pinned_step("a") == 1
+
+
 def test_tasks_with_a_best_at_the_same_step_share_the_encoder_copy():
     import torch
     from torch import nn

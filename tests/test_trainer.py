@@ -335,3 +335,27 @@ def test_evaluation_runs_longest_first_with_the_metrics_of_dataset_order(tmp_pat
     assert MultiTaskTrainingArguments(output_dir=str(tmp_path)).per_device_eval_batch_size == 64
     with pytest.raises(ValueError, match="kd_label_batch_size must be a positive integer"):
         MultiTaskTrainingArguments(output_dir=str(tmp_path), kd_label_batch_size=0)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("kd_temperature", float("inf"), "kd_temperature must be a finite number > 0"),
+    ("kd_temperature", float("nan"), "kd_temperature must be a finite number > 0"),
+    ("kd_min_steps", -1, "kd_min_steps must be >= 0"),
+    ("kd_min_delta", float("nan"), "kd_min_delta must be >= 0"),
+    ("kd_margin_z", float("inf"), "kd_margin_z must be >= 0"),
+])
+def test_async_kd_options_are_checked_before_training(tmp_path, option, value, message):
+    with pytest.raises(ValueError, match=message):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), **{option: value})
+
+
+def test_an_extra_evaluation_split_may_not_share_a_tasks_metric_names(tmp_path, tokenizer, tiny_data):
+    import dataclasses
+
+    train, evaluation = tiny_data
+    specs = [*TASKS, dataclasses.replace(TASKS[0], name="sentiment_dev")]
+    model = make_model(tokenizer, tasks=specs)
+    trainer = MultiTaskTrainer(model=model, args=make_args(tmp_path), task_specs=specs, train_dataset=train, processing_class=tokenizer)
+    clash = {"sentiment": {"selection": evaluation["sentiment"], "dev": evaluation["sentiment"]}, "sentiment_dev": evaluation["sentiment"]}
+    with pytest.raises(ValueError, match=r"\['sentiment_dev'\] would be reported twice"):
+        trainer.evaluate(clash)

@@ -43,11 +43,13 @@ def trivial_predictor_value(spec: Any, train_labels: Any, eval_labels: Any) -> f
     """The monitored metric of the task's trivial predictor on an evaluation split.
 
     Classification: the training set's majority class for every example. Regression: the training
-    mean for every example, whose correlation with anything is undefined and counts as 0.
+    mean for every example, scored with the task's metric (a correlation with a constant is undefined
+    and counts as 0; an error metric such as MSE gets its real value).
     """
     train_labels, eval_labels = np.asarray(train_labels), np.asarray(eval_labels)
     if spec.is_regression:
-        return 0.0
+        constant = np.full(len(eval_labels), float(np.mean(train_labels)), dtype=np.float32)
+        return float(main_metric_value(spec, compute_task_metrics(spec, constant, eval_labels)))
     majority = int(np.bincount(train_labels.astype(int), minlength=spec.num_labels).argmax())
     logits = np.zeros((len(eval_labels), spec.num_labels), dtype=np.float32)
     logits[:, majority] = 1.0
@@ -64,8 +66,19 @@ class AsyncConvergenceCallback(TrainerCallback):
     def __init__(self, host: Any) -> None:
         args = host.args
         self.host = host
-        # MLM auxiliary objectives have no labels to distil: they are never monitored.
-        self.specs = {name: spec for name, spec in host.task_specs.items() if not spec.is_mlm}
+        # MLM auxiliary objectives have no labels to distil, and a task without training data has nothing to
+        # relabel: neither is monitored.
+        train = host.train_dataset
+        self.specs = {name: spec for name, spec in host.task_specs.items()
+                      if not spec.is_mlm and (train is None or name in train.num_templates)}
+        if not self.specs:
+            raise ValueError("async_kd needs at least one task with labels and training data (MLM tasks are never distilled).")
+        pooled = sorted(t for t in self.specs if train is not None and train.num_templates[t] > 1)
+        if args.kd_soft_labels == "on_demand" and pooled:
+            raise ValueError(
+                f"kd_soft_labels='on_demand' would label each example from whichever template its batch drew; task(s) "
+                f"{pooled} have template pools: use kd_soft_labels='precompute' (labels follow the task's prompt_eval)."
+            )
         self.monitor = self._new_monitor(None)
         self.keeper = SnapshotKeeper(k=args.kd_top_k, directory=args.kd_snapshot_dir)
         self.soft_labels: dict[str, SoftLabels] = {}
@@ -148,10 +161,11 @@ class AsyncConvergenceCallback(TrainerCallback):
         for task in self.specs:
             if task not in values or task not in active_before:
                 continue
-            # top-1: the snapshot is the monitor's best step (min_delta included); top-k: the k best values.
+            # The monitor's best step (min_delta included) is pinned: it is always part of the teacher, and
+            # with top-k the other k - 1 places go to the best values.
             if args.kd_top_k > 1 or task in update.new_best:
                 self.keeper.offer(task, model, self._include(task), step=state.global_step, metric=values[task],
-                                  greater_is_better=self.specs[task].greater_is_better)
+                                  greater_is_better=self.specs[task].greater_is_better, pin=task in update.new_best)
         for task in update.newly_converged:
             self.distill(task, model, state.global_step, self.keeper.best(task), kind="converged")
         if args.kd_refresh:
@@ -258,7 +272,8 @@ class AsyncConvergenceCallback(TrainerCallback):
                 path = os.path.join(directory, "kd_snapshots", f"{task}-{position}.safetensors")
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 snapshot.save_copy(path)
-                snapshot_index.setdefault(task, []).append({"file": os.path.basename(path), "step": snapshot.step, "metric": snapshot.metric})
+                snapshot_index.setdefault(task, []).append({"file": os.path.basename(path), "step": snapshot.step, "metric": snapshot.metric,
+                                                            "pinned": snapshot.step == self.keeper.pinned_step(task)})
         with open(os.path.join(directory, STATE_NAME), "w", encoding="utf-8") as handle:
             json.dump({**self.state_dict(), "snapshots": snapshot_index}, handle, indent=2)
 
@@ -284,11 +299,15 @@ class AsyncConvergenceCallback(TrainerCallback):
             self.host.switch_to_distillation(task, soft_labels)
         self.keeper.release_all()
         for task, entries in saved.get("snapshots", {}).items():
+            # With kd_snapshot_dir the resumed snapshots live on disk there too, not in memory.
+            spill = None if self.keeper.directory is None else os.path.join(self.keeper.directory, task)
             snapshots = [
-                ParameterSnapshot.load(os.path.join(directory, "kd_snapshots", entry["file"]), step=entry["step"], metric=entry["metric"])
+                ParameterSnapshot.load(os.path.join(directory, "kd_snapshots", entry["file"]), step=entry["step"], metric=entry["metric"],
+                                       directory=spill)
                 for entry in entries
             ]
-            self.keeper.adopt(task, snapshots, greater_is_better=self.specs[task].greater_is_better)
+            pinned = next((entry["step"] for entry in entries if entry.get("pinned")), None)
+            self.keeper.adopt(task, snapshots, greater_is_better=self.specs[task].greater_is_better, pinned_step=pinned)
 
     # ---- report ---------------------------------------------------------------------------------
 

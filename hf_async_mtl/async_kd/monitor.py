@@ -40,13 +40,14 @@ def convergence_floor(trivial_value: float, metrics: tuple[str, ...], num_exampl
     `metrics` the metrics it averages (one for a single metric), `num_examples` the split's size and
     `z` the number of noise units demanded: floor = trivial ± z · scale / sqrt(n), where scale is 0.5
     for proportions (accuracy, F1) and 1 for correlations (MCC, Pearson, Spearman), averaged over
-    `metrics` (1 for a metric not listed). On 500 examples with z = 2, CoLA's MCC must exceed 0.089.
+    `metrics` (1 for a metric not listed, or when none is named). On 500 examples with z = 2, CoLA's MCC must exceed 0.089.
     """
     if num_examples < 1:
         raise ValueError(f"num_examples must be >= 1, got {num_examples}.")
     if not math.isfinite(z) or z < 0:
         raise ValueError(f"z must be a finite number >= 0, got {z}.")
-    scale = sum(_NOISE_SCALE.get(m, 1.0) for m in metrics) / max(1, len(metrics))
+    # A metric not listed, or none named (a task scored only by `evaluate` metrics), gets the larger scale.
+    scale = sum(_NOISE_SCALE.get(m, 1.0) for m in metrics) / len(metrics) if metrics else 1.0
     margin = z * scale / math.sqrt(num_examples)
     return trivial_value + margin if greater_is_better else trivial_value - margin
 

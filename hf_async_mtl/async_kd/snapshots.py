@@ -217,6 +217,10 @@ class SnapshotKeeper:
     for non-improving steps. A snapshot pushed out of the top-k is released (memory / file freed).
     Ties go to the earlier snapshot, matching `ConvergenceMonitor`'s strict-improvement rule.
 
+    A snapshot offered with `pin=True` (the convergence monitor's best step, which with a minimum
+    improvement need not be the best raw value) is always kept and comes first in `best`; the other
+    k − 1 places go to the best values.
+
     Args:
         k: Snapshots kept per task (>= 1).
         directory: If given, snapshots are written to ``<directory>/<task>/`` instead of memory.
@@ -229,13 +233,14 @@ class SnapshotKeeper:
         self.directory = directory
         self._kept: dict[str, list[ParameterSnapshot]] = {}
         self._directions: dict[str, bool] = {}
+        self._pinned: dict[str, int] = {}  # task -> step of the snapshot that must stay
 
     def _better(self, a: float, b: float, greater_is_better: bool) -> bool:
         return a > b if greater_is_better else a < b
 
     def offer(self, task: str, model: torch.nn.Module, include: IncludeFn, *, step: int, metric: float,
-              greater_is_better: bool) -> bool:
-        """Snapshot `model` for `task` if `metric` ranks among the task's best k; True if kept."""
+              greater_is_better: bool, pin: bool = False) -> bool:
+        """Snapshot `model` for `task` if `metric` ranks among the task's best k (always if `pin`); True if kept."""
         metric = float(metric)
         if not math.isfinite(metric):
             raise ValueError(f"Task {task!r} at step {step}: metric must be finite, got {metric}.")
@@ -245,7 +250,10 @@ class SnapshotKeeper:
                 f"Task {task!r} was offered with greater_is_better={direction} before; got {greater_is_better}."
             )
         kept = self._kept.setdefault(task, [])
-        if len(kept) >= self.k and not self._better(metric, kept[-1].metric, direction):
+        pinned = self._pinned.get(task)
+        free = [s for s in kept if s.step != pinned]
+        places = self.k - (len(kept) - len(free))
+        if not pin and len(free) >= places and (places == 0 or not self._better(metric, free[-1].metric, direction)):
             return False
         if self.directory is not None and (not task or os.sep in task or (os.altsep and os.altsep in task)):
             raise ValueError(f"Task name {task!r} cannot be used as a directory name.")
@@ -264,14 +272,20 @@ class SnapshotKeeper:
                 position = i
                 break
         kept.insert(position, snapshot)
+        if pin:
+            self._pinned[task] = step
         while len(kept) > self.k:
-            kept.pop().release()
+            # The worst snapshot that is not pinned leaves.
+            worst = max(i for i, s in enumerate(kept) if s.step != self._pinned.get(task))
+            kept.pop(worst).release()
         return True
 
-    def adopt(self, task: str, snapshots: Sequence[ParameterSnapshot], *, greater_is_better: bool) -> None:
+    def adopt(self, task: str, snapshots: Sequence[ParameterSnapshot], *, greater_is_better: bool,
+              pinned_step: int | None = None) -> None:
         """Make `snapshots` the kept ones of `task` (e.g. after `ParameterSnapshot.load` on resume).
 
-        Snapshots previously kept for the task are released; beyond the best k, the given ones are too.
+        Snapshots previously kept for the task are released; beyond the best k, the given ones are too
+        (the one of `pinned_step`, if any, always stays).
         """
         for snapshot in snapshots:
             if not math.isfinite(snapshot.metric):
@@ -280,19 +294,33 @@ class SnapshotKeeper:
         self._directions[task] = bool(greater_is_better)
         # Stable sort: best first, ties keep the earlier step first.
         ordered = sorted(snapshots, key=lambda s: (-s.metric if greater_is_better else s.metric, s.step))
-        for extra in ordered[self.k:]:
-            extra.release()
-        self._kept[task] = list(ordered[: self.k])
+        if pinned_step is not None and any(s.step == pinned_step for s in ordered):
+            self._pinned[task] = pinned_step
+            chosen = [s for s in ordered if s.step == pinned_step][:1]
+            chosen += [s for s in ordered if s not in chosen][: self.k - 1]
+        else:
+            chosen = ordered[: self.k]
+        for extra in ordered:
+            if extra not in chosen:
+                extra.release()
+        self._kept[task] = [s for s in ordered if s in chosen]
+
+    def pinned_step(self, task: str) -> int | None:
+        """Step of the task's pinned snapshot (None if none)."""
+        return self._pinned.get(task)
 
     def best(self, task: str) -> list[ParameterSnapshot]:
-        """The task's kept snapshots, best first (empty if none)."""
-        return list(self._kept.get(task, []))
+        """The task's kept snapshots: the pinned one first, then best value first (empty if none)."""
+        kept = list(self._kept.get(task, []))
+        pinned = [s for s in kept if s.step == self._pinned.get(task)]
+        return pinned + [s for s in kept if s not in pinned]
 
     def release(self, task: str) -> None:
         """Release and forget every snapshot of `task` (e.g. once its soft labels are stored)."""
         for snapshot in self._kept.pop(task, []):
             snapshot.release()
         self._directions.pop(task, None)
+        self._pinned.pop(task, None)
 
     def release_all(self) -> None:
         """Release the snapshots of every task."""
