@@ -54,6 +54,7 @@ from hf_async_mtl.validation import (
     check_resume_checkpoint,
     did_you_mean,
     key_line,
+    metric_name_problem,
     one_line,
     read_custom_tasks,
     read_json_file,
@@ -347,6 +348,10 @@ def validate(model_args: ModelArguments, data_args: DataArguments, training_args
     if training_args.early_stopping_patience and training_args.metric_for_best_model is None and len(training_args.end_tasks) > 1:
         raise UsageError(f"--early_stopping_patience with several end tasks {training_args.end_tasks}: choose the metric with "
                          "--metric_for_best_model.", "early_stopping_patience")
+    if training_args.metric_for_best_model is not None:
+        problem = metric_name_problem(training_args.metric_for_best_model, specs)
+        if problem:
+            raise UsageError(problem, "metric_for_best_model")
     unknown_end = [t for t in training_args.end_tasks if t not in {s.name for s in specs}]
     if unknown_end:
         raise UsageError(f"--end_task: task(s) {unknown_end} are not trained; tasks: {[s.name for s in specs]}.", "end_task")

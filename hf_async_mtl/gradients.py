@@ -121,3 +121,41 @@ def _accumulate(parameters, flat: torch.Tensor) -> None:
         piece = flat[offset : offset + parameter.numel()].view_as(parameter).to(parameter.dtype)
         offset += parameter.numel()
         parameter.grad = piece.clone() if parameter.grad is None else parameter.grad + piece
+
+
+# ---- data-parallel consistency (several processes) -----------------------------------------------------
+
+
+def global_loss_values(accelerator: Accelerator, losses: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The per-task losses with their values averaged over processes and their gradients left local.
+
+    Every rank draws the same tasks at a step (each keeps its slice of one global batch), so one all-reduce
+    of the step's loss values gives every rank the losses of the global batch: a method that reads loss
+    values (weights, FAMO / DWA state, uncertainty's log-variance gradients) then decides the same on every
+    rank, as one process would at the same global batch. `loss + (global - loss.detach())` has the global
+    value and the local gradient, which DDP (or `average_gradients`) averages as usual.
+    """
+    if accelerator.num_processes == 1 or not losses:
+        return dict(losses)
+    names = list(losses)
+    averaged = accelerator.reduce(torch.stack([losses[t].detach().float() for t in names]), reduction="mean")
+    return {t: losses[t] + (averaged[i].to(losses[t].dtype) - losses[t].detach()) for i, t in enumerate(names)}
+
+
+def average_gradients(accelerator: Accelerator, parameters) -> None:
+    """Average the `.grad` of `parameters` (those that have one) over processes, in one all-reduce.
+
+    For steps whose backward ran without DDP's synchronisation (several forwards of the wrapped model before
+    one backward, which DDP with `find_unused_parameters` refuses). Called after every micro-batch of gradient
+    accumulation it is still exact: the part averaged before is the same on every rank, and a mean is linear.
+    """
+    if accelerator.num_processes == 1:
+        return
+    with_grad = [p for p in parameters if p.grad is not None]
+    if not with_grad:
+        return
+    flat = accelerator.reduce(torch.cat([p.grad.reshape(-1).float() for p in with_grad]), reduction="mean")
+    offset = 0
+    for parameter in with_grad:
+        parameter.grad.copy_(flat[offset : offset + parameter.numel()].view_as(parameter.grad))
+        offset += parameter.numel()

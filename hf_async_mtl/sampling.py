@@ -15,7 +15,9 @@ deliberately imports nothing from transformers.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -360,3 +362,38 @@ def batch_padding_fraction(batches: Iterable[Sequence[int]], lengths: Sequence[i
             padded += int(batch_lengths.max()) * len(batch_lengths)
             real += int(batch_lengths.sum())
     return (padded - real) / padded if padded else 0.0
+
+
+# ---------------------------------------------------------------------- resume check
+SAMPLER_STATE_NAME = "sampler_state.json"
+
+
+def save_sampler_state(sampler: MultiTaskBatchSampler, gradient_accumulation_steps: int, directory: str) -> None:
+    """Write the configuration of the run's batch stream into a checkpoint (read by `check_sampler_resume`)."""
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, SAMPLER_STATE_NAME), "w", encoding="utf-8") as handle:
+        json.dump({**sampler.state_dict(), "gradient_accumulation_steps": gradient_accumulation_steps}, handle, indent=1)
+
+
+def check_sampler_resume(directory: str, sampler: MultiTaskBatchSampler, gradient_accumulation_steps: int) -> None:
+    """Refuse to resume from `directory` when this run's batch stream differs from the checkpoint's.
+
+    The Trainer resumes by skipping the micro-batches already trained on; with another seed, data, batch
+    size, number of processes, gradient accumulation, sampling strategy or temperature, composition, length
+    grouping or template pool it would skip them in a different stream and train on the wrong examples. The
+    run length (`num_batches`) may change (e.g. to train longer), except under `annealed` sampling, whose
+    schedule spans the run. A checkpoint without the file (written before it existed) is not checked.
+    """
+    path = os.path.join(directory, SAMPLER_STATE_NAME)
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        saved = json.load(handle)
+    current = json.loads(json.dumps({**sampler.state_dict(), "gradient_accumulation_steps": gradient_accumulation_steps}))
+    ignored = {"epoch"} | (set() if current["strategy"] == "annealed" else {"num_batches"})
+    problems = [f"{key}: checkpoint {saved.get(key, '<missing>')!r}, now {value!r}"
+                for key, value in current.items() if key not in ignored and saved.get(key, "<missing>") != value]
+    if problems:
+        raise ValueError(f"resume_from_checkpoint {directory}: this run's batch stream differs from the checkpoint's ("
+                         + "; ".join(problems) + "); resume with the same data, seed, sampling, batch size, processes and "
+                         "gradient accumulation.")

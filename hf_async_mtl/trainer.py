@@ -30,14 +30,14 @@ from .data import (
     num_template_views,
     template_view,
 )
-from .gradients import per_task_gradient_step
+from .gradients import average_gradients, global_loss_values, per_task_gradient_step
 from .losses import task_loss
 from .diagnostics import MultiTaskDiagnosticsCallback
 from .mlm import MlmMasker
 from .metrics import compute_task_metrics, expected_calibration_error, glue_score
 from .model_card import build_model_card
 from .prompting import combine_template_outputs
-from .sampling import MultiTaskBatchSampler
+from .sampling import MultiTaskBatchSampler, check_sampler_resume, save_sampler_state
 from .state import StepLosses, WeightingCheckpointState
 from .tasks import TaskSpec, check_unique_names
 from .validation import check_resume_checkpoint
@@ -275,6 +275,8 @@ class MultiTaskTrainer(Trainer):
         for batch in batches:
             task, loss, _ = self.task_loss(model, dict(batch))
             losses[task] = loss
+        # Several processes: the values of the global batch (weights and method state agree on every rank).
+        losses = global_loss_values(self.accelerator, losses)
         self._record_losses(losses)
         return losses
 
@@ -290,6 +292,13 @@ class MultiTaskTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if not self.weighting.needs_task_gradients:
+            if "task_batches" in inputs and isinstance(model, torch.nn.parallel.DistributedDataParallel):
+                # One forward per task before one backward: DDP (find_unused_parameters) would see each head's
+                # gradient as ready twice. Back-propagate unsynchronised, then average the gradients once.
+                with self.accelerator.no_sync(model):
+                    loss = super().training_step(model, inputs, num_items_in_batch)
+                average_gradients(self.accelerator, model.parameters())
+                return loss
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         inputs = self._prepare_inputs(inputs)
@@ -341,6 +350,13 @@ class MultiTaskTrainer(Trainer):
         super().log(logs, start_time)
 
     # ---- evaluation ---------------------------------------------------------------------------
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        # With dataloader_persistent_workers, transformers keeps ONE loader under "eval" for any dataset object
+        # passed in; evaluation passes one dataset per task and split, so each must get its own loader.
+        if not isinstance(eval_dataset, str) and hasattr(self, "_eval_dataloaders"):
+            self._eval_dataloaders.pop("eval", None)
+        return super().get_eval_dataloader(eval_dataset)
 
     def _evaluation_sets(self, eval_dataset: Mapping[str, Any] | None) -> list[tuple[str, str, Any]]:
         eval_dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
@@ -531,6 +547,8 @@ class MultiTaskTrainer(Trainer):
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
             self.checkpoint_state.save(self._checkpoint_dir())
+            if getattr(self, "train_sampler", None) is not None:
+                save_sampler_state(self.train_sampler, self.args.gradient_accumulation_steps, self._checkpoint_dir())
             if self.async_convergence is not None:
                 self.async_convergence.save_to(self._checkpoint_dir())
 
@@ -544,6 +562,8 @@ class MultiTaskTrainer(Trainer):
             # Any method: refuse a checkpoint of other tasks, heads or labels before loading anything from it.
             check_resume_checkpoint(directory, list(self.task_specs.values()), async_kd=self.async_convergence is not None,
                                     model_config=self.accelerator.unwrap_model(self.model).config)
+            if self.train_dataset is not None:
+                check_sampler_resume(directory, self.build_train_sampler(), self.args.gradient_accumulation_steps)
             self.checkpoint_state.load(directory)
             if self.async_convergence is not None:
                 self.async_convergence.load_from(directory)

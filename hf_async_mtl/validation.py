@@ -169,6 +169,26 @@ def task_metric_problem(spec: TaskSpec) -> tuple[str, str] | None:
     return None
 
 
+def metric_name_problem(name: str, specs: Iterable[TaskSpec]) -> str | None:
+    """Why `name` (`metric_for_best_model`, with or without `eval_`) names no metric the evaluation reports, or None.
+
+    Reported: `glue_score`, `loss`, and per task `<task>_<metric>` for its built-in metrics, `score`, `loss`
+    and `ece` (`perplexity` for an MLM task); a task with `evaluate` modules may report any `<task>_...` key.
+    """
+    bare = name.removeprefix("eval_")
+    known = {"glue_score", "loss"}
+    for spec in specs:
+        if spec.is_mlm:
+            known |= {f"{spec.name}_loss", f"{spec.name}_perplexity"}
+            continue
+        known |= {f"{spec.name}_{m}" for m in (*spec.metrics, "score", "loss", "ece")}
+        if spec.evaluate_metrics and bare.startswith(f"{spec.name}_"):
+            return None
+    if bare in known:
+        return None
+    return f"--metric_for_best_model {name!r}: the evaluation reports no such metric{did_you_mean(bare, known)}; e.g. 'glue_score', 'loss' or '<task>_score'."
+
+
 def _entry_problem(entry: Mapping[str, Any], base: str) -> tuple[str, str] | None:
     """`(field, problem)` of the first thing wrong with one task object (before `TaskSpec` sees it)."""
     known = (*_SPEC_FIELDS, *SOURCE_KEYS)

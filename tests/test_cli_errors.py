@@ -198,6 +198,9 @@ CASES = [
          r"^--end_task: task\(s\) \['sst2'\] are not trained; tasks: \['cola', 'rte'\]"),
     Case("tartan_without_end_task", "--mtl_method mt_tartan without --end_task", lambda c: c.args(mtl_method="mt_tartan"),
          r"Weighting method 'mt_tartan' needs the end task\(s\): set end_task \(--end_task\)"),
+    Case("metric_for_best_model_typo", "--metric_for_best_model cola_mcc (no such metric)",
+         lambda c: c.args(metric_for_best_model="cola_mcc", load_best_model_at_end="true", save_strategy="steps", eval_strategy="steps"),
+         r"^--metric_for_best_model 'cola_mcc': the evaluation reports no such metric \(did you mean 'cola_"),
     Case("early_stopping_without_metric", "--early_stopping_patience 2 without --end_task / --metric_for_best_model",
          lambda c: c.args(early_stopping_patience="2"), r"^--early_stopping_patience needs --metric_for_best_model \(or --end_task, which sets it\)"),
     # ---- prompt templates (DynaMaR)

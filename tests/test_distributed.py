@@ -28,7 +28,7 @@ def _run(tmp_path, name, method, processes):
     return out, ranks, torch.load(out / "params.pt", weights_only=True)
 
 
-@pytest.mark.parametrize("method", ["async_kd", "async_kd_on_demand", "async_kd_prompts", "pcgrad"])
+@pytest.mark.parametrize("method", ["async_kd", "async_kd_on_demand", "async_kd_prompts", "pcgrad", "famo"])
 def test_two_processes_match_one_at_the_same_global_batch(tmp_path, method):
     _, single, single_params = _run(tmp_path, "one", method, 1)
     out, double, double_params = _run(tmp_path, "two", method, 2)

@@ -343,6 +343,7 @@ def test_evaluation_runs_longest_first_with_the_metrics_of_dataset_order(tmp_pat
     ("kd_min_steps", -1, "kd_min_steps must be >= 0"),
     ("kd_min_delta", float("nan"), "kd_min_delta must be >= 0"),
     ("kd_margin_z", float("inf"), "kd_margin_z must be >= 0"),
+    ("sampling_strategy", "annealed", "anneals from proportional to uniform over max_steps"),
 ])
 def test_async_kd_options_are_checked_before_training(tmp_path, option, value, message):
     with pytest.raises(ValueError, match=message):
@@ -359,3 +360,39 @@ def test_an_extra_evaluation_split_may_not_share_a_tasks_metric_names(tmp_path, 
     clash = {"sentiment": {"selection": evaluation["sentiment"], "dev": evaluation["sentiment"]}, "sentiment_dev": evaluation["sentiment"]}
     with pytest.raises(ValueError, match=r"\['sentiment_dev'\] would be reported twice"):
         trainer.evaluate(clash)
+
+
+def test_persistent_eval_workers_evaluate_each_task_on_its_own_data(tmp_path, tokenizer, tiny_data):
+    train, evaluation = tiny_data
+    plain = MultiTaskTrainer(model=make_model(tokenizer), args=make_args(tmp_path), task_specs=TASKS, train_dataset=train,
+                             eval_dataset=evaluation, processing_class=tokenizer)
+    persistent = MultiTaskTrainer(model=make_model(tokenizer), args=make_args(tmp_path, dataloader_num_workers=1, dataloader_persistent_workers=True),
+                                  task_specs=TASKS, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer)
+    expected, got = plain.evaluate(), persistent.evaluate()
+    for task in ("sentiment", "similarity"):
+        assert got[f"eval_{task}_score"] == pytest.approx(expected[f"eval_{task}_score"], abs=1e-6), task
+
+
+def test_resume_refuses_another_batch_stream_but_allows_a_longer_run(tmp_path, tokenizer, tiny_data):
+    train, _ = tiny_data
+
+    def build(out, **overrides):
+        args = make_args(tmp_path / out, **{"max_steps": 4, "save_strategy": "steps", "save_steps": 2, **overrides})
+        return MultiTaskTrainer(model=make_model(tokenizer), args=args, task_specs=TASKS, train_dataset=dict(train), processing_class=tokenizer)
+
+    first = build("first")
+    first.train()
+    checkpoint = os.path.join(first.args.output_dir, "checkpoint-2")
+    assert json.load(open(os.path.join(checkpoint, "sampler_state.json")))["seed"] == 7
+    with pytest.raises(ValueError, match=r"batch stream differs.*seed: checkpoint 7, now 8"):
+        build("other_seed", seed=8).train(resume_from_checkpoint=checkpoint)
+    with pytest.raises(ValueError, match=r"gradient_accumulation_steps: checkpoint 1, now 2"):
+        build("other_accumulation", gradient_accumulation_steps=2).train(resume_from_checkpoint=checkpoint)
+    longer = build("longer", max_steps=6)
+    longer.train(resume_from_checkpoint=checkpoint)
+    assert longer.state.global_step == 6
+    with pytest.raises(ValueError, match=r"num_batches: checkpoint"):  # annealed sampling's schedule spans the run
+        annealed = build("annealed", sampling_strategy="annealed")
+        annealed.train()
+        build("annealed_longer", sampling_strategy="annealed", max_steps=6).train(
+            resume_from_checkpoint=os.path.join(annealed.args.output_dir, "checkpoint-2"))
