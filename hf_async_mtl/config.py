@@ -22,7 +22,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
 
     Task mixing:
         sampling_strategy: How the task of each step is drawn: `proportional` (p ∝ n), `temperature`
-            (p ∝ n^(1/T)), `uniform`, `round_robin`, `annealed` (proportional → uniform over training).
+            (p ∝ n^(1/T)), `uniform`, `round_robin`, `annealed` (proportional → uniform over `max_steps`, which it needs).
         sampling_temperature: T of the `temperature` strategy.
         step_composition: `one_task` (one task per step), `all_tasks` (one batch of every task per
             step), or `auto` (all_tasks when the method needs it, else one_task).
