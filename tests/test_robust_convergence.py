@@ -146,17 +146,24 @@ def test_teacher_is_the_monitors_best_step_also_with_min_delta(tmp_path, tokeniz
     assert report["teacher_metric"] == 0.50 and report["teacher_steps"] == [1]
 
 
-def test_top_k_teacher_includes_the_monitors_best_step_with_min_delta(tmp_path, tokenizer, tiny_data):
-    args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=2, kd_min_delta=0.05, kd_top_k=2, kd_require_improvement=False,
-                     kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
+def _fed_callback(tmp_path, tokenizer, tiny_data, values, **overrides):
+    """An async-KD callback (top-2, min_delta 0.05) fed the sentiment task's selection values at steps 1, 2, ..."""
+    args = make_args(tmp_path, async_kd=True, kd_min_delta=0.05, kd_top_k=2, kd_require_improvement=False,
+                     eval_strategy="steps", eval_steps=1, **overrides)
     host = _Host(args, make_model(tokenizer), tiny_data)
     callback = AsyncConvergenceCallback(host)
     state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
     callback.on_train_begin(args, state, control)
-    # 0.52 and 0.53 beat 0.50 but not by min_delta: the monitor's best stays step 1, and it is in the teacher.
-    for step, value in enumerate([0.50, 0.52, 0.53], start=1):
+    for step, value in enumerate(values, start=1):
         state.global_step = step
         callback.on_evaluate(args, state, control, metrics={"eval_sentiment_score": value}, model=host.model)
+    return callback, host
+
+
+def test_top_k_teacher_includes_the_monitors_best_step_with_min_delta(tmp_path, tokenizer, tiny_data):
+    # 0.52 and 0.53 beat 0.50 but not by min_delta: the monitor's best stays step 1, and it is in the teacher.
+    callback, host = _fed_callback(tmp_path, tokenizer, tiny_data, [0.50, 0.52, 0.53], max_steps=10, kd_patience=2,
+                                   kd_soft_labels="on_demand")
     assert callback.monitor.best_step("sentiment") == 1
     record = callback.records["sentiment"]
     assert record["teacher_steps"] == [1, 3] and record["teacher_metric"] == 0.50
@@ -286,15 +293,8 @@ def test_teacher_refresh_relabels_and_a_resumed_run_equals_the_uninterrupted_one
 
 def test_resumed_snapshots_keep_their_pin_and_live_in_kd_snapshot_dir(tmp_path, tokenizer, tiny_data):
     spill = tmp_path / "snapshots"
-    args = make_args(tmp_path, async_kd=True, kd_patience=5, kd_min_delta=0.05, kd_top_k=2, kd_require_improvement=False,
-                     kd_snapshot_dir=str(spill), eval_strategy="steps", eval_steps=1)
-    host = _Host(args, make_model(tokenizer), tiny_data)
-    callback = AsyncConvergenceCallback(host)
-    state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
-    callback.on_train_begin(args, state, control)
-    for step, value in enumerate([0.50, 0.52, 0.53], start=1):
-        state.global_step = step
-        callback.on_evaluate(args, state, control, metrics={"eval_sentiment_score": value}, model=host.model)
+    callback, host = _fed_callback(tmp_path, tokenizer, tiny_data, [0.50, 0.52, 0.53], kd_patience=5, kd_snapshot_dir=str(spill))
+    args = host.args
     checkpoint = tmp_path / "checkpoint-3"
     checkpoint.mkdir()
     callback.save_to(str(checkpoint))
