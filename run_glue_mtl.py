@@ -341,6 +341,11 @@ def validate(model_args: ModelArguments, data_args: DataArguments, training_args
     if model_args.lora_r == 0 and (model_args.lora_alpha is not None or model_args.lora_target_modules):
         raise UsageError("--lora_alpha / --lora_target_modules are set but --lora_r is 0 (LoRA off): give --lora_r N.", "lora_r")
 
+    ignored_kd = training_args.ignored_kd_options()
+    if ignored_kd:
+        raise UsageError(f"{', '.join('--' + name for name in ignored_kd)} only act with async-KD, which is off: add --async_kd "
+                         "(or --mtl_method async_kd), or drop them.", ignored_kd[0])
+
     tasks = plan_tasks(data_args, do_predict=training_args.do_predict)
     specs = [spec for spec, _ in tasks]
     if training_args.early_stopping_patience and training_args.metric_for_best_model is None and not training_args.end_tasks:

@@ -178,6 +178,11 @@ V2_SEEDS = 5
 V2_ORDER = ("equal", "async_kd", "async_kd_fw", "imtl_g", "imtl_g_async_kd", "single", "static", "uncertainty")
 
 
+def _kd_options(overrides: dict, **options) -> dict:
+    """The profile's async-KD options, for the runs with async-KD only (elsewhere they would do nothing and warn)."""
+    return options if overrides.get("async_kd") or overrides.get("mtl_method") == "async_kd" else {}
+
+
 def all_runs_v2() -> list[tuple[str, int]]:
     """(method, seed) of the v2 matrix: seed by seed, in `V2_ORDER` (single = the five single-task runs)."""
     runs = []
@@ -273,8 +278,7 @@ def run_one(profile_name: str, method: str, seed: int, out_path: str) -> None:
         logging_steps=eval_steps,
         seed=seed,
         sampling_strategy=profile["sampling"],
-        kd_patience=profile["kd_patience"],
-        kd_min_steps=profile["kd_min_steps"] // divisor,
+        **_kd_options(overrides, kd_patience=profile["kd_patience"], kd_min_steps=profile["kd_min_steps"] // divisor),
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
         **overrides,
@@ -393,8 +397,7 @@ def run_one_v2(profile_name: str, method: str, seed: int, out_path: str) -> None
         seed=seed,
         sampling_strategy=profile["sampling"],
         sampling_temperature=profile["sampling_temperature"],
-        kd_patience=profile["kd_patience"],
-        kd_min_steps=profile["kd_min_steps"],
+        **_kd_options(overrides, kd_patience=profile["kd_patience"], kd_min_steps=profile["kd_min_steps"]),
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
         **overrides,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from transformers import TrainingArguments
 
 from .sampling import COMPOSITIONS, SAMPLING_STRATEGIES
@@ -14,6 +15,7 @@ ASYNC_KD_ALIAS = "async_kd"  # --mtl_method async_kd = --mtl_method equal --asyn
 KD_LOSS_TYPES = ("kl", "mse")
 KD_ENSEMBLE_TYPES = ("parameters", "predictions")
 KD_SOFT_LABEL_MODES = ("precompute", "on_demand")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -256,6 +258,17 @@ class MultiTaskTrainingArguments(TrainingArguments):
                              "with num_train_epochs alone every epoch would restart the schedule.")
         if self.async_kd and self.eval_strategy == "no":
             raise ValueError("async_kd monitors validation metrics: set eval_strategy to 'steps' or 'epoch'.")
+        ignored = self.ignored_kd_options()
+        if ignored:
+            logger.warning("%s set but async-KD is off, so they do nothing: add async_kd=True (or mtl_method='async_kd').",
+                           ", ".join(f"{name}={getattr(self, name)!r}" for name in ignored))
+
+    def ignored_kd_options(self) -> list[str]:
+        """The async-KD options (`kd_*`) that differ from their defaults while async-KD is off (they would do nothing)."""
+        if self.async_kd:
+            return []
+        return [f.name for f in fields(self) if f.name.startswith("kd_") and f.default is not MISSING
+                and getattr(self, f.name) != f.default]
 
     def __getstate__(self) -> dict:
         # The Trainer pickles its arguments into every checkpoint (training_args.bin), which

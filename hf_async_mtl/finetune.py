@@ -91,5 +91,7 @@ def _task_args(args: MultiTaskTrainingArguments, output_dir: str, task: str, max
     if learning_rate is not None:
         changes["learning_rate"] = learning_rate
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init}
+    # no async-KD here: its options go back to their defaults (they would do nothing)
+    values.update({f.name: f.default for f in dataclasses.fields(args) if f.name.startswith("kd_") and f.default is not dataclasses.MISSING})
     values.update(changes)
     return type(args)(**values)

@@ -30,10 +30,10 @@ def make_args(tmp_path, **overrides) -> MultiTaskTrainingArguments:
         disable_tqdm=True,
         # Mechanics tests decide convergence with the plain rule (raw values, no trivial-predictor gate);
         # the robust rule has its own tests (tests/test_convergence.py, tests/test_robust_convergence.py).
-        kd_smoothing=1,
-        kd_trivial_gate=False,
         dataloader_pin_memory=False,
     )
+    if overrides.get("async_kd") or overrides.get("mtl_method") == "async_kd":
+        values.update(kd_smoothing=1, kd_trivial_gate=False)
     values.update(overrides)
     return MultiTaskTrainingArguments(**values)
 
