@@ -202,7 +202,7 @@ class MultiTaskTrainer(Trainer):
             composition=self.step_composition,
             num_batches=num_batches,
             lengths=dataset.lengths() if self.args.length_aware_batching else None,
-            seed=self.args.seed,
+            seed=self.args.seed if self.args.data_seed is None else self.args.data_seed,  # Trainer's convention
             rank=self.args.process_index,
             world_size=self.args.world_size,
             num_templates=dataset.num_templates,

@@ -77,6 +77,17 @@ def test_one_task_per_step_batches_are_task_homogeneous(tmp_path, tokenizer, tin
     assert all(bool((batch["task_ids"] == batch["task_ids"][0]).all()) for batch in batches)
 
 
+def test_data_seed_alone_decides_the_batch_stream(tmp_path, tokenizer, tiny_data):
+    """Trainer's convention: `data_seed` seeds the data sampler, `seed` (model init, dropout) when it is unset."""
+    def stream(**seeds):
+        sampler = make_trainer(tmp_path, tokenizer, tiny_data, max_steps=12, **seeds).build_train_sampler()
+        return [list(batch) for batch in sampler]
+
+    assert stream(seed=1, data_seed=5) == stream(seed=2, data_seed=5)
+    assert stream(seed=1, data_seed=5) != stream(seed=1, data_seed=6)
+    assert stream(seed=5) == stream(seed=1, data_seed=5)
+
+
 def test_best_model_and_early_stopping_use_task_metrics(tmp_path, tokenizer, tiny_data):
     trainer = make_trainer(
         tmp_path, tokenizer, tiny_data, max_steps=8, eval_strategy="steps", eval_steps=2, save_strategy="steps",
