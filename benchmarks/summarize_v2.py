@@ -54,6 +54,7 @@ PAIRS = (
     ("imtl_g_async_kd", "imtl_g"),
     ("async_kd_old_rule", "equal"),
     ("async_kd", "async_kd_old_rule"),
+    ("async_kd_fw", "async_kd_old_rule"),
 )
 DECLINE_POINTS = 1.0  # a task "declines" when its last value is more than this below its best (×100)
 MIN_DECLINING_TASKS = 2  # the v2 design needs at least two tasks peaking and declining under equal weighting
@@ -529,7 +530,7 @@ def _task_curves(runs: list[dict], title: str, path: str, mark_convergence: bool
 
 
 def _cola_curves(runs: list[dict], path: str) -> str | None:
-    methods = ("equal", "async_kd", "async_kd_old_rule")
+    methods = ("equal", "async_kd", "async_kd_fw", "async_kd_old_rule")
     chosen = [r for r in runs if r["method"] in methods and _curves(r)]
     if not chosen:
         return None
