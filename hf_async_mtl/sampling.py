@@ -16,6 +16,7 @@ deliberately imports nothing from transformers.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -28,6 +29,7 @@ COMPOSITIONS: tuple[str, ...] = ("one_task", "all_tasks")
 
 # Distinct first words of the seed sequences so that stream, schedule and cap RNGs never collide
 # (e.g. (seed, epoch=0) for the schedule vs (seed, task=0) for a cap).
+logger = logging.getLogger(__name__)
 _STREAM_SALT, _SCHEDULE_SALT, _CAP_SALT, _TEMPLATE_SALT = 0x5E7, 0x5C4, 0xCA9, 0x7E3
 
 
@@ -142,6 +144,13 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
 
         global_batch = self.batch_size * self.world_size
         n_eff = [len(p) for p in self._pools]
+        small = {name: n for name, n in zip(self._names, n_eff) if n < global_batch}
+        if small and self.rank == 0:
+            where = f"{self.batch_size} per process × {self.world_size} processes" if self.world_size > 1 else "the batch size"
+            logger.warning("Tasks with fewer training examples than one global batch (%d = %s): %s. Their batches repeat "
+                           "examples%s.", global_batch, where, ", ".join(f"{name} ({n})" for name, n in small.items()),
+                           " — also across processes, so every process may see the same example in one step"
+                           if self.world_size > 1 else "")
         total = sum(n_eff) if composition == "one_task" else max(n_eff)
         self.num_batches = math.ceil(total / global_batch) if num_batches is None else _check_int("num_batches", num_batches, 1)
         self.epoch = 0

@@ -176,6 +176,15 @@ def test_sharding_small_task_smaller_than_global_batch():
         assert sorted(stream[start : start + 3]) == [0, 1, 2]
 
 
+def test_tasks_smaller_than_a_global_batch_are_warned_about_once(caplog):
+    with caplog.at_level("WARNING", logger="hf_async_mtl.sampling"):
+        MultiTaskBatchSampler({"big": 100, "tiny": 5}, 4, world_size=2, rank=0)
+        MultiTaskBatchSampler({"big": 100, "tiny": 5}, 4, world_size=2, rank=1)  # only the main process warns
+        MultiTaskBatchSampler({"big": 100, "tiny": 8}, 4, world_size=2)  # one global batch exactly: no repeats
+    assert caplog.text.count("fewer training examples than one global batch") == 1
+    assert "(8 = 4 per process × 2 processes): tiny (5)" in caplog.text and "across processes" in caplog.text
+
+
 def test_caps_fixed_subset_independent_of_epoch():
     # round_robin: 20 steps of "b" x 5 = 100 draws = 5 full passes over its 20 kept examples.
     kwargs = dict(max_examples_per_task={"b": 20}, strategy="round_robin", num_batches=60)
