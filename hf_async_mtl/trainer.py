@@ -33,7 +33,7 @@ from .data import (
 from .gradients import average_gradients, global_loss_values, per_task_gradient_step
 from .losses import task_loss
 from .diagnostics import MultiTaskDiagnosticsCallback
-from .mlm import MlmMasker
+from .mlm import IGNORE_INDEX, MlmMasker
 from .metrics import compute_task_metrics, expected_calibration_error, glue_score
 from .model_card import build_model_card
 from .prompting import combine_template_outputs
@@ -239,8 +239,7 @@ class MultiTaskTrainer(Trainer):
         if model.training and example_ids is not None and task in self.soft_labels:
             soft_labels = self.soft_labels[task].lookup(self.accelerator.unwrap_model(model), batch, example_ids).to(labels.device)
         if spec.is_mlm:  # masked here, seeded by the step; the model's loss covers the masked positions only
-            batch["input_ids"], labels = self.mlm_masker(batch["input_ids"], self._mlm_seed(model, batch, example_ids))
-            outputs = model(**batch, labels=labels)
+            _, outputs = self._masked_lm_forward(model, batch, example_ids)
             return task, outputs.loss, outputs
         outputs = model(**batch)
         if soft_labels is not None:
@@ -256,6 +255,12 @@ class MultiTaskTrainer(Trainer):
         else:
             loss = task_loss(outputs.logits, labels, spec.is_regression)
         return task, loss, outputs
+
+    def _masked_lm_forward(self, model: torch.nn.Module, batch: dict[str, Any], example_ids: Any) -> tuple[torch.Tensor, Any]:
+        """(labels, outputs) of an MLM batch masked here (`batch` without labels and example ids; its input ids are
+        replaced by the masked ones). Outputs hold logits of the masked positions only, in row-major order."""
+        batch["input_ids"], labels = self.mlm_masker(batch["input_ids"], self._mlm_seed(model, batch, example_ids))
+        return labels, model(**batch, labels=labels)
 
     def _mlm_seed(self, model: torch.nn.Module, batch: Mapping[str, Any], example_ids: Any) -> int:
         """Seed of an MLM batch's masks: (seed, step, rank, task, first example) in training — resumable and
@@ -464,14 +469,20 @@ class MultiTaskTrainer(Trainer):
         try:
             with torch.no_grad():
                 for batch in self.get_eval_dataloader(dataset):
-                    batch = self._prepare_inputs(batch)
-                    _, loss, outputs = self.task_loss(model, dict(batch))
-                    masked = int(outputs.logits.shape[0])  # one row per masked token
-                    total += torch.tensor([float(loss) * masked, masked], dtype=torch.float64, device=total.device)
+                    batch = dict(self._prepare_inputs(batch))
+                    batch.pop("labels", None)
+                    labels, outputs = self._masked_lm_forward(model, batch, batch.pop(EXAMPLE_IDS_COLUMN, None))
+                    masked = labels != IGNORE_INDEX
+                    token_loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels[masked].long(), reduction="none")
+                    # Per example (cross-entropy sum, masked tokens): gathering them per example drops the rows that
+                    # uneven shards repeat under several processes, as for every other task's metrics.
+                    rows = masked.nonzero()[:, 0]
+                    per_example = torch.zeros(labels.shape[0], 2, dtype=torch.float64, device=total.device)
+                    per_example[:, 0].index_add_(0, rows, token_loss.double())
+                    per_example[:, 1].index_add_(0, rows, torch.ones_like(token_loss, dtype=torch.float64))
+                    total += self.accelerator.gather_for_metrics(per_example).sum(dim=0)
         finally:
             model.train(was_training)
-        if self.accelerator.num_processes > 1:
-            total = self.accelerator.reduce(total, reduction="sum")
         return float(total[0] / total[1].clamp(min=1)), int(total[1])
 
     def _evaluation_views(self, task: str, dataset: Any) -> tuple[Any, int]:

@@ -125,6 +125,15 @@ def test_mlm_task_trains_alongside_and_stays_out_of_the_score(tmp_path, tokenize
     assert first["eval_mlm_sentiment_loss"] == second["eval_mlm_sentiment_loss"]  # the same masks every evaluation
     assert first["eval_mlm_sentiment_perplexity"] == pytest.approx(torch.exp(torch.tensor(first["eval_mlm_sentiment_loss"])).item(), rel=1e-5)
     assert first["eval_glue_score"] == pytest.approx((first["eval_sentiment_score"] + first["eval_similarity_score"]) / 2)
+    # The loss is the mean cross-entropy over every masked token of the set (not a mean of batch means).
+    model, losses = trainer.model.eval(), []
+    with torch.no_grad():
+        for batch in trainer.get_eval_dataloader(evaluation["mlm_sentiment"]):
+            batch = {k: v for k, v in batch.items() if k != "labels"}
+            inputs, labels = trainer.mlm_masker(batch["input_ids"], trainer._mlm_seed(model, batch, None))
+            logits = model(**{**batch, "input_ids": inputs}, labels=labels).logits
+            losses.append(torch.nn.functional.cross_entropy(logits, labels[labels != -100], reduction="none"))
+    assert first["eval_mlm_sentiment_loss"] == pytest.approx(torch.cat(losses).mean().item(), rel=1e-5)
 
 
 # ---- MT-TARTAN and META-TARTAN --------------------------------------------------------------------------
