@@ -41,8 +41,8 @@ VIEW_TITLES = {
 }
 # Table order: the primary pair first, then the other pairs, single-task, ablations (benchmarks/README.md).
 METHOD_ORDER = ("async_kd", "async_kd_fw", "equal", "static", "uncertainty", "imtl_g", "imtl_g_async_kd", "single_task",
-                "async_kd_old_rule")
-ASYNC_METHODS = ("async_kd", "async_kd_fw", "imtl_g_async_kd", "async_kd_old_rule")
+                "async_kd_old_rule", "async_kd_fw_on_demand")
+ASYNC_METHODS = ("async_kd", "async_kd_fw", "imtl_g_async_kd", "async_kd_old_rule", "async_kd_fw_on_demand")
 # Like-for-like pairs (a − b), declared in benchmarks/README.md before the v2 runs.
 PAIRS = (
     ("async_kd", "equal"),
