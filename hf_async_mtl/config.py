@@ -54,7 +54,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
         kd_decline_trigger: A task also converges when its smoothed selection metric has fallen below its
             best by more than the gate's margin (a decline the split can show), even if its best did not
             clear the trivial-predictor floor: its best point is then measurably better than continuing.
-            Off by default until measured (benchmarks/README.md).
+            Off by default: measured, it brings back near-trivial teachers (docs/async_kd.md).
         kd_refresh: A converged task keeps being evaluated; when its selection metric beats its
             teacher's by the same margin, the current parameters become its teacher and relabel it.
         kd_require_improvement: A task converges only after its metric improved at least once over its
@@ -87,7 +87,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
             `metric_for_best_model` (transformers' `EarlyStoppingCallback`); 0 = off.
 
     Defaults that differ from `TrainingArguments`: `eval_strategy="steps"`, `remove_unused_columns=False`
-    (the dataset keeps `task_ids`), `report_to="none"`.
+    (the dataset keeps `task_ids`), `report_to="none"`, `per_device_eval_batch_size=64` (length-sorted batches).
     """
 
     sampling_strategy: str = field(
@@ -102,7 +102,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
     )
     mtl_method: str = field(
         default="equal",
-        metadata={"help": "Weighting method (equal, static, uncertainty, dwa, gradnorm, rlw, famo, pcgrad, gradvac, cagrad, mgda, imtl_g, nash_mtl); 'async_kd' = equal with --async_kd."},
+        metadata={"help": "Weighting method (equal, static, uncertainty, dwa, gradnorm, rlw, famo, pcgrad, gradvac, cagrad, mgda, imtl_g, nash_mtl, mt_tartan, meta_tartan); 'async_kd' = equal with --async_kd."},
     )
     mtl_method_options: dict | str | None = field(
         default=None, metadata={"help": "Options of the weighting method as a JSON object, e.g. '{\"temperature\": 2.0}'."}

@@ -137,8 +137,9 @@ def method_settings(args: Any, step_composition: str | None = None) -> dict[str,
     settings: dict[str, Any] = {"mtl_method": args.mtl_method, "mtl_method_options": dict(args.mtl_method_options or {})}
     if getattr(args, "async_kd", False):
         settings["async_kd"] = True
-        for name in ("kd_patience", "kd_min_delta", "kd_min_steps", "kd_smoothing", "kd_trivial_gate", "kd_margin_z", "kd_decline_trigger", "kd_refresh", "kd_temperature", "kd_loss", "kd_alpha", "kd_top_k", "kd_ensemble",
-                     "kd_soft_labels", "kd_stop_when_all_converged"):
+        for name in ("kd_patience", "kd_min_delta", "kd_min_steps", "kd_smoothing", "kd_full_window", "kd_require_improvement",
+                     "kd_trivial_gate", "kd_margin_z", "kd_decline_trigger", "kd_refresh", "kd_temperature", "kd_loss", "kd_alpha",
+                     "kd_top_k", "kd_ensemble", "kd_soft_labels", "kd_stop_when_all_converged"):
             settings[name] = getattr(args, name)
     settings["sampling_strategy"] = args.sampling_strategy
     if args.sampling_strategy == "temperature":

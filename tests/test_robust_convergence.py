@@ -220,6 +220,23 @@ def test_gate_blocks_a_task_that_never_beats_its_trivial_predictor(tmp_path, tok
     assert report["converged"] is False and report["floor"] == reference["floor"] and report["margin"] == pytest.approx(reference["margin"])
 
 
+@pytest.mark.parametrize("full_window", [True, False])
+def test_reported_smoothed_history_is_the_series_the_monitor_read(full_window, tmp_path, tokenizer, tiny_data):
+    args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=5, kd_smoothing=3, kd_full_window=full_window,
+                     kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
+    host = _Host(args, make_model(tokenizer), tiny_data)
+    callback = AsyncConvergenceCallback(host)
+    state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
+    callback.on_train_begin(args, state, control)
+    for step, value in enumerate([0.9, 0.3, 0.6, 0.3], start=1):
+        state.global_step = step
+        callback.on_evaluate(args, state, control, metrics={"eval_sentiment_score": value}, model=host.model)
+    report = callback.report()["sentiment"]
+    partial = [[1, 0.9], [2, 0.6]] if not full_window else []
+    assert [[s, pytest.approx(v)] for s, v in report["smoothed_history"]] == partial + [[3, pytest.approx(0.6)], [4, pytest.approx(0.4)]]
+    assert report["best_smoothed"] == pytest.approx(0.9 if not full_window else 0.6)
+
+
 class _ScriptedMetric:
     """A callback placed before the async-KD one that replaces a task's selection score by a scripted value per step."""
 

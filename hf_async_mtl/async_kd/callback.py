@@ -352,9 +352,12 @@ class AsyncConvergenceCallback(TrainerCallback):
         return report
 
     def _smoothed_history(self, history: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        """The smoothed series the monitor read: means of the last `smoothing` values; with full windows it
+        starts at the `smoothing`-th evaluation, else the first values are means of shorter windows."""
         window = self.monitor.smoothing
+        first = window - 1 if self.monitor.full_window else 0
         return [(step, sum(v for _, v in history[max(0, i + 1 - window): i + 1]) / len(history[max(0, i + 1 - window): i + 1]))
-                for i, (step, _) in enumerate(history)]
+                for i, (step, _) in enumerate(history) if i >= first]
 
     def on_train_end(self, args, state, control, **kwargs):
         self.training = False
