@@ -79,6 +79,22 @@ def test_run_glue_mtl_commands_parse(page, monkeypatch):
         assert training_args.async_kd, argv  # the README's main job runs async-KD
 
 
+def test_the_json_config_is_the_readmes_main_job(monkeypatch):
+    """`configs/glue5_minilm_async_kd.json` is the README command plus best-checkpoint saving; its twin drops async-KD."""
+    import run_glue_mtl
+
+    monkeypatch.chdir(REPO_ROOT)
+    flags, config = (run_glue_mtl.parse_args(argv) for argv in _commands(README.read_text(encoding="utf-8"), "run_glue_mtl.py")[:2])
+    equal = run_glue_mtl.parse_args(["configs/glue5_minilm_equal.json"])
+    saving = {"save_strategy", "metric_for_best_model", "save_total_limit", "logging_steps", "output_dir", "logging_dir",
+              "greater_is_better", "load_best_model_at_end", "metric_for_best_model_given", "distributed_state"}
+    for a, b in zip(flags, config):
+        left, right = ({k: v for k, v in vars(x).items() if k not in saving} for x in (a, b))
+        assert left == right
+    assert not equal[2].async_kd and {k: v for k, v in vars(equal[2]).items() if k not in saving | {"async_kd"}} == \
+        {k: v for k, v in vars(config[2]).items() if k not in saving | {"async_kd"}}
+
+
 def test_readme_states_what_the_example_prints():
     text = README.read_text(encoding="utf-8")
     quoted = re.findall(r"`([^`\n]+)`", text)
