@@ -237,6 +237,22 @@ def test_reported_smoothed_history_is_the_series_the_monitor_read(full_window, t
     assert report["best_smoothed"] == pytest.approx(0.9 if not full_window else 0.6)
 
 
+def test_the_report_flags_a_near_trivial_teacher_under_the_plain_rule_too(tmp_path, tokenizer, tiny_data):
+    args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=1, kd_smoothing=1, kd_trivial_gate=False,
+                     kd_require_improvement=False, kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
+    host = _Host(args, make_model(tokenizer), tiny_data)
+    callback = AsyncConvergenceCallback(host)
+    state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
+    callback.on_train_begin(args, state, control)
+    at_trivial = callback.references["sentiment"]["trivial_value"]
+    for step, value in enumerate([at_trivial + 0.01, at_trivial], start=1):  # a blip, then back: the plain rule converges
+        state.global_step = step
+        callback.on_evaluate(args, state, control, metrics={"eval_sentiment_score": value}, model=host.model)
+    report = callback.report()["sentiment"]
+    assert report["converged"] and report["teacher_steps"] == [1] and report["trivial_value"] == pytest.approx(at_trivial)
+    assert report["near_trivial"] is True and report["floor"] is not None
+
+
 class _ScriptedMetric:
     """A callback placed before the async-KD one that replaces a task's selection score by a scripted value per step."""
 
