@@ -86,8 +86,11 @@ def measure(num_tasks: int, method: str, quick: bool) -> dict:
         specs.append(spec)
         train[spec.name] = tokenize_task(spec, pool.select(range(min(1000, len(pool)))), tokenizer, task_id, settings["max_seq_length"])
         selection[spec.name] = tokenize_task(spec, held_out, tokenizer, task_id, settings["max_seq_length"])
-    model = MultiTaskModel.from_encoder(path, specs, num_hidden_layers=settings["layers"])
+    layers = {} if settings["layers"] is None else {"num_hidden_layers": settings["layers"]}  # None: all of them
+    model = MultiTaskModel.from_encoder(path, specs, **layers)
+    # require_improvement off: with min_delta 1 no later evaluation improves, so it would block every task
     extra = {"async_kd": True, "kd_patience": 1, "kd_smoothing": 1, "kd_trivial_gate": False, "kd_min_delta": 1.0,
+             "kd_require_improvement": False,
              "kd_snapshot_dir": os.path.join(work, "snapshots")} if method == "async_kd" else {}
     args = MultiTaskTrainingArguments(
         output_dir=os.path.join(work, "out"), per_device_train_batch_size=settings["batch_size"], learning_rate=1e-4,
