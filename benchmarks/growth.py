@@ -7,12 +7,14 @@
 Tasks, in order: the six local GLUE tasks (CoLA, SST-2, MRPC, STS-B, RTE, WNLI) and three custom tasks built
 from them through `hf_async_mtl.sources` (parquet files: SST-2 with its sentence reversed word by word, CoLA
 sentences labelled long/short by word count, MRPC's sentence pair swapped). Every training set is capped
-at 1,000 rows and every selection set at 200, so only the number of tasks changes. For k = 2..9 tasks, two
+at 1,000 rows and every selection set at 200, so only the number of tasks and their lengths change. For k = 2..9 tasks, two
 runs each in a fresh process (clean peak RSS): equal weighting and async-KD (all tasks converge after the
 first evaluations: patience 1, no gate, min_delta 1 so no later evaluation counts as better; snapshots on disk via
 `kd_snapshot_dir`), both with one-task steps.
-Step time = median wall time of the training steps between evaluations; evaluation time = mean wall time
-of one evaluation of every task's selection set. Goals (issue #16): step time and peak RSS flat within
+Step time = median wall time of the training steps between evaluations, also per task (the same task's
+steps as more tasks join: CoLA is in every run) and per 1,000 padded tokens — the tasks' lengths differ, so
+the plain step time follows the task mix (first full run, 2026-12-02: 0.121 s at 2 tasks, 0.191 s at 5);
+evaluation time = mean wall time of one evaluation of every task's selection set. Goals (issue #16): step time and peak RSS flat within
 10 % from 2 to 9 tasks for one-task steps; async-KD with on-disk snapshots flat in RSS.
 """
 
@@ -96,7 +98,7 @@ def measure(num_tasks: int, method: str, quick: bool) -> dict:
         output_dir=os.path.join(work, "out"), per_device_train_batch_size=settings["batch_size"], learning_rate=1e-4,
         max_steps=settings["steps"], eval_strategy="steps", eval_steps=settings["eval_steps"], save_strategy="no",
         logging_steps=10_000, seed=0, disable_tqdm=True, use_cpu=True, report_to="none", sampling_strategy="uniform", **extra)
-    timings: dict[str, list[float]] = {"step": [], "eval": []}
+    timings: dict[str, list] = {"step": [], "eval": [], "step_task": [], "step_tokens": []}
 
     class Clock(TrainerCallback):
         def __init__(self):
@@ -107,6 +109,12 @@ def measure(num_tasks: int, method: str, quick: bool) -> dict:
 
         def on_step_end(self, args, state, control, **kwargs):
             timings["step"].append(time.perf_counter() - self.last)
+            timings["step_task"].append(seen.pop() if seen else None)
+            timings["step_tokens"].append(tokens.pop() if tokens else None)
+            seen.clear(), tokens.clear()
+
+    seen: list[str] = []
+    tokens: list[int] = []
 
     trainer = MultiTaskTrainer(model=model, args=args, task_specs=specs, train_dataset=train, eval_dataset=selection,
                                processing_class=tokenizer, callbacks=[Clock()])
@@ -119,14 +127,33 @@ def measure(num_tasks: int, method: str, quick: bool) -> dict:
         return result
 
     trainer.evaluate = timed_evaluate
+    task_loss = trainer.task_loss
+
+    def recording_task_loss(model, batch):  # one-task steps: the step's task and padded tokens
+        task, loss, outputs = task_loss(model, batch)
+        if model.training:
+            seen.append(task)
+            tokens.append(int(batch["input_ids"].numel()))
+        return task, loss, outputs
+
+    trainer.task_loss = recording_task_loss
     trainer.train()
     report = trainer.async_convergence.report() if trainer.async_convergence else {}
     snapshot_dir = extra.get("kd_snapshot_dir")
     snapshot_bytes = sum(os.path.getsize(os.path.join(snapshot_dir, f)) for f in os.listdir(snapshot_dir)) if snapshot_dir and os.path.isdir(snapshot_dir) else 0
     # Step times without the steps that ran an evaluation or a soft-label pass in their on_step_end.
     steps = sorted(timings["step"])[: max(1, int(len(timings["step"]) * 0.9))]
+    # Tasks differ in length (pairs are longer), so the plain step time grows with the task mix: also per task
+    # (the same task's steps as more tasks join) and per 1,000 padded tokens.
+    timed = [(s, t, n) for s, t, n in zip(timings["step"], timings["step_task"], timings["step_tokens"]) if t is not None and n]
+    cutoff = sorted(s for s, _, _ in timed)[max(0, int(len(timed) * 0.9) - 1)] if timed else 0.0
+    timed = [(s, t, n) for s, t, n in timed if s <= cutoff]
+    per_task = {t: statistics.median(s for s, tt, _ in timed if tt == t) for t in {tt for _, tt, _ in timed}}
     return {"num_tasks": num_tasks, "method": method, "tasks": [s.name for s in specs],
-            "step_seconds_median": statistics.median(steps), "eval_seconds_mean": statistics.mean(timings["eval"]) if timings["eval"] else None,
+            "step_seconds_median": statistics.median(steps),
+            "step_seconds_median_by_task": per_task,
+            "seconds_per_1k_padded_tokens": 1000 * statistics.median(s / n for s, _, n in timed) if timed else None,
+            "eval_seconds_mean": statistics.mean(timings["eval"]) if timings["eval"] else None,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "converged": sum(1 for r in report.values() if r["converged"]), "snapshot_dir_bytes_at_end": snapshot_bytes}
 
@@ -157,6 +184,8 @@ def main() -> None:
         b = base[r["method"]]
         r["step_ratio_to_first"] = r["step_seconds_median"] / b["step_seconds_median"]
         r["rss_ratio_to_first"] = r["peak_rss_mb"] / b["peak_rss_mb"]
+        r["cola_step_ratio_to_first"] = r["step_seconds_median_by_task"]["cola"] / b["step_seconds_median_by_task"]["cola"]
+        r["token_time_ratio_to_first"] = r["seconds_per_1k_padded_tokens"] / b["seconds_per_1k_padded_tokens"]
     name = "growth_quick" if args.quick else "growth"
     result = {"settings": QUICK if args.quick else FULL, "rows": rows, "provenance": provenance(ROOT)}
     os.makedirs(OUT_DIR, exist_ok=True)
@@ -165,10 +194,14 @@ def main() -> None:
     lines = [f"# Growth from 2 to 9 tasks ({'quick: 3 layers' if args.quick else 'MiniLM, 6 layers'})", "",
              f"Generated by `python benchmarks/growth.py{' --quick' if args.quick else ''}` at commit `{result['provenance']['commit']}`. "
              f"Settings: {result['settings']}. Goal: step time and peak RSS within 10 % of the 2-task run (one-task steps).", "",
-             "| tasks | method | step s (median) | × 2 tasks | eval s (all tasks) | peak RSS MB | × 2 tasks | converged | snapshot files at end (MB) |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "Tasks differ in length (sentence pairs are longer), so the plain step time follows the task mix; the same task's "
+             "steps (CoLA, in every run) and the time per 1,000 padded tokens show the cost of the number of tasks itself.", "",
+             "| tasks | method | step s (median) | × 2 tasks | CoLA step × 2 tasks | s per 1k tokens × 2 tasks | eval s (all tasks) "
+             "| peak RSS MB | × 2 tasks | converged | snapshot files at end (MB) |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['num_tasks']} | {r['method']} | {r['step_seconds_median']:.3f} | {r['step_ratio_to_first']:.2f} | "
+                     f"{r['cola_step_ratio_to_first']:.2f} | {r['token_time_ratio_to_first']:.2f} | "
                      f"{(r['eval_seconds_mean'] or 0):.1f} | {r['peak_rss_mb']:.0f} | {r['rss_ratio_to_first']:.2f} | {r['converged']} | "
                      f"{r['snapshot_dir_bytes_at_end'] / 2**20:.1f} |")
     with open(os.path.join(OUT_DIR, f"{name}.md"), "w", encoding="utf-8") as handle:
