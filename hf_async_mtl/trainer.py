@@ -227,7 +227,8 @@ class MultiTaskTrainer(Trainer):
     # ---- loss ---------------------------------------------------------------------------------
 
     def _task_name(self, batch: Mapping[str, Any]) -> str:
-        return self.accelerator.unwrap_model(self.model).task_names[int(batch[TASK_IDS_COLUMN].view(-1)[0])]
+        """The task of a task-homogeneous batch (a mixed batch is an error), read here rather than in the model."""
+        return self.accelerator.unwrap_model(self.model)._resolve_task(batch[TASK_IDS_COLUMN], None)
 
     def task_loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[str, torch.Tensor, Any]:
         """Loss of one task-homogeneous batch: KD against stored soft labels when present, else hard labels."""
@@ -241,7 +242,9 @@ class MultiTaskTrainer(Trainer):
         if spec.is_mlm:  # masked here, seeded by the step; the model's loss covers the masked positions only
             _, outputs = self._masked_lm_forward(model, batch, example_ids)
             return task, outputs.loss, outputs
-        outputs = model(**batch)
+        # The model gets the task's name, not its ids: reading a tensor's value inside a compiled forward
+        # (`--torch_compile`) would break the graph at every step.
+        outputs = model(**{k: v for k, v in batch.items() if k != TASK_IDS_COLUMN}, task_name=task)
         if soft_labels is not None:
             loss = distillation_loss(
                 outputs.logits,
@@ -259,8 +262,9 @@ class MultiTaskTrainer(Trainer):
     def _masked_lm_forward(self, model: torch.nn.Module, batch: dict[str, Any], example_ids: Any) -> tuple[torch.Tensor, Any]:
         """(labels, outputs) of an MLM batch masked here (`batch` without labels and example ids; its input ids are
         replaced by the masked ones). Outputs hold logits of the masked positions only, in row-major order."""
+        task = self._task_name(batch)
         batch["input_ids"], labels = self.mlm_masker(batch["input_ids"], self._mlm_seed(model, batch, example_ids))
-        return labels, model(**batch, labels=labels)
+        return labels, model(**{k: v for k, v in batch.items() if k != TASK_IDS_COLUMN}, labels=labels, task_name=task)
 
     def _mlm_seed(self, model: torch.nn.Module, batch: Mapping[str, Any], example_ids: Any) -> int:
         """Seed of an MLM batch's masks: (seed, step, rank, task, first example) in training — resumable and
