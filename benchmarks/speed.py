@@ -259,7 +259,7 @@ def main() -> None:
     payload = {"settings": SETTINGS, "repeats": args.repeats, "samples": samples, "median": median, "ratios": ratios}
     with open(os.path.join(out_dir, "speed.json"), "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=1)
-    lines = [f"Settings: {SETTINGS}; medians of {args.repeats} repeats, each configuration in its own process.", "",
+    lines = [f"Settings: {SETTINGS}; medians of {min(len(v) for v in samples.values())} repeats, each configuration in its own process.", "",
              "| measure | value | goal |", "|---|---|---|"]
     lines += [f"| {name} | {value:.3f} | {goals[name]} |" for name, value in ratios.items()]
     lines += ["", "| configuration | seconds | examples/s | peak RSS MB | tasks converged |", "|---|---|---|---|---|"]
