@@ -126,13 +126,19 @@ class _Host:
         self.logs.append(logs)
 
 
-def test_teacher_is_the_monitors_best_step_also_with_min_delta(tmp_path, tokenizer, tiny_data):
-    args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=3, kd_min_delta=0.05, kd_require_improvement=False, kd_soft_labels="on_demand",
-                     eval_strategy="steps", eval_steps=1)
+def _started_callback(args, tokenizer, tiny_data):
+    """(host, callback, state, control) of an async-KD callback after on_train_begin, without a Trainer."""
     host = _Host(args, make_model(tokenizer), tiny_data)
     callback = AsyncConvergenceCallback(host)
     state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
     callback.on_train_begin(args, state, control)
+    return host, callback, state, control
+
+
+def test_teacher_is_the_monitors_best_step_also_with_min_delta(tmp_path, tokenizer, tiny_data):
+    args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=3, kd_min_delta=0.05, kd_require_improvement=False, kd_soft_labels="on_demand",
+                     eval_strategy="steps", eval_steps=1)
+    host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     # 0.52 is better than 0.50 but not by min_delta: the teacher stays the step-1 parameters.
     for step, value in enumerate([0.50, 0.52, 0.40, 0.40], start=1):
         with torch.no_grad():  # the model changes between evaluations
@@ -150,10 +156,7 @@ def _fed_callback(tmp_path, tokenizer, tiny_data, values, **overrides):
     """An async-KD callback (top-2, min_delta 0.05) fed the sentiment task's selection values at steps 1, 2, ..."""
     args = make_args(tmp_path, async_kd=True, kd_min_delta=0.05, kd_top_k=2, kd_require_improvement=False,
                      eval_strategy="steps", eval_steps=1, **overrides)
-    host = _Host(args, make_model(tokenizer), tiny_data)
-    callback = AsyncConvergenceCallback(host)
-    state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
-    callback.on_train_begin(args, state, control)
+    host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     for step, value in enumerate(values, start=1):
         state.global_step = step
         callback.on_evaluate(args, state, control, metrics={"eval_sentiment_score": value}, model=host.model)
@@ -205,10 +208,7 @@ def test_async_kd_skips_tasks_without_training_data_and_refuses_on_demand_labels
 def test_gate_blocks_a_task_that_never_beats_its_trivial_predictor(tmp_path, tokenizer, tiny_data):
     args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=1, kd_smoothing=1, kd_trivial_gate=True,
                      kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
-    host = _Host(args, make_model(tokenizer), tiny_data)
-    callback = AsyncConvergenceCallback(host)
-    state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
-    callback.on_train_begin(args, state, control)
+    host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     reference = callback.references["sentiment"]
     assert reference["floor"] == pytest.approx(reference["trivial_value"] + 2.0 * 0.5 / math.sqrt(reference["selection_size"]))
     at_trivial = reference["trivial_value"]
@@ -224,10 +224,7 @@ def test_gate_blocks_a_task_that_never_beats_its_trivial_predictor(tmp_path, tok
 def test_reported_smoothed_history_is_the_series_the_monitor_read(full_window, tmp_path, tokenizer, tiny_data):
     args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=5, kd_smoothing=3, kd_full_window=full_window,
                      kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
-    host = _Host(args, make_model(tokenizer), tiny_data)
-    callback = AsyncConvergenceCallback(host)
-    state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
-    callback.on_train_begin(args, state, control)
+    host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     for step, value in enumerate([0.9, 0.3, 0.6, 0.3], start=1):
         state.global_step = step
         callback.on_evaluate(args, state, control, metrics={"eval_sentiment_score": value}, model=host.model)
@@ -240,10 +237,7 @@ def test_reported_smoothed_history_is_the_series_the_monitor_read(full_window, t
 def test_the_report_flags_a_near_trivial_teacher_under_the_plain_rule_too(tmp_path, tokenizer, tiny_data):
     args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=1, kd_smoothing=1, kd_trivial_gate=False,
                      kd_require_improvement=False, kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
-    host = _Host(args, make_model(tokenizer), tiny_data)
-    callback = AsyncConvergenceCallback(host)
-    state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
-    callback.on_train_begin(args, state, control)
+    host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     at_trivial = callback.references["sentiment"]["trivial_value"]
     for step, value in enumerate([at_trivial + 0.01, at_trivial], start=1):  # a blip, then back: the plain rule converges
         state.global_step = step
@@ -275,10 +269,7 @@ SCRIPT = {2: 0.5, 4: 0.3, 6: 0.45, 8: 0.7, 10: 0.6, 12: 0.9}
 def test_callback_decline_trigger_switches_a_task_that_declines_below_its_floor(tmp_path, tokenizer, tiny_data):
     args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=3, kd_smoothing=2, kd_trivial_gate=True,
                      kd_decline_trigger=True, kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
-    host = _Host(args, make_model(tokenizer), tiny_data)
-    callback = AsyncConvergenceCallback(host)
-    state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
-    callback.on_train_begin(args, state, control)
+    host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     reference = callback.references["sentiment"]
     top, margin = reference["trivial_value"], reference["margin"]  # the best stays at the trivial value: below the floor
     for step, value in enumerate([top, top, top - margin, top - 2 * margin, top - 2 * margin], start=1):
