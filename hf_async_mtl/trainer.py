@@ -240,7 +240,7 @@ class MultiTaskTrainer(Trainer):
         if model.training and example_ids is not None and task in self.soft_labels:
             soft_labels = self.soft_labels[task].lookup(self.accelerator.unwrap_model(model), batch, example_ids).to(labels.device)
         if spec.is_mlm:  # masked here, seeded by the step; the model's loss covers the masked positions only
-            _, outputs = self._masked_lm_forward(model, batch, example_ids)
+            _, outputs = self._masked_lm_forward(model, batch, example_ids, task)
             return task, outputs.loss, outputs
         # The model gets the task's name, not its ids: reading a tensor's value inside a compiled forward
         # (`--torch_compile`) would break the graph at every step.
@@ -259,10 +259,9 @@ class MultiTaskTrainer(Trainer):
             loss = task_loss(outputs.logits, labels, spec.is_regression)
         return task, loss, outputs
 
-    def _masked_lm_forward(self, model: torch.nn.Module, batch: dict[str, Any], example_ids: Any) -> tuple[torch.Tensor, Any]:
+    def _masked_lm_forward(self, model: torch.nn.Module, batch: dict[str, Any], example_ids: Any, task: str) -> tuple[torch.Tensor, Any]:
         """(labels, outputs) of an MLM batch masked here (`batch` without labels and example ids; its input ids are
         replaced by the masked ones). Outputs hold logits of the masked positions only, in row-major order."""
-        task = self._task_name(batch)
         batch["input_ids"], labels = self.mlm_masker(batch["input_ids"], self._mlm_seed(model, batch, example_ids))
         return labels, model(**{k: v for k, v in batch.items() if k != TASK_IDS_COLUMN}, labels=labels, task_name=task)
 
@@ -475,7 +474,7 @@ class MultiTaskTrainer(Trainer):
                 for batch in self.get_eval_dataloader(dataset):
                     batch = dict(self._prepare_inputs(batch))
                     batch.pop("labels", None)
-                    labels, outputs = self._masked_lm_forward(model, batch, batch.pop(EXAMPLE_IDS_COLUMN, None))
+                    labels, outputs = self._masked_lm_forward(model, batch, batch.pop(EXAMPLE_IDS_COLUMN, None), self._task_name(batch))
                     masked = labels != IGNORE_INDEX
                     token_loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels[masked].long(), reduction="none")
                     # Per example (cross-entropy sum, masked tokens): gathering them per example drops the rows that
