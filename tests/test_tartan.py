@@ -214,6 +214,23 @@ def test_meta_tartan_trains_logs_weights_selects_on_the_end_task_and_resumes(tmp
     assert weights_plot_main([state, str(tmp_path / "weights.png")]) == 0 and os.path.getsize(tmp_path / "weights.png") > 0
 
 
+def test_meta_tartan_with_an_mlm_auxiliary_trains_alike_in_bf16(tmp_path, tokenizer, mlm_data):
+    """bf16 autocast (the benchmarks' precision): the MLM loss, the dev head and the meta-gradient run under it."""
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        trainer = _meta_trainer(tmp_path, tokenizer, mlm_data, precision, eval_strategy="no", save_strategy="no",
+                                bf16=precision == "bf16")
+        trainer.train()
+        runs[precision] = trainer
+    fp32, bf16 = (_losses_by_step(runs[p]) for p in ("fp32", "bf16"))
+    assert sorted(bf16) == sorted(fp32) and len(fp32) == 8
+    assert [bf16[s] for s in sorted(bf16)] == pytest.approx([fp32[s] for s in sorted(fp32)], rel=0.1, abs=0.05)
+    mlm = [log["train_loss_mlm_sentiment"] for log in runs["bf16"].state.log_history if "train_loss_mlm_sentiment" in log]
+    assert mlm and all(torch.isfinite(torch.tensor(mlm)))
+    moved = {p: runs[p].weighting.logits for p in runs}
+    assert torch.equal(torch.sign(moved["bf16"]), torch.sign(moved["fp32"]))  # the meta-gradient moves the weights alike
+
+
 def test_end_task_early_stopping(tmp_path, tokenizer, mlm_data):
     trainer = _meta_trainer(tmp_path, tokenizer, mlm_data, "stop", mtl_method="mt_tartan", mtl_method_options={}, max_steps=40,
                             eval_steps=2, save_steps=2, early_stopping_patience=1, learning_rate=0.0)
