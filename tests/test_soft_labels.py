@@ -8,9 +8,10 @@ import os
 import pytest
 import torch
 
+from hf_async_mtl import MultiTaskTrainer
 from hf_async_mtl.async_kd.soft_labels import SoftLabels
 from hf_async_mtl.async_kd.storage import dataset_fingerprint
-from tests.conftest import make_model
+from tests.conftest import TASKS, make_model
 from tests.test_trainer import _losses_by_step, make_args, no_dropout_trainer
 
 # Both tasks are monitored; the huge min_delta keeps their step-2 evaluation best, so both converge at
@@ -23,9 +24,26 @@ COMMON = dict(
 
 
 def _trainer(tmp_path, tokenizer, tiny_data, out, **overrides):
-    # The precomputing pass iterates a DataLoader, which draws one number from torch's global RNG, so
-    # dropout masks after it differ from an on-demand run's; without dropout the two runs must agree.
     return no_dropout_trainer(tmp_path, tokenizer, tiny_data, out, {**COMMON, **overrides})
+
+
+def test_the_precomputing_pass_leaves_the_training_randomness_alone(tmp_path, tokenizer, tiny_data):
+    """With dropout on, a precomputed run and an on-demand run draw the same dropout masks: the labelling pass
+    (a DataLoader over the training set) must not consume torch's global RNG, or every step after a task's
+    convergence would differ by randomness, not by method."""
+    train, evaluation = tiny_data
+    runs = {}
+    for mode in ("precompute", "on_demand"):
+        model = make_model(tokenizer, seed=3)
+        assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+        runs[mode] = MultiTaskTrainer(model=model, args=make_args(tmp_path / mode, **COMMON, kd_soft_labels=mode), task_specs=TASKS,
+                                      train_dataset=dict(train), eval_dataset=dict(evaluation), processing_class=tokenizer)
+        runs[mode].train()
+    assert set(runs["precompute"].soft_labels) == {"sentiment", "similarity"}
+    pre, lazy = (_losses_by_step(runs[m]) for m in ("precompute", "on_demand"))
+    assert pre.keys() == lazy.keys() and max(pre) == 10
+    for step, loss in pre.items():
+        assert lazy[step] == pytest.approx(loss, rel=1e-4, abs=1e-6), step
 
 
 @pytest.mark.parametrize("top_k,ensemble", [(1, "parameters"), (2, "predictions")])

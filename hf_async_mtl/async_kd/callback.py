@@ -249,8 +249,11 @@ class AsyncConvergenceCallback(TrainerCallback):
         order = torch.from_numpy(length_order(dataset))
         args = self.host.args
         batch_size = args.kd_label_batch_size or max(128, args.per_device_eval_batch_size)
+        # A private generator: iterating a DataLoader draws its base seed from torch's global RNG otherwise,
+        # and the pass would shift every dropout mask after it (an async-KD run would then differ from the
+        # same run with on-demand labels, or from equal weighting, by randomness as well as by method).
         loader = DataLoader(dataset.select(order.tolist()).select_columns(columns),
-                            batch_size=batch_size, collate_fn=self.host.data_collator)
+                            batch_size=batch_size, collate_fn=self.host.data_collator, generator=torch.Generator())
         start = 0
         for batch in loader:
             size = int(batch["input_ids"].shape[0])

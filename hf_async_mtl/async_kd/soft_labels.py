@@ -10,7 +10,8 @@ not labelled yet:
 - ``kd_soft_labels="on_demand"``: `lookup` labels each row the first time a training batch draws it,
   so rows never drawn again cost nothing and every rank of a multi-process run labels its own batches.
 
-Both give the same numbers (the teacher runs on the same rows in eval mode without gradients). The
+Both give the same numbers (the teacher runs on the same rows in eval mode without gradients) and leave
+the training's random numbers alone (the precomputing pass's loader has its own generator). The
 teacher reuses the training model's modules through `torch.func.functional_call` with the teacher's
 tensors (no second model); its tensors are kept only while some row is missing. `save` writes one
 safetensors file (the table, the teacher's tensors while needed, and metadata with a fingerprint of
