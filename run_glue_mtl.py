@@ -150,6 +150,10 @@ def validate(model_args: ModelArguments, data_args: DataArguments, training_args
         raise UsageError(f"{', '.join('--' + name for name in ignored_kd)} only act with async-KD, which is off: add --async_kd "
                          "(or --mtl_method async_kd), or drop them.", ignored_kd[0])
 
+    if data_args.dev_curves and (data_args.selection_split_fraction <= 0 or not training_args.do_train):
+        raise UsageError("--dev_curves evaluates the dev sets beside a selection split during training: it needs --do_train and "
+                         "--selection_split_fraction > 0 (with 0 the dev sets already are the evaluation split).", "dev_curves")
+
     tasks = plan_tasks(data_args, do_predict=training_args.do_predict)
     specs = [spec for spec, _ in tasks]
     if training_args.early_stopping_patience and training_args.metric_for_best_model is None and not training_args.end_tasks:
@@ -264,6 +268,21 @@ def cap(dataset: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dat
     return dataset.shuffle(seed=seed).select(range(limit))
 
 
+def dev_curve_sets(selection_sets: dict, dev_sets: dict) -> dict:
+    """Per task `{"selection": ..., "dev": ...}` (`dev_<split>` for tasks with several dev splits, e.g. MNLI).
+
+    The selection split comes first, so it stays the task's own (`eval_<task>_<metric>`: convergence, best
+    checkpoints and early stopping read it); the dev splits are logged as `eval_<task>_dev_<metric>` and select nothing.
+    """
+    evaluation = {}
+    for task, selection in selection_sets.items():
+        splits = dev_sets[task]
+        named = {"dev": next(iter(splits.values()))} if len(splits) == 1 else {
+            f"dev_{split.removeprefix('validation_')}": dataset for split, dataset in splits.items()}
+        evaluation[task] = {"selection": selection, **named}
+    return evaluation
+
+
 def build_model(model_args: ModelArguments, specs: list[TaskSpec], mask_token_id: int | None = None) -> MultiTaskModel:
     """A new multi-task model on a pretrained encoder, or a saved one whose heads must match `specs`."""
     path = resolve_checkpoint(os.path.expanduser(model_args.model_name_or_path))
@@ -355,13 +374,14 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
     if not selection_sets:
         logger.warning("selection_split_fraction=0: selection reads the dev sets that are also reported.")
         selection_sets = dev_sets
+    evaluation_sets = dev_curve_sets(selection_sets, dev_sets) if data_args.dev_curves else selection_sets
 
     trainer = MultiTaskTrainer(
         model=model,
         args=training_args,
         task_specs=specs,
         train_dataset=train_sets,
-        eval_dataset=selection_sets,
+        eval_dataset=evaluation_sets,
         processing_class=tokenizer,
         callbacks=[_TrainingStarted(state)],
     )

@@ -101,6 +101,11 @@ class DataArguments:
         metadata={"help": "Fraction of each training set held out for selection (0 = select on the dev sets, not recommended)."},
     )
     selection_split_max: int = field(default=500, metadata={"help": "Upper bound on held-out selection examples per task."})
+    dev_curves: bool = field(
+        default=False,
+        metadata={"help": "Also evaluate the dev sets at every evaluation, as a second split that selects nothing: their "
+                  "curves are logged as eval_<task>_dev_<metric> (trainer_state.json); one more dev pass per evaluation."},
+    )
     mlm_tasks: str | None = field(
         default=None,
         metadata={"help": "TARTAN: comma-separated trained tasks whose training text also trains an auxiliary masked-LM "

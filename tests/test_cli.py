@@ -48,6 +48,25 @@ def test_cli_trains_and_writes_results(tmp_path, tiny_checkpoint):
     assert os.path.isfile(out / "model.safetensors") and os.path.isfile(out / "config.json")
 
 
+def test_cli_dev_curves_log_the_dev_sets_beside_the_selection_split_that_selects(tmp_path, tiny_checkpoint, capsys):
+    glue = write_glue(tmp_path / "glue")
+    out = tmp_path / "out"
+    run_glue_mtl.main(base_args(glue, tiny_checkpoint, out) + ["--dev_curves", "--mtl_method", "async_kd", "--kd_patience", "1"])
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    during = [log for log in history if "eval_rte_dev_accuracy" in log]
+    assert [log["step"] for log in during] == [2, 4]
+    # The selection split stays the task's own score (what convergence reads); dev is logged beside it.
+    assert all("eval_rte_accuracy" in log and "eval_cola_dev_matthews_correlation" in log for log in during)
+    report = json.loads((out / "convergence_report.json").read_text())
+    selection_steps = [log["step"] for log in history if "eval_cola_score" in log and "eval_cola_dev_score" in log]
+    assert set(report) == {"cola", "rte"} and selection_steps == [2, 4]
+    # Without a selection split the dev sets already are the evaluation split: refused before any work.
+    args = base_args(glue, tiny_checkpoint, tmp_path / "refused")
+    args[args.index("--selection_split_fraction") + 1] = "0"
+    assert "--dev_curves" in run_cli_error(capsys, args + ["--dev_curves"])
+    assert not (tmp_path / "refused").exists()
+
+
 def tiny_glue5(root, rows: int = 16):
     """The first `rows` examples of each GLUE-5 train/dev file (real formats), under `root`."""
     from tests.conftest import GLUE_DIR
