@@ -61,10 +61,15 @@ def run_row(output_dir: str) -> dict:
               "RTE": 100 * results["eval_rte_score"], "GLUE-5": 100 * results["eval_glue_score"]}
     with open(os.path.join(output_dir, "trainer_state.json"), encoding="utf-8") as handle:
         history = json.load(handle)["log_history"]
-    curves = {t: [(log["step"], log[f"eval_{t}_score"]) for log in history if f"eval_{t}_score" in log] for t in TASKS}
+    # Evaluations during training only: the final dev evaluation is logged after the training summary.
+    end = next((i for i, log in enumerate(history) if "train_runtime" in log), len(history))
+    curves = {t: [(log["step"], log[f"eval_{t}_score"]) for log in history[:end] if f"eval_{t}_score" in log] for t in TASKS}
+    dev_curves = {t: [(log["step"], log[f"eval_{t}_dev_score"]) for log in history[:end] if f"eval_{t}_dev_score" in log]
+                  for t in TASKS}
     convergence = {t: {k: r.get(k) for k in ("converged", "converged_step", "teacher_steps", "teacher_metric", "near_trivial")}
                    for t, r in results.get("convergence", {}).items() if t in TASKS}
-    return {"scores": scores, "train_seconds": results.get("train_runtime"), "convergence": convergence, "curves": curves}
+    return {"scores": scores, "train_seconds": results.get("train_runtime"), "convergence": convergence, "curves": curves,
+            "dev_curves": dev_curves if any(dev_curves.values()) else None}
 
 
 def summarize(output_dir: str, equal_dir: str | None = None) -> str:
@@ -135,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.run:
         device = [] if __import__("torch").cuda.is_available() else ["--use_cpu"]
+        # --dev_curves (logging only) from 2026-12-02 on: the dev sets at every evaluation, beside the selection split.
         return subprocess.call([sys.executable, os.path.join(ROOT, "run_glue_mtl.py"), *COMMAND, *METHODS[args.method],
-                                *device, "--glue_dir", GLUE_DIR, "--output_dir", args.run])
+                                "--dev_curves", *device, "--glue_dir", GLUE_DIR, "--output_dir", args.run])
     print(summarize(args.summarize, args.equal))
     return 0
 
