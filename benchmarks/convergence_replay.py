@@ -16,7 +16,9 @@ that trajectory (until convergence the async-KD run *is* such a run). Three rule
 - new: the same + smoothing 2 + the trivial-predictor floor at z = 2 (the library's defaults);
 - decline: new + the opt-in decline trigger (`kd_decline_trigger`, decline margin = the floor's margin);
 - full: new + the smoothed series starting with the first full window (`kd_full_window`, the library's
-  default since 2026-12-02; "new" is the rule of the v2 benchmark's declared runs, commit 8b05ad6).
+  default since 2026-12-02; "new" is the rule of the v2 benchmark's declared runs, commit 8b05ad6);
+- decl: full + a decline required (`kd_require_decline`): the smoothed value must also have fallen below its
+  best by more than z noise units at the task's level (`noise_margin`), so a plateau alone never converges.
 
 A teacher (the monitor's best raw value before convergence) is *near-trivial* when
 |teacher - trivial| <= margin, where trivial is the task's trivial predictor (training majority class,
@@ -65,6 +67,8 @@ RULES = {
     "decline": {"smoothing": 2, "floor": True, "require_improvement": True, "decline": True},
     # new + the smoothed series starting with the first full window (kd_full_window, the default from 2026-12-02)
     "full": {"smoothing": 2, "floor": True, "require_improvement": True, "full_window": True},
+    # full + a decline beyond the split's noise at the task's level required (kd_require_decline)
+    "decl": {"smoothing": 2, "floor": True, "require_improvement": True, "full_window": True, "require_decline": True},
 }
 # v2 runs: the profile's monitor settings (the brief of the v2 matrix; single-task runs share them).
 V2_PATIENCE, V2_MIN_STEPS = 3, 0
@@ -92,6 +96,9 @@ def replay_curve(
     margin: float | None = None,
     decline_margin: float | None = None,
     full_window: bool = False,
+    require_decline: bool = False,
+    noise: tuple[tuple[str, ...], int] | None = None,
+    decline_z: float = Z,
 ) -> dict[str, Any]:
     """Feed one task's (step, selection value) curve to a `ConvergenceMonitor` and report its decision.
 
@@ -108,6 +115,7 @@ def replay_curve(
         require_improvement=require_improvement, smoothing=smoothing,
         floors=None if floor is None else {"task": floor},
         decline_margins=None if decline_margin is None else {"task": decline_margin}, full_window=full_window,
+        require_decline=require_decline, noise=None if noise is None else {"task": noise}, decline_z=decline_z,
     )
     for step, value in points:
         monitor.update(step, {"task": value})
@@ -144,8 +152,14 @@ def rule_options(rule: str, reference: Mapping[str, Any] | None) -> dict[str, An
         if not reference or reference.get("margin") is None:
             raise ValueError(f"Rule {rule!r} needs the task's margin; reference: {reference!r}.")
         decline_margin = float(reference["margin"])
+    noise = None
+    if spec.get("require_decline"):
+        if not reference or not reference.get("selection_size") or not reference.get("metrics"):
+            raise ValueError(f"Rule {rule!r} needs the task's metrics and selection size; reference: {reference!r}.")
+        noise = (tuple(reference["metrics"]), int(reference["selection_size"]))
     return {"smoothing": spec["smoothing"], "floor": floor, "require_improvement": spec["require_improvement"],
-            "decline_margin": decline_margin, "full_window": bool(spec.get("full_window", False))}
+            "decline_margin": decline_margin, "full_window": bool(spec.get("full_window", False)),
+            "require_decline": bool(spec.get("require_decline", False)), "noise": noise}
 
 
 # ---------------------------------------------------------------------------------------- run files
@@ -227,6 +241,9 @@ def report_rule(report_task: Mapping[str, Any], run: Mapping[str, Any]) -> str:
     if "smoothing" not in report_task:
         return "old"
     gated = report_task.get("floor") is not None
+    if report_task.get("require_decline"):
+        return "decl" if report_task.get("full_window") and int(report_task["smoothing"]) == 2 and gated else (
+            f"smoothing={report_task['smoothing']},gate={gated},require_decline")
     if report_task.get("decline_margin") is not None or str(run.get("method", "")).endswith("_decline"):
         return "decline" if int(report_task["smoothing"]) == 2 and gated else f"smoothing={report_task['smoothing']},gate={gated},decline"
     if report_task.get("full_window") and int(report_task["smoothing"]) == 2 and gated:

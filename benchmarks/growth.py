@@ -97,7 +97,7 @@ def measure(num_tasks: int, method: str, quick: bool, order: tuple[str, ...] = G
     model = MultiTaskModel.from_encoder(path, specs, **layers)
     # require_improvement off: with min_delta 1 no later evaluation improves, so it would block every task
     extra = {"async_kd": True, "kd_patience": 1, "kd_smoothing": 1, "kd_trivial_gate": False, "kd_min_delta": 1.0,
-             "kd_require_improvement": False,
+             "kd_require_improvement": False, "kd_require_decline": False,
              "kd_snapshot_dir": os.path.join(work, "snapshots")} if method == "async_kd" else {}
     args = MultiTaskTrainingArguments(
         output_dir=os.path.join(work, "out"), per_device_train_batch_size=settings["batch_size"], learning_rate=1e-4,

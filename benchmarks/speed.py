@@ -90,7 +90,7 @@ def measure(kind: str, seed: int) -> dict:
         # distilled from then on. The default robust rule would converge none in 240 steps (measured: 0), so the
         # plain rule with patience 1, no gate, no first-improvement requirement and min_delta 1 (nothing improves).
         async_kd = {"mtl_method": "async_kd", "kd_patience": 1, "kd_min_steps": 0, "kd_smoothing": 1, "kd_trivial_gate": False,
-                    "kd_require_improvement": False, "kd_min_delta": 1.0}
+                    "kd_require_improvement": False, "kd_require_decline": False, "kd_min_delta": 1.0}
         method = {"equal": {}, "async_kd": async_kd, "async_kd_on_demand": {**async_kd, "kd_soft_labels": "on_demand"}}[kind]
         args = MultiTaskTrainingArguments(**common, eval_strategy="steps", eval_steps=40, sampling_strategy="uniform", **method)
         trainer = MultiTaskTrainer(model=model, args=args, task_specs=specs, train_dataset=train, eval_dataset=evaluation,

@@ -55,6 +55,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
             best by more than the gate's margin (a decline the split can show), even if its best did not
             clear the trivial-predictor floor: its best point is then measurably better than continuing.
             Off by default: measured, it brings back near-trivial teachers (docs/async_kd.md).
+        kd_require_decline: A task converges only once its smoothed selection metric has also fallen below
+            its best by more than `kd_margin_z` noise units at its own level (`noise_margin`): evidence that
+            it got worse, not only that it stopped improving. With evaluations every 100 steps the plateau
+            rule froze SST-2, MRPC, STS-B and RTE at steps 900-1,200 of the 3,000-step main job (GLUE-5
+            -1.6 against equal weighting); false: the rule before 2026-12-02.
         kd_refresh: A converged task keeps being evaluated; when its selection metric beats its
             teacher's by the same margin, the current parameters become its teacher and relabel it.
         kd_require_improvement: A task converges only after its metric improved at least once over its
@@ -127,6 +132,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
     kd_margin_z: float = field(default=2.0, metadata={"help": "async_kd: noise units (z) of the trivial-predictor gate and of teacher refresh."})
     kd_decline_trigger: bool = field(
         default=False, metadata={"help": "async_kd: also converge when the smoothed metric falls below its best by the kd_margin_z margin."}
+    )
+    kd_require_decline: bool = field(
+        default=True,
+        metadata={"help": "async_kd: converge only once the smoothed metric has also fallen below its best by kd_margin_z noise units at its own level (false: a plateau of kd_patience evaluations is enough, as before 2026-12-02)."},
     )
     kd_refresh: bool = field(
         default=False, metadata={"help": "async_kd: a converged task takes a new teacher when its metric later beats the teacher's by the margin."}
@@ -213,6 +222,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
             self.mtl_method, self.async_kd = "equal", True
         if self.mtl_method not in available_weightings():
             raise ValueError(f"Unknown mtl_method {self.mtl_method!r}; known: {[*available_weightings(), ASYNC_KD_ALIAS]}.")
+        if self.async_kd and self.kd_decline_trigger and self.kd_require_decline:
+            raise ValueError("kd_decline_trigger converges a task on a decline alone, kd_require_decline asks a plateau for a "
+                             "decline as well: choose one (kd_require_decline=False with kd_decline_trigger=True).")
         if self.kd_patience < 1:
             raise ValueError(f"kd_patience must be >= 1, got {self.kd_patience}.")
         if self.kd_smoothing < 1:

@@ -138,7 +138,7 @@ def method_settings(args: Any, step_composition: str | None = None) -> dict[str,
     if getattr(args, "async_kd", False):
         settings["async_kd"] = True
         for name in ("kd_patience", "kd_min_delta", "kd_min_steps", "kd_smoothing", "kd_full_window", "kd_require_improvement",
-                     "kd_trivial_gate", "kd_margin_z", "kd_decline_trigger", "kd_refresh", "kd_temperature", "kd_loss", "kd_alpha",
+                     "kd_trivial_gate", "kd_margin_z", "kd_decline_trigger", "kd_require_decline", "kd_refresh", "kd_temperature", "kd_loss", "kd_alpha",
                      "kd_top_k", "kd_ensemble", "kd_soft_labels", "kd_stop_when_all_converged"):
             settings[name] = getattr(args, name)
     settings["sampling_strategy"] = args.sampling_strategy

@@ -36,7 +36,7 @@ def main(out_dir: str, method: str, per_device_batch: int) -> None:
     torch.manual_seed(0)
     model = MultiTaskModel(MultiTaskConfig(encoder_config=encoder, tasks=[t.head_config() for t in tasks], pooling="mean", classifier_dropout=0.0,
                                                mask_token_id=tokenizer.mask_token_id))
-    extra = {"kd_patience": 1, "kd_min_delta": 10.0, "kd_require_improvement": False, "kd_smoothing": 1,
+    extra = {"kd_patience": 1, "kd_min_delta": 10.0, "kd_require_improvement": False, "kd_require_decline": False, "kd_smoothing": 1,
              "kd_trivial_gate": False} if method.startswith("async_kd") else {}
     if method == "async_kd_on_demand":
         method, extra["kd_soft_labels"] = "async_kd", "on_demand"

@@ -88,7 +88,7 @@ def test_cli_async_kd_composes_with_a_gradient_method_on_glue5(tmp_path, tiny_ch
             "--output_dir", str(out), "--max_steps", "6", "--per_device_train_batch_size", "4", "--eval_steps", "2",
             "--max_seq_length", "32", "--use_cpu", "--disable_tqdm", "true", "--save_strategy", "no",
             "--selection_split_fraction", "0.25", "--do_train", "--do_eval", "--mtl_method", "imtl_g", "--async_kd",
-            "--kd_patience", "1", "--kd_min_delta", "10", "--kd_require_improvement", "false", "--kd_smoothing", "1",
+            "--kd_patience", "1", "--kd_min_delta", "10", "--kd_require_improvement", "false", "--kd_require_decline", "false", "--kd_smoothing", "1",
             "--kd_trivial_gate", "false", "--logging_steps", "1"]
     _, _, training_args = run_glue_mtl.parse_args(argv)
     assert training_args.mtl_method == "imtl_g" and training_args.async_kd
@@ -240,7 +240,7 @@ def test_cli_report_to_tensorboard_logs_task_scalars_and_convergence(tmp_path, t
     # kd_min_delta 10: no evaluation after the first improves, so both tasks converge at the second (step 4).
     run_glue_mtl.main(base_args(glue, tiny_checkpoint, tmp_path / "out") + [
         "--report_to", "tensorboard", "--logging_steps", "1", "--mtl_method", "async_kd", "--kd_patience", "1",
-        "--kd_min_delta", "10", "--kd_require_improvement", "false", "--kd_smoothing", "1", "--kd_trivial_gate", "false"])
+        "--kd_min_delta", "10", "--kd_require_improvement", "false", "--kd_require_decline", "false", "--kd_smoothing", "1", "--kd_trivial_gate", "false"])
     scalars = {}
     for directory, _, names in os.walk(logs):
         if any(n.startswith("events.out.tfevents") for n in names):

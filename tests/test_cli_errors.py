@@ -306,7 +306,7 @@ def kd_run(tmp_path_factory, tiny_checkpoint):
             argv = base_args(write_glue(root / "glue"), tiny_checkpoint, out)
             argv[argv.index("--save_strategy") + 1] = "steps"
             run_glue_mtl.run(argv + ["--save_steps", "4", "--mtl_method", "async_kd", "--kd_patience", "1", "--kd_min_delta", "10",
-                                     "--kd_require_improvement", "false", "--kd_smoothing", "1", "--kd_trivial_gate", "false"])
+                                     "--kd_require_improvement", "false", "--kd_require_decline", "false", "--kd_smoothing", "1", "--kd_trivial_gate", "false"])
             assert (out / "checkpoint-4" / "soft_labels" / "cola.safetensors").is_file()
             cache["out"] = out
         return cache["out"]

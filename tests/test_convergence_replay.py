@@ -26,7 +26,8 @@ N = 300
 TRIVIAL = 0.0
 FLOOR = convergence_floor(TRIVIAL, ("matthews_correlation",), N, 2.0)
 MARGIN = FLOOR - TRIVIAL
-REFERENCE = {"trivial_value": TRIVIAL, "margin": MARGIN, "floor": FLOOR, "selection_size": N, "greater_is_better": True}
+REFERENCE = {"trivial_value": TRIVIAL, "margin": MARGIN, "floor": FLOOR, "selection_size": N, "greater_is_better": True,
+             "metrics": ["matthews_correlation"]}
 STEPS = list(range(100, 1100, 100))
 # Stuck at the majority class with one blip (the v1 CoLA pattern): nothing learnt.
 PLATEAU = [0.0, 0.0, 0.0, 0.08, 0.0, 0.02, -0.01, 0.0, 0.03, 0.0]
@@ -105,7 +106,8 @@ def test_replay_run_skips_async_kd_and_replays_true_label_runs():
     assert replay_run(_run("equal", PLATEAU, async_kd=True), refs, 1000) == []
     rows = replay_run(_run("equal", PLATEAU), refs, 1000)
     assert [(r["task"], r["rule"], r["converged"], r["near_trivial"]) for r in rows] == [
-        ("cola", "old", True, True), ("cola", "new", False, None), ("cola", "decline", False, None), ("cola", "full", False, None)]
+        ("cola", "old", True, True), ("cola", "new", False, None), ("cola", "decline", False, None), ("cola", "full", False, None),
+        ("cola", "decl", False, None)]
     # A single-task run lists one task; a task without a curve is skipped.
     assert {r["task"] for r in replay_run(_run("single_cola", PLATEAU, tasks=("cola",)), refs, 1000)} == {"cola"}
     run = _run("equal", PLATEAU)
@@ -116,7 +118,7 @@ def test_replay_run_skips_async_kd_and_replays_true_label_runs():
 def test_replay_run_v2_reads_dev_at_teacher_and_last():
     dev = [0.0, 0.1, 0.2, 0.3, 0.42, 0.4, 0.38, 0.36, 0.35, 0.33]
     rows = replay_run(_run("equal", RISE_AND_DECLINE, version=2, dev=dev), {"cola": REFERENCE}, 2400)
-    old, new, decline, full = rows
+    old, new, decline, full, decl = rows
     assert (full["converged_step"], full["teacher_step"]) == (new["converged_step"], new["teacher_step"])  # no lucky first value here
     # The decline trigger fires once the smoothed value is more than the margin below its best smoothed
     # (0.5 + 0.48) / 2 = 0.49: at 800 the fall is 0.115, inside the margin 2/sqrt(300) = 0.1155; at 900 it is 0.165.
@@ -124,10 +126,13 @@ def test_replay_run_v2_reads_dev_at_teacher_and_last():
     # v2: patience 3 -> old converges at 800 (3 evaluations after the 500 peak).
     assert (old["converged_step"], old["teacher_step"]) == (800, 500)
     assert old["dev_at_teacher"] == 0.42 and old["dev_at_last"] == 0.33
+    # A decline required: smoothed best 0.49 (step 600), margin 2 (1 - 0.49^2) / sqrt(300) = 0.088 at that level;
+    # the fall passes it at 800 (0.115), patience (3) is met at 900.
+    assert (decl["converged_step"], decl["teacher_step"], decl["dev_at_teacher"]) == (900, 500, 0.42)
     assert new["dev_at_teacher"] == 0.42
     summary = dev_summary(rows)
-    assert [(r["rule"], r["converged_pairs"]) for r in summary] == [("decline", 1), ("full", 1), ("new", 1), ("old", 1)]
-    assert summary[0]["mean_teacher_minus_last"] == pytest.approx(0.09)
+    assert [(r["rule"], r["converged_pairs"]) for r in summary] == [("decl", 1), ("decline", 1), ("full", 1), ("new", 1), ("old", 1)]
+    assert summary[1]["mean_teacher_minus_last"] == pytest.approx(0.09)
 
 
 def test_summaries_count_pairs_convergences_and_near_trivial():

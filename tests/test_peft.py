@@ -167,7 +167,7 @@ def test_async_kd_with_lora_keeps_small_adapter_snapshots(tmp_path, tokenizer, t
     trainer = MultiTaskTrainer(
         model=lora_model(tokenizer),
         args=make_args(
-            tmp_path, max_steps=6, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, kd_require_improvement=False, eval_strategy="steps",
+            tmp_path, max_steps=6, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, kd_require_improvement=False, kd_require_decline=False, eval_strategy="steps",
             eval_steps=2, save_strategy="steps", save_steps=2, sampling_strategy="round_robin",
         ),
         task_specs=TASKS,

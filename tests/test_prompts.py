@@ -270,7 +270,7 @@ def test_soft_labels_of_an_averaging_pool_are_the_ensemble_of_its_views(tokenize
 def test_async_kd_converges_a_pool_task_on_one_view(tmp_path, tokenizer, prompt_data, monkeypatch):
     specs = (dataclasses.replace(PROMPT_SENTIMENT, prompt_eval="average"), PROMPT_SIMILARITY)
     trainer = _trainer(tmp_path, tokenizer, prompt_data, specs, max_steps=8, mtl_method="async_kd", kd_patience=1,
-                       kd_min_delta=10.0, kd_require_improvement=False, eval_strategy="steps", eval_steps=2)
+                       kd_min_delta=10.0, kd_require_improvement=False, kd_require_decline=False, eval_strategy="steps", eval_steps=2)
     trainer.train()
     assert set(trainer.soft_labels) >= {"sentiment"}
     soft = trainer.soft_labels["sentiment"]

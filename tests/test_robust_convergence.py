@@ -16,7 +16,7 @@ from hf_async_mtl.data import MultiTaskDataset
 import pytest
 import torch
 
-from hf_async_mtl.async_kd import AsyncConvergenceCallback, ConvergenceMonitor, convergence_floor, trivial_predictor_value
+from hf_async_mtl.async_kd import AsyncConvergenceCallback, ConvergenceMonitor, convergence_floor, noise_margin, trivial_predictor_value
 from tests.conftest import SENTIMENT, SIMILARITY, TASKS, make_model
 from tests.test_trainer import _losses_by_step, make_args, no_dropout_trainer
 
@@ -81,6 +81,78 @@ def test_decline_trigger_converges_on_a_decline_the_split_can_show_even_below_th
         ConvergenceMonitor({"a": True}, decline_margins={"a": -1.0})
 
 
+# SST-2's selection accuracy every 100 steps of the 3,000-step main job (29158d1, steps 100..1200): a slow rise
+# that looks flat from step 800; under equal weighting it reaches 93 % by step 2,100.
+SST2_SLOW_RISE = [0.826, 0.842, 0.832, 0.866, 0.842, 0.868, 0.880, 0.898, 0.894, 0.896, 0.896, 0.896]
+
+
+def test_noise_margin_is_the_metrics_spread_at_its_own_level():
+    assert noise_margin(0.9, ("accuracy",), 500, z=2.0) == pytest.approx(2 * 0.3 / math.sqrt(500))
+    assert noise_margin(0.0, ("matthews_correlation",), 500, z=2.0) == pytest.approx(2 / math.sqrt(500))
+    assert noise_margin(0.82, ("pearson", "spearmanr"), 500, z=2.0) == pytest.approx(2 * (1 - 0.82 ** 2) / math.sqrt(500))
+    # At a bound one changed prediction still moves the metric by 1/n; an unknown metric gets the large spread.
+    assert noise_margin(1.0, ("accuracy",), 400, z=1.0) == pytest.approx(1 / 400)
+    assert noise_margin(0.5, ("bleu",), 100, z=1.0) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="num_examples"):
+        noise_margin(0.5, ("accuracy",), 0, z=2.0)
+
+
+def test_require_decline_keeps_a_slow_rise_training_that_the_plateau_rule_freezes():
+    options = dict(patience=3, require_improvement=True, smoothing=2, full_window=True, floors={"sst2": 0.625})
+    plateau = ConvergenceMonitor({"sst2": True}, **options)
+    # What the run did: "converged" at step 1,200 on the teacher of step 800.
+    assert _feed(plateau, SST2_SLOW_RISE, "sst2") == [(1200, "sst2")] and plateau.best_step("sst2") == 800
+    decline = ConvergenceMonitor({"sst2": True}, **options, require_decline=True, noise={"sst2": (("accuracy",), 500)})
+    assert _feed(decline, SST2_SLOW_RISE, "sst2") == []
+    # Its margin sits at its own level: 2 sd of 89.6 % on 500 examples.
+    assert decline.decline_margin("sst2") == pytest.approx(noise_margin(0.896, ("accuracy",), 500, 2.0))
+
+
+def test_require_decline_converges_once_the_fall_exceeds_the_noise_with_the_best_step_as_teacher():
+    values = [0.55, 0.60, 0.64, 0.66, 0.65, 0.62, 0.58, 0.56, 0.55]  # RTE-like on 249 selection examples
+    monitor = ConvergenceMonitor({"rte": True}, patience=2, require_improvement=True, smoothing=2, full_window=True,
+                                 require_decline=True, noise={"rte": (("accuracy",), 249)})
+    # Smoothed from step 200: 0.575, 0.62, 0.65, 0.655 (best, step 500), 0.635, 0.60 (drop 0.055 < margin 0.060),
+    # 0.57 (drop 0.085): patience was met at 700, the decline only at 800.
+    assert _feed(monitor, values, "rte") == [(800, "rte")] and monitor.best_step("rte") == 400
+    plateau = ConvergenceMonitor({"rte": True}, patience=2, require_improvement=True, smoothing=2, full_window=True)
+    assert _feed(plateau, values, "rte") == [(700, "rte")]
+    # A decline alone does not converge a task that never cleared its floor, nor before patience.
+    gated = ConvergenceMonitor({"rte": True}, patience=2, require_improvement=True, smoothing=2, full_window=True,
+                               floors={"rte": 0.7}, require_decline=True, noise={"rte": (("accuracy",), 249)})
+    assert _feed(gated, values, "rte") == []
+    # The configuration survives a state round trip; a version-2 state (before the requirement) still loads.
+    state = monitor.state_dict()
+    restored = ConvergenceMonitor.from_state_dict(state)
+    assert restored.state_dict() == state and restored.require_decline and restored.noise == {"rte": (("accuracy",), 249)}
+    old = {**state, "version": 2}
+    for key in ("require_decline", "noise", "decline_z"):
+        old.pop(key)
+    assert ConvergenceMonitor.from_state_dict(old).require_decline is False
+    with pytest.raises(ValueError, match="selection split's size"):
+        ConvergenceMonitor({"rte": True}, noise={"rte": (("accuracy",), 0)})
+    with pytest.raises(ValueError, match="unknown task"):
+        ConvergenceMonitor({"rte": True}, noise={"cola": (("accuracy",), 10)})
+
+
+def test_callback_require_decline_waits_for_a_fall_beyond_the_split_noise(tmp_path, tokenizer, tiny_data):
+    args = make_args(tmp_path, max_steps=12, async_kd=True, kd_patience=2, kd_smoothing=1, kd_trivial_gate=False,
+                     kd_require_decline=True, kd_margin_z=1.0, kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
+    host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
+    size = callback.references["sentiment"]["selection_size"]
+    margin = noise_margin(0.9, ("accuracy",), size, 1.0)
+    values = [0.5, 0.9, 0.9, 0.9, 0.9 - margin / 2, 0.9 - 2 * margin, 0.9 - 2 * margin]
+    for step, value in enumerate(values, start=1):
+        state.global_step = step
+        callback.on_evaluate(args, state, control, metrics={"eval_sentiment_score": value}, model=host.model)
+        if "sentiment" in host.switched:
+            break
+    # A plateau (steps 3-5) and a fall within the noise (step 5) are not enough; a fall of 2 margins is.
+    assert step == 6 and callback.records["sentiment"]["teacher_steps"] == [2]
+    report = callback.report()["sentiment"]
+    assert report["require_decline"] is True and report["decline_margin"] == pytest.approx(margin)
+
+
 def test_smoothing_one_and_no_floor_is_the_plain_rule():
     values = [0.1, 0.3, 0.2, 0.25, 0.22, 0.4, 0.1, 0.1, 0.1]
     plain = ConvergenceMonitor({"a": True}, patience=2)
@@ -136,7 +208,7 @@ def _started_callback(args, tokenizer, tiny_data):
 
 
 def test_teacher_is_the_monitors_best_step_also_with_min_delta(tmp_path, tokenizer, tiny_data):
-    args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=3, kd_min_delta=0.05, kd_require_improvement=False, kd_soft_labels="on_demand",
+    args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=3, kd_min_delta=0.05, kd_require_improvement=False, kd_require_decline=False, kd_soft_labels="on_demand",
                      eval_strategy="steps", eval_steps=1)
     host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     # 0.52 is better than 0.50 but not by min_delta: the teacher stays the step-1 parameters.
@@ -154,7 +226,7 @@ def test_teacher_is_the_monitors_best_step_also_with_min_delta(tmp_path, tokeniz
 
 def _fed_callback(tmp_path, tokenizer, tiny_data, values, **overrides):
     """An async-KD callback (top-2, min_delta 0.05) fed the sentiment task's selection values at steps 1, 2, ..."""
-    args = make_args(tmp_path, async_kd=True, kd_min_delta=0.05, kd_top_k=2, kd_require_improvement=False,
+    args = make_args(tmp_path, async_kd=True, kd_min_delta=0.05, kd_top_k=2, kd_require_improvement=False, kd_require_decline=False,
                      eval_strategy="steps", eval_steps=1, **overrides)
     host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     for step, value in enumerate(values, start=1):
@@ -236,7 +308,7 @@ def test_reported_smoothed_history_is_the_series_the_monitor_read(full_window, t
 
 def test_the_report_flags_a_near_trivial_teacher_under_the_plain_rule_too(tmp_path, tokenizer, tiny_data):
     args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=1, kd_smoothing=1, kd_trivial_gate=False,
-                     kd_require_improvement=False, kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
+                     kd_require_improvement=False, kd_require_decline=False, kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
     host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     at_trivial = callback.references["sentiment"]["trivial_value"]
     for step, value in enumerate([at_trivial + 0.01, at_trivial], start=1):  # a blip, then back: the plain rule converges
@@ -268,7 +340,7 @@ class _ScriptedMetric:
 SCRIPT = {2: 0.5, 4: 0.3, 6: 0.45, 8: 0.7, 10: 0.6, 12: 0.9}
 def test_callback_decline_trigger_switches_a_task_that_declines_below_its_floor(tmp_path, tokenizer, tiny_data):
     args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=3, kd_smoothing=2, kd_trivial_gate=True,
-                     kd_decline_trigger=True, kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
+                     kd_decline_trigger=True, kd_require_decline=False, kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
     host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     reference = callback.references["sentiment"]
     top, margin = reference["trivial_value"], reference["margin"]  # the best stays at the trivial value: below the floor
@@ -283,7 +355,7 @@ def test_callback_decline_trigger_switches_a_task_that_declines_below_its_floor(
 
 
 REFRESH = dict(
-    max_steps=12, async_kd=True, kd_patience=1, kd_require_improvement=False, kd_refresh=True, kd_margin_z=0.0,
+    max_steps=12, async_kd=True, kd_patience=1, kd_require_improvement=False, kd_require_decline=False, kd_refresh=True, kd_margin_z=0.0,
     eval_strategy="steps", eval_steps=2, sampling_strategy="round_robin", logging_steps=1,
 )
 

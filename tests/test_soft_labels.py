@@ -17,7 +17,7 @@ from tests.test_trainer import _losses_by_step, make_args, no_dropout_trainer
 # Both tasks are monitored; the huge min_delta keeps their step-2 evaluation best, so both converge at
 # step 4 (patience 1). Round robin: sentiment trains on odd steps, similarity (regression) on even ones.
 COMMON = dict(
-    max_steps=10, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, kd_require_improvement=False,
+    max_steps=10, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, kd_require_improvement=False, kd_require_decline=False,
     kd_smoothing=1, kd_trivial_gate=False,
     eval_strategy="steps", eval_steps=2, sampling_strategy="round_robin", logging_steps=1,
 )

@@ -189,7 +189,7 @@ def test_async_kd_switches_converged_task_to_its_soft_labels(tmp_path, tokenizer
     trainer = MultiTaskTrainer(
         model=make_model(tokenizer),
         args=make_args(
-            tmp_path, max_steps=8, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, kd_require_improvement=False, eval_strategy="steps",
+            tmp_path, max_steps=8, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, kd_require_improvement=False, kd_require_decline=False, eval_strategy="steps",
             eval_steps=2, save_strategy="steps", save_steps=2, sampling_strategy="round_robin", logging_steps=1,
         ),
         task_specs=TASKS,
@@ -231,7 +231,7 @@ def test_async_kd_with_all_tasks_steps_distills_only_the_converged_task(tmp_path
         model=make_model(tokenizer),
         args=make_args(
             tmp_path, max_steps=6, mtl_method="async_kd", step_composition="all_tasks", kd_patience=1, kd_min_delta=10.0,
-            kd_require_improvement=False, eval_strategy="steps", eval_steps=2, logging_steps=1,
+            kd_require_improvement=False, kd_require_decline=False, eval_strategy="steps", eval_steps=2, logging_steps=1,
         ),
         task_specs=TASKS, train_dataset=train, eval_dataset={"sentiment": evaluation["sentiment"]}, processing_class=tokenizer,
     )
@@ -263,7 +263,7 @@ def test_top_k_teacher_ensembles_predictions_or_parameters(ensemble, tmp_path, t
     trainer = MultiTaskTrainer(
         model=make_model(tokenizer),
         args=make_args(
-            tmp_path, max_steps=8, mtl_method="async_kd", kd_patience=2, kd_min_delta=10.0, kd_require_improvement=False,
+            tmp_path, max_steps=8, mtl_method="async_kd", kd_patience=2, kd_min_delta=10.0, kd_require_improvement=False, kd_require_decline=False,
             kd_top_k=2, kd_ensemble=ensemble, eval_strategy="steps", eval_steps=2, sampling_strategy="round_robin",
         ),
         task_specs=TASKS, train_dataset=train, eval_dataset={"sentiment": evaluation["sentiment"]}, processing_class=tokenizer,
@@ -293,7 +293,7 @@ def test_kd_ensemble_must_be_known(tmp_path):
 def test_resume_after_convergence_matches_uninterrupted_run(tmp_path, tokenizer, tiny_data):
     train, evaluation = tiny_data
     common = dict(
-        max_steps=10, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, kd_require_improvement=False, eval_strategy="steps", eval_steps=2,
+        max_steps=10, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, kd_require_improvement=False, kd_require_decline=False, eval_strategy="steps", eval_steps=2,
         save_strategy="steps", save_steps=6, sampling_strategy="round_robin", logging_steps=1,
     )
 
@@ -359,6 +359,13 @@ def test_evaluation_runs_longest_first_with_the_metrics_of_dataset_order(tmp_pat
 def test_async_kd_options_are_checked_before_training(tmp_path, option, value, message):
     with pytest.raises(ValueError, match=message):
         MultiTaskTrainingArguments(output_dir=str(tmp_path), **{option: value})
+
+
+def test_decline_trigger_and_required_decline_are_not_combined(tmp_path):
+    with pytest.raises(ValueError, match="kd_decline_trigger converges a task on a decline alone"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), async_kd=True, kd_decline_trigger=True)
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), async_kd=True, kd_decline_trigger=True, kd_require_decline=False)
+    assert args.kd_decline_trigger and not args.kd_require_decline
 
 
 def test_an_extra_evaluation_split_may_not_share_a_tasks_metric_names(tmp_path, tokenizer, tiny_data):

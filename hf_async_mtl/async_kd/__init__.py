@@ -11,7 +11,7 @@ A layer over any weighting or gradient method, switched on with `MultiTaskTraini
 
 from .callback import AsyncConvergenceCallback, trivial_predictor_value
 from .losses import distillation_loss, ensemble_teacher_outputs, kl_distillation_loss
-from .monitor import ConvergenceMonitor, ConvergenceUpdate, convergence_floor
+from .monitor import ConvergenceMonitor, ConvergenceUpdate, convergence_floor, noise_margin
 from .snapshots import ParameterSnapshot, SnapshotKeeper, average_snapshots
 from .soft_labels import SoftLabels, build_teacher
 from .storage import dataset_fingerprint
@@ -26,6 +26,7 @@ __all__ = [
     "average_snapshots",
     "build_teacher",
     "convergence_floor",
+    "noise_margin",
     "dataset_fingerprint",
     "distillation_loss",
     "ensemble_teacher_outputs",

@@ -99,7 +99,15 @@ class AsyncConvergenceCallback(TrainerCallback):
             full_window=args.kd_full_window,
             floors={t: r["floor"] for t, r in references.items()} if args.kd_trivial_gate else None,
             decline_margins={t: r["margin"] for t, r in references.items()} if args.kd_decline_trigger else None,
+            require_decline=args.kd_require_decline,
+            # Decline margins at each task's own level (its best smoothed value) on its selection split.
+            noise={t: (self._monitored_metrics(t), int(r["selection_size"])) for t, r in references.items()},
+            decline_z=args.kd_margin_z,
         )
+
+    def _monitored_metrics(self, task: str) -> tuple[str, ...]:
+        spec = self.specs[task]
+        return tuple(spec.metrics) if spec.main_metric == "score" else (spec.main_metric,)
 
     # ---- the floors: trivial predictor + margin, from training labels and the selection split ----
 
@@ -120,8 +128,7 @@ class AsyncConvergenceCallback(TrainerCallback):
                 continue
             train = self.host.train_dataset.template_view(task, 0)
             trivial = trivial_predictor_value(spec, train["labels"], selection["labels"])
-            metrics = spec.metrics if spec.main_metric == "score" else (spec.main_metric,)
-            floor = convergence_floor(trivial, tuple(metrics), len(selection), args.kd_margin_z, spec.greater_is_better)
+            floor = convergence_floor(trivial, self._monitored_metrics(task), len(selection), args.kd_margin_z, spec.greater_is_better)
             references[task] = {"trivial_value": trivial, "selection_size": len(selection), "floor": floor,
                                 "margin": abs(floor - trivial)}
         return references
@@ -339,8 +346,10 @@ class AsyncConvergenceCallback(TrainerCallback):
                 "trivial_value": trivial,
                 "margin": margin,
                 "floor": reference.get("floor"),
-                # Set only with kd_decline_trigger: a smoothed fall below the best by more than this converges the task.
-                "decline_margin": self.monitor.decline_margins.get(task),
+                # A smoothed fall below the best by more than this is a decline (kd_require_decline: needed to
+                # converge; kd_decline_trigger alone: enough to converge, with the gate's fixed margin).
+                "decline_margin": self.monitor.decline_margin(task),
+                "require_decline": self.monitor.require_decline,
                 "best_smoothed": self.monitor.best_smoothed(task),
                 "smoothing": self.monitor.smoothing,
                 "full_window": self.monitor.full_window,
