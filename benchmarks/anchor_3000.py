@@ -9,7 +9,9 @@ freeze the anchor recorded (CoLA "converged" at step 500 on a noise blip, −3.9
 The command is the anchor's (`../shared/anchors/main_job_3000_minilm.md`): all 6 MiniLM layers, full GLUE-5
 training data, batch 32, 64 tokens, lr 1e-4 with linear decay, evaluation every 100 steps, default seed,
 `--mtl_method async_kd --kd_patience 3`, and the library's default convergence rule otherwise (smoothing, the
-trivial-predictor floor, full windows, first improvement required). Checkpoints are not saved (they change
+trivial-predictor floor, full windows, first improvement required; the async-KD run on record is from 29158d1, before
+a decline was required). With `--equal`, every replay rule is also run on the equal run's selection curves, which is
+exact: until a task converges an async-KD run is the equal run. Checkpoints are not saved (they change
 nothing in the run). The anchor's rows (equal weighting and the async-KD of 2026-12-01, one seed each, an older
 commit) are read from its markdown table, so the comparison is one seed against recorded runs: it shows the
 decisions, not an interval.
@@ -72,19 +74,56 @@ def run_row(output_dir: str) -> dict:
             "dev_curves": dev_curves if any(dev_curves.values()) else None}
 
 
+def stored_or_run(output_dir: str, key: str) -> dict:
+    """`run_row(output_dir)`, or the row stored under `key` in results/anchor_3000.json when the run's folder is gone
+    (runs write no checkpoints worth keeping; their rows are what the summary needs)."""
+    if os.path.isfile(os.path.join(output_dir, "all_results.json")):
+        return run_row(output_dir)
+    stored = os.path.join(OUT_DIR, "anchor_3000.json")
+    if os.path.isfile(stored):
+        with open(stored, encoding="utf-8") as handle:
+            row = json.load(handle).get(key)
+        if row:
+            print(f"{output_dir} has no all_results.json: using the '{key}' row stored in {stored}", file=sys.stderr)
+            return row
+    raise SystemExit(f"{output_dir}: no all_results.json, and no stored '{key}' row in {stored}")
+
+
+def replay_rules(equal: dict, references: dict) -> list[dict]:
+    """Every rule of `convergence_replay` on the equal run's selection curves: what async-KD would have decided.
+
+    Until a task converges an async-KD run is this run, so a rule's decision here is exact; `dev_at_teacher` is
+    what the frozen teacher scores on dev, against `dev_at_last`, equal weighting's final dev score.
+    """
+    from benchmarks.convergence_replay import RULES, replay_curve, rule_options
+
+    rows = []
+    for task in TASKS:
+        curve, dev = equal["curves"][task], dict((equal.get("dev_curves") or {}).get(task) or [])
+        for rule in RULES:
+            result = replay_curve(curve, patience=3, min_steps=0, **rule_options(rule, references[task]),
+                                  trivial=references[task]["trivial_value"], margin=references[task]["margin"])
+            rows.append({"task": task, "rule": rule, "converged_step": result["converged_step"],
+                         "teacher_step": result["teacher_step"], "teacher_value": result["teacher_value"],
+                         "dev_at_teacher": dev.get(result["teacher_step"]) if result["converged"] else None,
+                         "dev_at_last": dev[max(dev)] if dev else None})
+    return rows
+
+
 def summarize(output_dir: str, equal_dir: str | None = None) -> str:
     from benchmarks.provenance import provenance
 
-    anchors, new = anchor_rows(), run_row(output_dir)
-    equal = run_row(equal_dir)["scores"] if equal_dir else None
-    lines = ["# The 3,000-step main-job anchor with the default convergence rule", "",
+    anchors, new = anchor_rows(), stored_or_run(output_dir, "run")
+    equal_run = stored_or_run(equal_dir, "equal_run") if equal_dir else None
+    equal = equal_run["scores"] if equal_run else None
+    lines = ["# The 3,000-step main-job anchor with the robust convergence rules", "",
              f"Regenerate: `python benchmarks/anchor_3000.py --summarize {output_dir}` (the run: `--run`). One seed; the "
              "first two rows are the recorded anchor (`../shared/anchors/main_job_3000_minilm.md`, an older commit). "
              "Dev sets, final checkpoint, ×100.", "",
              "| run | " + " | ".join(COLUMNS) + " | train s |", "|---|" + "---|" * (len(COLUMNS) + 1)]
     for name, label in (("equal", "anchor: equal"), ("async_kd", "anchor: async_kd (rule of 2026-12-01)")):
         lines.append(f"| {label} | " + " | ".join(f"{anchors[name][c]:.2f}" for c in COLUMNS) + " | |")
-    lines.append("| async_kd, default rule (this run) | " + " | ".join(f"{new['scores'][c]:.2f}" for c in COLUMNS)
+    lines.append("| async_kd, plateau rule of 29158d1 (the run) | " + " | ".join(f"{new['scores'][c]:.2f}" for c in COLUMNS)
                  + f" | {new['train_seconds'] or 0:.0f} |")
     reference, name = (equal, "equal on this code") if equal else (anchors["equal"], "anchor equal")
     if equal:
@@ -99,17 +138,38 @@ def summarize(output_dir: str, equal_dir: str | None = None) -> str:
         metric = record.get("teacher_metric")
         lines.append(f"| {task} | {step} | {record.get('teacher_steps') or '–'} | {'–' if metric is None else f'{metric:.4f}'} | "
                      f"{record.get('near_trivial', '–')} |")
+    replay = None
+    if equal_run:
+        from benchmarks.convergence_replay import RULES, compute_references
+
+        # The anchor's selection split is run_glue_mtl's: 10 % of each training set, at most 500, seed 42 (the v2 carve).
+        references = compute_references("minilm", GLUE_DIR)
+        replay = replay_rules(equal_run, references)
+        lines += ["", "Every rule replayed on the equal run's selection curves (`convergence_replay` rules; patience 3; exact: until a "
+                  "task converges the async-KD run is the equal run). Dev ×100 at the teacher's step vs equal's last evaluation "
+                  "(step 3000); teacher − last > 0 is what freezing could keep, < 0 what it would cost.", "",
+                  "| rule | " + " | ".join(TASKS) + " | sum teacher − last |", "|---|" + "---|" * (len(TASKS) + 1)]
+        for rule in RULES:
+            cells, total = [], 0.0
+            for row in (r for r in replay if r["rule"] == rule):
+                if row["converged_step"] is None:
+                    cells.append("never")
+                    continue
+                gap = 100 * (row["dev_at_teacher"] - row["dev_at_last"]) if row["dev_at_teacher"] is not None else None
+                total += gap or 0.0
+                cells.append(f"{row['converged_step']} (t {row['teacher_step']}): " + ("–" if gap is None else f"{gap:+.1f}"))
+            lines.append(f"| {rule} | " + " | ".join(cells) + f" | {total:+.1f} |")
     os.makedirs(OUT_DIR, exist_ok=True)
     with open(os.path.join(OUT_DIR, "anchor_3000.json"), "w", encoding="utf-8") as handle:
         json.dump({"command": COMMAND + METHODS["async_kd"], "anchor": anchors, "run": new, "equal_this_code": equal,
-                   "provenance": provenance(ROOT)}, handle, indent=1)
+                   "equal_run": equal_run, "replay": replay, "provenance": provenance(ROOT)}, handle, indent=1)
     with open(os.path.join(OUT_DIR, "anchor_3000.md"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
-    _plot(new)
+    _plot(new, equal_run)
     return "\n".join(lines)
 
 
-def _plot(new: dict) -> None:
+def _plot(new: dict, equal: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,12 +179,15 @@ def _plot(new: dict) -> None:
     for task in TASKS:
         steps, values = zip(*new["curves"][task]) if new["curves"][task] else ((), ())
         line, = axis.plot(steps, values, label=task)
+        if equal and equal["curves"].get(task):
+            axis.plot(*zip(*equal["curves"][task]), color=line.get_color(), linestyle="--", alpha=0.5, linewidth=0.8)
         record = new["convergence"].get(task, {})
         if record.get("converged"):
             axis.axvline(record["converged_step"], color=line.get_color(), linestyle=":", alpha=0.7)
     axis.set_xlabel("step")
     axis.set_ylabel("selection-split score")
-    axis.set_title("async-KD, default rule: selection curves (dotted: convergence)", fontsize=9)
+    axis.set_title("async-KD, plateau rule (solid; dotted: convergence)" + (" vs equal weighting (dashed)" if equal else "")
+                   + ": selection curves", fontsize=9)
     axis.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(OUT_DIR, "anchor_3000.png"), dpi=110)
