@@ -16,7 +16,9 @@ Runs per seed:
   `--calibration_bins 10`, then `--finetune_after_mtl_steps 200` (each task alone from the final multi-task
   model, evaluation every 20 steps, best selection checkpoint, patience 3);
 - `pcgrad`: 200 all-task steps (the same 16,000 examples), `--diagnostics_steps 20` (same number of measurements);
-- `async_kd` (one teacher) and `async_kd_ens3` (prediction ensemble of the 3 best snapshots): `--calibration_bins 10`;
+- `async_kd` (one teacher) and `async_kd_ens3` (prediction ensemble of the 3 best snapshots): `--calibration_bins 10`,
+  with the plateau rule they were declared with (`--kd_require_decline false`; the decline requirement became the
+  library default later, 2026-12-02, and would leave this profile's tasks without teachers to calibrate);
 - `single_<task>` ×5: 200 steps of the task alone (its example budget in `equal`), `--calibration_bins 10`.
 
 Questions and how they are read: (a) does gradient conflict predict the generalization gap? For each task,
@@ -60,9 +62,10 @@ RUNS = {
     "pcgrad": ["--tasks", ",".join(TASKS), "--mtl_method", "pcgrad", "--max_steps", "200", "--eval_steps", "20",
                "--diagnostics_steps", "20", "--logging_steps", "2"],
     "async_kd": ["--tasks", ",".join(TASKS), "--mtl_method", "async_kd", "--max_steps", "1000", "--eval_steps", "100",
-                 "--kd_patience", "2", "--kd_min_steps", "200"],
+                 "--kd_patience", "2", "--kd_min_steps", "200", "--kd_require_decline", "false"],
     "async_kd_ens3": ["--tasks", ",".join(TASKS), "--mtl_method", "async_kd", "--max_steps", "1000", "--eval_steps", "100",
-                      "--kd_patience", "2", "--kd_min_steps", "200", "--kd_top_k", "3", "--kd_ensemble", "predictions"],
+                      "--kd_patience", "2", "--kd_min_steps", "200", "--kd_top_k", "3", "--kd_ensemble", "predictions",
+                      "--kd_require_decline", "false"],
     **{f"single_{t}": ["--tasks", t, "--max_steps", "200", "--eval_steps", "20", "--logging_steps", "2"] for t in TASKS},
 }
 
