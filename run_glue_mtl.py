@@ -156,6 +156,13 @@ def validate(model_args: ModelArguments, data_args: DataArguments, training_args
 
     tasks = plan_tasks(data_args, do_predict=training_args.do_predict)
     specs = [spec for spec, _ in tasks]
+    if data_args.dev_curves:
+        names = {spec.name for spec in specs}
+        clash = sorted(f"{spec.name}_{split}" for spec in specs for split in dev_split_names(spec.validation_splits)
+                       if f"{spec.name}_{split}" in names)
+        if clash:
+            raise UsageError(f"--dev_curves reports dev splits as <task>_dev...: {clash} would clash with the task(s) of that "
+                             "name; rename the task(s) or drop --dev_curves.", "dev_curves")
     if training_args.early_stopping_patience and training_args.metric_for_best_model is None and not training_args.end_tasks:
         raise UsageError("--early_stopping_patience needs --metric_for_best_model (or --end_task, which sets it).", "early_stopping_patience")
     if training_args.early_stopping_patience and training_args.metric_for_best_model is None and len(training_args.end_tasks) > 1:
@@ -200,6 +207,7 @@ def validate(model_args: ModelArguments, data_args: DataArguments, training_args
     check_output_dir(training_args.output_dir)
     if training_args.resume_from_checkpoint:
         check_resume_checkpoint(training_args.resume_from_checkpoint, specs, async_kd=training_args.async_kd,
+                                kd_require_decline=training_args.kd_require_decline,
                                 model_config=_model_stand_in(model_args, source, config))
     elif training_args.do_train and os.path.isdir(training_args.output_dir) and get_last_checkpoint(training_args.output_dir):
         logger.warning("%s holds checkpoints of an earlier run; this run starts from scratch and writes over them "
@@ -268,18 +276,27 @@ def cap(dataset: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dat
     return dataset.shuffle(seed=seed).select(range(limit))
 
 
+def dev_split_names(splits) -> list[str]:
+    """How `--dev_curves` names a task's dev splits: `dev`, or `dev_<split>` for several (MNLI: `dev_matched`,
+    `dev_mismatched`; the split's name without `validation_`, or whole where that would repeat)."""
+    splits = list(splits)
+    if len(splits) == 1:
+        return ["dev"]
+    short = [split.removeprefix("validation_") for split in splits]
+    return [f"dev_{s}" if short.count(s) == 1 else f"dev_{split}" for s, split in zip(short, splits)]
+
+
 def dev_curve_sets(selection_sets: dict, dev_sets: dict) -> dict:
     """Per task `{"selection": ..., "dev": ...}` (`dev_<split>` for tasks with several dev splits, e.g. MNLI).
 
     The selection split comes first, so it stays the task's own (`eval_<task>_<metric>`: convergence, best
-    checkpoints and early stopping read it); the dev splits are logged as `eval_<task>_dev_<metric>` and select nothing.
+    checkpoints, early stopping and `eval_loss` read it); the dev splits are logged as `eval_<task>_dev_<metric>`
+    (MNLI: `eval_mnli_dev_matched_<metric>`) and select nothing.
     """
     evaluation = {}
     for task, selection in selection_sets.items():
         splits = dev_sets[task]
-        named = {"dev": next(iter(splits.values()))} if len(splits) == 1 else {
-            f"dev_{split.removeprefix('validation_')}": dataset for split, dataset in splits.items()}
-        evaluation[task] = {"selection": selection, **named}
+        evaluation[task] = {"selection": selection, **dict(zip(dev_split_names(splits), splits.values()))}
     return evaluation
 
 

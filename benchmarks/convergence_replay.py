@@ -159,7 +159,8 @@ def rule_options(rule: str, reference: Mapping[str, Any] | None) -> dict[str, An
         noise = (tuple(reference["metrics"]), int(reference["selection_size"]))
     return {"smoothing": spec["smoothing"], "floor": floor, "require_improvement": spec["require_improvement"],
             "decline_margin": decline_margin, "full_window": bool(spec.get("full_window", False)),
-            "require_decline": bool(spec.get("require_decline", False)), "noise": noise}
+            "require_decline": bool(spec.get("require_decline", False)), "noise": noise,
+            "decline_z": float((reference or {}).get("z", Z))}
 
 
 # ---------------------------------------------------------------------------------------- run files

@@ -108,11 +108,12 @@ PROFILES = {
 # method name → MultiTaskTrainingArguments overrides. "single_<task>" runs are added per task.
 METHODS = {
     "equal": {"mtl_method": "equal"},
-    "async_kd": {"mtl_method": "async_kd"},
+    # v1 async-KD entries keep the plateau rule they ran with (the decline requirement came on 2026-12-02).
+    "async_kd": {"mtl_method": "async_kd", "kd_require_decline": False},
     # Controls for the step composition: the gradient-balancing methods take one batch of every task per
     # step (1/5 of the steps at 5x the examples per step); these run EW and async-KD the same way.
     "equal_all_tasks": {"mtl_method": "equal", "step_composition": "all_tasks"},
-    "async_kd_all_tasks": {"mtl_method": "async_kd", "step_composition": "all_tasks"},
+    "async_kd_all_tasks": {"mtl_method": "async_kd", "step_composition": "all_tasks", "kd_require_decline": False},
     "pcgrad": {"mtl_method": "pcgrad"},
     "uncertainty": {"mtl_method": "uncertainty"},
     # DWA's "epoch" is a window of steps; the default 100 would leave every weight at 1 in a 200-step run
@@ -124,11 +125,11 @@ METHODS = {
     # prediction ensemble (3 labelling passes, soft labels = mean probability).
     # The convergence rule before robust convergence (raw values, no trivial-predictor gate): what
     # "async_kd" meant when the v1 matrix ran (the seed-0 reproduction of the architecture change).
-    "async_kd_old_rule": {"mtl_method": "async_kd", "kd_smoothing": 1, "kd_trivial_gate": False},
+    "async_kd_old_rule": {"mtl_method": "async_kd", "kd_smoothing": 1, "kd_trivial_gate": False, "kd_require_decline": False},
     # The default rule plus the decline trigger (on request, like the old-rule entry).
     "async_kd_decline": {"mtl_method": "async_kd", "kd_decline_trigger": True, "kd_require_decline": False},
-    "async_kd_top3": {"mtl_method": "async_kd", "kd_top_k": 3},
-    "async_kd_ens3": {"mtl_method": "async_kd", "kd_top_k": 3, "kd_ensemble": "predictions"},
+    "async_kd_top3": {"mtl_method": "async_kd", "kd_top_k": 3, "kd_require_decline": False},
+    "async_kd_ens3": {"mtl_method": "async_kd", "kd_top_k": 3, "kd_ensemble": "predictions", "kd_require_decline": False},
     # Static weights that put the tasks' losses on one scale: STS-B's MSE on 0-5 scores starts about
     # 8x above the cross-entropies (5.6 vs 0.65-0.71 over the equal run's first 100 steps), so it gets
     # 1/8; chosen from training losses only, no dev-set tuning.

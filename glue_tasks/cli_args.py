@@ -104,7 +104,7 @@ class DataArguments:
     dev_curves: bool = field(
         default=False,
         metadata={"help": "Also evaluate the dev sets at every evaluation, as a second split that selects nothing: their "
-                  "curves are logged as eval_<task>_dev_<metric> (trainer_state.json); one more dev pass per evaluation."},
+                  "curves are logged as eval_<task>_dev_<metric> (MNLI: eval_mnli_dev_matched_<metric>, ...) in trainer_state.json; one more dev pass per evaluation."},
     )
     mlm_tasks: str | None = field(
         default=None,

@@ -50,11 +50,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
         kd_trivial_gate: A task may converge only once its smoothed best beats its trivial predictor
             (training majority class / mean) on the selection split by `kd_margin_z` noise units.
         kd_margin_z: Noise units of the gate's margin: z · s / sqrt(n) on n selection examples, s = 0.5
-            for accuracy / F1 and 1 for MCC / correlations (z = 2: CoLA's MCC on 500 examples must pass 0.089).
+            for accuracy / F1 and 1 for MCC / correlations (z = 2: CoLA's MCC on 500 examples must pass 0.089);
+            also of the decline `kd_require_decline` asks for and of teacher refresh.
         kd_decline_trigger: A task also converges when its smoothed selection metric has fallen below its
             best by more than the gate's margin (a decline the split can show), even if its best did not
             clear the trivial-predictor floor: its best point is then measurably better than continuing.
-            Off by default: measured, it brings back near-trivial teachers (docs/async_kd.md).
+            Off by default: measured, it brings back near-trivial teachers (docs/async_kd.md). Needs
+            `kd_require_decline=False`.
         kd_require_decline: A task converges only once its smoothed selection metric has also fallen below
             its best by more than `kd_margin_z` noise units at its own level (`noise_margin`): evidence that
             it got worse, not only that it stopped improving. With evaluations every 100 steps the plateau
@@ -129,9 +131,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
     kd_trivial_gate: bool = field(
         default=True, metadata={"help": "async_kd: converge only once the metric beats the trivial predictor by kd_margin_z noise units."}
     )
-    kd_margin_z: float = field(default=2.0, metadata={"help": "async_kd: noise units (z) of the trivial-predictor gate and of teacher refresh."})
+    kd_margin_z: float = field(default=2.0, metadata={"help": "async_kd: noise units (z) of the trivial-predictor gate, of the required decline and of teacher refresh."})
     kd_decline_trigger: bool = field(
-        default=False, metadata={"help": "async_kd: also converge when the smoothed metric falls below its best by the kd_margin_z margin."}
+        default=False, metadata={"help": "async_kd: also converge when the smoothed metric falls below its best by the kd_margin_z margin (with --kd_require_decline false)."}
     )
     kd_require_decline: bool = field(
         default=True,
@@ -224,7 +226,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(f"Unknown mtl_method {self.mtl_method!r}; known: {[*available_weightings(), ASYNC_KD_ALIAS]}.")
         if self.async_kd and self.kd_decline_trigger and self.kd_require_decline:
             raise ValueError("kd_decline_trigger converges a task on a decline alone, kd_require_decline asks a plateau for a "
-                             "decline as well: choose one (kd_require_decline=False with kd_decline_trigger=True).")
+                             "decline as well: choose one (--kd_require_decline false with --kd_decline_trigger).")
         if self.kd_patience < 1:
             raise ValueError(f"kd_patience must be >= 1, got {self.kd_patience}.")
         if self.kd_smoothing < 1:

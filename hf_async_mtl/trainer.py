@@ -423,7 +423,8 @@ class MultiTaskTrainer(Trainer):
             loss = output.metrics.get(f"{metric_key_prefix}_{key}_loss")
             if loss is not None:
                 metrics[f"{metric_key_prefix}_{key}_loss"] = loss
-                losses.append(loss)
+                if key == task:  # a task's extra splits (e.g. dev curves beside selection) select nothing
+                    losses.append(loss)
             if key == task:
                 task_scores[task] = task_metrics
         if task_scores:  # MLM objectives are auxiliary: never part of the score
@@ -575,6 +576,7 @@ class MultiTaskTrainer(Trainer):
             directory = self.checkpoint_state.resolve(resume_from_checkpoint, self.args.output_dir)
             # Any method: refuse a checkpoint of other tasks, heads or labels before loading anything from it.
             check_resume_checkpoint(directory, list(self.task_specs.values()), async_kd=self.async_convergence is not None,
+                                    kd_require_decline=self.args.kd_require_decline if self.async_convergence is not None else None,
                                     model_config=self.accelerator.unwrap_model(self.model).config)
             if self.train_dataset is not None:
                 check_sampler_resume(directory, self.build_train_sampler(), self.args.gradient_accumulation_steps)

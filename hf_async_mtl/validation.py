@@ -476,7 +476,8 @@ def _safetensors_keys(path: str) -> dict[str, list[int]]:
 
 
 def check_resume_checkpoint(
-    directory: str, specs: Sequence[TaskSpec], *, model_config: Any = None, async_kd: bool | None = None
+    directory: str, specs: Sequence[TaskSpec], *, model_config: Any = None, async_kd: bool | None = None,
+    kd_require_decline: bool | None = None,
 ) -> None:
     """Refuse to resume from `directory` unless it continues the requested run; every problem is a `UsageError`.
 
@@ -528,6 +529,13 @@ def check_resume_checkpoint(
         if not os.path.isfile(state_path):
             raise UsageError(f"{state_path} is missing: {directory} was not written by a run with async-KD.", "resume_from_checkpoint")
         state, state_text = read_json_file(state_path, "async-KD state")
+        monitor = state.get("monitor") if isinstance(state, dict) else None
+        stored = bool(monitor.get("require_decline", False)) if isinstance(monitor, dict) else None  # none before 2026-12-02
+        if kd_require_decline is not None and stored is not None and stored != bool(kd_require_decline):
+            line = key_line(state_text, "require_decline") or key_line(state_text, "monitor") or 1
+            raise UsageError(f"{state_path}, line {line}, field 'require_decline': the run converged tasks with "
+                             f"kd_require_decline={stored}; resume it with --kd_require_decline {str(stored).lower()}.",
+                             "kd_require_decline")
         for task, entries in (state.get("snapshots") or {}).items() if isinstance(state, dict) else ():
             for entry in entries:
                 snapshot = os.path.join(directory, "kd_snapshots", str(entry.get("file")))

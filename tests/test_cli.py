@@ -58,13 +58,34 @@ def test_cli_dev_curves_log_the_dev_sets_beside_the_selection_split_that_selects
     # The selection split stays the task's own score (what convergence reads); dev is logged beside it.
     assert all("eval_rte_accuracy" in log and "eval_cola_dev_matthews_correlation" in log for log in during)
     report = json.loads((out / "convergence_report.json").read_text())
-    selection_steps = [log["step"] for log in history if "eval_cola_score" in log and "eval_cola_dev_score" in log]
-    assert set(report) == {"cola", "rte"} and selection_steps == [2, 4]
+    # The monitor read the selection scores, never the dev ones; eval_loss (what `loss` selection reads) is the
+    # selection splits' mean loss.
+    for task in ("cola", "rte"):
+        assert report[task]["history"] == [[log["step"], log[f"eval_{task}_score"]] for log in during]
+    for log in during:
+        assert log["eval_loss"] == pytest.approx((log["eval_cola_loss"] + log["eval_rte_loss"]) / 2)
+        assert log["eval_loss"] != pytest.approx((log["eval_cola_dev_loss"] + log["eval_rte_dev_loss"]) / 2)
     # Without a selection split the dev sets already are the evaluation split: refused before any work.
     args = base_args(glue, tiny_checkpoint, tmp_path / "refused")
     args[args.index("--selection_split_fraction") + 1] = "0"
     assert "--dev_curves" in run_cli_error(capsys, args + ["--dev_curves"])
     assert not (tmp_path / "refused").exists()
+
+
+def test_dev_curve_split_names_and_clashes_with_task_names(tmp_path, tiny_checkpoint, capsys):
+    assert run_glue_mtl.dev_split_names(["validation"]) == ["dev"]
+    assert run_glue_mtl.dev_split_names(["validation_matched", "validation_mismatched"]) == ["dev_matched", "dev_mismatched"]
+    assert run_glue_mtl.dev_split_names(["validation_x", "x"]) == ["dev_validation_x", "dev_x"]
+    rows = "\n".join(f'{{"text": "review {i}", "label": "{"pos" if i % 2 else "neg"}"}}' for i in range(24))
+    (tmp_path / "train.jsonl").write_text(rows)
+    (tmp_path / "dev.jsonl").write_text(rows)
+    (tmp_path / "tasks.json").write_text(json.dumps([{"name": "cola_dev", "text_fields": ["text"], "label_names": ["neg", "pos"],
+                                                      "train_file": "train.jsonl", "validation_file": "dev.jsonl"}]))
+    glue = write_glue(tmp_path / "glue")
+    args = base_args(glue, tiny_checkpoint, tmp_path / "out")
+    args[args.index("--tasks") + 1] = "cola"
+    line = run_cli_error(capsys, args + ["--custom_tasks_file", str(tmp_path / "tasks.json"), "--dev_curves"])
+    assert "['cola_dev'] would clash" in line and not (tmp_path / "out").exists()
 
 
 def tiny_glue5(root, rows: int = 16):

@@ -151,6 +151,23 @@ def test_callback_require_decline_waits_for_a_fall_beyond_the_split_noise(tmp_pa
     assert step == 6 and callback.records["sentiment"]["teacher_steps"] == [2]
     report = callback.report()["sentiment"]
     assert report["require_decline"] is True and report["decline_margin"] == pytest.approx(margin)
+    # Under the plateau rule the report names no decline margin (the replay reads the rule from it) and the same
+    # values converge at step 4, two evaluations after the best.
+    plateau_args = make_args(tmp_path / "plateau", max_steps=12, async_kd=True, kd_patience=2, kd_smoothing=1, kd_trivial_gate=False,
+                             kd_require_decline=False, kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
+    host, callback, state, control = _started_callback(plateau_args, tokenizer, tiny_data)
+    for step, value in enumerate(values, start=1):
+        state.global_step = step
+        callback.on_evaluate(plateau_args, state, control, metrics={"eval_sentiment_score": value}, model=host.model)
+        if "sentiment" in host.switched:
+            break
+    plateau_report = callback.report()["sentiment"]
+    assert step == 4 and plateau_report["decline_margin"] is None and plateau_report["require_decline"] is False
+    from benchmarks.convergence_replay import report_rule
+
+    as_default = {"smoothing": 2, "full_window": True, "floor": 0.6}  # the default rule's other settings
+    assert report_rule({**plateau_report, **as_default}, {"method": "async_kd"}) == "full"
+    assert report_rule({**report, **as_default}, {"method": "async_kd"}) == "decl"
 
 
 def test_smoothing_one_and_no_floor_is_the_plain_rule():
@@ -385,6 +402,11 @@ def test_teacher_refresh_relabels_and_a_resumed_run_equals_the_uninterrupted_one
         assert resumed_losses[step] == pytest.approx(full_losses[step], rel=1e-4, abs=1e-6)
     assert resumed.async_convergence.records == full.async_convergence.records
     assert torch.allclose(resumed.soft_labels["similarity"].table, full.soft_labels["similarity"].table, atol=1e-5)
+    # The checkpoint converged tasks under the plateau rule: resuming under another rule is refused before any work.
+    other_rule = _refresh_trainer(tmp_path, tokenizer, tiny_data, "other_rule", kd_require_decline=True)
+    with pytest.raises(ValueError, match=r"field 'require_decline'.*--kd_require_decline false"):
+        other_rule.train(resume_from_checkpoint=os.path.join(full.args.output_dir, "checkpoint-6"))
+    assert other_rule.state.global_step == 0
 
 
 def test_resumed_snapshots_keep_their_pin_and_live_in_kd_snapshot_dir(tmp_path, tokenizer, tiny_data):

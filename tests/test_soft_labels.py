@@ -53,7 +53,8 @@ def test_async_kd_with_no_converged_task_trains_exactly_like_equal_weighting(tmp
     the claim "never worse than equal" rest on this)."""
     train, evaluation = tiny_data
     runs = {}
-    for name, method in (("equal", {"mtl_method": "equal"}), ("async_kd", {"mtl_method": "async_kd", "kd_patience": 1, "kd_margin_z": 50.0})):
+    for name, method in (("equal", {"mtl_method": "equal"}), ("async_kd", {"mtl_method": "async_kd", "kd_patience": 1, "kd_margin_z": 50.0,
+                                                                              "kd_trivial_gate": False})):
         model = make_model(tokenizer, seed=3)
         assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
         args = make_args(tmp_path / name, max_steps=10, eval_strategy="steps", eval_steps=2, sampling_strategy="round_robin",

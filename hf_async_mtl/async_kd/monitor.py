@@ -71,6 +71,8 @@ def noise_margin(value: float, metrics: tuple[str, ...], num_examples: int, z: f
         raise ValueError(f"num_examples must be >= 1, got {num_examples}.")
     if not math.isfinite(z) or z < 0:
         raise ValueError(f"z must be a finite number >= 0, got {z}.")
+    if isinstance(metrics, str):
+        raise ValueError(f"metrics must be a tuple of metric names, got the string {metrics!r}.")
     deviations = []
     for metric in metrics or ("",):
         if metric in ("accuracy", "f1"):
@@ -127,7 +129,8 @@ class ConvergenceMonitor:
     A value improves on the best when it exceeds it by more than `min_delta` (or falls below it by
     more than `min_delta` for lower-is-better metrics); the first value is always a new best. A
     task converges once `patience` evaluations in a row brought no improvement of the smoothed
-    value, the step is at least `min_steps`, and the smoothed best clears the task's floor (if any).
+    value, the step is at least `min_steps`, the smoothed best clears the task's floor (if any) and, with
+    `require_decline`, the smoothed value has fallen below its best by more than the task's decline margin.
     A converged task stays converged: later values are appended to its history but change neither
     its best nor its convergence. With `smoothing=1` and no floors this is plain patience-based
     early stopping per task (the paper's rule).
@@ -192,7 +195,11 @@ class ConvergenceMonitor:
         for task, spec in (noise or {}).items():
             if str(task) not in {str(name) for name in directions}:
                 raise ValueError(f"noise given for unknown task {task!r}; monitored tasks: {list(directions)}.")
+            if not isinstance(spec, (tuple, list)) or len(spec) != 2:
+                raise ValueError(f"Task {task!r}: noise must be (metric names, selection-split size), got {spec!r}.")
             metrics, size = spec
+            if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
+                raise ValueError(f"Task {task!r}: noise needs a tuple of metric names, got {metrics!r}.")
             if isinstance(size, bool) or not isinstance(size, int) or size < 1:
                 raise ValueError(f"Task {task!r}: noise needs the selection split's size (an integer >= 1), got {size!r}.")
         if not isinstance(decline_z, (int, float)) or not math.isfinite(decline_z) or decline_z < 0:
@@ -295,11 +302,12 @@ class ConvergenceMonitor:
         return sum(window) / len(window)
 
     def decline_margin(self, task: str) -> float | None:
-        """The drop below the best smoothed value that counts as a decline (`None`: no margin known yet)."""
+        """The drop below the best smoothed value that counts as a decline: the fixed margin of the decline trigger,
+        else (with `require_decline`) the noise at the task's best smoothed level; `None` when neither applies yet."""
         state = self._state(task)
         if task in self.decline_margins:
             return self.decline_margins[task]
-        if task in self.noise and state.best_smoothed is not None:
+        if self.require_decline and task in self.noise and state.best_smoothed is not None:
             metrics, size = self.noise[task]
             return noise_margin(state.best_smoothed, metrics, size, self.decline_z)
         return None
@@ -409,7 +417,8 @@ class ConvergenceMonitor:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore the task states from `state_dict()` output (e.g. when resuming training).
 
-        The monitor keeps its own `patience`/`min_delta`/`min_steps`/`smoothing`/`floors`/`decline_margins`; the stored tasks and their
+        The monitor keeps its own configuration (patience, min_delta, min_steps, smoothing, floors, decline margins,
+        require_decline, noise, decline_z); the stored tasks and their
         directions must match this monitor's, since resuming with a different task set or a
         flipped metric direction would make the stored bests meaningless.
         """
