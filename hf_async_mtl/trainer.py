@@ -387,7 +387,15 @@ class MultiTaskTrainer(Trainer):
         return sets
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Evaluate every task on its own set; one merged metrics dict, logged once."""
+        """Evaluate every task on its own set; one merged metrics dict, logged once.
+
+        Evaluation leaves torch's global random state as it found it (each evaluation DataLoader draws its base seed
+        from it), so evaluating more often or more splits (`--dev_curves`) does not change the training's dropout.
+        """
+        with torch.random.fork_rng(devices=[]):
+            return self._evaluate_tasks(eval_dataset, ignore_keys, metric_key_prefix)
+
+    def _evaluate_tasks(self, eval_dataset, ignore_keys, metric_key_prefix: str) -> dict[str, float]:
         self._memory_tracker.start()
         start_time = time.time()
         metrics: dict[str, float] = {}

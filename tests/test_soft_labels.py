@@ -69,6 +69,24 @@ def test_async_kd_with_no_converged_task_trains_exactly_like_equal_weighting(tmp
     assert all(distilled[step] == pytest.approx(loss, rel=1e-6, abs=1e-7) for step, loss in equal.items())
 
 
+def test_evaluations_leave_the_training_randomness_alone(tmp_path, tokenizer, tiny_data):
+    """With dropout on, a run evaluated every 2 steps (with an extra split per task, as --dev_curves adds) trains
+    exactly like one never evaluated: evaluation DataLoaders must not consume torch's global RNG."""
+    train, evaluation = tiny_data
+    runs = {}
+    for name, options in (("evaluated", {"eval_strategy": "steps", "eval_steps": 2}), ("not_evaluated", {})):
+        model = make_model(tokenizer, seed=3)
+        args = make_args(tmp_path / name, max_steps=8, sampling_strategy="round_robin", logging_steps=1, **options)
+        splits = {task: {"selection": data, "dev": data} for task, data in evaluation.items()} if options else None
+        runs[name] = MultiTaskTrainer(model=model, args=args, task_specs=TASKS, train_dataset=dict(train),
+                                      eval_dataset=splits, processing_class=tokenizer)
+        runs[name].train()
+    assert any("eval_sentiment_dev_score" in log for log in runs["evaluated"].state.log_history)
+    evaluated, plain = _losses_by_step(runs["evaluated"]), _losses_by_step(runs["not_evaluated"])
+    assert evaluated.keys() == plain.keys() and max(plain) == 8
+    assert all(evaluated[step] == pytest.approx(loss, rel=1e-6, abs=1e-7) for step, loss in plain.items())
+
+
 @pytest.mark.parametrize("top_k,ensemble", [(1, "parameters"), (2, "predictions")])
 def test_on_demand_labels_and_training_match_the_precomputed_pass(top_k, ensemble, tmp_path, tokenizer, tiny_data):
     options = dict(kd_top_k=top_k, kd_ensemble=ensemble, kd_patience=2 if top_k > 1 else 1)
