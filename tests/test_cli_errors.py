@@ -282,12 +282,17 @@ CASES = [
          r"cannot resume: the checkpoint's tasks \[cola, rte\] differ from the requested tasks \[cola, rte\] \(task 'rte': head labels "
          r"\['entailment', 'contradiction'\], the task's labels \['entailment', 'not_entailment'\]\)"),
     Case("resume_corrupt_soft_labels", "async-KD checkpoint with soft_labels/cola.safetensors truncated",
-         lambda c: c.args("--async_kd", resume_from_checkpoint=c.resume_copy(lambda d: _truncate(d / "soft_labels" / "cola.safetensors"))),
+         lambda c: c.args("--async_kd", "--kd_require_decline", "false",
+                          resume_from_checkpoint=c.resume_copy(lambda d: _truncate(d / "soft_labels" / "cola.safetensors"))),
          r"^\S+resume-from/soft_labels/cola\.safetensors: not a readable safetensors file \(truncated or corrupt\?\)"),
     Case("resume_corrupt_snapshot", "async-KD checkpoint with a garbage kd_snapshots/rte-0.safetensors",
-         lambda c: c.args("--async_kd", resume_from_checkpoint=c.resume_copy(
+         lambda c: c.args("--async_kd", "--kd_require_decline", "false", resume_from_checkpoint=c.resume_copy(
              lambda d: ((d / "kd_snapshots").mkdir(exist_ok=True), (d / "kd_snapshots" / "rte-0.safetensors").write_bytes(b"\x00" * 7)))),
          r"^\S+resume-from/kd_snapshots/rte-0\.safetensors: not a readable safetensors file"),
+    Case("resume_other_convergence_rule", "resume a checkpoint trained with --kd_require_decline false under the default rule",
+         lambda c: c.args("--async_kd", resume_from_checkpoint=c.resume_copy()),
+         r"^\S+resume-from/async_kd_state\.json, line \d+, field 'require_decline': the run converged tasks with "
+         r"kd_require_decline=False; resume it with --kd_require_decline false\."),
     Case("resume_corrupt_weights", "checkpoint with model.safetensors truncated",
          lambda c: c.args(resume_from_checkpoint=c.resume_copy(lambda d: _truncate(d / "model.safetensors"))),
          r"^\S+resume-from/model\.safetensors: not a readable safetensors file"),
