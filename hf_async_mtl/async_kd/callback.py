@@ -297,10 +297,6 @@ class AsyncConvergenceCallback(TrainerCallback):
             saved = json.load(handle)
         if saved.get("version") != _STATE_VERSION:
             raise ValueError(f"{path}: async-KD state version {saved.get('version')!r}, this version reads {_STATE_VERSION}.")
-        stored_decline = bool(saved["monitor"].get("require_decline", False))  # a state before 2026-12-02 had none
-        if stored_decline != bool(self.host.args.kd_require_decline):
-            raise ValueError(f"{path}: the run was trained with kd_require_decline={stored_decline}; resume it with the same "
-                             f"rule (--kd_require_decline {str(stored_decline).lower()}), not with {self.host.args.kd_require_decline}.")
         self.references = {t: dict(r) for t, r in saved["references"].items()}
         self.monitor = self._new_monitor(self.references)
         self.monitor.load_state_dict(saved["monitor"])
