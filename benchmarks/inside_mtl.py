@@ -97,11 +97,13 @@ def write_run(run: str, seed: int) -> str:
     with open(os.path.join(out, "trainer_state.json"), encoding="utf-8") as handle:
         history = json.load(handle)["log_history"]
     diagnostics = os.path.join(out, "gradient_diagnostics.json")
+    calibration = os.path.join(out, "calibration.json")  # its last evaluation is the dev sets' after training
     record = {"run": run, "seed": seed, "argv": [*COMMON, *RUNS[run]], "wall_seconds": time.time() - start,
               "dev": {k: v for k, v in results.items() if k.startswith("eval_")},
               "finetune_after_mtl": results.get("finetune_after_mtl"), "convergence": results.get("convergence"),
               "log_history": [log for log in history if any(k.startswith(("train_loss_", "eval_")) for k in log)],
               "diagnostics": json.load(open(diagnostics, encoding="utf-8"))["records"] if os.path.isfile(diagnostics) else None,
+              "reliability": json.load(open(calibration, encoding="utf-8"))["evaluations"][-1]["sets"] if os.path.isfile(calibration) else None,
               "provenance": provenance(ROOT)}
     path = run_path(run, seed)
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -168,7 +168,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
     )
     calibration_bins: int = field(
         default=0,
-        metadata={"help": "Report the expected calibration error (eval_<task>_ece) of classification tasks with this many equal-width confidence bins (15 is usual). 0 = off."},
+        metadata={"help": "Report the expected calibration error (eval_<task>_ece) of classification tasks with this many equal-width confidence bins (15 is usual); every evaluation's bins go to calibration.json (reliability diagrams: python -m hf_async_mtl.calibration). 0 = off."},
     )
     finetune_after_mtl_steps: int = field(
         default=0,

@@ -232,31 +232,6 @@ def _evaluate_metrics(
     return results
 
 
-def expected_calibration_error(logits: np.ndarray, labels: np.ndarray, num_bins: int = 15) -> float:
-    """Expected calibration error of a classifier, in [0, 1].
-
-    Confidence = the softmax probability of the predicted class; examples fall in `num_bins` equal-width
-    bins of confidence over [0, 1] (a confidence of exactly 1 goes in the last bin); ECE = sum over bins of
-    (bin size / N) * |accuracy in the bin - mean confidence in the bin| (Guo et al., 2017).
-    """
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.ndim != 2 or logits.shape[1] < 2:
-        raise ValueError(f"expected_calibration_error needs logits [N, classes >= 2], got shape {logits.shape}.")
-    if num_bins < 1:
-        raise ValueError(f"num_bins must be >= 1, got {num_bins}.")
-    labels = np.asarray(labels).reshape(-1)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-    confidence = probabilities.max(axis=1)
-    correct = (probabilities.argmax(axis=1) == labels).astype(np.float64)
-    bins = np.minimum((confidence * num_bins).astype(np.int64), num_bins - 1)
-    total = 0.0
-    for b in np.unique(bins):
-        members = bins == b
-        total += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(total)
-
-
 def compute_task_metrics(spec: TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Compute every metric of `spec.metrics` and `spec.evaluate_metrics`, plus `"score"`.
 

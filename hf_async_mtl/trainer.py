@@ -34,7 +34,8 @@ from .gradients import average_gradients, global_loss_values, per_task_gradient_
 from .losses import task_loss
 from .diagnostics import MultiTaskDiagnosticsCallback
 from .mlm import IGNORE_INDEX, MlmMasker
-from .metrics import compute_task_metrics, expected_calibration_error, glue_score
+from .calibration import ece_from_bins, reliability_bins, write_calibration
+from .metrics import compute_task_metrics, glue_score
 from .model_card import build_model_card
 from .prompting import combine_template_outputs
 from .sampling import MultiTaskBatchSampler, check_sampler_resume, save_sampler_state
@@ -400,6 +401,7 @@ class MultiTaskTrainer(Trainer):
         start_time = time.time()
         metrics: dict[str, float] = {}
         task_scores: dict[str, dict[str, float]] = {}
+        reliability: dict[str, list[dict[str, float]]] = {}
         losses = []
         num_samples = 0
         for key, task, dataset in self._evaluation_sets(eval_dataset):
@@ -426,7 +428,8 @@ class MultiTaskTrainer(Trainer):
             num_samples += output.num_samples // views
             task_metrics = compute_task_metrics(self.task_specs[task], predictions, label_ids)
             if self.args.calibration_bins and not self.task_specs[task].is_regression:
-                task_metrics["ece"] = expected_calibration_error(predictions, label_ids, self.args.calibration_bins)
+                reliability[key] = reliability_bins(predictions, label_ids, self.args.calibration_bins)
+                task_metrics["ece"] = ece_from_bins(reliability[key])
             metrics.update({f"{metric_key_prefix}_{key}_{name}": value for name, value in task_metrics.items()})
             loss = output.metrics.get(f"{metric_key_prefix}_{key}_loss")
             if loss is not None:
@@ -439,6 +442,8 @@ class MultiTaskTrainer(Trainer):
             metrics[f"{metric_key_prefix}_glue_score"] = glue_score(task_scores)
         if losses:
             metrics[f"{metric_key_prefix}_loss"] = float(np.mean(losses))
+        if reliability and self.is_world_process_zero():
+            write_calibration(self.args.output_dir, self.state.global_step, metric_key_prefix, reliability)
         total_batch_size = self.args.eval_batch_size * self.args.world_size
         metrics.update(
             speed_metrics(metric_key_prefix, start_time, num_samples=num_samples, num_steps=math.ceil(num_samples / total_batch_size))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hf_async_mtl.diagnostics import FILE_NAME, conflict_summary
-from hf_async_mtl.metrics import expected_calibration_error
+from hf_async_mtl.calibration import expected_calibration_error
 from tests.test_trainer import no_dropout_trainer
 
 
@@ -31,6 +31,25 @@ def test_expected_calibration_error_by_hand():
     assert expected_calibration_error(np.array([[50.0, 0.0], [0.0, 50.0]]), np.array([0, 1])) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="logits"):
         expected_calibration_error(np.zeros(3), np.zeros(3))
+
+
+def test_reliability_bins_and_pooling_by_hand():
+    from hf_async_mtl.calibration import ece_from_bins, pool_bins, reliability_bins
+
+    p = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.4, 0.6]])
+    bins = reliability_bins(np.log(p), np.array([0, 1, 1, 1]), num_bins=10)
+    assert len(bins) == 10 and [b["count"] for b in bins] == [0, 0, 0, 0, 0, 0, 2, 0, 0, 2]
+    assert bins[9]["accuracy"] == pytest.approx(0.5) and bins[9]["confidence"] == pytest.approx(0.9)
+    assert bins[0]["accuracy"] is None and (bins[6]["lower"], bins[6]["upper"]) == (0.6, 0.7)
+    # Pooled with a run whose 4 examples at 0.9 are all right: bin 9 holds 6, accuracy 5/6.
+    other = reliability_bins(np.log(np.array([[0.9, 0.1]] * 4)), np.zeros(4), num_bins=10)
+    pooled = pool_bins([bins, other])
+    assert pooled[9]["count"] == 6 and pooled[9]["accuracy"] == pytest.approx(5 / 6)
+    assert ece_from_bins(pooled) == pytest.approx(6 / 8 * abs(5 / 6 - 0.9) + 2 / 8 * 0.4)
+    with pytest.raises(ValueError, match="edges"):
+        pool_bins([bins, reliability_bins(np.log(p), np.array([0, 1, 1, 1]), num_bins=5)])
+    with pytest.raises(ValueError, match="labels"):
+        reliability_bins(np.log(p), np.zeros(3), num_bins=10)
 
 
 def test_diagnostics_are_logged_saved_and_leave_training_unchanged(tmp_path, tokenizer, tiny_data):
@@ -58,6 +77,17 @@ def test_diagnostics_are_logged_saved_and_leave_training_unchanged(tmp_path, tok
     assert (tmp_path / "conflicts.png").stat().st_size > 1000
     evaluated = [log for log in watched.state.log_history if "eval_sentiment_accuracy" in log]
     assert 0.0 <= evaluated[-1]["eval_sentiment_ece"] <= 1.0 and "eval_similarity_ece" not in evaluated[-1]
+    # Every evaluation's bins are kept for reliability diagrams; their ECE is the logged one.
+    from hf_async_mtl.calibration import ece_from_bins
+    from hf_async_mtl.calibration import main as calibration_main
+
+    watched.evaluate(metric_key_prefix="dev")
+    kept = json.loads((tmp_path / "watched" / "out" / "calibration.json").read_text())["evaluations"]
+    assert [(e["step"], e["prefix"], sorted(e["sets"])) for e in kept] == [(4, "eval", ["sentiment"]), (4, "dev", ["sentiment"])]
+    assert sum(b["count"] for b in kept[0]["sets"]["sentiment"]) == len(tiny_data[1]["sentiment"])
+    assert ece_from_bins(kept[0]["sets"]["sentiment"]) == pytest.approx(evaluated[-1]["eval_sentiment_ece"])
+    assert calibration_main([str(tmp_path / "watched" / "out" / "calibration.json"), str(tmp_path / "reliability.png")]) == 0
+    assert (tmp_path / "reliability.png").stat().st_size > 1000
 
 
 def test_diagnostics_cosine_matches_autograd_on_the_same_batches(tmp_path, tokenizer, tiny_data):
