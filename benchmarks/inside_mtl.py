@@ -136,9 +136,11 @@ def summarize() -> str:
     import numpy as np
     from scipy import stats
 
+    from benchmarks.glue5_references import trivial_predictor
     from benchmarks.summarize_v2 import paired_stats
     from hf_async_mtl.diagnostics import plot_conflicts
-    from hf_async_mtl.generalization_gap import gap_at_equal_loss, task_points
+    from hf_async_mtl.calibration import ece_from_bins, plot_reliability, pool_bins
+    from hf_async_mtl.generalization_gap import gap_at_equal_loss, plot_gap, task_points
 
     runs = _load()
     summary: dict = {"runs": len(runs), "gap": {}, "ece": {}, "finetune": {}}
@@ -162,7 +164,7 @@ def summarize() -> str:
                     xs.append(conflict)
                     ys.append(gap)
     summary["gap"]["rows"] = rows
-    if len(xs) >= 3:
+    if len(xs) >= 3 and len(set(xs)) > 1 and len(set(ys)) > 1:  # a constant side has no rank correlation
         rho, p = stats.spearmanr(xs, ys)
         summary["gap"]["spearman"] = {"rho": float(rho), "p": float(p), "n": len(xs)}
     lines += ["## (a) Gradient conflict and the generalization gap", "",
@@ -179,6 +181,13 @@ def summarize() -> str:
         lines += ["", f"Spearman correlation of conflict and gap over tasks × seeds × methods: ρ = {s['rho']:+.2f} (p = {s['p']:.3f}, n = {s['n']})."]
     for method in ("equal", "pcgrad"):
         run = runs.get((method, 0))
+        singles = {t: runs[(f"single_{t}", 0)] for t in TASKS if (f"single_{t}", 0) in runs}
+        if run and singles:
+            curves = {}
+            for task, single in singles.items():
+                multi, alone = task_points(run["log_history"], task), task_points(single["log_history"], task)
+                curves[task] = {"multi_task": multi, "single_task": alone, **gap_at_equal_loss(multi, alone)}
+            plot_gap({"tasks": curves}, os.path.join(OUT_DIR, f"gap_{method}_s0.png"))
         if run and run["diagnostics"]:
             tmp = os.path.join(OUT_DIR, f"_{method}_diag.json")
             with open(tmp, "w", encoding="utf-8") as handle:
@@ -188,12 +197,35 @@ def summarize() -> str:
     # (b) calibration
     lines += ["", "## (b) Expected calibration error on dev (10 equal-width bins, ×100)", "",
               "| method | " + " | ".join(CLASSIFICATION) + " |", "|---|" + "---|" * len(CLASSIFICATION)]
-    for method in ("equal", "async_kd", "async_kd_ens3"):
+    calibrated = ("equal", "async_kd", "async_kd_ens3")
+    for method in calibrated:
         values = {t: [100 * runs[(method, s)]["dev"][f"eval_{t}_ece"] for s in SEEDS if (method, s) in runs] for t in CLASSIFICATION}
         summary["ece"][method] = values
         if any(values.values()):
             lines.append(f"| {method} | " + " | ".join(f"{np.mean(v):.1f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.1f} (n={len(v)})" if v else "–"
                                                      for v in values.values()) + " |")
+    for method in calibrated[1:]:
+        cells = []
+        for task in CLASSIFICATION:
+            seeds = [s for s in SEEDS if (method, s) in runs and ("equal", s) in runs]
+            stat = paired_stats([100 * (runs[(method, s)]["dev"][f"eval_{task}_ece"] - runs[("equal", s)]["dev"][f"eval_{task}_ece"]) for s in seeds])
+            summary["ece"][f"{method} - equal"] = {**summary["ece"].get(f"{method} - equal", {}), task: stat}
+            cells.append(_paired_cell(stat))
+        if any(c != "–" for c in cells):
+            lines.append(f"| {method} − equal (paired by seed, 95 % t) | " + " | ".join(cells) + " |")
+    panels = {}
+    for task in CLASSIFICATION:
+        curves = {}
+        for method in calibrated:
+            bins = [runs[(method, s)]["reliability"][task] for s in SEEDS if (method, s) in runs and runs[(method, s)].get("reliability")]
+            if bins:
+                curves[f"{method} (n={len(bins)})"] = pool_bins(bins)
+        if curves:
+            panels[task] = curves
+    if panels:
+        plot_reliability(panels, os.path.join(OUT_DIR, "reliability.png"))
+        summary["ece"]["pooled_over_seeds"] = {task: {name: 100 * ece_from_bins(bins) for name, bins in curves.items()} for task, curves in panels.items()}
+        lines += ["", "Reliability diagrams (dev, the seeds' bins pooled; ECE of the pooled bins in the legend): `reliability.png`."]
     # (c) fine-tuning after multi-task training
     def glue(values: dict) -> float:
         return float(np.mean([values[t] for t in TASKS]))
@@ -208,11 +240,31 @@ def summarize() -> str:
         if all((f"single_{t}", seed) in runs for t in TASKS):
             arms["single-task"][seed] = glue({t: 100 * runs[(f"single_{t}", seed)]["dev"][f"eval_{t}_score"] for t in TASKS})
     summary["finetune"]["glue5"] = arms
-    lines += ["", "## (c) GLUE-5 dev: multi-task, then per-task fine-tuning", "", "| arm | GLUE-5 (mean ± sd) |", "|---|---|"]
+    per_task = {arm: {t: [] for t in TASKS} for arm in arms}
+    for seed in SEEDS:
+        equal = runs.get(("equal", seed))
+        if equal:
+            for t in TASKS:
+                per_task["multi-task"][t].append(100 * equal["dev"][f"eval_{t}_score"])
+                if equal["finetune_after_mtl"]:
+                    per_task["multi-task → fine-tuned"][t].append(100 * equal["finetune_after_mtl"][t]["after"])
+        for t in TASKS:
+            if (f"single_{t}", seed) in runs:
+                per_task["single-task"][t].append(100 * runs[(f"single_{t}", seed)]["dev"][f"eval_{t}_score"])
+    summary["finetune"]["per_task"] = per_task
+    trivial = {t: trivial_predictor(t, GLUE_DIR, 300)["score"] for t in TASKS}
+    summary["trivial_dev"] = trivial
+    lines += ["", "## (c) GLUE dev: multi-task, then per-task fine-tuning", "",
+              "| arm | " + " | ".join(TASKS) + " | GLUE-5 |", "|---|" + "---|" * (len(TASKS) + 1)]
     for arm, values in arms.items():
-        if values:
+        if values or any(per_task[arm].values()):
             v = list(values.values())
-            lines.append(f"| {arm} | {np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2f} (n={len(v)}) |")
+            glue_cell = f"{np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2f} (n={len(v)})" if v else "–"
+            lines.append(f"| {arm} | " + " | ".join(f"{np.mean(x):.1f} ± {np.std(x, ddof=1) if len(x) > 1 else 0:.1f}" if x else "–"
+                                                   for x in per_task[arm].values()) + f" | {glue_cell} |")
+    lines.append("| trivial predictor (majority class / training mean) | " + " | ".join(f"{trivial[t]:.1f}" for t in TASKS)
+                 + f" | {np.mean(list(trivial.values())):.2f} |")
+    lines += ["", "Paired differences of GLUE-5 by seed (95 % t interval):", "", "| pair | GLUE-5 |", "|---|---|"]
     for a, b in (("multi-task → fine-tuned", "single-task"), ("multi-task → fine-tuned", "multi-task"), ("multi-task", "single-task")):
         seeds = sorted(set(arms[a]) & set(arms[b]))
         if seeds:
@@ -225,6 +277,13 @@ def summarize() -> str:
     with open(os.path.join(OUT_DIR, "inside_mtl.md"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     return f"{len(runs)} runs"
+
+
+def _paired_cell(stat: dict) -> str:
+    if not stat["n"]:
+        return "–"
+    interval = f" [{stat['interval'][0]:+.1f}, {stat['interval'][1]:+.1f}]" if stat["interval"] else ""
+    return f"{stat['mean']:+.1f}{interval} (n={stat['n']})"
 
 
 def _parse(values: list[str]) -> tuple:

@@ -78,7 +78,9 @@ def gap_at_equal_loss(multi: Sequence[tuple[int, float, float]], single: Sequenc
     return {"points": rows, "mean_gap": float(np.mean(gaps)) if gaps else None, "compared_points": len(gaps)}
 
 
-def _plot(result: Mapping[str, Any], path: str) -> None:
+def plot_gap(result: Mapping[str, Any], path: str) -> None:
+    """Held-out (selection-split) score against training loss, multi-task vs single-task, one panel per task
+    (`result["tasks"][task]`: `multi_task` and `single_task` points `(step, loss, score)`, `mean_gap`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "generalization_gap.json"), "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=1)
-    _plot(result, os.path.join(args.out, "generalization_gap.png"))
+    plot_gap(result, os.path.join(args.out, "generalization_gap.png"))
     for task, entry in result["tasks"].items():
         gap = entry["mean_gap"]
         print(f"{task}: mean gap at equal training loss {gap:+.4f} over {entry['compared_points']} points" if gap is not None
