@@ -1,0 +1,205 @@
+"""Evaluation of a multi-task run: every task on its own set(s), one merged metrics dict.
+
+`MultiTaskEvaluationMixin` is the evaluation half of `MultiTaskTrainer` (it relies on the trainer's `task_specs`,
+`_length_orders`, `_task_name` and `_masked_lm_forward`): per-task metrics and the GLUE score, extra splits per
+task (e.g. dev curves beside the selection split) that select nothing, template pools evaluated by their first
+view or by averaging, masked-LM auxiliaries by their loss, calibration bins, and test-set predictions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from transformers.trainer_utils import speed_metrics
+
+from .calibration import ece_from_bins, reliability_bins, write_calibration
+from .data import EXAMPLE_IDS_COLUMN, length_order, num_template_views, template_view
+from .metrics import compute_task_metrics, glue_score
+from .mlm import IGNORE_INDEX
+from .prompting import combine_template_outputs
+
+
+class MultiTaskEvaluationMixin:
+    """Evaluation methods of `MultiTaskTrainer` (see the module docstring)."""
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        # With dataloader_persistent_workers, transformers keeps ONE loader under "eval" for any dataset object
+        # passed in; evaluation passes one dataset per task and split, so each must get its own loader.
+        if not isinstance(eval_dataset, str) and hasattr(self, "_eval_dataloaders"):
+            self._eval_dataloaders.pop("eval", None)
+        return super().get_eval_dataloader(eval_dataset)
+
+    def _evaluation_sets(self, eval_dataset: Mapping[str, Any] | None) -> list[tuple[str, str, Any]]:
+        eval_dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if not eval_dataset:
+            raise ValueError("MultiTaskTrainer: evaluation requires an eval_dataset (task name → dataset).")
+        sets = []
+        for task, value in eval_dataset.items():
+            if task not in self.task_specs:
+                raise ValueError(f"eval_dataset has task {task!r} without a TaskSpec; tasks: {list(self.task_specs)}.")
+            if isinstance(value, Mapping):
+                for position, (split, dataset) in enumerate(value.items()):
+                    sets.append((task if position == 0 else f"{task}_{split}", task, dataset))
+            else:
+                sets.append((task, task, value))
+        keys = [key for key, _, _ in sets]
+        clash = sorted({key for key in keys if keys.count(key) > 1})
+        if clash:
+            raise ValueError(f"eval_dataset: metric name(s) {clash} would be reported twice (task '<a>' with extra split '<b>' "
+                             "is reported as '<a>_<b>', like a task of that name): rename the split or the task.")
+        return sets
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Evaluate every task on its own set; one merged metrics dict, logged once.
+
+        Evaluation leaves torch's global random state as it found it (each evaluation DataLoader draws its base seed
+        from it), so evaluating more often or more splits (`--dev_curves`) does not change the training's dropout.
+        """
+        with torch.random.fork_rng(devices=[]):
+            return self._evaluate_tasks(eval_dataset, ignore_keys, metric_key_prefix)
+
+    def _evaluate_tasks(self, eval_dataset, ignore_keys, metric_key_prefix: str) -> dict[str, float]:
+        self._memory_tracker.start()
+        start_time = time.time()
+        metrics: dict[str, float] = {}
+        task_scores: dict[str, dict[str, float]] = {}
+        reliability: dict[str, list[dict[str, float]]] = {}
+        losses = []
+        num_samples = 0
+        for key, task, dataset in self._evaluation_sets(eval_dataset):
+            if self.task_specs[task].is_mlm:
+                loss, samples = self._evaluate_mlm(key, dataset, metric_key_prefix, ignore_keys)
+                metrics[f"{metric_key_prefix}_{key}_loss"] = loss
+                metrics[f"{metric_key_prefix}_{key}_perplexity"] = float(math.exp(min(loss, 50.0)))
+                num_samples += samples
+                continue
+            dataset, views = self._evaluation_views(task, dataset)
+            # Longest first: batches of similar length (metrics do not depend on the order).
+            dataset, order = self._length_sorted(dataset)
+            output = self.evaluation_loop(
+                self.get_eval_dataloader(dataset),
+                description=f"Evaluation ({key})",
+                prediction_loss_only=False,
+                ignore_keys=ignore_keys,
+                metric_key_prefix=f"{metric_key_prefix}_{key}",
+            )
+            predictions, label_ids = output.predictions, output.label_ids
+            if views > 1:  # a template pool evaluated by averaging: back to dataset order, one row per example
+                predictions = self._combine_views(task, self._restore_order(predictions, order), views)
+                label_ids = np.asarray(self._restore_order(label_ids, order))[: len(predictions)]
+            num_samples += output.num_samples // views
+            task_metrics = compute_task_metrics(self.task_specs[task], predictions, label_ids)
+            if self.args.calibration_bins and not self.task_specs[task].is_regression:
+                reliability[key] = reliability_bins(predictions, label_ids, self.args.calibration_bins)
+                task_metrics["ece"] = ece_from_bins(reliability[key])
+            metrics.update({f"{metric_key_prefix}_{key}_{name}": value for name, value in task_metrics.items()})
+            loss = output.metrics.get(f"{metric_key_prefix}_{key}_loss")
+            if loss is not None:
+                metrics[f"{metric_key_prefix}_{key}_loss"] = loss
+                if key == task:  # a task's extra splits (e.g. dev curves beside selection) select nothing
+                    losses.append(loss)
+            if key == task:
+                task_scores[task] = task_metrics
+        if task_scores:  # MLM objectives are auxiliary: never part of the score
+            metrics[f"{metric_key_prefix}_glue_score"] = glue_score(task_scores)
+        if losses:
+            metrics[f"{metric_key_prefix}_loss"] = float(np.mean(losses))
+        if reliability and self.is_world_process_zero():
+            write_calibration(self.args.output_dir, self.state.global_step, metric_key_prefix, reliability)
+        total_batch_size = self.args.eval_batch_size * self.args.world_size
+        metrics.update(
+            speed_metrics(metric_key_prefix, start_time, num_samples=num_samples, num_steps=math.ceil(num_samples / total_batch_size))
+        )
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        self._memory_tracker.stop_and_update_metrics(metrics)
+        return metrics
+
+    def predict_tasks(self, test_sets: Mapping[str, datasets.Dataset]) -> dict[str, np.ndarray]:
+        """Predict every task's (unlabelled) tokenized set, in dataset order: class ids, or scores for regression.
+
+        Labels are dropped first (GLUE test labels are -1), so no loss or metric is computed.
+        """
+        predictions = {}
+        for task, dataset in test_sets.items():
+            if task not in self.task_specs:
+                raise ValueError(f"test_sets has task {task!r} without a TaskSpec; tasks: {list(self.task_specs)}.")
+            if self.task_specs[task].is_mlm:
+                raise ValueError(f"Task {task!r} is an MLM auxiliary objective: it has no predictions to make.")
+            unlabelled = dataset.remove_columns([c for c in ("labels", "label") if c in dataset.column_names])
+            unlabelled, views = self._evaluation_views(task, unlabelled)
+            ordered, order = self._length_sorted(unlabelled)
+            logits = self._restore_order(np.asarray(self.predict(ordered, metric_key_prefix=f"test_{task}").predictions), order)
+            if views > 1:
+                logits = self._combine_views(task, logits, views)
+            predictions[task] = logits.reshape(-1) if self.task_specs[task].is_regression else logits.argmax(axis=-1)
+        return predictions
+
+    def _evaluate_mlm(self, key: str, dataset: Any, prefix: str, ignore_keys: Any) -> tuple[float, int]:
+        """(masked-LM loss, masked tokens) of an MLM task's set: mean cross-entropy per masked token (over ranks too).
+
+        Its masks depend on the seed and each batch's tokens only (`_mlm_seed`), so every evaluation masks the
+        same tokens and the values are comparable along a run.
+        """
+        model = self.model
+        was_training = model.training
+        model.eval()
+        total = torch.zeros(2, dtype=torch.float64, device=self.args.device)
+        try:
+            with torch.no_grad():
+                for batch in self.get_eval_dataloader(dataset):
+                    batch = dict(self._prepare_inputs(batch))
+                    batch.pop("labels", None)
+                    labels, outputs = self._masked_lm_forward(model, batch, batch.pop(EXAMPLE_IDS_COLUMN, None), self._task_name(batch))
+                    masked = labels != IGNORE_INDEX
+                    token_loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels[masked].long(), reduction="none")
+                    # Per example (cross-entropy sum, masked tokens): gathering them per example drops the rows that
+                    # uneven shards repeat under several processes, as for every other task's metrics.
+                    rows = masked.nonzero()[:, 0]
+                    per_example = torch.zeros(labels.shape[0], 2, dtype=torch.float64, device=total.device)
+                    per_example[:, 0].index_add_(0, rows, token_loss.double())
+                    per_example[:, 1].index_add_(0, rows, torch.ones_like(token_loss, dtype=torch.float64))
+                    total += self.accelerator.gather_for_metrics(per_example).sum(dim=0)
+        finally:
+            model.train(was_training)
+        return float(total[0] / total[1].clamp(min=1)), int(total[1])
+
+    def _evaluation_views(self, task: str, dataset: Any) -> tuple[Any, int]:
+        """(what to evaluate, its number of template views): a template pool's first view, or all of them
+        when the task averages over its pool (`TaskSpec.prompt_eval`)."""
+        views = num_template_views(dataset)
+        if views > 1 and self.task_specs[task].prompt_eval == "first":
+            return template_view(dataset, 0, views), 1
+        return dataset, views
+
+    def _combine_views(self, task: str, outputs: np.ndarray, views: int) -> np.ndarray:
+        combined = combine_template_outputs(torch.as_tensor(np.asarray(outputs)), views, self.task_specs[task].is_regression)
+        return combined.numpy()
+
+    @staticmethod
+    def _restore_order(values: Any, order: np.ndarray | None) -> Any:
+        """Rows computed on `dataset.select(order)` back in dataset order."""
+        if order is None or values is None:
+            return values
+        values = np.asarray(values)
+        restored = np.empty_like(values)
+        restored[order] = values
+        return restored
+
+    def _length_sorted(self, dataset: Any) -> tuple[Any, np.ndarray | None]:
+        """(the dataset longest first, the order) for a tokenized `datasets.Dataset`; (it, None) otherwise."""
+        if not isinstance(dataset, datasets.Dataset) or "input_ids" not in dataset.column_names or len(dataset) < 2:
+            return dataset, None
+        key = dataset._fingerprint
+        if key not in self._length_orders:
+            self._length_orders[key] = length_order(dataset)
+        order = self._length_orders[key]
+        if np.all(order[1:] > order[:-1]):  # already sorted
+            return dataset, None
+        return dataset.select(order), order
