@@ -168,13 +168,13 @@ def summarize() -> str:
         rho, p = stats.spearmanr(xs, ys)
         summary["gap"]["spearman"] = {"rho": float(rho), "p": float(p), "n": len(xs)}
     lines += ["## (a) Gradient conflict and the generalization gap", "",
-              "| method | task | gap at equal training loss (mean ± sd over seeds) | conflicting pairs | mean cosine |", "|---|---|---|---|---|"]
+              "| method | task | gap at equal training loss, points ×100 (mean ± sd over seeds) | conflicting pairs | mean cosine |", "|---|---|---|---|---|"]
     for method in ("equal", "pcgrad"):
         for task in TASKS:
             chosen = [r for r in rows if r["method"] == method and r["task"] == task]
             gaps = [r["gap"] for r in chosen if r["gap"] is not None]
             if chosen:
-                lines.append(f"| {method} | {task} | " + (f"{np.mean(gaps):+.3f} ± {np.std(gaps, ddof=1) if len(gaps) > 1 else 0:.3f} (n={len(gaps)})" if gaps else "–")
+                lines.append(f"| {method} | {task} | " + (f"{100 * np.mean(gaps):+.1f} ± {100 * np.std(gaps, ddof=1) if len(gaps) > 1 else 0:.1f} (n={len(gaps)})" if gaps else "–")
                              + f" | {np.mean([r['conflict_fraction'] for r in chosen]):.2f} | {np.mean([r['mean_cosine'] for r in chosen]):+.3f} |")
     if "spearman" in summary["gap"]:
         s = summary["gap"]["spearman"]
@@ -213,6 +213,13 @@ def summarize() -> str:
             cells.append(_paired_cell(stat))
         if any(c != "–" for c in cells):
             lines.append(f"| {method} − equal (paired by seed, 95 % t) | " + " | ".join(cells) + " |")
+    for method in calibrated[1:]:  # which tasks had a teacher, and from when: ECE can only move on those
+        taught = {s: {t: c["converged_step"] for t, c in (runs[(method, s)].get("convergence") or {}).items() if c.get("converged_step")}
+                  for s in SEEDS if (method, s) in runs}
+        summary["ece"][f"{method} teachers"] = taught
+        if taught:
+            lines.append(f"| {method}: tasks distilled (from step) | "
+                         + " | ".join(", ".join(f"s{s}: {c[t]}" for s, c in taught.items() if t in c) or "none" for t in CLASSIFICATION) + " |")
     panels = {}
     for task in CLASSIFICATION:
         curves = {}
