@@ -145,6 +145,15 @@ def validate(model_args: ModelArguments, data_args: DataArguments, training_args
     if model_args.lora_r == 0 and (model_args.lora_alpha is not None or model_args.lora_target_modules):
         raise UsageError("--lora_alpha / --lora_target_modules are set but --lora_r is 0 (LoRA off): give --lora_r N.", "lora_r")
 
+    finetune_steps = training_args.finetune_after_mtl_steps
+    if finetune_steps and not training_args.do_train:
+        raise UsageError("--finetune_after_mtl_steps continues a multi-task training: add --do_train.", "finetune_after_mtl_steps")
+    if not finetune_steps and (training_args.finetune_eval_steps is not None or training_args.finetune_patience != type(training_args).__dataclass_fields__["finetune_patience"].default):
+        raise UsageError("--finetune_eval_steps / --finetune_patience only act with --finetune_after_mtl_steps N, which is 0 (off).",
+                         "finetune_after_mtl_steps")
+    if finetune_steps and (training_args.finetune_eval_steps or 0) > finetune_steps:
+        raise UsageError(f"--finetune_eval_steps {training_args.finetune_eval_steps} exceeds --finetune_after_mtl_steps {finetune_steps}: "
+                         "the fine-tuning would never be evaluated, selected or stopped early.", "finetune_eval_steps")
     ignored_kd = training_args.ignored_kd_options()
     if ignored_kd:
         raise UsageError(f"{', '.join('--' + name for name in ignored_kd)} only act with async-KD, which is off: add --async_kd "

@@ -95,6 +95,22 @@ def write_calibration(output_dir: str, step: int, prefix: str, sets: Mapping[str
     return path
 
 
+def truncate_calibration(output_dir: str, step: int) -> None:
+    """Keep only the evaluations of `output_dir/calibration.json` at or before `step` (a run starting there)."""
+    path = os.path.join(output_dir, FILE_NAME)
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        payload = json.load(handle)
+    kept = [e for e in payload.get("evaluations", []) if e.get("step", 0) <= step]
+    if len(kept) == len(payload.get("evaluations", [])):
+        return
+    payload["evaluations"] = kept
+    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=1)
+    os.replace(f"{path}.tmp", path)
+
+
 def plot_reliability(panels: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]], out_png: str) -> None:
     """Reliability diagrams: one panel per task, one line per curve name (`{task: {name: bins}}`), with the
     diagonal (perfect calibration) and each curve's ECE in the legend."""

@@ -61,6 +61,14 @@ class MultiTaskDiagnosticsCallback(TrainerCallback):
         self.records: list[dict[str, Any]] = []
         self.pending: dict[str, float] = {}
 
+    def resume(self, output_dir: str, step: int) -> None:
+        """Start from the measurements of `output_dir` taken at or before `step` (a run resumed there; none when 0)."""
+        self.records, self.pending = [], {}
+        path = os.path.join(output_dir, FILE_NAME)
+        if step > 0 and os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                self.records = [r for r in json.load(handle).get("records", []) if r["step"] <= step]
+
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.every == 0:
             record = self.measure(model if model is not None else self.host.model, state.global_step)

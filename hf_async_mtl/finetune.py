@@ -2,11 +2,12 @@
 
 `finetune_each_task` copies the multi-task model once per task and trains the copy on that task only
 (its own step budget), evaluating on the task's selection split every `eval_steps`, stopping early after
-`patience` evaluations without improvement and keeping the best evaluation's parameters (selection split
-only -- the dev set is reported, never read for a choice). Each task's model is saved as a multi-task
-checkpoint with its one task's head and exported for `AutoModelForSequenceClassification`
-(`MultiTaskModel.export_task`). Returns the per-task table: dev scores of the multi-task model (before)
-and of the fine-tuned one (after).
+`patience` evaluations without improvement and keeping the best evaluation's parameters (selected on the
+task's `main_metric`, `score` for GLUE tasks; selection split only -- the dev set is reported, never read
+for a choice). The learning rate warms up again over `warmup_steps` (default: 10 % of the budget) in the
+run's schedule. Each task's model is saved as a multi-task checkpoint with its one task's head and exported
+for `AutoModelForSequenceClassification` (`MultiTaskModel.export_task`, by the main process). Returns the
+per-task table: dev scores of the multi-task model (before) and of the fine-tuned one (after).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from .tasks import TaskSpec
 
 __all__ = ["finetune_each_task"]
 
+FINETUNE_WARMUP = 0.1  # default warm-up of each task's fine-tuning: this share of its step budget (not the multi-task run's)
+
 
 def finetune_each_task(
     model: Any,
@@ -39,6 +42,7 @@ def finetune_each_task(
     eval_steps: int,
     patience: int = 3,
     learning_rate: float | None = None,
+    warmup_steps: int | None = None,
     output_dir: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Fine-tune a copy of `model` on each task alone; see the module docstring. `args` is the multi-task run's."""
@@ -58,17 +62,19 @@ def finetune_each_task(
         task_dir = os.path.join(root, spec.name)
         student = copy.deepcopy(model)
         trainer = MultiTaskTrainer(
-            model=student, args=_task_args(args, task_dir, spec.name, max_steps, eval_steps, learning_rate, spec),
+            model=student, args=_task_args(args, task_dir, spec.name, max_steps, eval_steps, learning_rate, spec, warmup_steps),
             task_specs=list(specs), train_dataset={spec.name: train_sets[spec.name]},
             eval_dataset={spec.name: selection_sets[spec.name]}, processing_class=tokenizer,
             callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)],
         )
         trainer.train()
         after = trainer.evaluate(eval_dataset={spec.name: dev_sets[spec.name]}, metric_key_prefix="eval")
-        trainer.accelerator.unwrap_model(trainer.model).export_task(spec.name, os.path.join(task_dir, "export"), tokenizer=tokenizer)
+        if trainer.is_world_process_zero():  # one writer under several processes
+            trainer.accelerator.unwrap_model(trainer.model).export_task(spec.name, os.path.join(task_dir, "export"), tokenizer=tokenizer)
+        trainer.accelerator.wait_for_everyone()
         key = f"eval_{spec.name}_score"
         table[spec.name] = {
-            "before": before.get(key), "after": after.get(key),
+            "before": before.get(key), "after": after.get(key), "selected_on": f"eval_{spec.name}_{spec.main_metric}",
             "best_selection_step": trainer.state.best_global_step, "steps_trained": trainer.state.global_step,
             "export": os.path.join(task_dir, "export"),
         }
@@ -77,16 +83,18 @@ def finetune_each_task(
 
 
 def _task_args(args: MultiTaskTrainingArguments, output_dir: str, task: str, max_steps: int, eval_steps: int,
-               learning_rate: float | None, spec: TaskSpec | None) -> MultiTaskTrainingArguments:
-    """The run's arguments for one task's fine-tuning: own budget and output, selection on the task's score."""
+               learning_rate: float | None, spec: TaskSpec | None, warmup_steps: int | None = None) -> MultiTaskTrainingArguments:
+    """The run's arguments for one task's fine-tuning: own budget, warm-up and output, selection on the task's
+    `main_metric` (its direction is `greater_is_better`)."""
     changes = dict(
         output_dir=output_dir, max_steps=max_steps, eval_strategy="steps", eval_steps=eval_steps,
         save_strategy="steps", save_steps=eval_steps, save_total_limit=1, logging_steps=eval_steps,
-        load_best_model_at_end=spec is not None, metric_for_best_model=f"eval_{task}_score" if spec else None,
+        load_best_model_at_end=spec is not None, metric_for_best_model=f"eval_{task}_{spec.main_metric}" if spec else None,
         greater_is_better=spec.greater_is_better if spec else None, mtl_method="equal", mtl_method_options={},
         async_kd=False, step_composition="one_task", diagnostics_steps=0, push_to_hub=False, report_to="none",
         end_task=None, early_stopping_patience=0,  # the per-task runs select and stop on their own task (finetune_patience)
         resume_from_checkpoint=None,
+        warmup_steps=warmup_steps if warmup_steps is not None else round(FINETUNE_WARMUP * max_steps),
     )
     if learning_rate is not None:
         changes["learning_rate"] = learning_rate

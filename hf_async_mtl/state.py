@@ -83,3 +83,14 @@ class WeightingCheckpointState:
         if not os.path.isdir(resume_from_checkpoint):
             raise ValueError(f"Can't find a valid checkpoint at {resume_from_checkpoint}.")
         return resume_from_checkpoint
+
+
+def checkpoint_global_step(directory: str) -> int:
+    """The optimizer step a checkpoint was written at (its `trainer_state.json`; 0 when it has none)."""
+    import json
+
+    path = os.path.join(directory, "trainer_state.json")  # transformers' TRAINER_STATE_NAME
+    if not os.path.isfile(path):
+        return 0
+    with open(path, encoding="utf-8") as handle:
+        return int(json.load(handle).get("global_step", 0))

@@ -27,12 +27,13 @@ from .data import (
 )
 from .gradients import average_gradients, global_loss_values, per_task_gradient_step
 from .losses import task_loss
+from .calibration import truncate_calibration
 from .diagnostics import MultiTaskDiagnosticsCallback
 from .evaluation import MultiTaskEvaluationMixin
 from .mlm import MlmMasker
 from .model_card import build_model_card
 from .sampling import MultiTaskBatchSampler, check_sampler_resume, save_sampler_state
-from .state import StepLosses, WeightingCheckpointState
+from .state import StepLosses, WeightingCheckpointState, checkpoint_global_step
 from .tasks import TaskSpec, check_unique_names
 from .validation import check_resume_checkpoint
 from .tartan import DevObjective, carve_dev_slices, end_task_selection, weighting_options
@@ -411,4 +412,11 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             self.checkpoint_state.load(directory)
             if self.async_convergence is not None:
                 self.async_convergence.load_from(directory)
+        # Files that accumulate over a run keep only what precedes its start (the checkpoint's step; 0 when
+        # fresh): a resumed run would otherwise repeat the steps after the checkpoint, a re-run mix two runs.
+        start = checkpoint_global_step(directory) if resume_from_checkpoint else 0
+        if self.is_world_process_zero():
+            truncate_calibration(self.args.output_dir, start)
+        if self.diagnostics is not None:
+            self.diagnostics.resume(self.args.output_dir, start)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)

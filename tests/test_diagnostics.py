@@ -90,6 +90,26 @@ def test_diagnostics_are_logged_saved_and_leave_training_unchanged(tmp_path, tok
     assert (tmp_path / "reliability.png").stat().st_size > 1000
 
 
+def test_resumed_run_keeps_diagnostics_and_calibration_up_to_its_checkpoint_once(tmp_path, tokenizer, tiny_data):
+    """Resuming from step 2 of 4 keeps the measurements of steps 1-2 and repeats none of steps 3-4."""
+    watch = {"max_steps": 4, "diagnostics_steps": 1, "calibration_bins": 10, "eval_strategy": "steps", "eval_steps": 2,
+             "save_strategy": "steps", "save_steps": 2, "logging_steps": 1}
+    no_dropout_trainer(tmp_path, tokenizer, tiny_data, "run", watch).train()
+    out = tmp_path / "run" / "out"
+    first = json.loads((out / FILE_NAME).read_text())["records"]
+    assert [r["step"] for r in first] == [1, 2, 3, 4]
+    resumed = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "run", watch)
+    resumed.train(resume_from_checkpoint=str(out / "checkpoint-2"))
+    again = json.loads((out / FILE_NAME).read_text())["records"]
+    assert [r["step"] for r in again] == [1, 2, 3, 4]
+    assert again[0] == first[0]
+    assert [e["step"] for e in json.loads((out / "calibration.json").read_text())["evaluations"]] == [2, 4]
+    # A fresh run into the same directory starts both files anew.
+    no_dropout_trainer(tmp_path, tokenizer, tiny_data, "run", {**watch, "max_steps": 2}).train()
+    assert [r["step"] for r in json.loads((out / FILE_NAME).read_text())["records"]] == [1, 2]
+    assert [e["step"] for e in json.loads((out / "calibration.json").read_text())["evaluations"]] == [2]
+
+
 def test_diagnostics_cosine_matches_autograd_on_the_same_batches(tmp_path, tokenizer, tiny_data):
     from hf_async_mtl.gradients import shared_and_task_parameters
 

@@ -47,3 +47,16 @@ def test_cli_finetune_after_mtl_writes_the_before_after_table(tmp_path, tiny_che
     saved = json.loads((out / "all_results.json").read_text())
     assert saved["finetune_after_mtl"]["rte"]["after"] == table["rte"]["after"]
     assert (out / "finetuned" / "rte" / "export" / "config.json").is_file()
+
+
+def test_finetune_arguments_select_on_main_metric_and_warm_up_on_their_own_budget(tmp_path):
+    """A lower-is-better main metric selects the lowest checkpoint; warm-up is the fine-tuning's, not the run's."""
+    from hf_async_mtl import MultiTaskTrainingArguments, TaskSpec
+    from hf_async_mtl.finetune import _task_args
+
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), warmup_steps=500, max_steps=1000, report_to="none", use_cpu=True)
+    spec = TaskSpec("price", ("text",), metrics=("pearson",), evaluate_metrics=("mse",), main_metric="mse", greater_is_better=False)
+    task_args = _task_args(args, str(tmp_path / "ft"), "price", 200, 20, None, spec)
+    assert (task_args.metric_for_best_model, task_args.greater_is_better) == ("eval_price_mse", False)
+    assert task_args.warmup_steps == 20 and task_args.max_steps == 200
+    assert _task_args(args, str(tmp_path / "ft"), "price", 200, 20, None, spec, warmup_steps=0).warmup_steps == 0
