@@ -180,6 +180,15 @@ def test_meta_tartan_moves_the_logits_by_the_meta_gradient(alignment):
     assert min(weights, key=weights.get) == "harmful" and sum(weights.values()) == pytest.approx(3.0)
     with pytest.raises(RuntimeError, match="no dev gradient"):
         method.combine_gradients(grads, {"end": 1.0, "helpful": 1.0, "harmful": 1.0}, step=2)
+    # An overflowed step (inf / NaN in any gradient, even where the dev gradient is 0) leaves the logits alone.
+    before = method.logits.clone()
+    method._pending = []
+    for bad_grads, bad_dev in ((grads.clone().index_put_((torch.tensor(1), torch.tensor(2)), torch.tensor(float("inf"))), dev),
+                               (grads, torch.tensor([float("nan"), 0.0, 0.0]))):
+        method.set_dev_gradient(bad_dev)
+        method.combine_gradients(bad_grads, losses, step=3)
+        method.after_optimizer_step(losses, 3)
+        assert torch.equal(method.logits, before)
 
 
 def _meta_trainer(tmp_path, tokenizer, mlm_data, out, **overrides):

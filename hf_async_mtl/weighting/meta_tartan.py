@@ -95,8 +95,11 @@ class MetaTartan(GradientWeightingMethod):
         weights = self.current_weights()
         self._set_last_weights(weights)
         combined = weights.to(device=grads.device, dtype=grads.dtype) @ grads
-        if torch.isfinite(grads).all() and torch.isfinite(self._dev_gradient).all():
-            self._pending.append(self.alignment(grads, self._dev_gradient))
+        # A non-finite gradient entry (fp16 overflow) makes its float64 dot products non-finite, so checking the
+        # T alignments is checking the [T, P] gradients, without two more passes over them.
+        alignment = self.alignment(grads, self._dev_gradient)
+        if torch.isfinite(alignment).all():
+            self._pending.append(alignment)
         self._dev_gradient = None
         return combined
 
