@@ -313,8 +313,10 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             dev = None
             if self.dev_objective is not None:
                 heads = self.weighting.dev_heads
-                dev = (self.dev_objective.loss(self.accelerator.unwrap_model(model), heads, self.state.global_step, self.args.device),
-                       [p for p in heads.parameters()])
+                # The unwrapped encoder runs outside the wrapped forward's autocast: enter it here (bf16 / fp16 runs).
+                with self.accelerator.autocast():
+                    dev_loss = self.dev_objective.loss(self.accelerator.unwrap_model(model), heads, self.state.global_step, self.args.device)
+                dev = (dev_loss, [p for p in heads.parameters()])
             loss = per_task_gradient_step(
                 self.accelerator, model, self.weighting, losses, self.state.global_step, self.current_gradient_accumulation_steps,
                 dev=dev,

@@ -225,12 +225,18 @@ def test_meta_tartan_trains_logs_weights_selects_on_the_end_task_and_resumes(tmp
 
 def test_meta_tartan_with_an_mlm_auxiliary_trains_alike_in_bf16(tmp_path, tokenizer, mlm_data):
     """bf16 autocast (the benchmarks' precision): the MLM loss, the dev head and the meta-gradient run under it."""
-    runs = {}
+    runs, autocast = {}, {}
     for precision in ("fp32", "bf16"):
         trainer = _meta_trainer(tmp_path, tokenizer, mlm_data, precision, eval_strategy="no", save_strategy="no",
                                 bf16=precision == "bf16")
+        seen = autocast[precision] = []
+        hook = trainer.model.encoder.register_forward_pre_hook(lambda *_, seen=seen: seen.append(torch.is_autocast_enabled("cpu")))
         trainer.train()
+        hook.remove()
         runs[precision] = trainer
+    # Every encoder pass of training — one per task and the dev head's, each step — runs under bf16 autocast, or none does.
+    assert len(autocast["bf16"]) == (len(runs["bf16"].task_specs) + 1) * 8
+    assert all(autocast["bf16"]) and not any(autocast["fp32"])
     fp32, bf16 = (_losses_by_step(runs[p]) for p in ("fp32", "bf16"))
     assert sorted(bf16) == sorted(fp32) and len(fp32) == 8
     assert [bf16[s] for s in sorted(bf16)] == pytest.approx([fp32[s] for s in sorted(fp32)], rel=0.1, abs=0.05)

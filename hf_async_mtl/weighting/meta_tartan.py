@@ -31,6 +31,7 @@ from .mt_tartan import split_end_tasks
 from .registry import register_weighting
 
 ALIGNMENTS = ("cosine", "dot")
+_BLOCK = 1 << 18  # columns per float64 block of the alignment (fits in cache)
 
 
 @register_weighting
@@ -111,10 +112,18 @@ class MetaTartan(GradientWeightingMethod):
 
     def alignment(self, grads: Tensor, dev_gradient: Tensor) -> Tensor:
         """`a_i`: cosine (or dot product) of each task gradient with the dev gradient (float64, logits' device)."""
-        rows, dev = grads.double(), dev_gradient.to(device=grads.device, dtype=torch.float64)
-        values = rows @ dev
+        # float64 sums, taken over column blocks: no float64 copy of the whole [T, P] matrix (it cost more than the
+        # products themselves), the same values up to float64 rounding.
+        dev_gradient = dev_gradient.to(grads.device)
+        values = torch.zeros(grads.shape[0], dtype=torch.float64, device=grads.device)
+        squares, dev_square = torch.zeros_like(values), torch.zeros((), dtype=torch.float64, device=grads.device)
+        for start in range(0, grads.shape[1], _BLOCK):
+            rows, dev = grads[:, start : start + _BLOCK].double(), dev_gradient[start : start + _BLOCK].double()
+            values += rows @ dev
+            squares += (rows * rows).sum(dim=1)
+            dev_square += dev @ dev
         if self.options["alignment"] == "cosine":
-            values = values / (rows.norm(dim=1) * dev.norm()).clamp(min=1e-12)
+            values = values / (squares.sqrt() * dev_square.sqrt()).clamp(min=1e-12)
         return values.to(self.logits.device)
 
     def update_logits(self, alignment: Tensor) -> Tensor:
