@@ -148,7 +148,8 @@ def validate(model_args: ModelArguments, data_args: DataArguments, training_args
     finetune_steps = training_args.finetune_after_mtl_steps
     if finetune_steps and not training_args.do_train:
         raise UsageError("--finetune_after_mtl_steps continues a multi-task training: add --do_train.", "finetune_after_mtl_steps")
-    if not finetune_steps and (training_args.finetune_eval_steps is not None or training_args.finetune_patience != type(training_args).__dataclass_fields__["finetune_patience"].default):
+    default_patience = type(training_args).__dataclass_fields__["finetune_patience"].default
+    if not finetune_steps and (training_args.finetune_eval_steps is not None or training_args.finetune_patience != default_patience):
         raise UsageError("--finetune_eval_steps / --finetune_patience only act with --finetune_after_mtl_steps N, which is 0 (off).",
                          "finetune_after_mtl_steps")
     if finetune_steps and (training_args.finetune_eval_steps or 0) > finetune_steps:

@@ -87,10 +87,8 @@ class WeightingCheckpointState:
 
 def checkpoint_global_step(directory: str) -> int:
     """The optimizer step a checkpoint was written at (its `trainer_state.json`; 0 when it has none)."""
-    import json
+    from transformers.trainer import TRAINER_STATE_NAME
+    from transformers.trainer_callback import TrainerState
 
-    path = os.path.join(directory, "trainer_state.json")  # transformers' TRAINER_STATE_NAME
-    if not os.path.isfile(path):
-        return 0
-    with open(path, encoding="utf-8") as handle:
-        return int(json.load(handle).get("global_step", 0))
+    path = os.path.join(directory, TRAINER_STATE_NAME)
+    return TrainerState.load_from_json(path).global_step if os.path.isfile(path) else 0
