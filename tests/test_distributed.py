@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -31,9 +32,12 @@ def _launch(out, processes):
 
 @pytest.fixture(scope="module")
 def launches(tmp_path_factory):
+    """Both launches at once: each is mostly imports and rendezvous, so they overlap well on two cores."""
     root = tmp_path_factory.mktemp("distributed")
-    _launch(root / "one", 1)
-    _launch(root / "two", 2)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        one = pool.submit(_launch, root / "one", 1)
+        _launch(root / "two", 2)
+        one.result()
     return root
 
 

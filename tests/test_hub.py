@@ -15,6 +15,7 @@ import secrets
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -150,27 +151,37 @@ def local_model(tmp_path_factory, tiny_checkpoint, tokenizer):
 
 
 @pytest.fixture(scope="module")
-def pushed(hub, local_model, tmp_path_factory):
-    return run_client(
-        hub, PUSH_SCRIPT, str(tmp_path_factory.mktemp("hf-home-push")),
-        model_dir=local_model["path"], repo=MODEL_REPO, task_repo=TASK_REPO, bad_token=BAD_TOKEN,
-    )
+def clients(hub, local_model, tiny_checkpoint, tmp_path_factory):
+    """The three client runs: training beside push-then-load (two interpreters at once: each is mostly imports)."""
+    train_home = str(tmp_path_factory.mktemp("hf-home-train"))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        trained = pool.submit(run_client, hub, TRAIN_SCRIPT, train_home, encoder_dir=tiny_checkpoint, repo=TRAINED_REPO,
+                              output_dir=os.path.join(train_home, "out"))
+        pushed = run_client(
+            hub, PUSH_SCRIPT, str(tmp_path_factory.mktemp("hf-home-push")),
+            model_dir=local_model["path"], repo=MODEL_REPO, task_repo=TASK_REPO, bad_token=BAD_TOKEN,
+        )
+        # A fresh HF_HOME: everything comes over HTTP from the server, nothing from a cache.
+        loaded = run_client(
+            hub, LOAD_SCRIPT, str(tmp_path_factory.mktemp("hf-home-load")),
+            repo=MODEL_REPO, task_repo=TASK_REPO, sentences=SENTENCES,
+        )
+        return {"pushed": pushed, "loaded": loaded, "trained": trained.result()}
 
 
 @pytest.fixture(scope="module")
-def loaded(hub, pushed, tmp_path_factory):
-    # A fresh HF_HOME: everything comes over HTTP from the server, nothing from a cache.
-    return run_client(
-        hub, LOAD_SCRIPT, str(tmp_path_factory.mktemp("hf-home-load")),
-        repo=MODEL_REPO, task_repo=TASK_REPO, sentences=SENTENCES,
-    )
+def pushed(clients):
+    return clients["pushed"]
 
 
 @pytest.fixture(scope="module")
-def trained(hub, tiny_checkpoint, tmp_path_factory):
-    home = str(tmp_path_factory.mktemp("hf-home-train"))
-    return run_client(hub, TRAIN_SCRIPT, home, encoder_dir=tiny_checkpoint, repo=TRAINED_REPO,
-                      output_dir=os.path.join(home, "out"))
+def loaded(clients):
+    return clients["loaded"]
+
+
+@pytest.fixture(scope="module")
+def trained(clients):
+    return clients["trained"]
 
 
 def _card_metadata(card: bytes) -> dict:
