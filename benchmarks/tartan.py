@@ -165,7 +165,7 @@ def write_run(arm: str, task: str, seed: int) -> str:
 def summarize() -> dict:
     import numpy as np
 
-    from benchmarks.glue5_references import trivial_predictor
+    from benchmarks.glue5_references import STSB_ZERO_SHOT, trivial_predictor
     from benchmarks.summarize_v2 import paired_stats
 
     runs = [json.load(open(p, encoding="utf-8")) for p in sorted(glob.glob(os.path.join(OUT_DIR, "per_run", "*.json")))]
@@ -182,8 +182,19 @@ def summarize() -> dict:
             seeds = sorted(set(base) & set(other))
             if seeds:
                 pairs[f"{task}|{arm}-finetune"] = {**paired_stats([other[s] - base[s] for s in seeds]), "seeds": seeds}
+    costs = {}
+    for r in runs:
+        cost = costs.setdefault(f"{r['task']}|{r['arm']}", {"wall_seconds": [], "steps": [], "end_weight": []})
+        cost["wall_seconds"].append(r["wall_seconds"])
+        cost["steps"].append(r["steps"])
+        if r["weights"] and len(r["weights"][-1]) > 2:  # step + at least two objectives
+            cost["end_weight"].append(r["weights"][-1].get(r["task"]))
     summary = {"profile": PROFILE, "runs": len(runs), "cells": cells, "pairs": pairs,
-               "trivial_dev": {t: trivial_predictor(t, GLUE_DIR)["score"] for t in TASKS}}
+               "per_seed": {f"{t}|{a}": v for (t, a), v in table.items()},
+               "costs": {k: {"wall_seconds": float(np.median(v["wall_seconds"])), "steps": int(np.mean(v["steps"])),
+                             "end_weight": float(np.mean(v["end_weight"])) if v["end_weight"] else None} for k, v in costs.items()},
+               "trivial_dev": {t: trivial_predictor(t, GLUE_DIR)["score"] for t in TASKS},
+               "stsb_zero_shot_cosine": STSB_ZERO_SHOT}
     with open(os.path.join(OUT_DIR, "tartan.json"), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=1)
     lines = ["# TARTAN: end-task aware training vs fine-tuning (500 training examples per end task)", "",
@@ -196,7 +207,9 @@ def summarize() -> dict:
             cell = cells.get(f"{task}|{arm}")
             row.append("–" if not cell else f"{cell['mean']:.1f}" + (f" ± {cell['sd']:.1f}" if cell["sd"] is not None else "") + f" (n={cell['n']})")
         lines.append(f"| {arm} | " + " | ".join(row) + " |")
-    lines.append("| trivial predictor | " + " | ".join(f"{summary['trivial_dev'][t]:.1f}" for t in TASKS) + " |")
+    lines.append("| trivial predictor (majority class / mean) | " + " | ".join(f"{summary['trivial_dev'][t]:.1f}" for t in TASKS) + " |")
+    lines.append("| frozen encoder, zero-shot cosine (no training) | "
+                 + " | ".join(f"{STSB_ZERO_SHOT['score']:.1f}" if t == "stsb" else "–" for t in TASKS) + " |")
     lines += ["", "| arm − finetune | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
     for arm in ARMS[1:]:
         row = []
@@ -208,6 +221,17 @@ def summarize() -> dict:
                 row.append(f"{stat['mean']:+.1f} (n={stat['n']})")
             else:
                 row.append(f"{stat['mean']:+.1f} [{stat['interval'][0]:+.1f}, {stat['interval'][1]:+.1f}] (n={stat['n']})")
+        lines.append(f"| {arm} | " + " | ".join(row) + " |")
+    lines += ["", "Cost and learned weights over seeds: median wall seconds (2-core CPU; a run that shared the CPU shows up as an "
+              "outlier) / optimizer steps / mean final weight of the end task (weighted arms: the weights sum to the number "
+              "of objectives, the auxiliaries share the rest).", "",
+              "| arm | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
+    for arm in ARMS:
+        row = []
+        for task in TASKS:
+            cost = summary["costs"].get(f"{task}|{arm}")
+            weight = "" if not cost or cost["end_weight"] is None else f" / w {cost['end_weight']:.2f}"
+            row.append("–" if not cost else f"{cost['wall_seconds']:.0f} s / {cost['steps']}{weight}")
         lines.append(f"| {arm} | " + " | ".join(row) + " |")
     with open(os.path.join(OUT_DIR, "tartan.md"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
