@@ -4,6 +4,7 @@ method, in one process group (one launch pays the imports and the rendezvous for
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -53,6 +54,8 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
         method, extra["kd_soft_labels"] = "async_kd", "on_demand"
     if method == "async_kd_prompts":
         method = "async_kd"
+    if method == "meta_tartan":
+        extra = {"end_task": "sentiment", "mtl_method_options": {"meta_lr": 1.0}}
     args = MultiTaskTrainingArguments(
         output_dir=out_dir, per_device_train_batch_size=per_device_batch, per_device_eval_batch_size=7, learning_rate=3e-3,
         max_steps=12, eval_strategy="steps", eval_steps=4, save_strategy="steps", save_steps=12, logging_steps=1, seed=5,
@@ -67,7 +70,14 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
         # On demand: each rank's own table (NaN rows = not drawn by this rank), NaN written as null.
         soft = {t: [[None if x != x else x for x in row] for row in labels.table.tolist()] for t, labels in trainer.soft_labels.items()}
-        json.dump({"metrics": metrics, "first_examples": seen, "soft_labels": soft, "world_size": trainer.args.world_size}, handle)
+        # Everything a rank trains (model, method state such as META-TARTAN's logits and dev heads), as a digest:
+        # ranks that diverged show different digests.
+        digest = hashlib.sha256()
+        for name, tensor in sorted({**trainer.model.state_dict(), **{f"weighting.{k}": v for k, v in trainer.weighting.state_dict().items()}}.items()):
+            digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+        weights = trainer.weighting.current_weights().tolist() if hasattr(trainer.weighting, "current_weights") else None
+        json.dump({"metrics": metrics, "first_examples": seen, "soft_labels": soft, "world_size": trainer.args.world_size,
+                   "state_digest": digest.hexdigest(), "weights": weights}, handle)
     if trainer.is_world_process_zero():
         torch.save({k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}, os.path.join(out_dir, "params.pt"))
 

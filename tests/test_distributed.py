@@ -16,16 +16,19 @@ SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_r
 
 
 METHODS = ("async_kd", "async_kd_on_demand", "async_kd_prompts", "pcgrad", "famo")
+# META-TARTAN draws its dev batches per rank (more held-out data per step), so it matches itself across ranks,
+# not the one-process run.
+LAUNCHED = (*METHODS, "meta_tartan")
 
 
 def _launch(out, processes):
     """Every method in one launch (1 process, or torchrun with 2): the imports and the rendezvous are paid once."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     if processes == 1:
-        command = [sys.executable, SCRIPT, str(out), ",".join(METHODS), "8"]
+        command = [sys.executable, SCRIPT, str(out), ",".join(LAUNCHED), "8"]
     else:
         torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-        command = [torchrun, "--standalone", "--nproc_per_node", str(processes), SCRIPT, str(out), ",".join(METHODS), str(8 // processes)]
+        command = [torchrun, "--standalone", "--nproc_per_node", str(processes), SCRIPT, str(out), ",".join(LAUNCHED), str(8 // processes)]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
@@ -76,3 +79,17 @@ def test_two_processes_match_one_at_the_same_global_batch(launches, method):
             assert all(k.any() for k in known) and not (known[0] & known[1]).all()
             for table, mask in zip(labelled, known):
                 assert torch.allclose(table[mask], reference[mask], atol=2e-4)
+
+
+def test_meta_tartan_under_two_processes_keeps_every_rank_identical(launches):
+    """Task gradients, dev gradient and dev-head gradients are averaged across ranks: both ranks hold the same
+    model, dev heads and logits after training, and the logits moved."""
+    _, single, _ = _read(launches, "one", "meta_tartan", 1)
+    out, double, _ = _read(launches, "two", "meta_tartan", 2)
+    assert double[0]["world_size"] == 2
+    assert double[0]["state_digest"] == double[1]["state_digest"]
+    assert double[0]["weights"] == double[1]["weights"]
+    for ranks in (single, double):
+        weights = ranks[0]["weights"]
+        assert len(weights) == 2 and sum(weights) == pytest.approx(2.0) and abs(weights[0] - 1.0) > 1e-4
+    assert sorted(os.listdir(out)).count("checkpoint-12") == 1
