@@ -66,20 +66,24 @@ def per_task_gradient_step(
     dev_grads = task_grads.new_zeros(0)
     if dev is not None:
         dev_loss, dev_parameters = dev
-        pieces = torch.autograd.grad(dev_loss, [*shared, *dev_parameters], allow_unused=True)
+        # Scaled like the task losses (a half-precision dev gradient would underflow too), then unscaled.
+        pieces = torch.autograd.grad(dev_loss * scale if scale else dev_loss, [*shared, *dev_parameters], allow_unused=True)
         dev_grads = _flatten(pieces, [*shared, *dev_parameters]).float()
+        dev_grads = dev_grads / scale if scale else dev_grads
     if accelerator.num_processes > 1:
         packed = accelerator.reduce(torch.cat([task_grads.reshape(-1), head_grads, dev_grads, loss_values]), reduction="mean")
         task_grads = packed[: task_grads.numel()].view_as(task_grads)
         head_grads = packed[task_grads.numel() : task_grads.numel() + head_grads.numel()]
         dev_grads = packed[task_grads.numel() + head_grads.numel() : task_grads.numel() + head_grads.numel() + dev_grads.numel()]
         loss_values = packed[-len(task_names) :]
+    overflow = bool(scale) and not (bool(torch.isfinite(task_grads).all()) and bool(torch.isfinite(dev_grads).all()))
     if dev is not None:
         shared_size = task_grads.shape[1]
-        weighting.set_dev_gradient(dev_grads[:shared_size])
+        if not overflow:  # an overflowing step never reaches the method's state
+            weighting.set_dev_gradient(dev_grads[:shared_size])
         # Stored scaled like the rest (the gradient scaler unscales every .grad before the optimizer step).
         _accumulate(dev[1], dev_grads[shared_size:] * (scale or 1.0) / gradient_accumulation_steps)
-    if scale and not bool(torch.isfinite(task_grads).all()):
+    if overflow:
         # An overflow: the method never sees it (its state stays clean); the scaler skips this step.
         combined = torch.full_like(task_grads[0], float("inf"))
     else:

@@ -191,6 +191,77 @@ def test_meta_tartan_moves_the_logits_by_the_meta_gradient(alignment):
         assert torch.equal(method.logits, before)
 
 
+def test_meta_tartan_update_from_non_zero_logits_equals_a_hand_computation():
+    method = build_weighting("meta_tartan", ["end", "a", "b"], end_tasks=["end"], meta_lr=0.3)
+    method.logits.copy_(torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64))
+    alignment = torch.tensor([0.5, -0.2, 0.8], dtype=torch.float64)
+    e = [2.718281828459045, 1.0, 0.36787944117144233]
+    p = [v / sum(e) for v in e]  # softmax([1, 0, -1]) = [0.665241, 0.244728, 0.090031]
+    mean = sum(pi * ai for pi, ai in zip(p, [0.5, -0.2, 0.8]))
+    expected = [0.3 * pi * (ai - mean) for pi, ai in zip(p, [0.5, -0.2, 0.8])]
+    step = method.update_logits(alignment)
+    assert step.tolist() == pytest.approx(expected, rel=1e-12)
+    assert method.logits.tolist() == pytest.approx([1.0 + expected[0], expected[1], -1.0 + expected[2]], rel=1e-12)
+    assert method.current_weights().sum().item() == pytest.approx(3.0)
+
+
+def test_fp16_dev_gradient_is_differentiated_scaled_and_an_overflow_in_it_skips_the_step():
+    """Under fp16 the dev loss is scaled before backward like the task losses (a half-precision dev gradient of
+    ~1e-9 underflows to 0 unscaled), unscaled after, and an overflow in it skips the step like one in theirs."""
+    from types import SimpleNamespace
+
+    from hf_async_mtl.gradients import per_task_gradient_step
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder, self.head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)
+
+    torch.manual_seed(0)
+    net, dev_head = Net().half(), torch.nn.Linear(4, 1).half()
+    x = torch.ones(1, 4, dtype=torch.half)
+
+    def step(dev_loss_of, scale):
+        method = build_weighting("meta_tartan", ["end", "aux"], end_tasks=["end"], alignment="dot")
+        seen = []
+        original = method.set_dev_gradient
+        method.set_dev_gradient = lambda gradient: seen.append(gradient) or original(gradient)
+        for parameter in [*net.parameters(), *dev_head.parameters()]:
+            parameter.grad = None
+        accelerator = SimpleNamespace(scaler=torch.amp.GradScaler("cpu", init_scale=scale), num_processes=1)
+        hidden = net.encoder(x)
+        losses = {"end": net.head(hidden).float().sum(), "aux": -net.head(hidden).float().sum()}
+        per_task_gradient_step(accelerator, net, method, losses, 0, 1, dev=(dev_loss_of(hidden), list(dev_head.parameters())))
+        return seen, net.encoder.weight.grad
+
+    # d dev_loss / d encoder.weight = 1e-8 · dev_head.weight (per row), far below fp16's smallest subnormal (6e-8).
+    seen, _ = step(lambda h: dev_head(h * 1e-4).sum() * 1e-4, 2.0**14)
+    expected = (1e-8 * dev_head.weight.double().reshape(-1, 1) * torch.ones(4, dtype=torch.float64)).reshape(-1)
+    weight_part = seen[0][: net.encoder.weight.numel()].double()
+    assert weight_part.abs().min() > 0  # nothing underflowed
+    assert torch.allclose(weight_part, expected, rtol=0.02)
+    # A dev gradient that overflows once scaled (1e35 · 2^14 > fp32's max) while the task gradients stay finite.
+    seen, grad = step(lambda h: dev_head.float()(h.float()).sum() * 1e35, 2.0**14)
+    assert seen == [] and not torch.isfinite(grad).all()  # the method never saw it; the scaler will skip the step
+
+
+def test_meta_tartan_dev_slice_is_disjoint_from_training_and_logits_move_once_per_step_under_accumulation(tmp_path, tokenizer, mlm_data):
+    trainer = _meta_trainer(tmp_path, tokenizer, mlm_data, "accumulate", eval_strategy="no", save_strategy="no", max_steps=3,
+                            gradient_accumulation_steps=2, per_device_train_batch_size=4)
+    trained = set(trainer.train_dataset.task_datasets["sentiment"]["idx"])
+    held_out = set(trainer.dev_objective.slices["sentiment"]["idx"])
+    assert held_out and not trained & held_out and len(trained | held_out) == 96
+    dev_head_before = [p.detach().clone() for p in trainer.weighting.dev_heads.parameters()]
+    assert dev_head_before
+    updates = []
+    original = trainer.weighting.update_logits
+    trainer.weighting.update_logits = lambda alignment: updates.append((len(trainer.weighting._pending), alignment)) or original(alignment)
+    trainer.train()
+    assert len(updates) == 3 and all(pending == 2 for pending, _ in updates)  # one update per optimizer step, from both micro-batches
+    assert not torch.equal(trainer.weighting.logits, torch.zeros(3, dtype=torch.float64))
+    assert all(not torch.equal(p, q) for p, q in zip(trainer.weighting.dev_heads.parameters(), dev_head_before))  # the dev head trained
+
+
 def _meta_trainer(tmp_path, tokenizer, mlm_data, out, **overrides):
     train, evaluation = mlm_data
     model = mlm_model(tokenizer, seed=3)

@@ -6,14 +6,16 @@ weights are `T · softmax(logits)` (mean 1, the step size of equal weighting). A
 **training** data, never the dev set) gives `g_dev`, the gradient of the end task's held-out loss on the
 shared encoder. After each optimizer step (taken with the current weights), each logit moves by the
 first-order meta-gradient of the dev objective, with the alignments averaged over the step's micro-batches
-(gradient accumulation), so `meta_lr` means the same at any accumulation: with `a_i` the alignment of task i's shared gradient `g_i` with `g_dev`
-(cosine by default, or the raw dot product as in the paper's derivation, `alignment="dot"`) and
-`w = softmax(logits)`,
+(gradient accumulation): with `a_i` the alignment of task i's shared gradient `g_i` with `g_dev` (cosine by
+default, or the raw dot product as in the paper's derivation, `alignment="dot"`) and `w = softmax(logits)`,
 
     d(sum_i w_i a_i) / d logit_j = w_j (a_j − sum_i w_i a_i),      logits += meta_lr · that
 
 so objectives whose gradients point where the end task's held-out loss falls gain weight and opposed ones
-lose it. The trainer computes `g_dev` (and trains the dev heads at `dev_head_lr`) each step; under several
+lose it. Under `dot`, each micro-batch's product is an unbiased estimate of the full batch's (the task and dev
+batches are drawn independently), so `meta_lr` means the same at any accumulation in expectation. A cosine is
+not: noise inflates the norms of smaller micro-batches' gradients, so the same global batch split into more
+micro-batches gives smaller cosines and moves the logits less. The trainer computes `g_dev` (and trains the dev heads at `dev_head_lr`) each step; under several
 processes `g_dev` is averaged across ranks with the task gradients. The logits are a buffer and the dev heads
 are the method's parameters, so a checkpoint resumes both.
 """
