@@ -231,3 +231,31 @@ def test_summarize_v2_with_no_runs(tmp_path):
 
     summary = summarize_v2(str(tmp_path))
     assert summary["methods"] == {} and (tmp_path / "results.md").is_file()
+
+
+def test_tartan_drops_auxiliary_rows_that_hold_the_end_tasks_held_out_pairs():
+    """`meta_tartan_glue` trains other GLUE sets beside the end task: rows sharing a (normalised, unordered) sentence
+    pair with the end task's dev or selection split go, the rest stay."""
+    import datasets
+
+    from benchmarks.tartan import drop_end_task_dev_overlap
+
+    auxiliary = datasets.Dataset.from_dict({"sentence1": ["The cat sat.", "A dog ran!", "Birds fly", "x"],
+                                            "sentence2": ["On the mat", "in the park", "south", "y"], "label": [1, 0, 1, 0]})
+    dev = datasets.Dataset.from_dict({"s1": ["on the mat", "Birds   fly."], "s2": ["the cat sat", "north"]})
+    selection = datasets.Dataset.from_dict({"s1": ["A dog RAN"], "s2": ["in the park."]})
+    kept, dropped = drop_end_task_dev_overlap(auxiliary, ("sentence1", "sentence2"), [dev, selection], ("s1", "s2"))
+    assert dropped == 2 and kept["sentence1"] == ["Birds fly", "x"]  # order and case ignored; a shared sentence alone is kept
+    kept, dropped = drop_end_task_dev_overlap(auxiliary, ("sentence1", "sentence2"), [selection.select([])], ("s1", "s2"))
+    assert dropped == 0 and len(kept) == 4
+
+
+def test_tartan_overlap_on_real_glue_mrpc_dev_pairs_inside_stsb_train():
+    from benchmarks.tartan import drop_end_task_dev_overlap
+    from glue_tasks import get_glue_task, load_glue_task
+    from tests.conftest import GLUE_DIR
+
+    stsb, mrpc = get_glue_task("stsb"), get_glue_task("mrpc")
+    train = load_glue_task("stsb", "train", GLUE_DIR)
+    kept, dropped = drop_end_task_dev_overlap(train, stsb.text_fields, [load_glue_task("mrpc", "validation", GLUE_DIR)], mrpc.text_fields)
+    assert dropped == 48 and len(kept) == len(train) - 48
