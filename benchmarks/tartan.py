@@ -61,6 +61,9 @@ OUT_DIR = os.path.join(ROOT, "benchmarks", "results", "tartan")
 TASKS = ("sst2", "mrpc", "stsb")
 SEEDS = (0, 1, 2)
 ARMS = ("finetune", "meta_tartan", "mt_tartan", "mlm_then_finetune", "meta_tartan_glue")
+# Paired differences reported: every arm against fine-tuning (the primary pair is meta_tartan − finetune), and the
+# TARTAN arms against pretrain-then-finetune (the paper's comparison).
+BASELINES = {"finetune": ARMS[1:], "mlm_then_finetune": ("meta_tartan", "mt_tartan", "meta_tartan_glue")}
 PROFILE = {"train_size": 500, "selection_size": 200, "selection_seed": 42, "max_seq_length": 128, "batch_size": 16,
            "example_budget": 9600, "learning_rate": 5e-5, "warmup_ratio": 0.1, "evaluations": 12, "bf16": True}
 
@@ -97,7 +100,7 @@ def drop_end_task_dev_overlap(auxiliary, auxiliary_fields, held_out: list, held_
     """(auxiliary rows whose text is in none of the `held_out` sets, the number dropped).
 
     GLUE's data sets share sentences: STS-B's train holds 48 of MRPC's 408 dev pairs (with similarity scores),
-    MRPC's train 111 of STS-B's 1,500 dev pairs. An auxiliary task trained on them would train on the end task's
+    MRPC's train 114 of STS-B's 1,500 dev pairs. An auxiliary task trained on them would train on the end task's
     dev (reported) or selection (model-choosing) pairs, so those rows go before training."""
     seen = {_text_key(row, held_out_fields) for data in held_out for row in data}
     keep = [i for i, row in enumerate(auxiliary) if _text_key(row, auxiliary_fields) not in seen]
@@ -212,13 +215,14 @@ def summarize() -> dict:
     cells = {f"{t}|{a}": {"n": len(v), "mean": float(np.mean(list(v.values()))),
                           "sd": float(np.std(list(v.values()), ddof=1)) if len(v) > 1 else None} for (t, a), v in table.items()}
     pairs = {}
-    for task in TASKS:
-        base = table.get((task, "finetune"), {})
-        for arm in ARMS[1:]:
-            other = table.get((task, arm), {})
-            seeds = sorted(set(base) & set(other))
-            if seeds:
-                pairs[f"{task}|{arm}-finetune"] = {**paired_stats([other[s] - base[s] for s in seeds]), "seeds": seeds}
+    for baseline, arms in BASELINES.items():
+        for task in TASKS:
+            base = table.get((task, baseline), {})
+            for arm in arms:
+                other = table.get((task, arm), {})
+                seeds = sorted(set(base) & set(other))
+                if seeds:
+                    pairs[f"{task}|{arm}-{baseline}"] = {**paired_stats([other[s] - base[s] for s in seeds]), "seeds": seeds}
     costs = {}
     for r in runs:
         cost = costs.setdefault(f"{r['task']}|{r['arm']}", {"wall_seconds": [], "steps": [], "end_weight": []})
@@ -247,18 +251,19 @@ def summarize() -> dict:
     lines.append("| trivial predictor (majority class / mean) | " + " | ".join(f"{summary['trivial_dev'][t]:.1f}" for t in TASKS) + " |")
     lines.append("| frozen encoder, zero-shot cosine (no training) | "
                  + " | ".join(f"{STSB_ZERO_SHOT['score']:.1f}" if t == "stsb" else "–" for t in TASKS) + " |")
-    lines += ["", "| arm − finetune | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
-    for arm in ARMS[1:]:
-        row = []
-        for task in TASKS:
-            stat = pairs.get(f"{task}|{arm}-finetune")
-            if not stat:
-                row.append("–")
-            elif stat["interval"] is None:
-                row.append(f"{stat['mean']:+.1f} (n={stat['n']})")
-            else:
-                row.append(f"{stat['mean']:+.1f} [{stat['interval'][0]:+.1f}, {stat['interval'][1]:+.1f}] (n={stat['n']})")
-        lines.append(f"| {arm} | " + " | ".join(row) + " |")
+    for baseline, arms in BASELINES.items():
+        lines += ["", f"| arm − {baseline} | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
+        for arm in arms:
+            row = []
+            for task in TASKS:
+                stat = pairs.get(f"{task}|{arm}-{baseline}")
+                if not stat:
+                    row.append("–")
+                elif stat["interval"] is None:
+                    row.append(f"{stat['mean']:+.1f} (n={stat['n']})")
+                else:
+                    row.append(f"{stat['mean']:+.1f} [{stat['interval'][0]:+.1f}, {stat['interval'][1]:+.1f}] (n={stat['n']})")
+            lines.append(f"| {arm} | " + " | ".join(row) + " |")
     lines += ["", "Cost and learned weights over seeds: median wall seconds (2-core CPU; a run that shared the CPU shows up as an "
               "outlier) / optimizer steps / mean final weight of the end task (weighted arms: the weights sum to the number "
               "of objectives, the auxiliaries share the rest).", "",
