@@ -37,6 +37,12 @@ Revision, 2026-12-02 (fourth session), before any data-rich or multi-task run: b
 under bf16 autocast (`--bf16`), which `precision.py` measured at 1.8 × the training speed of fp32 on this CPU with
 the same dev GLUE-5 (paired by seed); every arm of a setting uses it, so its pairs stay like with like. The
 few-shot single-task rows and their pool-size ablation (already run, or paired with runs in fp32) stay fp32.
+
+Known limitation (found 2026-12-03 after all runs, in `tartan.py`'s like-built runner): `_train_eval` builds the
+model before any seed is set (the Trainer seeds later), so a head's initial draw is not set by the run's seed — in a
+fresh `--run` process it is torch's default draw, in `--queue` it follows the previous run's generator state. Seeds
+vary the few-shot sample, data order, dropout and template draws; the intervals may leave the heads' initialisation
+variance out.
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ Revision, 2026-12-03, before any `meta_tartan_glue` run: its auxiliary GLUE sets
 task's held-out splits (STS-B train holds 48 of MRPC's 408 dev pairs and 28 of its selection pairs, MRPC train 114 of
 STS-B's 1,500 dev pairs and 14 of its selection pairs; SST-2 shares none), so auxiliary rows whose normalised pair is
 in the end task's dev or selection split are dropped (`drop_end_task_dev_overlap`; the counts are in each run's JSON).
-Its 150 steps are evaluated every 12, so steps 145-150 are never selection candidates (as declared; noted here). Each
+Its 150 steps are evaluated every 12 and at step 150 (transformers evaluates the last step; corrected after the runs),
+so steps 145-149 are never selection candidates. Each
 META-TARTAN run's JSON records the dev head's extra examples (`dev_head_examples`: one batch per optimizer step).
 
 Known limitation (found 2026-12-03, after 12 runs; kept so that every run of the matrix is alike): `_trainer` builds
