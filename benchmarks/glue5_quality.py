@@ -439,6 +439,18 @@ def run_one_v2(profile_name: str, method: str, seed: int, out_path: str) -> None
     os.replace(tmp, out_path)
 
 
+def select_runs(runs: list[tuple[str, int]], only: list[str] | None, seeds: int | None) -> list[tuple[str, int]]:
+    """The matrix entries a `--only`/`--seeds` command runs. `--only` keeps the named methods (in matrix order);
+    `--seeds N` runs exactly seeds 0..N-1 of them — also seeds the matrix does not list, and none beyond N-1
+    (before 2026-12-04 it ran the union with the matrix's own seeds: `--seeds 1` ran all five of a v2 method)."""
+    if only is not None:
+        runs = [(m, s) for m, s in runs if m in set(only)]
+    if seeds is None:
+        return runs
+    methods = list(dict.fromkeys(only if only is not None else [m for m, _ in runs]))
+    return [(m, s) for s in range(seeds) for m in methods]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
@@ -458,11 +470,7 @@ def main() -> None:
         return
     if not args.summarize_only:
         runs = all_runs_v2() if PROFILES[args.profile].get("version") == 2 else all_runs()
-        if args.only:
-            wanted = set(args.only.split(","))
-            runs = [(m, s) for m, s in runs if m in wanted]
-            if args.seeds:
-                runs = sorted({(m, s) for m in wanted for s in range(args.seeds)} | set(runs))
+        runs = select_runs(runs, args.only.split(",") if args.only else None, args.seeds)
         for method, seed in runs:
             out = os.path.join(runs_dir, f"{method}_s{seed}.json")
             if os.path.isfile(out):

@@ -259,3 +259,14 @@ def test_tartan_overlap_on_real_glue_mrpc_dev_pairs_inside_stsb_train():
     train = load_glue_task("stsb", "train", GLUE_DIR)
     kept, dropped = drop_end_task_dev_overlap(train, stsb.text_fields, [load_glue_task("mrpc", "validation", GLUE_DIR)], mrpc.text_fields)
     assert dropped == 48 and len(kept) == len(train) - 48
+
+
+def test_glue5_seeds_option_runs_exactly_the_first_n_seeds_of_the_named_methods():
+    from benchmarks.glue5_quality import all_runs_v2, select_runs
+
+    runs = all_runs_v2()
+    assert select_runs(runs, ["imtl_g"], 1) == [("imtl_g", 0)]
+    assert select_runs(runs, ["imtl_g", "single_rte"], 2) == [("imtl_g", 0), ("single_rte", 0), ("imtl_g", 1), ("single_rte", 1)]
+    assert select_runs(runs, ["imtl_g"], None) == [("imtl_g", s) for s in range(5)]
+    assert select_runs(runs, ["imtl_g"], 7)[-1] == ("imtl_g", 6)  # seeds beyond the matrix on request
+    assert select_runs(runs, None, None) == runs
