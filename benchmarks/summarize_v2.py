@@ -51,6 +51,7 @@ PAIRS = (
     ("async_kd", "static"),
     ("async_kd", "uncertainty"),
     ("async_kd", "single_task"),
+    ("equal", "single_task"),  # multi-task vs one model per task, same examples of each task (added 2026-12-04)
     ("imtl_g_async_kd", "imtl_g"),
     ("async_kd_old_rule", "equal"),
     ("async_kd", "async_kd_old_rule"),
