@@ -443,12 +443,11 @@ def select_runs(runs: list[tuple[str, int]], only: list[str] | None, seeds: int 
     """The matrix entries a `--only`/`--seeds` command runs. `--only` keeps the named methods (in matrix order);
     `--seeds N` runs exactly seeds 0..N-1 of them — also seeds the matrix does not list, and none beyond N-1
     (before 2026-12-04 it ran the union with the matrix's own seeds: `--seeds 1` ran all five of a v2 method)."""
-    if only is not None:
-        runs = [(m, s) for m, s in runs if m in set(only)]
-    if seeds is None:
-        return runs
-    methods = list(dict.fromkeys(only if only is not None else [m for m, _ in runs]))
-    return [(m, s) for s in range(seeds) for m in methods]
+    if seeds is not None:
+        methods = dict.fromkeys(only if only is not None else [m for m, _ in runs])
+        return [(m, s) for s in range(seeds) for m in methods]
+    wanted = set(only) if only is not None else None
+    return [(m, s) for m, s in runs if wanted is None or m in wanted]
 
 
 def main() -> None:
