@@ -334,7 +334,20 @@ def _profile_line(runs: list[dict]) -> str:
         prov = run.get("provenance") or {}
         commits[(str(prov.get("commit") or "?")[:8]) + ("+dirty" if prov.get("dirty") else "")] += 1
     commit_text = ", ".join(f"{c} ({n} runs)" for c, n in sorted(commits.items(), key=lambda kv: -kv[1]))
-    return f"Profile `{profile}` (v2): {text}. {len(runs)} runs; commits: {commit_text}."
+    return f"Profile `{profile}` (v2): {text}. {len(runs)} runs; commits: {commit_text}{_package_text(runs)}."
+
+
+def _package_text(runs: list[dict]) -> str:
+    """The packages whose versions differ between runs (one version everywhere is not news), with run counts."""
+    versions: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for run in runs:
+        for name, version in ((run.get("provenance") or {}).get("packages") or {}).items():
+            versions[name][str(version)] += 1
+    mixed = {name: counts for name, counts in versions.items() if len(counts) > 1}
+    if not mixed:
+        return ""
+    parts = [f"{name} " + ", ".join(f"{v} ({n} runs)" for v, n in sorted(counts.items())) for name, counts in sorted(mixed.items())]
+    return "; package versions differ: " + "; ".join(parts)
 
 
 def _reference_rows(references: dict | None) -> list[str]:

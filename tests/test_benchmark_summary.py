@@ -226,6 +226,18 @@ def test_summarize_v2_writes_files_and_survives_missing_runs_and_tasks(tmp_path)
     assert json.loads((tmp_path / "summary.json").read_text())["runs"] == len(runs)
 
 
+def test_v2_profile_line_names_package_versions_only_where_runs_differ():
+    from benchmarks.summarize_v2 import _profile_line
+
+    runs = [_flat_v2_run("equal", seed, 70.0) for seed in range(3)]
+    for run, version in zip(runs, ("5.24.0", "5.24.0", "5.25.0")):
+        run["provenance"]["packages"] = {"transformers": version, "torch": "2.13.0+cpu"}
+    line = _profile_line(runs)
+    assert "transformers 5.24.0 (2 runs), 5.25.0 (1 runs)" in line
+    assert "torch" not in line  # one version everywhere is not listed
+    assert "package versions" not in _profile_line(runs[:2])
+
+
 def test_summarize_v2_with_no_runs(tmp_path):
     from benchmarks.summarize_v2 import summarize_v2
 
