@@ -282,3 +282,34 @@ def test_glue5_seeds_option_runs_exactly_the_first_n_seeds_of_the_named_methods(
     assert select_runs(runs, ["imtl_g"], None) == [("imtl_g", s) for s in range(5)]
     assert select_runs(runs, ["imtl_g"], 7)[-1] == ("imtl_g", 6)  # seeds beyond the matrix on request
     assert select_runs(runs, None, None) == runs
+
+
+def test_compare_runs_finds_where_two_runs_part_and_the_differences(tmp_path, capsys):
+    from benchmarks.compare_runs import compare, main
+
+    a = _v2_run("equal", 3, HAND_SELECTION, HAND_DEV)
+    a["train_logs"] = [{"step": 200, "loss": 1.2}, {"step": 400, "loss": 0.8}]
+    b = json.loads(json.dumps(a))
+    b["curves"][0]["eval_stsb_dev_score"] += 1e-16  # summation-order noise is not a difference
+    same = compare(a, b)
+    assert same["first_differences"] == {"train_logs": None, "curves": None}
+    assert same["views"]["final"]["scores"]["glue5"]["diff"] == pytest.approx(0.0)
+    b["train_logs"][1]["loss"] = 0.9
+    b["curves"][1]["eval_rte_dev_score"] = 0.70  # RTE dev at step 400: 60 -> 70
+    result = compare(a, b)
+    assert result["first_differences"]["train_logs"] == {"step": 400, "keys": ["loss"]}
+    assert result["first_differences"]["curves"] == {"step": 400, "keys": ["eval_rte_dev_score"]}
+    assert result["views"]["oracle"]["scores"]["rte"]["diff"] == pytest.approx(10.0)
+    assert result["views"]["final"]["scores"]["rte"]["diff"] == pytest.approx(0.0)
+    assert result["views"]["oracle"]["scores"]["glue5"]["diff"] == pytest.approx(2.0)
+    paths = []
+    for name, run in (("a", a), ("b", b)):
+        paths.append(str(tmp_path / f"{name}.json"))
+        (tmp_path / f"{name}.json").write_text(json.dumps(run))
+    assert main([*paths, "--out", str(tmp_path / "out" / "cmp")]) == 0
+    text = (tmp_path / "out" / "cmp.md").read_text()
+    assert "evaluations: first difference at step 400: eval_rte_dev_score" in text and "+10.00" in text
+    assert json.loads((tmp_path / "out" / "cmp.json").read_text())["same_settings"]
+    (tmp_path / "bad.json").write_text("{")
+    assert main([paths[0], str(tmp_path / "bad.json")]) == 2
+    assert "bad.json" in capsys.readouterr().err
