@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
-from benchmarks.summarize_v2 import TASKS, VIEWS, run_views
+from benchmarks.summarize_v2 import TASKS, VIEWS, _glue, run_views
 
 _TIMING = ("runtime", "per_second", "wall", "seconds")
 
@@ -30,7 +31,7 @@ def _differs(x, y) -> bool:
     """Values differ beyond float summation-order noise (relative 1e-9); a missing value differs."""
     if x is None or y is None:
         return x is not y
-    return abs(x - y) > 1e-9 * max(1.0, abs(x), abs(y))
+    return not math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9)
 
 
 def first_differences(a: dict, b: dict) -> dict:
@@ -59,8 +60,8 @@ def compare(a: dict, b: dict) -> dict:
     for view in VIEWS:
         xa, xb = ra["views"][view], rb["views"][view]
         row = {t: {"a": xa[t], "b": xb[t], "diff": xb[t] - xa[t]} for t in tasks}
-        if len(tasks) == len(TASKS):
-            ga, gb = sum(xa[t] for t in tasks) / len(tasks), sum(xb[t] for t in tasks) / len(tasks)
+        ga, gb = _glue(xa, TASKS), _glue(xb, TASKS)
+        if ga is not None and gb is not None:
             row["glue5"] = {"a": ga, "b": gb, "diff": gb - ga}
         views[view] = {"scores": row, "steps_a": ra["steps"][view], "steps_b": rb["steps"][view]}
     prov = lambda run: {"commit": (run.get("provenance") or {}).get("commit"),  # noqa: E731
