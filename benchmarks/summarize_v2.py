@@ -50,6 +50,8 @@ PAIRS = (
     ("async_kd_fw", "async_kd"),
     ("async_kd", "static"),
     ("async_kd", "uncertainty"),
+    ("static", "equal"),  # does a loss-weighting baseline beat equal weighting at all (added 2026-12-04)
+    ("uncertainty", "equal"),
     ("async_kd", "single_task"),
     ("equal", "single_task"),  # multi-task vs one model per task, same examples of each task (added 2026-12-04)
     ("imtl_g_async_kd", "imtl_g"),
