@@ -110,6 +110,20 @@ def replay_rules(equal: dict, references: dict) -> list[dict]:
     return rows
 
 
+def ceiling_lines(equal_run: dict | None) -> list[str]:
+    """The ceiling view (`benchmarks/ceiling.py`) of the equal run's dev curves: one seed, so no interval."""
+    from benchmarks.ceiling import MEANING, best_steps_line, ceiling, per_seed_oracle_gap, table_lines
+
+    lines = ["", "Ceiling (seed-averaged best − final; here one seed). The async-KD runs (the anchor's and this one) "
+             "logged selection curves only, no dev curves: no ceiling for them."]
+    dev = (equal_run or {}).get("dev_curves") or {}
+    if not any(dev.values()):
+        return lines + ["", "No equal run with dev curves: no ceiling."]
+    curves = {t: {0: [(step, 100 * float(value)) for step, value in dev[t]]} for t in TASKS if dev.get(t)}
+    rows = [("equal, this code (1 seed)", ceiling(curves), per_seed_oracle_gap(curves))]
+    return lines + ["", MEANING, ""] + table_lines(rows) + [""] + best_steps_line(rows)
+
+
 def summarize(output_dir: str, equal_dir: str | None = None) -> str:
     from benchmarks.provenance import provenance
 
@@ -129,6 +143,7 @@ def summarize(output_dir: str, equal_dir: str | None = None) -> str:
     if equal:
         lines.append("| equal, this code | " + " | ".join(f"{equal[c]:.2f}" for c in COLUMNS) + " | |")
     lines.append(f"| this run − {name} | " + " | ".join(f"{new['scores'][c] - reference[c]:+.2f}" for c in COLUMNS) + " | |")
+    lines += ceiling_lines(equal_run)
     lines += ["", "Convergence (selection split; the anchor's old rule: CoLA 500 / best 200, MRPC 1000 / 700, RTE 1700 / 1400, "
               "SST-2 2400 / 2100, STS-B 2700 / 2400):", "", "| task | converged at | teacher steps | teacher metric | near trivial |",
               "|---|---|---|---|---|"]

@@ -105,6 +105,35 @@ PROFILES = {
     },
 }
 
+# The declared regime search of issue #42 (benchmarks/regime_search.md, committed before any of these runs): where do
+# tasks converge apart under equal weighting? Every candidate is the v2 profile with the knobs users turn changed,
+# bf16 autocast (all candidates alike), 2 seeds of `equal` each; the chain runs REGIME_ORDER, seeds 0-1 of each
+# candidate in turn. Epochs below: examples each task sees / its training pool (uniform: max_steps / 5 batches of 32).
+_REGIME_CAPS = {"cola": 2000, "mrpc": 1000, "stsb": 1500, "rte": 1000}  # SST-2 keeps its 66k
+# Capped candidates carve a larger selection split (30 %, at most 1000) before capping: it costs the capped pools nothing.
+_REGIME_CAPPED = {**_MINILM_V2, "caps": _REGIME_CAPS, "selection_fraction": 0.3, "selection_max": 1000, "bf16": True}
+REGIME_PROFILES = {
+    # 1. small tasks capped, SST-2 full, 1800 steps: CoLA 5.8, MRPC 11.5, STS-B 7.7, RTE 11.5, SST-2 0.17 epochs.
+    "regime_cap": dict(_REGIME_CAPPED),
+    # 2. as 1, twice as long (3600 steps, evaluation every 300): CoLA 11.5, MRPC 23, STS-B 15.4, RTE 23, SST-2 0.35.
+    "regime_cap_long": {**_REGIME_CAPPED, "max_steps": 3600, "eval_steps": 300},
+    # 3. as 2 with temperature sampling (T=2, p ~ n^(1/2)): SST-2 57 % of the steps (1.1 epochs), CoLA 6.4, MRPC 9.0,
+    #    STS-B 7.4, RTE 9.0 epochs.
+    "regime_cap_t2_long": {**_REGIME_CAPPED, "max_steps": 3600, "eval_steps": 300, "sampling": "temperature"},
+    # 4. no caps, v2's selection split, twice v2's length: CoLA 2.9, SST-2 0.34, MRPC 7.0, STS-B 4.4, RTE 10.3 epochs.
+    "regime_long": {**_MINILM_V2, "max_steps": 3600, "eval_steps": 300, "bf16": True},
+    # 5. as 1 with twice the learning rate (2e-4, constant after warm-up).
+    "regime_cap_lr2e4": {**_REGIME_CAPPED, "learning_rate": 2e-4},
+    # 6. as 1 with the Trainer's default schedule: linear decay to zero after the 100 warm-up steps.
+    "regime_cap_linear": {**_REGIME_CAPPED, "scheduler": "linear"},
+    # 7. the v1 CPU profile's caps on the full model (CoLA 1000, MRPC 600, STS-B 800, RTE 500; SST-2 full), 1800 steps:
+    #    CoLA 11.5, MRPC 19.2, STS-B 14.4, RTE 23, SST-2 0.17 epochs.
+    "regime_tight_cap": {**_REGIME_CAPPED, "caps": {"cola": 1000, "mrpc": 600, "stsb": 800, "rte": 500}},
+}
+REGIME_ORDER = tuple(REGIME_PROFILES)
+REGIME_SEEDS = 2
+PROFILES.update(REGIME_PROFILES)
+
 # method name → MultiTaskTrainingArguments overrides. "single_<task>" runs are added per task.
 METHODS = {
     "equal": {"mtl_method": "equal"},
@@ -343,6 +372,16 @@ def v2_task_budgets(train_sizes: dict[str, int], profile: dict) -> dict[str, int
     return {t: max(1, round(profile["max_steps"] * w / total)) for t, w in weights.items()}
 
 
+def capped(dataset, limit: int | None, seed: int):
+    """At most `limit` rows of `dataset`: a seeded random subset, kept in the dataset's order (all rows when `limit` is
+    None or not smaller). The v2 regime profiles' task-size caps; a profile without caps trains on the whole pool."""
+    import numpy as np
+
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return dataset.select(np.sort(np.random.default_rng(seed).permutation(len(dataset))[:limit]))
+
+
 def run_one_v2(profile_name: str, method: str, seed: int, out_path: str) -> None:
     """Train one (method, seed) of the v2 matrix and write its JSON: curves on selection and dev at every evaluation."""
     import torch
@@ -367,7 +406,11 @@ def run_one_v2(profile_name: str, method: str, seed: int, out_path: str) -> None
     train, evaluation, train_sizes = {}, {}, {}
     for task_id, name in enumerate(TASKS):
         spec = get_glue_task(name)
-        pool, held_out = carve_validation_split(load_glue_task(name, "train", glue_dir), 0.1, profile["selection_max"], seed=42)
+        # The selection split is carved from the full training set, before any cap (regime profiles: a larger
+        # one at no cost to the capped pool); the cap draws from what is left, with a fixed data seed.
+        pool, held_out = carve_validation_split(load_glue_task(name, "train", glue_dir), profile.get("selection_fraction", 0.1),
+                                                profile["selection_max"], seed=42)
+        pool = capped(pool, profile["caps"].get(name), 42)
         train_sizes[name] = len(pool)
         if name not in task_names:
             continue
@@ -409,6 +452,8 @@ def run_one_v2(profile_name: str, method: str, seed: int, out_path: str) -> None
         **_kd_options(overrides, kd_patience=profile["kd_patience"], kd_min_steps=profile["kd_min_steps"]),
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
+        # bf16 autocast (regime profiles only: declared in benchmarks/regime_search.md; 1.8-2.0x on this CPU)
+        **({"bf16": True} if profile.get("bf16") else {}),
         **overrides,
     )
     trainer = MultiTaskTrainer(

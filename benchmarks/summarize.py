@@ -13,6 +13,9 @@ from collections import defaultdict
 
 import numpy as np
 
+from benchmarks.ceiling import ceiling, method_groups, run_curves
+from benchmarks.ceiling import table_lines as ceiling_table_lines
+
 TASKS = ("cola", "sst2", "mrpc", "stsb", "rte")
 BASELINES_EXCLUDED = ("async_kd", "async_kd_top3", "async_kd_ens3", "async_kd_all_tasks")
 # Matrix entries whose step cost is that of another measured method (same computation per step).
@@ -110,6 +113,10 @@ def aggregate(runs: list[dict]) -> dict:
         for index, label in enumerate(("final", "best_selected")):
             entry[label] = _scores_entry({seed: {t: single[seed][t][index] for t in TASKS} for seed in complete})
         table["single_task"] = entry
+    # v1 runs evaluate the dev sets at the end only: the ceiling is read on the selection-split curves.
+    for method, group in method_groups(runs).items():
+        if method in table:
+            table[method]["ceiling_selection"] = ceiling(run_curves(group, "eval_{task}_score"))
     return table
 
 
@@ -224,7 +231,26 @@ def markdown(table: dict, profile_note: str, step_times: dict | None = None) -> 
         gap = "" if entry["oracle_gap"] is None else f"{entry['oracle_gap']:.2f}"
         ratio = f"{entry['wall_seconds'] / reference:.2f}" if reference else ""
         lines.append(f"| {method} | {entry['wall_seconds']:.0f} | {ratio} | {entry['peak_rss_mb']:.0f} | {gap} |")
+    lines += [""] + ceiling_section(table)
     return "\n".join(lines) + "\n"
+
+
+def ceiling_section(table: dict) -> list[str]:
+    """The ceiling view (`benchmarks/ceiling.py`) where v1 allows it: v1 runs have no dev curves."""
+    rows = [(m, e["ceiling_selection"], {"mean": e.get("oracle_gap"), "std": None})
+            for m, e in table.items() if e.get("ceiling_selection") and e["ceiling_selection"]["tasks"]]
+    lines = ["### Ceiling (seed-averaged best − final)", "",
+             "v1 runs evaluate the GLUE dev sets at the end only (final and best-selected checkpoints): **there are no "
+             "dev curves, so no dev ceiling** for v1. Below, the same quantities on the *selection-split* curves "
+             "(carved from training data, at most 300 examples per task): best − final of each task's seed-averaged "
+             "selection curve and their GLUE-5 mean, 95 % percentile bootstrap over seeds (10,000 resamples, RNG seed "
+             "0) — the most a per-task convergence or selection method could recover on average on that split — beside "
+             "the per-seed oracle gap (each seed's own best minus final, averaged over seeds: it also collects the "
+             "maximum of the evaluation noise, so it overstates what a method could recover). A different, noisier "
+             "split than the v2 dev ceilings: not comparable with them.", ""]
+    if not rows:
+        return lines + ["No selection curves.", ""]
+    return lines + ceiling_table_lines(rows) + [""]
 
 
 def plot(runs: list[dict], table: dict, results_dir: str) -> list[str]:

@@ -12,6 +12,10 @@ per task (dev ×100):
 - **per-task selected**: each task at its own best selection evaluation (first on ties);
 - **oracle**: each task's best dev value over the evaluations. It selects on dev: an upper bound, not a method.
 
+Per method, the **ceiling** (`benchmarks/ceiling.py`): best − final of each task's seed-averaged dev curve and
+their GLUE-5 mean, with a percentile bootstrap interval over seeds — the most a per-task convergence or selection
+method can recover on average — beside the per-seed oracle gap (inflated by the maximum of the evaluation noise).
+
 Methods are aggregated over seeds (mean ± sample std, ddof=1) per task, GLUE-5 and GLUE-4 (no RTE); the five
 single-task runs of a seed make one `single_task` entry when all five exist. The like-for-like pairs of
 `benchmarks/README.md` are compared by seed (only seeds both have) with 95 % t intervals on n − 1 df. The
@@ -29,6 +33,10 @@ from collections import defaultdict
 
 import numpy as np
 from scipy import stats
+
+from benchmarks.ceiling import MEANING as CEILING_MEANING
+from benchmarks.ceiling import best_steps_line, ceiling, method_groups, run_curves
+from benchmarks.ceiling import table_lines as ceiling_table_lines
 
 TASKS = ("cola", "sst2", "mrpc", "stsb", "rte")
 GLUE4 = tuple(t for t in TASKS if t != "rte")
@@ -235,6 +243,9 @@ def aggregate(runs: list[dict]) -> dict:
         if method != "single_task":
             entry["selected_step"] = {str(s): by_seed[s]["steps"]["selected"] for s in seeds}
         table[method] = entry
+    for method, group in method_groups(runs).items():
+        if method in table:
+            table[method]["ceiling"] = ceiling(run_curves(group, "eval_{task}_dev_score"))
     return table
 
 
@@ -411,6 +422,16 @@ def gap_table(table: dict) -> list[str]:
     return lines + [""]
 
 
+def ceiling_table(table: dict) -> list[str]:
+    rows = [(m, e["ceiling"], e["oracle_gap"]["final"]) for m, e in table.items() if e.get("ceiling") and e["ceiling"]["tasks"]]
+    if not rows:
+        return []
+    return (["## Ceiling: seed-averaged best − final", "", CEILING_MEANING + " The per-seed oracle gap column is "
+             "`oracle − final` of the table above.", ""] + ceiling_table_lines(rows)
+            + ["", "Where each seed-mean dev curve peaks: best step / final step (best → final):", ""]
+            + best_steps_line(rows) + [""])
+
+
 def run_table(runs: list[dict]) -> list[str]:
     lines = ["## Runs", "", "| method | seed | tasks | commit | wall min | peak RSS MB | final GLUE | selected GLUE (step) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -487,6 +508,7 @@ def markdown(runs: list[dict], table: dict, pairs: dict, curves: dict, reference
     lines += paired_tables(pairs)
     if table:
         lines += gap_table(table)
+        lines += ceiling_table(table)
     lines += equal_curves_note(curves)
     if runs:
         lines += run_table(runs)
