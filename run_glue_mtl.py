@@ -35,14 +35,15 @@ from transformers.trainer_utils import get_last_checkpoint
 from glue_tasks import get_glue_task, load_glue_task
 from glue_tasks.cli_args import DataArguments, ModelArguments, parse_args
 from glue_tasks.formats import GLUE_FORMATS
-from glue_tasks.task_options import MlmSource, add_mlm_tasks, apply_prompt_options
 from glue_tasks.submission import submission_splits, write_glue_submission
-from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec, build_weighting
+from glue_tasks.task_options import MlmSource, add_mlm_tasks, apply_prompt_options
+from hf_async_mtl import AsyncKDOptions, MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec, build_weighting
+from hf_async_mtl.async_kd.checkpoint import check_async_kd_checkpoint
 from hf_async_mtl.checkpoints import resolve_checkpoint
 from hf_async_mtl.data import carve_validation_split, template_view, tokenize_task, validate_task_dataset
 from hf_async_mtl.finetune import finetune_each_task
-from hf_async_mtl.sources import TaskSource, load_task
 from hf_async_mtl.modeling import read_sentence_transformers_pooling
+from hf_async_mtl.sources import TaskSource, load_task
 from hf_async_mtl.tartan import weighting_options
 from hf_async_mtl.tasks import head_mismatches
 from hf_async_mtl.validation import (
@@ -216,9 +217,9 @@ def validate(model_args: ModelArguments, data_args: DataArguments, training_args
 
     check_output_dir(training_args.output_dir)
     if training_args.resume_from_checkpoint:
-        check_resume_checkpoint(training_args.resume_from_checkpoint, specs, async_kd=training_args.async_kd,
-                                kd_require_decline=training_args.kd_require_decline,
-                                model_config=_model_stand_in(model_args, source, config))
+        check_resume_checkpoint(training_args.resume_from_checkpoint, specs, model_config=_model_stand_in(model_args, source, config))
+        if training_args.async_kd:
+            check_async_kd_checkpoint(training_args.resume_from_checkpoint, AsyncKDOptions.from_arguments(training_args))
     elif training_args.do_train and os.path.isdir(training_args.output_dir) and get_last_checkpoint(training_args.output_dir):
         logger.warning("%s holds checkpoints of an earlier run; this run starts from scratch and writes over them "
                        "(pass --resume_from_checkpoint to continue it).", training_args.output_dir)
@@ -445,10 +446,8 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
                 os.path.join(training_args.output_dir, f"eval_results_{spec.name}.json"),
                 {k: v for k, v in dev_metrics.items() if k.startswith(prefix)},
             )
-        report_path = os.path.join(training_args.output_dir, "convergence_report.json")
-        if os.path.isfile(report_path):
-            with open(report_path, encoding="utf-8") as handle:
-                results["convergence"] = json.load(handle)
+        if trainer.async_convergence is not None:
+            results["convergence"] = trainer.async_convergence.report()
         write_json(os.path.join(training_args.output_dir, "all_results.json"), results)
     if training_args.push_to_hub:
         trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, tasks="text-classification")

@@ -37,7 +37,8 @@ import json
 import os
 import sys
 from collections import defaultdict
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -659,7 +660,7 @@ def build(run_dirs: Iterable[str], glue_dir: str, z: float = Z) -> dict[str, Any
         "rules": {
             "old": "ConvergenceMonitor(smoothing=1, floors=None, require_improvement=True, patience/min_steps of the run)",
             "new": f"ConvergenceMonitor(smoothing=2, floors=trivial + margin at z={z:g}, require_improvement=True, patience/min_steps of the run)",
-            "decline": f"as new + decline_margins=margin (kd_decline_trigger: a smoothed fall below the best by more than the margin converges the task, floor or not)",
+            "decline": "as new + decline_margins=margin (kd_decline_trigger: a smoothed fall below the best by more than the margin converges the task, floor or not)",
             "monitor_settings": "v1: kd_patience 2, kd_min_steps 200 // (profile max_steps / run max_steps); v2: patience 3, min_steps 0",
             "near_trivial": "converged and |teacher - trivial| <= margin; teacher = best raw selection value before convergence",
             "replayed_runs": "methods not starting with 'async_kd' and not 'imtl_g_async_kd' (single-task runs for their own task)",

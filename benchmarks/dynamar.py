@@ -316,7 +316,7 @@ def markdown(summary: dict) -> str:
              "Regenerate: `python benchmarks/dynamar.py --summarize`. Profile and declaration: the docstring of "
              "`benchmarks/dynamar.py`. GLUE dev ×100 (task score = mean of its GLUE metrics), final checkpoint, mean ± sd over seeds.", ""]
     sel = summary["eval_mode_selection"]
-    lines += [f"Pool evaluation mode chosen on the selection split (mean selection score over pool runs): "
+    lines += ["Pool evaluation mode chosen on the selection split (mean selection score over pool runs): "
               + ", ".join(f"{m} {v['mean']:.2f} (n={v['n']})" for m, v in sel.items() if v["mean"] is not None)
               + f" → **{summary['chosen_eval_mode']}** (used for every pool row below).", ""]
     for setting in ("single", "multi"):

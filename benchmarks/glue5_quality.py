@@ -404,7 +404,7 @@ def run_one_v2(profile_name: str, method: str, seed: int, out_path: str) -> None
     # Every task is loaded (a single-task run needs the five training sizes for its budget); data seeds
     # are fixed across run seeds, so seeds vary only the training randomness.
     train, evaluation, train_sizes = {}, {}, {}
-    for task_id, name in enumerate(TASKS):
+    for name in TASKS:
         spec = get_glue_task(name)
         # The selection split is carved from the full training set, before any cap (regime profiles: a larger
         # one at no cost to the capped pool); the cap draws from what is left, with a fixed data seed.

@@ -192,7 +192,7 @@ def main() -> None:
             proc = subprocess.run([sys.executable, __file__, "--measure", str(k), method, "--order", args.order]
                                   + (["--quick"] if args.quick else []),
                                   capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+            line = next((out for out in proc.stdout.splitlines() if out.startswith("RESULT ")), None)
             if line is None:
                 sys.exit(f"{k} tasks / {method} failed:\n{proc.stderr[-3000:]}")
             rows.append(json.loads(line[7:]))

@@ -138,8 +138,8 @@ def summarize() -> str:
 
     from benchmarks.glue5_references import trivial_predictor
     from benchmarks.summarize_v2 import paired_stats
-    from hf_async_mtl.diagnostics import plot_conflicts
     from hf_async_mtl.calibration import ece_from_bins, plot_reliability, pool_bins
+    from hf_async_mtl.diagnostics import plot_conflicts
     from hf_async_mtl.generalization_gap import gap_at_equal_loss, plot_gap, task_points
 
     runs = _load()

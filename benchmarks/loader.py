@@ -26,8 +26,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_DIR = os.path.join(ROOT, "benchmarks", "results", "loader")
-WORDS = ("the movie was good bad fine awful great plot actor scene long short funny dull story ending music "
-         "cast script slow fast").split()
+WORDS = ["the", "movie", "was", "good", "bad", "fine", "awful", "great", "plot", "actor", "scene", "long", "short", "funny", "dull", "story", "ending", "music", "cast", "script", "slow", "fast"]
 
 
 def write_csv(path: str, rows: int, seed: int = 0) -> None:

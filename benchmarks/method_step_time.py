@@ -100,7 +100,7 @@ def main() -> None:
         steps = max(8, args.steps // 3) if takes_all_tasks_steps(method) else args.steps
         proc = subprocess.run([sys.executable, __file__, "--warmup", str(args.warmup), "--measure", method, str(steps)],
                               capture_output=True, text=True)
-        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+        line = next((out for out in proc.stdout.splitlines() if out.startswith("RESULT ")), None)
         if line is None:
             raise RuntimeError(f"{method} failed:\n{proc.stderr[-3000:]}")
         if position == 0:

@@ -139,7 +139,7 @@ def quality_run(kind: str, seed: int) -> dict:
 def _in_subprocess(flag: str, kind: str, seed: int) -> dict:
     """Run one measurement (`--measure` / `--quality-run`) in a fresh process; its RESULT line, printed."""
     proc = subprocess.run([sys.executable, __file__, flag, kind, str(seed)], capture_output=True, text=True)
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    line = next((out for out in proc.stdout.splitlines() if out.startswith("RESULT ")), None)
     if line is None:
         raise RuntimeError(f"{kind} seed {seed} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(line[7:])

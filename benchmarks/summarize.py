@@ -142,7 +142,7 @@ def seed0_table(table: dict, step_times: dict) -> list[str]:
              "|---" * (len(TASKS) + 4) + "|"]
     for method in sorted(rows, key=lambda m: -table[m]["seed0"]["glue5"]):
         scores = table[method]["seed0"]
-        timing = step_times.get(method) or step_times.get((METHOD_OPTIONS_ALIASES.get(method) or method))
+        timing = step_times.get(method) or step_times.get(METHOD_OPTIONS_ALIASES.get(method) or method)
         step = f"{timing['step_time_vs_equal']:.2f}" if timing else "–"
         example = f"{timing['example_time_vs_equal']:.2f}" if timing else "–"
         lines.append(f"| {method} | " + " | ".join(f"{scores['tasks'][t]:.2f}" for t in TASKS)

@@ -472,7 +472,7 @@ def equal_curves_note(curves: dict) -> list[str]:
              "dev best → last | declines (dev) | peaks and declines |", "|---" * 9 + "|"]
     for task, entry in curves["tasks"].items():
         def column(split, fn):
-            return ", ".join(fn(r[split]) if split in r else "–" for r in entry["seeds"])
+            return ", ".join(fn(r[split]) if split in r else "–" for r in entry["seeds"])  # noqa: B023 (called in this iteration)
 
         n = entry["n"]
         lines.append(
@@ -542,7 +542,7 @@ def _task_curves(runs: list[dict], title: str, path: str, mark_convergence: bool
     fig, axes = plt.subplots(1, len(TASKS), figsize=(4 * len(TASKS), 3.6), sharex=True)
     for column, task in enumerate(TASKS):
         ax = axes[column]
-        for index, run in enumerate(sorted(runs, key=lambda r: int(r["seed"]))):
+        for run in sorted(runs, key=lambda r: int(r["seed"])):
             color = f"C{int(run['seed']) % 10}"
             curves = _curves(run)
             for key, style, split in ((f"eval_{task}_score", "-", "selection"), (f"eval_{task}_dev_score", "--", "dev")):

@@ -135,7 +135,6 @@ def _trainer(specs, train, selection, steps, seed, work, **args):
 
 
 def run_one(arm: str, task: str, seed: int) -> dict:
-    import dataclasses
 
     from benchmarks.provenance import provenance
     from glue_tasks import get_glue_task

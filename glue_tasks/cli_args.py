@@ -21,6 +21,7 @@ from hf_async_mtl.config import MultiTaskTrainingArguments
 from hf_async_mtl.prompting import PROMPT_EVAL_MODES
 from hf_async_mtl.validation import UsageError, did_you_mean, key_line, read_json_file
 
+
 @dataclass
 class ModelArguments:
     """Which encoder (or multi-task checkpoint) to start from, and how heads read it."""

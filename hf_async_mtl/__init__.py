@@ -5,7 +5,7 @@ methods, and asynchronous convergence through self-distillation of converged tas
 NAACL 2022 industry track).
 """
 
-from .async_kd import AsyncConvergenceCallback, ConvergenceMonitor, distillation_loss, kl_distillation_loss
+from .async_kd import AsyncConvergenceCallback, AsyncKDOptions, ConvergenceMonitor, distillation_loss, kl_distillation_loss
 from .config import MultiTaskTrainingArguments
 from .data import (
     MultiTaskDataCollator,
@@ -17,6 +17,7 @@ from .data import (
 )
 from .metrics import compute_task_metrics, glue_score
 from .modeling import MultiTaskConfig, MultiTaskModel
+from .objectives import HardLabelObjective, MaskedLmObjective, StepContext, TaskObjective
 from .sampling import MultiTaskBatchSampler
 from .sources import TaskSource, infer_task_spec, load_task
 from .tasks import TaskSpec
@@ -27,7 +28,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncConvergenceCallback",
+    "AsyncKDOptions",
     "ConvergenceMonitor",
+    "HardLabelObjective",
+    "MaskedLmObjective",
     "MultiTaskBatchSampler",
     "MultiTaskConfig",
     "MultiTaskDataCollator",
@@ -35,6 +39,8 @@ __all__ = [
     "MultiTaskModel",
     "MultiTaskTrainer",
     "MultiTaskTrainingArguments",
+    "StepContext",
+    "TaskObjective",
     "TaskSource",
     "TaskSpec",
     "WeightingMethod",

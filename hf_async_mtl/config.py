@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import MISSING, dataclass, field, fields
+
 from transformers import TrainingArguments
 
+from .async_kd.options import ENSEMBLE_TYPES, LOSS_TYPES, SOFT_LABEL_MODES, AsyncKDOptions
 from .sampling import COMPOSITIONS, SAMPLING_STRATEGIES
 from .weighting import available_weightings
 
 ASYNC_KD_ALIAS = "async_kd"  # --mtl_method async_kd = --mtl_method equal --async_kd
-KD_LOSS_TYPES = ("kl", "mse")
-KD_ENSEMBLE_TYPES = ("parameters", "predictions")
-KD_SOFT_LABEL_MODES = ("precompute", "on_demand")
+_KD = AsyncKDOptions  # the async-KD options' one set of defaults
 logger = logging.getLogger(__name__)
 
 
@@ -45,8 +44,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
         kd_smoothing: Patience runs on the mean of the last `kd_smoothing` evaluations (1 = raw values,
             the paper's rule), so one noisy evaluation neither resets nor ends it.
         kd_full_window: The smoothed series starts once `kd_smoothing` evaluations exist, so a lucky first
-            evaluation cannot become the best that later means must beat (false: the rule of the v2
-            benchmark's declared runs, commit 8b05ad6).
+            evaluation cannot become the best that later means must beat.
         kd_trivial_gate: A task may converge only once its smoothed best beats its trivial predictor
             (training majority class / mean) on the selection split by `kd_margin_z` noise units.
         kd_margin_z: Noise units of the gate's margin: z · s / sqrt(n) on n selection examples, s = 0.5
@@ -59,9 +57,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             `kd_require_decline=False`.
         kd_require_decline: A task converges only once its smoothed selection metric has also fallen below
             its best by more than `kd_margin_z` noise units at its own level (`noise_margin`): evidence that
-            it got worse, not only that it stopped improving. With evaluations every 100 steps the plateau
-            rule froze SST-2, MRPC, STS-B and RTE at steps 900-1,200 of the 3,000-step main job (GLUE-5
-            -1.6 against equal weighting); false: the rule before 2026-12-02.
+            it got worse, not only that it stopped improving (false: a plateau of `kd_patience` evaluations
+            is enough, the paper's rule; docs/async_kd.md shows what each rule did in the benchmarks).
         kd_refresh: A converged task keeps being evaluated; when its selection metric beats its
             teacher's by the same margin, the current parameters become its teacher and relabel it.
         kd_require_improvement: A task converges only after its metric improved at least once over its
@@ -117,49 +114,49 @@ class MultiTaskTrainingArguments(TrainingArguments):
     async_kd: bool = field(
         default=False, metadata={"help": "Asynchronous convergence: converged tasks train by self-distillation (over any mtl_method)."}
     )
-    kd_patience: int = field(default=3, metadata={"help": "async_kd: evaluations without improvement before a task has converged."})
-    kd_min_delta: float = field(default=0.0, metadata={"help": "async_kd: smallest metric change that counts as an improvement."})
-    kd_min_steps: int = field(default=0, metadata={"help": "async_kd: no task converges before this step."})
+    kd_patience: int = field(default=_KD.patience, metadata={"help": "async_kd: evaluations without improvement before a task has converged."})
+    kd_min_delta: float = field(default=_KD.min_delta, metadata={"help": "async_kd: smallest metric change that counts as an improvement."})
+    kd_min_steps: int = field(default=_KD.min_steps, metadata={"help": "async_kd: no task converges before this step."})
     kd_require_improvement: bool = field(
-        default=True, metadata={"help": "async_kd: converge only after the metric improved over its first evaluation."}
+        default=_KD.require_improvement, metadata={"help": "async_kd: converge only after the metric improved over its first evaluation."}
     )
-    kd_smoothing: int = field(default=2, metadata={"help": "async_kd: patience on the mean of the last N evaluations (1 = raw)."})
+    kd_smoothing: int = field(default=_KD.smoothing, metadata={"help": "async_kd: patience on the mean of the last N evaluations (1 = raw)."})
     kd_full_window: bool = field(
-        default=True,
-        metadata={"help": "async_kd: the smoothed series starts with the first full window of kd_smoothing evaluations (false: the first, unaveraged evaluation counts, as before 2026-12-02)."},
+        default=_KD.full_window,
+        metadata={"help": "async_kd: the smoothed series starts with the first full window of kd_smoothing evaluations (false: the first, unaveraged evaluation counts as a smoothed value)."},
     )
     kd_trivial_gate: bool = field(
-        default=True, metadata={"help": "async_kd: converge only once the metric beats the trivial predictor by kd_margin_z noise units."}
+        default=_KD.trivial_gate, metadata={"help": "async_kd: converge only once the metric beats the trivial predictor by kd_margin_z noise units."}
     )
-    kd_margin_z: float = field(default=2.0, metadata={"help": "async_kd: noise units (z) of the trivial-predictor gate, of the required decline and of teacher refresh."})
+    kd_margin_z: float = field(default=_KD.margin_z, metadata={"help": "async_kd: noise units (z) of the trivial-predictor gate, of the required decline and of teacher refresh."})
     kd_decline_trigger: bool = field(
-        default=False, metadata={"help": "async_kd: also converge when the smoothed metric falls below its best by the kd_margin_z margin (with --kd_require_decline false)."}
+        default=_KD.decline_trigger, metadata={"help": "async_kd: also converge when the smoothed metric falls below its best by the kd_margin_z margin (with --kd_require_decline false)."}
     )
     kd_require_decline: bool = field(
-        default=True,
-        metadata={"help": "async_kd: converge only once the smoothed metric has also fallen below its best by kd_margin_z noise units at its own level (false: a plateau of kd_patience evaluations is enough, as before 2026-12-02)."},
+        default=_KD.require_decline,
+        metadata={"help": "async_kd: converge only once the smoothed metric has also fallen below its best by kd_margin_z noise units at its own level (false: a plateau of kd_patience evaluations is enough, the paper's rule)."},
     )
     kd_refresh: bool = field(
-        default=False, metadata={"help": "async_kd: a converged task takes a new teacher when its metric later beats the teacher's by the margin."}
+        default=_KD.refresh, metadata={"help": "async_kd: a converged task takes a new teacher when its metric later beats the teacher's by the margin."}
     )
-    kd_temperature: float = field(default=1.0, metadata={"help": "async_kd: temperature of the KL distillation loss."})
-    kd_loss: str = field(default="kl", metadata={"help": f"async_kd: distillation loss, one of {KD_LOSS_TYPES}."})
-    kd_alpha: float = field(default=1.0, metadata={"help": "async_kd: weight of the KD loss; 1 - alpha for the hard labels."})
-    kd_top_k: int = field(default=1, metadata={"help": "async_kd: teacher built from the k best snapshots of a task."})
+    kd_temperature: float = field(default=_KD.temperature, metadata={"help": "async_kd: temperature of the KL distillation loss."})
+    kd_loss: str = field(default=_KD.loss, metadata={"help": f"async_kd: distillation loss, one of {LOSS_TYPES}."})
+    kd_alpha: float = field(default=_KD.alpha, metadata={"help": "async_kd: weight of the KD loss; 1 - alpha for the hard labels."})
+    kd_top_k: int = field(default=_KD.top_k, metadata={"help": "async_kd: teacher built from the k best snapshots of a task."})
     kd_ensemble: str = field(
-        default="parameters",
-        metadata={"help": f"async_kd, kd_top_k > 1: combine the snapshots' {KD_ENSEMBLE_TYPES[0]} (weight average) or their {KD_ENSEMBLE_TYPES[1]} (prediction ensemble)."},
+        default=_KD.ensemble,
+        metadata={"help": f"async_kd, kd_top_k > 1: combine the snapshots' {ENSEMBLE_TYPES[0]} (weight average) or their {ENSEMBLE_TYPES[1]} (prediction ensemble)."},
     )
     kd_soft_labels: str = field(
-        default="precompute",
-        metadata={"help": f"async_kd: when soft labels are computed, one of {KD_SOFT_LABEL_MODES} (precompute = one pass over the training set at convergence)."},
+        default=_KD.soft_labels,
+        metadata={"help": f"async_kd: when soft labels are computed, one of {SOFT_LABEL_MODES} (precompute = one pass over the training set at convergence)."},
     )
-    kd_snapshot_dir: str | None = field(default=None, metadata={"help": "async_kd: keep snapshots on disk here (default: CPU memory)."})
+    kd_snapshot_dir: str | None = field(default=_KD.snapshot_dir, metadata={"help": "async_kd: keep snapshots on disk here (default: CPU memory)."})
     kd_stop_when_all_converged: bool = field(
-        default=False, metadata={"help": "async_kd: stop training once every task has converged."}
+        default=_KD.stop_when_all_converged, metadata={"help": "async_kd: stop training once every task has converged."}
     )
     kd_label_batch_size: int | None = field(
-        default=None,
+        default=_KD.label_batch_size,
         metadata={"help": "async_kd: batch size of the soft-label (teacher) pass; default max(128, per_device_eval_batch_size) -- its batches are length-sorted, so large ones waste no padding."},
     )
     diagnostics_steps: int = field(
@@ -224,38 +221,17 @@ class MultiTaskTrainingArguments(TrainingArguments):
             self.mtl_method, self.async_kd = "equal", True
         if self.mtl_method not in available_weightings():
             raise ValueError(f"Unknown mtl_method {self.mtl_method!r}; known: {[*available_weightings(), ASYNC_KD_ALIAS]}.")
-        if self.async_kd and self.kd_decline_trigger and self.kd_require_decline:
-            raise ValueError("kd_decline_trigger converges a task on a decline alone, kd_require_decline asks a plateau for a "
-                             "decline as well: choose one (--kd_require_decline false with --kd_decline_trigger).")
-        if self.kd_patience < 1:
-            raise ValueError(f"kd_patience must be >= 1, got {self.kd_patience}.")
-        if self.kd_smoothing < 1:
-            raise ValueError(f"kd_smoothing must be >= 1, got {self.kd_smoothing}.")
-        if not (math.isfinite(self.kd_margin_z) and self.kd_margin_z >= 0):
-            raise ValueError(f"kd_margin_z must be >= 0, got {self.kd_margin_z}.")
-        if not (math.isfinite(self.kd_min_delta) and self.kd_min_delta >= 0):
-            raise ValueError(f"kd_min_delta must be >= 0, got {self.kd_min_delta}.")
-        if not (math.isfinite(self.kd_temperature) and self.kd_temperature > 0):
-            raise ValueError(f"kd_temperature must be a finite number > 0, got {self.kd_temperature}.")
-        if self.kd_min_steps < 0:
-            raise ValueError(f"kd_min_steps must be >= 0, got {self.kd_min_steps}.")
-        if self.kd_loss not in KD_LOSS_TYPES:
-            raise ValueError(f"kd_loss must be one of {KD_LOSS_TYPES}, got {self.kd_loss!r}.")
-        if not 0.0 <= self.kd_alpha <= 1.0:
-            raise ValueError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}.")
-        if self.kd_top_k < 1:
-            raise ValueError(f"kd_top_k must be >= 1, got {self.kd_top_k}.")
+        # Bounds and choices of every kd_* option (checked with async-KD off too: a typo is caught before any work);
+        # the decline trigger / requirement clash only matters when the rule is used.
+        values = {name.removeprefix("kd_"): getattr(self, name) for name in AsyncKDOptions.argument_names()}
+        if not self.async_kd:
+            values["decline_trigger"] = False
+        AsyncKDOptions(**values)
         for name in ("diagnostics_steps", "calibration_bins", "finetune_after_mtl_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an integer >= 0 (0 = off), got {getattr(self, name)!r}.")
         if self.finetune_patience < 1 or (self.finetune_eval_steps is not None and self.finetune_eval_steps < 1):
             raise ValueError("finetune_patience and finetune_eval_steps must be >= 1.")
-        if self.kd_label_batch_size is not None and self.kd_label_batch_size < 1:
-            raise ValueError(f"kd_label_batch_size must be a positive integer, got {self.kd_label_batch_size}.")
-        if self.kd_ensemble not in KD_ENSEMBLE_TYPES:
-            raise ValueError(f"kd_ensemble must be one of {KD_ENSEMBLE_TYPES}, got {self.kd_ensemble!r}.")
-        if self.kd_soft_labels not in KD_SOFT_LABEL_MODES:
-            raise ValueError(f"kd_soft_labels must be one of {KD_SOFT_LABEL_MODES}, got {self.kd_soft_labels!r}.")
         self.end_tasks = [t.strip() for t in (self.end_task or "").split(",") if t.strip()]
         if self.end_task is not None and not self.end_tasks:
             raise ValueError("end_task is empty: name the end task(s), comma-separated.")

@@ -143,7 +143,7 @@ def tokenize_task(
 
             def encode_prompt(batch: dict[str, list[Any]], indices: list[int], template=template, template_id=template_id) -> dict[str, Any]:
                 encoded = encode_prompts(tokenizer, template, {f: batch[f] for f in spec.text_fields}, max_seq_length,
-                                         row_ids=batch["idx"] if "idx" in batch else indices,
+                                         row_ids=batch.get("idx", indices),
                                          source=f"Task {spec.name!r}, template {template_id}")
                 encoded["labels"] = batch["label"]
                 encoded[TASK_IDS_COLUMN] = [task_id] * len(batch["label"])

@@ -19,9 +19,12 @@ without.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -29,6 +32,7 @@ import torch
 from transformers import TrainerCallback
 
 from .gradients import shared_and_task_parameters, task_gradient_matrix
+from .state import checkpoint_global_step
 
 FILE_NAME = "gradient_diagnostics.json"
 
@@ -51,19 +55,50 @@ def conflict_summary(task_grads: torch.Tensor, task_names: list[str]) -> dict[st
 
 
 class MultiTaskDiagnosticsCallback(TrainerCallback):
-    """Per-task gradient conflict every `every` steps (see the module docstring)."""
+    """Per-task gradient conflict every `every` steps (see the module docstring).
 
-    def __init__(self, host: Any, every: int) -> None:
-        """`host`: the `MultiTaskTrainer` (its args, train_dataset, data_collator, task_loss, compute_loss_context_manager)."""
+    Args:
+        every: Measure every this many optimizer steps (>= 1).
+        task_loss: `(model, batch) -> (task, loss, outputs)` of one task-homogeneous batch: the run's own loss, so a
+            converged async-KD task contributes the gradient of the loss it trains on.
+        train_dataset: The run's `MultiTaskDataset` (one seeded batch of every task is drawn from it).
+        collator: Pads a list of rows into a batch.
+        batch_size: Rows per task batch.
+        seed: The run's seed (batches are a function of seed and step).
+        device: The training device.
+        logs: The run's pending logs: each measurement is added there and joins the next training log.
+        loss_context: Context manager of the run's forward passes (autocast), e.g. `Trainer.compute_loss_context_manager`.
+        write_files: Whether this process writes `gradient_diagnostics.json` (the main process).
+    """
+
+    def __init__(self, every: int, task_loss: Callable[[torch.nn.Module, dict], tuple[str, torch.Tensor, Any]], train_dataset: Any,
+                 collator: Callable[[list], dict], batch_size: int, seed: int, device: Any, logs: dict[str, float],
+                 loss_context: Callable[[], AbstractContextManager] = contextlib.nullcontext, write_files: bool = True) -> None:
         if every < 1:
             raise ValueError(f"diagnostics_steps must be >= 1, got {every}.")
-        self.host, self.every = host, every
+        self.every = every
+        self.task_loss, self.train_dataset, self.collator = task_loss, train_dataset, collator
+        self.batch_size, self.seed, self.device = batch_size, seed, device
+        self.logs, self.loss_context, self.write_files = logs, loss_context, write_files
         self.records: list[dict[str, Any]] = []
-        self.pending: dict[str, float] = {}
+        self._resume_step = 0
+
+    def check_checkpoint(self, directory: str) -> None:
+        """Nothing to refuse: the measurements live in the output directory, not in checkpoints."""
+
+    def load_checkpoint(self, directory: str) -> None:
+        """Keep, when training starts, only the measurements taken up to the checkpoint's step."""
+        self._resume_step = checkpoint_global_step(directory)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # A fresh run (also a second `train()` of the same trainer) starts from no measurement.
+        self.resume(args.output_dir, self._resume_step)
+        self._resume_step = 0
+        return control
 
     def resume(self, output_dir: str, step: int) -> None:
         """Start from the measurements of `output_dir` taken at or before `step` (a run resumed there; none when 0)."""
-        self.records, self.pending = [], {}
+        self.records = []
         path = os.path.join(output_dir, FILE_NAME)
         if step > 0 and os.path.isfile(path):
             with open(path, encoding="utf-8") as handle:
@@ -71,49 +106,54 @@ class MultiTaskDiagnosticsCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.every == 0:
-            record = self.measure(model if model is not None else self.host.model, state.global_step)
+            record = self.measure(model, state.global_step)
             self.records.append(record)
             logs = {"diag_conflict_fraction": record["conflict_fraction"]}
             names = record["tasks"]
             logs.update({f"diag_cos_{a}__{b}": record["cosine"][i][j] for i, a in enumerate(names) for j, b in enumerate(names) if j > i})
             logs.update({f"diag_grad_norm_{t}": v for t, v in record["grad_norm"].items()})
-            # Joins the next training log (MultiTaskTrainer.log): logging from inside on_step_end would
-            # disturb the Trainer's own loss logging of this step.
-            self.pending.update(logs)
+            # Joins the next training log: logging from inside on_step_end would disturb the Trainer's own loss
+            # logging of this step.
+            self.logs.update(logs)
 
     def on_save(self, args, state, control, **kwargs):
         self.write(args.output_dir)
+        return control
 
     def on_train_end(self, args, state, control, **kwargs):
         self.write(args.output_dir)
+        return control
 
     def _batches(self, step: int) -> dict[str, dict[str, torch.Tensor]]:
-        dataset = self.host.train_dataset
-        rng = np.random.default_rng(self.host.args.seed * 1_000_003 + step)
-        size = self.host.args.per_device_train_batch_size
+        dataset = self.train_dataset
+        rng = np.random.default_rng(self.seed * 1_000_003 + step)
         batches = {}
-        for task in dataset.task_names:
-            start, end = int(dataset.offsets[dataset.task_names.index(task)]), int(dataset.offsets[dataset.task_names.index(task) + 1])
-            rows = rng.choice(np.arange(start, end), size=min(size, end - start), replace=False)
-            batch = self.host.data_collator([dataset[int(i)] for i in rows])
-            batches[task] = {k: v.to(self.host.args.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        for position, task in enumerate(dataset.task_names):
+            start, end = int(dataset.offsets[position]), int(dataset.offsets[position + 1])
+            rows = rng.choice(np.arange(start, end), size=min(self.batch_size, end - start), replace=False)
+            batch = self.collator([dataset[int(i)] for i in rows])
+            batches[task] = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         return batches
 
     def measure(self, model: torch.nn.Module, step: int) -> dict[str, Any]:
-        """One measurement at `step` (random state restored afterwards; `.grad` untouched)."""
+        """One measurement at `step` on that step's seeded batches (random state restored afterwards; `.grad` untouched)."""
+        return self.measure_batches(model, self._batches(step), step)
+
+    def measure_batches(self, model: torch.nn.Module, batches: dict[str, dict[str, torch.Tensor]], step: int) -> dict[str, Any]:
+        """One measurement on the given task → batch mapping (random state restored afterwards; `.grad` untouched)."""
         states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
                   torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
         try:
             shared, _ = shared_and_task_parameters(model)
             losses = {}
-            with self.host.compute_loss_context_manager():
-                for task, batch in self._batches(step).items():
-                    _, loss, _ = self.host.task_loss(model, dict(batch))
+            with self.loss_context():
+                for task, batch in batches.items():
+                    _, loss, _ = self.task_loss(model, dict(batch))
                     losses[task] = loss
             names = list(losses)
             task_grads = task_gradient_matrix(losses, names, shared, retain_graph=False)
             return {"step": step, **conflict_summary(task_grads, names),
-                    "loss": {t: float(l.detach()) for t, l in losses.items()}}
+                    "loss": {t: float(value.detach()) for t, value in losses.items()}}
         finally:
             random.setstate(states[0])
             np.random.set_state(states[1])
@@ -122,11 +162,11 @@ class MultiTaskDiagnosticsCallback(TrainerCallback):
                 torch.cuda.set_rng_state_all(states[3])
 
     def write(self, output_dir: str) -> None:
-        if not self.records or not self.host.is_world_process_zero():
+        if not self.records or not self.write_files:
             return
         os.makedirs(output_dir, exist_ok=True)
         path = os.path.join(output_dir, FILE_NAME)
-        payload = {"every_steps": self.every, "batch_size": self.host.args.per_device_train_batch_size,
+        payload = {"every_steps": self.every, "batch_size": self.batch_size,
                    "definition": "cosine of per-task gradients of the shared encoder on one seeded batch per task; "
                                  "conflict_fraction = share of task pairs with cosine < 0",
                    "records": self.records}

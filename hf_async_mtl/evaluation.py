@@ -1,7 +1,7 @@
 """Evaluation of a multi-task run: every task on its own set(s), one merged metrics dict.
 
 `MultiTaskEvaluationMixin` is the evaluation half of `MultiTaskTrainer` (it relies on the trainer's `task_specs`,
-`_length_orders`, `_task_name` and `_masked_lm_forward`): per-task metrics and the GLUE score, extra splits per
+`_length_orders`, `_task_name`, `objectives` and `step_context`): per-task metrics and the GLUE score, extra splits per
 task (e.g. dev curves beside the selection split) that select nothing, template pools evaluated by their first
 view or by averaging, masked-LM auxiliaries by their loss, calibration bins, and test-set predictions.
 """
@@ -19,7 +19,7 @@ import torch
 from transformers.trainer_utils import speed_metrics
 
 from .calibration import ece_from_bins, reliability_bins, write_calibration
-from .data import EXAMPLE_IDS_COLUMN, length_order, num_template_views, template_view
+from .data import length_order, num_template_views, template_view
 from .metrics import compute_task_metrics, glue_score
 from .mlm import IGNORE_INDEX
 from .prompting import combine_template_outputs
@@ -144,7 +144,7 @@ class MultiTaskEvaluationMixin:
     def _evaluate_mlm(self, key: str, dataset: Any, prefix: str, ignore_keys: Any) -> tuple[float, int]:
         """(masked-LM loss, masked tokens) of an MLM task's set: mean cross-entropy per masked token (over ranks too).
 
-        Its masks depend on the seed and each batch's tokens only (`_mlm_seed`), so every evaluation masks the
+        Its masks depend on the seed and each batch's tokens only (`MaskedLmObjective.seed`), so every evaluation masks the
         same tokens and the values are comparable along a run.
         """
         model = self.model
@@ -155,8 +155,8 @@ class MultiTaskEvaluationMixin:
             with torch.no_grad():
                 for batch in self.get_eval_dataloader(dataset):
                     batch = dict(self._prepare_inputs(batch))
-                    batch.pop("labels", None)
-                    labels, outputs = self._masked_lm_forward(model, batch, batch.pop(EXAMPLE_IDS_COLUMN, None), self._task_name(batch))
+                    task = self._task_name(batch)
+                    labels, outputs = self.objectives[task].masked_forward(model, batch, task, self.step_context(model))
                     masked = labels != IGNORE_INDEX
                     token_loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels[masked].long(), reduction="none")
                     # Per example (cross-entropy sum, masked tokens): gathering them per example drops the rows that

@@ -23,6 +23,7 @@ from transformers import EarlyStoppingCallback
 
 from .config import MultiTaskTrainingArguments
 from .tasks import TaskSpec
+from .trainer import MultiTaskTrainer
 
 __all__ = ["finetune_each_task"]
 
@@ -46,8 +47,6 @@ def finetune_each_task(
     output_dir: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Fine-tune a copy of `model` on each task alone; see the module docstring. `args` is the multi-task run's."""
-    from .trainer import MultiTaskTrainer  # the trainer imports nothing from here
-
     if max_steps < 1 or eval_steps < 1 or patience < 1:
         raise ValueError(f"finetune: max_steps, eval_steps and patience must be >= 1, got {max_steps}, {eval_steps}, {patience}.")
     root = output_dir or os.path.join(args.output_dir, "finetuned")

@@ -22,18 +22,17 @@ from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutp
 
 from .losses import task_loss
 from .mlm import IGNORE_INDEX, MLM_PROBLEM_TYPE, MaskedLMHead, init_mlm_head, load_mlm_head, masked_lm_loss
-from .prompting import mask_positions
+from .pooling import POOLING_MODES, pool
 from .tasks import TaskSpec, check_unique_names, head_mismatches
 
 logger = logging.getLogger(__name__)
 
-POOLING_MODES = ("cls", "pooler", "mean", "max", "mask")
 
 # What `export_task` writes for poolings without a native transformers model: this self-contained file,
 # named in config.json's `auto_map` (the Hub convention for custom code; loads with trust_remote_code=True).
 REMOTE_CODE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modeling_hf_async_mtl.py")
 # Imported by REMOTE_CODE_FILE (prompt rendering for exported pipelines): copied beside it.
-REMOTE_CODE_DEPENDENCIES = (os.path.join(os.path.dirname(os.path.abspath(__file__)), "prompting.py"),)
+REMOTE_CODE_DEPENDENCIES = tuple(os.path.join(os.path.dirname(os.path.abspath(__file__)), name) for name in ("pooling.py", "prompting.py"))
 # An exported task with prompt templates renders raw text through this pipeline (in REMOTE_CODE_FILE).
 PROMPT_PIPELINE = {
     "text-classification": {
@@ -351,21 +350,8 @@ class MultiTaskModel(PreTrainedModel):
         task_name: str | None = None,
     ) -> torch.Tensor:
         """Turn the encoder's outputs into one vector per example, by the task's pooling (`config.task_pooling`)."""
-        hidden = encoder_outputs.last_hidden_state
         mode = self.config.pooling if task_name is None else self.config.task_pooling(task_name)
-        if mode == "mask":
-            positions = mask_positions(input_ids, self.config.mask_token_id)
-            return hidden[torch.arange(hidden.shape[0], device=hidden.device), positions.to(hidden.device)]
-        if mode == "pooler":
-            return encoder_outputs.pooler_output
-        if mode == "cls":
-            return hidden[:, 0]
-        if attention_mask is None:
-            attention_mask = torch.ones(hidden.shape[:2], device=hidden.device, dtype=torch.long)
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        if mode == "mean":
-            return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
+        return pool(mode, encoder_outputs, attention_mask, input_ids, self.config.mask_token_id)
 
     def forward(
         self,

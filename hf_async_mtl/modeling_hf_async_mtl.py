@@ -7,7 +7,7 @@ equivalent (mean, max or first-token pooling) loads without `hf_async_mtl`:
     AutoModelForSequenceClassification.from_pretrained(directory, trust_remote_code=True)
     pipeline("text-classification", model=directory, trust_remote_code=True)
 
-Self-contained on purpose: it imports torch, transformers and `prompting.py` (copied beside it) only. It reads the `config.json` and the
+Self-contained on purpose: it imports torch, transformers, `pooling.py` and `prompting.py` (copied beside it) only. It reads the `config.json` and the
 weights a one-head `hf_async_mtl.MultiTaskModel` writes (same keys) and computes the same logits;
 `tests/test_modeling.py` checks both in a fresh interpreter. Where `hf_async_mtl` is imported, the same
 directory also loads without `trust_remote_code`, as a `MultiTaskModel`.
@@ -22,9 +22,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel, TextClassificationPipeline
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .prompting import combine_template_outputs, encode_prompts, mask_positions
-
-POOLING_MODES = ("cls", "pooler", "mean", "max", "mask")
+from .pooling import POOLING_MODES, pool
+from .prompting import combine_template_outputs, encode_prompts
 
 
 class HfAsyncMtlConfig(PretrainedConfig):
@@ -88,21 +87,7 @@ class HfAsyncMtlForSequenceClassification(PreTrainedModel):
             nn.init.zeros_(module.bias)
 
     def pool(self, outputs: Any, attention_mask: torch.Tensor | None, input_ids: torch.Tensor | None = None) -> torch.Tensor:
-        hidden = outputs.last_hidden_state
-        mode = self.config.tasks[0].get("pooling", self.config.pooling)
-        if mode == "mask":
-            positions = mask_positions(input_ids, self.config.mask_token_id)
-            return hidden[torch.arange(hidden.shape[0], device=hidden.device), positions.to(hidden.device)]
-        if mode == "pooler":
-            return outputs.pooler_output
-        if mode == "cls":
-            return hidden[:, 0]
-        if attention_mask is None:
-            attention_mask = torch.ones(hidden.shape[:2], device=hidden.device, dtype=torch.long)
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        if mode == "mean":
-            return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
+        return pool(self.config.tasks[0].get("pooling", self.config.pooling), outputs, attention_mask, input_ids, self.config.mask_token_id)
 
     def forward(
         self,

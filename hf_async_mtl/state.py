@@ -1,14 +1,19 @@
-"""What a checkpoint holds of the weighting method beyond the Trainer's own files, so a resumed run continues identically."""
+"""What a checkpoint holds beyond the Trainer's own files (the weighting method's state, the batch stream's
+configuration), so a resumed run continues identically, and the protocol by which a run's parts resume."""
 
 from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from .sampling import MultiTaskBatchSampler, check_sampler_resume, save_sampler_state
 from .weighting import WeightingMethod
 
 WEIGHTING_STATE_NAME = "weighting_state.pt"
@@ -83,6 +88,66 @@ class WeightingCheckpointState:
         if not os.path.isdir(resume_from_checkpoint):
             raise ValueError(f"Can't find a valid checkpoint at {resume_from_checkpoint}.")
         return resume_from_checkpoint
+
+
+@runtime_checkable
+class CheckpointPart(Protocol):
+    """A part of a run (a callback) with checkpoint state of its own.
+
+    It writes its files into each checkpoint from `on_save` (as transformers' stateful callbacks do) and, on
+    resume, `MultiTaskTrainer.train` calls `check_checkpoint` of every part before anything is loaded, then
+    `load_checkpoint`. Transformers' own `ExportableState` is not used: its restore re-creates a callback from
+    JSON arguments, which can carry neither tensors nor the parts a callback is built from.
+    """
+
+    def check_checkpoint(self, directory: str) -> None:
+        """Raise (one line naming the file and option) if this part cannot continue from `directory`."""
+
+    def load_checkpoint(self, directory: str) -> None:
+        """Restore this part's state from `directory`."""
+
+
+class TrainingStateCallback(TrainerCallback):
+    """The weighting method's per-step bookkeeping and its checkpoint state, and the batch stream's configuration.
+
+    After each optimizer step it hands that step's task losses to the weighting method (DWA, FAMO, ...) and clears
+    the gradients of the method's learnable parameters: `Trainer` zeroes only the model's (`model.zero_grad()`),
+    so without this a method's parameters (uncertainty's log-variances, meta_tartan's dev heads) would be stepped
+    with gradients summed over every step so far. In each checkpoint it writes the weighting state and the
+    sampler's configuration; on resume it refuses another batch stream and restores the weighting state.
+
+    Args:
+        step_losses: The run's `StepLosses` (which holds the weighting method).
+        build_sampler: Builds the run's training sampler (None: a run without training data).
+        gradient_accumulation_steps: Micro-batches per optimizer step.
+    """
+
+    def __init__(self, step_losses: StepLosses, build_sampler: Callable[[], MultiTaskBatchSampler] | None,
+                 gradient_accumulation_steps: int) -> None:
+        self.step_losses = step_losses
+        self.weighting_state = WeightingCheckpointState(step_losses.weighting, step_losses)
+        self.build_sampler = build_sampler
+        self.gradient_accumulation_steps = gradient_accumulation_steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.step_losses.flush()
+        self.step_losses.weighting.zero_grad(set_to_none=True)
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.should_save:
+            directory = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+            self.weighting_state.save(directory)
+            if self.build_sampler is not None:
+                save_sampler_state(self.build_sampler(), self.gradient_accumulation_steps, directory)
+        return control
+
+    def check_checkpoint(self, directory: str) -> None:
+        if self.build_sampler is not None:
+            check_sampler_resume(directory, self.build_sampler(), self.gradient_accumulation_steps)
+
+    def load_checkpoint(self, directory: str) -> None:
+        self.weighting_state.load(directory)
 
 
 def checkpoint_global_step(directory: str) -> int:

@@ -34,7 +34,7 @@ _DEV_SALT = 0xDE7
 def weighting_options(args: Any) -> dict[str, Any]:
     """`args.mtl_method_options`, plus `end_tasks` from `args.end_task` for methods that use end tasks."""
     options = dict(args.mtl_method_options)
-    if getattr(get_weighting(args.mtl_method), "uses_end_tasks", False) and "end_tasks" not in options:
+    if get_weighting(args.mtl_method).uses_end_tasks and "end_tasks" not in options:
         options["end_tasks"] = list(args.end_tasks)
     return options
 

@@ -12,31 +12,25 @@ import datasets
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers import EarlyStoppingCallback, Trainer
 
 from .async_kd.callback import AsyncConvergenceCallback
-from .async_kd.losses import distillation_loss
-from .async_kd.soft_labels import SoftLabels
-from .config import MultiTaskTrainingArguments
-from .data import (
-    EXAMPLE_IDS_COLUMN,
-    TASK_IDS_COLUMN,
-    MultiTaskDataCollator,
-    MultiTaskDataset,
-)
-from .gradients import average_gradients, global_loss_values, per_task_gradient_step
-from .losses import task_loss
+from .async_kd.labelling import TeacherLabeller
+from .async_kd.options import AsyncKDOptions
 from .calibration import truncate_calibration
+from .config import MultiTaskTrainingArguments
+from .data import EXAMPLE_IDS_COLUMN, TASK_IDS_COLUMN, MultiTaskDataCollator, MultiTaskDataset
 from .diagnostics import MultiTaskDiagnosticsCallback
 from .evaluation import MultiTaskEvaluationMixin
+from .gradients import average_gradients, global_loss_values, per_task_gradient_step
 from .mlm import MlmMasker
 from .model_card import build_model_card
-from .sampling import MultiTaskBatchSampler, check_sampler_resume, save_sampler_state
-from .state import StepLosses, WeightingCheckpointState, checkpoint_global_step
+from .objectives import StepContext, TaskObjective, default_objectives
+from .sampling import MultiTaskBatchSampler
+from .state import CheckpointPart, StepLosses, TrainingStateCallback, WeightingCheckpointState, checkpoint_global_step
+from .tartan import DevObjective, carve_dev_slices, end_task_selection, weighting_options
 from .tasks import TaskSpec, check_unique_names
 from .validation import check_resume_checkpoint
-from .tartan import DevObjective, carve_dev_slices, end_task_selection, weighting_options
 from .weighting import build_weighting
 
 logger = logging.getLogger(__name__)
@@ -47,21 +41,6 @@ class _EpochDataLoader(DataLoader):
 
     def set_epoch(self, epoch: int) -> None:
         self.batch_sampler.set_epoch(epoch)
-
-
-class _HandStepLosses(TrainerCallback):
-    """After each optimizer step, hands that step's task losses to the weighting method (DWA, FAMO, ...) and
-    clears the gradients of its learnable parameters: `Trainer` zeroes only the model's (`model.zero_grad()`),
-    so without this a method's parameters (uncertainty's log-variances, meta_tartan's dev heads) would be
-    stepped with gradients summed over every step so far."""
-
-    def __init__(self, step_losses: StepLosses) -> None:
-        self.step_losses = step_losses
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.step_losses.flush()
-        self.step_losses.weighting.zero_grad(set_to_none=True)
-        return control
 
 
 class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
@@ -104,7 +83,7 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             end_task_selection(args, self.task_specs)
         self.dev_objective: DevObjective | None = None
         dev_slices = {}
-        if getattr(self.weighting, "needs_dev_gradient", False) and train_dataset is not None:
+        if self.weighting.needs_dev_gradient and train_dataset is not None:
             if isinstance(train_dataset, MultiTaskDataset):
                 train_dataset = train_dataset.task_datasets
             train_dataset, dev_slices = carve_dev_slices(train_dataset, self.weighting.end_tasks, args.tartan_dev_fraction,
@@ -124,7 +103,9 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             # Under torch.compile every new batch shape can recompile: padding to a multiple of 8 bounds the
             # shapes at max_seq_length / 8 per batch size (and suits tensor cores).
             data_collator = MultiTaskDataCollator(processing_class, pad_to_multiple_of=8 if args.torch_compile else None)
-        self.mlm_masker = MlmMasker(processing_class, args.mlm_probability) if any(s.is_mlm for s in task_specs) else None
+        masker = MlmMasker(processing_class, args.mlm_probability) if any(s.is_mlm for s in task_specs) else None
+        # One objective per task, asked for each batch's loss; async-KD replaces a converged task's entry.
+        self.objectives: dict[str, TaskObjective] = default_objectives(list(task_specs), masker)
         if dev_slices:
             self.dev_objective = DevObjective(dev_slices, self.task_specs, data_collator, args.per_device_train_batch_size, args.seed,
                                               rank=args.process_index)
@@ -153,27 +134,33 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         self.model_accepts_loss_kwargs = False
         self._task_metrics: dict[str, list[float]] = defaultdict(list)
         self._length_orders: dict[str, np.ndarray] = {}  # dataset fingerprint -> longest-first order
+        # Values the run's parts report between training logs (e.g. gradient diagnostics): they join the next one.
+        self.pending_logs: dict[str, float] = {}
         self.step_losses = StepLosses(self.weighting)
-        self.add_callback(_HandStepLosses(self.step_losses))
-        self.checkpoint_state = WeightingCheckpointState(self.weighting, self.step_losses)
-        # Converged tasks (async-KD): their soft labels, set through `switch_to_distillation`.
-        self.soft_labels: dict[str, SoftLabels] = {}
-        self.async_convergence = AsyncConvergenceCallback(self) if args.async_kd else None
-        if self.async_convergence is not None:
+        self.add_callback(TrainingStateCallback(self.step_losses, self.build_train_sampler if self.train_dataset is not None else None,
+                                                args.gradient_accumulation_steps))
+        self.async_convergence: AsyncConvergenceCallback | None = None
+        if args.async_kd:
+            options = AsyncKDOptions.from_arguments(args)
+            labeller = None
+            if self.train_dataset is not None:
+                labeller = TeacherLabeller(
+                    self.train_dataset, self.data_collator, args.device, options.label_batch_size or max(128, args.per_device_eval_batch_size),
+                    args.output_dir, is_main_process=self.accelerator.is_main_process, wait_for_everyone=self.accelerator.wait_for_everyone,
+                )
+            self.async_convergence = AsyncConvergenceCallback(
+                self.task_specs, options, self.train_dataset, self.eval_dataset, labeller, self.objectives, log=self.log,
+            )
             self.add_callback(self.async_convergence)
-        self.diagnostics = MultiTaskDiagnosticsCallback(self, args.diagnostics_steps) if args.diagnostics_steps else None
-        if self.diagnostics is not None:
-            self.add_callback(self.diagnostics)
+        if args.diagnostics_steps:
+            self.add_callback(MultiTaskDiagnosticsCallback(
+                args.diagnostics_steps, self.task_loss, self.train_dataset, self.data_collator, args.per_device_train_batch_size, args.seed,
+                args.device, self.pending_logs, loss_context=self.compute_loss_context_manager, write_files=self.is_world_process_zero(),
+            ))
         if args.early_stopping_patience:
             if args.metric_for_best_model is None:
                 raise ValueError("early_stopping_patience needs metric_for_best_model (or a single end_task, which sets it).")
             self.add_callback(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
-
-    def switch_to_distillation(self, task: str, soft_labels: SoftLabels) -> None:
-        """From now on `task` trains against `soft_labels` (KD loss) instead of its true labels."""
-        if task not in self.task_specs:
-            raise ValueError(f"switch_to_distillation: unknown task {task!r}; tasks: {list(self.task_specs)}.")
-        self.soft_labels[task] = soft_labels
 
     # ---- data ---------------------------------------------------------------------------------
 
@@ -226,50 +213,14 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         return self.accelerator.unwrap_model(self.model)._resolve_task(batch[TASK_IDS_COLUMN], None)
 
     def task_loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[str, torch.Tensor, Any]:
-        """Loss of one task-homogeneous batch: KD against stored soft labels when present, else hard labels."""
+        """(task, loss, outputs) of one task-homogeneous batch, from the task's objective (`self.objectives`)."""
         task = self._task_name(batch)
-        spec = self.task_specs[task]
-        labels = batch.pop("labels", None)
-        example_ids = batch.pop(EXAMPLE_IDS_COLUMN, None)
-        soft_labels = None
-        if model.training and example_ids is not None and task in self.soft_labels:
-            soft_labels = self.soft_labels[task].lookup(self.accelerator.unwrap_model(model), batch, example_ids).to(labels.device)
-        if spec.is_mlm:  # masked here, seeded by the step; the model's loss covers the masked positions only
-            _, outputs = self._masked_lm_forward(model, batch, example_ids, task)
-            return task, outputs.loss, outputs
-        # The model gets the task's name, not its ids: reading a tensor's value inside a compiled forward
-        # (`--torch_compile`) would break the graph at every step.
-        outputs = model(**{k: v for k, v in batch.items() if k != TASK_IDS_COLUMN}, task_name=task)
-        if soft_labels is not None:
-            loss = distillation_loss(
-                outputs.logits,
-                soft_labels,
-                labels,
-                is_regression=spec.is_regression,
-                loss_type=self.args.kd_loss,
-                temperature=self.args.kd_temperature,
-                alpha=self.args.kd_alpha,
-            )
-        else:
-            loss = task_loss(outputs.logits, labels, spec.is_regression)
+        loss, outputs = self.objectives[task](model, batch, task, self.step_context(model))
         return task, loss, outputs
 
-    def _masked_lm_forward(self, model: torch.nn.Module, batch: dict[str, Any], example_ids: Any, task: str) -> tuple[torch.Tensor, Any]:
-        """(labels, outputs) of an MLM batch masked here (`batch` without labels and example ids; its input ids are
-        replaced by the masked ones). Outputs hold logits of the masked positions only, in row-major order."""
-        batch["input_ids"], labels = self.mlm_masker(batch["input_ids"], self._mlm_seed(model, batch, example_ids))
-        return labels, model(**{k: v for k, v in batch.items() if k != TASK_IDS_COLUMN}, labels=labels, task_name=task)
-
-    def _mlm_seed(self, model: torch.nn.Module, batch: Mapping[str, Any], example_ids: Any) -> int:
-        """Seed of an MLM batch's masks: (seed, step, rank, task, first example) in training — resumable and
-        distinct per micro-batch; (seed, the batch's tokens) in evaluation — the same masks at every evaluation."""
-        task_id = int(batch[TASK_IDS_COLUMN].view(-1)[0])
-        if model.training:
-            first = int(example_ids.view(-1)[0]) if example_ids is not None else 0
-            key = [self.args.seed, self.state.global_step + 1, self.args.process_index, task_id, first]
-        else:
-            key = [self.args.seed, 0, task_id, int(batch["input_ids"].sum()), int(batch["input_ids"].shape[0])]
-        return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0])
+    def step_context(self, model: torch.nn.Module) -> StepContext:
+        """What an objective may need beyond its batch: the unwrapped model, the step, the seed and the rank."""
+        return StepContext(self.accelerator.unwrap_model(model), self.state.global_step, self.args.seed, self.args.process_index)
 
     def task_losses(self, model: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Per-task losses of a step's inputs (one batch, or one batch of every task)."""
@@ -312,7 +263,7 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
                 losses = self.task_losses(model, inputs)
             dev = None
             if self.dev_objective is not None:
-                heads = self.weighting.dev_heads
+                heads = self.weighting.dev_head_modules()
                 # The unwrapped encoder runs outside the wrapped forward's autocast: enter it here (bf16 / fp16 runs).
                 with self.accelerator.autocast():
                     dev_loss = self.dev_objective.loss(self.accelerator.unwrap_model(model), heads, self.state.global_step, self.args.device)
@@ -332,14 +283,15 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             self._task_metrics[f"loss_{task}"].append(value)
 
     def create_optimizer(self, model=None):
-        if isinstance(getattr(self.weighting, "dev_heads", None), torch.nn.Module):
-            self.weighting.dev_heads.to(self.args.device)  # they read the encoder's output (buffers stay on the CPU)
+        heads = self.weighting.dev_head_modules()
+        if heads is not None:
+            heads.to(self.args.device)  # they read the encoder's output (buffers stay on the CPU)
         optimizer = super().create_optimizer(model)
         learnable = [p for p in self.weighting.parameters() if p.requires_grad]
         if learnable and not any(p is q for group in optimizer.param_groups for p in group["params"] for q in learnable):
             group = {"params": learnable, "weight_decay": 0.0}
             # A method may train its own parameters at its own rate (e.g. uncertainty's log-variances).
-            if getattr(self.weighting, "learning_rate", None) is not None:
+            if self.weighting.learning_rate is not None:
                 group["lr"] = self.weighting.learning_rate
             optimizer.add_param_group(group)
         return optimizer
@@ -348,10 +300,9 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         if "loss" in logs and self._task_metrics:
             logs.update({f"train_{name}": float(np.mean(values)) for name, values in self._task_metrics.items()})
             self._task_metrics.clear()
-        diagnostics = getattr(self, "diagnostics", None)
-        if "loss" in logs and diagnostics is not None and diagnostics.pending:
-            logs.update(diagnostics.pending)
-            diagnostics.pending.clear()
+        if "loss" in logs and self.pending_logs:
+            logs.update(self.pending_logs)
+            self.pending_logs.clear()
         super().log(logs, start_time)
 
     # ---- Hub ----------------------------------------------------------------------------------
@@ -387,38 +338,24 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         os.makedirs(self.args.output_dir, exist_ok=True)
         card.save(os.path.join(self.args.output_dir, "README.md"))
 
-    # ---- checkpoints --------------------------------------------------------------------------
-
-    def _save_checkpoint(self, model, trial) -> None:
-        super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            self.checkpoint_state.save(self._checkpoint_dir())
-            if getattr(self, "train_sampler", None) is not None:
-                save_sampler_state(self.train_sampler, self.args.gradient_accumulation_steps, self._checkpoint_dir())
-            if self.async_convergence is not None:
-                self.async_convergence.save_to(self._checkpoint_dir())
-
-    def _checkpoint_dir(self) -> str:
-        return os.path.join(self._get_output_dir(trial=None), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+    # ---- resuming ----------------------------------------------------------------------------
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
-        """As `Trainer.train`; a resumed run also restores weighting, convergence and soft-label state."""
+        """As `Trainer.train`; a resumed run also restores the state of every part with checkpoint state of its own
+        (`CheckpointPart`: the weighting method and batch stream, async-KD, diagnostics), after checking them all."""
+        start = 0
         if resume_from_checkpoint:
-            directory = self.checkpoint_state.resolve(resume_from_checkpoint, self.args.output_dir)
-            # Any method: refuse a checkpoint of other tasks, heads or labels before loading anything from it.
-            check_resume_checkpoint(directory, list(self.task_specs.values()), async_kd=self.async_convergence is not None,
-                                    kd_require_decline=self.args.kd_require_decline if self.async_convergence is not None else None,
-                                    model_config=self.accelerator.unwrap_model(self.model).config)
-            if self.train_dataset is not None:
-                check_sampler_resume(directory, self.build_train_sampler(), self.args.gradient_accumulation_steps)
-            self.checkpoint_state.load(directory)
-            if self.async_convergence is not None:
-                self.async_convergence.load_from(directory)
-        # Files that accumulate over a run keep only what precedes its start (the checkpoint's step; 0 when
-        # fresh): a resumed run would otherwise repeat the steps after the checkpoint, a re-run mix two runs.
-        start = checkpoint_global_step(directory) if resume_from_checkpoint else 0
+            directory = WeightingCheckpointState.resolve(resume_from_checkpoint, self.args.output_dir)
+            # Refuse a checkpoint of other tasks, heads, labels or parts before loading anything from it.
+            check_resume_checkpoint(directory, list(self.task_specs.values()), model_config=self.accelerator.unwrap_model(self.model).config)
+            parts = [callback for callback in self.callback_handler.callbacks if isinstance(callback, CheckpointPart)]
+            for part in parts:
+                part.check_checkpoint(directory)
+            for part in parts:
+                part.load_checkpoint(directory)
+            start = checkpoint_global_step(directory)
+        # The evaluation file that accumulates over a run keeps only what precedes its start (the checkpoint's step; 0
+        # when fresh): a resumed run would otherwise repeat the steps after the checkpoint, a re-run mix two runs.
         if self.is_world_process_zero():
             truncate_calibration(self.args.output_dir, start)
-        if self.diagnostics is not None:
-            self.diagnostics.resume(self.args.output_dir, start)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)

@@ -293,7 +293,7 @@ def read_custom_tasks(path: str, taken_names: Iterable[str] = (), *, cache_dir: 
     tasks = []
     for number, (entry, (start, end)) in enumerate(zip(entries, _array_spans(text)), start=1):
 
-        def fail(field: str | None, problem: str) -> UsageError:
+        def fail(field: str | None, problem: str, entry=entry, number=number, start=start, end=end) -> UsageError:
             line = (key_line(text, field, start, end) if field else None) or line_of(text, start)
             where = f"{path}, line {line}" + (f", field {field!r}" if field else "")
             name = entry.get("name") if isinstance(entry, dict) else None
@@ -464,7 +464,7 @@ def _names(heads: Iterable[Any]) -> str:
     return "[" + ", ".join(h["name"] if isinstance(h, Mapping) else h.name for h in heads) + "]"
 
 
-def _safetensors_keys(path: str) -> dict[str, list[int]]:
+def safetensors_shapes(path: str) -> dict[str, list[int]]:
     """Tensor name → shape of a safetensors file, reading its header only; an unreadable file is a `UsageError`."""
     from safetensors import SafetensorError, safe_open
 
@@ -475,17 +475,14 @@ def _safetensors_keys(path: str) -> dict[str, list[int]]:
         raise UsageError(f"{path}: not a readable safetensors file (truncated or corrupt?): {one_line(error)}.") from None
 
 
-def check_resume_checkpoint(
-    directory: str, specs: Sequence[TaskSpec], *, model_config: Any = None, async_kd: bool | None = None,
-    kd_require_decline: bool | None = None,
-) -> None:
+def check_resume_checkpoint(directory: str, specs: Sequence[TaskSpec], *, model_config: Any = None) -> None:
     """Refuse to resume from `directory` unless it continues the requested run; every problem is a `UsageError`.
 
     Checked from files only (cheap): the checkpoint's `config.json` is a multi-task model whose heads are
     `specs` (names, order, sizes, kinds, label names) — the message names both task lists; with
-    `model_config`, the same pooling and encoder shape; its weight files (and, with `async_kd`, its
-    async-KD state, soft labels and snapshots) exist and are readable safetensors; the weights' head
-    shapes agree with the config; `weighting_state.pt` exists (a `MultiTaskTrainer` checkpoint).
+    `model_config`, the same pooling and encoder shape; its weight files exist and are readable safetensors;
+    the weights' head shapes agree with the config; `weighting_state.pt` exists (a `MultiTaskTrainer`
+    checkpoint). Parts of a run with checkpoint state of their own (async-KD) check theirs themselves.
     """
     if not os.path.isdir(directory):
         raise UsageError(f"resume_from_checkpoint {directory}: the directory does not exist.", "resume_from_checkpoint")
@@ -512,7 +509,7 @@ def check_resume_checkpoint(
     expected = {head["name"]: head["num_labels"] for head in heads}
     for name in weight_files:
         path = os.path.join(directory, name)
-        for key, shape in _safetensors_keys(path).items():
+        for key, shape in safetensors_shapes(path).items():
             match = re.fullmatch(r"heads\.(.+)\.weight", key)
             if match and shape and expected.get(match.group(1)) not in (None, shape[0]):
                 raise UsageError(
@@ -522,31 +519,6 @@ def check_resume_checkpoint(
     weighting = os.path.join(directory, "weighting_state.pt")
     if not os.path.isfile(weighting):
         raise UsageError(f"{weighting} is missing: {directory} was not written by MultiTaskTrainer.", "resume_from_checkpoint")
-    state_path = os.path.join(directory, "async_kd_state.json")
-    if async_kd is False and os.path.isfile(state_path):
-        logger.warning("%s holds async-KD state, but this run has no async-KD: converged tasks go back to their true labels.", directory)
-    if async_kd:
-        if not os.path.isfile(state_path):
-            raise UsageError(f"{state_path} is missing: {directory} was not written by a run with async-KD.", "resume_from_checkpoint")
-        state, state_text = read_json_file(state_path, "async-KD state")
-        monitor = state.get("monitor") if isinstance(state, dict) else None
-        stored = bool(monitor.get("require_decline", False)) if isinstance(monitor, dict) else None  # none before 2026-12-02
-        if kd_require_decline is not None and stored is not None and stored != bool(kd_require_decline):
-            line = key_line(state_text, "require_decline") or key_line(state_text, "monitor") or 1
-            raise UsageError(f"{state_path}, line {line}, field 'require_decline': the run converged tasks with "
-                             f"kd_require_decline={stored}; resume it with --kd_require_decline {str(stored).lower()}.",
-                             "kd_require_decline")
-        for task, entries in (state.get("snapshots") or {}).items() if isinstance(state, dict) else ():
-            for entry in entries:
-                snapshot = os.path.join(directory, "kd_snapshots", str(entry.get("file")))
-                if not os.path.isfile(snapshot):
-                    line = key_line(state_text, "snapshots") or 1
-                    raise UsageError(f"{state_path}, line {line}, field 'snapshots': task {task!r}: snapshot file {snapshot} is missing.")
-        for folder in ("soft_labels", "kd_snapshots"):
-            folder_path = os.path.join(directory, folder)
-            for name in sorted(os.listdir(folder_path)) if os.path.isdir(folder_path) else ():
-                if name.endswith(".safetensors"):
-                    _safetensors_keys(os.path.join(folder_path, name))
 
 
 def _check_same_model(config_path: str, text: str, saved: Mapping[str, Any], model_config: Any) -> None:

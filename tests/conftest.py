@@ -113,3 +113,14 @@ def ragged(dataset: datasets.Dataset) -> datasets.Dataset:
         return {key: row[key][: keep - 1] + row[key][-1:] for key in ("input_ids", "attention_mask", "token_type_ids") if key in row}
 
     return dataset.map(cut, with_indices=True)
+
+
+# The paper's rule (patience on raw values, nothing else): the monitor's defaults are the library's rule instead.
+PAPER_RULE = {"smoothing": 1, "full_window": False, "require_improvement": False, "require_decline": False}
+
+
+def paper_rule_monitor(directions, **options):
+    """A `ConvergenceMonitor` with the paper's rule unless `options` say otherwise."""
+    from hf_async_mtl.async_kd import ConvergenceMonitor
+
+    return ConvergenceMonitor(directions, **{**PAPER_RULE, **options})

@@ -69,7 +69,7 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
     rank = trainer.args.process_index
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
         # On demand: each rank's own table (NaN rows = not drawn by this rank), NaN written as null.
-        soft = {t: [[None if x != x else x for x in row] for row in labels.table.tolist()] for t, labels in trainer.soft_labels.items()}
+        soft = {t: [[None if x != x else x for x in row] for row in labels.table.tolist()] for t, labels in (trainer.async_convergence.soft_labels if trainer.async_convergence else {}).items()}
         # Everything a rank trains (model, method state such as META-TARTAN's logits and dev heads), as a digest:
         # ranks that diverged show different digests.
         digest = hashlib.sha256()

@@ -134,6 +134,11 @@ def _rename_rte_labels(checkpoint: Path) -> None:
     (checkpoint / "config.json").write_text(json.dumps(config, indent=2))
 
 
+# The convergence rule of the `kd_run` checkpoint (both tasks converge at step 4); a resume must repeat it.
+KD_RULE_BASE = ("--kd_patience", "1", "--kd_min_delta", "10", "--kd_require_improvement", "false", "--kd_smoothing", "1",
+                "--kd_trivial_gate", "false")
+KD_RULE = (*KD_RULE_BASE, "--kd_require_decline", "false")
+
 CASES = [
     # ---- options and flags
     Case("unknown_glue_task", "--tasks cola,nope", lambda c: c.args(tasks="cola,nope"), r"^--tasks: Unknown GLUE task 'nope'; known tasks: cola"),
@@ -288,17 +293,21 @@ CASES = [
          r"cannot resume: the checkpoint's tasks \[cola, rte\] differ from the requested tasks \[cola, rte\] \(task 'rte': head labels "
          r"\['entailment', 'contradiction'\], the task's labels \['entailment', 'not_entailment'\]\)"),
     Case("resume_corrupt_soft_labels", "async-KD checkpoint with soft_labels/cola.safetensors truncated",
-         lambda c: c.args("--async_kd", "--kd_require_decline", "false",
+         lambda c: c.args("--async_kd", *KD_RULE,
                           resume_from_checkpoint=c.resume_copy(lambda d: _truncate(d / "soft_labels" / "cola.safetensors"))),
          r"^\S+resume-from/soft_labels/cola\.safetensors: not a readable safetensors file \(truncated or corrupt\?\)"),
     Case("resume_corrupt_snapshot", "async-KD checkpoint with a garbage kd_snapshots/rte-0.safetensors",
-         lambda c: c.args("--async_kd", "--kd_require_decline", "false", resume_from_checkpoint=c.resume_copy(
+         lambda c: c.args("--async_kd", *KD_RULE, resume_from_checkpoint=c.resume_copy(
              lambda d: ((d / "kd_snapshots").mkdir(exist_ok=True), (d / "kd_snapshots" / "rte-0.safetensors").write_bytes(b"\x00" * 7)))),
          r"^\S+resume-from/kd_snapshots/rte-0\.safetensors: not a readable safetensors file"),
-    Case("resume_other_convergence_rule", "resume a checkpoint trained with --kd_require_decline false under the default rule",
-         lambda c: c.args("--async_kd", resume_from_checkpoint=c.resume_copy()),
-         r"^\S+resume-from/async_kd_state\.json, line \d+, field 'require_decline': the run converged tasks with "
-         r"kd_require_decline=False; resume it with --kd_require_decline false\."),
+    Case("resume_other_convergence_rule", "resume a checkpoint trained with --kd_require_decline false under the default decline rule",
+         lambda c: c.args("--async_kd", *KD_RULE_BASE, "--kd_require_decline", "true", resume_from_checkpoint=c.resume_copy()),
+         r"^\S+resume-from/async_kd_state\.json, line \d+, field 'require_decline': the checkpoint was trained with "
+         r"kd_require_decline=False, this run has kd_require_decline=True; resume with --kd_require_decline false\."),
+    Case("resume_other_kd_option", "resume an async-KD checkpoint with another --kd_patience",
+         lambda c: c.args("--async_kd", *KD_RULE, "--kd_patience", "4", resume_from_checkpoint=c.resume_copy()),
+         r"^\S+resume-from/async_kd_state\.json, line \d+, field 'patience': the checkpoint was trained with "
+         r"kd_patience=1, this run has kd_patience=4; resume with --kd_patience 1\."),
     Case("resume_corrupt_weights", "checkpoint with model.safetensors truncated",
          lambda c: c.args(resume_from_checkpoint=c.resume_copy(lambda d: _truncate(d / "model.safetensors"))),
          r"^\S+resume-from/model\.safetensors: not a readable safetensors file"),
@@ -316,8 +325,7 @@ def kd_run(tmp_path_factory, tiny_checkpoint):
             out = root / "out"
             argv = base_args(write_glue(root / "glue"), tiny_checkpoint, out)
             argv[argv.index("--save_strategy") + 1] = "steps"
-            run_glue_mtl.run(argv + ["--save_steps", "4", "--mtl_method", "async_kd", "--kd_patience", "1", "--kd_min_delta", "10",
-                                     "--kd_require_improvement", "false", "--kd_require_decline", "false", "--kd_smoothing", "1", "--kd_trivial_gate", "false"])
+            run_glue_mtl.run(argv + ["--save_steps", "4", "--mtl_method", "async_kd", *KD_RULE])
             assert (out / "checkpoint-4" / "soft_labels" / "cola.safetensors").is_file()
             cache["out"] = out
         return cache["out"]

@@ -6,6 +6,7 @@ import math
 import pytest
 
 from hf_async_mtl.async_kd.monitor import ConvergenceMonitor, ConvergenceUpdate
+from tests.conftest import paper_rule_monitor
 
 
 def feed(monitor, task, values, start=1):
@@ -14,7 +15,7 @@ def feed(monitor, task, values, start=1):
 
 
 def test_first_value_is_best_and_patience_counts_non_improvements():
-    m = ConvergenceMonitor({"a": True}, patience=2)
+    m = paper_rule_monitor({"a": True}, patience=2)
     first = m.update(10, {"a": 0.5})
     assert first == ConvergenceUpdate(new_best=("a",), newly_converged=())
     assert m.update(20, {"a": 0.4}).newly_converged == ()
@@ -28,7 +29,7 @@ def test_first_value_is_best_and_patience_counts_non_improvements():
 
 
 def test_improvement_resets_patience():
-    m = ConvergenceMonitor({"a": True}, patience=2)
+    m = paper_rule_monitor({"a": True}, patience=2)
     ups = feed(m, "a", [0.5, 0.4, 0.6, 0.55])
     assert [u.new_best for u in ups] == [("a",), (), ("a",), ()]
     assert not m.is_converged("a")  # only one non-improvement since the 0.6
@@ -37,7 +38,7 @@ def test_improvement_resets_patience():
 
 
 def test_min_delta_requires_a_large_enough_gain():
-    m = ConvergenceMonitor({"a": True}, patience=2, min_delta=0.01)
+    m = paper_rule_monitor({"a": True}, patience=2, min_delta=0.01)
     feed(m, "a", [0.80, 0.805])  # +0.005 is not an improvement
     assert m.best_value("a") == 0.80
     assert m.update(3, {"a": 0.8101}).new_best == ("a",)
@@ -46,7 +47,7 @@ def test_min_delta_requires_a_large_enough_gain():
 
 
 def test_lower_is_better_direction():
-    m = ConvergenceMonitor({"loss": False, "acc": True}, patience=1)
+    m = paper_rule_monitor({"loss": False, "acc": True}, patience=1)
     upd = m.update(1, {"loss": 1.0, "acc": 0.5})
     assert upd.new_best == ("loss", "acc")
     upd = m.update(2, {"loss": 0.7, "acc": 0.4})
@@ -57,14 +58,14 @@ def test_lower_is_better_direction():
 
 
 def test_min_delta_lower_is_better():
-    m = ConvergenceMonitor({"loss": False}, patience=1, min_delta=0.1)
+    m = paper_rule_monitor({"loss": False}, patience=1, min_delta=0.1)
     m.update(1, {"loss": 1.0})
     assert m.update(2, {"loss": 0.95}).newly_converged == ("loss",)
     assert m.best_value("loss") == 1.0
 
 
 def test_min_steps_delays_convergence():
-    m = ConvergenceMonitor({"a": True}, patience=1, min_steps=100)
+    m = paper_rule_monitor({"a": True}, patience=1, min_steps=100)
     m.update(10, {"a": 0.5})
     m.update(20, {"a": 0.4})
     m.update(50, {"a": 0.3})
@@ -75,7 +76,7 @@ def test_min_steps_delays_convergence():
 
 
 def test_stays_converged_and_history_keeps_growing():
-    m = ConvergenceMonitor({"a": True, "b": True}, patience=1)
+    m = paper_rule_monitor({"a": True, "b": True}, patience=1)
     m.update(1, {"a": 0.5, "b": 0.5})
     m.update(2, {"a": 0.4, "b": 0.6})
     assert m.converged_tasks == ("a",) and m.active_tasks == ("b",)
@@ -89,7 +90,7 @@ def test_stays_converged_and_history_keeps_growing():
 
 
 def test_tasks_may_be_evaluated_at_different_steps():
-    m = ConvergenceMonitor({"a": True, "b": True}, patience=1)
+    m = paper_rule_monitor({"a": True, "b": True}, patience=1)
     m.update(5, {"a": 0.1})
     m.update(5, {"b": 0.2})  # same step, other task: fine
     m.update(7, {"b": 0.3})
@@ -98,21 +99,21 @@ def test_tasks_may_be_evaluated_at_different_steps():
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_value_is_rejected_with_task_and_step(bad):
-    m = ConvergenceMonitor({"mrpc": True})
+    m = paper_rule_monitor({"mrpc": True})
     with pytest.raises(ValueError, match=r"'mrpc'.*step 42"):
         m.update(42, {"mrpc": bad})
     assert m.history("mrpc") == []
 
 
 def test_unknown_task_rejected_and_nothing_recorded():
-    m = ConvergenceMonitor({"a": True})
+    m = paper_rule_monitor({"a": True})
     with pytest.raises(ValueError, match="Unknown task 'zzz'"):
         m.update(1, {"a": 0.5, "zzz": 0.1})
     assert m.history("a") == []  # validation happens before any recording
 
 
 def test_steps_must_strictly_increase():
-    m = ConvergenceMonitor({"a": True})
+    m = paper_rule_monitor({"a": True})
     m.update(10, {"a": 0.5})
     with pytest.raises(ValueError, match="strictly increase"):
         m.update(10, {"a": 0.6})
@@ -133,17 +134,17 @@ def test_steps_must_strictly_increase():
 )
 def test_bad_configuration(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        ConvergenceMonitor({"a": True}, **kwargs)
+        paper_rule_monitor({"a": True}, **kwargs)
 
 
 def test_unknown_task_in_queries():
-    m = ConvergenceMonitor({"a": True})
+    m = paper_rule_monitor({"a": True})
     with pytest.raises(KeyError, match="nope"):
         m.is_converged("nope")
 
 
 def test_state_dict_round_trip_through_json():
-    m = ConvergenceMonitor({"a": True, "b": False}, patience=2, min_delta=0.01, min_steps=3)
+    m = paper_rule_monitor({"a": True, "b": False}, patience=2, min_delta=0.01, min_steps=3)
     m.update(1, {"a": 0.5, "b": 2.0})
     m.update(2, {"a": 0.4, "b": 1.0})
     m.update(3, {"a": 0.3, "b": 1.5})
@@ -160,24 +161,24 @@ def test_state_dict_round_trip_through_json():
     assert restored.update(5, {"b": 1.2}) == m.update(5, {"b": 1.2})
     assert restored.is_converged("b")
 
-    other = ConvergenceMonitor({"a": True, "b": False}, patience=2)
+    other = paper_rule_monitor({"a": True, "b": False}, patience=2)
     other.load_state_dict(state)
     assert other.converged_tasks == ("a",)
 
 
 def test_load_state_dict_rejects_mismatched_tasks_or_directions():
-    state = ConvergenceMonitor({"a": True}).state_dict()
+    state = paper_rule_monitor({"a": True}).state_dict()
     with pytest.raises(ValueError, match="tasks"):
-        ConvergenceMonitor({"b": True}).load_state_dict(state)
+        paper_rule_monitor({"b": True}).load_state_dict(state)
     with pytest.raises(ValueError, match="greater_is_better"):
-        ConvergenceMonitor({"a": False}).load_state_dict(state)
+        paper_rule_monitor({"a": False}).load_state_dict(state)
 
 
 def test_require_improvement_keeps_a_task_on_its_initial_plateau_active():
     from hf_async_mtl.async_kd.monitor import ConvergenceMonitor
 
-    plain = ConvergenceMonitor({"cola": True}, patience=2)
-    guarded = ConvergenceMonitor({"cola": True}, patience=2, require_improvement=True)
+    plain = paper_rule_monitor({"cola": True}, patience=2)
+    guarded = paper_rule_monitor({"cola": True}, patience=2, require_improvement=True)
     for step, value in ((100, 0.0), (200, 0.0), (300, 0.0)):
         plain.update(step, {"cola": value})
         guarded.update(step, {"cola": value})
@@ -196,7 +197,7 @@ RTE_SEED2 = [(200, 0.5743), (400, 0.5020), (600, 0.5904), (800, 0.5341), (1000, 
 
 @pytest.mark.parametrize("full_window,converged_step", [(False, 800), (True, None)])
 def test_a_lucky_first_evaluation_cannot_be_the_smoothed_best_with_full_windows(full_window, converged_step):
-    monitor = ConvergenceMonitor({"rte": True}, patience=3, smoothing=2, require_improvement=True, floors={"rte": 0.5252},
+    monitor = paper_rule_monitor({"rte": True}, patience=3, smoothing=2, require_improvement=True, floors={"rte": 0.5252},
                                  full_window=full_window)
     for step, value in RTE_SEED2:
         monitor.update(step, {"rte": value})
@@ -209,7 +210,7 @@ def test_a_lucky_first_evaluation_cannot_be_the_smoothed_best_with_full_windows(
 
 def test_full_window_require_improvement_reads_the_smoothed_series():
     # Flat after a first full window: the smoothed best stays the first full-window mean -> never "improved".
-    monitor = ConvergenceMonitor({"t": True}, patience=2, smoothing=2, require_improvement=True, full_window=True)
+    monitor = paper_rule_monitor({"t": True}, patience=2, smoothing=2, require_improvement=True, full_window=True)
     for step, value in [(1, 0.6), (2, 0.6), (3, 0.59), (4, 0.6), (5, 0.58), (6, 0.6)]:
         monitor.update(step, {"t": value})
     assert not monitor.is_converged("t")
@@ -217,3 +218,14 @@ def test_full_window_require_improvement_reads_the_smoothed_series():
     for step in (8, 9, 10):
         monitor.update(step, {"t": 0.6})
     assert monitor.is_converged("t")
+
+
+def test_the_monitors_defaults_are_the_library_rule():
+    """One set of defaults: a monitor built without options applies `AsyncKDOptions()`' rule."""
+    from hf_async_mtl.async_kd import AsyncKDOptions
+
+    defaults, monitor = AsyncKDOptions(), ConvergenceMonitor({"a": True})
+    assert (monitor.patience, monitor.smoothing, monitor.full_window, monitor.require_improvement, monitor.require_decline,
+            monitor.min_delta, monitor.min_steps, monitor.decline_z) == (
+        defaults.patience, defaults.smoothing, defaults.full_window, defaults.require_improvement, defaults.require_decline,
+        defaults.min_delta, defaults.min_steps, defaults.margin_z)

@@ -42,7 +42,7 @@ def replay(values, rule, **settings):
 
 
 def test_margin_is_two_noise_units():
-    assert MARGIN == pytest.approx(2 / math.sqrt(N))
+    assert pytest.approx(2 / math.sqrt(N)) == MARGIN
 
 
 def test_plateau_old_rule_converges_near_trivial_new_rule_does_not():

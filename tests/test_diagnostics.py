@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from hf_async_mtl.diagnostics import FILE_NAME, conflict_summary
 from hf_async_mtl.calibration import expected_calibration_error
+from hf_async_mtl.diagnostics import FILE_NAME, conflict_summary
 from tests.test_trainer import no_dropout_trainer
 
 
@@ -110,25 +110,51 @@ def test_resumed_run_keeps_diagnostics_and_calibration_up_to_its_checkpoint_once
     assert [e["step"] for e in json.loads((out / "calibration.json").read_text())["evaluations"]] == [2]
 
 
-def test_diagnostics_cosine_matches_autograd_on_the_same_batches(tmp_path, tokenizer, tiny_data):
+def _diagnostics_callback(trainer):
+    from hf_async_mtl.diagnostics import MultiTaskDiagnosticsCallback
+
+    return next(c for c in trainer.callback_handler.callbacks if isinstance(c, MultiTaskDiagnosticsCallback))
+
+
+def test_diagnostics_cosine_matches_autograd_on_batches_drawn_by_the_test(tmp_path, tokenizer, tiny_data):
     from hf_async_mtl.gradients import shared_and_task_parameters
 
     trainer = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "d", {"max_steps": 1, "diagnostics_steps": 1})
-    callback = trainer.diagnostics
+    callback = _diagnostics_callback(trainer)
     model = trainer.model.train()
-    record = callback.measure(model, 5)
+    train, _ = tiny_data
+    # Batches chosen here (rows 3-7 of each task), not by the callback: the reference shares no batching code with it.
+    batches = {task: trainer.data_collator([train[task][i] for i in range(3, 8)]) for task in ("sentiment", "similarity")}
+    record = callback.measure_batches(model, batches, 5)
     shared, _ = shared_and_task_parameters(model)
     grads = []
-    for task, batch in callback._batches(5).items():
-        _, loss, _ = trainer.task_loss(model, dict(batch))
+    for task, batch in batches.items():
+        labels = batch["labels"]
+        logits = model(**{k: v for k, v in batch.items() if k not in ("labels", "example_ids")}).logits
+        loss = (torch.nn.functional.mse_loss(logits.view(-1), labels.float()) if task == "similarity"
+                else torch.nn.functional.cross_entropy(logits, labels))
         pieces = torch.autograd.grad(loss, shared, allow_unused=True)
         grads.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(pieces, shared)]))
     expected = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
     assert record["cosine"][0][1] == pytest.approx(float(expected), abs=1e-5)
+    assert record["grad_norm"]["sentiment"] == pytest.approx(float(grads[0].norm()), rel=1e-4)
     with pytest.raises(ValueError, match="diagnostics_steps must be an integer >= 0"):
         from hf_async_mtl import MultiTaskTrainingArguments
 
         MultiTaskTrainingArguments(output_dir=str(tmp_path), diagnostics_steps=-1)
+
+
+def test_diagnostics_batches_hold_one_task_each_and_depend_on_the_step_only(tmp_path, tokenizer, tiny_data):
+    trainer = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "d", {"max_steps": 1, "diagnostics_steps": 1,
+                                                                        "per_device_train_batch_size": 4})
+    callback = _diagnostics_callback(trainer)
+    first, again, other = callback._batches(5), callback._batches(5), callback._batches(6)
+    assert list(first) == ["sentiment", "similarity"]
+    for position, (task, batch) in enumerate(first.items()):
+        assert batch["input_ids"].shape[0] == 4
+        assert batch["task_ids"].eq(position).all()  # rows of that task only
+        assert torch.equal(batch["input_ids"], again[task]["input_ids"])
+    assert any(not torch.equal(first[t]["example_ids"], other[t]["example_ids"]) for t in first)
 
 
 def test_generalization_gap_interpolates_single_task_at_equal_training_loss(tmp_path):

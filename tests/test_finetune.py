@@ -5,12 +5,21 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from hf_async_mtl import MultiTaskModel
 from hf_async_mtl.finetune import finetune_each_task
 from tests.conftest import TASKS
 from tests.test_trainer import no_dropout_trainer
+
+
+def _reversed_labels(dataset):
+    """The same rows with labels reversed (classes swapped, scores mirrored): any choice made on them picks differently."""
+    if dataset.features["labels"].dtype.startswith("float"):
+        return dataset.map(lambda row: {"labels": 5.0 - row["labels"]})
+    return dataset.map(lambda row: {"labels": 1 - row["labels"]})
 
 
 def test_each_task_is_finetuned_alone_selected_on_its_selection_split_and_exported(tmp_path, tokenizer, tiny_data):
@@ -19,13 +28,24 @@ def test_each_task_is_finetuned_alone_selected_on_its_selection_split_and_export
     trainer.train()
     model = trainer.model
     frozen = {n: p.detach().clone() for n, p in model.named_parameters()}
-    dev = {name: {"validation": d} for name, d in evaluation.items()}
+    # Dev sets that disagree with the selection split: selecting on them would choose another step.
+    dev = {name: {"validation": _reversed_labels(d)} for name, d in evaluation.items()}
     table = finetune_each_task(model, TASKS, train, evaluation, dev, trainer.args, tokenizer,
                                max_steps=6, eval_steps=2, patience=1, output_dir=str(tmp_path / "ft"))
     assert set(table) == {"sentiment", "similarity"}
-    for task, row in table.items():
+    for spec in TASKS:
+        task, row = spec.name, table[spec.name]
         assert row["before"] is not None and row["after"] is not None
         assert row["best_selection_step"] in (2, 4, 6) and row["steps_trained"] <= 6
+        # The selected step is the best one on the selection split, read from the fine-tuning's own evaluations.
+        checkpoints = sorted((tmp_path / "ft" / task).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        history = json.loads((checkpoints[-1] / "trainer_state.json").read_text())["log_history"]
+        key = f"eval_{task}_{spec.main_metric}"
+        evaluations = [(log["step"], log[key]) for log in history if key in log]
+        assert evaluations and row["best_selection_step"] == max(evaluations, key=lambda e: e[1])[0]
+        # `after` is the dev score (reversed labels), not the selection split's.
+        after_model = MultiTaskModel.from_pretrained(str(tmp_path / "ft" / task / "export"))
+        assert row["after"] == pytest.approx(_dev_score(after_model, spec, dev[task]["validation"], trainer), abs=1e-5)
         # Mean pooling (the tiny model's) exports with its own modeling code: trust_remote_code.
         exported = AutoModelForSequenceClassification.from_pretrained(row["export"], trust_remote_code=True)
         assert exported.config.num_labels == (1 if task == "similarity" else 2)
@@ -33,6 +53,20 @@ def test_each_task_is_finetuned_alone_selected_on_its_selection_split_and_export
     for name, parameter in model.named_parameters():
         assert torch.equal(parameter.detach(), frozen[name])
     assert os.path.isdir(tmp_path / "ft" / "sentiment" / "export")
+
+
+def _dev_score(model, spec, dataset, trainer):
+    """The task's score of `model` on `dataset`, computed here from its logits."""
+    import numpy as np
+
+    from hf_async_mtl import compute_task_metrics
+
+    model.eval()
+    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "task_ids") if c in dataset.column_names]
+    rows = [trainer.data_collator([{k: dataset[i][k] for k in columns}]) for i in range(len(dataset))]
+    with torch.no_grad():  # the export has the task's head only: address it by name, not by the multi-task id
+        logits = torch.cat([model(**{k: v for k, v in row.items() if k != "task_ids"}, task_name=spec.name).logits for row in rows])
+    return float(compute_task_metrics(spec, logits.numpy(), np.asarray(dataset["labels"]))["score"])
 
 
 def test_cli_finetune_after_mtl_writes_the_before_after_table(tmp_path, tiny_checkpoint):

@@ -14,8 +14,8 @@ from transformers import AutoModel
 import run_glue_mtl
 from hf_async_mtl import MultiTaskModel, MultiTaskTrainer
 from hf_async_mtl.adapters import count_parameters, peft_config_from_dict
-from hf_async_mtl.gradients import shared_and_task_parameters
 from hf_async_mtl.async_kd.snapshots import ParameterSnapshot
+from hf_async_mtl.gradients import shared_and_task_parameters
 from tests.conftest import TASKS, make_model
 from tests.test_trainer import make_args, make_trainer, teacher_pass
 
@@ -178,7 +178,7 @@ def test_async_kd_with_lora_keeps_small_adapter_snapshots(tmp_path, tokenizer, t
     trainer.train()
     during_training = list(captured)
     callback = trainer.async_convergence
-    assert callback.records["sentiment"]["converged_step"] == 4 and "sentiment" in trainer.soft_labels
+    assert callback.records["sentiment"]["converged_step"] == 4 and "sentiment" in callback.soft_labels
 
     model = trainer.model
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -196,7 +196,7 @@ def test_async_kd_with_lora_keeps_small_adapter_snapshots(tmp_path, tokenizer, t
     best = MultiTaskModel.from_pretrained(os.path.join(trainer.args.output_dir, "checkpoint-2")).eval()
     assert best.has_adapters
     teacher = teacher_pass(best, train["sentiment"], tokenizer)
-    assert torch.allclose(trainer.soft_labels["sentiment"].table, teacher, atol=1e-5)
+    assert torch.allclose(trainer.async_convergence.soft_labels["sentiment"].table, teacher, atol=1e-5)
 
     # An adapter-only snapshot restored (strict=False) into a copy of a later model reproduces the snapshot model.
     snapshot = ParameterSnapshot.capture(model, callback._include("sentiment"), step=6, metric=0.0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import datasets
 import numpy as np
 import pytest
 import torch
@@ -133,10 +132,10 @@ def test_mask_pooling_reads_the_mask_state_and_needs_exactly_one_mask(tokenizer)
 
 
 def test_dissimilarity_score_on_hand_computed_pairs():
-    a, b = "{s} It was {mask} .".split(), "{s} It is {mask} .".split()
+    a, b = ["{s}", "It", "was", "{mask}", "."], ["{s}", "It", "is", "{mask}", "."]
     assert hamming_distance(a, b) == pytest.approx(1 / 5) and levenshtein_distance(a, b) == pytest.approx(1 / 5)
     # A shift: every position differs (Hamming 1) but one insertion explains it (Levenshtein 1/4).
-    c, d = "{s} {mask} ok".split(), "so {s} {mask} ok".split()
+    c, d = ["{s}", "{mask}", "ok"], ["so", "{s}", "{mask}", "ok"]
     assert hamming_distance(c, d) == 1.0 and levenshtein_distance(c, d) == pytest.approx(1 / 4)
     assert template_dissimilarity("{s} {mask} ok", "so {s} {mask} ok") == pytest.approx((1 + 0.25) / 2)
     assert template_dissimilarity("x {mask}", "x {mask}") == 0.0
@@ -272,8 +271,8 @@ def test_async_kd_converges_a_pool_task_on_one_view(tmp_path, tokenizer, prompt_
     trainer = _trainer(tmp_path, tokenizer, prompt_data, specs, max_steps=8, mtl_method="async_kd", kd_patience=1,
                        kd_min_delta=10.0, kd_require_improvement=False, kd_require_decline=False, eval_strategy="steps", eval_steps=2)
     trainer.train()
-    assert set(trainer.soft_labels) >= {"sentiment"}
-    soft = trainer.soft_labels["sentiment"]
+    assert set(trainer.async_convergence.soft_labels) >= {"sentiment"}
+    soft = trainer.async_convergence.soft_labels["sentiment"]
     assert soft.num_examples == 48 and soft.complete
     references = trainer.async_convergence.references if hasattr(trainer.async_convergence, "references") else {}
     assert not references or references["sentiment"]["selection_size"] == 16

@@ -11,13 +11,21 @@ import math
 import os
 from types import SimpleNamespace
 
-from hf_async_mtl.data import MultiTaskDataset
-
 import pytest
 import torch
 
-from hf_async_mtl.async_kd import AsyncConvergenceCallback, ConvergenceMonitor, convergence_floor, noise_margin, trivial_predictor_value
-from tests.conftest import SENTIMENT, SIMILARITY, TASKS, make_model
+from hf_async_mtl.async_kd import (
+    AsyncConvergenceCallback,
+    AsyncKDOptions,
+    ConvergenceMonitor,
+    DistillationObjective,
+    TeacherLabeller,
+    convergence_floor,
+    noise_margin,
+    trivial_predictor_value,
+)
+from hf_async_mtl.data import MultiTaskDataset
+from tests.conftest import SENTIMENT, SIMILARITY, TASKS, make_model, paper_rule_monitor
 from tests.test_trainer import _losses_by_step, make_args, no_dropout_trainer
 
 # CoLA's selection MCC in the README main job under async-KD's old rule (steps 100..1000): a blip at step 200.
@@ -33,7 +41,7 @@ def _feed(monitor, values, task="cola"):
 
 
 def test_floor_is_the_trivial_value_plus_z_noise_units():
-    assert COLA_FLOOR == pytest.approx(2.0 / math.sqrt(500))  # MCC: sd about 1/sqrt(n)
+    assert pytest.approx(2.0 / math.sqrt(500)) == COLA_FLOOR  # MCC: sd about 1/sqrt(n)
     # MRPC's score averages F1 and accuracy (proportions, sd <= 0.5/sqrt(n)) on 367 examples.
     assert convergence_floor(0.745, ("f1", "accuracy"), 367, z=2.0) == pytest.approx(0.745 + 1.0 / math.sqrt(367))
     assert convergence_floor(0.3, ("loss",), 100, z=1.0, greater_is_better=False) == pytest.approx(0.2)
@@ -42,17 +50,17 @@ def test_floor_is_the_trivial_value_plus_z_noise_units():
 
 
 def test_noisy_plateau_around_the_trivial_value_never_converges():
-    robust = ConvergenceMonitor({"cola": True}, patience=3, require_improvement=True, smoothing=2, floors={"cola": COLA_FLOOR})
+    robust = paper_rule_monitor({"cola": True}, patience=3, require_improvement=True, smoothing=2, floors={"cola": COLA_FLOOR})
     assert _feed(robust, COLA_NOISE) == []
     assert not robust.clears_floor("cola") and robust.best_value("cola") == pytest.approx(0.0732)
     # The plain rule (the paper's, and this library's before) converges on the blip: step 500, teacher step 200.
-    plain = ConvergenceMonitor({"cola": True}, patience=3, require_improvement=True)
+    plain = paper_rule_monitor({"cola": True}, patience=3, require_improvement=True)
     assert _feed(plain, COLA_NOISE) == [(500, "cola")] and plain.best_step("cola") == 200
 
 
 def test_a_real_rise_then_decline_converges_at_the_right_step_with_the_best_step_as_teacher():
     values = [0.0, 0.05, 0.15, 0.25, 0.32, 0.35, 0.33, 0.30, 0.28, 0.27]
-    monitor = ConvergenceMonitor({"cola": True}, patience=3, require_improvement=True, smoothing=2, floors={"cola": COLA_FLOOR})
+    monitor = paper_rule_monitor({"cola": True}, patience=3, require_improvement=True, smoothing=2, floors={"cola": COLA_FLOOR})
     # Smoothed (window 2): ... 0.285, 0.335, 0.34 (step 700, the last improvement), 0.315, 0.29, 0.275.
     assert _feed(monitor, values) == [(1000, "cola")]
     assert monitor.best_step("cola") == 600 and monitor.best_value("cola") == 0.35
@@ -66,19 +74,19 @@ def test_decline_trigger_converges_on_a_decline_the_split_can_show_even_below_th
     # MRPC-like: best near the majority class (floor 0.765 never cleared), then overfitting below it.
     values = [0.70, 0.73, 0.72, 0.66, 0.64, 0.63]
     floors, margins = {"mrpc": 0.765}, {"mrpc": 0.058}
-    gated = ConvergenceMonitor({"mrpc": True}, patience=3, require_improvement=True, smoothing=2, floors=floors)
+    gated = paper_rule_monitor({"mrpc": True}, patience=3, require_improvement=True, smoothing=2, floors=floors)
     assert _feed(gated, values, "mrpc") == []
-    declining = ConvergenceMonitor({"mrpc": True}, patience=3, require_improvement=True, smoothing=2, floors=floors,
+    declining = paper_rule_monitor({"mrpc": True}, patience=3, require_improvement=True, smoothing=2, floors=floors,
                                    decline_margins=margins)
     # Smoothed: 0.70, 0.715, 0.725 (best), 0.69 (drop 0.035), 0.65 (drop 0.075 > 0.058): converges at 500.
     assert _feed(declining, values, "mrpc") == [(500, "mrpc")] and declining.best_step("mrpc") == 200
     assert ConvergenceMonitor.from_state_dict(declining.state_dict()).decline_margins == margins
     # A noisy plateau has no decline beyond the margin: CoLA's recorded curve still never converges.
-    noisy = ConvergenceMonitor({"cola": True}, patience=3, require_improvement=True, smoothing=2,
+    noisy = paper_rule_monitor({"cola": True}, patience=3, require_improvement=True, smoothing=2,
                                floors={"cola": COLA_FLOOR}, decline_margins={"cola": COLA_FLOOR})
     assert _feed(noisy, COLA_NOISE) == []
     with pytest.raises(ValueError, match="decline margin"):
-        ConvergenceMonitor({"a": True}, decline_margins={"a": -1.0})
+        paper_rule_monitor({"a": True}, decline_margins={"a": -1.0})
 
 
 # SST-2's selection accuracy every 100 steps of the 3,000-step main job (29158d1, steps 100..1200): a slow rise
@@ -99,10 +107,10 @@ def test_noise_margin_is_the_metrics_spread_at_its_own_level():
 
 def test_require_decline_keeps_a_slow_rise_training_that_the_plateau_rule_freezes():
     options = dict(patience=3, require_improvement=True, smoothing=2, full_window=True, floors={"sst2": 0.625})
-    plateau = ConvergenceMonitor({"sst2": True}, **options)
+    plateau = paper_rule_monitor({"sst2": True}, **options)
     # What the run did: "converged" at step 1,200 on the teacher of step 800.
     assert _feed(plateau, SST2_SLOW_RISE, "sst2") == [(1200, "sst2")] and plateau.best_step("sst2") == 800
-    decline = ConvergenceMonitor({"sst2": True}, **options, require_decline=True, noise={"sst2": (("accuracy",), 500)})
+    decline = paper_rule_monitor({"sst2": True}, **options, require_decline=True, noise={"sst2": (("accuracy",), 500)})
     assert _feed(decline, SST2_SLOW_RISE, "sst2") == []
     # Its margin sits at its own level: 2 sd of 89.6 % on 500 examples.
     assert decline.decline_margin("sst2") == pytest.approx(noise_margin(0.896, ("accuracy",), 500, 2.0))
@@ -110,15 +118,15 @@ def test_require_decline_keeps_a_slow_rise_training_that_the_plateau_rule_freeze
 
 def test_require_decline_converges_once_the_fall_exceeds_the_noise_with_the_best_step_as_teacher():
     values = [0.55, 0.60, 0.64, 0.66, 0.65, 0.62, 0.58, 0.56, 0.55]  # RTE-like on 249 selection examples
-    monitor = ConvergenceMonitor({"rte": True}, patience=2, require_improvement=True, smoothing=2, full_window=True,
+    monitor = paper_rule_monitor({"rte": True}, patience=2, require_improvement=True, smoothing=2, full_window=True,
                                  require_decline=True, noise={"rte": (("accuracy",), 249)})
     # Smoothed from step 200: 0.575, 0.62, 0.65, 0.655 (best, step 500), 0.635, 0.60 (drop 0.055 < margin 0.060),
     # 0.57 (drop 0.085): patience was met at 700, the decline only at 800.
     assert _feed(monitor, values, "rte") == [(800, "rte")] and monitor.best_step("rte") == 400
-    plateau = ConvergenceMonitor({"rte": True}, patience=2, require_improvement=True, smoothing=2, full_window=True)
+    plateau = paper_rule_monitor({"rte": True}, patience=2, require_improvement=True, smoothing=2, full_window=True)
     assert _feed(plateau, values, "rte") == [(700, "rte")]
     # A decline alone does not converge a task that never cleared its floor, nor before patience.
-    gated = ConvergenceMonitor({"rte": True}, patience=2, require_improvement=True, smoothing=2, full_window=True,
+    gated = paper_rule_monitor({"rte": True}, patience=2, require_improvement=True, smoothing=2, full_window=True,
                                floors={"rte": 0.7}, require_decline=True, noise={"rte": (("accuracy",), 249)})
     assert _feed(gated, values, "rte") == []
     # The configuration survives a state round trip; a version-2 state (before the requirement) still loads.
@@ -130,9 +138,9 @@ def test_require_decline_converges_once_the_fall_exceeds_the_noise_with_the_best
         old.pop(key)
     assert ConvergenceMonitor.from_state_dict(old).require_decline is False
     with pytest.raises(ValueError, match="selection split's size"):
-        ConvergenceMonitor({"rte": True}, noise={"rte": (("accuracy",), 0)})
+        paper_rule_monitor({"rte": True}, noise={"rte": (("accuracy",), 0)})
     with pytest.raises(ValueError, match="unknown task"):
-        ConvergenceMonitor({"rte": True}, noise={"cola": (("accuracy",), 10)})
+        paper_rule_monitor({"rte": True}, noise={"cola": (("accuracy",), 10)})
 
 
 def test_callback_require_decline_waits_for_a_fall_beyond_the_split_noise(tmp_path, tokenizer, tiny_data):
@@ -172,18 +180,18 @@ def test_callback_require_decline_waits_for_a_fall_beyond_the_split_noise(tmp_pa
 
 def test_smoothing_one_and_no_floor_is_the_plain_rule():
     values = [0.1, 0.3, 0.2, 0.25, 0.22, 0.4, 0.1, 0.1, 0.1]
-    plain = ConvergenceMonitor({"a": True}, patience=2)
-    same = ConvergenceMonitor({"a": True}, patience=2, smoothing=1, floors=None)
+    plain = paper_rule_monitor({"a": True}, patience=2)
+    same = paper_rule_monitor({"a": True}, patience=2, smoothing=1, floors=None)
     assert _feed(plain, values, "a") == _feed(same, values, "a") == [(400, "a")]
 
 
 def test_monitor_rejects_bad_smoothing_and_floors():
     with pytest.raises(ValueError, match="smoothing"):
-        ConvergenceMonitor({"a": True}, smoothing=0)
+        paper_rule_monitor({"a": True}, smoothing=0)
     with pytest.raises(ValueError, match="unknown tasks"):
-        ConvergenceMonitor({"a": True}, floors={"b": 0.1})
+        paper_rule_monitor({"a": True}, floors={"b": 0.1})
     with pytest.raises(ValueError, match="finite"):
-        ConvergenceMonitor({"a": True}, floors={"a": float("nan")})
+        paper_rule_monitor({"a": True}, floors={"a": float("nan")})
 
 
 def test_trivial_predictor_is_the_training_majority_class(tiny_data):
@@ -197,28 +205,30 @@ def test_trivial_predictor_is_the_training_majority_class(tiny_data):
 
 
 class _Host:
-    """The narrow interface the callback uses, without a Trainer."""
+    """The parts an async-KD callback is built from, without a Trainer."""
 
     def __init__(self, args, model, tiny_data):
         train, evaluation = tiny_data
-        self.args, self.task_specs = args, {s.name: s for s in TASKS}
+        self.args = args
         self.train_dataset = MultiTaskDataset(train)
         self.eval_dataset = evaluation
-        self.data_collator = None
-        self.accelerator = SimpleNamespace(is_main_process=True, wait_for_everyone=lambda: None)
-        self.switched, self.logs, self.model = {}, [], model
+        self.objectives, self.logs, self.model = {}, [], model
 
-    def switch_to_distillation(self, task, soft_labels):
-        self.switched[task] = soft_labels
+    @property
+    def switched(self):
+        """The tasks whose objective the callback replaced by distillation."""
+        return {task for task, objective in self.objectives.items() if isinstance(objective, DistillationObjective)}
 
-    def log(self, logs):
-        self.logs.append(logs)
+    def callback(self):
+        labeller = TeacherLabeller(self.train_dataset, None, "cpu", 128, self.args.output_dir)
+        return AsyncConvergenceCallback(TASKS, AsyncKDOptions.from_arguments(self.args), self.train_dataset, self.eval_dataset, labeller,
+                                        self.objectives, log=self.logs.append)
 
 
 def _started_callback(args, tokenizer, tiny_data):
     """(host, callback, state, control) of an async-KD callback after on_train_begin, without a Trainer."""
     host = _Host(args, make_model(tokenizer), tiny_data)
-    callback = AsyncConvergenceCallback(host)
+    callback = host.callback()
     state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
     callback.on_train_begin(args, state, control)
     return host, callback, state, control
@@ -281,17 +291,17 @@ def test_async_kd_skips_tasks_without_training_data_and_refuses_on_demand_labels
     args = make_args(tmp_path, async_kd=True, eval_strategy="steps", eval_steps=1)
     host = _Host(args, make_model(tokenizer), tiny_data)
     host.train_dataset = MultiTaskDataset({"sentiment": train["sentiment"]})
-    callback = AsyncConvergenceCallback(host)
+    callback = host.callback()
     assert list(callback.specs) == ["sentiment"]
     assert list(callback.compute_references()) == ["sentiment"]  # no KeyError for the task without training data
     host.train_dataset = MultiTaskDataset({"unrelated": train["sentiment"]})
     with pytest.raises(ValueError, match="at least one task with labels and training data"):
-        AsyncConvergenceCallback(host)
+        host.callback()
     host.train_dataset = MultiTaskDataset({"sentiment": train["sentiment"]})
     host.train_dataset.num_templates["sentiment"] = 3  # as a template pool of 3 would
     host.args = make_args(tmp_path, async_kd=True, eval_strategy="steps", eval_steps=1, kd_soft_labels="on_demand")
     with pytest.raises(ValueError, match=r"on_demand.*\['sentiment'\] have template pools"):
-        AsyncConvergenceCallback(host)
+        host.callback()
 
 
 def test_gate_blocks_a_task_that_never_beats_its_trivial_predictor(tmp_path, tokenizer, tiny_data):
@@ -304,7 +314,7 @@ def test_gate_blocks_a_task_that_never_beats_its_trivial_predictor(tmp_path, tok
     for step, value in enumerate([at_trivial, at_trivial + 0.01, at_trivial, at_trivial, at_trivial], start=1):
         state.global_step = step
         callback.on_evaluate(args, state, control, metrics={"eval_sentiment_score": value}, model=host.model)
-    assert host.switched == {}
+    assert host.switched == set()
     report = callback.report()["sentiment"]
     assert report["converged"] is False and report["floor"] == reference["floor"] and report["margin"] == pytest.approx(reference["margin"])
 
@@ -394,14 +404,14 @@ def test_teacher_refresh_relabels_and_a_resumed_run_equals_the_uninterrupted_one
     assert [(r["step"], r["teacher_steps"], r["teacher_metric"]) for r in record["refreshes"]] == [(8, [8], 0.7), (12, [12], 0.9)]
     assert record["teacher_steps"] == [12] and full.async_convergence.report()["similarity"]["refreshes"] == record["refreshes"]
     # The refreshed teacher is the final model: its soft labels are the final model's outputs on the training set.
-    assert torch.allclose(full.soft_labels["similarity"].table, teacher_pass(full.model, train["similarity"], tokenizer), atol=1e-5)
+    assert torch.allclose(full.async_convergence.soft_labels["similarity"].table, teacher_pass(full.model, train["similarity"], tokenizer), atol=1e-5)
     resumed = _refresh_trainer(tmp_path, tokenizer, tiny_data, "resumed", save_strategy="steps", save_steps=6)
     resumed.train(resume_from_checkpoint=os.path.join(full.args.output_dir, "checkpoint-6"))
     full_losses, resumed_losses = _losses_by_step(full), _losses_by_step(resumed)
     for step in range(7, 13):
         assert resumed_losses[step] == pytest.approx(full_losses[step], rel=1e-4, abs=1e-6)
     assert resumed.async_convergence.records == full.async_convergence.records
-    assert torch.allclose(resumed.soft_labels["similarity"].table, full.soft_labels["similarity"].table, atol=1e-5)
+    assert torch.allclose(resumed.async_convergence.soft_labels["similarity"].table, full.async_convergence.soft_labels["similarity"].table, atol=1e-5)
     # The checkpoint converged tasks under the plateau rule: resuming under another rule is refused before any work.
     other_rule = _refresh_trainer(tmp_path, tokenizer, tiny_data, "other_rule", kd_require_decline=True)
     with pytest.raises(ValueError, match=r"field 'require_decline'.*--kd_require_decline false"):
@@ -416,8 +426,8 @@ def test_resumed_snapshots_keep_their_pin_and_live_in_kd_snapshot_dir(tmp_path, 
     checkpoint = tmp_path / "checkpoint-3"
     checkpoint.mkdir()
     callback.save_to(str(checkpoint))
-    resumed = AsyncConvergenceCallback(_Host(args, make_model(tokenizer), tiny_data))
-    resumed.load_from(str(checkpoint))
+    resumed = _Host(args, make_model(tokenizer), tiny_data).callback()
+    resumed.load_checkpoint(str(checkpoint))
     kept = resumed.keeper.best("sentiment")
     assert [s.step for s in kept] == [1, 3] and resumed.keeper.pinned_step("sentiment") == 1
     assert all(not s.in_memory and str(spill) in s.path for s in kept)

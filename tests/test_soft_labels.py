@@ -39,7 +39,7 @@ def test_the_precomputing_pass_leaves_the_training_randomness_alone(tmp_path, to
         runs[mode] = MultiTaskTrainer(model=model, args=make_args(tmp_path / mode, **COMMON, kd_soft_labels=mode), task_specs=TASKS,
                                       train_dataset=dict(train), eval_dataset=dict(evaluation), processing_class=tokenizer)
         runs[mode].train()
-    assert set(runs["precompute"].soft_labels) == {"sentiment", "similarity"}
+    assert set(runs["precompute"].async_convergence.soft_labels) == {"sentiment", "similarity"}
     pre, lazy = (_losses_by_step(runs[m]) for m in ("precompute", "on_demand"))
     assert pre.keys() == lazy.keys() and max(pre) == 10
     for step, loss in pre.items():
@@ -94,10 +94,10 @@ def test_on_demand_labels_and_training_match_the_precomputed_pass(top_k, ensembl
     precomputed.train()
     on_demand = _trainer(tmp_path, tokenizer, tiny_data, "lazy", kd_soft_labels="on_demand", **options)
     on_demand.train()
-    assert set(on_demand.soft_labels) == {"sentiment", "similarity"}
-    for task, teacher in on_demand.soft_labels.items():
-        reference = precomputed.soft_labels[task].table
-        assert precomputed.soft_labels[task].complete and not teacher.complete
+    assert set(on_demand.async_convergence.soft_labels) == {"sentiment", "similarity"}
+    for task, teacher in on_demand.async_convergence.soft_labels.items():
+        reference = precomputed.async_convergence.soft_labels[task].table
+        assert precomputed.async_convergence.soft_labels[task].complete and not teacher.complete
         labelled = ~torch.isnan(teacher.table[:, 0])
         # Only the rows drawn after the switch were labelled: fewer than the training set here.
         assert 0 < int(labelled.sum()) == teacher.num_labelled < len(reference)
@@ -115,7 +115,7 @@ def test_on_demand_labels_and_training_match_the_precomputed_pass(top_k, ensembl
 
     report = json.load(open(os.path.join(on_demand.args.output_dir, "convergence_report.json")))
     assert report["sentiment"]["soft_labels"] == "on_demand"
-    assert report["sentiment"]["num_soft_labels"] == on_demand.soft_labels["sentiment"].num_labelled
+    assert report["sentiment"]["num_soft_labels"] == on_demand.async_convergence.soft_labels["sentiment"].num_labelled
 
 
 def test_on_demand_resume_matches_uninterrupted_run(tmp_path, tokenizer, tiny_data):
@@ -129,7 +129,7 @@ def test_on_demand_resume_matches_uninterrupted_run(tmp_path, tokenizer, tiny_da
     for step in range(7, 11):
         assert resumed_losses[step] == pytest.approx(full_losses[step], rel=1e-4, abs=1e-6)
     for task in ("sentiment", "similarity"):
-        a, b = full.soft_labels[task], resumed.soft_labels[task]
+        a, b = full.async_convergence.soft_labels[task], resumed.async_convergence.soft_labels[task]
         assert a.num_labelled == b.num_labelled
         assert torch.allclose(a.table, b.table, equal_nan=True)
     for a, b in zip(full.model.parameters(), resumed.model.parameters()):

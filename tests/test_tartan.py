@@ -130,7 +130,8 @@ def test_mlm_task_trains_alongside_and_stays_out_of_the_score(tmp_path, tokenize
     with torch.no_grad():
         for batch in trainer.get_eval_dataloader(evaluation["mlm_sentiment"]):
             batch = {k: v for k, v in batch.items() if k != "labels"}
-            inputs, labels = trainer.mlm_masker(batch["input_ids"], trainer._mlm_seed(model, batch, None))
+            objective = trainer.objectives["mlm_sentiment"]
+            inputs, labels = objective.masker(batch["input_ids"], objective.seed(False, batch, None, trainer.step_context(model)))
             logits = model(**{**batch, "input_ids": inputs}, labels=labels).logits
             losses.append(torch.nn.functional.cross_entropy(logits, labels[labels != -100], reduction="none"))
     assert first["eval_mlm_sentiment_loss"] == pytest.approx(torch.cat(losses).mean().item(), rel=1e-5)

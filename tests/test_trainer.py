@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import EarlyStoppingCallback
 
-import hf_async_mtl.trainer as trainer_module
+import hf_async_mtl.async_kd.objective as objective_module
 from hf_async_mtl import MultiTaskTrainer, MultiTaskTrainingArguments, available_weightings
 from tests.conftest import TASKS, make_model, ragged
 
@@ -177,13 +177,13 @@ def teacher_pass(model, dataset, tokenizer):
 def test_async_kd_switches_converged_task_to_its_soft_labels(tmp_path, tokenizer, tiny_data, monkeypatch):
     train, evaluation = tiny_data
     kd_calls = []
-    original = trainer_module.distillation_loss
+    original = objective_module.distillation_loss
 
     def spy(student_logits, soft_targets, *args, **kwargs):
         kd_calls.append((int(soft_targets.shape[-1]), kwargs["is_regression"]))
         return original(student_logits, soft_targets, *args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "distillation_loss", spy)
+    monkeypatch.setattr(objective_module, "distillation_loss", spy)
     # Only the sentiment task is monitored; min_delta so large that its first evaluation stays best,
     # so it converges at the second evaluation (step 4) with its best point at step 2.
     trainer = MultiTaskTrainer(
@@ -200,8 +200,8 @@ def test_async_kd_switches_converged_task_to_its_soft_labels(tmp_path, tokenizer
     trainer.train()
     # Round robin: sentiment trains on odd steps (1, 3, 5, 7); it converged at step 4 → KD on steps 5 and 7.
     assert kd_calls == [(2, False), (2, False)]
-    soft = trainer.soft_labels["sentiment"].table
-    assert "similarity" not in trainer.soft_labels
+    soft = trainer.async_convergence.soft_labels["sentiment"].table
+    assert "similarity" not in trainer.async_convergence.soft_labels
     best = type(trainer.model).from_pretrained(os.path.join(trainer.args.output_dir, "checkpoint-2")).eval()
     teacher = teacher_pass(best, train["sentiment"], tokenizer)
     assert torch.allclose(soft, teacher, atol=1e-5)
@@ -219,13 +219,13 @@ def test_async_kd_switches_converged_task_to_its_soft_labels(tmp_path, tokenizer
 def test_async_kd_with_all_tasks_steps_distills_only_the_converged_task(tmp_path, tokenizer, tiny_data, monkeypatch):
     train, evaluation = tiny_data
     kd_calls = []
-    original = trainer_module.distillation_loss
+    original = objective_module.distillation_loss
 
     def spy(student_logits, soft_targets, *args, **kwargs):
         kd_calls.append(int(soft_targets.shape[-1]))
         return original(student_logits, soft_targets, *args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "distillation_loss", spy)
+    monkeypatch.setattr(objective_module, "distillation_loss", spy)
     # Every step has a batch of both tasks; sentiment converges at step 4 (best at 2), similarity is not monitored.
     trainer = MultiTaskTrainer(
         model=make_model(tokenizer),
@@ -269,7 +269,7 @@ def test_top_k_teacher_ensembles_predictions_or_parameters(ensemble, tmp_path, t
         task_specs=TASKS, train_dataset=train, eval_dataset={"sentiment": evaluation["sentiment"]}, processing_class=tokenizer,
     )
     trainer.train()
-    soft = trainer.soft_labels["sentiment"].table
+    soft = trainer.async_convergence.soft_labels["sentiment"].table
     record = trainer.async_convergence.records["sentiment"]
     assert record["ensemble"] == ensemble and len(record["teacher_steps"]) == 2
     (states,) = teachers
@@ -312,7 +312,7 @@ def test_resume_after_convergence_matches_uninterrupted_run(tmp_path, tokenizer,
     full_losses, resumed_losses = _losses_by_step(full), _losses_by_step(resumed)
     for step in range(7, 11):
         assert resumed_losses[step] == pytest.approx(full_losses[step], rel=1e-4, abs=1e-6)
-    assert torch.allclose(resumed.soft_labels["sentiment"].table, full.soft_labels["sentiment"].table)
+    assert torch.allclose(resumed.async_convergence.soft_labels["sentiment"].table, full.async_convergence.soft_labels["sentiment"].table)
     for a, b in zip(full.model.parameters(), resumed.model.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
 
@@ -344,16 +344,16 @@ def test_evaluation_runs_longest_first_with_the_metrics_of_dataset_order(tmp_pat
         for metric, value in expected.items():
             assert metrics[f"eval_{name}_{metric}"] == pytest.approx(value, abs=1e-5), (name, metric)
     assert MultiTaskTrainingArguments(output_dir=str(tmp_path)).per_device_eval_batch_size == 64
-    with pytest.raises(ValueError, match="kd_label_batch_size must be a positive integer"):
+    with pytest.raises(ValueError, match="kd_label_batch_size must be an integer >= 1"):
         MultiTaskTrainingArguments(output_dir=str(tmp_path), kd_label_batch_size=0)
 
 
 @pytest.mark.parametrize("option, value, message", [
     ("kd_temperature", float("inf"), "kd_temperature must be a finite number > 0"),
     ("kd_temperature", float("nan"), "kd_temperature must be a finite number > 0"),
-    ("kd_min_steps", -1, "kd_min_steps must be >= 0"),
-    ("kd_min_delta", float("nan"), "kd_min_delta must be >= 0"),
-    ("kd_margin_z", float("inf"), "kd_margin_z must be >= 0"),
+    ("kd_min_steps", -1, "kd_min_steps must be an integer >= 0"),
+    ("kd_min_delta", float("nan"), "kd_min_delta must be a finite number >= 0"),
+    ("kd_margin_z", float("inf"), "kd_margin_z must be a finite number >= 0"),
     ("sampling_strategy", "annealed", "anneals from proportional to uniform over max_steps"),
 ])
 def test_async_kd_options_are_checked_before_training(tmp_path, option, value, message):
@@ -409,8 +409,8 @@ def test_resume_refuses_another_batch_stream_but_allows_a_longer_run(tmp_path, t
     longer = build("longer", max_steps=6)
     longer.train(resume_from_checkpoint=checkpoint)
     assert longer.state.global_step == 6
+    annealed = build("annealed", sampling_strategy="annealed")
+    annealed.train()  # must succeed: only the resume below may fail
     with pytest.raises(ValueError, match=r"num_batches: checkpoint"):  # annealed sampling's schedule spans the run
-        annealed = build("annealed", sampling_strategy="annealed")
-        annealed.train()
         build("annealed_longer", sampling_strategy="annealed", max_steps=6).train(
             resume_from_checkpoint=os.path.join(annealed.args.output_dir, "checkpoint-2"))

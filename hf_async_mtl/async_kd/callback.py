@@ -3,14 +3,15 @@
 At each evaluation during training the callback feeds every task's monitored selection metric to a
 `ConvergenceMonitor` and keeps a snapshot of the parameters that define the task (shared encoder +
 its head) at the monitor's best step. When a task converges, its teacher (`build_teacher`) gives
-soft labels (`SoftLabels`: filled at once, or row by row as batches draw them) and the callback hands
-them to the trainer through one call, `switch_to_distillation(task, soft_labels)`; from then on the
-task trains against them while the others keep their true labels, under whatever weighting or gradient
-method the run uses.
+soft labels (`SoftLabels`: filled at once by the `TeacherLabeller`, or row by row as batches draw them)
+and the callback replaces the task's entry in the run's objectives with a `DistillationObjective`; from
+then on the task trains against them while the others keep their true labels, under whatever weighting
+or gradient method the run uses.
 
-The trainer (the "host") is used only through this narrow interface: `args`, `task_specs`,
-`train_dataset` (a `MultiTaskDataset`: `task_datasets`, `template_view`), `eval_dataset`, `data_collator`, `accelerator`,
-`switch_to_distillation(task, soft_labels)` and `log(dict)`. The callback never imports the trainer.
+The callback is built from explicit parts (the task specs, `AsyncKDOptions`, the training and selection
+data, a labeller, the objectives mapping, a log function) and never sees the trainer. It persists its
+state the way stateful callbacks do: `on_save` writes it into each checkpoint, and `load_checkpoint` (called
+by the trainer for every callback with a `check_checkpoint` / `load_checkpoint` pair) restores it.
 """
 
 from __future__ import annotations
@@ -18,16 +19,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..data import length_order, template_view
+from ..data import MultiTaskDataset, template_view
 from ..metrics import compute_task_metrics, main_metric_value
+from ..objectives import TaskObjective
+from ..tasks import TaskSpec
+from .checkpoint import STATE_NAME, check_async_kd_checkpoint
+from .labelling import TeacherLabeller
 from .monitor import ConvergenceMonitor, convergence_floor
+from .objective import DistillationObjective
+from .options import AsyncKDOptions
 from .snapshots import ParameterSnapshot, SnapshotKeeper
 from .soft_labels import SoftLabels, build_teacher
 from .storage import dataset_fingerprint
@@ -35,8 +43,7 @@ from .storage import dataset_fingerprint
 logger = logging.getLogger(__name__)
 
 REPORT_NAME = "convergence_report.json"
-STATE_NAME = "async_kd_state.json"
-_STATE_VERSION = 2
+_STATE_VERSION = 3
 
 
 def trivial_predictor_value(spec: Any, train_labels: Any, eval_labels: Any) -> float:
@@ -60,49 +67,70 @@ class AsyncConvergenceCallback(TrainerCallback):
     """Switches each task to self-distillation once its selection metric has converged.
 
     Args:
-        host: The trainer (see the module docstring for what is used).
+        task_specs: The run's tasks (name → spec, or a sequence). MLM tasks have no labels to distil and a task
+            without training data has nothing to relabel: neither is monitored.
+        options: The convergence rule, teacher and loss.
+        train_dataset: The run's training data.
+        selection_sets: Task → the evaluation data the monitored metrics are computed on (a split carved from
+            training data; with several splits per task, the first). It gives the trivial predictor's floor.
+        labeller: Labels a converged task's training set (the precomputed mode).
+        objectives: The run's task → objective mapping; a converged task's entry becomes a `DistillationObjective`.
+        log: Receives the convergence events (`kd_converged_<task>`, `kd_teacher_step_<task>`), e.g. `Trainer.log`.
     """
 
-    def __init__(self, host: Any) -> None:
-        args = host.args
-        self.host = host
-        # MLM auxiliary objectives have no labels to distil, and a task without training data has nothing to
-        # relabel: neither is monitored.
-        train = host.train_dataset
-        self.specs = {name: spec for name, spec in host.task_specs.items()
-                      if not spec.is_mlm and (train is None or name in train.num_templates)}
+    def __init__(
+        self,
+        task_specs: Mapping[str, TaskSpec] | list[TaskSpec],
+        options: AsyncKDOptions,
+        train_dataset: MultiTaskDataset | None,
+        selection_sets: Mapping[str, Any] | None,
+        labeller: TeacherLabeller | None,
+        objectives: MutableMapping[str, TaskObjective],
+        log: Callable[[dict[str, float]], None] | None = None,
+    ) -> None:
+        specs = dict(task_specs) if isinstance(task_specs, Mapping) else {spec.name: spec for spec in task_specs}
+        self.options = options
+        self.train_dataset = train_dataset
+        self.selection_sets = selection_sets or {}
+        self.labeller = labeller
+        self.objectives = objectives
+        self.log = log or (lambda logs: None)
+        self.specs = {name: spec for name, spec in specs.items()
+                      if not spec.is_mlm and (train_dataset is None or name in train_dataset.num_templates)}
         if not self.specs:
             raise ValueError("async_kd needs at least one task with labels and training data (MLM tasks are never distilled).")
-        pooled = sorted(t for t in self.specs if train is not None and train.num_templates[t] > 1)
-        if args.kd_soft_labels == "on_demand" and pooled:
+        pooled = sorted(t for t in self.specs if train_dataset is not None and train_dataset.num_templates[t] > 1)
+        if options.soft_labels == "on_demand" and pooled:
             raise ValueError(
                 f"kd_soft_labels='on_demand' would label each example from whichever template its batch drew; task(s) "
                 f"{pooled} have template pools: use kd_soft_labels='precompute' (labels follow the task's prompt_eval)."
             )
+        if options.soft_labels == "precompute" and labeller is None:
+            raise ValueError("kd_soft_labels='precompute' needs a TeacherLabeller.")
         self.monitor = self._new_monitor(None)
-        self.keeper = SnapshotKeeper(k=args.kd_top_k, directory=args.kd_snapshot_dir)
+        self.keeper = SnapshotKeeper(k=options.top_k, directory=options.snapshot_dir)
         self.soft_labels: dict[str, SoftLabels] = {}
         self.records: dict[str, dict[str, Any]] = {}
         self.references: dict[str, dict[str, float]] = {}
         self.training = False
 
     def _new_monitor(self, references: Mapping[str, Mapping[str, float]] | None) -> ConvergenceMonitor:
-        args = self.host.args
+        options = self.options
         references = references or {}
         return ConvergenceMonitor(
             {name: spec.greater_is_better for name, spec in self.specs.items()},
-            patience=args.kd_patience,
-            min_delta=args.kd_min_delta,
-            min_steps=args.kd_min_steps,
-            require_improvement=args.kd_require_improvement,
-            smoothing=args.kd_smoothing,
-            full_window=args.kd_full_window,
-            floors={t: r["floor"] for t, r in references.items()} if args.kd_trivial_gate else None,
-            decline_margins={t: r["margin"] for t, r in references.items()} if args.kd_decline_trigger else None,
-            require_decline=args.kd_require_decline,
+            patience=options.patience,
+            min_delta=options.min_delta,
+            min_steps=options.min_steps,
+            require_improvement=options.require_improvement,
+            smoothing=options.smoothing,
+            full_window=options.full_window,
+            floors={t: r["floor"] for t, r in references.items()} if options.trivial_gate else None,
+            decline_margins={t: r["margin"] for t, r in references.items()} if options.decline_trigger else None,
+            require_decline=options.require_decline,
             # Decline margins at each task's own level (its best smoothed value) on its selection split.
             noise={t: (self._monitored_metrics(t), int(r["selection_size"])) for t, r in references.items()},
-            decline_z=args.kd_margin_z,
+            decline_z=options.margin_z,
         )
 
     def _monitored_metrics(self, task: str) -> tuple[str, ...]:
@@ -112,7 +140,7 @@ class AsyncConvergenceCallback(TrainerCallback):
     # ---- the floors: trivial predictor + margin, from training labels and the selection split ----
 
     def _selection_set(self, task: str):
-        evaluation = (self.host.eval_dataset or {}).get(task)
+        evaluation = self.selection_sets.get(task)
         if isinstance(evaluation, Mapping):
             evaluation = next(iter(evaluation.values()), None)
         # A prompt-template pool's views repeat the examples: the split's size and labels are one view's.
@@ -120,15 +148,14 @@ class AsyncConvergenceCallback(TrainerCallback):
 
     def compute_references(self) -> dict[str, dict[str, float]]:
         """Per task: trivial predictor's value on the selection split, its size, the noise margin and the floor."""
-        args = self.host.args
         references = {}
         for task, spec in self.specs.items():
             selection = self._selection_set(task)
             if selection is None or "labels" not in selection.column_names:
                 continue
-            train = self.host.train_dataset.template_view(task, 0)
+            train = self.train_dataset.template_view(task, 0)
             trivial = trivial_predictor_value(spec, train["labels"], selection["labels"])
-            floor = convergence_floor(trivial, self._monitored_metrics(task), len(selection), args.kd_margin_z, spec.greater_is_better)
+            floor = convergence_floor(trivial, self._monitored_metrics(task), len(selection), self.options.margin_z, spec.greater_is_better)
             references[task] = {"trivial_value": trivial, "selection_size": len(selection), "floor": floor,
                                 "margin": abs(floor - trivial)}
         return references
@@ -171,17 +198,17 @@ class AsyncConvergenceCallback(TrainerCallback):
                 continue
             # The monitor's best step (min_delta included) is pinned: it is always part of the teacher, and
             # with top-k the other k - 1 places go to the best values.
-            if args.kd_top_k > 1 or task in update.new_best:
+            if self.options.top_k > 1 or task in update.new_best:
                 self.keeper.offer(task, model, self._include(task), step=state.global_step, metric=values[task],
                                   greater_is_better=self.specs[task].greater_is_better, pin=task in update.new_best)
         for task in update.newly_converged:
             self.distill(task, model, state.global_step, self.keeper.best(task), kind="converged")
-        if args.kd_refresh:
+        if self.options.refresh:
             for task in self.monitor.converged_tasks:
                 if task in values and task not in update.newly_converged and self._beats_teacher(task, values[task]):
                     snapshot = ParameterSnapshot.capture(model, self._include(task), step=state.global_step, metric=values[task])
                     self.distill(task, model, state.global_step, [snapshot], kind="refresh")
-        if args.kd_stop_when_all_converged and self.monitor.all_converged:
+        if self.options.stop_when_all_converged and self.monitor.all_converged:
             logger.info("Every task has converged: stopping training.")
             control.should_training_stop = True
         return control
@@ -194,33 +221,32 @@ class AsyncConvergenceCallback(TrainerCallback):
             selection = self._selection_set(task)
             spec = self.specs[task]
             metrics = spec.metrics if spec.main_metric == "score" else (spec.main_metric,)
-            margin = abs(convergence_floor(0.0, tuple(metrics), len(selection), self.host.args.kd_margin_z))
+            margin = abs(convergence_floor(0.0, tuple(metrics), len(selection), self.options.margin_z))
         return value > teacher_metric + margin if self.specs[task].greater_is_better else value < teacher_metric - margin
 
     # ---- distillation -----------------------------------------------------------------------------
 
     def distill(self, task: str, model: torch.nn.Module, step: int, snapshots: list[ParameterSnapshot], kind: str) -> None:
         """Build `task`'s teacher from `snapshots`, give it soft labels and switch the task to distillation."""
-        args = self.host.args
+        options = self.options
         if not snapshots:
             raise RuntimeError(f"Task {task!r} converged but no snapshot of its best point was kept.")
-        dataset = self.host.train_dataset.template_view(task, 0)
-        ensemble = args.kd_ensemble if len(snapshots) > 1 else "parameters"
+        dataset = self.train_dataset.template_view(task, 0)
+        ensemble = options.ensemble if len(snapshots) > 1 else "parameters"
         soft_labels = SoftLabels(
             task, build_teacher(snapshots, ensemble), is_regression=self.specs[task].is_regression, num_examples=len(dataset),
             fingerprint=dataset_fingerprint(dataset["input_ids"]),
             metadata={"teacher_steps": ",".join(str(s.step) for s in snapshots), "ensemble": ensemble, "converged_step": str(step)},
         )
-        if args.kd_soft_labels == "precompute":
-            soft_labels = self._precompute(task, soft_labels, model)
+        if options.soft_labels == "precompute":
+            soft_labels = self.labeller.label(soft_labels, model, average_templates=self.specs[task].prompt_eval == "average")
         for snapshot in snapshots:
             snapshot.release()
         self.keeper.release(task)
-        self.soft_labels[task] = soft_labels
-        self.host.switch_to_distillation(task, soft_labels)
+        self._switch_to_distillation(task, soft_labels)
         record = self.records.setdefault(task, {"converged_step": step, "refreshes": []})
         teacher = {"teacher_steps": [s.step for s in snapshots], "teacher_metric": snapshots[0].metric if kind == "refresh" else self.monitor.best_value(task),
-                   "ensemble": ensemble, "soft_labels": args.kd_soft_labels}
+                   "ensemble": ensemble, "soft_labels": options.soft_labels}
         if kind == "refresh":
             record["refreshes"].append({"step": step, **teacher})
         record.update(teacher)
@@ -228,50 +254,25 @@ class AsyncConvergenceCallback(TrainerCallback):
                 if soft_labels.complete else "soft labels computed on demand")
         logger.warning(f"task {task} {'teacher refreshed' if kind == 'refresh' else 'converged'} at step {step}: teacher "
                        f"{self.specs[task].main_metric} {record['teacher_metric']:.4f} (steps {record['teacher_steps']}); {what}")
-        self.host.log({f"kd_{'refresh' if kind == 'refresh' else 'converged'}_{task}": float(step),
-                       f"kd_teacher_step_{task}": float(snapshots[0].step)})
+        self.log({f"kd_{'refresh' if kind == 'refresh' else 'converged'}_{task}": float(step),
+                  f"kd_teacher_step_{task}": float(snapshots[0].step)})
 
-    def _precompute(self, task: str, soft_labels: SoftLabels, model: torch.nn.Module) -> SoftLabels:
-        """Label the whole training set now; in multi-process runs the main process labels, the others read its file."""
-        accelerator = self.host.accelerator
-        path = os.path.join(self.host.args.output_dir, "soft_labels", f"{task}.safetensors")
-        if accelerator.is_main_process:
-            soft_labels.fill(model, *self._labelling_views(task))
-            soft_labels.save(path)
-        accelerator.wait_for_everyone()
-        return soft_labels if accelerator.is_main_process else SoftLabels.load(path, task=task, fingerprint=soft_labels.fingerprint)
+    def _switch_to_distillation(self, task: str, soft_labels: SoftLabels) -> None:
+        """From now on `task` trains against `soft_labels` instead of its true labels."""
+        self.soft_labels[task] = soft_labels
+        self.objectives[task] = DistillationObjective(self.specs[task], soft_labels, self.options)
 
-    def _labelling_views(self, task: str) -> list:
-        """The task's training set as the teacher labels it: one view, or each template of a pool the task
-        averages over (`TaskSpec.prompt_eval="average"`)."""
-        views = self.host.train_dataset.num_templates[task]
-        if views > 1 and self.specs[task].prompt_eval == "average":
-            return [self._length_sorted_batches(task, t) for t in range(views)]
-        return [self._length_sorted_batches(task, 0)]
-
-    def _length_sorted_batches(self, task: str, template: int = 0):
-        """(example ids, inputs) over the task's training set, longest first (less padding), on the training device."""
-        dataset = self.host.train_dataset.template_view(task, template)
-        columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "task_ids") if c in dataset.column_names]
-        order = torch.from_numpy(length_order(dataset))
-        args = self.host.args
-        batch_size = args.kd_label_batch_size or max(128, args.per_device_eval_batch_size)
-        # A private generator: iterating a DataLoader draws its base seed from torch's global RNG otherwise,
-        # and the pass would shift every dropout mask after it (an async-KD run would then differ from the
-        # same run with on-demand labels, or from equal weighting, by randomness as well as by method).
-        loader = DataLoader(dataset.select(order.tolist()).select_columns(columns),
-                            batch_size=batch_size, collate_fn=self.host.data_collator, generator=torch.Generator())
-        start = 0
-        for batch in loader:
-            size = int(batch["input_ids"].shape[0])
-            yield order[start:start + size], {k: v.to(self.host.args.device) for k, v in batch.items()}
-            start += size
-
-    # ---- persistence: one state dict + one soft-label file per converged task --------------------
+    # ---- persistence: one state file + one soft-label file per converged task, in every checkpoint ------
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything but tensors: the monitor, the per-task records and the floors' references."""
-        return {"version": _STATE_VERSION, "monitor": self.monitor.state_dict(), "records": self.records, "references": self.references}
+        """Everything but tensors: the rule, the monitor, the per-task records and the floors' references."""
+        return {"version": _STATE_VERSION, "rule": self.options.rule(), "monitor": self.monitor.state_dict(),
+                "records": self.records, "references": self.references}
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.should_save:
+            self.save_to(os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"))
+        return control
 
     def save_to(self, directory: str) -> None:
         """Write the state dict, each converged task's soft labels and the pending best snapshots into a checkpoint."""
@@ -285,29 +286,31 @@ class AsyncConvergenceCallback(TrainerCallback):
                 snapshot.save_copy(path)
                 snapshot_index.setdefault(task, []).append({"file": os.path.basename(path), "step": snapshot.step, "metric": snapshot.metric,
                                                             "pinned": snapshot.step == self.keeper.pinned_step(task)})
-        with open(os.path.join(directory, STATE_NAME), "w", encoding="utf-8") as handle:
-            json.dump({**self.state_dict(), "snapshots": snapshot_index}, handle, indent=2)
-
-    def load_from(self, directory: str) -> None:
-        """Restore what `save_to` wrote, refusing soft labels computed on other training data."""
         path = os.path.join(directory, STATE_NAME)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} is missing: {directory} was not written by a run with async-KD.")
-        with open(path, encoding="utf-8") as handle:
+        with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
+            json.dump({**self.state_dict(), "snapshots": snapshot_index}, handle, indent=2)
+        os.replace(f"{path}.tmp", path)
+
+    def check_checkpoint(self, directory: str) -> None:
+        """Refuse, before anything is loaded, a checkpoint this callback cannot continue: no async-KD state, another
+        convergence rule, a missing or unreadable soft-label or snapshot file. Each problem is one line naming the file."""
+        check_async_kd_checkpoint(directory, self.options)
+
+    def load_checkpoint(self, directory: str) -> None:
+        """Restore what `save_to` wrote, refusing soft labels computed on other training data."""
+        self.check_checkpoint(directory)
+        with open(os.path.join(directory, STATE_NAME), encoding="utf-8") as handle:
             saved = json.load(handle)
-        if saved.get("version") != _STATE_VERSION:
-            raise ValueError(f"{path}: async-KD state version {saved.get('version')!r}, this version reads {_STATE_VERSION}.")
         self.references = {t: dict(r) for t, r in saved["references"].items()}
         self.monitor = self._new_monitor(self.references)
         self.monitor.load_state_dict(saved["monitor"])
         self.records = {task: dict(record) for task, record in saved["records"].items()}
         self.soft_labels = {}
         for task in self.monitor.converged_tasks:
-            dataset = self.host.train_dataset.template_view(task, 0)
+            dataset = self.train_dataset.template_view(task, 0)
             soft_labels = SoftLabels.load(os.path.join(directory, "soft_labels", f"{task}.safetensors"), task=task,
                                           fingerprint=dataset_fingerprint(dataset["input_ids"]))
-            self.soft_labels[task] = soft_labels
-            self.host.switch_to_distillation(task, soft_labels)
+            self._switch_to_distillation(task, soft_labels)
         self.keeper.release_all()
         for task, entries in saved.get("snapshots", {}).items():
             # With kd_snapshot_dir the resumed snapshots live on disk there too, not in memory.
@@ -376,6 +379,8 @@ class AsyncConvergenceCallback(TrainerCallback):
         self.training = False
         if args.should_save:
             os.makedirs(args.output_dir, exist_ok=True)
-            with open(os.path.join(args.output_dir, REPORT_NAME), "w", encoding="utf-8") as handle:
+            path = os.path.join(args.output_dir, REPORT_NAME)
+            with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
                 json.dump(self.report(), handle, indent=2)
+            os.replace(f"{path}.tmp", path)
         return control

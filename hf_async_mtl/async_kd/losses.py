@@ -8,15 +8,14 @@ into one set of soft labels with `ensemble_teacher_outputs`.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..losses import task_loss
 from ..tasks import as_column
-
-LOSS_TYPES = ("kl", "mse")
+from .options import LOSS_TYPES
 
 
 # ---------------------------------------------------------------------------- losses

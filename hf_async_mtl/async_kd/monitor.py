@@ -30,8 +30,13 @@ The teacher is always the best *raw* value's step (`best_step`), the step whose 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
+
+from .options import AsyncKDOptions
+
+_DEFAULTS = AsyncKDOptions()  # the monitor's defaults are the library's rule
 
 _STATE_VERSION = 3
 # How far a metric's value on n examples strays by chance, per unit of 1/sqrt(n): a proportion at most
@@ -132,7 +137,8 @@ class ConvergenceMonitor:
     value, the step is at least `min_steps`, the smoothed best clears the task's floor (if any) and, with
     `require_decline`, the smoothed value has fallen below its best by more than the task's decline margin.
     A converged task stays converged: later values are appended to its history but change neither
-    its best nor its convergence. With `smoothing=1` and no floors this is plain patience-based
+    its best nor its convergence. The defaults are `AsyncKDOptions`'. With `smoothing=1`, `full_window=False`,
+    `require_improvement=False`, `require_decline=False` and no floors this is plain patience-based
     early stopping per task (the paper's rule).
 
     Args:
@@ -159,17 +165,17 @@ class ConvergenceMonitor:
     def __init__(
         self,
         directions: Mapping[str, bool],
-        patience: int = 3,
-        min_delta: float = 0.0,
-        min_steps: int = 0,
-        require_improvement: bool = False,
-        smoothing: int = 1,
+        patience: int = _DEFAULTS.patience,
+        min_delta: float = _DEFAULTS.min_delta,
+        min_steps: int = _DEFAULTS.min_steps,
+        require_improvement: bool = _DEFAULTS.require_improvement,
+        smoothing: int = _DEFAULTS.smoothing,
         floors: Mapping[str, float] | None = None,
         decline_margins: Mapping[str, float] | None = None,
-        full_window: bool = False,
-        require_decline: bool = False,
+        full_window: bool = _DEFAULTS.full_window,
+        require_decline: bool = _DEFAULTS.require_decline,
         noise: Mapping[str, tuple[tuple[str, ...], int]] | None = None,
-        decline_z: float = 2.0,
+        decline_z: float = _DEFAULTS.margin_z,
     ) -> None:
         if not directions:
             raise ValueError("ConvergenceMonitor needs at least one task in `directions`.")
@@ -448,7 +454,7 @@ class ConvergenceMonitor:
         self._tasks = restored  # assigned only after every task parsed, so a bad state changes nothing
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any]) -> "ConvergenceMonitor":
+    def from_state_dict(cls, state: Mapping[str, Any]) -> ConvergenceMonitor:
         """Build a monitor with the stored configuration and task states."""
         directions = {task: bool(s["greater_is_better"]) for task, s in state.get("tasks", {}).items()}
         monitor = cls(

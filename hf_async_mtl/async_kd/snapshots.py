@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import uuid
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from safetensors.torch import load_file
@@ -44,7 +44,7 @@ class ParameterSnapshot:
 
     @classmethod
     def capture(cls, model: torch.nn.Module, include: IncludeFn, *, step: int, metric: float,
-                directory: str | None = None, reuse: dict[str, torch.Tensor] | None = None) -> "ParameterSnapshot":
+                directory: str | None = None, reuse: dict[str, torch.Tensor] | None = None) -> ParameterSnapshot:
         """Clone the named parameters and buffers of `model` for which `include(name, tensor)` is true.
 
         Args:
@@ -74,7 +74,7 @@ class ParameterSnapshot:
         return cls._from_tensors(selected, step=step, metric=float(metric), directory=directory)
 
     @classmethod
-    def load(cls, path: str, *, step: int, metric: float, directory: str | None = None) -> "ParameterSnapshot":
+    def load(cls, path: str, *, step: int, metric: float, directory: str | None = None) -> ParameterSnapshot:
         """Rebuild a snapshot from a file written by `save_copy` (e.g. when resuming from a checkpoint).
 
         The tensors are read into memory, or copied into a new file under `directory`: the snapshot
@@ -87,7 +87,7 @@ class ParameterSnapshot:
 
     @classmethod
     def _from_tensors(cls, tensors: dict[str, torch.Tensor], *, step: int, metric: float,
-                      directory: str | None) -> "ParameterSnapshot":
+                      directory: str | None) -> ParameterSnapshot:
         nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
         if directory is None:
             return cls(step=step, metric=metric, tensors=tensors, path=None, nbytes=nbytes, names=tuple(tensors))

@@ -24,17 +24,17 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
 
 from .losses import ensemble_teacher_outputs
+from .options import ENSEMBLE_TYPES
 from .snapshots import ParameterSnapshot, average_snapshots
 from .storage import save_safetensors_atomic
 
 SOFT_LABELS_FORMAT = "hf_async_mtl.soft_labels.v2"
-ENSEMBLE_TYPES = ("parameters", "predictions")
 _TABLE_KEY = "table"
 
 
@@ -199,7 +199,7 @@ class SoftLabels:
         save_safetensors_atomic(path, tensors, metadata)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, task: str, fingerprint: str) -> "SoftLabels":
+    def load(cls, path: str | os.PathLike, *, task: str, fingerprint: str) -> SoftLabels:
         """Read a file written by `save`, refusing one of another task or of other training data."""
         path = os.fspath(path)
         if not os.path.isfile(path):

@@ -7,7 +7,6 @@ with `build_weighting(name, task_names, **options)`.
 from __future__ import annotations
 
 from .base import GradientWeightingMethod, WeightingMethod
-from .registry import available_weightings, build_weighting, get_weighting, register_weighting
 
 # Imported for their registration side effect (and to export the classes).
 from .cagrad import CAGrad
@@ -22,6 +21,7 @@ from .mgda import MGDA
 from .mt_tartan import MTTartan
 from .nash_mtl import NashMTL
 from .pcgrad import PCGrad
+from .registry import available_weightings, build_weighting, get_weighting, register_weighting
 from .rlw import RandomLossWeighting
 from .static import StaticWeighting
 from .uncertainty import UncertaintyWeighting

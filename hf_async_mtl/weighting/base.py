@@ -38,8 +38,17 @@ class WeightingMethod(nn.Module):
     """
 
     name: ClassVar[str]
+    #: Every task must have a loss in each call (one batch of every task per optimizer step).
     needs_all_tasks: ClassVar[bool] = False
+    #: The trainer computes one gradient of the shared parameters per task and calls `combine_gradients`.
     needs_task_gradients: ClassVar[bool] = False
+    #: The method takes an `end_tasks` option, which the trainer fills from `end_task` when it is not given.
+    uses_end_tasks: ClassVar[bool] = False
+    #: Each step the trainer computes the gradient of a held-out end-task loss through `dev_head_modules()` (built
+    #: with `build_dev_heads`) and hands it over with `set_dev_gradient` before `combine_gradients`.
+    needs_dev_gradient: ClassVar[bool] = False
+    #: Learning rate of the method's learnable parameters (None: the run's).
+    learning_rate: float | None = None
     option_defaults: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, task_names: Sequence[str], **options: Any) -> None:
@@ -98,6 +107,19 @@ class WeightingMethod(nn.Module):
 
     def after_optimizer_step(self, losses: Mapping[str, float], step: int) -> None:
         """Per-optimizer-step bookkeeping with that step's detached per-task losses. Default: nothing."""
+
+    # ------------------------------------------------------------------------------ end-task dev gradient (TARTAN)
+    def build_dev_heads(self, hidden_size: int, num_outputs: Mapping[str, int], std: float = 0.02, seed: int = 0) -> None:
+        """Create the heads of the held-out end-task loss (methods with `needs_dev_gradient`)."""
+        raise NotImplementedError(f"Weighting method {self.name!r} has no dev heads (needs_dev_gradient=False).")
+
+    def dev_head_modules(self) -> nn.ModuleDict | None:
+        """The heads of the held-out end-task loss, or None for methods without them."""
+        return None
+
+    def set_dev_gradient(self, gradient: Tensor) -> None:
+        """This step's gradient of the held-out end-task loss (methods with `needs_dev_gradient`)."""
+        raise NotImplementedError(f"Weighting method {self.name!r} takes no dev gradient (needs_dev_gradient=False).")
 
     # ---------------------------------------------------------------------------------------------------- helpers
     def _check_losses(self, losses: Mapping[str, Any]) -> list[str]:

@@ -81,6 +81,10 @@ class MetaTartan(GradientWeightingMethod):
                 head.bias.zero_()
             self.dev_heads[task] = head
 
+    def dev_head_modules(self) -> nn.ModuleDict:
+        """One linear head per end task (`build_dev_heads`)."""
+        return self.dev_heads
+
     def set_dev_gradient(self, gradient: Tensor) -> None:
         """`g_dev` of this step, `[P]` in the order of the task gradients' columns."""
         self._dev_gradient = gradient

@@ -1,0 +1,47 @@
+"""`DistillationObjective`: a converged task's objective — its teacher's soft labels instead of its true labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..data import EXAMPLE_IDS_COLUMN
+from ..objectives import HardLabelObjective, StepContext
+from ..tasks import TaskSpec
+from .losses import distillation_loss
+from .options import AsyncKDOptions
+from .soft_labels import SoftLabels
+
+
+class DistillationObjective(HardLabelObjective):
+    """Trains a task against `soft_labels` (KD loss, `AsyncKDOptions.loss` / `temperature` / `alpha`).
+
+    Training batches look their rows up in the soft-label table by example id (labelling missing rows with the
+    teacher first, in the on-demand mode). Evaluation batches, and batches without example ids, keep the hard-label
+    loss: the reported evaluation loss stays comparable with the other tasks' and with the run before convergence.
+    """
+
+    def __init__(self, spec: TaskSpec, soft_labels: SoftLabels, options: AsyncKDOptions) -> None:
+        super().__init__(spec)
+        self.soft_labels = soft_labels
+        self.options = options
+
+    def __call__(self, model: torch.nn.Module, batch: dict[str, Any], task: str, context: StepContext) -> tuple[torch.Tensor, Any]:
+        example_ids = batch.get(EXAMPLE_IDS_COLUMN)
+        if not model.training or example_ids is None:
+            return super().__call__(model, batch, task, context)
+        labels = batch.pop("labels", None)
+        batch.pop(EXAMPLE_IDS_COLUMN)
+        targets = self.soft_labels.lookup(context.model, batch, example_ids)
+        outputs = self.forward(model, batch, task)
+        loss = distillation_loss(
+            outputs.logits,
+            targets.to(outputs.logits.device),
+            labels,
+            is_regression=self.spec.is_regression,
+            loss_type=self.options.loss,
+            temperature=self.options.temperature,
+            alpha=self.options.alpha,
+        )
+        return loss, outputs

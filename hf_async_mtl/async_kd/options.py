@@ -1,0 +1,126 @@
+"""`AsyncKDOptions`: every option of asynchronous convergence, with its one set of defaults and checks (no torch).
+
+`MultiTaskTrainingArguments` exposes each field as `kd_<name>` (its defaults are read from here), the monitor,
+the callback and the distillation objective are built from one `AsyncKDOptions`, so a default or a bound is
+written once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+LOSS_TYPES = ("kl", "mse")
+ENSEMBLE_TYPES = ("parameters", "predictions")
+SOFT_LABEL_MODES = ("precompute", "on_demand")
+ARGUMENT_PREFIX = "kd_"
+
+
+@dataclass(frozen=True)
+class AsyncKDOptions:
+    """The convergence rule, the teacher and the distillation loss of async-KD (see docs/async_kd.md).
+
+    Convergence rule:
+        patience: Evaluations without improvement of a task's (smoothed) metric before it counts as converged.
+        min_delta: Smallest change that counts as an improvement.
+        min_steps: No task is declared converged before this step.
+        require_improvement: A task converges only after its metric improved over its first evaluation.
+        smoothing: Patience runs on the mean of the last `smoothing` evaluations (1 = raw values, the paper's rule).
+        full_window: The smoothed series starts once `smoothing` evaluations exist, so a lucky first evaluation
+            cannot become the best that later means must beat.
+        trivial_gate: A task converges only once its smoothed best beats its trivial predictor (training majority
+            class / mean) on the selection split by `margin_z` noise units.
+        margin_z: Noise units (z) of the gate's margin, of the decline `require_decline` asks for and of refresh.
+        decline_trigger: A task also converges when its smoothed metric has fallen below its best by the gate's
+            margin, even if its best did not clear the floor (needs `require_decline=False`).
+        require_decline: A task converges only once its smoothed metric has also fallen below its best by
+            `margin_z` noise units at its own level: evidence that it got worse, not only that it stopped improving.
+        refresh: A converged task keeps being evaluated and takes a new teacher when it beats the old one by the margin.
+        stop_when_all_converged: End training once every task has converged.
+
+    Teacher and loss:
+        temperature: Softmax temperature of the KL distillation loss (loss scaled by T²).
+        loss: `kl` (KL(teacher‖student) on softened distributions) or `mse` (on logits).
+        alpha: Weight of the distillation loss; 1 - alpha goes to the hard-label loss (1 = pure KD).
+        top_k: Teacher built from a task's k best snapshots (1 = best only).
+        ensemble: How k > 1 snapshots form the teacher: `parameters` (weight average) or `predictions`
+            (mean probability / mean output of each snapshot's labels).
+        soft_labels: `precompute` (one teacher pass over the training set at convergence, the paper) or
+            `on_demand` (each row the first time a batch draws it afterwards; same labels).
+        snapshot_dir: Keep best-parameter snapshots in this directory instead of CPU memory.
+        label_batch_size: Batch size of the teacher's labelling pass (None: max(128, evaluation batch size)).
+    """
+
+    patience: int = 3
+    min_delta: float = 0.0
+    min_steps: int = 0
+    require_improvement: bool = True
+    smoothing: int = 2
+    full_window: bool = True
+    trivial_gate: bool = True
+    margin_z: float = 2.0
+    decline_trigger: bool = False
+    require_decline: bool = True
+    refresh: bool = False
+    stop_when_all_converged: bool = False
+    temperature: float = 1.0
+    loss: str = "kl"
+    alpha: float = 1.0
+    top_k: int = 1
+    ensemble: str = "parameters"
+    soft_labels: str = "precompute"
+    snapshot_dir: str | None = None
+    label_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("patience", "smoothing", "top_k"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("min_steps", self.min_steps, minimum=0)
+        if self.label_batch_size is not None:
+            _check_int("label_batch_size", self.label_batch_size, minimum=1)
+        for name in ("min_delta", "margin_z"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{ARGUMENT_PREFIX}{name} must be a finite number >= 0, got {value!r}.")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not (
+            math.isfinite(self.temperature) and self.temperature > 0
+        ):
+            raise ValueError(f"kd_temperature must be a finite number > 0, got {self.temperature!r}.")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"kd_alpha must be in [0, 1], got {self.alpha!r}.")
+        for name, choices in (("loss", LOSS_TYPES), ("ensemble", ENSEMBLE_TYPES), ("soft_labels", SOFT_LABEL_MODES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{ARGUMENT_PREFIX}{name} must be one of {choices}, got {getattr(self, name)!r}.")
+        if self.decline_trigger and self.require_decline:
+            raise ValueError(
+                "kd_decline_trigger converges a task on a decline alone, kd_require_decline asks a plateau for a "
+                "decline as well: choose one (--kd_require_decline false with --kd_decline_trigger)."
+            )
+
+    @classmethod
+    def from_arguments(cls, arguments: Any) -> AsyncKDOptions:
+        """The options of an object with `kd_<name>` attributes (`MultiTaskTrainingArguments`)."""
+        return cls(**{f.name: getattr(arguments, ARGUMENT_PREFIX + f.name) for f in fields(cls)})
+
+    @classmethod
+    def argument_names(cls) -> tuple[str, ...]:
+        """The `kd_<name>` argument of every option."""
+        return tuple(ARGUMENT_PREFIX + f.name for f in fields(cls))
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of option `name` (`patience` or `kd_patience`)."""
+        return getattr(cls, name.removeprefix(ARGUMENT_PREFIX))
+
+    def rule(self) -> dict[str, Any]:
+        """The options that decide when a task converges and what it learns from (a resumed run must keep them)."""
+        state = asdict(self)
+        for name in ("snapshot_dir", "label_batch_size", "stop_when_all_converged"):
+            state.pop(name)
+        return state
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{ARGUMENT_PREFIX}{name} must be an integer >= {minimum}, got {value!r}.")
