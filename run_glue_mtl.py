@@ -116,8 +116,12 @@ def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple
 def _model_stand_in(model_args: ModelArguments, source: str, config: Any) -> Any:
     """What the model will look like (pooling, encoder shape, adapters), from configs only: for the resume check."""
     if config.model_type == "hf_async_mtl":
-        return SimpleNamespace(pooling=config.pooling, encoder_config=config.encoder_config, model_type="hf_async_mtl",
-                               peft_config=config.peft_config or (model_args.lora_r > 0 or None))
+        return SimpleNamespace(
+            pooling=config.pooling,
+            encoder_config=config.encoder_config,
+            model_type="hf_async_mtl",
+            peft_config=config.peft_config or (model_args.lora_r > 0 or None),
+        )
     encoder = copy.deepcopy(config)
     if model_args.num_encoder_layers is not None:
         encoder.num_hidden_layers = model_args.num_encoder_layers
@@ -136,13 +140,18 @@ def validate(model_args: ModelArguments, data_args: DataArguments, training_args
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise UsageError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
     if training_args.do_train and training_args.max_steps == 0:
-        raise UsageError("--max_steps 0 with --do_train would train nothing: give a positive --max_steps, "
-                         "or -1 to train for --num_train_epochs.", "max_steps")
+        raise UsageError(
+            "--max_steps 0 with --do_train would train nothing: give a positive --max_steps, or -1 to train for --num_train_epochs.",
+            "max_steps",
+        )
     if training_args.do_train and training_args.max_steps < 0 and training_args.num_train_epochs <= 0:
         raise UsageError(f"--num_train_epochs {training_args.num_train_epochs} with --do_train would train nothing.", "num_train_epochs")
     if training_args.resume_from_checkpoint and not training_args.do_train:
-        raise UsageError("--resume_from_checkpoint continues training: add --do_train (to only evaluate a saved model, "
-                         "pass it as --model_name_or_path).", "resume_from_checkpoint")
+        raise UsageError(
+            "--resume_from_checkpoint continues training: add --do_train (to only evaluate a saved model, "
+            "pass it as --model_name_or_path).",
+            "resume_from_checkpoint",
+        )
     if model_args.lora_r == 0 and (model_args.lora_alpha is not None or model_args.lora_target_modules):
         raise UsageError("--lora_alpha / --lora_target_modules are set but --lora_r is 0 (LoRA off): give --lora_r N.", "lora_r")
 
@@ -151,34 +160,53 @@ def validate(model_args: ModelArguments, data_args: DataArguments, training_args
         raise UsageError("--finetune_after_mtl_steps continues a multi-task training: add --do_train.", "finetune_after_mtl_steps")
     default_patience = type(training_args).__dataclass_fields__["finetune_patience"].default
     if not finetune_steps and (training_args.finetune_eval_steps is not None or training_args.finetune_patience != default_patience):
-        raise UsageError("--finetune_eval_steps / --finetune_patience only act with --finetune_after_mtl_steps N, which is 0 (off).",
-                         "finetune_after_mtl_steps")
+        raise UsageError(
+            "--finetune_eval_steps / --finetune_patience only act with --finetune_after_mtl_steps N, which is 0 (off).",
+            "finetune_after_mtl_steps",
+        )
     if finetune_steps and (training_args.finetune_eval_steps or 0) > finetune_steps:
-        raise UsageError(f"--finetune_eval_steps {training_args.finetune_eval_steps} exceeds --finetune_after_mtl_steps {finetune_steps}: "
-                         "the fine-tuning would never be evaluated, selected or stopped early.", "finetune_eval_steps")
+        raise UsageError(
+            f"--finetune_eval_steps {training_args.finetune_eval_steps} exceeds --finetune_after_mtl_steps {finetune_steps}: "
+            "the fine-tuning would never be evaluated, selected or stopped early.",
+            "finetune_eval_steps",
+        )
     ignored_kd = training_args.ignored_kd_options()
     if ignored_kd:
-        raise UsageError(f"{', '.join('--' + name for name in ignored_kd)} only act with async-KD, which is off: add --async_kd "
-                         "(or --mtl_method async_kd), or drop them.", ignored_kd[0])
+        raise UsageError(
+            f"{', '.join('--' + name for name in ignored_kd)} only act with async-KD, which is off: add --async_kd "
+            "(or --mtl_method async_kd), or drop them.",
+            ignored_kd[0],
+        )
 
     if data_args.dev_curves and (data_args.selection_split_fraction <= 0 or not training_args.do_train):
-        raise UsageError("--dev_curves evaluates the dev sets beside a selection split during training: it needs --do_train and "
-                         "--selection_split_fraction > 0 (with 0 the dev sets already are the evaluation split).", "dev_curves")
+        raise UsageError(
+            "--dev_curves evaluates the dev sets beside a selection split during training: it needs --do_train and "
+            "--selection_split_fraction > 0 (with 0 the dev sets already are the evaluation split).",
+            "dev_curves",
+        )
 
     tasks = plan_tasks(data_args, do_predict=training_args.do_predict)
     specs = [spec for spec, _ in tasks]
     if data_args.dev_curves:
         names = {spec.name for spec in specs}
-        clash = sorted(f"{spec.name}_{split}" for spec in specs for split in dev_split_names(spec.validation_splits)
-                       if f"{spec.name}_{split}" in names)
+        clash = sorted(
+            f"{spec.name}_{split}" for spec in specs for split in dev_split_names(spec.validation_splits) if f"{spec.name}_{split}" in names
+        )
         if clash:
-            raise UsageError(f"--dev_curves reports dev splits as <task>_dev...: {clash} would clash with the task(s) of that "
-                             "name; rename the task(s) or drop --dev_curves.", "dev_curves")
+            raise UsageError(
+                f"--dev_curves reports dev splits as <task>_dev...: {clash} would clash with the task(s) of that "
+                "name; rename the task(s) or drop --dev_curves.",
+                "dev_curves",
+            )
     if training_args.early_stopping_patience and training_args.metric_for_best_model is None and not training_args.end_tasks:
-        raise UsageError("--early_stopping_patience needs --metric_for_best_model (or --end_task, which sets it).", "early_stopping_patience")
+        raise UsageError(
+            "--early_stopping_patience needs --metric_for_best_model (or --end_task, which sets it).", "early_stopping_patience"
+        )
     if training_args.early_stopping_patience and training_args.metric_for_best_model is None and len(training_args.end_tasks) > 1:
-        raise UsageError(f"--early_stopping_patience with several end tasks {training_args.end_tasks}: choose the metric with "
-                         "--metric_for_best_model.", "early_stopping_patience")
+        raise UsageError(
+            f"--early_stopping_patience with several end tasks {training_args.end_tasks}: choose the metric with --metric_for_best_model.",
+            "early_stopping_patience",
+        )
     if training_args.metric_for_best_model is not None:
         problem = metric_name_problem(training_args.metric_for_best_model, specs)
         if problem:
@@ -189,11 +217,16 @@ def validate(model_args: ModelArguments, data_args: DataArguments, training_args
     try:
         weighting = build_weighting(training_args.mtl_method, [s.name for s in specs], **weighting_options(training_args))
     except (TypeError, ValueError) as error:
-        raise UsageError(f"--mtl_method {training_args.mtl_method} with --mtl_method_options "
-                         f"{json.dumps(training_args.mtl_method_options)}: {error}", "mtl_method_options") from None
+        raise UsageError(
+            f"--mtl_method {training_args.mtl_method} with --mtl_method_options {json.dumps(training_args.mtl_method_options)}: {error}",
+            "mtl_method_options",
+        ) from None
     if weighting.needs_all_tasks and training_args.step_composition not in ("auto", "all_tasks"):
-        raise UsageError(f"--mtl_method {training_args.mtl_method} needs one batch of every task per step: "
-                         f"--step_composition all_tasks (or auto), not {training_args.step_composition}.", "step_composition")
+        raise UsageError(
+            f"--mtl_method {training_args.mtl_method} needs one batch of every task per step: "
+            f"--step_composition all_tasks (or auto), not {training_args.step_composition}.",
+            "step_composition",
+        )
 
     source = resolve_model_source(model_args.model_name_or_path, model_args.cache_dir)
     config = read_model_config(source, model_args.cache_dir)
@@ -202,17 +235,29 @@ def validate(model_args: ModelArguments, data_args: DataArguments, training_args
         problems = head_mismatches(config.tasks, specs)
         if problems:
             line = key_line(read_json_file(config_path)[1], "tasks") if os.path.isfile(config_path) else None
-            raise UsageError(f"{config_path}" + (f", line {line}" if line else "") + ", field 'tasks': the checkpoint's heads do not "
-                             "match the requested tasks: " + "; ".join(problems) + ".", "model_name_or_path")
+            raise UsageError(
+                f"{config_path}" + (f", line {line}" if line else "") + ", field 'tasks': the checkpoint's heads do not "
+                "match the requested tasks: " + "; ".join(problems) + ".",
+                "model_name_or_path",
+            )
         if model_args.num_encoder_layers is not None:
-            raise UsageError(f"--num_encoder_layers applies to a pretrained encoder; {source} is a saved multi-task model "
-                             f"with {config.encoder_config.num_hidden_layers} layers.", "num_encoder_layers")
+            raise UsageError(
+                f"--num_encoder_layers applies to a pretrained encoder; {source} is a saved multi-task model "
+                f"with {config.encoder_config.num_hidden_layers} layers.",
+                "num_encoder_layers",
+            )
         if model_args.pooling not in ("auto", config.pooling):
-            raise UsageError(f"--pooling {model_args.pooling}: {source} is a saved multi-task model whose heads were trained "
-                             f"on {config.pooling} pooling; drop --pooling (or pass --pooling {config.pooling}).", "pooling")
+            raise UsageError(
+                f"--pooling {model_args.pooling}: {source} is a saved multi-task model whose heads were trained "
+                f"on {config.pooling} pooling; drop --pooling (or pass --pooling {config.pooling}).",
+                "pooling",
+            )
     elif model_args.num_encoder_layers is not None and model_args.num_encoder_layers > getattr(config, "num_hidden_layers", 10**9):
-        raise UsageError(f"--num_encoder_layers {model_args.num_encoder_layers}: the encoder {source} has only "
-                         f"{config.num_hidden_layers} layers (extra ones would be random).", "num_encoder_layers")
+        raise UsageError(
+            f"--num_encoder_layers {model_args.num_encoder_layers}: the encoder {source} has only "
+            f"{config.num_hidden_layers} layers (extra ones would be random).",
+            "num_encoder_layers",
+        )
     check_max_seq_length(data_args.max_seq_length, config, source)
 
     check_output_dir(training_args.output_dir)
@@ -221,8 +266,11 @@ def validate(model_args: ModelArguments, data_args: DataArguments, training_args
         if training_args.async_kd:
             check_async_kd_checkpoint(training_args.resume_from_checkpoint, AsyncKDOptions.from_arguments(training_args))
     elif training_args.do_train and os.path.isdir(training_args.output_dir) and get_last_checkpoint(training_args.output_dir):
-        logger.warning("%s holds checkpoints of an earlier run; this run starts from scratch and writes over them "
-                       "(pass --resume_from_checkpoint to continue it).", training_args.output_dir)
+        logger.warning(
+            "%s holds checkpoints of an earlier run; this run starts from scratch and writes over them "
+            "(pass --resume_from_checkpoint to continue it).",
+            training_args.output_dir,
+        )
     return RunPlan(tasks=tasks, model_source=source, model_config=config)
 
 
@@ -327,8 +375,13 @@ def build_model(model_args: ModelArguments, specs: list[TaskSpec], mask_token_id
     if model_args.num_encoder_layers is not None:
         encoder_kwargs["num_hidden_layers"] = model_args.num_encoder_layers
     return MultiTaskModel.from_encoder(
-        path, specs, pooling=model_args.pooling, classifier_dropout=model_args.classifier_dropout,
-        peft_config=model_args.peft_config(), mask_token_id=mask_token_id, **encoder_kwargs,
+        path,
+        specs,
+        pooling=model_args.pooling,
+        classifier_dropout=model_args.classifier_dropout,
+        peft_config=model_args.peft_config(),
+        mask_token_id=mask_token_id,
+        **encoder_kwargs,
     )
 
 
@@ -370,8 +423,11 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
     specs, raw_train, raw_dev = load_raw_tasks(data_args, plan.tasks)
     raw_test = load_test_sets(specs, data_args) if training_args.do_predict else {}
     tokenizer = AutoTokenizer.from_pretrained(plan.model_source, cache_dir=model_args.cache_dir)
-    needs_mask = {"--pooling mask": model_args.pooling == "mask", "prompt templates": any(s.prompt_templates for s in specs),
-                  "--mlm_tasks": any(s.is_mlm for s in specs)}
+    needs_mask = {
+        "--pooling mask": model_args.pooling == "mask",
+        "prompt templates": any(s.prompt_templates for s in specs),
+        "--mlm_tasks": any(s.is_mlm for s in specs),
+    }
     if any(needs_mask.values()) and tokenizer.mask_token is None:
         what = ", ".join(name for name, needed in needs_mask.items() if needed)
         raise UsageError(f"{what} need a tokenizer with a mask token; {plan.model_source}'s {type(tokenizer).__name__} has none.")
@@ -396,7 +452,9 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
                 spec, train, tokenizer, task_id, data_args.max_seq_length, num_proc=data_args.preprocessing_num_workers
             )
             dev_sets[spec.name] = {
-                split: tokenize_task(spec, cap(d, data_args.max_eval_samples, training_args.seed), tokenizer, task_id, data_args.max_seq_length)
+                split: tokenize_task(
+                    spec, cap(d, data_args.max_eval_samples, training_args.seed), tokenizer, task_id, data_args.max_seq_length
+                )
                 for split, d in raw_dev[spec.name].items()
             }
     if not selection_sets:
@@ -424,14 +482,27 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
     if training_args.do_train and training_args.finetune_after_mtl_steps:
         steps = training_args.finetune_after_mtl_steps
         table = finetune_each_task(
-            trainer.accelerator.unwrap_model(trainer.model), specs, train_sets, selection_sets, dev_sets, training_args, tokenizer,
-            max_steps=steps, eval_steps=training_args.finetune_eval_steps or max(1, steps // 10),
+            trainer.accelerator.unwrap_model(trainer.model),
+            specs,
+            train_sets,
+            selection_sets,
+            dev_sets,
+            training_args,
+            tokenizer,
+            max_steps=steps,
+            eval_steps=training_args.finetune_eval_steps or max(1, steps // 10),
             patience=training_args.finetune_patience,
         )
         results["finetune_after_mtl"] = table
         for task, row in table.items():
-            logger.info("%s: multi-task %.4f -> fine-tuned %.4f (best selection step %s); export: %s",
-                        task, row["before"], row["after"], row["best_selection_step"], row["export"])
+            logger.info(
+                "%s: multi-task %.4f -> fine-tuned %.4f (best selection step %s); export: %s",
+                task,
+                row["before"],
+                row["after"],
+                row["best_selection_step"],
+                row["export"],
+            )
     if training_args.do_predict and raw_test:
         test_predictions = predict_test_sets(trainer, specs, raw_test, tokenizer, data_args.max_seq_length)
         if trainer.is_world_process_zero():

@@ -62,8 +62,13 @@ def _aligned(curves: dict) -> tuple[list, list, np.ndarray] | None:
     return seeds, steps, np.array([[by_seed[s][step] for step in steps] for s in seeds])
 
 
-def ceiling(curves: dict[str, dict], tasks: tuple[str, ...] = TASKS, n_bootstrap: int = N_BOOTSTRAP,
-            rng_seed: int = BOOTSTRAP_SEED, level: float = LEVEL) -> dict:
+def ceiling(
+    curves: dict[str, dict],
+    tasks: tuple[str, ...] = TASKS,
+    n_bootstrap: int = N_BOOTSTRAP,
+    rng_seed: int = BOOTSTRAP_SEED,
+    level: float = LEVEL,
+) -> dict:
     """Seed-averaged best − final per task and GLUE-5 mean, with a percentile bootstrap interval over seeds.
 
     `curves`: `{task: {seed: [(step, value), ...]}}` in the units wanted back (the benchmark passes dev ×100).
@@ -82,9 +87,16 @@ def ceiling(curves: dict[str, dict], tasks: tuple[str, ...] = TASKS, n_bootstrap
         seeds, steps, matrix = aligned[task]
         mean = matrix.mean(axis=0)
         best = int(np.argmax(mean))  # first maximum: ties go to the earlier evaluation
-        result["tasks"][task] = {"value": float(mean[best] - mean[-1]), "best_step": steps[best], "final_step": steps[-1],
-                                 "best": float(mean[best]), "final": float(mean[-1]), "n_seeds": len(seeds),
-                                 "seeds": list(seeds), "interval": None}
+        result["tasks"][task] = {
+            "value": float(mean[best] - mean[-1]),
+            "best_step": steps[best],
+            "final_step": steps[-1],
+            "best": float(mean[best]),
+            "final": float(mean[-1]),
+            "n_seeds": len(seeds),
+            "seeds": list(seeds),
+            "interval": None,
+        }
     common = sorted(set.intersection(*(set(aligned[t][0]) for t in present))) if present else []
     draws = rng.integers(0, len(common), size=(n_bootstrap, len(common))) if len(common) > 1 else None
     boot_by_task = {}
@@ -107,8 +119,7 @@ def ceiling(curves: dict[str, dict], tasks: tuple[str, ...] = TASKS, n_bootstrap
             rows = matrix[[seeds.index(s) for s in common]]
             values.append(float(_best_minus_final(rows.mean(axis=0))))
             if draws is not None:
-                boots.append(boot_by_task.get(task) if boot_by_task.get(task) is not None
-                             else _best_minus_final(rows[draws].mean(axis=1)))
+                boots.append(boot_by_task.get(task) if boot_by_task.get(task) is not None else _best_minus_final(rows[draws].mean(axis=1)))
         interval = None
         if draws is not None:
             glue = np.mean(boots, axis=0)
@@ -119,8 +130,11 @@ def ceiling(curves: dict[str, dict], tasks: tuple[str, ...] = TASKS, n_bootstrap
 
 def per_seed_oracle_gap(curves: dict[str, dict], tasks: tuple[str, ...] = TASKS) -> dict:
     """Each seed's per-task (max − last) over its own curve, GLUE-5 mean per seed; mean ± sample std over seeds."""
-    seeds = sorted(set.intersection(*({s for s, p in (curves.get(t) or {}).items() if p} for t in tasks))) \
-        if all(curves.get(t) for t in tasks) else []
+    seeds = (
+        sorted(set.intersection(*({s for s, p in (curves.get(t) or {}).items() if p} for t in tasks)))
+        if all(curves.get(t) for t in tasks)
+        else []
+    )
     per_seed = {}
     for seed in seeds:
         gaps = []
@@ -129,26 +143,35 @@ def per_seed_oracle_gap(curves: dict[str, dict], tasks: tuple[str, ...] = TASKS)
             gaps.append(max(values) - values[-1])
         per_seed[str(seed)] = float(np.mean(gaps))
     values = list(per_seed.values())
-    return {"mean": float(np.mean(values)) if values else None,
-            "std": float(np.std(values, ddof=1)) if len(values) > 1 else None, "n": len(values), "by_seed": per_seed}
+    return {
+        "mean": float(np.mean(values)) if values else None,
+        "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+        "n": len(values),
+        "by_seed": per_seed,
+    }
 
 
-def run_curves(runs: list[dict], key: str = "eval_{task}_dev_score", scale: float = 100.0,
-               tasks: tuple[str, ...] = TASKS) -> dict[str, dict]:
+def run_curves(
+    runs: list[dict], key: str = "eval_{task}_dev_score", scale: float = 100.0, tasks: tuple[str, ...] = TASKS
+) -> dict[str, dict]:
     """`{task: {seed: [(step, value × scale)]}}` from per-run JSONs (`run["curves"]`, `run["seed"]`); tasks a run does
     not log are left out for that run. Single-task runs (`single_<task>`) contribute their one task."""
     out: dict[str, dict] = {t: {} for t in tasks}
     for run in runs:
         for task in tasks:
             name = key.format(task=task)
-            points = [(c.get("step"), scale * float(c[name])) for c in (run.get("curves") or [])
-                      if isinstance(c, dict) and name in c and c[name] is not None]
+            points = [
+                (c.get("step"), scale * float(c[name]))
+                for c in (run.get("curves") or [])
+                if isinstance(c, dict) and name in c and c[name] is not None
+            ]
             if points:
                 out[task][int(run["seed"])] = points
     return out
 
 
 # ---- formatting -------------------------------------------------------------------------------------------
+
 
 def format_value(entry: dict | None) -> str:
     """`0.79 [0.41, 1.20]`, or without interval when there is none."""
@@ -169,12 +192,17 @@ def format_gap(gap: dict | None) -> str:
 
 def table_lines(rows: list[tuple[str, dict, dict]], tasks: tuple[str, ...] = TASKS, label: str = "method") -> list[str]:
     """Markdown rows: (name, ceiling(...), per_seed_oracle_gap(...))."""
-    lines = [f"| {label} | seeds | " + " | ".join(tasks) + " | **GLUE-5 ceiling** | per-seed oracle gap (GLUE-5) |",
-             "|---" * (len(tasks) + 4) + "|"]
+    lines = [
+        f"| {label} | seeds | " + " | ".join(tasks) + " | **GLUE-5 ceiling** | per-seed oracle gap (GLUE-5) |",
+        "|---" * (len(tasks) + 4) + "|",
+    ]
     for name, result, gap in rows:
         seeds = (result.get("glue5") or {}).get("n_seeds") or max((e["n_seeds"] for e in result["tasks"].values()), default=0)
-        lines.append(f"| {name} | {seeds} | " + " | ".join(format_value(result["tasks"].get(t)) for t in tasks)
-                     + f" | **{format_value(result.get('glue5'))}** | {format_gap(gap)} |")
+        lines.append(
+            f"| {name} | {seeds} | "
+            + " | ".join(format_value(result["tasks"].get(t)) for t in tasks)
+            + f" | **{format_value(result.get('glue5'))}** | {format_gap(gap)} |"
+        )
     return lines
 
 
@@ -185,8 +213,7 @@ def best_steps_line(rows: list[tuple[str, dict, dict]], tasks: tuple[str, ...] =
         cells = []
         for task in tasks:
             entry = result["tasks"].get(task)
-            cells.append("–" if not entry else f"{entry['best_step']} / {entry['final_step']} "
-                         f"({entry['best']:.1f}→{entry['final']:.1f})")
+            cells.append("–" if not entry else f"{entry['best_step']} / {entry['final_step']} ({entry['best']:.1f}→{entry['final']:.1f})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -246,8 +273,7 @@ def regimes() -> list[tuple[str, str]]:
 
 
 def overview() -> tuple[str, dict]:
-    lines = ["# Ceiling of every stored regime", "",
-             "Regenerate: `python -m benchmarks.ceiling`. Dev ×100. " + MEANING, ""]
+    lines = ["# Ceiling of every stored regime", "", "Regenerate: `python -m benchmarks.ceiling`. Dev ×100. " + MEANING, ""]
     data: dict = {}
     for name, directory in regimes():
         runs = _load(directory)
@@ -260,19 +286,30 @@ def overview() -> tuple[str, dict]:
             data[name] = {"split": "dev", "rows": {m: {"ceiling": c, "per_seed_oracle_gap": g} for m, c, g in rows}}
             continue
         sel_rows = regime_rows(runs, "eval_{task}_score")
-        lines += [("These runs evaluated the dev sets at the end only (final and best-selected checkpoints): **no dev "
-                  "curves, so no dev ceiling**. The same quantities on the *selection-split* curves (carved from "
-                  "training data, ≤ 300 examples per task here) are shown instead — a different, noisier split, "
-                  "not comparable with the dev ceilings above."), ""]
+        lines += [
+            (
+                "These runs evaluated the dev sets at the end only (final and best-selected checkpoints): **no dev "
+                "curves, so no dev ceiling**. The same quantities on the *selection-split* curves (carved from "
+                "training data, ≤ 300 examples per task here) are shown instead — a different, noisier split, "
+                "not comparable with the dev ceilings above."
+            ),
+            "",
+        ]
         if sel_rows:
             lines += table_lines(sel_rows) + [""]
         data[name] = {"split": "selection", "rows": {m: {"ceiling": c, "per_seed_oracle_gap": g} for m, c, g in sel_rows}}
     anchor = os.path.join(RESULTS, "anchor_3000", "anchor_3000.json")
     if os.path.isfile(anchor):
         rows = anchor_rows(anchor)
-        lines += ["## anchor_3000 (3,000 steps, linear decay, 64 tokens)", "",
-                  ("One seed of equal weighting with dev curves (`equal_run`): no interval. The async-KD run of the anchor "
-                  "logged selection curves only (no dev curves): no ceiling."), ""]
+        lines += [
+            "## anchor_3000 (3,000 steps, linear decay, 64 tokens)",
+            "",
+            (
+                "One seed of equal weighting with dev curves (`equal_run`): no interval. The async-KD run of the anchor "
+                "logged selection curves only (no dev curves): no ceiling."
+            ),
+            "",
+        ]
         if rows:
             lines += table_lines(rows) + [""] + best_steps_line(rows) + [""]
             data["anchor_3000"] = {"split": "dev", "rows": {m: {"ceiling": c, "per_seed_oracle_gap": g} for m, c, g in rows}}
@@ -288,8 +325,11 @@ def main(out_dir: str | None = None) -> str:
     from benchmarks.provenance import provenance
 
     with open(os.path.join(out_dir, "ceiling.json"), "w", encoding="utf-8") as handle:
-        json.dump({"regimes": data, "n_bootstrap": N_BOOTSTRAP, "rng_seed": BOOTSTRAP_SEED, "level": LEVEL,
-                   "provenance": provenance(ROOT)}, handle, indent=1)
+        json.dump(
+            {"regimes": data, "n_bootstrap": N_BOOTSTRAP, "rng_seed": BOOTSTRAP_SEED, "level": LEVEL, "provenance": provenance(ROOT)},
+            handle,
+            indent=1,
+        )
     with open(os.path.join(out_dir, "ceiling.md"), "w", encoding="utf-8") as handle:
         handle.write(text)
     return text

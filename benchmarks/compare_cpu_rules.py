@@ -35,8 +35,10 @@ for name, (d, m) in src.items():
     vals[name] = g
     conv = sum(1 for r in runs for t, c in (r.get("convergence") or {}).items() if c["converged"])
     nt = sum(1 for r in runs for t, c in (r.get("convergence") or {}).items() if c.get("near_trivial"))
+
     def f(x):
         return f"{st.mean(x):.2f} ± {st.stdev(x):.2f}" if len(x) > 1 else f"{x[0]:.2f}"
+
     print(
         f"| {name} | {len(runs)} | "
         + " | ".join(f(per[t]) for t in T)

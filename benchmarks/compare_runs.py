@@ -64,21 +64,36 @@ def compare(a: dict, b: dict) -> dict:
         if ga is not None and gb is not None:
             row["glue5"] = {"a": ga, "b": gb, "diff": gb - ga}
         views[view] = {"scores": row, "steps_a": ra["steps"][view], "steps_b": rb["steps"][view]}
-    prov = lambda run: {"commit": (run.get("provenance") or {}).get("commit"),  # noqa: E731
-                        "packages": (run.get("provenance") or {}).get("packages"), "wall_seconds": run.get("wall_seconds")}
-    return {"method": [a.get("method"), b.get("method")], "seed": [a.get("seed"), b.get("seed")],
-            "same_settings": a.get("settings") == b.get("settings"), "a": prov(a), "b": prov(b),
-            "first_differences": first_differences(a, b), "views": views}
+
+    def prov(run):
+        return {
+            "commit": (run.get("provenance") or {}).get("commit"),
+            "packages": (run.get("provenance") or {}).get("packages"),
+            "wall_seconds": run.get("wall_seconds"),
+        }
+
+    return {
+        "method": [a.get("method"), b.get("method")],
+        "seed": [a.get("seed"), b.get("seed")],
+        "same_settings": a.get("settings") == b.get("settings"),
+        "a": prov(a),
+        "b": prov(b),
+        "first_differences": first_differences(a, b),
+        "views": views,
+    }
 
 
 def markdown(result: dict, name_a: str, name_b: str) -> str:
     pa, pb = result["a"], result["b"]
     pkg = lambda p: ", ".join(f"{k} {v}" for k, v in sorted((p["packages"] or {}).items()) if k in ("transformers", "accelerate", "torch"))  # noqa: E731
-    lines = [f"# {name_a} vs {name_b}", "",
-             f"- A: `{name_a}` — commit {str(pa['commit'])[:8]}, {pkg(pa)}",
-             f"- B: `{name_b}` — commit {str(pb['commit'])[:8]}, {pkg(pb)}",
-             f"- method {result['method'][0]} / {result['method'][1]}, seed {result['seed'][0]} / {result['seed'][1]}; "
-             f"settings {'identical' if result['same_settings'] else 'DIFFER'}"]
+    lines = [
+        f"# {name_a} vs {name_b}",
+        "",
+        f"- A: `{name_a}` — commit {str(pa['commit'])[:8]}, {pkg(pa)}",
+        f"- B: `{name_b}` — commit {str(pb['commit'])[:8]}, {pkg(pb)}",
+        f"- method {result['method'][0]} / {result['method'][1]}, seed {result['seed'][0]} / {result['seed'][1]}; "
+        f"settings {'identical' if result['same_settings'] else 'DIFFER'}",
+    ]
     for kind, label in (("train_logs", "training logs"), ("curves", "evaluations")):
         diff = result["first_differences"][kind]
         if diff is None:
@@ -86,8 +101,7 @@ def markdown(result: dict, name_a: str, name_b: str) -> str:
         else:
             keys = ", ".join(diff["keys"][:6]) + (f" (+{len(diff['keys']) - 6} more)" if len(diff["keys"]) > 6 else "")
             lines.append(f"- {label}: first difference at step {diff['step']}: {keys}")
-    lines += ["", "Dev ×100, A / B / B − A:", "", "| view | " + " | ".join(TASKS) + " | GLUE-5 |",
-              "|---|" + "---|" * (len(TASKS) + 1)]
+    lines += ["", "Dev ×100, A / B / B − A:", "", "| view | " + " | ".join(TASKS) + " | GLUE-5 |", "|---|" + "---|" * (len(TASKS) + 1)]
     for view, block in result["views"].items():
         cells = []
         for key in (*TASKS, "glue5"):

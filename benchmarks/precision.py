@@ -40,8 +40,17 @@ KINDS = {
     "compile": {"torch_compile": True},
     "compile_bf16": {"bf16": True, "torch_compile": True},
 }
-SETTINGS = {"layers": 6, "max_seq_length": 64, "batch_size": 32, "steps": 300, "timing_from_step": 30,
-            "warmup_steps": 30, "learning_rate": 1e-4, "examples_per_task": 2000, "data_seed": 42}
+SETTINGS = {
+    "layers": 6,
+    "max_seq_length": 64,
+    "batch_size": 32,
+    "steps": 300,
+    "timing_from_step": 30,
+    "warmup_steps": 30,
+    "learning_rate": 1e-4,
+    "examples_per_task": 2000,
+    "data_seed": 42,
+}
 
 
 def run_path(kind: str, seed: int) -> str:
@@ -87,20 +96,31 @@ def run_one(kind: str, seed: int) -> dict:
     for task_id, spec in enumerate(specs):
         raw = cap(load_glue_task(spec.name, "train", GLUE_DIR), SETTINGS["examples_per_task"], SETTINGS["data_seed"])
         train[spec.name] = tokenize_task(spec, raw, tokenizer, task_id, SETTINGS["max_seq_length"])
-        dev[spec.name] = tokenize_task(spec, load_glue_task(spec.name, "validation", GLUE_DIR), tokenizer, task_id,
-                                       SETTINGS["max_seq_length"])
+        dev[spec.name] = tokenize_task(
+            spec, load_glue_task(spec.name, "validation", GLUE_DIR), tokenizer, task_id, SETTINGS["max_seq_length"]
+        )
     model = MultiTaskModel.from_encoder(path, specs, num_hidden_layers=SETTINGS["layers"])
     args = MultiTaskTrainingArguments(
         output_dir=os.path.join(ROOT, "benchmarks", "work", "precision", f"{kind}_s{seed}"),
-        per_device_train_batch_size=SETTINGS["batch_size"], per_device_eval_batch_size=64,
-        learning_rate=SETTINGS["learning_rate"], weight_decay=0.01, warmup_steps=SETTINGS["warmup_steps"],
-        lr_scheduler_type="constant_with_warmup", max_steps=SETTINGS["steps"], eval_strategy="no", save_strategy="no",
-        logging_steps=50, seed=seed, sampling_strategy="uniform", disable_tqdm=True, report_to="none",
-        use_cpu=not torch.cuda.is_available(), **KINDS[kind],
+        per_device_train_batch_size=SETTINGS["batch_size"],
+        per_device_eval_batch_size=64,
+        learning_rate=SETTINGS["learning_rate"],
+        weight_decay=0.01,
+        warmup_steps=SETTINGS["warmup_steps"],
+        lr_scheduler_type="constant_with_warmup",
+        max_steps=SETTINGS["steps"],
+        eval_strategy="no",
+        save_strategy="no",
+        logging_steps=50,
+        seed=seed,
+        sampling_strategy="uniform",
+        disable_tqdm=True,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        **KINDS[kind],
     )
     clock = _step_clock()
-    trainer = MultiTaskTrainer(model=model, args=args, task_specs=specs, train_dataset=train, processing_class=tokenizer,
-                               callbacks=[clock])
+    trainer = MultiTaskTrainer(model=model, args=args, task_specs=specs, train_dataset=train, processing_class=tokenizer, callbacks=[clock])
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start
@@ -109,8 +129,12 @@ def run_one(kind: str, seed: int) -> dict:
     eval_seconds = time.perf_counter() - start
     steady = SETTINGS["steps"] - SETTINGS["timing_from_step"]
     return {
-        "kind": kind, "seed": seed, "settings": SETTINGS, "options": KINDS[kind],
-        "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+        "kind": kind,
+        "seed": seed,
+        "settings": SETTINGS,
+        "options": KINDS[kind],
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
         "steady_examples_per_second": steady * SETTINGS["batch_size"] / (clock.marks["to"] - clock.marks["from"]),
         "dev_glue_score": 100 * metrics["dev_glue_score"],
         "dev_task_scores": {t: 100 * metrics[f"dev_{t}_score"] for t in TASKS},
@@ -157,12 +181,16 @@ def summarize() -> dict:
     if "fp32" not in runs:
         raise SystemExit("precision: no fp32 run yet (run --queue first)")
     rows, lines = {}, []
-    lines += ["# bf16 autocast and torch.compile vs fp32 eager (CPU)", "",
-              f"Regenerate: `python benchmarks/precision.py --summarize`. Settings: {SETTINGS}. Steady-state examples/s "
-              f"from step {SETTINGS['timing_from_step'] + 1} to {SETTINGS['steps']}; train seconds include compilation; "
-              "dev = GLUE dev sets, final model, ×100.", "",
-              "| kind | seeds | steady ex/s | speed vs fp32 (per seed) | train s | dev GLUE-5 | GLUE-5 − fp32 (paired) |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "# bf16 autocast and torch.compile vs fp32 eager (CPU)",
+        "",
+        f"Regenerate: `python benchmarks/precision.py --summarize`. Settings: {SETTINGS}. Steady-state examples/s "
+        f"from step {SETTINGS['timing_from_step'] + 1} to {SETTINGS['steps']}; train seconds include compilation; "
+        "dev = GLUE dev sets, final model, ×100.",
+        "",
+        "| kind | seeds | steady ex/s | speed vs fp32 (per seed) | train s | dev GLUE-5 | GLUE-5 − fp32 (paired) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for kind in KINDS:
         if kind not in runs:
             continue
@@ -175,15 +203,17 @@ def summarize() -> dict:
             "steady_examples_per_second": statistics.mean(r["steady_examples_per_second"] for r in by_seed.values()),
             "train_seconds": statistics.mean(r["train_seconds"] for r in by_seed.values()),
             "dev_glue_score": statistics.mean(r["dev_glue_score"] for r in by_seed.values()),
-            "speed_ratio_vs_fp32": ratios, "dev_glue_minus_fp32": diffs,
+            "speed_ratio_vs_fp32": ratios,
+            "dev_glue_minus_fp32": diffs,
             "dev_task_scores": {t: statistics.mean(r["dev_task_scores"][t] for r in by_seed.values()) for t in TASKS},
         }
         row = rows[kind]
-        lines.append(f"| {kind} | {len(by_seed)} | {row['steady_examples_per_second']:.1f} | "
-                     f"{', '.join(f'{r:.3f}' for r in ratios)} | {row['train_seconds']:.0f} | {row['dev_glue_score']:.2f} | "
-                     f"{'—' if kind == 'fp32' else _t_interval(diffs)} |")
-    lines += ["", "Per-task dev scores (mean over seeds):", "", "| kind | " + " | ".join(TASKS) + " |",
-              "|---|" + "---|" * len(TASKS)]
+        lines.append(
+            f"| {kind} | {len(by_seed)} | {row['steady_examples_per_second']:.1f} | "
+            f"{', '.join(f'{r:.3f}' for r in ratios)} | {row['train_seconds']:.0f} | {row['dev_glue_score']:.2f} | "
+            f"{'—' if kind == 'fp32' else _t_interval(diffs)} |"
+        )
+    lines += ["", "Per-task dev scores (mean over seeds):", "", "| kind | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
     lines += [f"| {k} | " + " | ".join(f"{v['dev_task_scores'][t]:.1f}" for t in TASKS) + " |" for k, v in rows.items()]
     os.makedirs(OUT_DIR, exist_ok=True)
     with open(os.path.join(OUT_DIR, "precision.json"), "w", encoding="utf-8") as handle:

@@ -12,6 +12,7 @@ PACKAGES = ("torch", "transformers", "datasets", "accelerate", "peft", "evaluate
 
 def git_commit(root: str) -> dict[str, object]:
     """The commit of `root` and whether tracked files differ from it (a dirty tree is recorded, not hidden)."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, check=False).stdout.strip()
 

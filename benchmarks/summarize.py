@@ -1,6 +1,6 @@
 """Summarise GLUE-5 benchmark runs: JSON + markdown table + curve and comparison plots.
 
-    python -m benchmarks.summarize benchmarks/results/glue5_cpu
+python -m benchmarks.summarize benchmarks/results/glue5_cpu
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def _declines(run: dict) -> dict[str, float]:
         return {}
     return {
         t: 100 * float(curves[-1][f"eval_{t}_score"] - max(c[f"eval_{t}_score"] for c in curves if f"eval_{t}_score" in c))
-        for t in run["tasks"] if f"eval_{t}_score" in curves[-1]
+        for t in run["tasks"]
+        if f"eval_{t}_score" in curves[-1]
     }
 
 
@@ -69,8 +70,7 @@ def _scores_entry(by_seed: dict[int, dict[str, float]]) -> dict:
     """Per-task and GLUE-5 mean ± std over seeds, plus each seed's GLUE-5 score (for paired differences)."""
     rows = list(by_seed.values())
     glue5 = {str(seed): float(np.mean([scores[t] for t in TASKS])) for seed, scores in by_seed.items()}
-    return {"tasks": {t: _mean_std([r[t] for r in rows]) for t in TASKS}, "glue5": _mean_std(list(glue5.values())),
-            "glue5_by_seed": glue5}
+    return {"tasks": {t: _mean_std([r[t] for r in rows]) for t in TASKS}, "glue5": _mean_std(list(glue5.values())), "glue5_by_seed": glue5}
 
 
 def aggregate(runs: list[dict]) -> dict:
@@ -134,19 +134,26 @@ def seed0_table(table: dict, step_times: dict) -> list[str]:
     rows = [m for m in table if "final" in table[m] and 0 in table[m]["seeds"] and m != "single_task"]
     if not rows:
         return []
-    lines = ["### Every method, seed 0 (same budget and seed)", "",
-             "Final checkpoint, dev ×100. Step times from `benchmarks/method_step_time.py` (median step, no evaluation): "
-             "all-tasks methods take one batch of every task per step, so their cost per training example is the "
-             "step ratio / 5.", "",
-             "| method | " + " | ".join(TASKS) + " | GLUE-5 | step time vs equal | time per example vs equal |",
-             "|---" * (len(TASKS) + 4) + "|"]
+    lines = [
+        "### Every method, seed 0 (same budget and seed)",
+        "",
+        "Final checkpoint, dev ×100. Step times from `benchmarks/method_step_time.py` (median step, no evaluation): "
+        "all-tasks methods take one batch of every task per step, so their cost per training example is the "
+        "step ratio / 5.",
+        "",
+        "| method | " + " | ".join(TASKS) + " | GLUE-5 | step time vs equal | time per example vs equal |",
+        "|---" * (len(TASKS) + 4) + "|",
+    ]
     for method in sorted(rows, key=lambda m: -table[m]["seed0"]["glue5"]):
         scores = table[method]["seed0"]
         timing = step_times.get(method) or step_times.get(METHOD_OPTIONS_ALIASES.get(method) or method)
         step = f"{timing['step_time_vs_equal']:.2f}" if timing else "–"
         example = f"{timing['example_time_vs_equal']:.2f}" if timing else "–"
-        lines.append(f"| {method} | " + " | ".join(f"{scores['tasks'][t]:.2f}" for t in TASKS)
-                     + f" | **{scores['glue5']:.2f}** | {step} | {example} |")
+        lines.append(
+            f"| {method} | "
+            + " | ".join(f"{scores['tasks'][t]:.2f}" for t in TASKS)
+            + f" | **{scores['glue5']:.2f}** | {step} | {example} |"
+        )
     return lines + [""]
 
 
@@ -165,8 +172,9 @@ def _standard_error(a: dict, b: dict) -> str:
     if len(shared) >= 2:
         differences = [by_seed_a[s] - by_seed_b[s] for s in shared]
         paired = float(np.std(differences, ddof=1) / np.sqrt(len(differences)))
-        text += (f"; paired by seed: {np.mean(differences):+.2f} ± {paired:.2f} standard error, per seed "
-                 + ", ".join(f"{d:+.2f}" for d in differences))
+        text += f"; paired by seed: {np.mean(differences):+.2f} ± {paired:.2f} standard error, per seed " + ", ".join(
+            f"{d:+.2f}" for d in differences
+        )
     return text
 
 
@@ -175,18 +183,27 @@ def decline_table(table: dict) -> list[str]:
     rows = [m for m in table if table[m].get("decline")]
     if not rows:
         return []
-    lines = ["### Decline after each task's best point (selection split)", "",
-             "Last evaluation minus the task's best evaluation, ×100, mean over seeds (0 = the task ends at its best).", "",
-             "| method | " + " | ".join(TASKS) + " | mean |", "|---" * (len(TASKS) + 2) + "|"]
+    lines = [
+        "### Decline after each task's best point (selection split)",
+        "",
+        "Last evaluation minus the task's best evaluation, ×100, mean over seeds (0 = the task ends at its best).",
+        "",
+        "| method | " + " | ".join(TASKS) + " | mean |",
+        "|---" * (len(TASKS) + 2) + "|",
+    ]
     for method in sorted(rows, key=lambda m: -np.mean(list(table[m]["decline"].values()))):
         decline = table[method]["decline"]  # a task no run of the method has is shown as "–" and left out of the mean
-        lines.append(f"| {method} | " + " | ".join(f"{decline[t]:.2f}" if t in decline else "–" for t in TASKS)
-                     + f" | {np.mean([decline[t] for t in TASKS if t in decline]):.2f} |")
+        lines.append(
+            f"| {method} | "
+            + " | ".join(f"{decline[t]:.2f}" if t in decline else "–" for t in TASKS)
+            + f" | {np.mean([decline[t] for t in TASKS if t in decline]):.2f} |"
+        )
     return lines + [""]
 
 
 def markdown(table: dict, profile_note: str, step_times: dict | None = None) -> str:
     """The results table as markdown."""
+
     def cell(value):
         mean, std = value
         return f"{mean:.2f} ± {std:.2f}" if std else f"{mean:.2f}"
@@ -198,7 +215,11 @@ def markdown(table: dict, profile_note: str, step_times: dict | None = None) -> 
         ordered = sorted((m for m in table if label in table[m]), key=lambda m: -table[m][label]["glue5"][0])
         for method in ordered:
             row = table[method][label]
-            lines.append(f"| {method} | {len(table[method]['seeds'])} | " + " | ".join(cell(row["tasks"][t]) for t in TASKS) + f" | **{cell(row['glue5'])}** |")
+            lines.append(
+                f"| {method} | {len(table[method]['seeds'])} | "
+                + " | ".join(cell(row["tasks"][t]) for t in TASKS)
+                + f" | **{cell(row['glue5'])}** |"
+            )
         baselines = [m for m in ordered if m not in BASELINES_EXCLUDED + CONTROLS and m != "single_task"]
         ours = [m for m in BASELINES_EXCLUDED if m in table and label in table[m]]
         references = []
@@ -212,18 +233,24 @@ def markdown(table: dict, profile_note: str, step_times: dict | None = None) -> 
         for name, reference in references:
             for method in ours:
                 delta = table[method][label]["glue5"][0] - table[reference][label]["glue5"][0]
-                lines.append(f"- {method} − {name}: **{delta:+.2f}** GLUE-5 points "
-                             f"({_standard_error(table[method][label], table[reference][label])}).")
+                lines.append(
+                    f"- {method} − {name}: **{delta:+.2f}** GLUE-5 points "
+                    f"({_standard_error(table[method][label], table[reference][label])})."
+                )
         lines.append("")
     lines += seed0_table(table, step_times)
     lines += decline_table(table)
-    lines += ["### Cost and the single-checkpoint vs per-task-best gap", "",
-              "Same number of training examples for every method (all-tasks-per-step methods take 1/5 of the steps, "
-              "each with one batch of every task); wall time includes the selection-split evaluations. Runs of the "
-              "matrix may overlap other jobs on the machine, so wall times are indicative only; the clean per-step "
-              "cost is `benchmarks/method_step_time.py`'s.", "",
-              "| method | train wall s | time vs equal | peak RSS MB | oracle gap (selection split, ×100) |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "### Cost and the single-checkpoint vs per-task-best gap",
+        "",
+        "Same number of training examples for every method (all-tasks-per-step methods take 1/5 of the steps, "
+        "each with one batch of every task); wall time includes the selection-split evaluations. Runs of the "
+        "matrix may overlap other jobs on the machine, so wall times are indicative only; the clean per-step "
+        "cost is `benchmarks/method_step_time.py`'s.",
+        "",
+        "| method | train wall s | time vs equal | peak RSS MB | oracle gap (selection split, ×100) |",
+        "|---|---|---|---|---|",
+    ]
     reference = (table.get("equal") or {}).get("wall_seconds")
     for method, entry in table.items():
         if entry["wall_seconds"] is None:
@@ -237,17 +264,24 @@ def markdown(table: dict, profile_note: str, step_times: dict | None = None) -> 
 
 def ceiling_section(table: dict) -> list[str]:
     """The ceiling view (`benchmarks/ceiling.py`) where v1 allows it: v1 runs have no dev curves."""
-    rows = [(m, e["ceiling_selection"], {"mean": e.get("oracle_gap"), "std": None})
-            for m, e in table.items() if e.get("ceiling_selection") and e["ceiling_selection"]["tasks"]]
-    lines = ["### Ceiling (seed-averaged best − final)", "",
-             "v1 runs evaluate the GLUE dev sets at the end only (final and best-selected checkpoints): **there are no "
-             "dev curves, so no dev ceiling** for v1. Below, the same quantities on the *selection-split* curves "
-             "(carved from training data, at most 300 examples per task): best − final of each task's seed-averaged "
-             "selection curve and their GLUE-5 mean, 95 % percentile bootstrap over seeds (10,000 resamples, RNG seed "
-             "0) — the most a per-task convergence or selection method could recover on average on that split — beside "
-             "the per-seed oracle gap (each seed's own best minus final, averaged over seeds: it also collects the "
-             "maximum of the evaluation noise, so it overstates what a method could recover). A different, noisier "
-             "split than the v2 dev ceilings: not comparable with them.", ""]
+    rows = [
+        (m, e["ceiling_selection"], {"mean": e.get("oracle_gap"), "std": None})
+        for m, e in table.items()
+        if e.get("ceiling_selection") and e["ceiling_selection"]["tasks"]
+    ]
+    lines = [
+        "### Ceiling (seed-averaged best − final)",
+        "",
+        "v1 runs evaluate the GLUE dev sets at the end only (final and best-selected checkpoints): **there are no "
+        "dev curves, so no dev ceiling** for v1. Below, the same quantities on the *selection-split* curves "
+        "(carved from training data, at most 300 examples per task): best − final of each task's seed-averaged "
+        "selection curve and their GLUE-5 mean, 95 % percentile bootstrap over seeds (10,000 resamples, RNG seed "
+        "0) — the most a per-task convergence or selection method could recover on average on that split — beside "
+        "the per-seed oracle gap (each seed's own best minus final, averaged over seeds: it also collects the "
+        "maximum of the evaluation noise, so it overstates what a method could recover). A different, noisier "
+        "split than the v2 dev ceilings: not comparable with them.",
+        "",
+    ]
     if not rows:
         return lines + ["No selection curves.", ""]
     return lines + ceiling_table_lines(rows) + [""]

@@ -48,8 +48,18 @@ VIEW_TITLES = {
     "oracle": "Per-task dev oracle (each task's best dev value over the evaluations; selects on dev — an upper bound, not a method)",
 }
 # Table order: the primary pair first, then the other pairs, single-task, ablations (benchmarks/README.md).
-METHOD_ORDER = ("async_kd", "async_kd_fw", "equal", "static", "uncertainty", "imtl_g", "imtl_g_async_kd", "single_task",
-                "async_kd_old_rule", "async_kd_fw_on_demand")
+METHOD_ORDER = (
+    "async_kd",
+    "async_kd_fw",
+    "equal",
+    "static",
+    "uncertainty",
+    "imtl_g",
+    "imtl_g_async_kd",
+    "single_task",
+    "async_kd_old_rule",
+    "async_kd_fw_on_demand",
+)
 ASYNC_METHODS = ("async_kd", "async_kd_fw", "imtl_g_async_kd", "async_kd_old_rule", "async_kd_fw_on_demand")
 # Like-for-like pairs (a − b), declared in benchmarks/README.md before the v2 runs.
 PAIRS = (
@@ -72,6 +82,7 @@ MIN_DECLINING_TASKS = 2  # the v2 design needs at least two tasks peaking and de
 
 
 # ---- loading and one run's views --------------------------------------------------------------------------
+
 
 def load_runs(results_dir: str) -> list[dict]:
     """Every per-run JSON under `results_dir/per_run` (unreadable or method-less files are skipped with a note)."""
@@ -98,8 +109,7 @@ def run_tasks(run: dict) -> list[str]:
     """The run's GLUE-5 tasks that its curves report on both splits (a task missing from the logs is skipped)."""
     curves = _curves(run)
     declared = [t for t in (run.get("tasks") or TASKS) if t in TASKS]
-    return [t for t in declared
-            if any(f"eval_{t}_score" in c for c in curves) and any(f"eval_{t}_dev_score" in c for c in curves)]
+    return [t for t in declared if any(f"eval_{t}_score" in c for c in curves) and any(f"eval_{t}_dev_score" in c for c in curves)]
 
 
 def _first_argmax(values: list[float]) -> int:
@@ -143,13 +153,13 @@ def _glue(scores: dict[str, float], tasks: tuple[str, ...]) -> float | None:
 
 # ---- aggregation ------------------------------------------------------------------------------------------
 
+
 def mean_std(values: list[float]) -> dict:
     """`{"mean", "std", "n"}` with the sample std (ddof=1; None for fewer than two values)."""
     values = [float(v) for v in values]
     if not values:
         return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
-            "n": len(values)}
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else None, "n": len(values)}
 
 
 def paired_stats(differences: list[float]) -> dict:
@@ -162,8 +172,7 @@ def paired_stats(differences: list[float]) -> dict:
         return {"n": 1, "mean": mean, "sd": None, "half_width": None, "interval": None, "per_seed": differences}
     sd = float(np.std(differences, ddof=1))
     half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
-    return {"n": n, "mean": mean, "sd": sd, "half_width": half, "interval": [mean - half, mean + half],
-            "per_seed": differences}
+    return {"n": n, "mean": mean, "sd": sd, "half_width": half, "interval": [mean - half, mean + half], "per_seed": differences}
 
 
 def _method_entries(runs: list[dict]) -> dict[str, dict[int, dict]]:
@@ -179,8 +188,13 @@ def _method_entries(runs: list[dict]) -> dict[str, dict[int, dict]]:
             if task in views["tasks"]:
                 single[seed][task] = {"views": views, "run": run}
             continue
-        entries[method][seed] = {"views": views["views"], "steps": views["steps"], "wall_seconds": run.get("wall_seconds"),
-                                 "peak_rss_mb": run.get("peak_rss_mb"), "run": run}
+        entries[method][seed] = {
+            "views": views["views"],
+            "steps": views["steps"],
+            "wall_seconds": run.get("wall_seconds"),
+            "peak_rss_mb": run.get("peak_rss_mb"),
+            "run": run,
+        }
     for seed, by_task in sorted(single.items()):
         if not all(t in by_task for t in TASKS):
             continue
@@ -189,10 +203,12 @@ def _method_entries(runs: list[dict]) -> dict[str, dict[int, dict]]:
         walls = [by_task[t]["run"].get("wall_seconds") for t in TASKS]
         peaks = [by_task[t]["run"].get("peak_rss_mb") for t in TASKS]
         entries["single_task"][seed] = {
-            "views": merged, "steps": None,
+            "views": merged,
+            "steps": None,
             # five models: the cost of the entry is the sum of their training times
             "wall_seconds": float(sum(walls)) if all(w is not None for w in walls) else None,
-            "peak_rss_mb": max(peaks) if all(p is not None for p in peaks) else None, "run": None,
+            "peak_rss_mb": max(peaks) if all(p is not None for p in peaks) else None,
+            "run": None,
         }
     return entries
 
@@ -262,12 +278,18 @@ def paired_differences(table: dict) -> dict:
             shared = sorted(set(seeds_a) & set(seeds_b), key=int)
             block = {}
             for task in TASKS:
-                pairs = [(s, seeds_a[s]["tasks"][task] - seeds_b[s]["tasks"][task])
-                         for s in shared if task in seeds_a[s]["tasks"] and task in seeds_b[s]["tasks"]]
+                pairs = [
+                    (s, seeds_a[s]["tasks"][task] - seeds_b[s]["tasks"][task])
+                    for s in shared
+                    if task in seeds_a[s]["tasks"] and task in seeds_b[s]["tasks"]
+                ]
                 block[task] = {**paired_stats([d for _, d in pairs]), "seeds": [int(s) for s, _ in pairs]}
             for name in ("glue5", "glue4"):
-                pairs = [(s, seeds_a[s][name] - seeds_b[s][name])
-                         for s in shared if seeds_a[s][name] is not None and seeds_b[s][name] is not None]
+                pairs = [
+                    (s, seeds_a[s][name] - seeds_b[s][name])
+                    for s in shared
+                    if seeds_a[s][name] is not None and seeds_b[s][name] is not None
+                ]
                 block[name] = {**paired_stats([d for _, d in pairs]), "seeds": [int(s) for s, _ in pairs]}
             result[key][view] = block
     return result
@@ -285,8 +307,13 @@ def equal_curves(runs: list[dict]) -> dict:
                 if not points:
                     continue
                 best = _first_argmax([v for _, v in points])
-                record[split] = {"best_step": points[best][0], "best": points[best][1], "last_step": points[-1][0],
-                                 "last": points[-1][1], "declines": points[-1][1] < points[best][1] - DECLINE_POINTS}
+                record[split] = {
+                    "best_step": points[best][0],
+                    "best": points[best][1],
+                    "last_step": points[-1][0],
+                    "last": points[-1][1],
+                    "declines": points[-1][1] < points[best][1] - DECLINE_POINTS,
+                }
             by_task[task].append(record)
     summary = {}
     for task in TASKS:
@@ -294,14 +321,22 @@ def equal_curves(runs: list[dict]) -> dict:
         if not records:
             continue
         counts = {split: sum(1 for r in records if r.get(split, {}).get("declines")) for split in ("dev", "selection")}
-        summary[task] = {"seeds": records, "declining_seeds": counts, "n": len(records),
-                         # a task peaks and declines when its dev score ends > 1 point below its best in most seeds
-                         "peaks_and_declines": counts["dev"] * 2 > len(records)}
+        summary[task] = {
+            "seeds": records,
+            "declining_seeds": counts,
+            "n": len(records),
+            # a task peaks and declines when its dev score ends > 1 point below its best in most seeds
+            "peaks_and_declines": counts["dev"] * 2 > len(records),
+        }
     declining = [t for t, s in summary.items() if s["peaks_and_declines"]]
-    return {"tasks": summary, "declining_tasks": declining, "required": MIN_DECLINING_TASKS,
-            "design_met": len(declining) >= MIN_DECLINING_TASKS,
-            "rule": f"dev score at the last evaluation is more than {DECLINE_POINTS:g} point below the task's best dev "
-                    "score, in more than half of the equal-weighting seeds"}
+    return {
+        "tasks": summary,
+        "declining_tasks": declining,
+        "required": MIN_DECLINING_TASKS,
+        "design_met": len(declining) >= MIN_DECLINING_TASKS,
+        "rule": f"dev score at the last evaluation is more than {DECLINE_POINTS:g} point below the task's best dev "
+        "score, in more than half of the equal-weighting seeds",
+    }
 
 
 def load_references(results_dir: str) -> dict | None:
@@ -313,6 +348,7 @@ def load_references(results_dir: str) -> dict | None:
 
 
 # ---- markdown ---------------------------------------------------------------------------------------------
+
 
 def _cell(stat: dict, seeds: int | None = None) -> str:
     if not stat or stat.get("mean") is None:
@@ -336,8 +372,7 @@ def _diff_cell(stat: dict, row_n: int | None = None) -> str:
 def _profile_line(runs: list[dict]) -> str:
     if not runs:
         return "Profile: no runs yet."
-    reference = ([r for r in runs if r["method"] == "equal"] or [r for r in runs if not str(r["method"]).startswith("single_")]
-                 or runs)
+    reference = [r for r in runs if r["method"] == "equal"] or [r for r in runs if not str(r["method"]).startswith("single_")] or runs
     settings = reference[0].get("settings") or {}
     skipped = ("mtl_method", "async_kd", "step_composition")
     text = ", ".join(f"{k}={v}" for k, v in settings.items() if not isinstance(v, dict) and k not in skipped)
@@ -370,8 +405,11 @@ def _reference_rows(references: dict | None) -> list[str]:
     cells = [f"{trivial[t]['score']:.2f}" if t in trivial else "–" for t in TASKS]
     glue5 = references.get("trivial_glue5")
     glue4 = references.get("trivial_glue4")
-    rows = ["| trivial predictor (majority class / training mean) | – | " + " | ".join(cells)
-            + f" | {_cell({'mean': glue5, 'std': None, 'n': 1})} | {_cell({'mean': glue4, 'std': None, 'n': 1})} | – |"]
+    rows = [
+        "| trivial predictor (majority class / training mean) | – | "
+        + " | ".join(cells)
+        + f" | {_cell({'mean': glue5, 'std': None, 'n': 1})} | {_cell({'mean': glue4, 'std': None, 'n': 1})} | – |"
+    ]
     zero_shot = references.get("stsb_zero_shot_cosine")
     if zero_shot:
         cells = [f"{zero_shot['score']:.2f}" if t == "stsb" else "–" for t in TASKS]
@@ -380,42 +418,64 @@ def _reference_rows(references: dict | None) -> list[str]:
 
 
 def view_table(table: dict, view: str, references: dict | None) -> list[str]:
-    lines = [f"### {VIEW_TITLES[view]}", "",
-             "| method | seeds | " + " | ".join(TASKS) + " | GLUE-5 | GLUE-4 (no RTE) | wall min |",
-             "|---" * (len(TASKS) + 5) + "|"]
+    lines = [
+        f"### {VIEW_TITLES[view]}",
+        "",
+        "| method | seeds | " + " | ".join(TASKS) + " | GLUE-5 | GLUE-4 (no RTE) | wall min |",
+        "|---" * (len(TASKS) + 5) + "|",
+    ]
     for method, entry in table.items():
         row = entry["views"][view]
         seeds = len(entry["seeds"])
         wall = "–" if entry["wall_minutes"] is None else f"{entry['wall_minutes']:.1f}"
-        lines.append(f"| {method} | {seeds} | " + " | ".join(_cell(row["tasks"][t], seeds) for t in TASKS)
-                     + f" | **{_cell(row['glue5'], seeds)}** | {_cell(row['glue4'], seeds)} | {wall} |")
+        lines.append(
+            f"| {method} | {seeds} | "
+            + " | ".join(_cell(row["tasks"][t], seeds) for t in TASKS)
+            + f" | **{_cell(row['glue5'], seeds)}** | {_cell(row['glue4'], seeds)} | {wall} |"
+        )
     return lines + _reference_rows(references) + [""]
 
 
 def paired_tables(pairs: dict) -> list[str]:
     if not pairs:
         return []
-    lines = ["## Paired differences by seed", "",
-             "a − b per seed (only seeds both have), mean and 95 % t interval on n − 1 df "
-             "(t.ppf(0.975, n − 1) · sd / √n), dev ×100. n = seeds with a GLUE-5 score in both; (n=k) marks a "
-             "cell with a different number of seeds.", ""]
+    lines = [
+        "## Paired differences by seed",
+        "",
+        "a − b per seed (only seeds both have), mean and 95 % t interval on n − 1 df "
+        "(t.ppf(0.975, n − 1) · sd / √n), dev ×100. n = seeds with a GLUE-5 score in both; (n=k) marks a "
+        "cell with a different number of seeds.",
+        "",
+    ]
     for view in VIEWS:
-        lines += [f"### {VIEW_TITLES[view]}", "",
-                  "| pair | n | " + " | ".join(TASKS) + " | GLUE-5 | GLUE-4 (no RTE) |", "|---" * (len(TASKS) + 4) + "|"]
+        lines += [
+            f"### {VIEW_TITLES[view]}",
+            "",
+            "| pair | n | " + " | ".join(TASKS) + " | GLUE-5 | GLUE-4 (no RTE) |",
+            "|---" * (len(TASKS) + 4) + "|",
+        ]
         for name, pair in pairs.items():
             block = pair[view]
             n = block["glue5"]["n"]
-            lines.append(f"| {name} | {n} | " + " | ".join(_diff_cell(block[t], n) for t in TASKS)
-                         + f" | **{_diff_cell(block['glue5'])}** | {_diff_cell(block['glue4'], n)} |")
+            lines.append(
+                f"| {name} | {n} | "
+                + " | ".join(_diff_cell(block[t], n) for t in TASKS)
+                + f" | **{_diff_cell(block['glue5'])}** | {_diff_cell(block['glue4'], n)} |"
+            )
         lines.append("")
     return lines
 
 
 def gap_table(table: dict) -> list[str]:
-    lines = ["## Oracle gap", "",
-             "GLUE-5 of the per-task dev oracle (selects on dev: an upper bound) minus the final and the selected "
-             "checkpoint, mean ± std over seeds.", "",
-             "| method | seeds | oracle − final | oracle − selected |", "|---|---|---|---|"]
+    lines = [
+        "## Oracle gap",
+        "",
+        "GLUE-5 of the per-task dev oracle (selects on dev: an upper bound) minus the final and the selected "
+        "checkpoint, mean ± std over seeds.",
+        "",
+        "| method | seeds | oracle − final | oracle − selected |",
+        "|---|---|---|---|",
+    ]
     for method, entry in table.items():
         gaps = entry["oracle_gap"]
         lines.append(f"| {method} | {len(entry['seeds'])} | {_cell(gaps['final'])} | {_cell(gaps['selected'])} |")
@@ -426,15 +486,27 @@ def ceiling_table(table: dict) -> list[str]:
     rows = [(m, e["ceiling"], e["oracle_gap"]["final"]) for m, e in table.items() if e.get("ceiling") and e["ceiling"]["tasks"]]
     if not rows:
         return []
-    return (["## Ceiling: seed-averaged best − final", "", CEILING_MEANING + " The per-seed oracle gap column is "
-             "`oracle − final` of the table above.", ""] + ceiling_table_lines(rows)
-            + ["", "Where each seed-mean dev curve peaks: best step / final step (best → final):", ""]
-            + best_steps_line(rows) + [""])
+    return (
+        [
+            "## Ceiling: seed-averaged best − final",
+            "",
+            CEILING_MEANING + " The per-seed oracle gap column is `oracle − final` of the table above.",
+            "",
+        ]
+        + ceiling_table_lines(rows)
+        + ["", "Where each seed-mean dev curve peaks: best step / final step (best → final):", ""]
+        + best_steps_line(rows)
+        + [""]
+    )
 
 
 def run_table(runs: list[dict]) -> list[str]:
-    lines = ["## Runs", "", "| method | seed | tasks | commit | wall min | peak RSS MB | final GLUE | selected GLUE (step) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Runs",
+        "",
+        "| method | seed | tasks | commit | wall min | peak RSS MB | final GLUE | selected GLUE (step) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for run in sorted(runs, key=lambda r: (_method_rank(str(r["method"])), str(r["method"]), int(r["seed"]))):
         views = run_views(run)
         prov = run.get("provenance") or {}
@@ -448,10 +520,15 @@ def run_table(runs: list[dict]) -> list[str]:
         task_text = ",".join(tasks) if len(tasks) < len(TASKS) else "all 5"
         if missing:
             task_text += f" (missing: {','.join(missing)})"
-        lines.append(f"| {run['method']} | {run['seed']} | {task_text} | {commit} | "
-                     + ("–" if wall is None else f"{wall / 60:.1f}") + " | " + ("–" if peak is None else f"{peak:.0f}")
-                     + f" | {'–' if final is None else f'{final:.2f}'} | "
-                     + ("–" if selected is None else f"{selected:.2f} ({views['steps']['selected']})") + " |")
+        lines.append(
+            f"| {run['method']} | {run['seed']} | {task_text} | {commit} | "
+            + ("–" if wall is None else f"{wall / 60:.1f}")
+            + " | "
+            + ("–" if peak is None else f"{peak:.0f}")
+            + f" | {'–' if final is None else f'{final:.2f}'} | "
+            + ("–" if selected is None else f"{selected:.2f} ({views['steps']['selected']})")
+            + " |"
+        )
     lines.append("")
     lines.append("Final / selected GLUE here: the mean over the run's own tasks (one task for a single-task run).")
     return lines + [""]
@@ -464,13 +541,19 @@ def _best_to_last(point: dict) -> str:
 def equal_curves_note(curves: dict) -> list[str]:
     if not curves["tasks"]:
         return ["## Equal weighting curves", "", "No `equal` runs yet.", ""]
-    lines = ["## Equal weighting curves", "",
-             f"Per task under `equal`, one value per seed (in the order of the seeds column): the step of the best "
-             f"selection-split and dev score, and best → last (×100). Declines = last more than {DECLINE_POINTS:g} "
-             f"point below the best. A task peaks and declines when its {curves['rule']}.", "",
-             "| task | seeds | best selection step | selection best → last | declines (selection) | best dev step | "
-             "dev best → last | declines (dev) | peaks and declines |", "|---" * 9 + "|"]
+    lines = [
+        "## Equal weighting curves",
+        "",
+        f"Per task under `equal`, one value per seed (in the order of the seeds column): the step of the best "
+        f"selection-split and dev score, and best → last (×100). Declines = last more than {DECLINE_POINTS:g} "
+        f"point below the best. A task peaks and declines when its {curves['rule']}.",
+        "",
+        "| task | seeds | best selection step | selection best → last | declines (selection) | best dev step | "
+        "dev best → last | declines (dev) | peaks and declines |",
+        "|---" * 9 + "|",
+    ]
     for task, entry in curves["tasks"].items():
+
         def column(split, fn):
             return ", ".join(fn(r[split]) if split in r else "–" for r in entry["seeds"])  # noqa: B023 (called in this iteration)
 
@@ -480,19 +563,30 @@ def equal_curves_note(curves: dict) -> list[str]:
             f"{column('selection', lambda p: str(p['best_step']))} | {column('selection', _best_to_last)} | "
             f"{entry['declining_seeds']['selection']}/{n} | {column('dev', lambda p: str(p['best_step']))} | "
             f"{column('dev', _best_to_last)} | {entry['declining_seeds']['dev']}/{n} | "
-            f"{'**yes**' if entry['peaks_and_declines'] else 'no'} |")
+            f"{'**yes**' if entry['peaks_and_declines'] else 'no'} |"
+        )
     verdict = "met" if curves["design_met"] else "**NOT met**"
-    lines += ["", f"Tasks that peak and decline: {', '.join(curves['declining_tasks']) or 'none'} — the design needs "
-              f"at least {curves['required']}: {verdict}.", ""]
+    lines += [
+        "",
+        f"Tasks that peak and decline: {', '.join(curves['declining_tasks']) or 'none'} — the design needs "
+        f"at least {curves['required']}: {verdict}.",
+        "",
+    ]
     return lines
 
 
 def markdown(runs: list[dict], table: dict, pairs: dict, curves: dict, references: dict | None) -> str:
-    lines = ["# GLUE-5 v2 results", "", _profile_line(runs), "",
-             "Dev scores ×100 (task score = mean of its GLUE metrics), mean ± sample std (ddof=1) over seeds; "
-             "(n=k) marks a cell with fewer seeds than the row. `single_task` = one model per task (a seed counts "
-             "when all five exist; wall = the five models' sum). Every choice reads the selection split carved from "
-             "training data, except the oracle view.", ""]
+    lines = [
+        "# GLUE-5 v2 results",
+        "",
+        _profile_line(runs),
+        "",
+        "Dev scores ×100 (task score = mean of its GLUE metrics), mean ± sample std (ddof=1) over seeds; "
+        "(n=k) marks a cell with fewer seeds than the row. `single_task` = one model per task (a seed counts "
+        "when all five exist; wall = the five models' sum). Every choice reads the selection split carved from "
+        "training data, except the oracle view.",
+        "",
+    ]
     if not table:
         lines += ["No runs yet.", ""]
     for view in VIEWS:
@@ -500,11 +594,14 @@ def markdown(runs: list[dict], table: dict, pairs: dict, curves: dict, reference
             lines += view_table(table, view, references)
     if references and references.get("stsb_zero_shot_cosine"):
         zero = references["stsb_zero_shot_cosine"]
-        lines += [f"Trivial predictor: majority class of the training pool (classification) or training-label mean "
-                  f"(STS-B: a constant has an undefined correlation, reported as 0), fitted on the benchmark's training "
-                  f"pool and scored on dev. Zero-shot STS-B: frozen encoder, cosine of mean-pooled embeddings, "
-                  f"{zero['score']:.2f} (Pearson {zero['pearson']:.2f} / Spearman {zero['spearmanr']:.2f}; "
-                  f"`{zero['source']}`).", ""]
+        lines += [
+            f"Trivial predictor: majority class of the training pool (classification) or training-label mean "
+            f"(STS-B: a constant has an undefined correlation, reported as 0), fitted on the benchmark's training "
+            f"pool and scored on dev. Zero-shot STS-B: frozen encoder, cosine of mean-pooled embeddings, "
+            f"{zero['score']:.2f} (Pearson {zero['pearson']:.2f} / Spearman {zero['spearmanr']:.2f}; "
+            f"`{zero['source']}`).",
+            "",
+        ]
     lines += paired_tables(pairs)
     if table:
         lines += gap_table(table)
@@ -516,6 +613,7 @@ def markdown(runs: list[dict], table: dict, pairs: dict, curves: dict, reference
 
 
 # ---- plots ------------------------------------------------------------------------------------------------
+
 
 def _pyplot():
     import matplotlib
@@ -548,8 +646,14 @@ def _task_curves(runs: list[dict], title: str, path: str, mark_convergence: bool
             for key, style, split in ((f"eval_{task}_score", "-", "selection"), (f"eval_{task}_dev_score", "--", "dev")):
                 points = [(c["step"], 100 * c[key]) for c in curves if key in c and "step" in c]
                 if points:
-                    ax.plot(*zip(*points), style, color=color, linewidth=0.9, alpha=0.8,
-                            label=f"{split} s{run['seed']}" if column == 0 else None)
+                    ax.plot(
+                        *zip(*points),
+                        style,
+                        color=color,
+                        linewidth=0.9,
+                        alpha=0.8,
+                        label=f"{split} s{run['seed']}" if column == 0 else None,
+                    )
             record = _convergence(run, task) if mark_convergence else {}
             if record.get("converged_step") is not None:
                 ax.axvline(record["converged_step"], color=color, linestyle=":", linewidth=1.2)
@@ -574,8 +678,10 @@ def _cola_curves(runs: list[dict], path: str) -> str | None:
         return None
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
-    for ax, split, keys in ((axes[0], "selection", ("eval_cola_matthews_correlation", "eval_cola_score")),
-                            (axes[1], "dev", ("eval_cola_dev_matthews_correlation", "eval_cola_dev_score"))):
+    for ax, split, keys in (
+        (axes[0], "selection", ("eval_cola_matthews_correlation", "eval_cola_score")),
+        (axes[1], "dev", ("eval_cola_dev_matthews_correlation", "eval_cola_dev_score")),
+    ):
         labelled = set()
         for run in sorted(chosen, key=lambda r: (methods.index(r["method"]), int(r["seed"]))):
             curves = _curves(run)
@@ -584,8 +690,7 @@ def _cola_curves(runs: list[dict], path: str) -> str | None:
                 continue
             points = [(c["step"], 100 * c[key]) for c in curves if key in c and "step" in c]
             color = f"C{methods.index(run['method'])}"
-            ax.plot(*zip(*points), color=color, linewidth=0.9, alpha=0.8,
-                    label=None if run["method"] in labelled else run["method"])
+            ax.plot(*zip(*points), color=color, linewidth=0.9, alpha=0.8, label=None if run["method"] in labelled else run["method"])
             labelled.add(run["method"])
             converged = _convergence(run, "cola").get("converged_step")
             if converged is not None:
@@ -623,8 +728,7 @@ def _comparison(table: dict, references: dict | None, path: str) -> str | None:
         if values and ax.get_ylim()[0] <= trivial <= ax.get_ylim()[1]:
             ax.axhline(trivial, color="grey", linestyle="--", linewidth=1, label="trivial predictor")
     ax.set_title(title, fontsize=10)
-    labels = [f"{m}\n(n={max(table[m]['views']['final']['glue5']['n'], table[m]['views']['selected']['glue5']['n'])})"
-              for m in methods]
+    labels = [f"{m}\n(n={max(table[m]['views']['final']['glue5']['n'], table[m]['views']['selected']['glue5']['n'])})" for m in methods]
     ax.set_xticks(x, labels, rotation=25, ha="right", fontsize=8)
     ax.set_ylabel("GLUE-5 dev ×100")
     ax.legend(fontsize=8)
@@ -636,19 +740,30 @@ def _comparison(table: dict, references: dict | None, path: str) -> str | None:
 
 
 def plot(runs: list[dict], table: dict, references: dict | None, results_dir: str) -> list[str]:
-    written = [_task_curves([r for r in runs if r["method"] == "equal"],
-                            "equal weighting: selection (solid) and dev (dashed) per seed",
-                            os.path.join(results_dir, "curves_equal.png"), mark_convergence=False)]
+    written = [
+        _task_curves(
+            [r for r in runs if r["method"] == "equal"],
+            "equal weighting: selection (solid) and dev (dashed) per seed",
+            os.path.join(results_dir, "curves_equal.png"),
+            mark_convergence=False,
+        )
+    ]
     for method in ASYNC_METHODS:
-        written.append(_task_curves([r for r in runs if r["method"] == method],
-                                    f"{method}: selection (solid) and dev (dashed); dotted = KD switch, circle = best monitored",
-                                    os.path.join(results_dir, f"curves_{method}.png"), mark_convergence=True))
+        written.append(
+            _task_curves(
+                [r for r in runs if r["method"] == method],
+                f"{method}: selection (solid) and dev (dashed); dotted = KD switch, circle = best monitored",
+                os.path.join(results_dir, f"curves_{method}.png"),
+                mark_convergence=True,
+            )
+        )
     written.append(_cola_curves(runs, os.path.join(results_dir, "cola_curves.png")))
     written.append(_comparison(table, references, os.path.join(results_dir, "comparison.png")))
     return [p for p in written if p]
 
 
 # ---- entry point ------------------------------------------------------------------------------------------
+
 
 def summarize_v2(results_dir: str) -> dict:
     """Write `summary.json`, `results.md` and the plots for the runs under `results_dir`; return the summary."""
@@ -657,8 +772,14 @@ def summarize_v2(results_dir: str) -> dict:
     table = aggregate(runs)
     pairs = paired_differences(table)
     curves = equal_curves(runs)
-    summary = {"profile": next((r.get("profile") for r in runs), None), "runs": len(runs), "methods": table,
-               "paired_differences": pairs, "equal_curves": curves, "references": references}
+    summary = {
+        "profile": next((r.get("profile") for r in runs), None),
+        "runs": len(runs),
+        "methods": table,
+        "paired_differences": pairs,
+        "equal_curves": curves,
+        "references": references,
+    }
     os.makedirs(results_dir, exist_ok=True)
     plots = plot(runs, table, references, results_dir) if runs else []
     summary["plots"] = [os.path.basename(p) for p in plots]

@@ -65,8 +65,18 @@ ARMS = ("finetune", "meta_tartan", "mt_tartan", "mlm_then_finetune", "meta_tarta
 # Paired differences reported: every arm against fine-tuning (the primary pair is meta_tartan − finetune), and the
 # TARTAN arms against pretrain-then-finetune (the paper's comparison).
 BASELINES = {"finetune": ARMS[1:], "mlm_then_finetune": ("meta_tartan", "mt_tartan", "meta_tartan_glue")}
-PROFILE = {"train_size": 500, "selection_size": 200, "selection_seed": 42, "max_seq_length": 128, "batch_size": 16,
-           "example_budget": 9600, "learning_rate": 5e-5, "warmup_ratio": 0.1, "evaluations": 12, "bf16": True}
+PROFILE = {
+    "train_size": 500,
+    "selection_size": 200,
+    "selection_seed": 42,
+    "max_seq_length": 128,
+    "batch_size": 16,
+    "example_budget": 9600,
+    "learning_rate": 5e-5,
+    "warmup_ratio": 0.1,
+    "evaluations": 12,
+    "bf16": True,
+}
 
 
 def matrix() -> list[tuple[str, str, int]]:
@@ -123,15 +133,36 @@ def _trainer(specs, train, selection, steps, seed, work, **args):
     model = args.pop("model", None) or MultiTaskModel.from_encoder(path, specs)
     eval_steps = max(1, steps // PROFILE["evaluations"])
     training_args = MultiTaskTrainingArguments(
-        output_dir=work, per_device_train_batch_size=PROFILE["batch_size"], learning_rate=PROFILE["learning_rate"],
-        warmup_steps=int(PROFILE["warmup_ratio"] * steps), lr_scheduler_type="constant_with_warmup", max_steps=steps,
-        eval_strategy="steps" if selection_sets else "no", eval_steps=eval_steps, save_strategy="steps" if selection_sets else "no",
-        save_steps=eval_steps, save_total_limit=2, load_best_model_at_end=bool(selection_sets), logging_steps=max(1, steps // 60),
-        seed=seed, use_cpu=True, disable_tqdm=True, report_to=[], sampling_strategy="uniform", dataloader_pin_memory=False,
-        bf16=PROFILE["bf16"], **args,
+        output_dir=work,
+        per_device_train_batch_size=PROFILE["batch_size"],
+        learning_rate=PROFILE["learning_rate"],
+        warmup_steps=int(PROFILE["warmup_ratio"] * steps),
+        lr_scheduler_type="constant_with_warmup",
+        max_steps=steps,
+        eval_strategy="steps" if selection_sets else "no",
+        eval_steps=eval_steps,
+        save_strategy="steps" if selection_sets else "no",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=bool(selection_sets),
+        logging_steps=max(1, steps // 60),
+        seed=seed,
+        use_cpu=True,
+        disable_tqdm=True,
+        report_to=[],
+        sampling_strategy="uniform",
+        dataloader_pin_memory=False,
+        bf16=PROFILE["bf16"],
+        **args,
     )
-    return MultiTaskTrainer(model=model, args=training_args, task_specs=specs, train_dataset=train_sets,
-                            eval_dataset=selection_sets or None, processing_class=tokenizer), tokenizer
+    return MultiTaskTrainer(
+        model=model,
+        args=training_args,
+        task_specs=specs,
+        train_dataset=train_sets,
+        eval_dataset=selection_sets or None,
+        processing_class=tokenizer,
+    ), tokenizer
 
 
 def run_one(arm: str, task: str, seed: int) -> dict:
@@ -157,8 +188,16 @@ def run_one(arm: str, task: str, seed: int) -> dict:
             trainer, tokenizer = _trainer([end], {task: small}, {task: selection}, steps, seed, os.path.join(work, "ft"), end_task=task)
             trainer.model.encoder.load_state_dict(encoder.state_dict())
         elif arm == "mt_tartan":
-            trainer, tokenizer = _trainer([end, mlm], {task: small, mlm.name: small}, {task: selection}, budget // batch, seed, work,
-                                          end_task=task, mtl_method="mt_tartan")
+            trainer, tokenizer = _trainer(
+                [end, mlm],
+                {task: small, mlm.name: small},
+                {task: selection},
+                budget // batch,
+                seed,
+                work,
+                end_task=task,
+                mtl_method="mt_tartan",
+            )
         else:
             specs, train = [end, mlm], {task: small, mlm.name: small}
             if arm == "meta_tartan_glue":
@@ -169,21 +208,37 @@ def run_one(arm: str, task: str, seed: int) -> dict:
                     if other != task:
                         spec = get_glue_task(other)
                         specs.append(spec)
-                        train[other], dropped = drop_end_task_dev_overlap(load_glue_task(other, "train", GLUE_DIR), spec.text_fields,
-                                                                         [dev, selection], end.text_fields)
+                        train[other], dropped = drop_end_task_dev_overlap(
+                            load_glue_task(other, "train", GLUE_DIR), spec.text_fields, [dev, selection], end.text_fields
+                        )
                         out["end_task_dev_overlap_dropped"][other] = dropped
-            trainer, tokenizer = _trainer(specs, train, {task: selection}, budget // batch // len(specs), seed, work, end_task=task,
-                                          mtl_method="meta_tartan", mtl_method_options={"meta_lr": 0.1})
+            trainer, tokenizer = _trainer(
+                specs,
+                train,
+                {task: selection},
+                budget // batch // len(specs),
+                seed,
+                work,
+                end_task=task,
+                mtl_method="meta_tartan",
+                mtl_method_options={"meta_lr": 0.1},
+            )
         trainer.train()
         spec_index = [s.name for s in trainer.task_specs.values()].index(task)
         dev_set = tokenize_task(end, dev, tokenizer, spec_index, PROFILE["max_seq_length"])
         metrics = trainer.evaluate(eval_dataset={task: dev_set}, metric_key_prefix="dev")
-        out["dev"] = {k[len(f"dev_{task}_"):]: 100 * v for k, v in metrics.items()
-                      if k.startswith(f"dev_{task}_") and not k.endswith(("loss", "runtime", "per_second"))}
+        out["dev"] = {
+            k[len(f"dev_{task}_") :]: 100 * v
+            for k, v in metrics.items()
+            if k.startswith(f"dev_{task}_") and not k.endswith(("loss", "runtime", "per_second"))
+        }
         out["best_selection"] = trainer.state.best_metric
         out["best_step"] = getattr(trainer.state, "best_global_step", None)
-        out["weights"] = [{"step": log["step"], **{k[len("train_weight_"):]: v for k, v in log.items() if k.startswith("train_weight_")}}
-                          for log in trainer.state.log_history if any(k.startswith("train_weight_") for k in log)]
+        out["weights"] = [
+            {"step": log["step"], **{k[len("train_weight_") :]: v for k, v in log.items() if k.startswith("train_weight_")}}
+            for log in trainer.state.log_history
+            if any(k.startswith("train_weight_") for k in log)
+        ]
         out["steps"] = trainer.state.global_step
         if arm.startswith("meta_tartan"):
             out["dev_head_examples"] = trainer.state.global_step * batch
@@ -212,8 +267,14 @@ def summarize() -> dict:
     table: dict = {}
     for r in runs:
         table.setdefault((r["task"], r["arm"]), {})[r["seed"]] = r["dev"]["score"]
-    cells = {f"{t}|{a}": {"n": len(v), "mean": float(np.mean(list(v.values()))),
-                          "sd": float(np.std(list(v.values()), ddof=1)) if len(v) > 1 else None} for (t, a), v in table.items()}
+    cells = {
+        f"{t}|{a}": {
+            "n": len(v),
+            "mean": float(np.mean(list(v.values()))),
+            "sd": float(np.std(list(v.values()), ddof=1)) if len(v) > 1 else None,
+        }
+        for (t, a), v in table.items()
+    }
     pairs = {}
     for baseline, arms in BASELINES.items():
         for task in TASKS:
@@ -230,27 +291,50 @@ def summarize() -> dict:
         cost["steps"].append(r["steps"])
         if r["weights"] and len(r["weights"][-1]) > 2:  # step + at least two objectives
             cost["end_weight"].append(r["weights"][-1].get(r["task"]))
-    summary = {"profile": PROFILE, "runs": len(runs), "cells": cells, "pairs": pairs,
-               "per_seed": {f"{t}|{a}": v for (t, a), v in table.items()},
-               "costs": {k: {"wall_seconds": float(np.median(v["wall_seconds"])), "steps": int(np.mean(v["steps"])),
-                             "end_weight": float(np.mean(v["end_weight"])) if v["end_weight"] else None} for k, v in costs.items()},
-               "trivial_dev": {t: trivial_predictor(t, GLUE_DIR)["score"] for t in TASKS},
-               "stsb_zero_shot_cosine": STSB_ZERO_SHOT}
+    summary = {
+        "profile": PROFILE,
+        "runs": len(runs),
+        "cells": cells,
+        "pairs": pairs,
+        "per_seed": {f"{t}|{a}": v for (t, a), v in table.items()},
+        "costs": {
+            k: {
+                "wall_seconds": float(np.median(v["wall_seconds"])),
+                "steps": int(np.mean(v["steps"])),
+                "end_weight": float(np.mean(v["end_weight"])) if v["end_weight"] else None,
+            }
+            for k, v in costs.items()
+        },
+        "trivial_dev": {t: trivial_predictor(t, GLUE_DIR)["score"] for t in TASKS},
+        "stsb_zero_shot_cosine": STSB_ZERO_SHOT,
+    }
     with open(os.path.join(OUT_DIR, "tartan.json"), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=1)
-    lines = ["# TARTAN: end-task aware training vs fine-tuning (500 training examples per end task)", "",
-             "Regenerate: `python benchmarks/tartan.py --summarize`; profile and declaration: `benchmarks/tartan.py`. "
-             "GLUE dev ×100 of the best selection checkpoint, mean ± sd over seeds; differences paired by seed, 95 % t interval.", "",
-             "| arm | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
+    lines = [
+        "# TARTAN: end-task aware training vs fine-tuning (500 training examples per end task)",
+        "",
+        "Regenerate: `python benchmarks/tartan.py --summarize`; profile and declaration: `benchmarks/tartan.py`. "
+        "GLUE dev ×100 of the best selection checkpoint, mean ± sd over seeds; differences paired by seed, 95 % t interval.",
+        "",
+        "| arm | " + " | ".join(TASKS) + " |",
+        "|---|" + "---|" * len(TASKS),
+    ]
     for arm in ARMS:
         row = []
         for task in TASKS:
             cell = cells.get(f"{task}|{arm}")
-            row.append("–" if not cell else f"{cell['mean']:.1f}" + (f" ± {cell['sd']:.1f}" if cell["sd"] is not None else "") + f" (n={cell['n']})")
+            row.append(
+                "–"
+                if not cell
+                else f"{cell['mean']:.1f}" + (f" ± {cell['sd']:.1f}" if cell["sd"] is not None else "") + f" (n={cell['n']})"
+            )
         lines.append(f"| {arm} | " + " | ".join(row) + " |")
     lines.append("| trivial predictor (majority class / mean) | " + " | ".join(f"{summary['trivial_dev'][t]:.1f}" for t in TASKS) + " |")
-    lines.append("| frozen encoder, zero-shot cosine (no training) | "
-                 + " | ".join(f"{STSB_ZERO_SHOT['score']:.1f}" if t == "stsb" else "–" for t in TASKS) + " |")
+    lines.append(
+        "| frozen encoder, zero-shot cosine (no training) | "
+        + " | ".join(f"{STSB_ZERO_SHOT['score']:.1f}" if t == "stsb" else "–" for t in TASKS)
+        + " |"
+    )
     for baseline, arms in BASELINES.items():
         lines += ["", f"| arm − {baseline} | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
         for arm in arms:
@@ -264,10 +348,15 @@ def summarize() -> dict:
                 else:
                     row.append(f"{stat['mean']:+.1f} [{stat['interval'][0]:+.1f}, {stat['interval'][1]:+.1f}] (n={stat['n']})")
             lines.append(f"| {arm} | " + " | ".join(row) + " |")
-    lines += ["", "Cost and learned weights over seeds: median wall seconds (2-core CPU; a run that shared the CPU shows up as an "
-              "outlier) / optimizer steps / mean final weight of the end task (weighted arms: the weights sum to the number "
-              "of objectives, the auxiliaries share the rest).", "",
-              "| arm | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
+    lines += [
+        "",
+        "Cost and learned weights over seeds: median wall seconds (2-core CPU; a run that shared the CPU shows up as an "
+        "outlier) / optimizer steps / mean final weight of the end task (weighted arms: the weights sum to the number "
+        "of objectives, the auxiliaries share the rest).",
+        "",
+        "| arm | " + " | ".join(TASKS) + " |",
+        "|---|" + "---|" * len(TASKS),
+    ]
     for arm in ARMS:
         row = []
         for task in TASKS:

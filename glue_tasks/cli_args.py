@@ -34,8 +34,10 @@ class ModelArguments:
     )
     pooling: str = field(
         default="auto",
-        metadata={"help": "Head pooling: auto (checkpoint's declared), cls, pooler, mean, max, or mask (the mask token's "
-                  "state; inputs must hold one mask token — tasks with prompt templates always pool at their mask)."},
+        metadata={
+            "help": "Head pooling: auto (checkpoint's declared), cls, pooler, mean, max, or mask (the mask token's "
+            "state; inputs must hold one mask token — tasks with prompt templates always pool at their mask)."
+        },
     )
     classifier_dropout: float | None = field(default=None, metadata={"help": "Dropout before each head (default: encoder's)."})
     num_encoder_layers: int | None = field(
@@ -104,19 +106,23 @@ class DataArguments:
     selection_split_max: int = field(default=500, metadata={"help": "Upper bound on held-out selection examples per task."})
     dev_curves: bool = field(
         default=False,
-        metadata={"help": "Also evaluate the dev sets at every evaluation, as a second split that selects nothing: their "
-                  "curves are logged as eval_<task>_dev_<metric> (MNLI: eval_mnli_dev_matched_<metric>, ...) in trainer_state.json; one more dev pass per evaluation."},
+        metadata={
+            "help": "Also evaluate the dev sets at every evaluation, as a second split that selects nothing: their "
+            "curves are logged as eval_<task>_dev_<metric> (MNLI: eval_mnli_dev_matched_<metric>, ...) in trainer_state.json; one more dev pass per evaluation."
+        },
     )
     mlm_tasks: str | None = field(
         default=None,
-        metadata={"help": "TARTAN: comma-separated trained tasks whose training text also trains an auxiliary masked-LM "
-                  "task, named mlm_<task> (the checkpoint's MLM head, tied to the input embeddings; never in the GLUE score)."},
+        metadata={
+            "help": "TARTAN: comma-separated trained tasks whose training text also trains an auxiliary masked-LM "
+            "task, named mlm_<task> (the checkpoint's MLM head, tied to the input embeddings; never in the GLUE score)."
+        },
     )
     prompt_templates_file: str | None = field(
         default=None,
         metadata={
             "help": "DynaMaR: JSON object of prompt templates per task, {task: template or [templates]}, each with every "
-            "text field and one {mask}, e.g. {\"sst2\": \"{sentence} It was {mask}.\"}; those tasks' heads read the mask "
+            'text field and one {mask}, e.g. {"sst2": "{sentence} It was {mask}."}; those tasks\' heads read the mask '
             "token. With --prompt_pool_size, the candidates a pool is picked from."
         },
     )
@@ -130,8 +136,10 @@ class DataArguments:
     )
     prompt_eval: str | None = field(
         default=None,
-        metadata={"help": "How tasks with a template pool are evaluated: first (the pool's first template) or average "
-                  "(head outputs averaged over the pool). Default: each task's own setting (average)."},
+        metadata={
+            "help": "How tasks with a template pool are evaluated: first (the pool's first template) or average "
+            "(head outputs averaged over the pool). Default: each task's own setting (average)."
+        },
     )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
 
@@ -146,7 +154,9 @@ class DataArguments:
             if not isinstance(self.per_task_caps, dict) or not all(
                 isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in self.per_task_caps.values()
             ):
-                raise ValueError(f"--max_train_samples_per_task must be a JSON object of positive integers, got {self.max_train_samples_per_task}.")
+                raise ValueError(
+                    f"--max_train_samples_per_task must be a JSON object of positive integers, got {self.max_train_samples_per_task}."
+                )
         if not self.task_list and not self.custom_tasks_file:
             raise ValueError("No task given: use --tasks and/or --custom_tasks_file.")
         if not 0.0 <= self.selection_split_fraction < 1.0:

@@ -61,9 +61,7 @@ def load_glue_task(
     spec = get_glue_task(name)
     fmt = GLUE_FORMATS[spec.name]
     if split not in fmt.files:
-        raise ValueError(
-            f"Unknown split {split!r} for GLUE task {spec.name!r}; available splits: {', '.join(fmt.splits)}."
-        )
+        raise ValueError(f"Unknown split {split!r} for GLUE task {spec.name!r}; available splits: {', '.join(fmt.splits)}.")
     if glue_dir is None:
         return _load_from_hub(spec, split, cache_dir)
     return _load_from_tsv(spec, fmt, split, Path(glue_dir))
@@ -74,15 +72,11 @@ def _load_from_hub(spec: TaskSpec, split: str, cache_dir: str | os.PathLike[str]
     # Looked up on the module at call time so tests can monkeypatch `datasets.load_dataset`.
     dataset = datasets.load_dataset(HUB_DATASET, spec.name, split=split, cache_dir=cache_dir)
     if not isinstance(dataset, datasets.Dataset):
-        raise ValueError(
-            f"{HUB_DATASET}/{spec.name} split {split!r}: expected a Dataset, got {type(dataset).__name__}."
-        )
+        raise ValueError(f"{HUB_DATASET}/{spec.name} split {split!r}: expected a Dataset, got {type(dataset).__name__}.")
     features = glue_features(spec)
     missing = [column for column in features if column not in dataset.column_names]
     if missing:
-        raise ValueError(
-            f"{HUB_DATASET}/{spec.name} split {split!r} lacks column(s) {missing}; it has {dataset.column_names}."
-        )
+        raise ValueError(f"{HUB_DATASET}/{spec.name} split {split!r} lacks column(s) {missing}; it has {dataset.column_names}.")
     if len(dataset) == 0:
         raise ValueError(f"{HUB_DATASET}/{spec.name} split {split!r} is empty.")
     # The Hub stores labels as ClassLabel; a plain int64 matches the TSV path (names live in the spec).

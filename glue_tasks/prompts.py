@@ -19,7 +19,7 @@ _SINGLE = {
         "{sentence} This sentence is {mask}.",
         "Is this correct English? {mask}. {sentence}",
         "{sentence} Grammatical: {mask}",
-        "A linguist would call \"{sentence}\" {mask}.",
+        'A linguist would call "{sentence}" {mask}.',
         "{mask} English: {sentence}",
         "Read: {sentence} Verdict on its grammar, {mask}.",
     ),
@@ -29,14 +29,14 @@ _SINGLE = {
         "{sentence} Overall, the film is {mask}.",
         "Sentiment {mask}. {sentence}",
         "I watched it and {sentence} In a word, {mask}.",
-        "{mask} opinion of the critic: \"{sentence}\"",
+        '{mask} opinion of the critic: "{sentence}"',
     ),
 }
 _PAIR = {
     "mrpc": (
         "{sentence1} {mask}, {sentence2}",
         "Do these say the same thing? {mask}. {sentence1} {sentence2}",
-        "\"{sentence1}\" and \"{sentence2}\" are {mask}.",
+        '"{sentence1}" and "{sentence2}" are {mask}.',
         "{sentence2} Paraphrase of it: {mask}. {sentence1}",
         "First: {sentence1} Second: {sentence2} Same meaning? {mask}",
         "{mask} equivalent sentences: {sentence1} / {sentence2}",
@@ -44,7 +44,7 @@ _PAIR = {
     "stsb": (
         "{sentence1} {mask}, {sentence2}",
         "How similar are they? {mask}. {sentence1} {sentence2}",
-        "\"{sentence1}\" and \"{sentence2}\" are {mask} alike.",
+        '"{sentence1}" and "{sentence2}" are {mask} alike.',
         "{sentence2} Similarity to it: {mask}. {sentence1}",
         "First: {sentence1} Second: {sentence2} Similar? {mask}",
         "{mask} similar sentences: {sentence1} / {sentence2}",
@@ -52,7 +52,7 @@ _PAIR = {
     "rte": (
         "{sentence1} Question: {sentence2} Answer: {mask}.",
         "{sentence1} {mask}, {sentence2}",
-        "Does \"{sentence1}\" imply \"{sentence2}\"? {mask}",
+        'Does "{sentence1}" imply "{sentence2}"? {mask}',
         "{sentence2} Follows from the text? {mask}. Text: {sentence1}",
         "Premise: {sentence1} Hypothesis: {sentence2} Entailed: {mask}",
         "{mask} entailment between {sentence1} and {sentence2}",

@@ -36,8 +36,11 @@ def add_mlm_tasks(tasks: Planned, names: Sequence[str]) -> Planned:
     for name in names:
         source = next((spec for spec, _ in tasks if spec.name == name), None)
         if source is None:
-            raise UsageError(f"--mlm_tasks: task {name!r} is not trained{did_you_mean(name, [s.name for s, _ in tasks])}; "
-                             "an MLM task reads the training text of a trained task.", "mlm_tasks")
+            raise UsageError(
+                f"--mlm_tasks: task {name!r} is not trained{did_you_mean(name, [s.name for s, _ in tasks])}; "
+                "an MLM task reads the training text of a trained task.",
+                "mlm_tasks",
+            )
         mlm = TaskSpec(name=f"mlm_{name}", text_fields=source.text_fields, objective="mlm")
         if mlm.name in {spec.name for spec, _ in tasks}:
             raise UsageError(f"--mlm_tasks: task name {mlm.name!r} is taken.", "mlm_tasks")
@@ -48,15 +51,20 @@ def add_mlm_tasks(tasks: Planned, names: Sequence[str]) -> Planned:
 def _read_templates_file(path: str, names: set[str]) -> dict[str, tuple[str, ...]]:
     entries, _ = read_json_file(path, "prompt templates file")
     if not isinstance(entries, dict):
-        raise UsageError(f"--prompt_templates_file {path}: expected a JSON object {{task: template or [templates]}}.", "prompt_templates_file")
+        raise UsageError(
+            f"--prompt_templates_file {path}: expected a JSON object {{task: template or [templates]}}.", "prompt_templates_file"
+        )
     given = {}
     for task, value in entries.items():
         if task not in names:
-            raise UsageError(f"--prompt_templates_file {path}: task {task!r} is not trained{did_you_mean(task, names)}.", "prompt_templates_file")
+            raise UsageError(
+                f"--prompt_templates_file {path}: task {task!r} is not trained{did_you_mean(task, names)}.", "prompt_templates_file"
+            )
         value = [value] if isinstance(value, str) else value
         if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
-            raise UsageError(f"--prompt_templates_file {path}: task {task!r}: give a template or a non-empty list of templates.",
-                             "prompt_templates_file")
+            raise UsageError(
+                f"--prompt_templates_file {path}: task {task!r}: give a template or a non-empty list of templates.", "prompt_templates_file"
+            )
         given[task] = tuple(value)
     return given
 
@@ -68,8 +76,11 @@ def apply_prompt_options(tasks: Planned, templates_file: str | None, pool_size: 
     for spec, source in tasks:
         if spec.is_mlm:  # an auxiliary MLM objective reads plain text
             if spec.name in given:
-                raise UsageError(f"--prompt_templates_file {templates_file}: task {spec.name!r} is an MLM "
-                                 "objective; prompt templates apply to supervised tasks.", "prompt_templates_file")
+                raise UsageError(
+                    f"--prompt_templates_file {templates_file}: task {spec.name!r} is an MLM "
+                    "objective; prompt templates apply to supervised tasks.",
+                    "prompt_templates_file",
+                )
             result.append((spec, source))
             continue
         templates = given.get(spec.name, spec.prompt_templates)

@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 
 FILE_NAME = "calibration.json"
-DEFINITION = ("confidence = softmax probability of the predicted class; equal-width confidence bins over [0, 1]; "
-              "ECE = sum over bins of (bin size / N) * |accuracy - mean confidence|")
+DEFINITION = (
+    "confidence = softmax probability of the predicted class; equal-width confidence bins over [0, 1]; "
+    "ECE = sum over bins of (bin size / N) * |accuracy - mean confidence|"
+)
 
 
 def reliability_bins(logits: np.ndarray, labels: np.ndarray, num_bins: int = 15) -> list[dict[str, float]]:
@@ -44,9 +46,15 @@ def reliability_bins(logits: np.ndarray, labels: np.ndarray, num_bins: int = 15)
     for b in range(num_bins):
         members = index == b
         count = int(members.sum())
-        bins.append({"lower": b / num_bins, "upper": (b + 1) / num_bins, "count": count,
-                     "accuracy": float(correct[members].mean()) if count else None,
-                     "confidence": float(confidence[members].mean()) if count else None})
+        bins.append(
+            {
+                "lower": b / num_bins,
+                "upper": (b + 1) / num_bins,
+                "count": count,
+                "accuracy": float(correct[members].mean()) if count else None,
+                "confidence": float(confidence[members].mean()) if count else None,
+            }
+        )
     return bins
 
 
@@ -74,9 +82,15 @@ def pool_bins(runs: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, flo
     for position, (lower, upper) in enumerate(edges):
         members = [run[position] for run in runs if run[position]["count"]]
         count = sum(b["count"] for b in members)
-        pooled.append({"lower": lower, "upper": upper, "count": count,
-                       "accuracy": sum(b["count"] * b["accuracy"] for b in members) / count if count else None,
-                       "confidence": sum(b["count"] * b["confidence"] for b in members) / count if count else None})
+        pooled.append(
+            {
+                "lower": lower,
+                "upper": upper,
+                "count": count,
+                "accuracy": sum(b["count"] * b["accuracy"] for b in members) / count if count else None,
+                "confidence": sum(b["count"] * b["confidence"] for b in members) / count if count else None,
+            }
+        )
     return pooled
 
 
@@ -127,8 +141,13 @@ def plot_reliability(panels: Mapping[str, Mapping[str, Sequence[Mapping[str, Any
         axis.plot([0, 1], [0, 1], ":", color="grey", linewidth=1)
         for name, bins in panels[task].items():
             filled = [b for b in bins if b["count"]]
-            axis.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], "o-", markersize=3,
-                      label=f"{name} (ECE {100 * ece_from_bins(bins):.1f})")
+            axis.plot(
+                [b["confidence"] for b in filled],
+                [b["accuracy"] for b in filled],
+                "o-",
+                markersize=3,
+                label=f"{name} (ECE {100 * ece_from_bins(bins):.1f})",
+            )
         axis.set_title(task, fontsize=9)
         axis.set_xlabel("confidence")
         axis.set_ylabel("accuracy")

@@ -106,7 +106,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
     )
     mtl_method: str = field(
         default="equal",
-        metadata={"help": "Weighting method (equal, static, uncertainty, dwa, gradnorm, rlw, famo, pcgrad, gradvac, cagrad, mgda, imtl_g, nash_mtl, mt_tartan, meta_tartan); 'async_kd' = equal with --async_kd."},
+        metadata={
+            "help": "Weighting method (equal, static, uncertainty, dwa, gradnorm, rlw, famo, pcgrad, gradvac, cagrad, mgda, imtl_g, nash_mtl, mt_tartan, meta_tartan); 'async_kd' = equal with --async_kd."
+        },
     )
     mtl_method_options: dict | str | None = field(
         default=None, metadata={"help": "Options of the weighting method as a JSON object, e.g. '{\"temperature\": 2.0}'."}
@@ -114,30 +116,46 @@ class MultiTaskTrainingArguments(TrainingArguments):
     async_kd: bool = field(
         default=False, metadata={"help": "Asynchronous convergence: converged tasks train by self-distillation (over any mtl_method)."}
     )
-    kd_patience: int = field(default=_KD.patience, metadata={"help": "async_kd: evaluations without improvement before a task has converged."})
+    kd_patience: int = field(
+        default=_KD.patience, metadata={"help": "async_kd: evaluations without improvement before a task has converged."}
+    )
     kd_min_delta: float = field(default=_KD.min_delta, metadata={"help": "async_kd: smallest metric change that counts as an improvement."})
     kd_min_steps: int = field(default=_KD.min_steps, metadata={"help": "async_kd: no task converges before this step."})
     kd_require_improvement: bool = field(
         default=_KD.require_improvement, metadata={"help": "async_kd: converge only after the metric improved over its first evaluation."}
     )
-    kd_smoothing: int = field(default=_KD.smoothing, metadata={"help": "async_kd: patience on the mean of the last N evaluations (1 = raw)."})
+    kd_smoothing: int = field(
+        default=_KD.smoothing, metadata={"help": "async_kd: patience on the mean of the last N evaluations (1 = raw)."}
+    )
     kd_full_window: bool = field(
         default=_KD.full_window,
-        metadata={"help": "async_kd: the smoothed series starts with the first full window of kd_smoothing evaluations (false: the first, unaveraged evaluation counts as a smoothed value)."},
+        metadata={
+            "help": "async_kd: the smoothed series starts with the first full window of kd_smoothing evaluations (false: the first, unaveraged evaluation counts as a smoothed value)."
+        },
     )
     kd_trivial_gate: bool = field(
-        default=_KD.trivial_gate, metadata={"help": "async_kd: converge only once the metric beats the trivial predictor by kd_margin_z noise units."}
+        default=_KD.trivial_gate,
+        metadata={"help": "async_kd: converge only once the metric beats the trivial predictor by kd_margin_z noise units."},
     )
-    kd_margin_z: float = field(default=_KD.margin_z, metadata={"help": "async_kd: noise units (z) of the trivial-predictor gate, of the required decline and of teacher refresh."})
+    kd_margin_z: float = field(
+        default=_KD.margin_z,
+        metadata={"help": "async_kd: noise units (z) of the trivial-predictor gate, of the required decline and of teacher refresh."},
+    )
     kd_decline_trigger: bool = field(
-        default=_KD.decline_trigger, metadata={"help": "async_kd: also converge when the smoothed metric falls below its best by the kd_margin_z margin (with --kd_require_decline false)."}
+        default=_KD.decline_trigger,
+        metadata={
+            "help": "async_kd: also converge when the smoothed metric falls below its best by the kd_margin_z margin (with --kd_require_decline false)."
+        },
     )
     kd_require_decline: bool = field(
         default=_KD.require_decline,
-        metadata={"help": "async_kd: converge only once the smoothed metric has also fallen below its best by kd_margin_z noise units at its own level (false: a plateau of kd_patience evaluations is enough, the paper's rule)."},
+        metadata={
+            "help": "async_kd: converge only once the smoothed metric has also fallen below its best by kd_margin_z noise units at its own level (false: a plateau of kd_patience evaluations is enough, the paper's rule)."
+        },
     )
     kd_refresh: bool = field(
-        default=_KD.refresh, metadata={"help": "async_kd: a converged task takes a new teacher when its metric later beats the teacher's by the margin."}
+        default=_KD.refresh,
+        metadata={"help": "async_kd: a converged task takes a new teacher when its metric later beats the teacher's by the margin."},
     )
     kd_temperature: float = field(default=_KD.temperature, metadata={"help": "async_kd: temperature of the KL distillation loss."})
     kd_loss: str = field(default=_KD.loss, metadata={"help": f"async_kd: distillation loss, one of {LOSS_TYPES}."})
@@ -145,31 +163,45 @@ class MultiTaskTrainingArguments(TrainingArguments):
     kd_top_k: int = field(default=_KD.top_k, metadata={"help": "async_kd: teacher built from the k best snapshots of a task."})
     kd_ensemble: str = field(
         default=_KD.ensemble,
-        metadata={"help": f"async_kd, kd_top_k > 1: combine the snapshots' {ENSEMBLE_TYPES[0]} (weight average) or their {ENSEMBLE_TYPES[1]} (prediction ensemble)."},
+        metadata={
+            "help": f"async_kd, kd_top_k > 1: combine the snapshots' {ENSEMBLE_TYPES[0]} (weight average) or their {ENSEMBLE_TYPES[1]} (prediction ensemble)."
+        },
     )
     kd_soft_labels: str = field(
         default=_KD.soft_labels,
-        metadata={"help": f"async_kd: when soft labels are computed, one of {SOFT_LABEL_MODES} (precompute = one pass over the training set at convergence)."},
+        metadata={
+            "help": f"async_kd: when soft labels are computed, one of {SOFT_LABEL_MODES} (precompute = one pass over the training set at convergence)."
+        },
     )
-    kd_snapshot_dir: str | None = field(default=_KD.snapshot_dir, metadata={"help": "async_kd: keep snapshots on disk here (default: CPU memory)."})
+    kd_snapshot_dir: str | None = field(
+        default=_KD.snapshot_dir, metadata={"help": "async_kd: keep snapshots on disk here (default: CPU memory)."}
+    )
     kd_stop_when_all_converged: bool = field(
         default=_KD.stop_when_all_converged, metadata={"help": "async_kd: stop training once every task has converged."}
     )
     kd_label_batch_size: int | None = field(
         default=_KD.label_batch_size,
-        metadata={"help": "async_kd: batch size of the soft-label (teacher) pass; default max(128, per_device_eval_batch_size) -- its batches are length-sorted, so large ones waste no padding."},
+        metadata={
+            "help": "async_kd: batch size of the soft-label (teacher) pass; default max(128, per_device_eval_batch_size) -- its batches are length-sorted, so large ones waste no padding."
+        },
     )
     diagnostics_steps: int = field(
         default=0,
-        metadata={"help": "Every N steps, measure per-task gradient conflict on the shared encoder (cosines, norms; logged and saved to gradient_diagnostics.json). Costs one forward+backward per task per measurement. 0 = off."},
+        metadata={
+            "help": "Every N steps, measure per-task gradient conflict on the shared encoder (cosines, norms; logged and saved to gradient_diagnostics.json). Costs one forward+backward per task per measurement. 0 = off."
+        },
     )
     calibration_bins: int = field(
         default=0,
-        metadata={"help": "Report the expected calibration error (eval_<task>_ece) of classification tasks with this many equal-width confidence bins (15 is usual); every evaluation's bins go to calibration.json (reliability diagrams: python -m hf_async_mtl.calibration). 0 = off."},
+        metadata={
+            "help": "Report the expected calibration error (eval_<task>_ece) of classification tasks with this many equal-width confidence bins (15 is usual); every evaluation's bins go to calibration.json (reliability diagrams: python -m hf_async_mtl.calibration). 0 = off."
+        },
     )
     finetune_after_mtl_steps: int = field(
         default=0,
-        metadata={"help": "run_glue_mtl.py: after multi-task training, fine-tune a copy of the model on each task alone for up to this many steps (selection and early stopping on the task's selection split; one exported model per task under <output_dir>/finetuned/<task>). 0 = off."},
+        metadata={
+            "help": "run_glue_mtl.py: after multi-task training, fine-tune a copy of the model on each task alone for up to this many steps (selection and early stopping on the task's selection split; one exported model per task under <output_dir>/finetuned/<task>). 0 = off."
+        },
     )
     finetune_eval_steps: int | None = field(
         default=None, metadata={"help": "Evaluation interval of the per-task fine-tuning (default: finetune_after_mtl_steps / 10)."}
@@ -179,21 +211,28 @@ class MultiTaskTrainingArguments(TrainingArguments):
     )
     end_task: str | None = field(
         default=None,
-        metadata={"help": "TARTAN: the end task(s) of the run, comma-separated; the other tasks are auxiliaries (mt_tartan, meta_tartan weights; best checkpoint and early stopping on the end task's selection score)."},
+        metadata={
+            "help": "TARTAN: the end task(s) of the run, comma-separated; the other tasks are auxiliaries (mt_tartan, meta_tartan weights; best checkpoint and early stopping on the end task's selection score)."
+        },
     )
     tartan_dev_fraction: float = field(
-        default=0.1, metadata={"help": "meta_tartan: fraction of each end task's training set held out for the dev head (at most tartan_dev_max)."}
+        default=0.1,
+        metadata={"help": "meta_tartan: fraction of each end task's training set held out for the dev head (at most tartan_dev_max)."},
     )
     early_stopping_patience: int = field(
         default=0,
-        metadata={"help": "Stop after this many evaluations without improvement of metric_for_best_model (with end_task: the end task's selection score). 0 = off."},
+        metadata={
+            "help": "Stop after this many evaluations without improvement of metric_for_best_model (with end_task: the end task's selection score). 0 = off."
+        },
     )
     tartan_dev_max: int = field(default=500, metadata={"help": "meta_tartan: upper bound on each end task's dev-head examples."})
     mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of tokens masked in the batches of MLM auxiliary tasks."})
     eval_strategy: str = field(default="steps", metadata={"help": "When to evaluate every task (no, steps, epoch)."})
     per_device_eval_batch_size: int = field(
         default=64,
-        metadata={"help": "Evaluation and prediction batch size per device (Trainer's default is 8); evaluation batches are length-sorted, so a large batch wastes little padding."},
+        metadata={
+            "help": "Evaluation and prediction batch size per device (Trainer's default is 8); evaluation batches are length-sorted, so a large batch wastes little padding."
+        },
     )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the multi-task dataset carries task_ids and soft labels."}
@@ -236,7 +275,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
         if self.end_task is not None and not self.end_tasks:
             raise ValueError("end_task is empty: name the end task(s), comma-separated.")
         if not 0.0 < self.tartan_dev_fraction < 1.0 or self.tartan_dev_max < 1:
-            raise ValueError(f"tartan_dev_fraction must be in (0, 1) and tartan_dev_max >= 1, got {self.tartan_dev_fraction}, {self.tartan_dev_max}.")
+            raise ValueError(
+                f"tartan_dev_fraction must be in (0, 1) and tartan_dev_max >= 1, got {self.tartan_dev_fraction}, {self.tartan_dev_max}."
+            )
         if not 0.0 < self.mlm_probability < 1.0:
             raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}.")
         if self.early_stopping_patience < 0:
@@ -244,21 +285,26 @@ class MultiTaskTrainingArguments(TrainingArguments):
         if self.early_stopping_patience and self.eval_strategy == "no":
             raise ValueError("early_stopping_patience stops on evaluations: set eval_strategy to 'steps' or 'epoch'.")
         if self.sampling_strategy == "annealed" and self.max_steps <= 0:
-            raise ValueError("sampling_strategy 'annealed' anneals from proportional to uniform over max_steps: set max_steps (> 0); "
-                             "with num_train_epochs alone every epoch would restart the schedule.")
+            raise ValueError(
+                "sampling_strategy 'annealed' anneals from proportional to uniform over max_steps: set max_steps (> 0); "
+                "with num_train_epochs alone every epoch would restart the schedule."
+            )
         if self.async_kd and self.eval_strategy == "no":
             raise ValueError("async_kd monitors validation metrics: set eval_strategy to 'steps' or 'epoch'.")
         ignored = self.ignored_kd_options()
         if ignored:
-            logger.warning("%s set but async-KD is off, so they do nothing: add async_kd=True (or mtl_method='async_kd').",
-                           ", ".join(f"{name}={getattr(self, name)!r}" for name in ignored))
+            logger.warning(
+                "%s set but async-KD is off, so they do nothing: add async_kd=True (or mtl_method='async_kd').",
+                ", ".join(f"{name}={getattr(self, name)!r}" for name in ignored),
+            )
 
     def ignored_kd_options(self) -> list[str]:
         """The async-KD options (`kd_*`) that differ from their defaults while async-KD is off (they would do nothing)."""
         if self.async_kd:
             return []
-        return [f.name for f in fields(self) if f.name.startswith("kd_") and f.default is not MISSING
-                and getattr(self, f.name) != f.default]
+        return [
+            f.name for f in fields(self) if f.name.startswith("kd_") and f.default is not MISSING and getattr(self, f.name) != f.default
+        ]
 
     def __getstate__(self) -> dict:
         # The Trainer pickles its arguments into every checkpoint (training_args.bin), which

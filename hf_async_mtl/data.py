@@ -141,18 +141,33 @@ def tokenize_task(
         views = []
         for template_id, template in enumerate(spec.prompt_templates):
 
-            def encode_prompt(batch: dict[str, list[Any]], indices: list[int], template=template, template_id=template_id) -> dict[str, Any]:
-                encoded = encode_prompts(tokenizer, template, {f: batch[f] for f in spec.text_fields}, max_seq_length,
-                                         row_ids=batch.get("idx", indices),
-                                         source=f"Task {spec.name!r}, template {template_id}")
+            def encode_prompt(
+                batch: dict[str, list[Any]], indices: list[int], template=template, template_id=template_id
+            ) -> dict[str, Any]:
+                encoded = encode_prompts(
+                    tokenizer,
+                    template,
+                    {f: batch[f] for f in spec.text_fields},
+                    max_seq_length,
+                    row_ids=batch.get("idx", indices),
+                    source=f"Task {spec.name!r}, template {template_id}",
+                )
                 encoded["labels"] = batch["label"]
                 encoded[TASK_IDS_COLUMN] = [task_id] * len(batch["label"])
                 encoded[TEMPLATE_IDS_COLUMN] = [template_id] * len(batch["label"])
                 return encoded
 
             removed = [c for c in dataset.column_names if c != "idx"]
-            views.append(dataset.map(encode_prompt, batched=True, with_indices=True, remove_columns=removed, num_proc=num_proc,
-                                     desc=f"Tokenizing {spec.name} (template {template_id})"))
+            views.append(
+                dataset.map(
+                    encode_prompt,
+                    batched=True,
+                    with_indices=True,
+                    remove_columns=removed,
+                    num_proc=num_proc,
+                    desc=f"Tokenizing {spec.name} (template {template_id})",
+                )
+            )
         tokenized = datasets.concatenate_datasets(views) if len(views) > 1 else views[0]
     else:
 
@@ -186,8 +201,10 @@ def num_template_views(dataset: Any) -> int:
     n, remainder = divmod(len(dataset), count)
     expected = np.repeat(np.arange(count), n)
     if remainder or not np.array_equal(np.asarray(ids.to_numpy(zero_copy_only=False)), expected):
-        raise ValueError(f"A dataset with {TEMPLATE_IDS_COLUMN!r} must hold whole template views in template order "
-                         f"(as tokenize_task writes them); got {len(dataset)} rows for {count} templates.")
+        raise ValueError(
+            f"A dataset with {TEMPLATE_IDS_COLUMN!r} must hold whole template views in template order "
+            f"(as tokenize_task writes them); got {len(dataset)} rows for {count} templates."
+        )
     return count
 
 

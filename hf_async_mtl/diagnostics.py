@@ -71,9 +71,19 @@ class MultiTaskDiagnosticsCallback(TrainerCallback):
         write_files: Whether this process writes `gradient_diagnostics.json` (the main process).
     """
 
-    def __init__(self, every: int, task_loss: Callable[[torch.nn.Module, dict], tuple[str, torch.Tensor, Any]], train_dataset: Any,
-                 collator: Callable[[list], dict], batch_size: int, seed: int, device: Any, logs: dict[str, float],
-                 loss_context: Callable[[], AbstractContextManager] = contextlib.nullcontext, write_files: bool = True) -> None:
+    def __init__(
+        self,
+        every: int,
+        task_loss: Callable[[torch.nn.Module, dict], tuple[str, torch.Tensor, Any]],
+        train_dataset: Any,
+        collator: Callable[[list], dict],
+        batch_size: int,
+        seed: int,
+        device: Any,
+        logs: dict[str, float],
+        loss_context: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+        write_files: bool = True,
+    ) -> None:
         if every < 1:
             raise ValueError(f"diagnostics_steps must be >= 1, got {every}.")
         self.every = every
@@ -141,8 +151,12 @@ class MultiTaskDiagnosticsCallback(TrainerCallback):
 
     def measure_batches(self, model: torch.nn.Module, batches: dict[str, dict[str, torch.Tensor]], step: int) -> dict[str, Any]:
         """One measurement on the given task → batch mapping (random state restored afterwards; `.grad` untouched)."""
-        states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-                  torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+        states = (
+            random.getstate(),
+            np.random.get_state(),
+            torch.get_rng_state(),
+            torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        )
         try:
             shared, _ = shared_and_task_parameters(model)
             losses = {}
@@ -152,8 +166,7 @@ class MultiTaskDiagnosticsCallback(TrainerCallback):
                     losses[task] = loss
             names = list(losses)
             task_grads = task_gradient_matrix(losses, names, shared, retain_graph=False)
-            return {"step": step, **conflict_summary(task_grads, names),
-                    "loss": {t: float(value.detach()) for t, value in losses.items()}}
+            return {"step": step, **conflict_summary(task_grads, names), "loss": {t: float(value.detach()) for t, value in losses.items()}}
         finally:
             random.setstate(states[0])
             np.random.set_state(states[1])
@@ -166,10 +179,13 @@ class MultiTaskDiagnosticsCallback(TrainerCallback):
             return
         os.makedirs(output_dir, exist_ok=True)
         path = os.path.join(output_dir, FILE_NAME)
-        payload = {"every_steps": self.every, "batch_size": self.batch_size,
-                   "definition": "cosine of per-task gradients of the shared encoder on one seeded batch per task; "
-                                 "conflict_fraction = share of task pairs with cosine < 0",
-                   "records": self.records}
+        payload = {
+            "every_steps": self.every,
+            "batch_size": self.batch_size,
+            "definition": "cosine of per-task gradients of the shared encoder on one seeded batch per task; "
+            "conflict_fraction = share of task pairs with cosine < 0",
+            "records": self.records,
+        }
         with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
             json.dump(payload, handle, indent=1)
         os.replace(f"{path}.tmp", path)

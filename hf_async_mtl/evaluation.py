@@ -51,8 +51,10 @@ class MultiTaskEvaluationMixin:
         keys = [key for key, _, _ in sets]
         clash = sorted({key for key in keys if keys.count(key) > 1})
         if clash:
-            raise ValueError(f"eval_dataset: metric name(s) {clash} would be reported twice (task '<a>' with extra split '<b>' "
-                             "is reported as '<a>_<b>', like a task of that name): rename the split or the task.")
+            raise ValueError(
+                f"eval_dataset: metric name(s) {clash} would be reported twice (task '<a>' with extra split '<b>' "
+                "is reported as '<a>_<b>', like a task of that name): rename the split or the task."
+            )
         return sets
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:

@@ -50,9 +50,13 @@ def finetune_each_task(
     if max_steps < 1 or eval_steps < 1 or patience < 1:
         raise ValueError(f"finetune: max_steps, eval_steps and patience must be >= 1, got {max_steps}, {eval_steps}, {patience}.")
     root = output_dir or os.path.join(args.output_dir, "finetuned")
-    before_trainer = MultiTaskTrainer(model=model, args=_task_args(args, root, "before", max_steps, eval_steps, learning_rate, None),
-                                      task_specs=list(specs), eval_dataset={s.name: dev_sets[s.name] for s in specs},
-                                      processing_class=tokenizer)
+    before_trainer = MultiTaskTrainer(
+        model=model,
+        args=_task_args(args, root, "before", max_steps, eval_steps, learning_rate, None),
+        task_specs=list(specs),
+        eval_dataset={s.name: dev_sets[s.name] for s in specs},
+        processing_class=tokenizer,
+    )
     before = before_trainer.evaluate(metric_key_prefix="eval")
     table: dict[str, dict[str, Any]] = {}
     for spec in specs:
@@ -61,9 +65,12 @@ def finetune_each_task(
         task_dir = os.path.join(root, spec.name)
         student = copy.deepcopy(model)
         trainer = MultiTaskTrainer(
-            model=student, args=_task_args(args, task_dir, spec.name, max_steps, eval_steps, learning_rate, spec, warmup_steps),
-            task_specs=list(specs), train_dataset={spec.name: train_sets[spec.name]},
-            eval_dataset={spec.name: selection_sets[spec.name]}, processing_class=tokenizer,
+            model=student,
+            args=_task_args(args, task_dir, spec.name, max_steps, eval_steps, learning_rate, spec, warmup_steps),
+            task_specs=list(specs),
+            train_dataset={spec.name: train_sets[spec.name]},
+            eval_dataset={spec.name: selection_sets[spec.name]},
+            processing_class=tokenizer,
             callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)],
         )
         trainer.train()
@@ -73,25 +80,50 @@ def finetune_each_task(
         trainer.accelerator.wait_for_everyone()
         key = f"eval_{spec.name}_score"
         table[spec.name] = {
-            "before": before.get(key), "after": after.get(key), "selected_on": f"eval_{spec.name}_{spec.main_metric}",
-            "best_selection_step": trainer.state.best_global_step, "steps_trained": trainer.state.global_step,
+            "before": before.get(key),
+            "after": after.get(key),
+            "selected_on": f"eval_{spec.name}_{spec.main_metric}",
+            "best_selection_step": trainer.state.best_global_step,
+            "steps_trained": trainer.state.global_step,
             "export": os.path.join(task_dir, "export"),
         }
         del student, trainer
     return table
 
 
-def _task_args(args: MultiTaskTrainingArguments, output_dir: str, task: str, max_steps: int, eval_steps: int,
-               learning_rate: float | None, spec: TaskSpec | None, warmup_steps: int | None = None) -> MultiTaskTrainingArguments:
+def _task_args(
+    args: MultiTaskTrainingArguments,
+    output_dir: str,
+    task: str,
+    max_steps: int,
+    eval_steps: int,
+    learning_rate: float | None,
+    spec: TaskSpec | None,
+    warmup_steps: int | None = None,
+) -> MultiTaskTrainingArguments:
     """The run's arguments for one task's fine-tuning: own budget, warm-up and output, selection on the task's
     `main_metric` (its direction is `greater_is_better`)."""
     changes = dict(
-        output_dir=output_dir, max_steps=max_steps, eval_strategy="steps", eval_steps=eval_steps,
-        save_strategy="steps", save_steps=eval_steps, save_total_limit=1, logging_steps=eval_steps,
-        load_best_model_at_end=spec is not None, metric_for_best_model=f"eval_{task}_{spec.main_metric}" if spec else None,
-        greater_is_better=spec.greater_is_better if spec else None, mtl_method="equal", mtl_method_options={},
-        async_kd=False, step_composition="one_task", diagnostics_steps=0, push_to_hub=False, report_to="none",
-        end_task=None, early_stopping_patience=0,  # the per-task runs select and stop on their own task (finetune_patience)
+        output_dir=output_dir,
+        max_steps=max_steps,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=1,
+        logging_steps=eval_steps,
+        load_best_model_at_end=spec is not None,
+        metric_for_best_model=f"eval_{task}_{spec.main_metric}" if spec else None,
+        greater_is_better=spec.greater_is_better if spec else None,
+        mtl_method="equal",
+        mtl_method_options={},
+        async_kd=False,
+        step_composition="one_task",
+        diagnostics_steps=0,
+        push_to_hub=False,
+        report_to="none",
+        end_task=None,
+        early_stopping_patience=0,  # the per-task runs select and stop on their own task (finetune_patience)
         resume_from_checkpoint=None,
         warmup_steps=warmup_steps if warmup_steps is not None else round(FINETUNE_WARMUP * max_steps),
     )
@@ -99,6 +131,8 @@ def _task_args(args: MultiTaskTrainingArguments, output_dir: str, task: str, max
         changes["learning_rate"] = learning_rate
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init}
     # no async-KD here: its options go back to their defaults (they would do nothing)
-    values.update({f.name: f.default for f in dataclasses.fields(args) if f.name.startswith("kd_") and f.default is not dataclasses.MISSING})
+    values.update(
+        {f.name: f.default for f in dataclasses.fields(args) if f.name.startswith("kd_") and f.default is not dataclasses.MISSING}
+    )
     values.update(changes)
     return type(args)(**values)

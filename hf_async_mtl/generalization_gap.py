@@ -46,8 +46,9 @@ def load_log_history(path: str) -> list[dict[str, Any]]:
 
 def task_points(history: Sequence[Mapping[str, Any]], task: str) -> list[tuple[int, float, float]]:
     """(step, training loss of `task`, selection score of `task`) at each evaluation that has both."""
-    losses = sorted((int(log["step"]), float(log[f"train_loss_{task}"])) for log in history
-                    if f"train_loss_{task}" in log and "step" in log)
+    losses = sorted(
+        (int(log["step"]), float(log[f"train_loss_{task}"])) for log in history if f"train_loss_{task}" in log and "step" in log
+    )
     points = []
     for log in history:
         key = f"eval_{task}_score"
@@ -72,8 +73,15 @@ def gap_at_equal_loss(multi: Sequence[tuple[int, float, float]], single: Sequenc
     for step, train_loss, value in multi:
         inside = loss[0] <= train_loss <= loss[-1]
         reference = float(np.interp(train_loss, loss, score)) if inside else None
-        rows.append({"step": step, "train_loss": train_loss, "multi_task_score": value, "single_task_score_at_loss": reference,
-                     "gap": (reference - value) if reference is not None else None})
+        rows.append(
+            {
+                "step": step,
+                "train_loss": train_loss,
+                "multi_task_score": value,
+                "single_task_score_at_loss": reference,
+                "gap": (reference - value) if reference is not None else None,
+            }
+        )
     gaps = [r["gap"] for r in rows if r["gap"] is not None]
     return {"points": rows, "mean_gap": float(np.mean(gaps)) if gaps else None, "compared_points": len(gaps)}
 
@@ -107,8 +115,7 @@ def plot_gap(result: Mapping[str, Any], path: str) -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--multi_task", required=True, help="The multi-task run (output dir, trainer_state.json or benchmark JSON).")
-    parser.add_argument("--single_task", action="append", required=True, metavar="TASK=RUN",
-                        help="A single-task run of TASK (repeatable).")
+    parser.add_argument("--single_task", action="append", required=True, metavar="TASK=RUN", help="A single-task run of TASK (repeatable).")
     parser.add_argument("--out", required=True, help="Directory for generalization_gap.json and .png.")
     args = parser.parse_args(argv)
     singles = {}
@@ -118,9 +125,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             parser.error(f"--single_task {item!r}: expected TASK=RUN.")
         singles[task] = path
     multi_history = load_log_history(args.multi_task)
-    result: dict[str, Any] = {"multi_task": args.multi_task, "single_task": singles, "tasks": {},
-                              "definition": "gap = single-task selection score interpolated at the multi-task training loss - "
-                                            "multi-task selection score (positive: multi-task generalizes worse at equal fit)"}
+    result: dict[str, Any] = {
+        "multi_task": args.multi_task,
+        "single_task": singles,
+        "tasks": {},
+        "definition": "gap = single-task selection score interpolated at the multi-task training loss - "
+        "multi-task selection score (positive: multi-task generalizes worse at equal fit)",
+    }
     for task, path in singles.items():
         multi, single = task_points(multi_history, task), task_points(load_log_history(path), task)
         if not multi:
@@ -134,8 +145,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     plot_gap(result, os.path.join(args.out, "generalization_gap.png"))
     for task, entry in result["tasks"].items():
         gap = entry["mean_gap"]
-        print(f"{task}: mean gap at equal training loss {gap:+.4f} over {entry['compared_points']} points" if gap is not None
-              else f"{task}: the runs' training losses do not overlap")
+        print(
+            f"{task}: mean gap at equal training loss {gap:+.4f} over {entry['compared_points']} points"
+            if gap is not None
+            else f"{task}: the runs' training losses do not overlap"
+        )
     return result
 
 

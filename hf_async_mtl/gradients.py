@@ -97,8 +97,12 @@ def per_task_gradient_step(
 
 
 def task_gradient_matrix(
-    losses: Mapping[str, torch.Tensor], task_names: list[str], parameters: list[torch.nn.Parameter], *,
-    scale: float = 1.0, retain_graph: bool = True,
+    losses: Mapping[str, torch.Tensor],
+    task_names: list[str],
+    parameters: list[torch.nn.Parameter],
+    *,
+    scale: float = 1.0,
+    retain_graph: bool = True,
 ) -> torch.Tensor:
     """`[tasks, parameters]` fp32 matrix: row t = d losses[t] / d parameters, flattened (zeros where unused).
 

@@ -70,9 +70,16 @@ def push_model_to_hub(
         card = build_model_card(model.config, repo_id=resolved_repo_id, tags=tag_list or None, **card_kwargs)
         card.save(os.path.join(folder, "README.md"))
 
-    return _push_folder(repo_id, write, commit_message=commit_message or "Upload multi-task model",
-                        commit_description=commit_description, private=private, token=token, revision=revision,
-                        create_pr=create_pr)
+    return _push_folder(
+        repo_id,
+        write,
+        commit_message=commit_message or "Upload multi-task model",
+        commit_description=commit_description,
+        private=private,
+        token=token,
+        revision=revision,
+        create_pr=create_pr,
+    )
 
 
 def push_task_to_hub(
@@ -102,10 +109,18 @@ def push_task_to_hub(
 
     def write(folder: str, resolved_repo_id: str) -> None:
         exported = model.export_task(task_name, folder, tokenizer=tokenizer, max_shard_size=max_shard_size)
-        card = build_task_card(model.config, task_name, exported_class=type(exported).__name__,
-                               repo_id=resolved_repo_id, tags=tags, **card_kwargs)
+        card = build_task_card(
+            model.config, task_name, exported_class=type(exported).__name__, repo_id=resolved_repo_id, tags=tags, **card_kwargs
+        )
         card.save(os.path.join(folder, "README.md"))
 
-    return _push_folder(repo_id, write, commit_message=commit_message or f"Upload {task_name} model",
-                        commit_description=commit_description, private=private, token=token, revision=revision,
-                        create_pr=create_pr)
+    return _push_folder(
+        repo_id,
+        write,
+        commit_message=commit_message or f"Upload {task_name} model",
+        commit_description=commit_description,
+        private=private,
+        token=token,
+        revision=revision,
+        create_pr=create_pr,
+    )

@@ -50,13 +50,9 @@ def _check_pair(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
     predictions = np.asarray(predictions)
     labels = np.asarray(labels)
     if predictions.ndim != 1 or labels.ndim != 1:
-        raise ValueError(
-            f"Metrics need 1-D predictions and labels, got shapes {predictions.shape} and {labels.shape}."
-        )
+        raise ValueError(f"Metrics need 1-D predictions and labels, got shapes {predictions.shape} and {labels.shape}.")
     if predictions.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"Predictions and labels differ in length: {predictions.shape[0]} vs {labels.shape[0]}."
-        )
+        raise ValueError(f"Predictions and labels differ in length: {predictions.shape[0]} vs {labels.shape[0]}.")
     if predictions.shape[0] == 0:
         raise ValueError("Cannot compute a metric on empty predictions/labels.")
     return predictions, labels
@@ -204,9 +200,7 @@ def _as_number(value: Any) -> float | None:
     return float(value)
 
 
-def _evaluate_metrics(
-    spec: TaskSpec, predictions: np.ndarray, labels: np.ndarray, taken: set[str]
-) -> dict[str, float]:
+def _evaluate_metrics(spec: TaskSpec, predictions: np.ndarray, labels: np.ndarray, taken: set[str]) -> dict[str, float]:
     """Numeric results of `spec.evaluate_metrics`; keys in `taken` get the module-name prefix."""
     modules = [(metric_id, load_evaluate_metric(spec.name, metric_id)) for metric_id in spec.evaluate_metrics]
     results: dict[str, float] = {}
@@ -218,15 +212,11 @@ def _evaluate_metrics(
         numeric = {str(name): _as_number(value) for name, value in (output or {}).items()}
         numeric = {name: value for name, value in numeric.items() if value is not None}
         if not numeric:
-            raise ValueError(
-                f"Task {spec.name!r}: evaluate metric {metric_id!r} returned no number (got {sorted(output or {})})."
-            )
+            raise ValueError(f"Task {spec.name!r}: evaluate metric {metric_id!r} returned no number (got {sorted(output or {})}).")
         for name, value in numeric.items():
             key = name if name not in taken else f"{evaluate_module_name(metric_id)}_{name}"
             if key in taken:
-                raise ValueError(
-                    f"Task {spec.name!r}: evaluate metric {metric_id!r} returns {name!r}, and {key!r} is taken too."
-                )
+                raise ValueError(f"Task {spec.name!r}: evaluate metric {metric_id!r} returns {name!r}, and {key!r} is taken too.")
             taken.add(key)
             results[key] = value
     return results
@@ -272,8 +262,7 @@ def compute_task_metrics(spec: TaskSpec, predictions: np.ndarray, labels: np.nda
     else:
         if predictions.ndim != 2 or predictions.shape[1] != spec.num_labels:
             raise ValueError(
-                f"Task {spec.name!r}: classification predictions must be logits of shape "
-                f"[N, {spec.num_labels}], got {predictions.shape}."
+                f"Task {spec.name!r}: classification predictions must be logits of shape [N, {spec.num_labels}], got {predictions.shape}."
             )
         if not np.all(np.equal(np.mod(labels, 1), 0)):
             raise ValueError(f"Task {spec.name!r}: classification labels must be integer class ids.")
@@ -286,18 +275,14 @@ def compute_task_metrics(spec: TaskSpec, predictions: np.ndarray, labels: np.nda
         predictions = np.argmax(predictions, axis=-1)
 
     if predictions.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"Task {spec.name!r}: {predictions.shape[0]} predictions but {labels.shape[0]} labels."
-        )
+        raise ValueError(f"Task {spec.name!r}: {predictions.shape[0]} predictions but {labels.shape[0]} labels.")
     results = {name: METRICS[name](predictions, labels) for name in spec.metrics}
     extra = _evaluate_metrics(spec, predictions, labels, taken={*results, "score"}) if spec.evaluate_metrics else {}
     score = float(np.mean(list(results.values() or extra.values())))
     results.update(extra)
     results["score"] = score
     if spec.main_metric not in results:
-        raise ValueError(
-            f"Task {spec.name!r}: main metric {spec.main_metric!r} not among the computed metrics {sorted(results)}."
-        )
+        raise ValueError(f"Task {spec.name!r}: main metric {spec.main_metric!r} not among the computed metrics {sorted(results)}.")
     return results
 
 
@@ -308,10 +293,7 @@ def main_metric_value(spec: TaskSpec, metrics: Mapping[str, float]) -> float:
         ValueError: if the metric is missing, listing the keys that are present.
     """
     if spec.main_metric not in metrics:
-        raise ValueError(
-            f"Task {spec.name!r}: main metric {spec.main_metric!r} not among the computed metrics "
-            f"{sorted(metrics)}."
-        )
+        raise ValueError(f"Task {spec.name!r}: main metric {spec.main_metric!r} not among the computed metrics {sorted(metrics)}.")
     return float(metrics[spec.main_metric])
 
 

@@ -26,8 +26,13 @@ IGNORE_INDEX = -100
 
 # (dense weight, dense bias, LayerNorm weight, LayerNorm bias, vocabulary bias) in known masked-LM checkpoints.
 _CHECKPOINT_LAYOUTS = (
-    ("cls.predictions.transform.dense.weight", "cls.predictions.transform.dense.bias", "cls.predictions.transform.LayerNorm.weight",
-     "cls.predictions.transform.LayerNorm.bias", "cls.predictions.bias"),
+    (
+        "cls.predictions.transform.dense.weight",
+        "cls.predictions.transform.dense.bias",
+        "cls.predictions.transform.LayerNorm.weight",
+        "cls.predictions.transform.LayerNorm.bias",
+        "cls.predictions.bias",
+    ),
     ("lm_head.dense.weight", "lm_head.dense.bias", "lm_head.layer_norm.weight", "lm_head.layer_norm.bias", "lm_head.bias"),
 )
 
@@ -64,7 +69,11 @@ def load_mlm_head(head: MaskedLMHead, checkpoint: str | os.PathLike) -> bool:
     from safetensors import safe_open
 
     directory = os.fspath(checkpoint)
-    files = [os.path.join(directory, f) for f in sorted(os.listdir(directory)) if f.endswith(".safetensors")] if os.path.isdir(directory) else []
+    files = (
+        [os.path.join(directory, f) for f in sorted(os.listdir(directory)) if f.endswith(".safetensors")]
+        if os.path.isdir(directory)
+        else []
+    )
     for path in files:
         with safe_open(path, "pt") as handle:
             keys = set(handle.keys())
@@ -74,8 +83,13 @@ def load_mlm_head(head: MaskedLMHead, checkpoint: str | os.PathLike) -> bool:
                     if dense_w.shape != head.dense.weight.shape or bias.shape != head.bias.shape:
                         return False
                     with torch.no_grad():
-                        for target, value in ((head.dense.weight, dense_w), (head.dense.bias, dense_b), (head.layer_norm.weight, ln_w),
-                                              (head.layer_norm.bias, ln_b), (head.bias, bias)):
+                        for target, value in (
+                            (head.dense.weight, dense_w),
+                            (head.dense.bias, dense_b),
+                            (head.layer_norm.weight, ln_w),
+                            (head.layer_norm.bias, ln_b),
+                            (head.bias, bias),
+                        ):
                             target.copy_(value.to(target.dtype))
                     return True
     return False

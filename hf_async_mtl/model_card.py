@@ -111,7 +111,7 @@ def last_evaluation(
                 for key in keys:
                     value = entry[key]
                     if isinstance(value, (int, float)) and not isinstance(value, bool):
-                        values[key[len(head):]] = float(value)
+                        values[key[len(head) :]] = float(value)
                         claimed.add(key)
                 if values:
                     per_task[task if split is None else f"{task} ({split})"] = values
@@ -137,9 +137,26 @@ def method_settings(args: Any, step_composition: str | None = None) -> dict[str,
     settings: dict[str, Any] = {"mtl_method": args.mtl_method, "mtl_method_options": dict(args.mtl_method_options or {})}
     if getattr(args, "async_kd", False):
         settings["async_kd"] = True
-        for name in ("kd_patience", "kd_min_delta", "kd_min_steps", "kd_smoothing", "kd_full_window", "kd_require_improvement",
-                     "kd_trivial_gate", "kd_margin_z", "kd_decline_trigger", "kd_require_decline", "kd_refresh", "kd_temperature", "kd_loss", "kd_alpha",
-                     "kd_top_k", "kd_ensemble", "kd_soft_labels", "kd_stop_when_all_converged"):
+        for name in (
+            "kd_patience",
+            "kd_min_delta",
+            "kd_min_steps",
+            "kd_smoothing",
+            "kd_full_window",
+            "kd_require_improvement",
+            "kd_trivial_gate",
+            "kd_margin_z",
+            "kd_decline_trigger",
+            "kd_require_decline",
+            "kd_refresh",
+            "kd_temperature",
+            "kd_loss",
+            "kd_alpha",
+            "kd_top_k",
+            "kd_ensemble",
+            "kd_soft_labels",
+            "kd_stop_when_all_converged",
+        ):
             settings[name] = getattr(args, name)
     settings["sampling_strategy"] = args.sampling_strategy
     if args.sampling_strategy == "temperature":
@@ -219,8 +236,8 @@ def _usage(repo_id: str | None, task_names: Sequence[str]) -> list[str]:
         f'logits = model(**inputs, task_name="{task}").logits',
         "```",
         "",
-        f"`model.export_task(\"{task}\", \"{task}-model\")` writes a single-task checkpoint that "
-        "`AutoModelForSequenceClassification` and `pipeline(\"text-classification\")` load.",
+        f'`model.export_task("{task}", "{task}-model")` writes a single-task checkpoint that '
+        '`AutoModelForSequenceClassification` and `pipeline("text-classification")` load.',
     ]
 
 
@@ -263,9 +280,12 @@ def build_model_card(
     settings = method_settings(args, step_composition)
     title = model_name or (repo_id.split("/")[-1] if repo_id else "Multi-task text classifier")
     encoder_type = getattr(config.encoder_config, "model_type", "unknown")
-    extra_tags = ["multi-task"] + ([f"mtl-{settings['mtl_method']}"] if settings else []) + (["mtl-async_kd"] if settings.get("async_kd") else [])
-    data = _card_data(config, tags=tags, base_model=base_model_id(base), datasets=datasets, language=language,
-                      license=license, extra_tags=extra_tags)
+    extra_tags = (
+        ["multi-task"] + ([f"mtl-{settings['mtl_method']}"] if settings else []) + (["mtl-async_kd"] if settings.get("async_kd") else [])
+    )
+    data = _card_data(
+        config, tags=tags, base_model=base_model_id(base), datasets=datasets, language=language, license=license, extra_tags=extra_tags
+    )
 
     lines = [
         f"# {title}",
@@ -298,19 +318,26 @@ def build_model_card(
             summary = ", ".join(f"{'mean task score' if k == 'glue_score' else 'mean loss'} {_fmt(v)}" for k, v in overall.items())
             lines += ["", f"Overall: {summary}."]
     else:
-        lines.append("No evaluation results were recorded with this upload (`trainer.push_to_hub()` after an "
-                     "evaluation adds them).")
+        lines.append("No evaluation results were recorded with this upload (`trainer.push_to_hub()` after an evaluation adds them).")
 
     if settings:
         lines += ["", "## Multi-task training", "", "| setting | value |", "|---|---|"]
         lines += [f"| {name} | {_cell(_fmt(value))} |" for name, value in settings.items()]
         if settings.get("async_kd"):
-            lines += ["", "`async_kd` is asynchronous convergence (Lu et al., NAACL 2022 industry track): once a task "
-                      "has converged on its validation metric, it trains against soft labels from its best parameters "
-                      "(self-distillation) while the other tasks keep their true labels."]
+            lines += [
+                "",
+                "`async_kd` is asynchronous convergence (Lu et al., NAACL 2022 industry track): once a task "
+                "has converged on its validation metric, it trains against soft labels from its best parameters "
+                "(self-distillation) while the other tasks keep their true labels.",
+            ]
     if convergence:
-        lines += ["", "### Convergence", "", "| task | converged | at step | metric at convergence | final metric |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "### Convergence",
+            "",
+            "| task | converged | at step | metric at convergence | final metric |",
+            "|---|---|---|---|---|",
+        ]
         for task, record in convergence.items():
             lines.append(
                 f"| {_cell(task)} | {_fmt(bool(record.get('converged')))} | {_fmt(record.get('converged_step') or '—')} | "
@@ -339,8 +366,15 @@ def build_task_card(
     if datasets is None and task_name in GLUE_TASK_NAMES:
         datasets = [GLUE_DATASET]
     title = repo_id.split("/")[-1] if repo_id else f"{task_name} classifier"
-    data = _card_data(config, tags=tags, base_model=base_model_id(base), datasets=datasets or [], language=language,
-                      license=license, extra_tags=["multi-task", "single-task-export"])
+    data = _card_data(
+        config,
+        tags=tags,
+        base_model=base_model_id(base),
+        datasets=datasets or [],
+        language=language,
+        license=license,
+        extra_tags=["multi-task", "single-task-export"],
+    )
     row = next(r for r in _task_rows(config, None) if r["name"] == task_name)
     native = exported_class != "MultiTaskModel"
     repo = repo_id or "<repo_id>"
@@ -363,9 +397,11 @@ def build_task_card(
         "from transformers import AutoModelForSequenceClassification, pipeline",
         "",
         f'model = AutoModelForSequenceClassification.from_pretrained("{repo}")',
-        (f'classifier = pipeline("text-classification", model="{repo}", trust_remote_code=True)  # applies the prompt templates'
-         if head.get("prompt_templates") else
-         f'classifier = pipeline("text-classification", model="{repo}")  # when the tokenizer was pushed too'),
+        (
+            f'classifier = pipeline("text-classification", model="{repo}", trust_remote_code=True)  # applies the prompt templates'
+            if head.get("prompt_templates")
+            else f'classifier = pipeline("text-classification", model="{repo}")  # when the tokenizer was pushed too'
+        ),
         "```",
         "",
     ]

@@ -94,8 +94,10 @@ class MultiTaskConfig(PretrainedConfig):
             if mode not in POOLING_MODES:
                 raise ValueError(f"Task {task['name']!r}: pooling must be one of {POOLING_MODES}, got {mode!r}.")
             if mode == "mask" and mask_token_id is None and encoder_config is not None:
-                raise ValueError(f"Task {task['name']!r} pools at the mask token: pass mask_token_id (the tokenizer's "
-                                 "mask_token_id) to the model config / from_encoder.")
+                raise ValueError(
+                    f"Task {task['name']!r} pools at the mask token: pass mask_token_id (the tokenizer's "
+                    "mask_token_id) to the model config / from_encoder."
+                )
         self.pooling = pooling
         self.classifier_dropout = classifier_dropout
         self.peft_config = dict(peft_config) if peft_config else None
@@ -130,8 +132,12 @@ def resolve_local_checkpoint(name_or_path: str | os.PathLike, hub_kwargs: dict[s
     try:
         from huggingface_hub import snapshot_download
 
-        return snapshot_download(os.fspath(name_or_path), allow_patterns=["*.safetensors"],
-                                 cache_dir=(hub_kwargs or {}).get("cache_dir"), revision=(hub_kwargs or {}).get("revision"))
+        return snapshot_download(
+            os.fspath(name_or_path),
+            allow_patterns=["*.safetensors"],
+            cache_dir=(hub_kwargs or {}).get("cache_dir"),
+            revision=(hub_kwargs or {}).get("revision"),
+        )
     except Exception:  # noqa: BLE001 - offline or not on the Hub: no pretrained head to load
         return None
 
@@ -181,11 +187,14 @@ class MultiTaskModel(PreTrainedModel):
         if dropout is None:
             dropout = getattr(config.encoder_config, "hidden_dropout_prob", 0.1)
         self.dropout = nn.Dropout(dropout)
-        self.heads = nn.ModuleDict({
-            task["name"]: MaskedLMHead(config.encoder_config) if task["problem_type"] == MLM_PROBLEM_TYPE
-            else nn.Linear(config.hidden_size, task["num_labels"])
-            for task in config.tasks
-        })
+        self.heads = nn.ModuleDict(
+            {
+                task["name"]: MaskedLMHead(config.encoder_config)
+                if task["problem_type"] == MLM_PROBLEM_TYPE
+                else nn.Linear(config.hidden_size, task["num_labels"])
+                for task in config.tasks
+            }
+        )
         if config.pooling == "pooler" and getattr(self.encoder, "pooler", None) is None:
             raise ValueError(
                 f"pooling='pooler' needs an encoder with a pooler layer; {type(self.encoder).__name__} has none. "
@@ -241,8 +250,12 @@ class MultiTaskModel(PreTrainedModel):
             if spec.is_mlm:
                 source = resolve_local_checkpoint(encoder_name_or_path, encoder_kwargs)
                 if source is None or not load_mlm_head(model.heads[spec.name], source):
-                    logger.info("Task %s: %s has no masked-LM head; the MLM head starts as transformers initialises one "
-                                "(its decoder is the encoder's input embeddings).", spec.name, encoder_name_or_path)
+                    logger.info(
+                        "Task %s: %s has no masked-LM head; the MLM head starts as transformers initialises one "
+                        "(its decoder is the encoder's input embeddings).",
+                        spec.name,
+                        encoder_name_or_path,
+                    )
         if peft_config is not None:
             model.apply_peft(peft_config)
         return model
@@ -336,8 +349,7 @@ class MultiTaskModel(PreTrainedModel):
         first = int(task_ids[0])
         if bool((task_ids != first).any()):
             raise ValueError(
-                "A batch must hold examples of a single task (task-homogeneous); got task ids "
-                f"{sorted(set(task_ids.tolist()))}."
+                f"A batch must hold examples of a single task (task-homogeneous); got task ids {sorted(set(task_ids.tolist()))}."
             )
         if not 0 <= first < len(self.task_names):
             raise ValueError(f"task id {first} is out of range for heads {self.task_names}.")
@@ -346,7 +358,10 @@ class MultiTaskModel(PreTrainedModel):
     # ---- forward ------------------------------------------------------------------------------
 
     def pool(
-        self, encoder_outputs: Any, attention_mask: torch.Tensor | None, input_ids: torch.Tensor | None = None,
+        self,
+        encoder_outputs: Any,
+        attention_mask: torch.Tensor | None,
+        input_ids: torch.Tensor | None = None,
         task_name: str | None = None,
     ) -> torch.Tensor:
         """Turn the encoder's outputs into one vector per example, by the task's pooling (`config.task_pooling`)."""
@@ -412,9 +427,7 @@ class MultiTaskModel(PreTrainedModel):
         single.load_state_dict(state)
         return single.to(self.device)
 
-    def export_task(
-        self, task_name: str, save_directory: str | os.PathLike, tokenizer: Any = None, **save_kwargs: Any
-    ) -> PreTrainedModel:
+    def export_task(self, task_name: str, save_directory: str | os.PathLike, tokenizer: Any = None, **save_kwargs: Any) -> PreTrainedModel:
         """Save one task as a checkpoint that plain transformers loads, with its tokenizer when given.
 
         With `pooling="pooler"` on an encoder whose native sequence-classification model is "pooler →

@@ -153,7 +153,9 @@ class PromptTextClassificationPipeline(TextClassificationPipeline):
             raise ValueError(f"This task reads {len(fields)} text(s) {fields}; got {len(texts)}.")
         # Truncate as training did (run_glue_mtl records max_seq_length), never past the encoder's positions.
         positions = getattr(self.model.config.encoder_config, "max_position_embeddings", None) or self.tokenizer.model_max_length
-        max_length = tokenizer_kwargs.get("max_length") or getattr(self.model.config, "max_seq_length", None) or self.tokenizer.model_max_length
+        max_length = (
+            tokenizer_kwargs.get("max_length") or getattr(self.model.config, "max_seq_length", None) or self.tokenizer.model_max_length
+        )
         max_length = min(int(max_length), int(positions))
         rows: list[dict[str, list[int]]] = []
         for template in self._templates():

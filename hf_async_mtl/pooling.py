@@ -15,8 +15,13 @@ from .prompting import mask_positions
 POOLING_MODES = ("cls", "pooler", "mean", "max", "mask")
 
 
-def pool(mode: str, encoder_outputs: Any, attention_mask: torch.Tensor | None, input_ids: torch.Tensor | None = None,
-         mask_token_id: int | None = None) -> torch.Tensor:
+def pool(
+    mode: str,
+    encoder_outputs: Any,
+    attention_mask: torch.Tensor | None,
+    input_ids: torch.Tensor | None = None,
+    mask_token_id: int | None = None,
+) -> torch.Tensor:
     """One vector per example from `encoder_outputs` (`last_hidden_state`, `pooler_output`) by `mode`.
 
     `cls`: the first token; `pooler`: the encoder's pooler output; `mean` / `max`: over the tokens that

@@ -37,8 +37,10 @@ def template_parts(template: str) -> list[tuple[str, str | None]]:
     parts = []
     for literal, name, spec, conversion in parsed:
         if name is not None and (spec or conversion or not name.isidentifier()):
-            raise ValueError(f"Prompt template {template!r}: placeholder {{{name}{'!' + conversion if conversion else ''}"
-                             f"{':' + spec if spec else ''}}} must be a bare field name like {{sentence}} or {{mask}}.")
+            raise ValueError(
+                f"Prompt template {template!r}: placeholder {{{name}{'!' + conversion if conversion else ''}"
+                f"{':' + spec if spec else ''}}} must be a bare field name like {{sentence}} or {{mask}}."
+            )
         parts.append((literal, name))
     return parts
 
@@ -58,8 +60,9 @@ def check_template(template: str, text_fields: Sequence[str]) -> None:
 
 def render(template: str, texts: Mapping[str, str], mask_token: str) -> str:
     """The template with each field replaced by its text and `{mask}` by `mask_token`."""
-    return "".join(literal + ("" if name is None else mask_token if name == MASK_FIELD else texts[name])
-                   for literal, name in template_parts(template))
+    return "".join(
+        literal + ("" if name is None else mask_token if name == MASK_FIELD else texts[name]) for literal, name in template_parts(template)
+    )
 
 
 def encode_prompts(
@@ -95,8 +98,9 @@ def encode_prompts(
     rows = len(texts[fields[0]]) if fields else 0
     row_ids = list(range(rows)) if row_ids is None else list(row_ids)
     current = {field: [str(t) for t in texts[field]] for field in fields}
-    encoded = tokenizer([render(template, {f: current[f][i] for f in fields}, mask_token) for i in range(rows)],
-                        truncation=False, verbose=False)
+    encoded = tokenizer(
+        [render(template, {f: current[f][i] for f in fields}, mask_token) for i in range(rows)], truncation=False, verbose=False
+    )
     out = {key: list(value) for key, value in encoded.items()}
     for _ in range(_MAX_TRUNCATION_ROUNDS):
         long_rows = [i for i in range(rows) if len(out["input_ids"][i]) > max_length]
@@ -104,21 +108,26 @@ def encode_prompts(
             break
         for i in long_rows:
             excess = len(out["input_ids"][i]) - max_length
-            pieces = {f: tokenizer(current[f][i], add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
-                      for f in fields}
+            pieces = {
+                f: tokenizer(current[f][i], add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
+                for f in fields
+            }
             keep = {f: len(pieces[f]) for f in fields}
             if sum(keep.values()) == 0:
                 empty = tokenizer(render(template, {f: "" for f in fields}, mask_token), verbose=False)["input_ids"]
-                raise ValueError(f"{source}, row {row_ids[i]} (0-based): the prompt template {template!r} alone is {len(empty)} tokens, "
-                                 f"more than max_seq_length {max_length}.")
+                raise ValueError(
+                    f"{source}, row {row_ids[i]} (0-based): the prompt template {template!r} alone is {len(empty)} tokens, "
+                    f"more than max_seq_length {max_length}."
+                )
             while excess > 0 and sum(keep.values()) > 0:
                 longest = max(fields, key=lambda f: keep[f])  # first of the longest: ties cut the earlier field
                 keep[longest] -= 1
                 excess -= 1
             for f in fields:
                 current[f][i] = current[f][i][: pieces[f][keep[f] - 1][1]] if keep[f] else ""
-        again = tokenizer([render(template, {f: current[f][i] for f in fields}, mask_token) for i in long_rows],
-                          truncation=False, verbose=False)
+        again = tokenizer(
+            [render(template, {f: current[f][i] for f in fields}, mask_token) for i in long_rows], truncation=False, verbose=False
+        )
         for position, i in enumerate(long_rows):
             for key in out:
                 out[key][i] = again[key][position]
@@ -130,8 +139,11 @@ def encode_prompts(
     for i, ids in enumerate(out["input_ids"]):
         count = ids.count(mask_id)
         if count != 1:
-            reason = ("a text contains the mask token itself — remove it from the data" if count > 1 else
-                      "the tokenizer did not keep the mask token as one token in this template")
+            reason = (
+                "a text contains the mask token itself — remove it from the data"
+                if count > 1
+                else "the tokenizer did not keep the mask token as one token in this template"
+            )
             raise ValueError(f"{source}, row {row_ids[i]} (0-based): the prompt has {count} mask tokens ({mask_token!r}); {reason}.")
     return out
 
@@ -150,8 +162,10 @@ def mask_positions(input_ids: torch.Tensor, mask_token_id: int | None) -> torch.
     bad = torch.nonzero(counts != 1).view(-1)
     if bad.numel():
         row = int(bad[0])
-        raise ValueError(f"pooling='mask': every example needs exactly one mask token (id {mask_token_id}); "
-                         f"row {row} of the batch has {int(counts[row])}. Wrap inputs in a prompt template with {{mask}}.")
+        raise ValueError(
+            f"pooling='mask': every example needs exactly one mask token (id {mask_token_id}); "
+            f"row {row} of the batch has {int(counts[row])}. Wrap inputs in a prompt template with {{mask}}."
+        )
     return hits.to(torch.int64).argmax(dim=1)
 
 

@@ -147,10 +147,13 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
         small = {name: n for name, n in zip(self._names, n_eff) if n < global_batch}
         if small and self.rank == 0:
             where = f"{self.batch_size} per process × {self.world_size} processes" if self.world_size > 1 else "the batch size"
-            logger.warning("Tasks with fewer training examples than one global batch (%d = %s): %s. Their batches repeat "
-                           "examples%s.", global_batch, where, ", ".join(f"{name} ({n})" for name, n in small.items()),
-                           " — also across processes, so every process may see the same example in one step"
-                           if self.world_size > 1 else "")
+            logger.warning(
+                "Tasks with fewer training examples than one global batch (%d = %s): %s. Their batches repeat examples%s.",
+                global_batch,
+                where,
+                ", ".join(f"{name} ({n})" for name, n in small.items()),
+                " — also across processes, so every process may see the same example in one step" if self.world_size > 1 else "",
+            )
         total = sum(n_eff) if composition == "one_task" else max(n_eff)
         self.num_batches = math.ceil(total / global_batch) if num_batches is None else _check_int("num_batches", num_batches, 1)
         self.epoch = 0
@@ -270,7 +273,8 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
             perm = rng.permutation(pool)
             if num_templates > 1:  # a separate generator: the example streams do not depend on templates
                 drawn = np.random.default_rng([_TEMPLATE_SALT, self.seed, self.epoch, k, passes]).integers(
-                    num_templates, size=self._sizes[self._names[k]])
+                    num_templates, size=self._sizes[self._names[k]]
+                )
                 templates = drawn[perm]
             else:
                 templates = np.zeros(len(perm), dtype=np.int64)
@@ -400,9 +404,15 @@ def check_sampler_resume(directory: str, sampler: MultiTaskBatchSampler, gradien
         saved = json.load(handle)
     current = json.loads(json.dumps({**sampler.state_dict(), "gradient_accumulation_steps": gradient_accumulation_steps}))
     ignored = {"epoch"} | (set() if current["strategy"] == "annealed" else {"num_batches"})
-    problems = [f"{key}: checkpoint {saved.get(key, '<missing>')!r}, now {value!r}"
-                for key, value in current.items() if key not in ignored and saved.get(key, "<missing>") != value]
+    problems = [
+        f"{key}: checkpoint {saved.get(key, '<missing>')!r}, now {value!r}"
+        for key, value in current.items()
+        if key not in ignored and saved.get(key, "<missing>") != value
+    ]
     if problems:
-        raise ValueError(f"resume_from_checkpoint {directory}: this run's batch stream differs from the checkpoint's ("
-                         + "; ".join(problems) + "); resume with the same data, seed, sampling, batch size, processes and "
-                         "gradient accumulation.")
+        raise ValueError(
+            f"resume_from_checkpoint {directory}: this run's batch stream differs from the checkpoint's ("
+            + "; ".join(problems)
+            + "); resume with the same data, seed, sampling, batch size, processes and "
+            "gradient accumulation."
+        )

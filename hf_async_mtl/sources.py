@@ -136,8 +136,9 @@ def _delimited_header(path: str, options: Mapping[str, Any], context: str) -> li
                 if any(cell.strip() for cell in row):
                     return row
     except UnicodeDecodeError as error:
-        raise ValueError(f"{context}: {path}: byte 0x{error.object[error.start]:02x} at offset {error.start} is not UTF-8 "
-                         "text; save the file as UTF-8.") from None
+        raise ValueError(
+            f"{context}: {path}: byte 0x{error.object[error.start]:02x} at offset {error.start} is not UTF-8 text; save the file as UTF-8."
+        ) from None
     return []
 
 
@@ -151,13 +152,15 @@ def _load_files(context: str, source: TaskSource, split: str, cache_dir: str | N
     if len(paths) == 1 and os.path.isdir(paths[0]):
         loaded = datasets.load_from_disk(paths[0])
         if not isinstance(loaded, datasets.Dataset):
-            raise ValueError(f"{context}: {paths[0]} holds a DatasetDict ({sorted(loaded)}); name it as `dataset`, "
-                             "or give one split's directory.")
+            raise ValueError(
+                f"{context}: {paths[0]} holds a DatasetDict ({sorted(loaded)}); name it as `dataset`, or give one split's directory."
+            )
         return loaded
     suffixes = {os.path.splitext(p)[1].lower() for p in paths}
     if len(suffixes) != 1 or next(iter(suffixes)) not in _BUILDERS:
-        raise ValueError(f"{context}: {paths[0]}: unsupported file type {sorted(suffixes)}; use {', '.join(DATA_SUFFIXES)} "
-                         "or a save_to_disk directory.")
+        raise ValueError(
+            f"{context}: {paths[0]}: unsupported file type {sorted(suffixes)}; use {', '.join(DATA_SUFFIXES)} or a save_to_disk directory."
+        )
     builder, options = _BUILDERS[suffixes.pop()]
     options = dict(options)
     if builder == "csv":
@@ -169,8 +172,9 @@ def _load_files(context: str, source: TaskSource, split: str, cache_dir: str | N
         # Every column as text, no NA parsing ("NA" in a text column is the string "NA"); a field missing from
         # a short row is null. index_col=False: a first row with a field too many is an error (below), not an
         # index column that shifts the others; later rows with too many fields are parser errors.
-        options.update(features=datasets.Features({name: datasets.Value("string") for name in header}),
-                       keep_default_na=False, index_col=False)
+        options.update(
+            features=datasets.Features({name: datasets.Value("string") for name in header}), keep_default_na=False, index_col=False
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
@@ -178,13 +182,15 @@ def _load_files(context: str, source: TaskSource, split: str, cache_dir: str | N
     except Exception as error:  # datasets wraps parser errors in DatasetGenerationError; keep the parser's words
         cause = error.__cause__ or error
         if isinstance(cause, UnicodeDecodeError):
-            raise ValueError(f"{context}: {source.describe(split)}: byte 0x{cause.object[cause.start]:02x} is not UTF-8 text; "
-                             "save the file as UTF-8.") from None
+            raise ValueError(
+                f"{context}: {source.describe(split)}: byte 0x{cause.object[cause.start]:02x} is not UTF-8 text; save the file as UTF-8."
+            ) from None
         if "corresponds to no data" in str(error):
             raise ValueError(f"{context}: {source.describe(split)} holds no examples.") from None
         if isinstance(cause, pd.errors.ParserWarning):
-            raise ValueError(f"{context}: {source.describe(split)}: the first row has more fields than the header "
-                             f"{header} (a stray delimiter?).") from error
+            raise ValueError(
+                f"{context}: {source.describe(split)}: the first row has more fields than the header {header} (a stray delimiter?)."
+            ) from error
         raise ValueError(f"{context}: {source.describe(split)}: cannot read it as {builder}: {_one_line(cause)}") from error
 
 
@@ -219,8 +225,9 @@ def _load_dataset(context: str, source: TaskSource, split: str, cache_dir: str |
         raise ValueError(f"{context}: cannot load {source.describe(split)}: {type(error).__name__}: {_one_line(error)}") from error
 
 
-def load_source_split(source: TaskSource, split: str, *, task: str | None = None,
-                      cache_dir: str | os.PathLike | None = None) -> datasets.Dataset:
+def load_source_split(
+    source: TaskSource, split: str, *, task: str | None = None, cache_dir: str | os.PathLike | None = None
+) -> datasets.Dataset:
     """One split of `source` as `datasets` loads it, with `source.columns` renamed to the task's fields."""
     context = f"Task {task!r}" if task else "TaskSource"
     cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
@@ -231,12 +238,15 @@ def load_source_split(source: TaskSource, split: str, *, task: str | None = None
     renames = {column: task_field for task_field, column in source.columns.items() if column != task_field}
     missing = [column for column in renames if column not in dataset.column_names]
     if missing:
-        raise ValueError(f"{context}: {source.describe(split)} has no column {missing[0]!r} (named in columns); "
-                         f"columns: {dataset.column_names}.")
+        raise ValueError(
+            f"{context}: {source.describe(split)} has no column {missing[0]!r} (named in columns); columns: {dataset.column_names}."
+        )
     clash = [f for f in renames.values() if f in dataset.column_names and f not in renames]
     if clash:
-        raise ValueError(f"{context}: columns maps a column onto {clash[0]!r}, but {source.describe(split)} already has a "
-                         f"column {clash[0]!r}; map that one too, or name another field.")
+        raise ValueError(
+            f"{context}: columns maps a column onto {clash[0]!r}, but {source.describe(split)} already has a "
+            f"column {clash[0]!r}; map that one too, or name another field."
+        )
     return dataset.rename_columns(renames) if renames else dataset
 
 
@@ -257,21 +267,27 @@ class _LabelConverter:
         self.kind = "classlabel" if isinstance(feature, datasets.ClassLabel) else "value"
         self.dtype = getattr(feature, "dtype", None)
         if type(feature).__name__ == "Json":
-            raise ValueError(f"{where}, column {spec.label_field!r}: the labels mix types (e.g. text and numbers); write "
-                             "every label the same way (all label names, or all ids).")
+            raise ValueError(
+                f"{where}, column {spec.label_field!r}: the labels mix types (e.g. text and numbers); write "
+                "every label the same way (all label names, or all ids)."
+            )
         if not isinstance(feature, (datasets.ClassLabel, datasets.Value)):
             raise ValueError(f"{where}, column {spec.label_field!r}: a label must be one value per row, got feature {feature}.")
         self.remap: np.ndarray | None = None
         if self.kind == "classlabel":
             if spec.is_regression:
-                raise ValueError(f"{where}, column {spec.label_field!r}: the data set's labels are classes {feature.names}, "
-                                 "but the task is a regression (label_names null).")
+                raise ValueError(
+                    f"{where}, column {spec.label_field!r}: the data set's labels are classes {feature.names}, "
+                    "but the task is a regression (label_names null)."
+                )
             names = list(feature.names)
             if tuple(names) != tuple(spec.label_names):
                 unknown = [n for n in names if n not in spec.label_names]
                 if unknown:
-                    raise ValueError(f"{where}, column {spec.label_field!r}: the data set's class {unknown[0]!r} is not one of "
-                                     f"the task's label_names {list(spec.label_names)} (data set classes: {names}).")
+                    raise ValueError(
+                        f"{where}, column {spec.label_field!r}: the data set's class {unknown[0]!r} is not one of "
+                        f"the task's label_names {list(spec.label_names)} (data set classes: {names})."
+                    )
                 self.remap = np.array([spec.label_names.index(n) for n in names], dtype=np.int64)
 
     def fail(self, row: int, problem: str) -> ValueError:
@@ -304,8 +320,7 @@ class _LabelConverter:
     def _not_a_number(self, row: int, text: str) -> np.ndarray:
         if self.spec.is_regression:
             raise self.fail(row, f"regression target {text!r} is not a number")
-        raise self.fail(row, f"label {text!r} is neither one of {list(self.spec.label_names)} nor a label id "
-                             f"0..{self.spec.num_labels - 1}")
+        raise self.fail(row, f"label {text!r} is neither one of {list(self.spec.label_names)} nor a label id 0..{self.spec.num_labels - 1}")
 
     def _regression(self, column: pa.Array, rows: Sequence[int]) -> pa.Array:
         values = self._numbers(column, rows)
@@ -347,13 +362,13 @@ class _LabelConverter:
         values = self._numbers(column, rows)
         bad = _first_true((values < 0) | (values >= len(names)) | (values != np.round(values)))
         if bad is not None:
-            raise self.fail(rows[bad], f"label {column[bad].as_py()!r} is not a label id 0..{len(names) - 1} "
-                                       f"(label_names {names})")
+            raise self.fail(rows[bad], f"label {column[bad].as_py()!r} is not a label id 0..{len(names) - 1} (label_names {names})")
         return pa.array(values.astype(np.int64))
 
 
-def load_task(spec: TaskSpec, source: TaskSource, split: str = "train", *, labelled: bool = True,
-              cache_dir: str | os.PathLike | None = None) -> datasets.Dataset:
+def load_task(
+    spec: TaskSpec, source: TaskSource, split: str = "train", *, labelled: bool = True, cache_dir: str | os.PathLike | None = None
+) -> datasets.Dataset:
     """One split of a task: its text fields, `label` (int64 class id / float32 target) and `idx` (row number).
 
     `labelled=False` (test sets) keeps a missing or -1 label as -1 without checking it. Raises
@@ -364,8 +379,9 @@ def load_task(spec: TaskSpec, source: TaskSource, split: str = "train", *, label
     needed = [*spec.text_fields, *([spec.label_field] if labelled else [])]
     missing = [column for column in needed if column not in raw.column_names]
     if missing:
-        raise ValueError(f"{where} has no column {missing}; columns: {raw.column_names} "
-                         "(`columns` maps a task field to a column of another name).")
+        raise ValueError(
+            f"{where} has no column {missing}; columns: {raw.column_names} (`columns` maps a task field to a column of another name)."
+        )
     if len(raw) == 0:
         raise ValueError(f"{where} holds no examples.")
     for name in spec.text_fields:
@@ -374,18 +390,19 @@ def load_task(spec: TaskSpec, source: TaskSource, split: str = "train", *, label
             raise ValueError(f"{where}, column {name!r}: a text field must hold strings, got feature {feature}.")
     converter = _LabelConverter(spec, raw.features[spec.label_field], where) if labelled else None
     label_type = datasets.Value("float32" if spec.is_regression else "int64")
-    features = datasets.Features({**{name: datasets.Value("string") for name in spec.text_fields},
-                                  "label": label_type, "idx": datasets.Value("int64")})
+    features = datasets.Features(
+        {**{name: datasets.Value("string") for name in spec.text_fields}, "label": label_type, "idx": datasets.Value("int64")}
+    )
 
     delimited = source.data_files is not None and any(
-        _BUILDERS.get(os.path.splitext(p)[1].lower(), ("",))[0] == "csv" for p in source.data_files.get(split, ()))
+        _BUILDERS.get(os.path.splitext(p)[1].lower(), ("",))[0] == "csv" for p in source.data_files.get(split, ())
+    )
 
     def convert(table: pa.Table, rows: list[int]) -> pa.Table:
         for name in spec.text_fields:
             bad = _first_true(pc.is_null(table[name]))
             if bad is not None:
-                raise ValueError(f"{where}, row {rows[bad]} (0-based), column {name!r}: missing text (null, or a row "
-                                 "with too few fields).")
+                raise ValueError(f"{where}, row {rows[bad]} (0-based), column {name!r}: missing text (null, or a row with too few fields).")
         if converter is not None:
             labels = converter(table[spec.label_field], rows)
         elif spec.label_field in table.column_names and not pa.types.is_null(table[spec.label_field].type):
@@ -399,8 +416,13 @@ def load_task(spec: TaskSpec, source: TaskSource, split: str = "train", *, label
         return pa.table({**columns, "label": labels, "idx": pa.array(rows, type=pa.int64())})
 
     converted = raw.with_format("arrow").map(
-        convert, batched=True, batch_size=_BATCH, with_indices=True, remove_columns=raw.column_names,
-        features=features, desc=f"Checking {spec.name} {split}",
+        convert,
+        batched=True,
+        batch_size=_BATCH,
+        with_indices=True,
+        remove_columns=raw.column_names,
+        features=features,
+        desc=f"Checking {spec.name} {split}",
     )
     return converted.with_format(None)
 
@@ -408,8 +430,16 @@ def load_task(spec: TaskSpec, source: TaskSource, split: str = "train", *, label
 # ---- inferring a spec from the data ----------------------------------------------------------------
 
 
-def infer_task_spec(name: str, source: TaskSource, text_fields: Sequence[str], *, label_field: str = "label",
-                    regression: bool | None = None, cache_dir: str | os.PathLike | None = None, **spec_fields: Any) -> TaskSpec:
+def infer_task_spec(
+    name: str,
+    source: TaskSource,
+    text_fields: Sequence[str],
+    *,
+    label_field: str = "label",
+    regression: bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    **spec_fields: Any,
+) -> TaskSpec:
     """A `TaskSpec` whose label set comes from the training split.
 
     A `ClassLabel` label column gives its names; a float column (or text holding non-integral numbers)
@@ -451,7 +481,8 @@ def infer_task_spec(name: str, source: TaskSource, text_fields: Sequence[str], *
         else:
             raise ValueError(f"Task {name!r}: cannot infer labels from column {label_field!r} of type {column.type}.")
     if label_names is not None and len(label_names) < 2:
-        raise ValueError(f"Task {name!r}: the training labels hold one class only ({list(label_names)}); "
-                         "a classification task needs two or more.")
+        raise ValueError(
+            f"Task {name!r}: the training labels hold one class only ({list(label_names)}); a classification task needs two or more."
+        )
     spec_fields.setdefault("metrics", ("pearson", "spearmanr") if label_names is None else ("accuracy",))
     return TaskSpec(name=name, text_fields=tuple(text_fields), label_names=label_names, label_field=label_field, **spec_fields)

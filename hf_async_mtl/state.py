@@ -122,8 +122,9 @@ class TrainingStateCallback(TrainerCallback):
         gradient_accumulation_steps: Micro-batches per optimizer step.
     """
 
-    def __init__(self, step_losses: StepLosses, build_sampler: Callable[[], MultiTaskBatchSampler] | None,
-                 gradient_accumulation_steps: int) -> None:
+    def __init__(
+        self, step_losses: StepLosses, build_sampler: Callable[[], MultiTaskBatchSampler] | None, gradient_accumulation_steps: int
+    ) -> None:
         self.step_losses = step_losses
         self.weighting_state = WeightingCheckpointState(step_losses.weighting, step_losses)
         self.build_sampler = build_sampler

@@ -227,9 +227,7 @@ def read_delimited(
     Blank lines are skipped (module docstring).
     """
     path = os.fspath(path)
-    rows = iter_delimited(
-        path, delimiter=delimiter, quoting=quoting, has_header=has_header, num_columns=num_columns, context=context
-    )
+    rows = iter_delimited(path, delimiter=delimiter, quoting=quoting, has_header=has_header, num_columns=num_columns, context=context)
     header: tuple[str, ...] | None = None
     header_line = 0
     values: dict[str, list[str]] = {key: [] for key in columns}
@@ -318,9 +316,7 @@ class LabelParser:
         object.__setattr__(self, "_names", names)
 
     @classmethod
-    def for_task(
-        cls, spec: TaskSpec, *, label_ids: Mapping[str, int] | None = None, accept_ids: bool = True
-    ) -> LabelParser:
+    def for_task(cls, spec: TaskSpec, *, label_ids: Mapping[str, int] | None = None, accept_ids: bool = True) -> LabelParser:
         """The parser of `spec`: its label names (or `label_ids`, a file format's own spellings), its range."""
         if spec.is_regression:
             return cls(label_ids=None, value_range=spec.regression_range)
@@ -342,9 +338,7 @@ class LabelParser:
             label_id = _as_int(raw)
             if label_id is not None and 0 <= label_id < len(self._names):
                 return label_id
-            raise ValueError(
-                f"{where}: label {raw!r} is neither one of {list(self._names)} nor a label id 0..{len(self._names) - 1}."
-            )
+            raise ValueError(f"{where}: label {raw!r} is neither one of {list(self._names)} nor a label id 0..{len(self._names) - 1}.")
         raise ValueError(f"{where}: label {raw!r} is not one of {list(self._names)}.")
 
     def _target(self, raw: Any, where: str) -> float:

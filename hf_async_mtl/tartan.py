@@ -53,7 +53,11 @@ def end_task_selection(args: Any, specs: Mapping[str, TaskSpec]) -> None:
 
 
 def carve_dev_slices(
-    train: Mapping[str, datasets.Dataset], end_tasks: Sequence[str], fraction: float, max_examples: int, seed: int,
+    train: Mapping[str, datasets.Dataset],
+    end_tasks: Sequence[str],
+    fraction: float,
+    max_examples: int,
+    seed: int,
 ) -> tuple[dict[str, datasets.Dataset], dict[str, datasets.Dataset]]:
     """(training sets without the dev slices, the dev slices): `fraction` of each end task's training set (at most
     `max_examples`), drawn with `seed`. The slices are never trained on by the task heads."""
@@ -62,11 +66,15 @@ def carve_dev_slices(
         if task not in train:
             raise ValueError(f"meta_tartan: end task {task!r} has no training set.")
         if "labels" not in train[task].column_names:
-            raise ValueError(f"meta_tartan: end task {task!r} has no labels (an MLM task?); its dev head needs a supervised "
-                             "end task. Use mt_tartan for an MLM end task.")
+            raise ValueError(
+                f"meta_tartan: end task {task!r} has no labels (an MLM task?); its dev head needs a supervised "
+                "end task. Use mt_tartan for an MLM end task."
+            )
         if num_template_views(train[task]) > 1:
-            raise ValueError(f"meta_tartan: end task {task!r} has a prompt-template pool, whose views cannot be split "
-                             "into a dev slice: use meta_tartan without prompt templates on the end task, or mt_tartan.")
+            raise ValueError(
+                f"meta_tartan: end task {task!r} has a prompt-template pool, whose views cannot be split "
+                "into a dev slice: use meta_tartan without prompt templates on the end task, or mt_tartan."
+            )
         train[task], dev[task] = carve_validation_split(train[task], fraction, max_examples, seed)
         logger.info("meta_tartan: %d of task %s's training examples train its dev head (held out of training)", len(dev[task]), task)
     return train, dev
@@ -80,8 +88,15 @@ class DevObjective:
     different on each rank, so averaging the dev gradient across ranks averages over more held-out data.
     """
 
-    def __init__(self, slices: Mapping[str, datasets.Dataset], specs: Mapping[str, TaskSpec], collator: Any,
-                 batch_size: int, seed: int, rank: int = 0) -> None:
+    def __init__(
+        self,
+        slices: Mapping[str, datasets.Dataset],
+        specs: Mapping[str, TaskSpec],
+        collator: Any,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+    ) -> None:
         self.slices, self.specs, self.collator = dict(slices), specs, collator
         self.batch_size, self.seed, self.rank = batch_size, seed, rank
         self._step, self._micro = -1, 0

@@ -77,8 +77,7 @@ class TaskSpec:
         object.__setattr__(self, "text_fields", tuple(self.text_fields))
         if len(self.text_fields) not in (1, 2):
             raise ValueError(
-                f"Task {self.name!r}: text_fields must name one column (single sentence) or two (a pair), "
-                f"got {self.text_fields!r}."
+                f"Task {self.name!r}: text_fields must name one column (single sentence) or two (a pair), got {self.text_fields!r}."
             )
         if self.objective not in OBJECTIVES:
             raise ValueError(f"Task {self.name!r}: objective must be one of {OBJECTIVES}, got {self.objective!r}.")
@@ -98,8 +97,7 @@ class TaskSpec:
         object.__setattr__(self, "metrics", tuple(self.metrics))
         if isinstance(self.evaluate_metrics, str):
             raise ValueError(
-                f"Task {self.name!r}: evaluate_metrics must be a sequence of metric ids, got the string "
-                f"{self.evaluate_metrics!r}."
+                f"Task {self.name!r}: evaluate_metrics must be a sequence of metric ids, got the string {self.evaluate_metrics!r}."
             )
         object.__setattr__(self, "evaluate_metrics", tuple(self.evaluate_metrics))
         bad_ids = [m for m in self.evaluate_metrics if not isinstance(m, str) or not m.strip()]
@@ -111,8 +109,7 @@ class TaskSpec:
             raise ValueError(f"Task {self.name!r}: at least one metric is needed.")
         if self.main_metric != "score" and self.main_metric not in self.metrics and not self.evaluate_metrics and not self.is_mlm:
             raise ValueError(
-                f"Task {self.name!r}: main_metric {self.main_metric!r} must be 'score' (mean of metrics) "
-                f"or one of {self.metrics!r}."
+                f"Task {self.name!r}: main_metric {self.main_metric!r} must be 'score' (mean of metrics) or one of {self.metrics!r}."
             )
         object.__setattr__(self, "validation_splits", tuple(self.validation_splits))
         if self.regression_range is not None:
@@ -164,7 +161,13 @@ class TaskSpec:
         `prompt_eval`, so a saved or exported model wraps raw inputs exactly as training did.
         """
         if self.is_mlm:  # the vocabulary is the encoder's: the head needs no size of its own
-            return {"name": self.name, "num_labels": 0, "problem_type": MLM_PROBLEM_TYPE, "id2label": {}, "text_fields": list(self.text_fields)}
+            return {
+                "name": self.name,
+                "num_labels": 0,
+                "problem_type": MLM_PROBLEM_TYPE,
+                "id2label": {},
+                "text_fields": list(self.text_fields),
+            }
         head = {
             "name": self.name,
             "num_labels": self.num_labels,
@@ -172,8 +175,12 @@ class TaskSpec:
             "id2label": {str(k): v for k, v in self.id2label.items()},
         }
         if self.prompt_templates:
-            head.update(pooling="mask", text_fields=list(self.text_fields), prompt_templates=list(self.prompt_templates),
-                        prompt_eval=self.prompt_eval)
+            head.update(
+                pooling="mask",
+                text_fields=list(self.text_fields),
+                prompt_templates=list(self.prompt_templates),
+                prompt_eval=self.prompt_eval,
+            )
         return head
 
 
@@ -198,8 +205,10 @@ def head_mismatches(heads: Sequence[Mapping[str, Any]], specs: Sequence[TaskSpec
         elif head["problem_type"] not in ("regression", MLM_PROBLEM_TYPE) and _label_names(got) != _label_names(head):
             problems.append(f"task {head['name']!r}: head labels {_label_names(got)}, the task's labels {_label_names(head)}")
         elif list(got.get("prompt_templates") or []) != list(head.get("prompt_templates") or []):
-            problems.append(f"task {head['name']!r}: head trained with prompt templates {list(got.get('prompt_templates') or [])}, "
-                            f"the task has {list(head.get('prompt_templates') or [])}")
+            problems.append(
+                f"task {head['name']!r}: head trained with prompt templates {list(got.get('prompt_templates') or [])}, "
+                f"the task has {list(head.get('prompt_templates') or [])}"
+            )
     extra = [head["name"] for head in heads if head["name"] not in {h["name"] for h in expected}]
     if extra:
         problems.append(f"heads for tasks not requested: {extra}")

@@ -75,9 +75,10 @@ def build_template_pool(candidates: Sequence[str], k: int) -> list[str]:
         # The most "central" single template would be arbitrary: the first candidate is the user's choice.
         return candidates[:1]
     if math.comb(n, k) <= _EXHAUSTIVE_LIMIT:
-        best = max(itertools.combinations(range(n), k),
-                   key=lambda subset: (round(sum(d[i][j] for i, j in itertools.combinations(subset, 2)), 12),
-                                       [-i for i in subset]))
+        best = max(
+            itertools.combinations(range(n), k),
+            key=lambda subset: (round(sum(d[i][j] for i, j in itertools.combinations(subset, 2)), 12), [-i for i in subset]),
+        )
         return [candidates[i] for i in best]
     first = max(itertools.combinations(range(n), 2), key=lambda pair: (round(d[pair[0]][pair[1]], 12), [-i for i in pair]))
     chosen = list(first)

@@ -86,8 +86,9 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         if self.weighting.needs_dev_gradient and train_dataset is not None:
             if isinstance(train_dataset, MultiTaskDataset):
                 train_dataset = train_dataset.task_datasets
-            train_dataset, dev_slices = carve_dev_slices(train_dataset, self.weighting.end_tasks, args.tartan_dev_fraction,
-                                                         args.tartan_dev_max, args.seed)
+            train_dataset, dev_slices = carve_dev_slices(
+                train_dataset, self.weighting.end_tasks, args.tartan_dev_fraction, args.tartan_dev_max, args.seed
+            )
         if train_dataset is not None and not isinstance(train_dataset, MultiTaskDataset):
             unknown = sorted(set(train_dataset) - set(self.task_specs))
             if unknown:
@@ -107,10 +108,15 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         # One objective per task, asked for each batch's loss; async-KD replaces a converged task's entry.
         self.objectives: dict[str, TaskObjective] = default_objectives(list(task_specs), masker)
         if dev_slices:
-            self.dev_objective = DevObjective(dev_slices, self.task_specs, data_collator, args.per_device_train_batch_size, args.seed,
-                                              rank=args.process_index)
-            self.weighting.build_dev_heads(model.config.hidden_size, {t: self.task_specs[t].num_labels for t in dev_slices},
-                                           std=getattr(model.config.encoder_config, "initializer_range", 0.02), seed=args.seed)
+            self.dev_objective = DevObjective(
+                dev_slices, self.task_specs, data_collator, args.per_device_train_batch_size, args.seed, rank=args.process_index
+            )
+            self.weighting.build_dev_heads(
+                model.config.hidden_size,
+                {t: self.task_specs[t].num_labels for t in dev_slices},
+                std=getattr(model.config.encoder_config, "initializer_range", 0.02),
+                seed=args.seed,
+            )
         self.step_composition = args.step_composition
         if self.step_composition == "auto":
             self.step_composition = "all_tasks" if self.weighting.needs_all_tasks else "one_task"
@@ -137,26 +143,50 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         # Values the run's parts report between training logs (e.g. gradient diagnostics): they join the next one.
         self.pending_logs: dict[str, float] = {}
         self.step_losses = StepLosses(self.weighting)
-        self.add_callback(TrainingStateCallback(self.step_losses, self.build_train_sampler if self.train_dataset is not None else None,
-                                                args.gradient_accumulation_steps))
+        self.add_callback(
+            TrainingStateCallback(
+                self.step_losses, self.build_train_sampler if self.train_dataset is not None else None, args.gradient_accumulation_steps
+            )
+        )
         self.async_convergence: AsyncConvergenceCallback | None = None
         if args.async_kd:
             options = AsyncKDOptions.from_arguments(args)
             labeller = None
             if self.train_dataset is not None:
                 labeller = TeacherLabeller(
-                    self.train_dataset, self.data_collator, args.device, options.label_batch_size or max(128, args.per_device_eval_batch_size),
-                    args.output_dir, is_main_process=self.accelerator.is_main_process, wait_for_everyone=self.accelerator.wait_for_everyone,
+                    self.train_dataset,
+                    self.data_collator,
+                    args.device,
+                    options.label_batch_size or max(128, args.per_device_eval_batch_size),
+                    args.output_dir,
+                    is_main_process=self.accelerator.is_main_process,
+                    wait_for_everyone=self.accelerator.wait_for_everyone,
                 )
             self.async_convergence = AsyncConvergenceCallback(
-                self.task_specs, options, self.train_dataset, self.eval_dataset, labeller, self.objectives, log=self.log,
+                self.task_specs,
+                options,
+                self.train_dataset,
+                self.eval_dataset,
+                labeller,
+                self.objectives,
+                log=self.log,
             )
             self.add_callback(self.async_convergence)
         if args.diagnostics_steps:
-            self.add_callback(MultiTaskDiagnosticsCallback(
-                args.diagnostics_steps, self.task_loss, self.train_dataset, self.data_collator, args.per_device_train_batch_size, args.seed,
-                args.device, self.pending_logs, loss_context=self.compute_loss_context_manager, write_files=self.is_world_process_zero(),
-            ))
+            self.add_callback(
+                MultiTaskDiagnosticsCallback(
+                    args.diagnostics_steps,
+                    self.task_loss,
+                    self.train_dataset,
+                    self.data_collator,
+                    args.per_device_train_batch_size,
+                    args.seed,
+                    args.device,
+                    self.pending_logs,
+                    loss_context=self.compute_loss_context_manager,
+                    write_files=self.is_world_process_zero(),
+                )
+            )
         if args.early_stopping_patience:
             if args.metric_for_best_model is None:
                 raise ValueError("early_stopping_patience needs metric_for_best_model (or a single end_task, which sets it).")
@@ -266,10 +296,17 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
                 heads = self.weighting.dev_head_modules()
                 # The unwrapped encoder runs outside the wrapped forward's autocast: enter it here (bf16 / fp16 runs).
                 with self.accelerator.autocast():
-                    dev_loss = self.dev_objective.loss(self.accelerator.unwrap_model(model), heads, self.state.global_step, self.args.device)
+                    dev_loss = self.dev_objective.loss(
+                        self.accelerator.unwrap_model(model), heads, self.state.global_step, self.args.device
+                    )
                 dev = (dev_loss, [p for p in heads.parameters()])
             loss = per_task_gradient_step(
-                self.accelerator, model, self.weighting, losses, self.state.global_step, self.current_gradient_accumulation_steps,
+                self.accelerator,
+                model,
+                self.weighting,
+                losses,
+                self.state.global_step,
+                self.current_gradient_accumulation_steps,
                 dev=dev,
             )
         for task, weight in self.weighting.last_weights.items():
@@ -308,8 +345,15 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
     # ---- Hub ----------------------------------------------------------------------------------
 
     def create_model_card(
-        self, language: Any = None, license: str | None = None, tags: Any = None, model_name: str | None = None,
-        finetuned_from: str | None = None, tasks: Any = None, dataset_tags: Any = None, dataset: Any = None,
+        self,
+        language: Any = None,
+        license: str | None = None,
+        tags: Any = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: Any = None,
+        dataset_tags: Any = None,
+        dataset: Any = None,
         dataset_args: Any = None,
     ) -> None:
         """Write `output_dir/README.md` (what `push_to_hub` uploads): tasks, last evaluation, method and settings.
@@ -347,7 +391,9 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         if resume_from_checkpoint:
             directory = WeightingCheckpointState.resolve(resume_from_checkpoint, self.args.output_dir)
             # Refuse a checkpoint of other tasks, heads, labels or parts before loading anything from it.
-            check_resume_checkpoint(directory, list(self.task_specs.values()), model_config=self.accelerator.unwrap_model(self.model).config)
+            check_resume_checkpoint(
+                directory, list(self.task_specs.values()), model_config=self.accelerator.unwrap_model(self.model).config
+            )
             parts = [callback for callback in self.callback_handler.callbacks if isinstance(callback, CheckpointPart)]
             for part in parts:
                 part.check_checkpoint(directory)
@@ -358,4 +404,6 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         # when fresh): a resumed run would otherwise repeat the steps after the checkpoint, a re-run mix two runs.
         if self.is_world_process_zero():
             truncate_calibration(self.args.output_dir, start)
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+        return super().train(
+            resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
+        )

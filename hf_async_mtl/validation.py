@@ -84,7 +84,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     close = [c for score, c in scored if score >= 0.6 and score >= scored[0][0] - 0.02][:3]
     head = word.split("_", 1)[0]
     if "_" in word and len(close) < 3:  # 'label_column' → also the 'label_...' fields
-        close += [c for score, c in scored if c not in close and score >= 0.5 and c.split("_", 1)[0] == head][:3 - len(close)]
+        close += [c for score, c in scored if c not in close and score >= 0.5 and c.split("_", 1)[0] == head][: 3 - len(close)]
     if not close:  # 'f1_macro' → 'f1'
         close = sorted((c for c in choices if word.startswith(c) and len(c) > 1), key=len, reverse=True)[:1]
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
@@ -158,9 +158,15 @@ def task_metric_problem(spec: TaskSpec) -> tuple[str, str] | None:
                 "(evaluate modules go in evaluate_metrics)"
             )
         if spec.is_regression and name in CLASSIFICATION_METRICS:
-            return "metrics", f"metric {name!r} scores class ids, but the task is a regression (label_names null): use {list(REGRESSION_METRICS)}"
+            return (
+                "metrics",
+                f"metric {name!r} scores class ids, but the task is a regression (label_names null): use {list(REGRESSION_METRICS)}",
+            )
         if not spec.is_regression and name in REGRESSION_METRICS:
-            return "metrics", f"metric {name!r} scores regression targets, but the task is a classification: use {list(CLASSIFICATION_METRICS)}"
+            return (
+                "metrics",
+                f"metric {name!r} scores regression targets, but the task is a classification: use {list(CLASSIFICATION_METRICS)}",
+            )
         if name == "f1" and spec.num_labels != 2:
             return "metrics", f"metric 'f1' is the binary F1 of label id 1, but the task has {spec.num_labels} labels"
     for metric_id in spec.evaluate_metrics:
@@ -196,8 +202,11 @@ def _entry_problem(entry: Mapping[str, Any], base: str) -> tuple[str, str] | Non
         if key not in known:
             return key, f"unknown field{did_you_mean(key, known)}; fields: {list(known)}"
     if entry.get("objective", "supervised") != "supervised":
-        return "objective", ('MLM auxiliary tasks read the text of a trained task: use --mlm_tasks TASK, not the custom tasks file'
-                             if entry.get("objective") == "mlm" else f'must be "supervised" here, got {json.dumps(entry.get("objective"))}')
+        return "objective", (
+            "MLM auxiliary tasks read the text of a trained task: use --mlm_tasks TASK, not the custom tasks file"
+            if entry.get("objective") == "mlm"
+            else f'must be "supervised" here, got {json.dumps(entry.get("objective"))}'
+        )
     for key in ("name", "text_fields"):
         if key not in entry:
             return key, "missing (every task needs name, text_fields, and train_file + validation_file or dataset)"
@@ -223,10 +232,16 @@ def _entry_problem(entry: Mapping[str, Any], base: str) -> tuple[str, str] | Non
             return key, f"must be {kind}, got {json.dumps(value)}"
     fields = entry["text_fields"]
     if not isinstance(fields, list) or not 1 <= len(fields) <= 2 or not all(isinstance(f, str) and f for f in fields):
-        return "text_fields", f'must be a list of one or two column names, e.g. ["text"] or ["premise", "hypothesis"]; got {json.dumps(fields)}'
+        return (
+            "text_fields",
+            f'must be a list of one or two column names, e.g. ["text"] or ["premise", "hypothesis"]; got {json.dumps(fields)}',
+        )
     labels = entry.get("label_names")
     if labels is not None and (not isinstance(labels, list) or not all(isinstance(n, str) for n in labels)):
-        return "label_names", f"must be a list of label names (strings), null for a regression task, or left out to take them from the data; got {json.dumps(labels)}"
+        return (
+            "label_names",
+            f"must be a list of label names (strings), null for a regression task, or left out to take them from the data; got {json.dumps(labels)}",
+        )
     if isinstance(entry.get("prompt_templates"), str):
         entry = {**entry, "prompt_templates": [entry["prompt_templates"]]}
     for key in ("metrics", "evaluate_metrics", "validation_splits", "prompt_templates"):
@@ -261,14 +276,17 @@ def _entry_source(entry: Mapping[str, Any], base: str) -> TaskSource:
     """The `TaskSource` of a checked task object; local paths are relative to the tasks file."""
     columns = dict(entry.get("columns", {}))
     if "dataset" not in entry:
-        return TaskSource(data_files={"train": os.path.join(base, entry["train_file"]),
-                                      "validation": os.path.join(base, entry["validation_file"])}, columns=columns)
+        return TaskSource(
+            data_files={"train": os.path.join(base, entry["train_file"]), "validation": os.path.join(base, entry["validation_file"])},
+            columns=columns,
+        )
     dataset = entry["dataset"]
     local = os.path.join(base, os.path.expanduser(dataset))
     if dataset.startswith((".", "/", "~")) or os.path.isdir(local):
         dataset = local
-    return TaskSource(dataset=dataset, config=entry.get("config"), splits=dict(entry.get("splits", {})),
-                      columns=columns, revision=entry.get("revision"))
+    return TaskSource(
+        dataset=dataset, config=entry.get("config"), splits=dict(entry.get("splits", {})), columns=columns, revision=entry.get("revision")
+    )
 
 
 def read_custom_tasks(path: str, taken_names: Iterable[str] = (), *, cache_dir: str | None = None) -> list[tuple[TaskSpec, TaskSource]]:
@@ -538,5 +556,6 @@ def _check_same_model(config_path: str, text: str, saved: Mapping[str, Any], mod
         field, _ = differences[0]
         raise UsageError(
             f"{config_path}, line {key_line(text, field) or 1}, field {field!r}: cannot resume: the checkpoint's "
-            + "; ".join(message for _, message in differences) + "."
+            + "; ".join(message for _, message in differences)
+            + "."
         )

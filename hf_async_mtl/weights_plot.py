@@ -20,7 +20,7 @@ def weight_series(log_history: Sequence[Mapping[str, Any]]) -> dict[str, tuple[l
     for entry in log_history:
         for key, value in entry.items():
             if key.startswith("train_weight_") and "step" in entry:
-                steps, values = series.setdefault(key[len("train_weight_"):], ([], []))
+                steps, values = series.setdefault(key[len("train_weight_") :], ([], []))
                 steps.append(int(entry["step"]))
                 values.append(float(value))
     return series

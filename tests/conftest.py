@@ -24,7 +24,6 @@ _NEGATIVE = ["bad", "awful", "poor", "sad", "ugly"]
 _FILLER = ["the", "movie", "was", "really", "quite", "a", "day", "food", "story", "very"]
 
 
-
 @pytest.fixture(autouse=True, scope="session")
 def _datasets_cache(tmp_path_factory):
     """`datasets.load_dataset` caches Arrow files: keep the tests' out of the user's cache."""
@@ -33,10 +32,15 @@ def _datasets_cache(tmp_path_factory):
     yield
     datasets.config.HF_DATASETS_CACHE = previous
 
+
 def tiny_encoder_config(vocab_size: int) -> BertConfig:
     """A 2-layer, 32-wide BERT: fast enough to train in a unit test."""
     return BertConfig(
-        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
         max_position_embeddings=128,
     )
 
@@ -50,9 +54,7 @@ def tokenizer():
 
 def make_model(tokenizer, pooling: str = "mean", seed: int = 0, tasks=TASKS) -> MultiTaskModel:
     torch.manual_seed(seed)
-    config = MultiTaskConfig(
-        encoder_config=tiny_encoder_config(len(tokenizer)), tasks=[t.head_config() for t in tasks], pooling=pooling
-    )
+    config = MultiTaskConfig(encoder_config=tiny_encoder_config(len(tokenizer)), tasks=[t.head_config() for t in tasks], pooling=pooling)
     return MultiTaskModel(config)
 
 

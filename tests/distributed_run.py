@@ -37,8 +37,11 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
     train, evaluation = {}, {}
     tasks = list(TASKS)
     if method == "async_kd_prompts":  # DynaMaR: a pool of 3 templates, evaluated and labelled by averaging
-        tasks[0] = dataclasses.replace(TASKS[0], prompt_eval="average",
-                                       prompt_templates=("{sentence} It was {mask}.", "A {mask} one: {sentence}", "{mask}! {sentence}"))
+        tasks[0] = dataclasses.replace(
+            TASKS[0],
+            prompt_eval="average",
+            prompt_templates=("{sentence} It was {mask}.", "A {mask} one: {sentence}", "{mask}! {sentence}"),
+        )
     for task_id, spec in enumerate(tasks):
         train[spec.name] = tokenize_task(spec, raw[spec.name][0], tokenizer, task_id, 32)
         evaluation[spec.name] = tokenize_task(spec, raw[spec.name][1], tokenizer, task_id, 32)
@@ -46,10 +49,27 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
     # No dropout: 1 and 2 processes must compute the same thing, whatever each process's RNG.
     encoder.hidden_dropout_prob = encoder.attention_probs_dropout_prob = 0.0
     torch.manual_seed(0)
-    model = MultiTaskModel(MultiTaskConfig(encoder_config=encoder, tasks=[t.head_config() for t in tasks], pooling="mean", classifier_dropout=0.0,
-                                               mask_token_id=tokenizer.mask_token_id))
-    extra = {"kd_patience": 1, "kd_min_delta": 10.0, "kd_require_improvement": False, "kd_require_decline": False, "kd_smoothing": 1,
-             "kd_trivial_gate": False} if method.startswith("async_kd") else {}
+    model = MultiTaskModel(
+        MultiTaskConfig(
+            encoder_config=encoder,
+            tasks=[t.head_config() for t in tasks],
+            pooling="mean",
+            classifier_dropout=0.0,
+            mask_token_id=tokenizer.mask_token_id,
+        )
+    )
+    extra = (
+        {
+            "kd_patience": 1,
+            "kd_min_delta": 10.0,
+            "kd_require_improvement": False,
+            "kd_require_decline": False,
+            "kd_smoothing": 1,
+            "kd_trivial_gate": False,
+        }
+        if method.startswith("async_kd")
+        else {}
+    )
     if method == "async_kd_on_demand":
         method, extra["kd_soft_labels"] = "async_kd", "on_demand"
     if method == "async_kd_prompts":
@@ -57,27 +77,57 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
     if method == "meta_tartan":
         extra = {"end_task": "sentiment", "mtl_method_options": {"meta_lr": 1.0}}
     args = MultiTaskTrainingArguments(
-        output_dir=out_dir, per_device_train_batch_size=per_device_batch, per_device_eval_batch_size=7, learning_rate=3e-3,
-        max_steps=12, eval_strategy="steps", eval_steps=4, save_strategy="steps", save_steps=12, logging_steps=1, seed=5,
-        use_cpu=True, disable_tqdm=True, dataloader_pin_memory=False, sampling_strategy="round_robin", mtl_method=method,
-        ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None, **extra,
+        output_dir=out_dir,
+        per_device_train_batch_size=per_device_batch,
+        per_device_eval_batch_size=7,
+        learning_rate=3e-3,
+        max_steps=12,
+        eval_strategy="steps",
+        eval_steps=4,
+        save_strategy="steps",
+        save_steps=12,
+        logging_steps=1,
+        seed=5,
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+        sampling_strategy="round_robin",
+        mtl_method=method,
+        ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        **extra,
     )
-    trainer = MultiTaskTrainer(model=model, args=args, task_specs=tasks, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer)
+    trainer = MultiTaskTrainer(
+        model=model, args=args, task_specs=tasks, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer
+    )
     trainer.train()
     metrics = trainer.evaluate()
     seen = [int(i) for batch in trainer.get_train_dataloader() for i in batch["example_ids"]][:40] if method == "equal" else []
     rank = trainer.args.process_index
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
         # On demand: each rank's own table (NaN rows = not drawn by this rank), NaN written as null.
-        soft = {t: [[None if x != x else x for x in row] for row in labels.table.tolist()] for t, labels in (trainer.async_convergence.soft_labels if trainer.async_convergence else {}).items()}
+        soft = {
+            t: [[None if x != x else x for x in row] for row in labels.table.tolist()]
+            for t, labels in (trainer.async_convergence.soft_labels if trainer.async_convergence else {}).items()
+        }
         # Everything a rank trains (model, method state such as META-TARTAN's logits and dev heads), as a digest:
         # ranks that diverged show different digests.
         digest = hashlib.sha256()
-        for name, tensor in sorted({**trainer.model.state_dict(), **{f"weighting.{k}": v for k, v in trainer.weighting.state_dict().items()}}.items()):
+        for name, tensor in sorted(
+            {**trainer.model.state_dict(), **{f"weighting.{k}": v for k, v in trainer.weighting.state_dict().items()}}.items()
+        ):
             digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
         weights = trainer.weighting.current_weights().tolist() if hasattr(trainer.weighting, "current_weights") else None
-        json.dump({"metrics": metrics, "first_examples": seen, "soft_labels": soft, "world_size": trainer.args.world_size,
-                   "state_digest": digest.hexdigest(), "weights": weights}, handle)
+        json.dump(
+            {
+                "metrics": metrics,
+                "first_examples": seen,
+                "soft_labels": soft,
+                "world_size": trainer.args.world_size,
+                "state_digest": digest.hexdigest(),
+                "weights": weights,
+            },
+            handle,
+        )
     if trainer.is_world_process_zero():
         torch.save({k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}, os.path.join(out_dir, "params.pt"))
 

@@ -57,10 +57,41 @@ _REPO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 DEFAULT_GITATTRIBUTES = "".join(
     f"{pattern} filter=lfs diff=lfs merge=lfs -text\n"
     for pattern in (
-        "*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.ftz", "*.gz", "*.h5", "*.joblib", "*.lfs.*", "*.mlmodel",
-        "*.model", "*.msgpack", "*.npy", "*.npz", "*.onnx", "*.ot", "*.parquet", "*.pb", "*.pickle", "*.pkl", "*.pt",
-        "*.pth", "*.rar", "*.safetensors", "saved_model/**/*", "*.tar.*", "*.tar", "*.tflite", "*.tgz", "*.wasm",
-        "*.xz", "*.zip", "*.zst", "*tfevents*",
+        "*.7z",
+        "*.arrow",
+        "*.bin",
+        "*.bz2",
+        "*.ckpt",
+        "*.ftz",
+        "*.gz",
+        "*.h5",
+        "*.joblib",
+        "*.lfs.*",
+        "*.mlmodel",
+        "*.model",
+        "*.msgpack",
+        "*.npy",
+        "*.npz",
+        "*.onnx",
+        "*.ot",
+        "*.parquet",
+        "*.pb",
+        "*.pickle",
+        "*.pkl",
+        "*.pt",
+        "*.pth",
+        "*.rar",
+        "*.safetensors",
+        "saved_model/**/*",
+        "*.tar.*",
+        "*.tar",
+        "*.tflite",
+        "*.tgz",
+        "*.wasm",
+        "*.xz",
+        "*.zip",
+        "*.zst",
+        "*tfevents*",
     )
 )
 
@@ -68,9 +99,7 @@ DEFAULT_GITATTRIBUTES = "".join(
 class HubError(Exception):
     """An HTTP error answered as the Hub does: status, JSON `{"error": message}`, X-Error-Code / X-Error-Message."""
 
-    def __init__(
-        self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None, **extra: Any
-    ) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.headers = status, message, code, dict(headers or {})
         self.extra = extra  # more fields of the JSON body
@@ -389,7 +418,11 @@ class _HubHandler(BaseHTTPRequestHandler):
         repo = Repo(repo_id=repo_id, private=payload.get("visibility") == "private" or bool(payload.get("private")), created_at=_now())
         attributes = DEFAULT_GITATTRIBUTES.encode()
         initial = Commit(
-            oid=secrets.token_hex(20), title="initial commit", description="", date=_now(), parent=None,
+            oid=secrets.token_hex(20),
+            title="initial commit",
+            description="",
+            date=_now(),
+            parent=None,
             files={".gitattributes": Blob(size=len(attributes), git_oid=git_blob_oid(attributes), data=attributes)},
             inline_paths=[".gitattributes"],
         )
@@ -408,7 +441,11 @@ class _HubHandler(BaseHTTPRequestHandler):
             if blobs:
                 sibling.update(size=blob.size, blobId=blob.git_oid)
                 if blob.lfs_sha256:
-                    sibling["lfs"] = {"size": blob.size, "sha256": blob.lfs_sha256, "pointerSize": len(lfs_pointer(blob.lfs_sha256, blob.size))}
+                    sibling["lfs"] = {
+                        "size": blob.size,
+                        "sha256": blob.lfs_sha256,
+                        "pointerSize": len(lfs_pointer(blob.lfs_sha256, blob.size)),
+                    }
             siblings.append(sibling)
         info: dict[str, Any] = {
             "_id": hashlib.sha1(repo.repo_id.encode()).hexdigest()[:24],
@@ -507,15 +544,17 @@ class _HubHandler(BaseHTTPRequestHandler):
                 continue
             ticket = secrets.token_urlsafe(16)
             self.state.lfs_tickets[ticket] = (repo_id, oid, size)
-            objects.append({
-                "oid": oid,
-                "size": size,
-                "authenticated": True,
-                "actions": {
-                    "upload": {"href": f"{self.endpoint}/__lfs_upload/{ticket}", "header": {}},
-                    "verify": {"href": f"{self.endpoint}/{repo_id}.git/info/lfs/objects/verify", "header": {}},
-                },
-            })
+            objects.append(
+                {
+                    "oid": oid,
+                    "size": size,
+                    "authenticated": True,
+                    "actions": {
+                        "upload": {"href": f"{self.endpoint}/__lfs_upload/{ticket}", "header": {}},
+                        "verify": {"href": f"{self.endpoint}/{repo_id}.git/info/lfs/objects/verify", "header": {}},
+                    },
+                }
+            )
         return 200, {"transfer": "basic", "objects": objects, "hash_algo": "sha256"}, {"Content-Type": "application/vnd.git-lfs+json"}
 
     def _lfs_put(self, ticket: str, body: bytes) -> tuple[int, Any, dict[str, str]]:
@@ -576,8 +615,14 @@ class _HubHandler(BaseHTTPRequestHandler):
             else:
                 raise HubError(400, f"Unknown commit operation {key!r}.")
         commit = Commit(
-            oid=secrets.token_hex(20), title=header["summary"], description=header.get("description") or "",
-            date=_now(), parent=parent.oid, files=files, inline_paths=inline, lfs_paths=lfs,
+            oid=secrets.token_hex(20),
+            title=header["summary"],
+            description=header.get("description") or "",
+            date=_now(),
+            parent=parent.oid,
+            files=files,
+            inline_paths=inline,
+            lfs_paths=lfs,
         )
         repo.commits[commit.oid] = commit
         pr_url = None
@@ -587,19 +632,28 @@ class _HubHandler(BaseHTTPRequestHandler):
             pr_url = f"{self.endpoint}/{repo.repo_id}/discussions/{number}"
         else:
             repo.refs[branch] = commit.oid
-        return 200, {
-            "success": True,
-            "commitOid": commit.oid,
-            "commitUrl": f"{self.endpoint}/{repo.repo_id}/commit/{commit.oid}",
-            "hookOutput": "",
-            "pullRequestUrl": pr_url,
-        }, {}
+        return (
+            200,
+            {
+                "success": True,
+                "commitOid": commit.oid,
+                "commitUrl": f"{self.endpoint}/{repo.repo_id}/commit/{commit.oid}",
+                "hookOutput": "",
+                "pullRequestUrl": pr_url,
+            },
+            {},
+        )
 
     # ---- reading ------------------------------------------------------------------------------
 
     def _entry(self, path: str, blob: Blob | None, commit: Commit, expand: bool) -> dict[str, Any]:
         if blob is None:
-            entry: dict[str, Any] = {"type": "directory", "oid": hashlib.sha1(f"{commit.oid}:{path}".encode()).hexdigest(), "size": 0, "path": path}
+            entry: dict[str, Any] = {
+                "type": "directory",
+                "oid": hashlib.sha1(f"{commit.oid}:{path}".encode()).hexdigest(),
+                "size": 0,
+                "path": path,
+            }
         else:
             entry = {"type": "file", "oid": blob.git_oid, "size": blob.size, "path": path}
             if blob.lfs_sha256:

@@ -11,10 +11,21 @@ from benchmarks.summarize import TASKS, _standard_error, aggregate, markdown
 def _run(method: str, seed: int, glue5: float) -> dict:
     """One synthetic run whose five task scores are all `glue5` (×100)."""
     final = {f"dev_{t}_score": glue5 / 100 for t in TASKS}
-    curves = [{f"eval_{t}_score": 0.5 for t in TASKS}, {f"eval_{t}_score": 0.6 for t in TASKS},
-              {**{f"eval_{t}_score": 0.6 for t in TASKS}, "eval_mrpc_score": 0.55}]
-    return {"method": method, "seed": seed, "tasks": list(TASKS), "final_dev": final, "best_selected_dev": final,
-            "curves": curves, "wall_seconds": 10.0, "peak_rss_mb": 100.0}
+    curves = [
+        {f"eval_{t}_score": 0.5 for t in TASKS},
+        {f"eval_{t}_score": 0.6 for t in TASKS},
+        {**{f"eval_{t}_score": 0.6 for t in TASKS}, "eval_mrpc_score": 0.55},
+    ]
+    return {
+        "method": method,
+        "seed": seed,
+        "tasks": list(TASKS),
+        "final_dev": final,
+        "best_selected_dev": final,
+        "curves": curves,
+        "wall_seconds": 10.0,
+        "peak_rss_mb": 100.0,
+    }
 
 
 def _single(task: str, seed: int, score: float) -> dict:
@@ -101,6 +112,7 @@ def test_decline_table_skips_a_task_missing_from_some_runs():
 
 # ---- v2 (benchmarks/summarize_v2.py) ---------------------------------------------------------------------
 
+
 def _v2_run(method: str, seed: int, selection: dict, dev: dict, steps=(200, 400, 600), wall: float = 600.0) -> dict:
     """A v2 per-run JSON: per task, its selection-split and dev curves (0..1, one value per evaluation)."""
     tasks = list(selection)
@@ -111,10 +123,21 @@ def _v2_run(method: str, seed: int, selection: dict, dev: dict, steps=(200, 400,
             log[f"eval_{task}_score"] = selection[task][index]
             log[f"eval_{task}_dev_score"] = dev[task][index]
         curves.append(log)
-    return {"profile": "minilm", "version": 2, "method": method, "seed": seed, "tasks": tasks,
-            "settings": {"model": "tiny", "max_steps": steps[-1]}, "train_sizes": {t: 100 for t in tasks},
-            "curves": curves, "train_logs": [], "convergence": None, "wall_seconds": wall, "peak_rss_mb": 900.0,
-            "provenance": {"commit": "0123456789abcdef", "dirty": False, "packages": {}, "machine": {}}}
+    return {
+        "profile": "minilm",
+        "version": 2,
+        "method": method,
+        "seed": seed,
+        "tasks": tasks,
+        "settings": {"model": "tiny", "max_steps": steps[-1]},
+        "train_sizes": {t: 100 for t in tasks},
+        "curves": curves,
+        "train_logs": [],
+        "convergence": None,
+        "wall_seconds": wall,
+        "peak_rss_mb": 900.0,
+        "provenance": {"commit": "0123456789abcdef", "dirty": False, "packages": {}, "machine": {}},
+    }
 
 
 def _flat_v2_run(method: str, seed: int, score: float, tasks=TASKS) -> dict:
@@ -123,10 +146,20 @@ def _flat_v2_run(method: str, seed: int, score: float, tasks=TASKS) -> dict:
 
 
 # Hand-checked curves (three evaluations at steps 200, 400, 600).
-HAND_SELECTION = {"cola": [0.30, 0.50, 0.40], "sst2": [0.80, 0.85, 0.90], "mrpc": [0.80, 0.84, 0.78],
-                  "stsb": [0.70, 0.80, 0.85], "rte": [0.55, 0.60, 0.58]}
-HAND_DEV = {"cola": [0.28, 0.45, 0.41], "sst2": [0.79, 0.86, 0.88], "mrpc": [0.85, 0.83, 0.77],
-            "stsb": [0.68, 0.82, 0.84], "rte": [0.54, 0.60, 0.58]}
+HAND_SELECTION = {
+    "cola": [0.30, 0.50, 0.40],
+    "sst2": [0.80, 0.85, 0.90],
+    "mrpc": [0.80, 0.84, 0.78],
+    "stsb": [0.70, 0.80, 0.85],
+    "rte": [0.55, 0.60, 0.58],
+}
+HAND_DEV = {
+    "cola": [0.28, 0.45, 0.41],
+    "sst2": [0.79, 0.86, 0.88],
+    "mrpc": [0.85, 0.83, 0.77],
+    "stsb": [0.68, 0.82, 0.84],
+    "rte": [0.54, 0.60, 0.58],
+}
 
 
 def test_v2_views_of_one_run_by_hand():
@@ -162,8 +195,13 @@ def test_v2_aggregate_and_paired_difference_with_t_interval():
 
     from benchmarks.summarize_v2 import aggregate, paired_differences
 
-    runs = [_flat_v2_run("equal", 0, 70.0), _flat_v2_run("equal", 1, 72.0),
-            _flat_v2_run("async_kd", 0, 71.0), _flat_v2_run("async_kd", 1, 75.0), _flat_v2_run("async_kd", 2, 90.0)]
+    runs = [
+        _flat_v2_run("equal", 0, 70.0),
+        _flat_v2_run("equal", 1, 72.0),
+        _flat_v2_run("async_kd", 0, 71.0),
+        _flat_v2_run("async_kd", 1, 75.0),
+        _flat_v2_run("async_kd", 2, 90.0),
+    ]
     table = aggregate(runs)
     glue5 = table["equal"]["views"]["final"]["glue5"]
     assert (glue5["mean"], glue5["std"], glue5["n"]) == pytest.approx((71.0, np.std([70, 72], ddof=1), 2))
@@ -188,20 +226,27 @@ def test_summarize_v2_writes_files_and_survives_missing_runs_and_tasks(tmp_path)
     # 4 points below its best in seed 0 but only 0.5 in seed 1: not in most seeds.
     runs.append(_v2_run("equal", 1, HAND_SELECTION, {**HAND_DEV, "cola": [0.28, 0.45, 0.445], "rte": [0.54, 0.62, 0.55]}))
     runs += [_flat_v2_run("async_kd", 0, 73.0), _flat_v2_run("async_kd", 1, 74.0, tasks=TASKS[:4])]  # seed 1: no RTE
-    runs[-2]["convergence"] = {t: {"converged": True, "converged_step": 400, "best_step": 200,
-                                   "metric_at_convergence": 0.5, "final_metric": 0.5, "history": []} for t in TASKS}
+    runs[-2]["convergence"] = {
+        t: {"converged": True, "converged_step": 400, "best_step": 200, "metric_at_convergence": 0.5, "final_metric": 0.5, "history": []}
+        for t in TASKS
+    }
     runs += [_flat_v2_run(f"single_{t}", 0, 60.0, tasks=[t]) for t in TASKS]
     runs += [_flat_v2_run("single_cola", 1, 99.0, tasks=["cola"])]  # seed 1 incomplete: no single_task entry
     for run in runs:
         (per_run / f"{run['method']}_s{run['seed']}.json").write_text(json.dumps(run))
     (per_run / "broken_s0.json").write_text("{")  # an unreadable file is skipped
-    (tmp_path / "references.json").write_text(json.dumps({
-        "trivial_predictor": {t: {"score": 10.0 * i} for i, t in enumerate(TASKS)}, "trivial_glue5": 20.0,
-        "trivial_glue4": 15.0, "stsb_zero_shot_cosine": {"score": 86.84, "pearson": 86.96, "spearmanr": 86.72,
-                                                         "source": "anchor.md"}}))
+    (tmp_path / "references.json").write_text(
+        json.dumps(
+            {
+                "trivial_predictor": {t: {"score": 10.0 * i} for i, t in enumerate(TASKS)},
+                "trivial_glue5": 20.0,
+                "trivial_glue4": 15.0,
+                "stsb_zero_shot_cosine": {"score": 86.84, "pearson": 86.96, "spearmanr": 86.72, "source": "anchor.md"},
+            }
+        )
+    )
     summary = summarize_v2(str(tmp_path))
-    for name in ("summary.json", "results.md", "curves_equal.png", "curves_async_kd.png", "cola_curves.png",
-                 "comparison.png"):
+    for name in ("summary.json", "results.md", "curves_equal.png", "curves_async_kd.png", "cola_curves.png", "comparison.png"):
         assert (tmp_path / name).is_file(), name
     methods = summary["methods"]
     assert methods["single_task"]["seeds"] == [0]
@@ -252,8 +297,13 @@ def test_tartan_drops_auxiliary_rows_that_hold_the_end_tasks_held_out_pairs():
 
     from benchmarks.tartan import drop_end_task_dev_overlap
 
-    auxiliary = datasets.Dataset.from_dict({"sentence1": ["The cat sat.", "A dog ran!", "Birds fly", "x"],
-                                            "sentence2": ["On the mat", "in the park", "south", "y"], "label": [1, 0, 1, 0]})
+    auxiliary = datasets.Dataset.from_dict(
+        {
+            "sentence1": ["The cat sat.", "A dog ran!", "Birds fly", "x"],
+            "sentence2": ["On the mat", "in the park", "south", "y"],
+            "label": [1, 0, 1, 0],
+        }
+    )
     dev = datasets.Dataset.from_dict({"s1": ["on the mat", "Birds   fly."], "s2": ["the cat sat", "north"]})
     selection = datasets.Dataset.from_dict({"s1": ["A dog RAN"], "s2": ["in the park."]})
     kept, dropped = drop_end_task_dev_overlap(auxiliary, ("sentence1", "sentence2"), [dev, selection], ("s1", "s2"))

@@ -66,8 +66,13 @@ def test_only_common_steps_count_and_a_missing_task_leaves_no_glue5():
 
 
 def test_run_curves_reads_dev_keys_scaled_and_by_seed():
-    runs = [{"seed": s, "curves": [{"step": 200, "eval_a_dev_score": 0.5 + s / 10, "eval_a_score": 0.1},
-                                   {"step": 400, "eval_a_dev_score": 0.4}]} for s in (0, 1)]
+    runs = [
+        {
+            "seed": s,
+            "curves": [{"step": 200, "eval_a_dev_score": 0.5 + s / 10, "eval_a_score": 0.1}, {"step": 400, "eval_a_dev_score": 0.4}],
+        }
+        for s in (0, 1)
+    ]
     curves = run_curves(runs, "eval_{task}_dev_score", tasks=TASKS)
     assert curves["a"] == {0: [(200, 50.0), (400, 40.0)], 1: [(200, 60.0), (400, 40.0)]}
     assert curves["b"] == {}

@@ -10,10 +10,18 @@ import pytest
 
 import run_glue_mtl
 
-COLA_ROWS = [("gj04", "1", "", "The book is on the table ."), ("gj04", "0", "*", "Book the on is table ."),
-             ("gj04", "1", "", "She said \"hello\" to him ."), ("gj04", "0", "*", "Him said she .")]
-RTE_ROWS = [("entailment", "A man sleeps .", "A person sleeps ."), ("not_entailment", "A cat runs .", "NA is here ."),
-            ("entailment", "It rains today .", "It rains ."), ("not_entailment", "The sun is up .", "null")]
+COLA_ROWS = [
+    ("gj04", "1", "", "The book is on the table ."),
+    ("gj04", "0", "*", "Book the on is table ."),
+    ("gj04", "1", "", 'She said "hello" to him .'),
+    ("gj04", "0", "*", "Him said she ."),
+]
+RTE_ROWS = [
+    ("entailment", "A man sleeps .", "A person sleeps ."),
+    ("not_entailment", "A cat runs .", "NA is here ."),
+    ("entailment", "It rains today .", "It rains ."),
+    ("not_entailment", "The sun is up .", "null"),
+]
 
 
 def write_glue(root, copies: int = 6, bad_rte_label: bool = False):
@@ -30,9 +38,33 @@ def write_glue(root, copies: int = 6, bad_rte_label: bool = False):
 
 
 def base_args(glue_dir, checkpoint, out):
-    return ["--model_name_or_path", checkpoint, "--tasks", "cola,rte", "--glue_dir", str(glue_dir), "--output_dir", str(out),
-            "--max_steps", "4", "--per_device_train_batch_size", "4", "--eval_steps", "2", "--max_seq_length", "32",
-            "--use_cpu", "--disable_tqdm", "true", "--save_strategy", "no", "--selection_split_fraction", "0.25", "--do_train", "--do_eval"]
+    return [
+        "--model_name_or_path",
+        checkpoint,
+        "--tasks",
+        "cola,rte",
+        "--glue_dir",
+        str(glue_dir),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "4",
+        "--eval_steps",
+        "2",
+        "--max_seq_length",
+        "32",
+        "--use_cpu",
+        "--disable_tqdm",
+        "true",
+        "--save_strategy",
+        "no",
+        "--selection_split_fraction",
+        "0.25",
+        "--do_train",
+        "--do_eval",
+    ]
 
 
 def test_cli_trains_and_writes_results(tmp_path, tiny_checkpoint):
@@ -79,8 +111,19 @@ def test_dev_curve_split_names_and_clashes_with_task_names(tmp_path, tiny_checkp
     rows = "\n".join(f'{{"text": "review {i}", "label": "{"pos" if i % 2 else "neg"}"}}' for i in range(24))
     (tmp_path / "train.jsonl").write_text(rows)
     (tmp_path / "dev.jsonl").write_text(rows)
-    (tmp_path / "tasks.json").write_text(json.dumps([{"name": "cola_dev", "text_fields": ["text"], "label_names": ["neg", "pos"],
-                                                      "train_file": "train.jsonl", "validation_file": "dev.jsonl"}]))
+    (tmp_path / "tasks.json").write_text(
+        json.dumps(
+            [
+                {
+                    "name": "cola_dev",
+                    "text_fields": ["text"],
+                    "label_names": ["neg", "pos"],
+                    "train_file": "train.jsonl",
+                    "validation_file": "dev.jsonl",
+                }
+            ]
+        )
+    )
     glue = write_glue(tmp_path / "glue")
     args = base_args(glue, tiny_checkpoint, tmp_path / "out")
     args[args.index("--tasks") + 1] = "cola"
@@ -105,12 +148,50 @@ def test_cli_async_kd_composes_with_a_gradient_method_on_glue5(tmp_path, tiny_ch
     # IMTL-G takes one batch of every task per step; async-KD switches converged tasks to distillation on top.
     glue = tiny_glue5(tmp_path / "glue")
     out = tmp_path / "out"
-    argv = ["--model_name_or_path", tiny_checkpoint, "--tasks", "cola,sst2,mrpc,stsb,rte", "--glue_dir", str(glue),
-            "--output_dir", str(out), "--max_steps", "6", "--per_device_train_batch_size", "4", "--eval_steps", "2",
-            "--max_seq_length", "32", "--use_cpu", "--disable_tqdm", "true", "--save_strategy", "no",
-            "--selection_split_fraction", "0.25", "--do_train", "--do_eval", "--mtl_method", "imtl_g", "--async_kd",
-            "--kd_patience", "1", "--kd_min_delta", "10", "--kd_require_improvement", "false", "--kd_require_decline", "false", "--kd_smoothing", "1",
-            "--kd_trivial_gate", "false", "--logging_steps", "1"]
+    argv = [
+        "--model_name_or_path",
+        tiny_checkpoint,
+        "--tasks",
+        "cola,sst2,mrpc,stsb,rte",
+        "--glue_dir",
+        str(glue),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "6",
+        "--per_device_train_batch_size",
+        "4",
+        "--eval_steps",
+        "2",
+        "--max_seq_length",
+        "32",
+        "--use_cpu",
+        "--disable_tqdm",
+        "true",
+        "--save_strategy",
+        "no",
+        "--selection_split_fraction",
+        "0.25",
+        "--do_train",
+        "--do_eval",
+        "--mtl_method",
+        "imtl_g",
+        "--async_kd",
+        "--kd_patience",
+        "1",
+        "--kd_min_delta",
+        "10",
+        "--kd_require_improvement",
+        "false",
+        "--kd_require_decline",
+        "false",
+        "--kd_smoothing",
+        "1",
+        "--kd_trivial_gate",
+        "false",
+        "--logging_steps",
+        "1",
+    ]
     _, _, training_args = run_glue_mtl.parse_args(argv)
     assert training_args.mtl_method == "imtl_g" and training_args.async_kd
     run_glue_mtl.main(argv)
@@ -132,9 +213,20 @@ def test_cli_json_config_equals_flags(tmp_path, tiny_checkpoint):
     glue = write_glue(tmp_path / "glue")
     from_flags = run_glue_mtl.parse_args(base_args(glue, tiny_checkpoint, tmp_path / "out"))
     config = {
-        "model_name_or_path": tiny_checkpoint, "tasks": "cola,rte", "glue_dir": str(glue), "output_dir": str(tmp_path / "out"),
-        "max_steps": 4, "per_device_train_batch_size": 4, "eval_steps": 2, "max_seq_length": 32, "use_cpu": True,
-        "disable_tqdm": True, "save_strategy": "no", "selection_split_fraction": 0.25, "do_train": True, "do_eval": True,
+        "model_name_or_path": tiny_checkpoint,
+        "tasks": "cola,rte",
+        "glue_dir": str(glue),
+        "output_dir": str(tmp_path / "out"),
+        "max_steps": 4,
+        "per_device_train_batch_size": 4,
+        "eval_steps": 2,
+        "max_seq_length": 32,
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "save_strategy": "no",
+        "selection_split_fraction": 0.25,
+        "do_train": True,
+        "do_eval": True,
     }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
@@ -182,7 +274,9 @@ def test_cli_bad_input_fails_before_writing(tmp_path, tiny_checkpoint, capsys, c
 def test_cli_label_outside_label_set_names_file_and_line(tmp_path, tiny_checkpoint, capsys):
     glue = write_glue(tmp_path / "glue", bad_rte_label=True)
     out = tmp_path / "out"
-    assert re.search(r"RTE.*train\.tsv, line 5, column 'label': label 'maybe'", run_cli_error(capsys, base_args(glue, tiny_checkpoint, out)))
+    assert re.search(
+        r"RTE.*train\.tsv, line 5, column 'label': label 'maybe'", run_cli_error(capsys, base_args(glue, tiny_checkpoint, out))
+    )
     assert not out.exists()
 
 
@@ -203,9 +297,20 @@ def test_custom_tasks_from_files(tmp_path, tiny_checkpoint):
     rows = "\n".join(f'{{"text": "review {i} {"good" if i % 2 else "bad"}", "stars": "{"pos" if i % 2 else "neg"}"}}' for i in range(24))
     (tmp_path / "train.jsonl").write_text(rows)
     (tmp_path / "dev.jsonl").write_text(rows)
-    (tmp_path / "tasks.json").write_text(json.dumps([{
-        "name": "reviews", "text_fields": ["text"], "label_field": "stars", "label_names": ["neg", "pos"],
-        "train_file": "train.jsonl", "validation_file": "dev.jsonl"}]))
+    (tmp_path / "tasks.json").write_text(
+        json.dumps(
+            [
+                {
+                    "name": "reviews",
+                    "text_fields": ["text"],
+                    "label_field": "stars",
+                    "label_names": ["neg", "pos"],
+                    "train_file": "train.jsonl",
+                    "validation_file": "dev.jsonl",
+                }
+            ]
+        )
+    )
     out = tmp_path / "out"
     args = base_args(tmp_path, tiny_checkpoint, out)
     args[args.index("--tasks") + 1] = ""
@@ -224,10 +329,29 @@ def test_shipped_json_configs_parse():
 
 
 MULTI_TASK_OPTIONS = (
-    "sampling_strategy", "step_composition", "mtl_method", "mtl_method_options", "async_kd", "kd_patience", "kd_min_delta",
-    "kd_smoothing", "kd_trivial_gate", "kd_margin_z", "kd_decline_trigger", "kd_refresh",
-    "kd_min_steps", "kd_temperature", "kd_loss", "kd_alpha", "kd_top_k", "kd_ensemble", "kd_snapshot_dir", "kd_stop_when_all_converged",
-    "glue_dir", "selection_split_fraction", "custom_tasks_file",
+    "sampling_strategy",
+    "step_composition",
+    "mtl_method",
+    "mtl_method_options",
+    "async_kd",
+    "kd_patience",
+    "kd_min_delta",
+    "kd_smoothing",
+    "kd_trivial_gate",
+    "kd_margin_z",
+    "kd_decline_trigger",
+    "kd_refresh",
+    "kd_min_steps",
+    "kd_temperature",
+    "kd_loss",
+    "kd_alpha",
+    "kd_top_k",
+    "kd_ensemble",
+    "kd_snapshot_dir",
+    "kd_stop_when_all_converged",
+    "glue_dir",
+    "selection_split_fraction",
+    "custom_tasks_file",
 )
 
 
@@ -237,11 +361,20 @@ def test_cli_help_lists_every_multi_task_option():
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, os.path.join(root, "run_glue_mtl.py"), "--help"], cwd=root, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, os.path.join(root, "run_glue_mtl.py"), "--help"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr
-    helps = {f.name: f.metadata.get("help", "") for cls in (run_glue_mtl.DataArguments, run_glue_mtl.MultiTaskTrainingArguments)
-             for f in dataclasses.fields(cls)}
+    helps = {
+        f.name: f.metadata.get("help", "")
+        for cls in (run_glue_mtl.DataArguments, run_glue_mtl.MultiTaskTrainingArguments)
+        for f in dataclasses.fields(cls)
+    }
     # argparse re-wraps help text (and may break after hyphens): compare without whitespace.
     flat = "".join(done.stdout.split())
     for name in MULTI_TASK_OPTIONS:
@@ -259,9 +392,29 @@ def test_cli_report_to_tensorboard_logs_task_scalars_and_convergence(tmp_path, t
     # (default <output_dir>/runs/<date_host>).
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(logs))
     # kd_min_delta 10: no evaluation after the first improves, so both tasks converge at the second (step 4).
-    run_glue_mtl.main(base_args(glue, tiny_checkpoint, tmp_path / "out") + [
-        "--report_to", "tensorboard", "--logging_steps", "1", "--mtl_method", "async_kd", "--kd_patience", "1",
-        "--kd_min_delta", "10", "--kd_require_improvement", "false", "--kd_require_decline", "false", "--kd_smoothing", "1", "--kd_trivial_gate", "false"])
+    run_glue_mtl.main(
+        base_args(glue, tiny_checkpoint, tmp_path / "out")
+        + [
+            "--report_to",
+            "tensorboard",
+            "--logging_steps",
+            "1",
+            "--mtl_method",
+            "async_kd",
+            "--kd_patience",
+            "1",
+            "--kd_min_delta",
+            "10",
+            "--kd_require_improvement",
+            "false",
+            "--kd_require_decline",
+            "false",
+            "--kd_smoothing",
+            "1",
+            "--kd_trivial_gate",
+            "false",
+        ]
+    )
     scalars = {}
     for directory, _, names in os.walk(logs):
         if any(n.startswith("events.out.tfevents") for n in names):
@@ -269,8 +422,15 @@ def test_cli_report_to_tensorboard_logs_task_scalars_and_convergence(tmp_path, t
             accumulator.Reload()
             for tag in accumulator.Tags()["scalars"]:
                 scalars[tag] = [(e.step, e.value) for e in accumulator.Scalars(tag)]
-    for tag in ("eval/cola_matthews_correlation", "eval/rte_accuracy", "eval/glue_score", "train/train_loss_cola",
-                "train/train_loss_rte", "train/kd_converged_cola", "train/kd_converged_rte"):
+    for tag in (
+        "eval/cola_matthews_correlation",
+        "eval/rte_accuracy",
+        "eval/glue_score",
+        "train/train_loss_cola",
+        "train/train_loss_rte",
+        "train/kd_converged_cola",
+        "train/kd_converged_rte",
+    ):
         assert tag in scalars, (tag, sorted(scalars))
     assert scalars["train/kd_converged_cola"] == [(4, 4.0)]
     assert [step for step, _ in scalars["eval/cola_matthews_correlation"]][:2] == [2, 4]

@@ -191,14 +191,24 @@ def test_require_improvement_keeps_a_task_on_its_initial_plateau_active():
 
 
 # v2 benchmark, equal weighting seed 2: RTE's selection accuracy at steps 200..1800 (249 examples).
-RTE_SEED2 = [(200, 0.5743), (400, 0.5020), (600, 0.5904), (800, 0.5341), (1000, 0.5904), (1200, 0.5944), (1400, 0.6225),
-             (1600, 0.6185), (1800, 0.6185)]
+RTE_SEED2 = [
+    (200, 0.5743),
+    (400, 0.5020),
+    (600, 0.5904),
+    (800, 0.5341),
+    (1000, 0.5904),
+    (1200, 0.5944),
+    (1400, 0.6225),
+    (1600, 0.6185),
+    (1800, 0.6185),
+]
 
 
 @pytest.mark.parametrize("full_window,converged_step", [(False, 800), (True, None)])
 def test_a_lucky_first_evaluation_cannot_be_the_smoothed_best_with_full_windows(full_window, converged_step):
-    monitor = paper_rule_monitor({"rte": True}, patience=3, smoothing=2, require_improvement=True, floors={"rte": 0.5252},
-                                 full_window=full_window)
+    monitor = paper_rule_monitor(
+        {"rte": True}, patience=3, smoothing=2, require_improvement=True, floors={"rte": 0.5252}, full_window=full_window
+    )
     for step, value in RTE_SEED2:
         monitor.update(step, {"rte": value})
     # Without full windows the first, unaveraged value (0.574) is a smoothed best that the means of 400-800
@@ -225,7 +235,22 @@ def test_the_monitors_defaults_are_the_library_rule():
     from hf_async_mtl.async_kd import AsyncKDOptions
 
     defaults, monitor = AsyncKDOptions(), ConvergenceMonitor({"a": True})
-    assert (monitor.patience, monitor.smoothing, monitor.full_window, monitor.require_improvement, monitor.require_decline,
-            monitor.min_delta, monitor.min_steps, monitor.decline_z) == (
-        defaults.patience, defaults.smoothing, defaults.full_window, defaults.require_improvement, defaults.require_decline,
-        defaults.min_delta, defaults.min_steps, defaults.margin_z)
+    assert (
+        monitor.patience,
+        monitor.smoothing,
+        monitor.full_window,
+        monitor.require_improvement,
+        monitor.require_decline,
+        monitor.min_delta,
+        monitor.min_steps,
+        monitor.decline_z,
+    ) == (
+        defaults.patience,
+        defaults.smoothing,
+        defaults.full_window,
+        defaults.require_improvement,
+        defaults.require_decline,
+        defaults.min_delta,
+        defaults.min_steps,
+        defaults.margin_z,
+    )

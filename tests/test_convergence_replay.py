@@ -26,8 +26,14 @@ N = 300
 TRIVIAL = 0.0
 FLOOR = convergence_floor(TRIVIAL, ("matthews_correlation",), N, 2.0)
 MARGIN = FLOOR - TRIVIAL
-REFERENCE = {"trivial_value": TRIVIAL, "margin": MARGIN, "floor": FLOOR, "selection_size": N, "greater_is_better": True,
-             "metrics": ["matthews_correlation"]}
+REFERENCE = {
+    "trivial_value": TRIVIAL,
+    "margin": MARGIN,
+    "floor": FLOOR,
+    "selection_size": N,
+    "greater_is_better": True,
+    "metrics": ["matthews_correlation"],
+}
 STEPS = list(range(100, 1100, 100))
 # Stuck at the majority class with one blip (the v1 CoLA pattern): nothing learnt.
 PLATEAU = [0.0, 0.0, 0.0, 0.08, 0.0, 0.02, -0.01, 0.0, 0.03, 0.0]
@@ -37,8 +43,9 @@ V1_SETTINGS = {"patience": 2, "min_steps": 200}
 
 
 def replay(values, rule, **settings):
-    return replay_curve(list(zip(STEPS, values)), **{**V1_SETTINGS, **settings}, **rule_options(rule, REFERENCE),
-                        trivial=TRIVIAL, margin=MARGIN)
+    return replay_curve(
+        list(zip(STEPS, values)), **{**V1_SETTINGS, **settings}, **rule_options(rule, REFERENCE), trivial=TRIVIAL, margin=MARGIN
+    )
 
 
 def test_margin_is_two_noise_units():
@@ -85,9 +92,15 @@ def _run(method, values, *, tasks=("cola",), version=1, max_steps=1000, dev=None
             if dev is not None:
                 log[f"eval_{task}_dev_score"] = dev[i]
         curves.append(log)
-    run = {"profile": "cpu" if version == 1 else "minilm", "method": method, "seed": 0, "tasks": list(tasks),
-           "settings": {"kd_patience": 2, "kd_min_steps": 200, "max_steps": max_steps, **settings}, "curves": curves,
-           "convergence": convergence}
+    run = {
+        "profile": "cpu" if version == 1 else "minilm",
+        "method": method,
+        "seed": 0,
+        "tasks": list(tasks),
+        "settings": {"kd_patience": 2, "kd_min_steps": 200, "max_steps": max_steps, **settings},
+        "curves": curves,
+        "convergence": convergence,
+    }
     if version == 2:
         run["version"] = 2
     return run
@@ -106,8 +119,12 @@ def test_replay_run_skips_async_kd_and_replays_true_label_runs():
     assert replay_run(_run("equal", PLATEAU, async_kd=True), refs, 1000) == []
     rows = replay_run(_run("equal", PLATEAU), refs, 1000)
     assert [(r["task"], r["rule"], r["converged"], r["near_trivial"]) for r in rows] == [
-        ("cola", "old", True, True), ("cola", "new", False, None), ("cola", "decline", False, None), ("cola", "full", False, None),
-        ("cola", "decl", False, None)]
+        ("cola", "old", True, True),
+        ("cola", "new", False, None),
+        ("cola", "decline", False, None),
+        ("cola", "full", False, None),
+        ("cola", "decl", False, None),
+    ]
     # A single-task run lists one task; a task without a curve is skipped.
     assert {r["task"] for r in replay_run(_run("single_cola", PLATEAU, tasks=("cola",)), refs, 1000)} == {"cola"}
     run = _run("equal", PLATEAU)
@@ -149,8 +166,15 @@ def test_summaries_count_pairs_convergences_and_near_trivial():
 
 
 def test_observed_rows_read_the_report_and_check_the_replay():
-    report = {"cola": {"converged": True, "converged_step": 600, "best_step": 400, "metric_at_convergence": 0.08,
-                       "history": [[s, v] for s, v in zip(STEPS, PLATEAU)]}}
+    report = {
+        "cola": {
+            "converged": True,
+            "converged_step": 600,
+            "best_step": 400,
+            "metric_at_convergence": 0.08,
+            "history": [[s, v] for s, v in zip(STEPS, PLATEAU)],
+        }
+    }
     rows = observed_rows(_run("async_kd", PLATEAU, convergence=report), {"cola": REFERENCE}, 1000)
     (row,) = rows
     assert row["rule"] == "old" and row["near_trivial"] is True and row["replay_matches"] is True
@@ -163,25 +187,42 @@ def test_observed_rows_read_the_report_and_check_the_replay():
 def test_render_markdown_states_what_is_compared():
     refs = {"cola": REFERENCE}
     rows = replay_run(_run("equal", PLATEAU, version=2, dev=PLATEAU), refs, 2400)
-    obs = observed_rows(_run("async_kd", PLATEAU, convergence={"cola": {
-        "converged": True, "converged_step": 600, "best_step": 400, "metric_at_convergence": 0.08}}), refs, 1000)
+    obs = observed_rows(
+        _run(
+            "async_kd",
+            PLATEAU,
+            convergence={"cola": {"converged": True, "converged_step": 600, "best_step": 400, "metric_at_convergence": 0.08}},
+        ),
+        refs,
+        1000,
+    )
     obs_summary = summarize_rows(obs, ("rule", "profile"))
     for row in obs_summary:
         row.update(replay_checked=1, replay_matches=1)
     obs_per_task = summarize_rows(obs, ("rule", "profile", "task"))
     for row in obs_per_task:
         row["near_trivial_runs"] = ["async_kd_s0"]
-    result = {"commit": "abc", "dirty": False, "z": 2.0, "sources": [{"dir": "x", "runs_used": 2}],
-              "references": {"minilm": {"cola": {**REFERENCE, "predictor": "majority class 1"}}},
-              "summary": summarize_rows(rows, ("rule", "profile")), "per_task": summarize_rows(rows, ("rule", "profile", "task")),
-              "agreement": agreement(rows), "transitions": transitions(rows), "dev_summary": dev_summary(rows),
-              "observed": {"summary": obs_summary, "per_task": obs_per_task, "rows": obs}}
+    result = {
+        "commit": "abc",
+        "dirty": False,
+        "z": 2.0,
+        "sources": [{"dir": "x", "runs_used": 2}],
+        "references": {"minilm": {"cola": {**REFERENCE, "predictor": "majority class 1"}}},
+        "summary": summarize_rows(rows, ("rule", "profile")),
+        "per_task": summarize_rows(rows, ("rule", "profile", "task")),
+        "agreement": agreement(rows),
+        "transitions": transitions(rows),
+        "dev_summary": dev_summary(rows),
+        "observed": {"summary": obs_summary, "per_task": obs_per_task, "rows": obs},
+    }
     text = render_markdown(result)
     assert "What is compared" in text and "near-trivial" in text and "v2 (minilm)" in text
     assert "dev at teacher" in text and "async_kd_s0" in text
 
 
-GLUE_DIR = os.environ.get("GLUE_DIR", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "glue_data"))
+GLUE_DIR = os.environ.get(
+    "GLUE_DIR", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "glue_data")
+)
 
 
 @pytest.mark.skipif(not os.path.isdir(os.path.join(GLUE_DIR, "CoLA")), reason="GLUE data not available")

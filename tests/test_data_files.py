@@ -20,14 +20,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_csv_quoting_names_ids_extra_columns_and_blank_lines(tmp_path: Path) -> None:
-    text = (
-        "id,text,stars\n"
-        '1,"A film, with a comma",pos\n'
-        "\n"
-        '2,"Two\nlines",0\n'
-        '3,"He said ""NA""",1\n'
-        "4,NA,neg\n\n\n"
-    )
+    text = 'id,text,stars\n1,"A film, with a comma",pos\n\n2,"Two\nlines",0\n3,"He said ""NA""",1\n4,NA,neg\n\n\n'
     ds = load_task_file(SENTIMENT, write(tmp_path / "train.csv", text))
     assert ds["text"] == ["A film, with a comma", "Two\nlines", 'He said "NA"', "NA"]
     assert ds["label"] == [1, 0, 1, 0]
@@ -52,36 +45,60 @@ def test_json_array_and_json_lines(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "text", "spec", "message"),
     [
-        ("bad.csv", "text,stars\nok,pos\nbad,maybe\n", SENTIMENT,
-         r"Task 'reviews': .*bad\.csv, row 1 \(0-based\), column 'stars': "
-         r"label 'maybe' is neither one of \['neg', 'pos'\] nor a label id 0\.\.1"),
+        (
+            "bad.csv",
+            "text,stars\nok,pos\nbad,maybe\n",
+            SENTIMENT,
+            r"Task 'reviews': .*bad\.csv, row 1 \(0-based\), column 'stars': "
+            r"label 'maybe' is neither one of \['neg', 'pos'\] nor a label id 0\.\.1",
+        ),
         ("id.csv", "text,stars\nok,2\n", SENTIMENT, r"id\.csv, row 0 \(0-based\), column 'stars': label '2' is neither"),
         ("wide.csv", "text,stars\nok,pos,extra\n", SENTIMENT, r"wide\.csv: the first row has more fields than the header"),
-        ("wider.csv", "text,stars\nok,pos\nok,pos,x\n", SENTIMENT, r"wider\.csv: cannot read it as csv: .*Expected 2 fields in line 3, saw 3"),
+        (
+            "wider.csv",
+            "text,stars\nok,pos\nok,pos,x\n",
+            SENTIMENT,
+            r"wider\.csv: cannot read it as csv: .*Expected 2 fields in line 3, saw 3",
+        ),
         ("short.csv", "text,stars\nok,pos\nshort\n", SENTIMENT, r"short\.csv, row 1 \(0-based\), column 'stars'"),
-        ("cols.tsv", "text\tlabel\nok\tpos\n", SENTIMENT,
-         r"cols\.tsv has no column \['stars'\]; columns: \['text', 'label'\]"),
+        ("cols.tsv", "text\tlabel\nok\tpos\n", SENTIMENT, r"cols\.tsv has no column \['stars'\]; columns: \['text', 'label'\]"),
         ("empty.csv", "", SENTIMENT, r"empty\.csv: the file is empty"),
         ("header.csv", "text,stars\n", SENTIMENT, r"header\.csv holds no examples"),
-        ("nan.tsv", "a\tb\tscore\nx\ty\tnan\n", SIMILARITY,
-         r"nan\.tsv, row 0 \(0-based\), column 'score': regression target 'nan' is not a finite"),
-        ("range.tsv", "a\tb\tscore\nx\ty\t1\nx\ty\t6\n", SIMILARITY,
-         r"range\.tsv, row 1 \(0-based\), column 'score': regression target 6 is outside \[0\.0, 5\.0\]"),
-        ("word.jsonl", '{"a": "x", "b": "y", "score": "high"}\n', SIMILARITY,
-         r"word\.jsonl, row 0 \(0-based\), column 'score': regression target 'high' is not a number"),
-        ("null.json", '[{"a": "x", "b": "y", "score": 1}, {"a": null, "b": "y", "score": 1}]', SIMILARITY,
-         r"null\.json, row 1 \(0-based\), column 'a': missing text"),
-        ("nolabel.jsonl", '{"a": "x", "b": "y", "score": 1}\n{"a": "x", "b": "y"}\n', SIMILARITY,
-         r"nolabel\.jsonl, row 1 \(0-based\), column 'score': missing label"),
-        ("broken.jsonl", '{"a": "x", "b": "y", "score": 1}\n\n{"a": \n', SIMILARITY,
-         r"broken\.jsonl: cannot read it as json"),
-        ("number.jsonl", '{"a": 7, "b": "y", "score": 1}\n', SIMILARITY,
-         r"number\.jsonl, column 'a': a text field must hold strings"),
+        (
+            "nan.tsv",
+            "a\tb\tscore\nx\ty\tnan\n",
+            SIMILARITY,
+            r"nan\.tsv, row 0 \(0-based\), column 'score': regression target 'nan' is not a finite",
+        ),
+        (
+            "range.tsv",
+            "a\tb\tscore\nx\ty\t1\nx\ty\t6\n",
+            SIMILARITY,
+            r"range\.tsv, row 1 \(0-based\), column 'score': regression target 6 is outside \[0\.0, 5\.0\]",
+        ),
+        (
+            "word.jsonl",
+            '{"a": "x", "b": "y", "score": "high"}\n',
+            SIMILARITY,
+            r"word\.jsonl, row 0 \(0-based\), column 'score': regression target 'high' is not a number",
+        ),
+        (
+            "null.json",
+            '[{"a": "x", "b": "y", "score": 1}, {"a": null, "b": "y", "score": 1}]',
+            SIMILARITY,
+            r"null\.json, row 1 \(0-based\), column 'a': missing text",
+        ),
+        (
+            "nolabel.jsonl",
+            '{"a": "x", "b": "y", "score": 1}\n{"a": "x", "b": "y"}\n',
+            SIMILARITY,
+            r"nolabel\.jsonl, row 1 \(0-based\), column 'score': missing label",
+        ),
+        ("broken.jsonl", '{"a": "x", "b": "y", "score": 1}\n\n{"a": \n', SIMILARITY, r"broken\.jsonl: cannot read it as json"),
+        ("number.jsonl", '{"a": 7, "b": "y", "score": 1}\n', SIMILARITY, r"number\.jsonl, column 'a': a text field must hold strings"),
     ],
 )
-def test_errors_name_task_file_row_and_field_in_one_line(
-    tmp_path: Path, name: str, text: str, spec: TaskSpec, message: str
-) -> None:
+def test_errors_name_task_file_row_and_field_in_one_line(tmp_path: Path, name: str, text: str, spec: TaskSpec, message: str) -> None:
     with pytest.raises(ValueError, match=message) as info:
         load_task_file(spec, write(tmp_path / name, text))
     assert "\n" not in str(info.value)

@@ -56,8 +56,13 @@ def test_diagnostics_are_logged_saved_and_leave_training_unchanged(tmp_path, tok
     common = {"max_steps": 4, "logging_steps": 1, "save_strategy": "no"}
     plain = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "plain", common)
     plain.train()
-    watched = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "watched", {**common, "diagnostics_steps": 2, "calibration_bins": 10,
-                                                                            "eval_strategy": "steps", "eval_steps": 4})
+    watched = no_dropout_trainer(
+        tmp_path,
+        tokenizer,
+        tiny_data,
+        "watched",
+        {**common, "diagnostics_steps": 2, "calibration_bins": 10, "eval_strategy": "steps", "eval_steps": 4},
+    )
     watched.train()
     losses = lambda t: [log["loss"] for log in t.state.log_history if "loss" in log]  # noqa: E731
     assert losses(watched) == losses(plain)  # random state restored, .grad untouched
@@ -92,8 +97,16 @@ def test_diagnostics_are_logged_saved_and_leave_training_unchanged(tmp_path, tok
 
 def test_resumed_run_keeps_diagnostics_and_calibration_up_to_its_checkpoint_once(tmp_path, tokenizer, tiny_data):
     """Resuming from step 2 of 4 keeps the measurements of steps 1-2 and repeats none of steps 3-4."""
-    watch = {"max_steps": 4, "diagnostics_steps": 1, "calibration_bins": 10, "eval_strategy": "steps", "eval_steps": 2,
-             "save_strategy": "steps", "save_steps": 2, "logging_steps": 1}
+    watch = {
+        "max_steps": 4,
+        "diagnostics_steps": 1,
+        "calibration_bins": 10,
+        "eval_strategy": "steps",
+        "eval_steps": 2,
+        "save_strategy": "steps",
+        "save_steps": 2,
+        "logging_steps": 1,
+    }
     no_dropout_trainer(tmp_path, tokenizer, tiny_data, "run", watch).train()
     out = tmp_path / "run" / "out"
     first = json.loads((out / FILE_NAME).read_text())["records"]
@@ -131,8 +144,11 @@ def test_diagnostics_cosine_matches_autograd_on_batches_drawn_by_the_test(tmp_pa
     for task, batch in batches.items():
         labels = batch["labels"]
         logits = model(**{k: v for k, v in batch.items() if k not in ("labels", "example_ids")}).logits
-        loss = (torch.nn.functional.mse_loss(logits.view(-1), labels.float()) if task == "similarity"
-                else torch.nn.functional.cross_entropy(logits, labels))
+        loss = (
+            torch.nn.functional.mse_loss(logits.view(-1), labels.float())
+            if task == "similarity"
+            else torch.nn.functional.cross_entropy(logits, labels)
+        )
         pieces = torch.autograd.grad(loss, shared, allow_unused=True)
         grads.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(pieces, shared)]))
     expected = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
@@ -145,8 +161,9 @@ def test_diagnostics_cosine_matches_autograd_on_batches_drawn_by_the_test(tmp_pa
 
 
 def test_diagnostics_batches_hold_one_task_each_and_depend_on_the_step_only(tmp_path, tokenizer, tiny_data):
-    trainer = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "d", {"max_steps": 1, "diagnostics_steps": 1,
-                                                                        "per_device_train_batch_size": 4})
+    trainer = no_dropout_trainer(
+        tmp_path, tokenizer, tiny_data, "d", {"max_steps": 1, "diagnostics_steps": 1, "per_device_train_batch_size": 4}
+    )
     callback = _diagnostics_callback(trainer)
     first, again, other = callback._batches(5), callback._batches(5), callback._batches(6)
     assert list(first) == ["sentiment", "similarity"]
@@ -171,7 +188,9 @@ def test_generalization_gap_interpolates_single_task_at_equal_training_loss(tmp_
     (tmp_path / "mt" / "trainer_state.json").write_text(json.dumps(state([(10, 0.6, 0.55), (20, 0.4, 0.60), (30, 0.1, 0.58)])))
     # Single-task: score 0.5 + (0.7 - loss) / 2 -> at loss 0.6: 0.55, at 0.4: 0.65; loss 0.1 is outside its range.
     (tmp_path / "st.json").write_text(json.dumps(state([(10, 0.7, 0.50), (20, 0.5, 0.60), (30, 0.3, 0.70)])))
-    result = gap_main(["--multi_task", str(tmp_path / "mt"), "--single_task", f"rte={tmp_path / 'st.json'}", "--out", str(tmp_path / "gap")])
+    result = gap_main(
+        ["--multi_task", str(tmp_path / "mt"), "--single_task", f"rte={tmp_path / 'st.json'}", "--out", str(tmp_path / "gap")]
+    )
     points = result["tasks"]["rte"]["points"]
     assert [p["single_task_score_at_loss"] for p in points] == [pytest.approx(0.55), pytest.approx(0.65), None]
     assert result["tasks"]["rte"]["mean_gap"] == pytest.approx((0.0 + 0.05) / 2)

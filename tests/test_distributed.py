@@ -65,7 +65,7 @@ def test_two_processes_match_one_at_the_same_global_batch(launches, method):
             assert double[0]["metrics"][key] == pytest.approx(value, **tolerance), key
             assert double[1]["metrics"][key] == pytest.approx(double[0]["metrics"][key], abs=1e-6), key
     # The checkpoint is written once, by the main process.
-    assert sorted(os.listdir(out)) .count("checkpoint-12") == 1
+    assert sorted(os.listdir(out)).count("checkpoint-12") == 1
     if method in ("async_kd", "async_kd_prompts"):
         assert double[0]["soft_labels"] and double[0]["soft_labels"] == double[1]["soft_labels"]
         for task, rows in single[0]["soft_labels"].items():

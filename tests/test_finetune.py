@@ -30,8 +30,19 @@ def test_each_task_is_finetuned_alone_selected_on_its_selection_split_and_export
     frozen = {n: p.detach().clone() for n, p in model.named_parameters()}
     # Dev sets that disagree with the selection split: selecting on them would choose another step.
     dev = {name: {"validation": _reversed_labels(d)} for name, d in evaluation.items()}
-    table = finetune_each_task(model, TASKS, train, evaluation, dev, trainer.args, tokenizer,
-                               max_steps=6, eval_steps=2, patience=1, output_dir=str(tmp_path / "ft"))
+    table = finetune_each_task(
+        model,
+        TASKS,
+        train,
+        evaluation,
+        dev,
+        trainer.args,
+        tokenizer,
+        max_steps=6,
+        eval_steps=2,
+        patience=1,
+        output_dir=str(tmp_path / "ft"),
+    )
     assert set(table) == {"sentiment", "similarity"}
     for spec in TASKS:
         task, row = spec.name, table[spec.name]

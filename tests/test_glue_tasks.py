@@ -66,7 +66,11 @@ def test_format_file_layouts() -> None:
     assert GLUE_FORMATS["cola"].files["test"].has_header is True
     mnli = GLUE_FORMATS["mnli"].files
     assert [mnli[s].file_name for s in mnli] == [
-        "train.tsv", "dev_matched.tsv", "dev_mismatched.tsv", "test_matched.tsv", "test_mismatched.tsv",
+        "train.tsv",
+        "dev_matched.tsv",
+        "dev_mismatched.tsv",
+        "test_matched.tsv",
+        "test_mismatched.tsv",
     ]
     assert GLUE_FORMATS["wnli"].label_map["1"] == GLUE_TASKS["wnli"].label_names.index("entailment")
     assert GLUE_FORMATS["rte"].label_map["not_entailment"] == 1
@@ -150,10 +154,7 @@ def test_wnli_raw_one_is_entailment(tmp_path: Path) -> None:
 
 def test_stsb_float_scores(tmp_path: Path) -> None:
     header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
-    rows = (
-        "0\tg\tf\ty\t0001\tnone\tnone\tA plane.\tAn air plane.\t5.000\n"
-        "1\tg\tf\ty\t0004\tnone\tnone\tA man.\tA flute.\t0.2\n"
-    )
+    rows = "0\tg\tf\ty\t0001\tnone\tnone\tA plane.\tAn air plane.\t5.000\n1\tg\tf\ty\t0004\tnone\tnone\tA man.\tA flute.\t0.2\n"
     write_tsv(tmp_path, "STS-B", "train.tsv", header + rows)
     ds = load_glue_task("stsb", "train", tmp_path)
     assert ds.features["label"].dtype == "float32"
@@ -189,25 +190,26 @@ STSB_ROW = "0\tg\tf\ty\t1\tn\tn\tA.\tB.\t"
 @pytest.mark.parametrize(
     ("directory", "task", "text", "line", "message"),
     [
-        ("RTE", "rte", RTE_HEADER + "0\tA.\tB.\tentailment\n1\tA.\tB.\n", 3,
-         "expected 4 tab-separated columns, found 3"),
+        ("RTE", "rte", RTE_HEADER + "0\tA.\tB.\tentailment\n1\tA.\tB.\n", 3, "expected 4 tab-separated columns, found 3"),
         ("RTE", "rte", RTE_HEADER + "0\tA.\tB.\tentailment\n1\tA.\tB\tC.\tentailment\n", 3, "found 5"),
         ("RTE", "rte", RTE_HEADER + "0\tA.\tB.\tEntailment\n", 2, "column 'label': label 'Entailment' is not one of"),
         ("RTE", "rte", RTE_HEADER + "zero\tA.\tB.\tentailment\n", 2, "index 'zero' is not an integer"),
-        ("CoLA", "cola", "gj04\t1\t\tOk.\ngj04\t2\t\tBad label.", 2,
-         r"column index 1: label '2' is not one of \['0', '1'\]"),
+        ("CoLA", "cola", "gj04\t1\t\tOk.\ngj04\t2\t\tBad label.", 2, r"column index 1: label '2' is not one of \['0', '1'\]"),
         ("CoLA", "cola", "gj04\t1\t\tOk.\ngj04\t1\tBad row.", 2, "expected 4 tab-separated columns, found 3"),
-        ("STS-B", "stsb", STSB_HEADER + STSB_ROW + "1.0\n" + STSB_ROW + "high\n", 3,
-         "column 'score': regression target 'high' is not a number"),
+        (
+            "STS-B",
+            "stsb",
+            STSB_HEADER + STSB_ROW + "1.0\n" + STSB_ROW + "high\n",
+            3,
+            "column 'score': regression target 'high' is not a number",
+        ),
         ("STS-B", "stsb", STSB_HEADER + STSB_ROW + "nan\n", 2, "target 'nan' is not a finite number"),
         ("STS-B", "stsb", STSB_HEADER + STSB_ROW + "5.5\n", 2, r"outside \[0.0, 5.0\]"),
         ("STS-B", "stsb", STSB_HEADER + STSB_ROW + "-0.1\n", 2, "outside"),
         ("RTE", "rte", "index\tsentence1\n0\tA.\n", 1, "header has 2 column"),
     ],
 )
-def test_bad_rows_name_file_and_line(
-    tmp_path: Path, directory: str, task: str, text: str, line: int, message: str
-) -> None:
+def test_bad_rows_name_file_and_line(tmp_path: Path, directory: str, task: str, text: str, line: int, message: str) -> None:
     file_name = "train.tsv"
     path = write_tsv(tmp_path, directory, file_name, text)
     with pytest.raises(ValueError, match=message) as info:

@@ -71,7 +71,11 @@ def run_client(hub: HubServer, script: str, hf_home: str, **params) -> dict:
     code += "\nwith open(PARAMS['out'], 'w') as handle:\n    json.dump(RESULT, handle)\n"
     process = subprocess.run(
         [sys.executable, "-c", code, json.dumps({**params, "out": out})],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     output = process.stdout + process.stderr
     assert process.returncode == 0, f"client script failed:\n{output[-6000:]}"
@@ -155,16 +159,32 @@ def clients(hub, local_model, tiny_checkpoint, tmp_path_factory):
     """The three client runs: training beside push-then-load (two interpreters at once: each is mostly imports)."""
     train_home = str(tmp_path_factory.mktemp("hf-home-train"))
     with ThreadPoolExecutor(max_workers=1) as pool:
-        trained = pool.submit(run_client, hub, TRAIN_SCRIPT, train_home, encoder_dir=tiny_checkpoint, repo=TRAINED_REPO,
-                              output_dir=os.path.join(train_home, "out"))
+        trained = pool.submit(
+            run_client,
+            hub,
+            TRAIN_SCRIPT,
+            train_home,
+            encoder_dir=tiny_checkpoint,
+            repo=TRAINED_REPO,
+            output_dir=os.path.join(train_home, "out"),
+        )
         pushed = run_client(
-            hub, PUSH_SCRIPT, str(tmp_path_factory.mktemp("hf-home-push")),
-            model_dir=local_model["path"], repo=MODEL_REPO, task_repo=TASK_REPO, bad_token=BAD_TOKEN,
+            hub,
+            PUSH_SCRIPT,
+            str(tmp_path_factory.mktemp("hf-home-push")),
+            model_dir=local_model["path"],
+            repo=MODEL_REPO,
+            task_repo=TASK_REPO,
+            bad_token=BAD_TOKEN,
         )
         # A fresh HF_HOME: everything comes over HTTP from the server, nothing from a cache.
         loaded = run_client(
-            hub, LOAD_SCRIPT, str(tmp_path_factory.mktemp("hf-home-load")),
-            repo=MODEL_REPO, task_repo=TASK_REPO, sentences=SENTENCES,
+            hub,
+            LOAD_SCRIPT,
+            str(tmp_path_factory.mktemp("hf-home-load")),
+            repo=MODEL_REPO,
+            task_repo=TASK_REPO,
+            sentences=SENTENCES,
         )
         return {"pushed": pushed, "loaded": loaded, "trained": trained.result()}
 
@@ -266,8 +286,15 @@ def test_trainer_push_to_hub_uploads_a_card_with_tasks_metrics_and_method(hub, t
     reported = {tuple(m[:2]): float(m[2]) for m in re.findall(r"^\| (\w+) \| (\w+) \| ([-\d.e+]+) \|$", card, re.M)}
     for task, metric in (("sentiment", "accuracy"), ("sentiment", "loss"), ("similarity", "pearson"), ("similarity", "score")):
         assert reported[task, metric] == pytest.approx(evaluation[f"eval_{task}_{metric}"], abs=1e-4), (task, metric)
-    for row in ("| mtl_method | equal |", "| async_kd | true |", "| kd_patience | 2 |", "| kd_loss | kl |", "| sampling_strategy | uniform |",
-                "| step_composition | one_task |", "### Convergence"):
+    for row in (
+        "| mtl_method | equal |",
+        "| async_kd | true |",
+        "| kd_patience | 2 |",
+        "| kd_loss | kl |",
+        "| sampling_strategy | uniform |",
+        "| step_composition | one_task |",
+        "### Convergence",
+    ):
         assert row in card, row
     assert f'AutoModel.from_pretrained("{TRAINED_REPO}")' in card
 
@@ -299,8 +326,15 @@ def test_last_evaluation_reads_the_latest_eval_entry_and_extra_splits():
     history = [
         {"eval_mnli_accuracy": 0.1, "step": 5},
         {"loss": 0.3, "step": 9},
-        {"eval_mnli_accuracy": 0.8, "eval_mnli_mismatched_accuracy": 0.7, "eval_mnli_score": 0.8,
-         "eval_glue_score": 0.8, "eval_loss": 0.5, "eval_runtime": 2.0, "step": 10},
+        {
+            "eval_mnli_accuracy": 0.8,
+            "eval_mnli_mismatched_accuracy": 0.7,
+            "eval_mnli_score": 0.8,
+            "eval_glue_score": 0.8,
+            "eval_loss": 0.5,
+            "eval_runtime": 2.0,
+            "step": 10,
+        },
         {"train_runtime": 3.0, "step": 10},
     ]
     step, per_task, overall = last_evaluation(history, ["mnli"], {"mnli": mnli})

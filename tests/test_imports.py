@@ -57,7 +57,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                return stack[stack.index(target):] + [target]
+                return stack[stack.index(target) :] + [target]
             if target not in state:
                 found = visit(target)
                 if found:
@@ -90,5 +90,7 @@ def test_cycle_finder_sees_lazy_and_type_checking_imports(tmp_path):
 
 def test_glue_tasks_never_imported_by_the_library():
     graph = import_graph()
-    offenders = sorted(m for m, targets in graph.items() if m.startswith("hf_async_mtl") and any(t.startswith("glue_tasks") for t in targets))
+    offenders = sorted(
+        m for m, targets in graph.items() if m.startswith("hf_async_mtl") and any(t.startswith("glue_tasks") for t in targets)
+    )
     assert offenders == []

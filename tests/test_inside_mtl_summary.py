@@ -29,9 +29,17 @@ def _history(tasks, scale: float) -> list[dict]:
 def _record(run: str, seed: int, score: float, ece: float, tasks=TASKS) -> dict:
     dev = {f"eval_{t}_score": score for t in tasks}
     dev.update({f"eval_{t}_ece": ece for t in tasks if t in CLASSIFICATION})
-    record = {"run": run, "seed": seed, "dev": dev, "log_history": _history(tasks, 0.5 if len(tasks) > 1 else 1.0),
-              "finetune_after_mtl": None, "diagnostics": None,
-              "reliability": {t: _bins(right=8 if run == "equal" else 17, wrong=2 if run == "equal" else 3) for t in tasks if t in CLASSIFICATION}}
+    record = {
+        "run": run,
+        "seed": seed,
+        "dev": dev,
+        "log_history": _history(tasks, 0.5 if len(tasks) > 1 else 1.0),
+        "finetune_after_mtl": None,
+        "diagnostics": None,
+        "reliability": {
+            t: _bins(right=8 if run == "equal" else 17, wrong=2 if run == "equal" else 3) for t in tasks if t in CLASSIFICATION
+        },
+    }
     if run in ("equal", "pcgrad"):
         cosine = np.eye(len(tasks)).tolist()
         cosine[0][1] = cosine[1][0] = -0.5  # cola and sst2 conflict
@@ -48,8 +56,12 @@ def summarized(tmp_path, monkeypatch):
     (tmp_path / "per_run").mkdir()
     records = []
     for seed in (0, 1):
-        records += [_record("equal", seed, 0.60, 0.10 + 0.01 * seed), _record("pcgrad", seed, 0.58, 0.12),
-                    _record("async_kd", seed, 0.61, 0.05), _record("async_kd_ens3", seed, 0.62, 0.04 - 0.01 * seed)]
+        records += [
+            _record("equal", seed, 0.60, 0.10 + 0.01 * seed),
+            _record("pcgrad", seed, 0.58, 0.12),
+            _record("async_kd", seed, 0.61, 0.05),
+            _record("async_kd_ens3", seed, 0.62, 0.04 - 0.01 * seed),
+        ]
         records += [_record(f"single_{t}", seed, 0.55 + 0.01 * seed, 0.2, tasks=(t,)) for t in TASKS]
     records.append(_record("single_cola", 2, 0.5, 0.2, tasks=("cola",)))  # an incomplete seed: no single-task GLUE-5
     for record in records:

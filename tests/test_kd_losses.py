@@ -179,9 +179,16 @@ def test_mismatches_are_refused_naming_the_file(tmp_path):
 def test_row_count_mismatch_is_refused(tmp_path):
     path = tmp_path / "cola.safetensors"
     storage.save_safetensors_atomic(
-        path, {"table": torch.zeros(3, 2)},
-        {"format": "hf_async_mtl.soft_labels.v2", "task": "cola", "fingerprint": "f", "num_examples": "4",
-         "is_regression": "false", "num_teachers": "0"},
+        path,
+        {"table": torch.zeros(3, 2)},
+        {
+            "format": "hf_async_mtl.soft_labels.v2",
+            "task": "cola",
+            "fingerprint": "f",
+            "num_examples": "4",
+            "is_regression": "false",
+            "num_teachers": "0",
+        },
     )
     with pytest.raises(ValueError, match=r"cola\.safetensors.*table of shape \(3, 2\) for 4 examples"):
         SoftLabels.load(path, task="cola", fingerprint="f")

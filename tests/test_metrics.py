@@ -69,9 +69,7 @@ def test_mcc_multiclass() -> None:
 
 def test_pearson_by_hand() -> None:
     # x centred: [-1, 0, 1]; y centred: [-2, 1, 1] -> r = 3 / sqrt(2 * 6) = sqrt(3)/2.
-    assert METRICS["pearson"](np.array([1.0, 2.0, 3.0]), np.array([1.0, 4.0, 4.0])) == pytest.approx(
-        math.sqrt(3) / 2
-    )
+    assert METRICS["pearson"](np.array([1.0, 2.0, 3.0]), np.array([1.0, 4.0, 4.0])) == pytest.approx(math.sqrt(3) / 2)
 
 
 def test_spearman_with_ties_uses_average_ranks() -> None:
@@ -177,7 +175,7 @@ def test_glue_score_is_mean_of_task_scores() -> None:
 
 # A local `evaluate` metric script. Separate import lines: evaluate's dependency scan misreads
 # `import a, b`. It returns numbers, a list and a string (the last two are not reported).
-MAX_ERROR_SCRIPT = '''
+MAX_ERROR_SCRIPT = """
 import datasets
 import evaluate
 
@@ -202,10 +200,10 @@ class MaxError(evaluate.Metric):
             "errors": errors,
             "note": "not a number",
         }
-'''
+"""
 
 EXACT_MATCH_SCRIPT = MAX_ERROR_SCRIPT.replace("class MaxError", "class ExactMatchRate").replace(
-    '''"max_error": max(errors),''', '''"score": 1.0 - max(errors),'''
+    """"max_error": max(errors),""", """"score": 1.0 - max(errors),"""
 )
 
 
@@ -224,7 +222,10 @@ def test_evaluate_metric_keys_join_builtins_with_prefix_on_collision(tmp_path, m
     real_load = evaluate.load
     monkeypatch.setattr(evaluate, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
     spec = TaskSpec(
-        name="binary_eval", text_fields=("s",), label_names=("no", "yes"), metrics=("f1", "accuracy"),
+        name="binary_eval",
+        text_fields=("s",),
+        label_names=("no", "yes"),
+        metrics=("f1", "accuracy"),
         evaluate_metrics=(script, exact),
     )
     assert loads == []  # configuration only: nothing loaded when the spec is built
@@ -235,12 +236,19 @@ def test_evaluate_metric_keys_join_builtins_with_prefix_on_collision(tmp_path, m
     # max_error.py: |errors| = [0, 1, 0, 1] -> max_error 1, its "accuracy" 0.5 collides -> prefixed.
     # exact_match_rate.py: "score" collides with the built-in -> prefixed; its "accuracy" and "count"
     # collide with the built-in and with max_error.py's keys -> prefixed.
-    assert result == pytest.approx({
-        "f1": 2 / 3, "accuracy": 0.5,
-        "max_error": 1.0, "max_error_accuracy": 0.5, "count": 4.0,
-        "exact_match_rate_score": 0.0, "exact_match_rate_accuracy": 0.5, "exact_match_rate_count": 4.0,
-        "score": (2 / 3 + 0.5) / 2,  # the mean of the built-ins only, as before
-    })
+    assert result == pytest.approx(
+        {
+            "f1": 2 / 3,
+            "accuracy": 0.5,
+            "max_error": 1.0,
+            "max_error_accuracy": 0.5,
+            "count": 4.0,
+            "exact_match_rate_score": 0.0,
+            "exact_match_rate_accuracy": 0.5,
+            "exact_match_rate_count": 4.0,
+            "score": (2 / 3 + 0.5) / 2,  # the mean of the built-ins only, as before
+        }
+    )
     assert all(type(v) is float for v in result.values())
     assert len(loads) == 2
     compute_task_metrics(spec, logits, labels)
@@ -250,7 +258,11 @@ def test_evaluate_metric_keys_join_builtins_with_prefix_on_collision(tmp_path, m
 def test_evaluate_only_regression_task_with_evaluate_main_metric(tmp_path) -> None:
     script = write_metric(tmp_path, "max_error")
     spec = TaskSpec(
-        name="reg_eval", text_fields=("a", "b"), metrics=(), evaluate_metrics=(script,), main_metric="max_error",
+        name="reg_eval",
+        text_fields=("a", "b"),
+        metrics=(),
+        evaluate_metrics=(script,),
+        main_metric="max_error",
         greater_is_better=False,
     )
     result = compute_task_metrics(spec, np.array([[1.0], [2.5], [3.0]]), np.array([1.5, 2.5, 0.0]))
@@ -283,7 +295,10 @@ def test_evaluate_metrics_are_configuration() -> None:
     import json
 
     spec = TaskSpec(
-        name="cfg", text_fields=("s",), label_names=("no", "yes"), evaluate_metrics=["m/a.py", "accuracy"],
+        name="cfg",
+        text_fields=("s",),
+        label_names=("no", "yes"),
+        evaluate_metrics=["m/a.py", "accuracy"],
         main_metric="a_key",
     )
     assert spec.evaluate_metrics == ("m/a.py", "accuracy")

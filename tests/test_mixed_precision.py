@@ -16,8 +16,12 @@ from hf_async_mtl.weighting import get_weighting
 from tests.test_trainer import no_dropout_trainer
 
 # Method options that make a 4-step run exercise the method (weights move from the first steps).
-OPTIONS = {"dwa": {"window": 1}, "static": {"weights": {"sentiment": 1.0, "similarity": 0.5}},
-           "mt_tartan": {"end_tasks": ["sentiment"]}, "meta_tartan": {"end_tasks": ["sentiment"], "meta_lr": 1.0}}
+OPTIONS = {
+    "dwa": {"window": 1},
+    "static": {"weights": {"sentiment": 1.0, "similarity": 0.5}},
+    "mt_tartan": {"end_tasks": ["sentiment"]},
+    "meta_tartan": {"end_tasks": ["sentiment"], "meta_lr": 1.0},
+}
 
 
 def emulate_gpu_fp16(trainer, init_scale: float = 2.0**16) -> torch.amp.GradScaler:
@@ -33,8 +37,15 @@ def emulate_gpu_fp16(trainer, init_scale: float = 2.0**16) -> torch.amp.GradScal
 def _run(tmp_path, tokenizer, tiny_data, method: str, precision: str, async_kd: bool = False):
     # Plain SGD: the update is the (combined) gradient itself, so its direction compares across precisions
     # (Adam's first steps are ±lr per parameter whatever the gradient's size, and flip on noise).
-    args = {"mtl_method": method, "mtl_method_options": OPTIONS.get(method, {}), "max_steps": 4, "logging_steps": 1,
-            "learning_rate": 0.005, "optim": "sgd", "max_grad_norm": 0.0}
+    args = {
+        "mtl_method": method,
+        "mtl_method_options": OPTIONS.get(method, {}),
+        "max_steps": 4,
+        "logging_steps": 1,
+        "learning_rate": 0.005,
+        "optim": "sgd",
+        "max_grad_norm": 0.0,
+    }
     if precision != "fp32":
         args[precision] = True
     if async_kd:
@@ -105,8 +116,9 @@ def test_torch_compile_recompiles_a_bounded_number_of_times_and_matches_eager(tm
     eager.train()
     torch._dynamo.reset()
     counters.clear()
-    compiled = no_dropout_trainer(tmp_path, tokenizer, ragged_data, "compiled",
-                                  {**common, "torch_compile": True, "torch_compile_backend": "eager"})
+    compiled = no_dropout_trainer(
+        tmp_path, tokenizer, ragged_data, "compiled", {**common, "torch_compile": True, "torch_compile_backend": "eager"}
+    )
     assert compiled.data_collator.pad_to_multiple_of == 8
     compiled.train()
     graphs = counters["stats"]["unique_graphs"]

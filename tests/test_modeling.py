@@ -102,8 +102,14 @@ def test_mean_pooled_export_runs_in_a_fresh_interpreter_with_plain_transformers(
     assert config["auto_map"]["AutoModelForSequenceClassification"] == "modeling_hf_async_mtl.HfAsyncMtlForSequenceClassification"
     sentences = ["a good movie", "the story was bad and long", "fine"]
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", FRESH_INTERPRETER, str(tmp_path / "export"), json.dumps(sentences)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_INTERPRETER, str(tmp_path / "export"), json.dumps(sentences)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["class"] == "HfAsyncMtlForSequenceClassification" and result["imported"] == []

@@ -58,7 +58,12 @@ def test_lora_freezes_the_encoder_but_not_the_heads(tokenizer):
     reference = _logits(full, tokenizer)
     model = full.apply_peft(lora())
     assert model.has_adapters and model.config.peft_config == {
-        "peft_type": "LORA", "r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["query", "value"], "bias": "none"
+        "peft_type": "LORA",
+        "r": 4,
+        "lora_alpha": 8,
+        "lora_dropout": 0.0,
+        "target_modules": ["query", "value"],
+        "bias": "none",
     }
     assert count_parameters(model) == LORA_PARAMS + HEAD_PARAMS
     assert count_parameters(model, trainable_only=False) == FULL_PARAMS + LORA_PARAMS
@@ -123,8 +128,20 @@ def test_from_encoder_with_peft_config_and_cli_flags(tmp_path, tiny_checkpoint):
         assert torch.equal(base[key], parameter), name
 
     model_args, _, _ = run_glue_mtl.parse_args(
-        ["--model_name_or_path", tiny_checkpoint, "--output_dir", str(tmp_path), "--lora_r", "4", "--lora_alpha", "16",
-         "--lora_dropout", "0.05", "--lora_target_modules", "query,key,value"]
+        [
+            "--model_name_or_path",
+            tiny_checkpoint,
+            "--output_dir",
+            str(tmp_path),
+            "--lora_r",
+            "4",
+            "--lora_alpha",
+            "16",
+            "--lora_dropout",
+            "0.05",
+            "--lora_target_modules",
+            "query,key,value",
+        ]
     )
     config = model_args.peft_config()
     assert (config.r, config.lora_alpha, config.lora_dropout, set(config.target_modules)) == (4, 16, 0.05, {"query", "key", "value"})
@@ -167,8 +184,18 @@ def test_async_kd_with_lora_keeps_small_adapter_snapshots(tmp_path, tokenizer, t
     trainer = MultiTaskTrainer(
         model=lora_model(tokenizer),
         args=make_args(
-            tmp_path, max_steps=6, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, kd_require_improvement=False, kd_require_decline=False, eval_strategy="steps",
-            eval_steps=2, save_strategy="steps", save_steps=2, sampling_strategy="round_robin",
+            tmp_path,
+            max_steps=6,
+            mtl_method="async_kd",
+            kd_patience=1,
+            kd_min_delta=10.0,
+            kd_require_improvement=False,
+            kd_require_decline=False,
+            eval_strategy="steps",
+            eval_steps=2,
+            save_strategy="steps",
+            save_steps=2,
+            sampling_strategy="round_robin",
         ),
         task_specs=TASKS,
         train_dataset=train,
@@ -224,8 +251,16 @@ def test_cli_trains_with_lora_and_saves_adapters(tmp_path, tiny_checkpoint):
 
 
 def test_best_model_reload_resume_and_adapter_export(tmp_path, tokenizer, tiny_data):
-    common = dict(max_steps=4, eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2, load_best_model_at_end=True,
-                  metric_for_best_model="glue_score", greater_is_better=True)
+    common = dict(
+        max_steps=4,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_strategy="steps",
+        save_steps=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="glue_score",
+        greater_is_better=True,
+    )
     trainer = make_trainer(tmp_path / "a", tokenizer, tiny_data, model=lora_model(tokenizer), **common)
     trainer.train()
     assert trainer.model.has_adapters and count_parameters(trainer.model) == LORA_PARAMS + HEAD_PARAMS

@@ -25,8 +25,13 @@ from tests.test_trainer import make_args
 
 SENTIMENT_POOL = ("{sentence} It was {mask}.", "A {mask} one: {sentence}", "{mask}! {sentence} Really.")
 PROMPT_SENTIMENT = TaskSpec("sentiment", ("sentence",), label_names=("negative", "positive"), prompt_templates=SENTIMENT_POOL)
-PROMPT_SIMILARITY = TaskSpec("similarity", ("sentence1", "sentence2"), metrics=("pearson",), regression_range=(0.0, 5.0),
-                             prompt_templates=("{sentence1} {mask}, {sentence2}",))
+PROMPT_SIMILARITY = TaskSpec(
+    "similarity",
+    ("sentence1", "sentence2"),
+    metrics=("pearson",),
+    regression_range=(0.0, 5.0),
+    prompt_templates=("{sentence1} {mask}, {sentence2}",),
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +41,35 @@ def roberta_tokenizer():
     from tokenizers.processors import RobertaProcessing
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(["the movie was great and fun", "a terrible boring film it was", "pairs of words"] * 20,
-                            vocab_size=300, min_frequency=1, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.train_from_iterator(
+        ["the movie was great and fun", "a terrible boring film it was", "pairs of words"] * 20,
+        vocab_size=300,
+        min_frequency=1,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )
     bpe.post_processor = RobertaProcessing(("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>")))
-    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-                                   cls_token="<s>", pad_token="<pad>", unk_token="<unk>", mask_token=AddedToken("<mask>", lstrip=True))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token=AddedToken("<mask>", lstrip=True),
+    )
 
 
 def prompt_model(tokenizer, specs=(PROMPT_SENTIMENT, PROMPT_SIMILARITY), seed=0) -> MultiTaskModel:
     torch.manual_seed(seed)
-    return MultiTaskModel(MultiTaskConfig(encoder_config=tiny_encoder_config(len(tokenizer)), tasks=[s.head_config() for s in specs],
-                                          pooling="mean", mask_token_id=tokenizer.mask_token_id))
+    return MultiTaskModel(
+        MultiTaskConfig(
+            encoder_config=tiny_encoder_config(len(tokenizer)),
+            tasks=[s.head_config() for s in specs],
+            pooling="mean",
+            mask_token_id=tokenizer.mask_token_id,
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,28 +98,34 @@ def test_mask_position_is_found_for_bert_and_roberta_style_tokenizers(which, tok
 
 def test_truncation_cuts_the_longest_text_never_the_template(tokenizer):
     long, short = " ".join(["word"] * 60), "tiny pair"
-    encoded = encode_prompts(tokenizer, "Premise: {sentence1} Hypothesis: {sentence2} Entailed? {mask}",
-                             {"sentence1": [long], "sentence2": [short]}, 24)
+    encoded = encode_prompts(
+        tokenizer, "Premise: {sentence1} Hypothesis: {sentence2} Entailed? {mask}", {"sentence1": [long], "sentence2": [short]}, 24
+    )
     ids = encoded["input_ids"][0]
     assert len(ids) == 24 and ids.count(tokenizer.mask_token_id) == 1
     text = tokenizer.decode(ids, skip_special_tokens=False)
     assert text.startswith("[CLS] premise : word") and text.endswith("hypothesis : tiny pair entailed? [MASK] [SEP]")
     # The template's 8 tokens + 2 for the short text + 2 specials leave 12 of the long text's 60 words.
-    assert text.count("word") == 24 - 2 - 2 - len(tokenizer("premise : hypothesis : entailed? [MASK]", add_special_tokens=False)["input_ids"])
+    assert text.count("word") == 24 - 2 - 2 - len(
+        tokenizer("premise : hypothesis : entailed? [MASK]", add_special_tokens=False)["input_ids"]
+    )
     # Both texts long: cut one token at a time from the longer, so they end equal (longest first).
     both = encode_prompts(tokenizer, "{sentence1} {mask} {sentence2}", {"sentence1": [long], "sentence2": [" ".join(["pair"] * 30)]}, 21)
     decoded = tokenizer.decode(both["input_ids"][0])
     assert decoded.count("word") == decoded.count("pair") == 9
 
 
-@pytest.mark.parametrize("template,message", [
-    ("{sentence} It was good.", r"must contain \{mask\} exactly once \(found 0\)"),
-    ("{sentence} {mask} {mask}", r"must contain \{mask\} exactly once \(found 2\)"),
-    ("{mask} only", r"must contain \{sentence\} exactly once"),
-    ("{sentence} {mask} {review}", r"names unknown fields \['review'\]"),
-    ("{sentence!r} {mask}", r"must be a bare field name"),
-    ("{sentence} {mask} {", r"literal braces"),
-])
+@pytest.mark.parametrize(
+    "template,message",
+    [
+        ("{sentence} It was good.", r"must contain \{mask\} exactly once \(found 0\)"),
+        ("{sentence} {mask} {mask}", r"must contain \{mask\} exactly once \(found 2\)"),
+        ("{mask} only", r"must contain \{sentence\} exactly once"),
+        ("{sentence} {mask} {review}", r"names unknown fields \['review'\]"),
+        ("{sentence!r} {mask}", r"must be a bare field name"),
+        ("{sentence} {mask} {", r"literal braces"),
+    ],
+)
 def test_bad_templates_are_refused_with_the_reason(template, message):
     with pytest.raises(ValueError, match=message):
         check_template(template, ("sentence",))
@@ -105,9 +134,12 @@ def test_bad_templates_are_refused_with_the_reason(template, message):
 
 
 def test_template_alone_too_long_and_mask_in_the_text_name_the_row(tokenizer):
-    with pytest.raises(ValueError, match=r"src, row 10 \(0-based\): the prompt template .* alone is \d+ tokens, more than max_seq_length 8"):
-        encode_prompts(tokenizer, "{sentence} this template is far too long to fit {mask}", {"sentence": ["x", "y"]}, 8,
-                       row_ids=[10, 11], source="src")
+    with pytest.raises(
+        ValueError, match=r"src, row 10 \(0-based\): the prompt template .* alone is \d+ tokens, more than max_seq_length 8"
+    ):
+        encode_prompts(
+            tokenizer, "{sentence} this template is far too long to fit {mask}", {"sentence": ["x", "y"]}, 8, row_ids=[10, 11], source="src"
+        )
     with pytest.raises(ValueError, match=r"src, row 1 \(0-based\): the prompt has 2 mask tokens \('\[MASK\]'\)"):
         encode_prompts(tokenizer, "{sentence} {mask}", {"sentence": ["fine", "a [MASK] here"]}, 32, source="src")
 
@@ -143,11 +175,11 @@ def test_dissimilarity_score_on_hand_computed_pairs():
 
 def test_pool_builder_picks_the_most_mutually_dissimilar_subset():
     candidates = [
-        "{sentence} It was {mask} .",       # 0
-        "{sentence} It is {mask} .",        # 1: near-copy of 0
-        "{mask} : {sentence}",              # 2
+        "{sentence} It was {mask} .",  # 0
+        "{sentence} It is {mask} .",  # 1: near-copy of 0
+        "{mask} : {sentence}",  # 2
         "A {mask} review about {sentence}",  # 3
-        "{sentence} It was {mask} !",       # 4: near-copy of 0
+        "{sentence} It was {mask} !",  # 4: near-copy of 0
     ]
     assert build_template_pool(candidates, 3) == [candidates[0], candidates[2], candidates[3]]
     assert build_template_pool(candidates, 1) == candidates[:1]
@@ -184,8 +216,9 @@ def test_template_draws_are_seeded_resumable_and_leave_the_example_streams_uncha
     assert MultiTaskBatchSampler(sizes, num_templates={"a": 3}, **{**common, "seed": 4}).__iter__().__next__() is not None
     assert _draws(MultiTaskBatchSampler(sizes, num_templates={"a": 3}, **{**common, "seed": 4})) != drawn
     # Two ranks split the same global batches: their (index, template) pairs are the single process's.
-    ranks = [_draws(MultiTaskBatchSampler(sizes, num_templates={"a": 3}, rank=r, world_size=2, **{**common, "batch_size": 2}))
-             for r in range(2)]
+    ranks = [
+        _draws(MultiTaskBatchSampler(sizes, num_templates={"a": 3}, rank=r, world_size=2, **{**common, "batch_size": 2})) for r in range(2)
+    ]
     assert [r0 + r1 for r0, r1 in zip(*ranks)] == drawn
     state = with_templates.state_dict()
     assert state["num_templates"] == {"a": 3, "b": 1}
@@ -216,8 +249,14 @@ def test_tokenized_views_and_the_dataset_that_draws_from_them(tokenizer, prompt_
 
 def _trainer(tmp_path, tokenizer, prompt_data, specs, **overrides):
     train, evaluation, _ = prompt_data
-    return MultiTaskTrainer(model=prompt_model(tokenizer, specs), args=make_args(tmp_path, **overrides), task_specs=list(specs),
-                            train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer)
+    return MultiTaskTrainer(
+        model=prompt_model(tokenizer, specs),
+        args=make_args(tmp_path, **overrides),
+        task_specs=list(specs),
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+    )
 
 
 @pytest.mark.parametrize("mode", ["first", "average"])
@@ -254,7 +293,12 @@ def test_soft_labels_of_an_averaging_pool_are_the_ensemble_of_its_views(tokenize
         view = dataset.template_view("sentiment", template)
         for start in range(0, len(view), 16):
             rows = view.select(range(start, min(start + 16, len(view))))
-            yield torch.arange(start, start + len(rows)), dict(tokenizer.pad({"input_ids": rows["input_ids"]}, return_tensors="pt"), task_ids=torch.zeros(len(rows), dtype=torch.long))
+            yield (
+                torch.arange(start, start + len(rows)),
+                dict(
+                    tokenizer.pad({"input_ids": rows["input_ids"]}, return_tensors="pt"), task_ids=torch.zeros(len(rows), dtype=torch.long)
+                ),
+            )
 
     soft = SoftLabels("sentiment", teacher, is_regression=False, num_examples=48, fingerprint="x")
     soft.fill(model, *(batches(t) for t in range(3)))
@@ -268,8 +312,20 @@ def test_soft_labels_of_an_averaging_pool_are_the_ensemble_of_its_views(tokenize
 
 def test_async_kd_converges_a_pool_task_on_one_view(tmp_path, tokenizer, prompt_data, monkeypatch):
     specs = (dataclasses.replace(PROMPT_SENTIMENT, prompt_eval="average"), PROMPT_SIMILARITY)
-    trainer = _trainer(tmp_path, tokenizer, prompt_data, specs, max_steps=8, mtl_method="async_kd", kd_patience=1,
-                       kd_min_delta=10.0, kd_require_improvement=False, kd_require_decline=False, eval_strategy="steps", eval_steps=2)
+    trainer = _trainer(
+        tmp_path,
+        tokenizer,
+        prompt_data,
+        specs,
+        max_steps=8,
+        mtl_method="async_kd",
+        kd_patience=1,
+        kd_min_delta=10.0,
+        kd_require_improvement=False,
+        kd_require_decline=False,
+        eval_strategy="steps",
+        eval_steps=2,
+    )
     trainer.train()
     assert set(trainer.async_convergence.soft_labels) >= {"sentiment"}
     soft = trainer.async_convergence.soft_labels["sentiment"]
@@ -326,10 +382,12 @@ def test_cli_pool_size_picks_pools_from_the_glue_candidates_and_a_file(tmp_path)
     from glue_tasks.prompts import glue_template_candidates
 
     templates = tmp_path / "templates.json"
-    templates.write_text(json.dumps({"rte": ["{sentence1} ? {mask} , {sentence2}", "{mask} : {sentence1} / {sentence2}",
-                                             "{sentence2} {sentence1} {mask}"]}))
-    data_args = run_glue_mtl.DataArguments(tasks="cola,rte", glue_dir=None, prompt_templates_file=str(templates), prompt_pool_size=2,
-                                           prompt_eval="average")
+    templates.write_text(
+        json.dumps({"rte": ["{sentence1} ? {mask} , {sentence2}", "{mask} : {sentence1} / {sentence2}", "{sentence2} {sentence1} {mask}"]})
+    )
+    data_args = run_glue_mtl.DataArguments(
+        tasks="cola,rte", glue_dir=None, prompt_templates_file=str(templates), prompt_pool_size=2, prompt_eval="average"
+    )
     specs = {spec.name: spec for spec, _ in run_glue_mtl.plan_tasks(data_args)}
     assert specs["cola"].prompt_templates == tuple(build_template_pool(glue_template_candidates("cola"), 2))
     assert specs["rte"].prompt_templates == tuple(build_template_pool(json.loads(templates.read_text())["rte"], 2))
@@ -344,8 +402,9 @@ def test_cli_trains_a_pool_and_saves_templates_in_the_model(tmp_path, tiny_check
     from tests.test_cli import base_args, write_glue
 
     out = tmp_path / "out"
-    results = run_glue_mtl.main(base_args(write_glue(tmp_path / "glue"), tiny_checkpoint, out)
-                                + ["--prompt_pool_size", "2", "--prompt_eval", "average"])
+    results = run_glue_mtl.main(
+        base_args(write_glue(tmp_path / "glue"), tiny_checkpoint, out) + ["--prompt_pool_size", "2", "--prompt_eval", "average"]
+    )
     assert "eval_rte_accuracy" in results
     heads = {head["name"]: head for head in json.loads((out / "config.json").read_text())["tasks"]}
     for task in ("cola", "rte"):

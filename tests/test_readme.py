@@ -59,8 +59,14 @@ def test_readme_links_every_docs_page():
 
 
 def test_options_doc_is_generated_from_the_code():
-    result = subprocess.run([sys.executable, str(DOCS / "gen_options.py")], cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        [sys.executable, str(DOCS / "gen_options.py")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     current = (DOCS / "options.md").read_text(encoding="utf-8")
     assert result.stdout == current, "docs/options.md is stale: run `python docs/gen_options.py > docs/options.md`"
@@ -90,15 +96,26 @@ def test_the_json_config_is_the_readmes_main_job(monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
     flags, config = (run_glue_mtl.parse_args(argv) for argv in _commands(README.read_text(encoding="utf-8"), "run_glue_mtl.py")[:2])
     equal = run_glue_mtl.parse_args(["configs/glue5_minilm_equal.json"])
-    saving = {"save_strategy", "metric_for_best_model", "save_total_limit", "logging_steps", "output_dir", "logging_dir",
-              "greater_is_better", "load_best_model_at_end", "metric_for_best_model_given", "distributed_state"}
+    saving = {
+        "save_strategy",
+        "metric_for_best_model",
+        "save_total_limit",
+        "logging_steps",
+        "output_dir",
+        "logging_dir",
+        "greater_is_better",
+        "load_best_model_at_end",
+        "metric_for_best_model_given",
+        "distributed_state",
+    }
     for a, b in zip(flags, config):
         left, right = ({k: v for k, v in vars(x).items() if k not in saving} for x in (a, b))
         assert left == right
     assert flags[2].async_kd and not flags[2].kd_require_decline  # the async_kd_fw entry's rule
     async_kd_options = {"async_kd", "kd_require_decline"}
-    assert not equal[2].async_kd and {k: v for k, v in vars(equal[2]).items() if k not in saving | async_kd_options} == \
-        {k: v for k, v in vars(config[2]).items() if k not in saving | async_kd_options}
+    assert not equal[2].async_kd and {k: v for k, v in vars(equal[2]).items() if k not in saving | async_kd_options} == {
+        k: v for k, v in vars(config[2]).items() if k not in saving | async_kd_options
+    }
     assert vars(equal[1]) == vars(config[1])  # same data arguments (dev curves included)
 
 
@@ -116,7 +133,7 @@ def test_readme_python_example_runs(tmp_path):
     result = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-5000:]
     # The Trainer's own metric logs come first; the example's prints are the last lines.
-    printed = result.stdout.strip().splitlines()[-len(PRINTED):]
+    printed = result.stdout.strip().splitlines()[-len(PRINTED) :]
     for line, pattern in zip(printed, PRINTED, strict=True):
         assert re.fullmatch(pattern, line), f"{line!r} does not match {pattern!r}"
     assert sorted(os.listdir(tmp_path)) == ["example.py"], "the example must leave nothing behind"

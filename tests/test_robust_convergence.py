@@ -76,14 +76,16 @@ def test_decline_trigger_converges_on_a_decline_the_split_can_show_even_below_th
     floors, margins = {"mrpc": 0.765}, {"mrpc": 0.058}
     gated = paper_rule_monitor({"mrpc": True}, patience=3, require_improvement=True, smoothing=2, floors=floors)
     assert _feed(gated, values, "mrpc") == []
-    declining = paper_rule_monitor({"mrpc": True}, patience=3, require_improvement=True, smoothing=2, floors=floors,
-                                   decline_margins=margins)
+    declining = paper_rule_monitor(
+        {"mrpc": True}, patience=3, require_improvement=True, smoothing=2, floors=floors, decline_margins=margins
+    )
     # Smoothed: 0.70, 0.715, 0.725 (best), 0.69 (drop 0.035), 0.65 (drop 0.075 > 0.058): converges at 500.
     assert _feed(declining, values, "mrpc") == [(500, "mrpc")] and declining.best_step("mrpc") == 200
     assert ConvergenceMonitor.from_state_dict(declining.state_dict()).decline_margins == margins
     # A noisy plateau has no decline beyond the margin: CoLA's recorded curve still never converges.
-    noisy = paper_rule_monitor({"cola": True}, patience=3, require_improvement=True, smoothing=2,
-                               floors={"cola": COLA_FLOOR}, decline_margins={"cola": COLA_FLOOR})
+    noisy = paper_rule_monitor(
+        {"cola": True}, patience=3, require_improvement=True, smoothing=2, floors={"cola": COLA_FLOOR}, decline_margins={"cola": COLA_FLOOR}
+    )
     assert _feed(noisy, COLA_NOISE) == []
     with pytest.raises(ValueError, match="decline margin"):
         paper_rule_monitor({"a": True}, decline_margins={"a": -1.0})
@@ -97,7 +99,7 @@ SST2_SLOW_RISE = [0.826, 0.842, 0.832, 0.866, 0.842, 0.868, 0.880, 0.898, 0.894,
 def test_noise_margin_is_the_metrics_spread_at_its_own_level():
     assert noise_margin(0.9, ("accuracy",), 500, z=2.0) == pytest.approx(2 * 0.3 / math.sqrt(500))
     assert noise_margin(0.0, ("matthews_correlation",), 500, z=2.0) == pytest.approx(2 / math.sqrt(500))
-    assert noise_margin(0.82, ("pearson", "spearmanr"), 500, z=2.0) == pytest.approx(2 * (1 - 0.82 ** 2) / math.sqrt(500))
+    assert noise_margin(0.82, ("pearson", "spearmanr"), 500, z=2.0) == pytest.approx(2 * (1 - 0.82**2) / math.sqrt(500))
     # At a bound one changed prediction still moves the metric by 1/n; an unknown metric gets the large spread.
     assert noise_margin(1.0, ("accuracy",), 400, z=1.0) == pytest.approx(1 / 400)
     assert noise_margin(0.5, ("bleu",), 100, z=1.0) == pytest.approx(0.1)
@@ -118,16 +120,31 @@ def test_require_decline_keeps_a_slow_rise_training_that_the_plateau_rule_freeze
 
 def test_require_decline_converges_once_the_fall_exceeds_the_noise_with_the_best_step_as_teacher():
     values = [0.55, 0.60, 0.64, 0.66, 0.65, 0.62, 0.58, 0.56, 0.55]  # RTE-like on 249 selection examples
-    monitor = paper_rule_monitor({"rte": True}, patience=2, require_improvement=True, smoothing=2, full_window=True,
-                                 require_decline=True, noise={"rte": (("accuracy",), 249)})
+    monitor = paper_rule_monitor(
+        {"rte": True},
+        patience=2,
+        require_improvement=True,
+        smoothing=2,
+        full_window=True,
+        require_decline=True,
+        noise={"rte": (("accuracy",), 249)},
+    )
     # Smoothed from step 200: 0.575, 0.62, 0.65, 0.655 (best, step 500), 0.635, 0.60 (drop 0.055 < margin 0.060),
     # 0.57 (drop 0.085): patience was met at 700, the decline only at 800.
     assert _feed(monitor, values, "rte") == [(800, "rte")] and monitor.best_step("rte") == 400
     plateau = paper_rule_monitor({"rte": True}, patience=2, require_improvement=True, smoothing=2, full_window=True)
     assert _feed(plateau, values, "rte") == [(700, "rte")]
     # A decline alone does not converge a task that never cleared its floor, nor before patience.
-    gated = paper_rule_monitor({"rte": True}, patience=2, require_improvement=True, smoothing=2, full_window=True,
-                               floors={"rte": 0.7}, require_decline=True, noise={"rte": (("accuracy",), 249)})
+    gated = paper_rule_monitor(
+        {"rte": True},
+        patience=2,
+        require_improvement=True,
+        smoothing=2,
+        full_window=True,
+        floors={"rte": 0.7},
+        require_decline=True,
+        noise={"rte": (("accuracy",), 249)},
+    )
     assert _feed(gated, values, "rte") == []
     # The configuration survives a state round trip; a version-2 state (before the requirement) still loads.
     state = monitor.state_dict()
@@ -144,8 +161,19 @@ def test_require_decline_converges_once_the_fall_exceeds_the_noise_with_the_best
 
 
 def test_callback_require_decline_waits_for_a_fall_beyond_the_split_noise(tmp_path, tokenizer, tiny_data):
-    args = make_args(tmp_path, max_steps=12, async_kd=True, kd_patience=2, kd_smoothing=1, kd_trivial_gate=False,
-                     kd_require_decline=True, kd_margin_z=1.0, kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
+    args = make_args(
+        tmp_path,
+        max_steps=12,
+        async_kd=True,
+        kd_patience=2,
+        kd_smoothing=1,
+        kd_trivial_gate=False,
+        kd_require_decline=True,
+        kd_margin_z=1.0,
+        kd_soft_labels="on_demand",
+        eval_strategy="steps",
+        eval_steps=1,
+    )
     host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     size = callback.references["sentiment"]["selection_size"]
     margin = noise_margin(0.9, ("accuracy",), size, 1.0)
@@ -161,8 +189,18 @@ def test_callback_require_decline_waits_for_a_fall_beyond_the_split_noise(tmp_pa
     assert report["require_decline"] is True and report["decline_margin"] == pytest.approx(margin)
     # Under the plateau rule the report names no decline margin (the replay reads the rule from it) and the same
     # values converge at step 4, two evaluations after the best.
-    plateau_args = make_args(tmp_path / "plateau", max_steps=12, async_kd=True, kd_patience=2, kd_smoothing=1, kd_trivial_gate=False,
-                             kd_require_decline=False, kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
+    plateau_args = make_args(
+        tmp_path / "plateau",
+        max_steps=12,
+        async_kd=True,
+        kd_patience=2,
+        kd_smoothing=1,
+        kd_trivial_gate=False,
+        kd_require_decline=False,
+        kd_soft_labels="on_demand",
+        eval_strategy="steps",
+        eval_steps=1,
+    )
     host, callback, state, control = _started_callback(plateau_args, tokenizer, tiny_data)
     for step, value in enumerate(values, start=1):
         state.global_step = step
@@ -221,8 +259,15 @@ class _Host:
 
     def callback(self):
         labeller = TeacherLabeller(self.train_dataset, None, "cpu", 128, self.args.output_dir)
-        return AsyncConvergenceCallback(TASKS, AsyncKDOptions.from_arguments(self.args), self.train_dataset, self.eval_dataset, labeller,
-                                        self.objectives, log=self.logs.append)
+        return AsyncConvergenceCallback(
+            TASKS,
+            AsyncKDOptions.from_arguments(self.args),
+            self.train_dataset,
+            self.eval_dataset,
+            labeller,
+            self.objectives,
+            log=self.logs.append,
+        )
 
 
 def _started_callback(args, tokenizer, tiny_data):
@@ -235,8 +280,18 @@ def _started_callback(args, tokenizer, tiny_data):
 
 
 def test_teacher_is_the_monitors_best_step_also_with_min_delta(tmp_path, tokenizer, tiny_data):
-    args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=3, kd_min_delta=0.05, kd_require_improvement=False, kd_require_decline=False, kd_soft_labels="on_demand",
-                     eval_strategy="steps", eval_steps=1)
+    args = make_args(
+        tmp_path,
+        max_steps=10,
+        async_kd=True,
+        kd_patience=3,
+        kd_min_delta=0.05,
+        kd_require_improvement=False,
+        kd_require_decline=False,
+        kd_soft_labels="on_demand",
+        eval_strategy="steps",
+        eval_steps=1,
+    )
     host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     # 0.52 is better than 0.50 but not by min_delta: the teacher stays the step-1 parameters.
     for step, value in enumerate([0.50, 0.52, 0.40, 0.40], start=1):
@@ -253,8 +308,17 @@ def test_teacher_is_the_monitors_best_step_also_with_min_delta(tmp_path, tokeniz
 
 def _fed_callback(tmp_path, tokenizer, tiny_data, values, **overrides):
     """An async-KD callback (top-2, min_delta 0.05) fed the sentiment task's selection values at steps 1, 2, ..."""
-    args = make_args(tmp_path, async_kd=True, kd_min_delta=0.05, kd_top_k=2, kd_require_improvement=False, kd_require_decline=False,
-                     eval_strategy="steps", eval_steps=1, **overrides)
+    args = make_args(
+        tmp_path,
+        async_kd=True,
+        kd_min_delta=0.05,
+        kd_top_k=2,
+        kd_require_improvement=False,
+        kd_require_decline=False,
+        eval_strategy="steps",
+        eval_steps=1,
+        **overrides,
+    )
     host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     for step, value in enumerate(values, start=1):
         state.global_step = step
@@ -264,8 +328,9 @@ def _fed_callback(tmp_path, tokenizer, tiny_data, values, **overrides):
 
 def test_top_k_teacher_includes_the_monitors_best_step_with_min_delta(tmp_path, tokenizer, tiny_data):
     # 0.52 and 0.53 beat 0.50 but not by min_delta: the monitor's best stays step 1, and it is in the teacher.
-    callback, host = _fed_callback(tmp_path, tokenizer, tiny_data, [0.50, 0.52, 0.53], max_steps=10, kd_patience=2,
-                                   kd_soft_labels="on_demand")
+    callback, host = _fed_callback(
+        tmp_path, tokenizer, tiny_data, [0.50, 0.52, 0.53], max_steps=10, kd_patience=2, kd_soft_labels="on_demand"
+    )
     assert callback.monitor.best_step("sentiment") == 1
     record = callback.records["sentiment"]
     assert record["teacher_steps"] == [1, 3] and record["teacher_metric"] == 0.50
@@ -279,8 +344,9 @@ def test_trivial_value_of_a_regression_task_is_scored_with_its_metric(tmp_path):
 
     # Correlations of a constant count as 0; an error metric gets the training mean's real error.
     assert trivial_predictor_value(SIMILARITY, [1.0, 3.0], [0.0, 4.0]) == 0.0
-    spec = dataclasses.replace(SIMILARITY, metrics=(), evaluate_metrics=(write_metric(tmp_path, "max_error"),),
-                               main_metric="max_error", greater_is_better=False)
+    spec = dataclasses.replace(
+        SIMILARITY, metrics=(), evaluate_metrics=(write_metric(tmp_path, "max_error"),), main_metric="max_error", greater_is_better=False
+    )
     assert trivial_predictor_value(spec, [1.0, 3.0], [0.0, 4.0]) == pytest.approx(2.0)  # mean 2 -> errors 2, 2
     # No named metric: the floor's noise scale is the larger one (1), not 0.
     assert convergence_floor(0.0, (), 100, 2.0) == pytest.approx(0.2)
@@ -305,8 +371,17 @@ def test_async_kd_skips_tasks_without_training_data_and_refuses_on_demand_labels
 
 
 def test_gate_blocks_a_task_that_never_beats_its_trivial_predictor(tmp_path, tokenizer, tiny_data):
-    args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=1, kd_smoothing=1, kd_trivial_gate=True,
-                     kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
+    args = make_args(
+        tmp_path,
+        max_steps=10,
+        async_kd=True,
+        kd_patience=1,
+        kd_smoothing=1,
+        kd_trivial_gate=True,
+        kd_soft_labels="on_demand",
+        eval_strategy="steps",
+        eval_steps=1,
+    )
     host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     reference = callback.references["sentiment"]
     assert reference["floor"] == pytest.approx(reference["trivial_value"] + 2.0 * 0.5 / math.sqrt(reference["selection_size"]))
@@ -321,8 +396,17 @@ def test_gate_blocks_a_task_that_never_beats_its_trivial_predictor(tmp_path, tok
 
 @pytest.mark.parametrize("full_window", [True, False])
 def test_reported_smoothed_history_is_the_series_the_monitor_read(full_window, tmp_path, tokenizer, tiny_data):
-    args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=5, kd_smoothing=3, kd_full_window=full_window,
-                     kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
+    args = make_args(
+        tmp_path,
+        max_steps=10,
+        async_kd=True,
+        kd_patience=5,
+        kd_smoothing=3,
+        kd_full_window=full_window,
+        kd_soft_labels="on_demand",
+        eval_strategy="steps",
+        eval_steps=1,
+    )
     host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     for step, value in enumerate([0.9, 0.3, 0.6, 0.3], start=1):
         state.global_step = step
@@ -334,8 +418,19 @@ def test_reported_smoothed_history_is_the_series_the_monitor_read(full_window, t
 
 
 def test_the_report_flags_a_near_trivial_teacher_under_the_plain_rule_too(tmp_path, tokenizer, tiny_data):
-    args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=1, kd_smoothing=1, kd_trivial_gate=False,
-                     kd_require_improvement=False, kd_require_decline=False, kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
+    args = make_args(
+        tmp_path,
+        max_steps=10,
+        async_kd=True,
+        kd_patience=1,
+        kd_smoothing=1,
+        kd_trivial_gate=False,
+        kd_require_improvement=False,
+        kd_require_decline=False,
+        kd_soft_labels="on_demand",
+        eval_strategy="steps",
+        eval_steps=1,
+    )
     host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     at_trivial = callback.references["sentiment"]["trivial_value"]
     for step, value in enumerate([at_trivial + 0.01, at_trivial], start=1):  # a blip, then back: the plain rule converges
@@ -365,9 +460,22 @@ class _ScriptedMetric:
 # Selection score of the similarity task by step: converges at 4 (patience 1), teacher step 2 (0.5);
 # with margin 0 (z = 0) it refreshes at 8 (0.7 > 0.5) and again at 12 (0.9 > 0.7).
 SCRIPT = {2: 0.5, 4: 0.3, 6: 0.45, 8: 0.7, 10: 0.6, 12: 0.9}
+
+
 def test_callback_decline_trigger_switches_a_task_that_declines_below_its_floor(tmp_path, tokenizer, tiny_data):
-    args = make_args(tmp_path, max_steps=10, async_kd=True, kd_patience=3, kd_smoothing=2, kd_trivial_gate=True,
-                     kd_decline_trigger=True, kd_require_decline=False, kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1)
+    args = make_args(
+        tmp_path,
+        max_steps=10,
+        async_kd=True,
+        kd_patience=3,
+        kd_smoothing=2,
+        kd_trivial_gate=True,
+        kd_decline_trigger=True,
+        kd_require_decline=False,
+        kd_soft_labels="on_demand",
+        eval_strategy="steps",
+        eval_steps=1,
+    )
     host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     reference = callback.references["sentiment"]
     top, margin = reference["trivial_value"], reference["margin"]  # the best stays at the trivial value: below the floor
@@ -382,15 +490,31 @@ def test_callback_decline_trigger_switches_a_task_that_declines_below_its_floor(
 
 
 REFRESH = dict(
-    max_steps=12, async_kd=True, kd_patience=1, kd_require_improvement=False, kd_require_decline=False, kd_refresh=True, kd_margin_z=0.0,
-    eval_strategy="steps", eval_steps=2, sampling_strategy="round_robin", logging_steps=1,
+    max_steps=12,
+    async_kd=True,
+    kd_patience=1,
+    kd_require_improvement=False,
+    kd_require_decline=False,
+    kd_refresh=True,
+    kd_margin_z=0.0,
+    eval_strategy="steps",
+    eval_steps=2,
+    sampling_strategy="round_robin",
+    logging_steps=1,
 )
 
 
 def _refresh_trainer(tmp_path, tokenizer, tiny_data, out, **overrides):
     _, evaluation = tiny_data
-    return no_dropout_trainer(tmp_path, tokenizer, tiny_data, out, {**REFRESH, **overrides}, eval_dataset={"similarity": evaluation["similarity"]},
-                              callbacks=[_ScriptedMetric("eval_similarity_score", SCRIPT)])
+    return no_dropout_trainer(
+        tmp_path,
+        tokenizer,
+        tiny_data,
+        out,
+        {**REFRESH, **overrides},
+        eval_dataset={"similarity": evaluation["similarity"]},
+        callbacks=[_ScriptedMetric("eval_similarity_score", SCRIPT)],
+    )
 
 
 def test_teacher_refresh_relabels_and_a_resumed_run_equals_the_uninterrupted_one(tmp_path, tokenizer, tiny_data):
@@ -404,14 +528,18 @@ def test_teacher_refresh_relabels_and_a_resumed_run_equals_the_uninterrupted_one
     assert [(r["step"], r["teacher_steps"], r["teacher_metric"]) for r in record["refreshes"]] == [(8, [8], 0.7), (12, [12], 0.9)]
     assert record["teacher_steps"] == [12] and full.async_convergence.report()["similarity"]["refreshes"] == record["refreshes"]
     # The refreshed teacher is the final model: its soft labels are the final model's outputs on the training set.
-    assert torch.allclose(full.async_convergence.soft_labels["similarity"].table, teacher_pass(full.model, train["similarity"], tokenizer), atol=1e-5)
+    assert torch.allclose(
+        full.async_convergence.soft_labels["similarity"].table, teacher_pass(full.model, train["similarity"], tokenizer), atol=1e-5
+    )
     resumed = _refresh_trainer(tmp_path, tokenizer, tiny_data, "resumed", save_strategy="steps", save_steps=6)
     resumed.train(resume_from_checkpoint=os.path.join(full.args.output_dir, "checkpoint-6"))
     full_losses, resumed_losses = _losses_by_step(full), _losses_by_step(resumed)
     for step in range(7, 13):
         assert resumed_losses[step] == pytest.approx(full_losses[step], rel=1e-4, abs=1e-6)
     assert resumed.async_convergence.records == full.async_convergence.records
-    assert torch.allclose(resumed.async_convergence.soft_labels["similarity"].table, full.async_convergence.soft_labels["similarity"].table, atol=1e-5)
+    assert torch.allclose(
+        resumed.async_convergence.soft_labels["similarity"].table, full.async_convergence.soft_labels["similarity"].table, atol=1e-5
+    )
     # The checkpoint converged tasks under the plateau rule: resuming under another rule is refused before any work.
     other_rule = _refresh_trainer(tmp_path, tokenizer, tiny_data, "other_rule", kd_require_decline=True)
     with pytest.raises(ValueError, match=r"field 'require_decline'.*--kd_require_decline false"):

@@ -147,10 +147,7 @@ def stream_of(task: str, per_rank_batches: list[list[list[int]]], sampler) -> li
 @pytest.mark.parametrize("sizes", [{"x": 37, "y": 64}, {"x": 37, "a": 100}])
 def test_sharding_two_ranks(sizes):
     # round_robin with 40 steps guarantees >= 20 global batches (160 examples) of each task.
-    samplers = [
-        MultiTaskBatchSampler(sizes, 4, seed=2, rank=r, world_size=2, strategy="round_robin", num_batches=40)
-        for r in range(2)
-    ]
+    samplers = [MultiTaskBatchSampler(sizes, 4, seed=2, rank=r, world_size=2, strategy="round_robin", num_batches=40) for r in range(2)]
     runs = [list(s) for s in samplers]
     assert len(runs[0]) == len(runs[1]) == len(samplers[0])
     for b0, b1 in zip(*runs):

@@ -51,8 +51,7 @@ def model():
 @pytest.mark.parametrize("on_disk", [False, True])
 def test_restore_gives_back_exact_captured_values(model, tmp_path, on_disk):
     before = state(model)
-    snap = ParameterSnapshot.capture(model, encoder_and_head_a, step=7, metric=0.8,
-                                     directory=str(tmp_path) if on_disk else None)
+    snap = ParameterSnapshot.capture(model, encoder_and_head_a, step=7, metric=0.8, directory=str(tmp_path) if on_disk else None)
     train_a_bit(model)
     after = state(model)
     assert not torch.equal(after["encoder.weight"], before["encoder.weight"])
@@ -102,15 +101,23 @@ def test_release_frees_in_memory_tensors(model):
 def test_include_filter_keeps_only_selected(model):
     snap = ParameterSnapshot.capture(model, encoder_and_head_a, step=1, metric=0.0)
     assert set(snap.names) == {
-        "encoder.weight", "encoder.bias", "norm.weight", "norm.bias",
-        "norm.running_mean", "norm.running_var", "norm.num_batches_tracked",
-        "heads.a.weight", "heads.a.bias",
+        "encoder.weight",
+        "encoder.bias",
+        "norm.weight",
+        "norm.bias",
+        "norm.running_mean",
+        "norm.running_var",
+        "norm.num_batches_tracked",
+        "heads.a.weight",
+        "heads.a.bias",
     }
     # PEFT-style: only trainable parameters (buffers never require grad) + head a.
     model.encoder.requires_grad_(False)
     peft = ParameterSnapshot.capture(
-        model, lambda n, p: p.requires_grad and (not n.startswith("heads.") or n.startswith("heads.a.")),
-        step=1, metric=0.0,
+        model,
+        lambda n, p: p.requires_grad and (not n.startswith("heads.") or n.startswith("heads.a.")),
+        step=1,
+        metric=0.0,
     )
     assert set(peft.names) == {"norm.weight", "norm.bias", "heads.a.weight", "heads.a.bias"}
     assert peft.nbytes == 4 * (8 + 8 + 16 + 2)
@@ -150,17 +157,18 @@ def test_average_snapshots_is_elementwise_mean(model):
         average_snapshots([])
 
 
-@pytest.mark.parametrize("greater, metrics, kept", [
-    (True, [0.5, 0.7, 0.6, 0.9, 0.55], [0.9, 0.7]),
-    (False, [0.5, 0.7, 0.4, 0.9, 0.55], [0.4, 0.5]),
-])
+@pytest.mark.parametrize(
+    "greater, metrics, kept",
+    [
+        (True, [0.5, 0.7, 0.6, 0.9, 0.55], [0.9, 0.7]),
+        (False, [0.5, 0.7, 0.4, 0.9, 0.55], [0.4, 0.5]),
+    ],
+)
 def test_keeper_keeps_best_k_per_direction_and_releases_evicted(model, tmp_path, greater, metrics, kept):
     keeper = SnapshotKeeper(k=2, directory=str(tmp_path))
     offered = []
     for step, metric in enumerate(metrics):
-        offered.append(
-            keeper.offer("a", model, encoder_and_head_a, step=step, metric=metric, greater_is_better=greater)
-        )
+        offered.append(keeper.offer("a", model, encoder_and_head_a, step=step, metric=metric, greater_is_better=greater))
     best = keeper.best("a")
     assert [s.metric for s in best] == kept
     assert all(not s.released and os.path.isfile(s.path) for s in best)
@@ -209,8 +217,7 @@ def test_keeper_adopt_orders_trims_and_releases(model):
     keeper = SnapshotKeeper(k=2)
     keeper.offer("a", model, encoder_and_head_a, step=1, metric=0.9, greater_is_better=False)
     old = keeper.best("a")[0]
-    snaps = [ParameterSnapshot.capture(model, encoder_and_head_a, step=s, metric=m)
-             for s, m in [(2, 0.3), (3, 0.1), (4, 0.2)]]
+    snaps = [ParameterSnapshot.capture(model, encoder_and_head_a, step=s, metric=m) for s, m in [(2, 0.3), (3, 0.1), (4, 0.2)]]
     keeper.adopt("a", snaps, greater_is_better=False)
     assert old.released
     assert [s.step for s in keeper.best("a")] == [3, 4]

@@ -17,9 +17,18 @@ from tests.test_trainer import _losses_by_step, make_args, no_dropout_trainer
 # Both tasks are monitored; the huge min_delta keeps their step-2 evaluation best, so both converge at
 # step 4 (patience 1). Round robin: sentiment trains on odd steps, similarity (regression) on even ones.
 COMMON = dict(
-    max_steps=10, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, kd_require_improvement=False, kd_require_decline=False,
-    kd_smoothing=1, kd_trivial_gate=False,
-    eval_strategy="steps", eval_steps=2, sampling_strategy="round_robin", logging_steps=1,
+    max_steps=10,
+    mtl_method="async_kd",
+    kd_patience=1,
+    kd_min_delta=10.0,
+    kd_require_improvement=False,
+    kd_require_decline=False,
+    kd_smoothing=1,
+    kd_trivial_gate=False,
+    eval_strategy="steps",
+    eval_steps=2,
+    sampling_strategy="round_robin",
+    logging_steps=1,
 )
 
 
@@ -36,8 +45,14 @@ def test_the_precomputing_pass_leaves_the_training_randomness_alone(tmp_path, to
     for mode in ("precompute", "on_demand"):
         model = make_model(tokenizer, seed=3)
         assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
-        runs[mode] = MultiTaskTrainer(model=model, args=make_args(tmp_path / mode, **COMMON, kd_soft_labels=mode), task_specs=TASKS,
-                                      train_dataset=dict(train), eval_dataset=dict(evaluation), processing_class=tokenizer)
+        runs[mode] = MultiTaskTrainer(
+            model=model,
+            args=make_args(tmp_path / mode, **COMMON, kd_soft_labels=mode),
+            task_specs=TASKS,
+            train_dataset=dict(train),
+            eval_dataset=dict(evaluation),
+            processing_class=tokenizer,
+        )
         runs[mode].train()
     assert set(runs["precompute"].async_convergence.soft_labels) == {"sentiment", "similarity"}
     pre, lazy = (_losses_by_step(runs[m]) for m in ("precompute", "on_demand"))
@@ -53,14 +68,18 @@ def test_async_kd_with_no_converged_task_trains_exactly_like_equal_weighting(tmp
     the claim "never worse than equal" rest on this)."""
     train, evaluation = tiny_data
     runs = {}
-    for name, method in (("equal", {"mtl_method": "equal"}), ("async_kd", {"mtl_method": "async_kd", "kd_patience": 1, "kd_margin_z": 50.0,
-                                                                              "kd_trivial_gate": False})):
+    for name, method in (
+        ("equal", {"mtl_method": "equal"}),
+        ("async_kd", {"mtl_method": "async_kd", "kd_patience": 1, "kd_margin_z": 50.0, "kd_trivial_gate": False}),
+    ):
         model = make_model(tokenizer, seed=3)
         assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
-        args = make_args(tmp_path / name, max_steps=10, eval_strategy="steps", eval_steps=2, sampling_strategy="round_robin",
-                         logging_steps=1, **method)
-        runs[name] = MultiTaskTrainer(model=model, args=args, task_specs=TASKS, train_dataset=dict(train),
-                                      eval_dataset=dict(evaluation), processing_class=tokenizer)
+        args = make_args(
+            tmp_path / name, max_steps=10, eval_strategy="steps", eval_steps=2, sampling_strategy="round_robin", logging_steps=1, **method
+        )
+        runs[name] = MultiTaskTrainer(
+            model=model, args=args, task_specs=TASKS, train_dataset=dict(train), eval_dataset=dict(evaluation), processing_class=tokenizer
+        )
         runs[name].train()
     kd = runs["async_kd"]
     assert kd.args.kd_require_decline and kd.async_convergence.monitor.converged_tasks == ()
@@ -78,8 +97,9 @@ def test_evaluations_leave_the_training_randomness_alone(tmp_path, tokenizer, ti
         model = make_model(tokenizer, seed=3)
         args = make_args(tmp_path / name, max_steps=8, sampling_strategy="round_robin", logging_steps=1, **options)
         splits = {task: {"selection": data, "dev": data} for task, data in evaluation.items()} if options else None
-        runs[name] = MultiTaskTrainer(model=model, args=args, task_specs=TASKS, train_dataset=dict(train),
-                                      eval_dataset=splits, processing_class=tokenizer)
+        runs[name] = MultiTaskTrainer(
+            model=model, args=args, task_specs=TASKS, train_dataset=dict(train), eval_dataset=splits, processing_class=tokenizer
+        )
         runs[name].train()
     assert any("eval_sentiment_dev_score" in log for log in runs["evaluated"].state.log_history)
     evaluated, plain = _losses_by_step(runs["evaluated"]), _losses_by_step(runs["not_evaluated"])
@@ -141,8 +161,9 @@ def test_on_demand_teacher_releases_parameters_once_every_row_is_labelled(tmp_pa
     model = make_model(tokenizer)
     dataset = train["sentiment"]
     state = {name: p.detach().clone() for name, p in model.named_parameters()}
-    teacher = SoftLabels("sentiment", [state], is_regression=False, num_examples=len(dataset),
-                         fingerprint=dataset_fingerprint(dataset["input_ids"]))
+    teacher = SoftLabels(
+        "sentiment", [state], is_regression=False, num_examples=len(dataset), fingerprint=dataset_fingerprint(dataset["input_ids"])
+    )
     collator = __import__("hf_async_mtl").MultiTaskDataCollator(tokenizer)
     half = len(dataset) // 2
     for rows in (range(0, half), range(half, len(dataset))):

@@ -43,8 +43,9 @@ def repo_layout(root: Path) -> Path:
 
 
 def test_repo_layout_directory_loads_like_a_hub_id_with_classlabel_inference_and_column_mapping(tmp_path):
-    source = TaskSource(dataset=str(repo_layout(tmp_path / "repo")), config="reviews", splits={"validation": "dev"},
-                        columns={"label": "sentiment"})
+    source = TaskSource(
+        dataset=str(repo_layout(tmp_path / "repo")), config="reviews", splits={"validation": "dev"}, columns={"label": "sentiment"}
+    )
     spec = infer_task_spec("reviews", source, ["text"])
     assert spec.label_names == ("negative", "positive") and not spec.is_regression and spec.metrics == ("accuracy",)
     train, dev = load_task(spec, source, "train"), load_task(spec, source, "validation")
@@ -98,27 +99,46 @@ def test_text_labels_integer_ids_and_inference_of_names(tmp_path):
 @pytest.mark.parametrize(
     ("source", "split", "message"),
     [
-        (lambda d: TaskSource(dataset="no-such-user/no-such-dataset"), "train",
-         r"^Task 'r': cannot load data set 'no-such-user/no-such-dataset', split 'train': "),
-        (lambda d: TaskSource(dataset=str(d / "all")), "validation",
-         r"^Task 'r': .*all has no split 'validation'; splits: \['test', 'train'\]\.$"),
-        (lambda d: TaskSource(dataset=str(d / "all"), columns={"text": "body"}), "train",
-         r"has no column 'body' \(named in columns\); columns: \['text', 'sentiment'\]"),
-        (lambda d: TaskSource(dataset=str(d / "all"), columns={"sentiment": "text"}), "train",
-         r"columns maps a column onto 'sentiment', but .* already has a column 'sentiment'"),
-        (lambda d: TaskSource(data_files={"train": str(d / "one_split")}), "validation",
-         r"no data file for split 'validation'; data_files has \['train'\]"),
+        (
+            lambda d: TaskSource(dataset="no-such-user/no-such-dataset"),
+            "train",
+            r"^Task 'r': cannot load data set 'no-such-user/no-such-dataset', split 'train': ",
+        ),
+        (
+            lambda d: TaskSource(dataset=str(d / "all")),
+            "validation",
+            r"^Task 'r': .*all has no split 'validation'; splits: \['test', 'train'\]\.$",
+        ),
+        (
+            lambda d: TaskSource(dataset=str(d / "all"), columns={"text": "body"}),
+            "train",
+            r"has no column 'body' \(named in columns\); columns: \['text', 'sentiment'\]",
+        ),
+        (
+            lambda d: TaskSource(dataset=str(d / "all"), columns={"sentiment": "text"}),
+            "train",
+            r"columns maps a column onto 'sentiment', but .* already has a column 'sentiment'",
+        ),
+        (
+            lambda d: TaskSource(data_files={"train": str(d / "one_split")}),
+            "validation",
+            r"no data file for split 'validation'; data_files has \['train'\]",
+        ),
         (lambda d: TaskSource(data_files={"train": str(d / "all")}), "train", r"holds a DatasetDict \(\['test', 'train'\]\)"),
         (lambda d: TaskSource(dataset=str(d / "one_split")), "train", r"is one saved split .*give it in data_files"),
-        (lambda d: TaskSource(dataset=str(d / "unlabelled")), "train",
-         r"^Task 'r': data set '.*unlabelled', split 'train', row 1 \(0-based\), column 'sentiment': class id -1 is not a class"),
+        (
+            lambda d: TaskSource(dataset=str(d / "unlabelled")),
+            "train",
+            r"^Task 'r': data set '.*unlabelled', split 'train', row 1 \(0-based\), column 'sentiment': class id -1 is not a class",
+        ),
     ],
 )
 def test_source_errors_are_one_line_naming_data_row_and_field(tmp_path, source, split, message):
     datasets.DatasetDict({"train": reviews(4), "test": reviews(2)}).save_to_disk(str(tmp_path / "all"))
     reviews(4).save_to_disk(str(tmp_path / "one_split"))
-    unlabelled = datasets.Dataset.from_dict({"text": ["a", "b"], "sentiment": [1, -1]},
-                                            features=datasets.Features({"text": datasets.Value("string"), "sentiment": CLASSES}))
+    unlabelled = datasets.Dataset.from_dict(
+        {"text": ["a", "b"], "sentiment": [1, -1]}, features=datasets.Features({"text": datasets.Value("string"), "sentiment": CLASSES})
+    )
     datasets.DatasetDict({"train": unlabelled}).save_to_disk(str(tmp_path / "unlabelled"))
     spec = TaskSpec("r", ("text",), label_names=("negative", "positive"), label_field="sentiment")
     with pytest.raises(ValueError, match=message) as info:
@@ -142,10 +162,21 @@ def test_custom_tasks_file_with_dataset_entries_infers_labels_and_reports_lines(
     reviews(10).to_parquet(str(tmp_path / "train.parquet"))
     reviews(4).to_parquet(str(tmp_path / "dev.parquet"))
     tasks = [
-        {"name": "local_reviews", "text_fields": ["text"], "dataset": "repo", "config": "reviews",
-         "splits": {"validation": "dev"}, "columns": {"label": "sentiment"}},
-        {"name": "pq", "text_fields": ["text"], "label_field": "sentiment", "train_file": "train.parquet",
-         "validation_file": "dev.parquet"},
+        {
+            "name": "local_reviews",
+            "text_fields": ["text"],
+            "dataset": "repo",
+            "config": "reviews",
+            "splits": {"validation": "dev"},
+            "columns": {"label": "sentiment"},
+        },
+        {
+            "name": "pq",
+            "text_fields": ["text"],
+            "label_field": "sentiment",
+            "train_file": "train.parquet",
+            "validation_file": "dev.parquet",
+        },
     ]
     path = tmp_path / "tasks.json"
     path.write_text(json.dumps(tasks, indent=1))
@@ -170,11 +201,27 @@ def test_cli_run_mixes_a_glue_task_a_parquet_task_and_a_repo_layout_task(tmp_pat
     repo_layout(tmp_path / "repo")
     reviews(16).to_parquet(str(tmp_path / "train.parquet"))
     reviews(8, offset=50).to_parquet(str(tmp_path / "dev.parquet"))
-    (tmp_path / "tasks.json").write_text(json.dumps([
-        {"name": "pq", "text_fields": ["text"], "label_field": "sentiment", "train_file": "train.parquet", "validation_file": "dev.parquet"},
-        {"name": "local_reviews", "text_fields": ["text"], "dataset": "repo", "config": "reviews",
-         "splits": {"validation": "dev"}, "columns": {"label": "sentiment"}},
-    ]))
+    (tmp_path / "tasks.json").write_text(
+        json.dumps(
+            [
+                {
+                    "name": "pq",
+                    "text_fields": ["text"],
+                    "label_field": "sentiment",
+                    "train_file": "train.parquet",
+                    "validation_file": "dev.parquet",
+                },
+                {
+                    "name": "local_reviews",
+                    "text_fields": ["text"],
+                    "dataset": "repo",
+                    "config": "reviews",
+                    "splits": {"validation": "dev"},
+                    "columns": {"label": "sentiment"},
+                },
+            ]
+        )
+    )
     args = base_args(glue, tiny_checkpoint, tmp_path / "out")
     args[args.index("--tasks") + 1] = "rte"
     results = run_glue_mtl.main(args + ["--custom_tasks_file", str(tmp_path / "tasks.json")])

@@ -26,7 +26,18 @@ from hf_async_mtl import MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_async_mtl.data import length_order
 from tests.conftest import TASKS, make_model, ragged
 
-OFFICIAL_FILES = {"CoLA.tsv", "SST-2.tsv", "MRPC.tsv", "STS-B.tsv", "QQP.tsv", "MNLI-m.tsv", "MNLI-mm.tsv", "QNLI.tsv", "RTE.tsv", "WNLI.tsv"}
+OFFICIAL_FILES = {
+    "CoLA.tsv",
+    "SST-2.tsv",
+    "MRPC.tsv",
+    "STS-B.tsv",
+    "QQP.tsv",
+    "MNLI-m.tsv",
+    "MNLI-mm.tsv",
+    "QNLI.tsv",
+    "RTE.tsv",
+    "WNLI.tsv",
+}
 
 # ---- formatting -------------------------------------------------------------------------------
 
@@ -115,9 +126,7 @@ def test_a_failed_write_keeps_the_previous_submission(tmp_path):
     before = read_zip(tmp_path / "glue_submission.zip")
     with pytest.raises(ValueError, match="3 predictions for 2 test examples"):
         # CoLA is fine, SST-2 is not: nothing of the new submission may appear.
-        write_glue_submission(
-            tmp_path, {("cola", "test"): ([0, 1], np.array([0, 0])), ("sst2", "test"): ([0, 1], np.array([0, 1, 1]))}
-        )
+        write_glue_submission(tmp_path, {("cola", "test"): ([0, 1], np.array([0, 0])), ("sst2", "test"): ([0, 1], np.array([0, 1, 1]))})
     assert read_zip(tmp_path / "glue_submission.zip") == before
     assert os.listdir(tmp_path / SUBMISSION_DIR) == ["CoLA.tsv"]
     assert sorted(os.listdir(tmp_path)) == ["glue_submission", "glue_submission.zip"]
@@ -188,41 +197,89 @@ def _write(path, lines):
 
 def write_glue_with_test(root, copies: int = 6):
     """Tiny CoLA, STS-B, RTE and MNLI directories in the original layouts, test files included."""
-    cola = [("1", "The book is on the table ."), ("0", "Book the on is table ."), ("1", "She said \"hi\" ."), ("0", "Him said she .")]
+    cola = [("1", "The book is on the table ."), ("0", "Book the on is table ."), ("1", 'She said "hi" .'), ("0", "Him said she .")]
     for split, n in (("train", copies), ("dev", 2)):
         _write(root / "CoLA" / f"{split}.tsv", [f"gj04\t{label}\t\t{text}" for label, text in cola * n])
     _write(root / "CoLA" / "test.tsv", ["id\tsentence"] + [f"{i}\t{cola[i % 4][1]}" for i in range(TEST_ROWS["CoLA.tsv"])])
 
-    pairs = [("A man sleeps .", "A person sleeps ."), ("A cat runs .", "NA is here ."), ("It rains .", "It rains today ."), ("Sun .", "null")]
+    pairs = [
+        ("A man sleeps .", "A person sleeps ."),
+        ("A cat runs .", "NA is here ."),
+        ("It rains .", "It rains today ."),
+        ("Sun .", "null"),
+    ]
     rte_labels = ["entailment", "not_entailment"]
     for split, n in (("train", copies), ("dev", 2)):
-        _write(root / "RTE" / f"{split}.tsv", ["index\tsentence1\tsentence2\tlabel"]
-               + [f"{i}\t{a}\t{b}\t{rte_labels[i % 2]}" for i, (a, b) in enumerate(pairs * n)])
-    _write(root / "RTE" / "test.tsv", ["index\tsentence1\tsentence2"] + [f"{i}\t{pairs[i % 4][0]}\t{pairs[i % 4][1]}" for i in range(TEST_ROWS["RTE.tsv"])])
+        _write(
+            root / "RTE" / f"{split}.tsv",
+            ["index\tsentence1\tsentence2\tlabel"] + [f"{i}\t{a}\t{b}\t{rte_labels[i % 2]}" for i, (a, b) in enumerate(pairs * n)],
+        )
+    _write(
+        root / "RTE" / "test.tsv",
+        ["index\tsentence1\tsentence2"] + [f"{i}\t{pairs[i % 4][0]}\t{pairs[i % 4][1]}" for i in range(TEST_ROWS["RTE.tsv"])],
+    )
 
     sts_header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2"
     for split, n in (("train", copies), ("dev", 2)):
-        _write(root / "STS-B" / f"{split}.tsv", [f"{sts_header}\tscore"]
-               + [f"{i}\tg\tf\ty\t{i:04d}\tn\tn\t{a}\t{b}\t{(i * 1.3) % 5:.2f}" for i, (a, b) in enumerate(pairs * n)])
-    _write(root / "STS-B" / "test.tsv", [sts_header] + [f"{i}\tg\tf\ty\t{i:04d}\tn\tn\t{pairs[i % 4][0]}\t{pairs[i % 4][1]}" for i in range(TEST_ROWS["STS-B.tsv"])])
+        _write(
+            root / "STS-B" / f"{split}.tsv",
+            [f"{sts_header}\tscore"]
+            + [f"{i}\tg\tf\ty\t{i:04d}\tn\tn\t{a}\t{b}\t{(i * 1.3) % 5:.2f}" for i, (a, b) in enumerate(pairs * n)],
+        )
+    _write(
+        root / "STS-B" / "test.tsv",
+        [sts_header] + [f"{i}\tg\tf\ty\t{i:04d}\tn\tn\t{pairs[i % 4][0]}\t{pairs[i % 4][1]}" for i in range(TEST_ROWS["STS-B.tsv"])],
+    )
 
     nli = ["entailment", "neutral", "contradiction"]
     base = f"index\t{_MNLI_META}\tsentence1\tsentence2"
-    _write(root / "MNLI" / "train.tsv", [f"{base}\tlabel1\tgold_label"]
-           + [f"{i}\t1\t1e\tfiction\tb\tb\tp\tp\t{a}\t{b}\tx\t{nli[i % 3]}" for i, (a, b) in enumerate(pairs * copies)])
+    _write(
+        root / "MNLI" / "train.tsv",
+        [f"{base}\tlabel1\tgold_label"]
+        + [f"{i}\t1\t1e\tfiction\tb\tb\tp\tp\t{a}\t{b}\tx\t{nli[i % 3]}" for i, (a, b) in enumerate(pairs * copies)],
+    )
     for name in ("dev_matched", "dev_mismatched"):
-        _write(root / "MNLI" / f"{name}.tsv", [f"{base}\tl1\tl2\tl3\tl4\tl5\tgold_label"]
-               + [f"{i}\t1\t1e\tfiction\tb\tb\tp\tp\t{a}\t{b}\tx\tx\tx\tx\tx\t{nli[i % 3]}" for i, (a, b) in enumerate(pairs * 2)])
+        _write(
+            root / "MNLI" / f"{name}.tsv",
+            [f"{base}\tl1\tl2\tl3\tl4\tl5\tgold_label"]
+            + [f"{i}\t1\t1e\tfiction\tb\tb\tp\tp\t{a}\t{b}\tx\tx\tx\tx\tx\t{nli[i % 3]}" for i, (a, b) in enumerate(pairs * 2)],
+        )
     for name, key in (("test_matched", "MNLI-m.tsv"), ("test_mismatched", "MNLI-mm.tsv")):
-        _write(root / "MNLI" / f"{name}.tsv", [base] + [f"{i}\t1\t1e\tfiction\tb\tb\tp\tp\t{pairs[i % 4][0]}\t{pairs[i % 4][1]}" for i in range(TEST_ROWS[key])])
+        _write(
+            root / "MNLI" / f"{name}.tsv",
+            [base] + [f"{i}\t1\t1e\tfiction\tb\tb\tp\tp\t{pairs[i % 4][0]}\t{pairs[i % 4][1]}" for i in range(TEST_ROWS[key])],
+        )
     return root
 
 
 def cli_args(glue_dir, checkpoint, out, tasks="cola,stsb,rte,mnli"):
-    return ["--model_name_or_path", checkpoint, "--tasks", tasks, "--glue_dir", str(glue_dir), "--output_dir", str(out),
-            "--max_steps", "2", "--per_device_train_batch_size", "4", "--eval_steps", "2", "--max_seq_length", "32",
-            "--use_cpu", "--disable_tqdm", "true", "--save_strategy", "no", "--selection_split_fraction", "0.25",
-            "--do_train", "--do_predict"]
+    return [
+        "--model_name_or_path",
+        checkpoint,
+        "--tasks",
+        tasks,
+        "--glue_dir",
+        str(glue_dir),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--eval_steps",
+        "2",
+        "--max_seq_length",
+        "32",
+        "--use_cpu",
+        "--disable_tqdm",
+        "true",
+        "--save_strategy",
+        "no",
+        "--selection_split_fraction",
+        "0.25",
+        "--do_train",
+        "--do_predict",
+    ]
 
 
 def test_cli_do_predict_writes_the_leaderboard_zip(tmp_path, tiny_checkpoint, caplog):
@@ -230,9 +287,20 @@ def test_cli_do_predict_writes_the_leaderboard_zip(tmp_path, tiny_checkpoint, ca
     # A custom task trains alongside but has no test split: skipped with a log line.
     rows = "\n".join(json.dumps({"text": f"review {i}", "stars": "pos" if i % 2 else "neg"}) for i in range(16))
     (tmp_path / "reviews.jsonl").write_text(rows)
-    (tmp_path / "tasks.json").write_text(json.dumps([{"name": "reviews", "text_fields": ["text"], "label_field": "stars",
-                                                      "label_names": ["neg", "pos"], "train_file": "reviews.jsonl",
-                                                      "validation_file": "reviews.jsonl"}]))
+    (tmp_path / "tasks.json").write_text(
+        json.dumps(
+            [
+                {
+                    "name": "reviews",
+                    "text_fields": ["text"],
+                    "label_field": "stars",
+                    "label_names": ["neg", "pos"],
+                    "train_file": "reviews.jsonl",
+                    "validation_file": "reviews.jsonl",
+                }
+            ]
+        )
+    )
     out = tmp_path / "out"
     caplog.set_level(logging.INFO, logger="run_glue_mtl")
     run_glue_mtl.main(cli_args(glue, tiny_checkpoint, out) + ["--custom_tasks_file", str(tmp_path / "tasks.json")])
@@ -240,8 +308,12 @@ def test_cli_do_predict_writes_the_leaderboard_zip(tmp_path, tiny_checkpoint, ca
 
     files = read_zip(out / "glue_submission.zip")
     assert set(files) == set(TEST_ROWS)
-    allowed = {"CoLA.tsv": {"0", "1"}, "RTE.tsv": {"entailment", "not_entailment"},
-               "MNLI-m.tsv": {"entailment", "neutral", "contradiction"}, "MNLI-mm.tsv": {"entailment", "neutral", "contradiction"}}
+    allowed = {
+        "CoLA.tsv": {"0", "1"},
+        "RTE.tsv": {"entailment", "not_entailment"},
+        "MNLI-m.tsv": {"entailment", "neutral", "contradiction"},
+        "MNLI-mm.tsv": {"entailment", "neutral", "contradiction"},
+    }
     for name, lines in files.items():
         assert lines[0] == "index\tprediction"
         rows = [line.split("\t") for line in lines[1:]]

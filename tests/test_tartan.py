@@ -24,8 +24,9 @@ SPECS = [SENTIMENT, SIMILARITY, MLM]
 
 def mlm_model(tokenizer, seed=0) -> MultiTaskModel:
     torch.manual_seed(seed)
-    return MultiTaskModel(MultiTaskConfig(encoder_config=tiny_encoder_config(len(tokenizer)), tasks=[s.head_config() for s in SPECS],
-                                          pooling="mean"))
+    return MultiTaskModel(
+        MultiTaskConfig(encoder_config=tiny_encoder_config(len(tokenizer)), tasks=[s.head_config() for s in SPECS], pooling="mean")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +48,25 @@ def test_mlm_loss_equals_a_hand_computation_on_a_fixed_mask(tokenizer):
     inputs = batch["input_ids"].clone()
     inputs[0, 2] = inputs[1, 1] = tokenizer.mask_token_id
     with torch.no_grad():
-        out = model(input_ids=inputs, attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"],
-                    labels=labels, task_name="mlm_sentiment")
-        hidden = model.encoder(input_ids=inputs, attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"]).last_hidden_state
+        out = model(
+            input_ids=inputs,
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+            labels=labels,
+            task_name="mlm_sentiment",
+        )
+        hidden = model.encoder(
+            input_ids=inputs, attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"]
+        ).last_hidden_state
         head = model.heads["mlm_sentiment"]
         rows = torch.stack([hidden[0, 2], hidden[1, 1]])
-        transformed = torch.nn.functional.layer_norm(torch.nn.functional.gelu(rows @ head.dense.weight.T + head.dense.bias), (32,),
-                                                     head.layer_norm.weight, head.layer_norm.bias, eps=1e-12)
+        transformed = torch.nn.functional.layer_norm(
+            torch.nn.functional.gelu(rows @ head.dense.weight.T + head.dense.bias),
+            (32,),
+            head.layer_norm.weight,
+            head.layer_norm.bias,
+            eps=1e-12,
+        )
         logits = transformed @ model.encoder.embeddings.word_embeddings.weight.T + head.bias
         targets = torch.stack([labels[0, 2], labels[1, 1]])
         expected = -(torch.log_softmax(logits, dim=-1)[torch.arange(2), targets]).mean()
@@ -64,8 +77,13 @@ def test_mlm_loss_equals_a_hand_computation_on_a_fixed_mask(tokenizer):
 def test_mlm_head_is_tied_saved_reloaded_and_never_exported(tmp_path, tokenizer):
     model = mlm_model(tokenizer)
     names = [n for n, _ in model.named_parameters() if n.startswith("heads.mlm_sentiment.")]
-    assert sorted(names) == ["heads.mlm_sentiment.bias", "heads.mlm_sentiment.dense.bias", "heads.mlm_sentiment.dense.weight",
-                             "heads.mlm_sentiment.layer_norm.bias", "heads.mlm_sentiment.layer_norm.weight"]
+    assert sorted(names) == [
+        "heads.mlm_sentiment.bias",
+        "heads.mlm_sentiment.dense.bias",
+        "heads.mlm_sentiment.dense.weight",
+        "heads.mlm_sentiment.layer_norm.bias",
+        "heads.mlm_sentiment.layer_norm.weight",
+    ]
     batch = tokenizer(["a good day"], return_tensors="pt")
     with torch.no_grad():
         before = model(**batch, task_name="mlm_sentiment").logits
@@ -116,14 +134,22 @@ def test_masker_masks_non_special_tokens_as_a_function_of_its_seed(tokenizer, ml
 
 def test_mlm_task_trains_alongside_and_stays_out_of_the_score(tmp_path, tokenizer, mlm_data):
     train, evaluation = mlm_data
-    trainer = MultiTaskTrainer(model=mlm_model(tokenizer), args=make_args(tmp_path, max_steps=6, sampling_strategy="round_robin"),
-                               task_specs=SPECS, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer)
+    trainer = MultiTaskTrainer(
+        model=mlm_model(tokenizer),
+        args=make_args(tmp_path, max_steps=6, sampling_strategy="round_robin"),
+        task_specs=SPECS,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+    )
     trainer.train()
     logged = [log for log in trainer.state.log_history if "train_loss_mlm_sentiment" in log]
     assert logged and all(log["train_loss_mlm_sentiment"] > 0 for log in logged)
     first, second = trainer.evaluate(), trainer.evaluate()
     assert first["eval_mlm_sentiment_loss"] == second["eval_mlm_sentiment_loss"]  # the same masks every evaluation
-    assert first["eval_mlm_sentiment_perplexity"] == pytest.approx(torch.exp(torch.tensor(first["eval_mlm_sentiment_loss"])).item(), rel=1e-5)
+    assert first["eval_mlm_sentiment_perplexity"] == pytest.approx(
+        torch.exp(torch.tensor(first["eval_mlm_sentiment_loss"])).item(), rel=1e-5
+    )
     assert first["eval_glue_score"] == pytest.approx((first["eval_sentiment_score"] + first["eval_similarity_score"]) / 2)
     # The loss is the mean cross-entropy over every masked token of the set (not a mean of batch means).
     model, losses = trainer.model.eval(), []
@@ -184,8 +210,10 @@ def test_meta_tartan_moves_the_logits_by_the_meta_gradient(alignment):
     # An overflowed step (inf / NaN in any gradient, even where the dev gradient is 0) leaves the logits alone.
     before = method.logits.clone()
     method._pending = []
-    for bad_grads, bad_dev in ((grads.clone().index_put_((torch.tensor(1), torch.tensor(2)), torch.tensor(float("inf"))), dev),
-                               (grads, torch.tensor([float("nan"), 0.0, 0.0]))):
+    for bad_grads, bad_dev in (
+        (grads.clone().index_put_((torch.tensor(1), torch.tensor(2)), torch.tensor(float("inf"))), dev),
+        (grads, torch.tensor([float("nan"), 0.0, 0.0])),
+    ):
         method.set_dev_gradient(bad_dev)
         method.combine_gradients(bad_grads, losses, step=3)
         method.after_optimizer_step(losses, 3)
@@ -247,8 +275,17 @@ def test_fp16_dev_gradient_is_differentiated_scaled_and_an_overflow_in_it_skips_
 
 
 def test_meta_tartan_dev_slice_is_disjoint_from_training_and_logits_move_once_per_step_under_accumulation(tmp_path, tokenizer, mlm_data):
-    trainer = _meta_trainer(tmp_path, tokenizer, mlm_data, "accumulate", eval_strategy="no", save_strategy="no", max_steps=3,
-                            gradient_accumulation_steps=2, per_device_train_batch_size=4)
+    trainer = _meta_trainer(
+        tmp_path,
+        tokenizer,
+        mlm_data,
+        "accumulate",
+        eval_strategy="no",
+        save_strategy="no",
+        max_steps=3,
+        gradient_accumulation_steps=2,
+        per_device_train_batch_size=4,
+    )
     trained = set(trainer.train_dataset.task_datasets["sentiment"]["idx"])
     held_out = set(trainer.dev_objective.slices["sentiment"]["idx"])
     assert held_out and not trained & held_out and len(trained | held_out) == 96
@@ -269,11 +306,26 @@ def _meta_trainer(tmp_path, tokenizer, mlm_data, out, **overrides):
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-    args = dict(max_steps=8, mtl_method="meta_tartan", end_task="sentiment", mtl_method_options={"meta_lr": 1.0}, logging_steps=1,
-                eval_strategy="steps", eval_steps=4, save_strategy="steps", save_steps=4)
+    args = dict(
+        max_steps=8,
+        mtl_method="meta_tartan",
+        end_task="sentiment",
+        mtl_method_options={"meta_lr": 1.0},
+        logging_steps=1,
+        eval_strategy="steps",
+        eval_steps=4,
+        save_strategy="steps",
+        save_steps=4,
+    )
     args.update(overrides)
-    return MultiTaskTrainer(model=model, args=make_args(tmp_path / out, **args), task_specs=SPECS, train_dataset=train,
-                            eval_dataset=evaluation, processing_class=tokenizer)
+    return MultiTaskTrainer(
+        model=model,
+        args=make_args(tmp_path / out, **args),
+        task_specs=SPECS,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+    )
 
 
 def test_meta_tartan_trains_logs_weights_selects_on_the_end_task_and_resumes(tmp_path, tokenizer, mlm_data):
@@ -299,8 +351,7 @@ def test_meta_tartan_with_an_mlm_auxiliary_trains_alike_in_bf16(tmp_path, tokeni
     """bf16 autocast (the benchmarks' precision): the MLM loss, the dev head and the meta-gradient run under it."""
     runs, autocast = {}, {}
     for precision in ("fp32", "bf16"):
-        trainer = _meta_trainer(tmp_path, tokenizer, mlm_data, precision, eval_strategy="no", save_strategy="no",
-                                bf16=precision == "bf16")
+        trainer = _meta_trainer(tmp_path, tokenizer, mlm_data, precision, eval_strategy="no", save_strategy="no", bf16=precision == "bf16")
         seen = autocast[precision] = []
         hook = trainer.model.encoder.register_forward_pre_hook(lambda *_, seen=seen: seen.append(torch.is_autocast_enabled("cpu")))
         trainer.train()
@@ -319,8 +370,19 @@ def test_meta_tartan_with_an_mlm_auxiliary_trains_alike_in_bf16(tmp_path, tokeni
 
 
 def test_end_task_early_stopping(tmp_path, tokenizer, mlm_data):
-    trainer = _meta_trainer(tmp_path, tokenizer, mlm_data, "stop", mtl_method="mt_tartan", mtl_method_options={}, max_steps=40,
-                            eval_steps=2, save_steps=2, early_stopping_patience=1, learning_rate=0.0)
+    trainer = _meta_trainer(
+        tmp_path,
+        tokenizer,
+        mlm_data,
+        "stop",
+        mtl_method="mt_tartan",
+        mtl_method_options={},
+        max_steps=40,
+        eval_steps=2,
+        save_steps=2,
+        early_stopping_patience=1,
+        learning_rate=0.0,
+    )
     trainer.train()
     assert trainer.state.global_step < 40  # a constant score never improves: stopped after one more evaluation
 
@@ -332,8 +394,10 @@ def test_cli_end_task_with_mlm_auxiliary_and_meta_tartan(tmp_path, tiny_checkpoi
     from tests.test_cli import base_args, write_glue
 
     out = tmp_path / "out"
-    results = run_glue_mtl.main(base_args(write_glue(tmp_path / "glue", copies=12), tiny_checkpoint, out)
-                                + ["--mlm_tasks", "rte", "--end_task", "rte", "--mtl_method", "meta_tartan", "--logging_steps", "1"])
+    results = run_glue_mtl.main(
+        base_args(write_glue(tmp_path / "glue", copies=12), tiny_checkpoint, out)
+        + ["--mlm_tasks", "rte", "--end_task", "rte", "--mtl_method", "meta_tartan", "--logging_steps", "1"]
+    )
     assert "eval_mlm_rte_loss" in results and "eval_rte_accuracy" in results
     heads = [head["name"] for head in json.loads((out / "config.json").read_text())["tasks"]]
     assert heads == ["cola", "rte", "mlm_rte"]
@@ -343,12 +407,26 @@ def test_cli_end_task_with_mlm_auxiliary_and_meta_tartan(tmp_path, tiny_checkpoi
 
 def test_end_task_selection_wins_over_the_load_best_default_and_mlm_end_tasks_are_refused_by_meta_tartan(tmp_path, tokenizer, mlm_data):
     train, evaluation = mlm_data
-    args = make_args(tmp_path, end_task="sentiment", load_best_model_at_end=True, eval_strategy="steps", eval_steps=2,
-                     save_strategy="steps", save_steps=2)
+    args = make_args(
+        tmp_path,
+        end_task="sentiment",
+        load_best_model_at_end=True,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_strategy="steps",
+        save_steps=2,
+    )
     assert args.metric_for_best_model == "loss"  # what TrainingArguments fills in
-    MultiTaskTrainer(model=mlm_model(tokenizer), args=args, task_specs=SPECS, train_dataset=train, eval_dataset=evaluation,
-                     processing_class=tokenizer)
+    MultiTaskTrainer(
+        model=mlm_model(tokenizer), args=args, task_specs=SPECS, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer
+    )
     assert args.metric_for_best_model == "sentiment_score" and args.greater_is_better
     with pytest.raises(ValueError, match=r"end task 'mlm_sentiment' has no labels .* Use mt_tartan"):
-        MultiTaskTrainer(model=mlm_model(tokenizer), args=make_args(tmp_path, end_task="mlm_sentiment", mtl_method="meta_tartan"),
-                         task_specs=SPECS, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer)
+        MultiTaskTrainer(
+            model=mlm_model(tokenizer),
+            args=make_args(tmp_path, end_task="mlm_sentiment", mtl_method="meta_tartan"),
+            task_specs=SPECS,
+            train_dataset=train,
+            eval_dataset=evaluation,
+            processing_class=tokenizer,
+        )

@@ -58,8 +58,15 @@ def test_training_changes_parameters_and_evaluates_every_task(tmp_path, tokenize
     assert any(n.startswith("encoder.") for n in changed)
     assert {"heads.sentiment.weight", "heads.similarity.weight"} <= set(changed)
     metrics = trainer.evaluate()
-    for key in ("eval_sentiment_accuracy", "eval_sentiment_score", "eval_sentiment_loss", "eval_similarity_pearson",
-                "eval_similarity_spearmanr", "eval_glue_score", "eval_loss"):
+    for key in (
+        "eval_sentiment_accuracy",
+        "eval_sentiment_score",
+        "eval_sentiment_loss",
+        "eval_similarity_pearson",
+        "eval_similarity_spearmanr",
+        "eval_glue_score",
+        "eval_loss",
+    ):
         assert key in metrics
     expected = (metrics["eval_sentiment_score"] + metrics["eval_similarity_score"]) / 2
     assert metrics["eval_glue_score"] == pytest.approx(expected)
@@ -79,6 +86,7 @@ def test_one_task_per_step_batches_are_task_homogeneous(tmp_path, tokenizer, tin
 
 def test_data_seed_alone_decides_the_batch_stream(tmp_path, tokenizer, tiny_data):
     """Trainer's convention: `data_seed` seeds the data sampler, `seed` (model init, dropout) when it is unset."""
+
     def stream(**seeds):
         sampler = make_trainer(tmp_path, tokenizer, tiny_data, max_steps=12, **seeds).build_train_sampler()
         return [list(batch) for batch in sampler]
@@ -90,8 +98,17 @@ def test_data_seed_alone_decides_the_batch_stream(tmp_path, tokenizer, tiny_data
 
 def test_best_model_and_early_stopping_use_task_metrics(tmp_path, tokenizer, tiny_data):
     trainer = make_trainer(
-        tmp_path, tokenizer, tiny_data, max_steps=8, eval_strategy="steps", eval_steps=2, save_strategy="steps",
-        save_steps=2, load_best_model_at_end=True, metric_for_best_model="glue_score", greater_is_better=True,
+        tmp_path,
+        tokenizer,
+        tiny_data,
+        max_steps=8,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_strategy="steps",
+        save_steps=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="glue_score",
+        greater_is_better=True,
     )
     trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=10))
     trainer.train()
@@ -126,8 +143,17 @@ def test_every_weighting_method_trains_logs_weights_and_resumes(method, tmp_path
     options = {"weights": {"sentiment": 2.0, "similarity": 0.5}} if method == "static" else {}
     end_task = {"end_task": "sentiment"} if method in ("mt_tartan", "meta_tartan") else {}
     trainer = make_trainer(
-        tmp_path, tokenizer, tiny_data, mtl_method=method, mtl_method_options=options, max_steps=4,
-        logging_steps=1, save_strategy="steps", save_steps=2, gradient_accumulation_steps=2, **end_task,
+        tmp_path,
+        tokenizer,
+        tiny_data,
+        mtl_method=method,
+        mtl_method_options=options,
+        max_steps=4,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=2,
+        gradient_accumulation_steps=2,
+        **end_task,
     )
     before = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.train()
@@ -157,8 +183,13 @@ def no_dropout_trainer(tmp_path, tokenizer, tiny_data, out, args, eval_dataset=N
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
     return MultiTaskTrainer(
-        model=model, args=make_args(tmp_path / out, **args), task_specs=TASKS, train_dataset=dict(train),
-        eval_dataset=dict(evaluation) if eval_dataset is None else eval_dataset, processing_class=tokenizer, **kwargs,
+        model=model,
+        args=make_args(tmp_path / out, **args),
+        task_specs=TASKS,
+        train_dataset=dict(train),
+        eval_dataset=dict(evaluation) if eval_dataset is None else eval_dataset,
+        processing_class=tokenizer,
+        **kwargs,
     )
 
 
@@ -171,7 +202,7 @@ def teacher_pass(model, dataset, tokenizer):
     rows = [{k: dataset[i][k] for k in columns} for i in range(len(dataset))]
     model.eval()
     with torch.no_grad():
-        return torch.cat([model(**collator(rows[i:i + 8])).logits.float() for i in range(0, len(rows), 8)])
+        return torch.cat([model(**collator(rows[i : i + 8])).logits.float() for i in range(0, len(rows), 8)])
 
 
 def test_async_kd_switches_converged_task_to_its_soft_labels(tmp_path, tokenizer, tiny_data, monkeypatch):
@@ -189,8 +220,19 @@ def test_async_kd_switches_converged_task_to_its_soft_labels(tmp_path, tokenizer
     trainer = MultiTaskTrainer(
         model=make_model(tokenizer),
         args=make_args(
-            tmp_path, max_steps=8, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, kd_require_improvement=False, kd_require_decline=False, eval_strategy="steps",
-            eval_steps=2, save_strategy="steps", save_steps=2, sampling_strategy="round_robin", logging_steps=1,
+            tmp_path,
+            max_steps=8,
+            mtl_method="async_kd",
+            kd_patience=1,
+            kd_min_delta=10.0,
+            kd_require_improvement=False,
+            kd_require_decline=False,
+            eval_strategy="steps",
+            eval_steps=2,
+            save_strategy="steps",
+            save_steps=2,
+            sampling_strategy="round_robin",
+            logging_steps=1,
         ),
         task_specs=TASKS,
         train_dataset=train,
@@ -230,10 +272,22 @@ def test_async_kd_with_all_tasks_steps_distills_only_the_converged_task(tmp_path
     trainer = MultiTaskTrainer(
         model=make_model(tokenizer),
         args=make_args(
-            tmp_path, max_steps=6, mtl_method="async_kd", step_composition="all_tasks", kd_patience=1, kd_min_delta=10.0,
-            kd_require_improvement=False, kd_require_decline=False, eval_strategy="steps", eval_steps=2, logging_steps=1,
+            tmp_path,
+            max_steps=6,
+            mtl_method="async_kd",
+            step_composition="all_tasks",
+            kd_patience=1,
+            kd_min_delta=10.0,
+            kd_require_improvement=False,
+            kd_require_decline=False,
+            eval_strategy="steps",
+            eval_steps=2,
+            logging_steps=1,
         ),
-        task_specs=TASKS, train_dataset=train, eval_dataset={"sentiment": evaluation["sentiment"]}, processing_class=tokenizer,
+        task_specs=TASKS,
+        train_dataset=train,
+        eval_dataset={"sentiment": evaluation["sentiment"]},
+        processing_class=tokenizer,
     )
     trainer.train()
     assert kd_calls == [2, 2]  # steps 5 and 6: sentiment's batch distils, similarity's keeps its labels
@@ -263,10 +317,23 @@ def test_top_k_teacher_ensembles_predictions_or_parameters(ensemble, tmp_path, t
     trainer = MultiTaskTrainer(
         model=make_model(tokenizer),
         args=make_args(
-            tmp_path, max_steps=8, mtl_method="async_kd", kd_patience=2, kd_min_delta=10.0, kd_require_improvement=False, kd_require_decline=False,
-            kd_top_k=2, kd_ensemble=ensemble, eval_strategy="steps", eval_steps=2, sampling_strategy="round_robin",
+            tmp_path,
+            max_steps=8,
+            mtl_method="async_kd",
+            kd_patience=2,
+            kd_min_delta=10.0,
+            kd_require_improvement=False,
+            kd_require_decline=False,
+            kd_top_k=2,
+            kd_ensemble=ensemble,
+            eval_strategy="steps",
+            eval_steps=2,
+            sampling_strategy="round_robin",
         ),
-        task_specs=TASKS, train_dataset=train, eval_dataset={"sentiment": evaluation["sentiment"]}, processing_class=tokenizer,
+        task_specs=TASKS,
+        train_dataset=train,
+        eval_dataset={"sentiment": evaluation["sentiment"]},
+        processing_class=tokenizer,
     )
     trainer.train()
     soft = trainer.async_convergence.soft_labels["sentiment"].table
@@ -293,14 +360,28 @@ def test_kd_ensemble_must_be_known(tmp_path):
 def test_resume_after_convergence_matches_uninterrupted_run(tmp_path, tokenizer, tiny_data):
     train, evaluation = tiny_data
     common = dict(
-        max_steps=10, mtl_method="async_kd", kd_patience=1, kd_min_delta=10.0, kd_require_improvement=False, kd_require_decline=False, eval_strategy="steps", eval_steps=2,
-        save_strategy="steps", save_steps=6, sampling_strategy="round_robin", logging_steps=1,
+        max_steps=10,
+        mtl_method="async_kd",
+        kd_patience=1,
+        kd_min_delta=10.0,
+        kd_require_improvement=False,
+        kd_require_decline=False,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_strategy="steps",
+        save_steps=6,
+        sampling_strategy="round_robin",
+        logging_steps=1,
     )
 
     def build(out):
         return MultiTaskTrainer(
-            model=make_model(tokenizer, seed=3), args=make_args(tmp_path / out, **common), task_specs=TASKS,
-            train_dataset=dict(train), eval_dataset={"sentiment": evaluation["sentiment"]}, processing_class=tokenizer,
+            model=make_model(tokenizer, seed=3),
+            args=make_args(tmp_path / out, **common),
+            task_specs=TASKS,
+            train_dataset=dict(train),
+            eval_dataset={"sentiment": evaluation["sentiment"]},
+            processing_class=tokenizer,
         )
 
     full = build("full")
@@ -338,8 +419,14 @@ def test_evaluation_runs_longest_first_with_the_metrics_of_dataset_order(tmp_pat
     for name, spec in trainer.task_specs.items():
         dataset = evaluation[name]
         with torch.no_grad():
-            logits = torch.cat([model(**trainer.data_collator([{k: dataset[i][k] for k in ("input_ids", "attention_mask", "token_type_ids", "task_ids")}])).logits
-                                for i in range(len(dataset))])
+            logits = torch.cat(
+                [
+                    model(
+                        **trainer.data_collator([{k: dataset[i][k] for k in ("input_ids", "attention_mask", "token_type_ids", "task_ids")}])
+                    ).logits
+                    for i in range(len(dataset))
+                ]
+            )
         expected = compute_task_metrics(spec, logits.numpy(), np.asarray(dataset["labels"]))
         for metric, value in expected.items():
             assert metrics[f"eval_{name}_{metric}"] == pytest.approx(value, abs=1e-5), (name, metric)
@@ -348,14 +435,17 @@ def test_evaluation_runs_longest_first_with_the_metrics_of_dataset_order(tmp_pat
         MultiTaskTrainingArguments(output_dir=str(tmp_path), kd_label_batch_size=0)
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("kd_temperature", float("inf"), "kd_temperature must be a finite number > 0"),
-    ("kd_temperature", float("nan"), "kd_temperature must be a finite number > 0"),
-    ("kd_min_steps", -1, "kd_min_steps must be an integer >= 0"),
-    ("kd_min_delta", float("nan"), "kd_min_delta must be a finite number >= 0"),
-    ("kd_margin_z", float("inf"), "kd_margin_z must be a finite number >= 0"),
-    ("sampling_strategy", "annealed", "anneals from proportional to uniform over max_steps"),
-])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("kd_temperature", float("inf"), "kd_temperature must be a finite number > 0"),
+        ("kd_temperature", float("nan"), "kd_temperature must be a finite number > 0"),
+        ("kd_min_steps", -1, "kd_min_steps must be an integer >= 0"),
+        ("kd_min_delta", float("nan"), "kd_min_delta must be a finite number >= 0"),
+        ("kd_margin_z", float("inf"), "kd_margin_z must be a finite number >= 0"),
+        ("sampling_strategy", "annealed", "anneals from proportional to uniform over max_steps"),
+    ],
+)
 def test_async_kd_options_are_checked_before_training(tmp_path, option, value, message):
     with pytest.raises(ValueError, match=message):
         MultiTaskTrainingArguments(output_dir=str(tmp_path), **{option: value})
@@ -382,10 +472,22 @@ def test_an_extra_evaluation_split_may_not_share_a_tasks_metric_names(tmp_path, 
 
 def test_persistent_eval_workers_evaluate_each_task_on_its_own_data(tmp_path, tokenizer, tiny_data):
     train, evaluation = tiny_data
-    plain = MultiTaskTrainer(model=make_model(tokenizer), args=make_args(tmp_path), task_specs=TASKS, train_dataset=train,
-                             eval_dataset=evaluation, processing_class=tokenizer)
-    persistent = MultiTaskTrainer(model=make_model(tokenizer), args=make_args(tmp_path, dataloader_num_workers=1, dataloader_persistent_workers=True),
-                                  task_specs=TASKS, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer)
+    plain = MultiTaskTrainer(
+        model=make_model(tokenizer),
+        args=make_args(tmp_path),
+        task_specs=TASKS,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+    )
+    persistent = MultiTaskTrainer(
+        model=make_model(tokenizer),
+        args=make_args(tmp_path, dataloader_num_workers=1, dataloader_persistent_workers=True),
+        task_specs=TASKS,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+    )
     expected, got = plain.evaluate(), persistent.evaluate()
     for task in ("sentiment", "similarity"):
         assert got[f"eval_{task}_score"] == pytest.approx(expected[f"eval_{task}_score"], abs=1e-6), task
@@ -396,7 +498,9 @@ def test_resume_refuses_another_batch_stream_but_allows_a_longer_run(tmp_path, t
 
     def build(out, **overrides):
         args = make_args(tmp_path / out, **{"max_steps": 4, "save_strategy": "steps", "save_steps": 2, **overrides})
-        return MultiTaskTrainer(model=make_model(tokenizer), args=args, task_specs=TASKS, train_dataset=dict(train), processing_class=tokenizer)
+        return MultiTaskTrainer(
+            model=make_model(tokenizer), args=args, task_specs=TASKS, train_dataset=dict(train), processing_class=tokenizer
+        )
 
     first = build("first")
     first.train()
@@ -413,4 +517,5 @@ def test_resume_refuses_another_batch_stream_but_allows_a_longer_run(tmp_path, t
     annealed.train()  # must succeed: only the resume below may fail
     with pytest.raises(ValueError, match=r"num_batches: checkpoint"):  # annealed sampling's schedule spans the run
         build("annealed_longer", sampling_strategy="annealed", max_steps=6).train(
-            resume_from_checkpoint=os.path.join(annealed.args.output_dir, "checkpoint-2"))
+            resume_from_checkpoint=os.path.join(annealed.args.output_dir, "checkpoint-2")
+        )

@@ -95,8 +95,9 @@ class AsyncConvergenceCallback(TrainerCallback):
         self.labeller = labeller
         self.objectives = objectives
         self.log = log or (lambda logs: None)
-        self.specs = {name: spec for name, spec in specs.items()
-                      if not spec.is_mlm and (train_dataset is None or name in train_dataset.num_templates)}
+        self.specs = {
+            name: spec for name, spec in specs.items() if not spec.is_mlm and (train_dataset is None or name in train_dataset.num_templates)
+        }
         if not self.specs:
             raise ValueError("async_kd needs at least one task with labels and training data (MLM tasks are never distilled).")
         pooled = sorted(t for t in self.specs if train_dataset is not None and train_dataset.num_templates[t] > 1)
@@ -156,8 +157,7 @@ class AsyncConvergenceCallback(TrainerCallback):
             train = self.train_dataset.template_view(task, 0)
             trivial = trivial_predictor_value(spec, train["labels"], selection["labels"])
             floor = convergence_floor(trivial, self._monitored_metrics(task), len(selection), self.options.margin_z, spec.greater_is_better)
-            references[task] = {"trivial_value": trivial, "selection_size": len(selection), "floor": floor,
-                                "margin": abs(floor - trivial)}
+            references[task] = {"trivial_value": trivial, "selection_size": len(selection), "floor": floor, "margin": abs(floor - trivial)}
         return references
 
     # ---- events -------------------------------------------------------------------------------
@@ -176,8 +176,9 @@ class AsyncConvergenceCallback(TrainerCallback):
         # Parameters that define the task's predictions: the shared encoder and the task's own head.
         # Only trainable ones change, so a PEFT / partially frozen model keeps just its adapters.
         head_prefix = f"heads.{task}."
-        return lambda name, tensor: (name.startswith(head_prefix) or not name.startswith("heads.")) and (
-            not isinstance(tensor, torch.nn.Parameter) or tensor.requires_grad
+        return lambda name, tensor: (
+            (name.startswith(head_prefix) or not name.startswith("heads."))
+            and (not isinstance(tensor, torch.nn.Parameter) or tensor.requires_grad)
         )
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
@@ -199,8 +200,15 @@ class AsyncConvergenceCallback(TrainerCallback):
             # The monitor's best step (min_delta included) is pinned: it is always part of the teacher, and
             # with top-k the other k - 1 places go to the best values.
             if self.options.top_k > 1 or task in update.new_best:
-                self.keeper.offer(task, model, self._include(task), step=state.global_step, metric=values[task],
-                                  greater_is_better=self.specs[task].greater_is_better, pin=task in update.new_best)
+                self.keeper.offer(
+                    task,
+                    model,
+                    self._include(task),
+                    step=state.global_step,
+                    metric=values[task],
+                    greater_is_better=self.specs[task].greater_is_better,
+                    pin=task in update.new_best,
+                )
         for task in update.newly_converged:
             self.distill(task, model, state.global_step, self.keeper.best(task), kind="converged")
         if self.options.refresh:
@@ -234,7 +242,10 @@ class AsyncConvergenceCallback(TrainerCallback):
         dataset = self.train_dataset.template_view(task, 0)
         ensemble = options.ensemble if len(snapshots) > 1 else "parameters"
         soft_labels = SoftLabels(
-            task, build_teacher(snapshots, ensemble), is_regression=self.specs[task].is_regression, num_examples=len(dataset),
+            task,
+            build_teacher(snapshots, ensemble),
+            is_regression=self.specs[task].is_regression,
+            num_examples=len(dataset),
             fingerprint=dataset_fingerprint(dataset["input_ids"]),
             metadata={"teacher_steps": ",".join(str(s.step) for s in snapshots), "ensemble": ensemble, "converged_step": str(step)},
         )
@@ -245,17 +256,30 @@ class AsyncConvergenceCallback(TrainerCallback):
         self.keeper.release(task)
         self._switch_to_distillation(task, soft_labels)
         record = self.records.setdefault(task, {"converged_step": step, "refreshes": []})
-        teacher = {"teacher_steps": [s.step for s in snapshots], "teacher_metric": snapshots[0].metric if kind == "refresh" else self.monitor.best_value(task),
-                   "ensemble": ensemble, "soft_labels": options.soft_labels}
+        teacher = {
+            "teacher_steps": [s.step for s in snapshots],
+            "teacher_metric": snapshots[0].metric if kind == "refresh" else self.monitor.best_value(task),
+            "ensemble": ensemble,
+            "soft_labels": options.soft_labels,
+        }
         if kind == "refresh":
             record["refreshes"].append({"step": step, **teacher})
         record.update(teacher)
-        what = (f"soft labels for {soft_labels.num_labelled} examples in {soft_labels.seconds:.1f} s"
-                if soft_labels.complete else "soft labels computed on demand")
-        logger.warning(f"task {task} {'teacher refreshed' if kind == 'refresh' else 'converged'} at step {step}: teacher "
-                       f"{self.specs[task].main_metric} {record['teacher_metric']:.4f} (steps {record['teacher_steps']}); {what}")
-        self.log({f"kd_{'refresh' if kind == 'refresh' else 'converged'}_{task}": float(step),
-                  f"kd_teacher_step_{task}": float(snapshots[0].step)})
+        what = (
+            f"soft labels for {soft_labels.num_labelled} examples in {soft_labels.seconds:.1f} s"
+            if soft_labels.complete
+            else "soft labels computed on demand"
+        )
+        logger.warning(
+            f"task {task} {'teacher refreshed' if kind == 'refresh' else 'converged'} at step {step}: teacher "
+            f"{self.specs[task].main_metric} {record['teacher_metric']:.4f} (steps {record['teacher_steps']}); {what}"
+        )
+        self.log(
+            {
+                f"kd_{'refresh' if kind == 'refresh' else 'converged'}_{task}": float(step),
+                f"kd_teacher_step_{task}": float(snapshots[0].step),
+            }
+        )
 
     def _switch_to_distillation(self, task: str, soft_labels: SoftLabels) -> None:
         """From now on `task` trains against `soft_labels` instead of its true labels."""
@@ -266,8 +290,13 @@ class AsyncConvergenceCallback(TrainerCallback):
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but tensors: the rule, the monitor, the per-task records and the floors' references."""
-        return {"version": _STATE_VERSION, "rule": self.options.rule(), "monitor": self.monitor.state_dict(),
-                "records": self.records, "references": self.references}
+        return {
+            "version": _STATE_VERSION,
+            "rule": self.options.rule(),
+            "monitor": self.monitor.state_dict(),
+            "records": self.records,
+            "references": self.references,
+        }
 
     def on_save(self, args, state, control, **kwargs):
         if args.should_save:
@@ -284,8 +313,14 @@ class AsyncConvergenceCallback(TrainerCallback):
                 path = os.path.join(directory, "kd_snapshots", f"{task}-{position}.safetensors")
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 snapshot.save_copy(path)
-                snapshot_index.setdefault(task, []).append({"file": os.path.basename(path), "step": snapshot.step, "metric": snapshot.metric,
-                                                            "pinned": snapshot.step == self.keeper.pinned_step(task)})
+                snapshot_index.setdefault(task, []).append(
+                    {
+                        "file": os.path.basename(path),
+                        "step": snapshot.step,
+                        "metric": snapshot.metric,
+                        "pinned": snapshot.step == self.keeper.pinned_step(task),
+                    }
+                )
         path = os.path.join(directory, STATE_NAME)
         with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
             json.dump({**self.state_dict(), "snapshots": snapshot_index}, handle, indent=2)
@@ -308,16 +343,20 @@ class AsyncConvergenceCallback(TrainerCallback):
         self.soft_labels = {}
         for task in self.monitor.converged_tasks:
             dataset = self.train_dataset.template_view(task, 0)
-            soft_labels = SoftLabels.load(os.path.join(directory, "soft_labels", f"{task}.safetensors"), task=task,
-                                          fingerprint=dataset_fingerprint(dataset["input_ids"]))
+            soft_labels = SoftLabels.load(
+                os.path.join(directory, "soft_labels", f"{task}.safetensors"),
+                task=task,
+                fingerprint=dataset_fingerprint(dataset["input_ids"]),
+            )
             self._switch_to_distillation(task, soft_labels)
         self.keeper.release_all()
         for task, entries in saved.get("snapshots", {}).items():
             # With kd_snapshot_dir the resumed snapshots live on disk there too, not in memory.
             spill = None if self.keeper.directory is None else os.path.join(self.keeper.directory, task)
             snapshots = [
-                ParameterSnapshot.load(os.path.join(directory, "kd_snapshots", entry["file"]), step=entry["step"], metric=entry["metric"],
-                                       directory=spill)
+                ParameterSnapshot.load(
+                    os.path.join(directory, "kd_snapshots", entry["file"]), step=entry["step"], metric=entry["metric"], directory=spill
+                )
                 for entry in entries
             ]
             pinned = next((entry["step"] for entry in entries if entry.get("pinned")), None)
@@ -357,7 +396,9 @@ class AsyncConvergenceCallback(TrainerCallback):
                 "smoothing": self.monitor.smoothing,
                 "full_window": self.monitor.full_window,
                 # A teacher within the trivial predictor's margin has learnt nothing the split can show.
-                "near_trivial": (abs(teacher_metric - trivial) <= margin) if (record and trivial is not None and teacher_metric is not None) else None,
+                "near_trivial": (abs(teacher_metric - trivial) <= margin)
+                if (record and trivial is not None and teacher_metric is not None)
+                else None,
                 "refreshes": record.get("refreshes", []),
                 "soft_labels": record.get("soft_labels"),
                 "soft_label_seconds": round(soft_labels.seconds, 3) if soft_labels else None,
@@ -372,8 +413,11 @@ class AsyncConvergenceCallback(TrainerCallback):
         starts at the `smoothing`-th evaluation, else the first values are means of shorter windows."""
         window = self.monitor.smoothing
         first = window - 1 if self.monitor.full_window else 0
-        return [(step, sum(v for _, v in history[max(0, i + 1 - window): i + 1]) / len(history[max(0, i + 1 - window): i + 1]))
-                for i, (step, _) in enumerate(history) if i >= first]
+        return [
+            (step, sum(v for _, v in history[max(0, i + 1 - window) : i + 1]) / len(history[max(0, i + 1 - window) : i + 1]))
+            for i, (step, _) in enumerate(history)
+            if i >= first
+        ]
 
     def on_train_end(self, args, state, control, **kwargs):
         self.training = False

@@ -9,8 +9,16 @@ from .options import ARGUMENT_PREFIX, AsyncKDOptions
 
 STATE_NAME = "async_kd_state.json"
 # Rule option -> the monitor state's key, for states written before the rule was stored whole.
-_MONITOR_KEYS = {"patience": "patience", "min_delta": "min_delta", "min_steps": "min_steps", "require_improvement": "require_improvement",
-                 "smoothing": "smoothing", "full_window": "full_window", "require_decline": "require_decline", "margin_z": "decline_z"}
+_MONITOR_KEYS = {
+    "patience": "patience",
+    "min_delta": "min_delta",
+    "min_steps": "min_steps",
+    "require_improvement": "require_improvement",
+    "smoothing": "smoothing",
+    "full_window": "full_window",
+    "require_decline": "require_decline",
+    "margin_z": "decline_z",
+}
 
 
 def check_async_kd_checkpoint(directory: str, options: AsyncKDOptions) -> None:
@@ -50,8 +58,10 @@ def check_async_kd_checkpoint(directory: str, options: AsyncKDOptions) -> None:
     for task, task_state in (monitor.get("tasks") or {}).items():
         labels = os.path.join(directory, "soft_labels", f"{task}.safetensors")
         if isinstance(task_state, dict) and task_state.get("converged") and not os.path.isfile(labels):
-            raise UsageError(f"{state_path}, line {key_line(text, task) or 1}: task {task!r} converged, but its soft-label file "
-                             f"{labels} is missing (interrupted while saving?).")
+            raise UsageError(
+                f"{state_path}, line {key_line(text, task) or 1}: task {task!r} converged, but its soft-label file "
+                f"{labels} is missing (interrupted while saving?)."
+            )
     for folder in ("soft_labels", "kd_snapshots"):
         folder_path = os.path.join(directory, folder)
         for name in sorted(os.listdir(folder_path)) if os.path.isdir(folder_path) else ():

@@ -27,8 +27,16 @@ class TeacherLabeller:
         wait_for_everyone: A barrier across processes (a no-op in one process).
     """
 
-    def __init__(self, train_dataset: MultiTaskDataset, collator: Callable[[list], dict], device: Any, batch_size: int,
-                 output_dir: str, is_main_process: bool = True, wait_for_everyone: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        train_dataset: MultiTaskDataset,
+        collator: Callable[[list], dict],
+        device: Any,
+        batch_size: int,
+        output_dir: str,
+        is_main_process: bool = True,
+        wait_for_everyone: Callable[[], None] = lambda: None,
+    ) -> None:
         self.train_dataset = train_dataset
         self.collator = collator
         self.device = device
@@ -60,10 +68,14 @@ class TeacherLabeller:
         # A private generator: iterating a DataLoader draws its base seed from torch's global RNG otherwise,
         # and the pass would shift every dropout mask after it (an async-KD run would then differ from the
         # same run with on-demand labels, or from equal weighting, by randomness as well as by method).
-        loader = DataLoader(dataset.select(order.tolist()).select_columns(columns),
-                            batch_size=self.batch_size, collate_fn=self.collator, generator=torch.Generator())
+        loader = DataLoader(
+            dataset.select(order.tolist()).select_columns(columns),
+            batch_size=self.batch_size,
+            collate_fn=self.collator,
+            generator=torch.Generator(),
+        )
         start = 0
         for batch in loader:
             size = int(batch["input_ids"].shape[0])
-            yield order[start:start + size], {k: v.to(self.device) for k, v in batch.items()}
+            yield order[start : start + size], {k: v.to(self.device) for k, v in batch.items()}
             start += size

@@ -29,9 +29,7 @@ def _check_same_shape(student: torch.Tensor, teacher: torch.Tensor) -> None:
         raise ValueError(f"student shape {tuple(student.shape)} != teacher shape {tuple(teacher.shape)}.")
 
 
-def kl_distillation_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
+def kl_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """``T² · KL(softmax(teacher/T) ‖ softmax(student/T))``, averaged over the batch.
 
     The T² factor (Hinton et al., 2015) keeps gradient magnitudes comparable across temperatures.

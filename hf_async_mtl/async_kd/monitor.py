@@ -44,8 +44,7 @@ _STATE_VERSION = 3
 _NOISE_SCALE = {"accuracy": 0.5, "f1": 0.5, "matthews_correlation": 1.0, "pearson": 1.0, "spearmanr": 1.0}
 
 
-def convergence_floor(trivial_value: float, metrics: tuple[str, ...], num_examples: int, z: float,
-                      greater_is_better: bool = True) -> float:
+def convergence_floor(trivial_value: float, metrics: tuple[str, ...], num_examples: int, z: float, greater_is_better: bool = True) -> float:
     """The value a task's smoothed best must clear before it may converge.
 
     `trivial_value` is the trivial predictor's value of the monitored metric on the selection split,
@@ -221,9 +220,7 @@ class ConvergenceMonitor:
         self.min_steps = min_steps
         self.require_improvement = bool(require_improvement)
         self.full_window = bool(full_window)
-        self._tasks: dict[str, TaskHistory] = {
-            str(name): TaskHistory(greater_is_better=bool(gib)) for name, gib in directions.items()
-        }
+        self._tasks: dict[str, TaskHistory] = {str(name): TaskHistory(greater_is_better=bool(gib)) for name, gib in directions.items()}
 
     # ------------------------------------------------------------------ updates
     def update(self, step: int, values: Mapping[str, float]) -> ConvergenceUpdate:
@@ -252,8 +249,7 @@ class ConvergenceMonitor:
             history = self._tasks[task].history
             if history and step <= history[-1][0]:
                 raise ValueError(
-                    f"Task {task!r}: step {step} is not after the previous evaluation step {history[-1][0]}; "
-                    "steps must strictly increase."
+                    f"Task {task!r}: step {step} is not after the previous evaluation step {history[-1][0]}; steps must strictly increase."
                 )
             checked[task] = value
 
@@ -281,8 +277,11 @@ class ConvergenceMonitor:
                 improved_once = state.best_smoothed_step != state.history[self.smoothing - 1][0]
             else:
                 improved_once = state.best_step != state.history[0][0]
-            plateau = (state.evaluations_without_improvement >= self.patience
-                       and (improved_once or not self.require_improvement) and self.clears_floor(task))
+            plateau = (
+                state.evaluations_without_improvement >= self.patience
+                and (improved_once or not self.require_improvement)
+                and self.clears_floor(task)
+            )
             if self.require_decline:
                 ready = plateau and self.declined(task)
             else:  # the opt-in decline trigger (fixed margins) converges a task even below its floor
@@ -304,7 +303,7 @@ class ConvergenceMonitor:
         history = self._state(task).history
         if not history:
             return None
-        window = [value for _, value in history[-self.smoothing:]]
+        window = [value for _, value in history[-self.smoothing :]]
         return sum(window) / len(window)
 
     def decline_margin(self, task: str) -> float | None:
@@ -432,9 +431,7 @@ class ConvergenceMonitor:
             raise ValueError(f"Unsupported ConvergenceMonitor state version {state.get('version')!r}.")
         stored = state.get("tasks", {})
         if set(stored) != set(self._tasks):
-            raise ValueError(
-                f"ConvergenceMonitor state holds tasks {sorted(stored)} but this monitor tracks {sorted(self._tasks)}."
-            )
+            raise ValueError(f"ConvergenceMonitor state holds tasks {sorted(stored)} but this monitor tracks {sorted(self._tasks)}.")
         restored: dict[str, TaskHistory] = {}
         for task, current in self._tasks.items():
             s = stored[task]
@@ -458,10 +455,15 @@ class ConvergenceMonitor:
         """Build a monitor with the stored configuration and task states."""
         directions = {task: bool(s["greater_is_better"]) for task, s in state.get("tasks", {}).items()}
         monitor = cls(
-            directions, patience=int(state["patience"]), min_delta=float(state["min_delta"]),
-            min_steps=int(state["min_steps"]), require_improvement=bool(state.get("require_improvement", False)),
-            smoothing=int(state["smoothing"]), floors=state.get("floors") or None,
-            decline_margins=state.get("decline_margins") or None, full_window=bool(state.get("full_window", False)),
+            directions,
+            patience=int(state["patience"]),
+            min_delta=float(state["min_delta"]),
+            min_steps=int(state["min_steps"]),
+            require_improvement=bool(state.get("require_improvement", False)),
+            smoothing=int(state["smoothing"]),
+            floors=state.get("floors") or None,
+            decline_margins=state.get("decline_margins") or None,
+            full_window=bool(state.get("full_window", False)),
             require_decline=bool(state.get("require_decline", False)),
             noise={task: (tuple(metrics), int(size)) for task, (metrics, size) in (state.get("noise") or {}).items()} or None,
             decline_z=float(state.get("decline_z", 2.0)),

@@ -32,8 +32,9 @@ class ParameterSnapshot:
     was given. Do not modify the tensors returned by `tensors()` in place.
     """
 
-    def __init__(self, *, step: int, metric: float, tensors: dict[str, torch.Tensor] | None,
-                 path: str | None, nbytes: int, names: tuple[str, ...]) -> None:
+    def __init__(
+        self, *, step: int, metric: float, tensors: dict[str, torch.Tensor] | None, path: str | None, nbytes: int, names: tuple[str, ...]
+    ) -> None:
         self.step = step
         self._names = names
         self.metric = metric
@@ -43,8 +44,16 @@ class ParameterSnapshot:
         self._released = False
 
     @classmethod
-    def capture(cls, model: torch.nn.Module, include: IncludeFn, *, step: int, metric: float,
-                directory: str | None = None, reuse: dict[str, torch.Tensor] | None = None) -> ParameterSnapshot:
+    def capture(
+        cls,
+        model: torch.nn.Module,
+        include: IncludeFn,
+        *,
+        step: int,
+        metric: float,
+        directory: str | None = None,
+        reuse: dict[str, torch.Tensor] | None = None,
+    ) -> ParameterSnapshot:
         """Clone the named parameters and buffers of `model` for which `include(name, tensor)` is true.
 
         Args:
@@ -68,9 +77,7 @@ class ParameterSnapshot:
                 # copy=True guarantees an independent tensor even when the source is already on CPU.
                 selected[name] = tensor.detach().to(device="cpu", copy=True)
         if not selected:
-            raise ValueError(
-                f"include selected no parameters or buffers of {type(model).__name__}; nothing to snapshot."
-            )
+            raise ValueError(f"include selected no parameters or buffers of {type(model).__name__}; nothing to snapshot.")
         return cls._from_tensors(selected, step=step, metric=float(metric), directory=directory)
 
     @classmethod
@@ -86,8 +93,7 @@ class ParameterSnapshot:
         return cls._from_tensors(load_file(path), step=step, metric=float(metric), directory=directory)
 
     @classmethod
-    def _from_tensors(cls, tensors: dict[str, torch.Tensor], *, step: int, metric: float,
-                      directory: str | None) -> ParameterSnapshot:
+    def _from_tensors(cls, tensors: dict[str, torch.Tensor], *, step: int, metric: float, directory: str | None) -> ParameterSnapshot:
         nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
         if directory is None:
             return cls(step=step, metric=metric, tensors=tensors, path=None, nbytes=nbytes, names=tuple(tensors))
@@ -159,8 +165,7 @@ class ParameterSnapshot:
         for name, value in source.items():
             if name in targets and targets[name].shape != value.shape:
                 raise ValueError(
-                    f"Snapshot tensor {name!r} has shape {tuple(value.shape)} but the model's has "
-                    f"{tuple(targets[name].shape)}."
+                    f"Snapshot tensor {name!r} has shape {tuple(value.shape)} but the model's has {tuple(targets[name].shape)}."
                 )
         with torch.no_grad():
             for name, value in source.items():
@@ -191,15 +196,14 @@ def average_snapshots(snapshots: Sequence[ParameterSnapshot]) -> dict[str, torch
     first = snapshots[0].tensors()
     sums = {
         name: t.to(torch.float64 if t.dtype == torch.float64 else torch.float32, copy=True)
-        for name, t in first.items() if t.is_floating_point()
+        for name, t in first.items()
+        if t.is_floating_point()
     }
     for snapshot in snapshots[1:]:
         other = snapshot.tensors()
         if set(other) != set(first):
             diff = sorted(set(other) ^ set(first))
-            raise ValueError(
-                f"Snapshots of steps {snapshots[0].step} and {snapshot.step} hold different tensors: {diff[:10]}"
-            )
+            raise ValueError(f"Snapshots of steps {snapshots[0].step} and {snapshot.step} hold different tensors: {diff[:10]}")
         for name, acc in sums.items():
             if other[name].shape != acc.shape:
                 raise ValueError(f"Tensor {name!r} has different shapes across snapshots.")
@@ -238,17 +242,16 @@ class SnapshotKeeper:
     def _better(self, a: float, b: float, greater_is_better: bool) -> bool:
         return a > b if greater_is_better else a < b
 
-    def offer(self, task: str, model: torch.nn.Module, include: IncludeFn, *, step: int, metric: float,
-              greater_is_better: bool, pin: bool = False) -> bool:
+    def offer(
+        self, task: str, model: torch.nn.Module, include: IncludeFn, *, step: int, metric: float, greater_is_better: bool, pin: bool = False
+    ) -> bool:
         """Snapshot `model` for `task` if `metric` ranks among the task's best k (always if `pin`); True if kept."""
         metric = float(metric)
         if not math.isfinite(metric):
             raise ValueError(f"Task {task!r} at step {step}: metric must be finite, got {metric}.")
         direction = self._directions.setdefault(task, bool(greater_is_better))
         if direction != bool(greater_is_better):
-            raise ValueError(
-                f"Task {task!r} was offered with greater_is_better={direction} before; got {greater_is_better}."
-            )
+            raise ValueError(f"Task {task!r} was offered with greater_is_better={direction} before; got {greater_is_better}.")
         kept = self._kept.setdefault(task, [])
         pinned = self._pinned.get(task)
         free = [s for s in kept if s.step != pinned]
@@ -280,8 +283,7 @@ class SnapshotKeeper:
             kept.pop(worst).release()
         return True
 
-    def adopt(self, task: str, snapshots: Sequence[ParameterSnapshot], *, greater_is_better: bool,
-              pinned_step: int | None = None) -> None:
+    def adopt(self, task: str, snapshots: Sequence[ParameterSnapshot], *, greater_is_better: bool, pinned_step: int | None = None) -> None:
         """Make `snapshots` the kept ones of `task` (e.g. after `ParameterSnapshot.load` on resume).
 
         Snapshots previously kept for the task are released; beyond the best k, the given ones are too

@@ -69,9 +69,17 @@ class SoftLabels:
         metadata: Strings stored with the file (e.g. the teacher's steps).
     """
 
-    def __init__(self, task: str, teacher: Sequence[Mapping[str, torch.Tensor]], *, is_regression: bool,
-                 num_examples: int, fingerprint: str, table: torch.Tensor | None = None,
-                 metadata: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        task: str,
+        teacher: Sequence[Mapping[str, torch.Tensor]],
+        *,
+        is_regression: bool,
+        num_examples: int,
+        fingerprint: str,
+        table: torch.Tensor | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         if num_examples < 1:
             raise ValueError(f"Task {task!r}: soft labels need at least one training example, got {num_examples}.")
         if table is not None and (table.dim() != 2 or table.shape[0] != num_examples):
@@ -192,9 +200,13 @@ class SoftLabels:
                 tensors[f"teacher{position}/{name}"] = tensor.detach().cpu().contiguous()
         metadata = {
             **self.metadata,
-            "format": SOFT_LABELS_FORMAT, "task": self.task, "fingerprint": self.fingerprint,
-            "num_examples": str(self.num_examples), "is_regression": json.dumps(self.is_regression),
-            "num_teachers": str(self.num_teachers), "seconds": repr(self.seconds),
+            "format": SOFT_LABELS_FORMAT,
+            "task": self.task,
+            "fingerprint": self.fingerprint,
+            "num_examples": str(self.num_examples),
+            "is_regression": json.dumps(self.is_regression),
+            "num_teachers": str(self.num_teachers),
+            "seconds": repr(self.seconds),
         }
         save_safetensors_atomic(path, tensors, metadata)
 
@@ -220,14 +232,21 @@ class SoftLabels:
                 teacher: list[dict[str, torch.Tensor]] = [{} for _ in range(int(metadata["num_teachers"]))]
                 for key in handle.keys():
                     if key.startswith("teacher"):
-                        position, name = key[len("teacher"):].split("/", 1)
+                        position, name = key[len("teacher") :].split("/", 1)
                         teacher[int(position)][name] = handle.get_tensor(key)
         except SafetensorError as error:
             raise ValueError(f"{path}: not a readable safetensors file: {error}") from error
         own = ("format", "task", "fingerprint", "num_examples", "is_regression", "num_teachers", "seconds")
         try:
-            labels = cls(task, teacher, is_regression=json.loads(metadata["is_regression"]), num_examples=int(metadata["num_examples"]),
-                         fingerprint=fingerprint, table=table, metadata={k: v for k, v in metadata.items() if k not in own})
+            labels = cls(
+                task,
+                teacher,
+                is_regression=json.loads(metadata["is_regression"]),
+                num_examples=int(metadata["num_examples"]),
+                fingerprint=fingerprint,
+                table=table,
+                metadata={k: v for k, v in metadata.items() if k not in own},
+            )
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from None
         labels.seconds = float(metadata.get("seconds", 0.0))

@@ -64,9 +64,7 @@ class WeightingMethod(nn.Module):
         unknown = sorted(set(options) - set(self.option_defaults))
         if unknown:
             known = ", ".join(f"{k}={v!r}" for k, v in self.option_defaults.items()) or "none"
-            raise TypeError(
-                f"Weighting method {label!r} got unknown option(s) {unknown}; its options (with defaults) are: {known}."
-            )
+            raise TypeError(f"Weighting method {label!r} got unknown option(s) {unknown}; its options (with defaults) are: {known}.")
         self.task_names: tuple[str, ...] = names
         self.options: dict[str, Any] = {**self.option_defaults, **options}
         self.last_weights: dict[str, float] = dict.fromkeys(names, 1.0)
@@ -101,9 +99,7 @@ class WeightingMethod(nn.Module):
     # ------------------------------------------------------------------------------------------- gradient balancing
     def combine_gradients(self, grads: Tensor, losses: Mapping[str, Tensor], step: int) -> Tensor:
         """Combine per-task gradients `[T, P]` (rows in `task_names` order) of the shared parameters into `[P]`."""
-        raise NotImplementedError(
-            f"Weighting method {self.name!r} weighs losses (needs_task_gradients=False); call weigh_losses instead."
-        )
+        raise NotImplementedError(f"Weighting method {self.name!r} weighs losses (needs_task_gradients=False); call weigh_losses instead.")
 
     def after_optimizer_step(self, losses: Mapping[str, float], step: int) -> None:
         """Per-optimizer-step bookkeeping with that step's detached per-task losses. Default: nothing."""
@@ -186,10 +182,7 @@ class GradientWeightingMethod(WeightingMethod):
         """Return `sum_t w_t * grads[t]` with `w = gradient_weights(...)`, shape `[P]`, dtype/device of `grads`."""
         self._check_losses(losses)
         if grads.dim() != 2 or grads.shape[0] != self.num_tasks:
-            raise ValueError(
-                f"Weighting method {self.name!r}: grads must have shape [T={self.num_tasks}, P], "
-                f"got {tuple(grads.shape)}."
-            )
+            raise ValueError(f"Weighting method {self.name!r}: grads must have shape [T={self.num_tasks}, P], got {tuple(grads.shape)}.")
         gram = gram_matrix(grads)
         if torch.isfinite(gram).all():
             weights = self.gradient_weights(gram, losses, step)

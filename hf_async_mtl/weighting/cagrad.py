@@ -66,7 +66,11 @@ class CAGrad(GradientWeightingMethod):
             return b + radius * (a @ w) / math.sqrt(max(float(w @ a @ w), 0.0) + 1e-12)
 
         result = minimize(
-            objective, np.full(count, 1.0 / count), jac=jacobian, method="SLSQP", bounds=[(0.0, 1.0)] * count,
+            objective,
+            np.full(count, 1.0 / count),
+            jac=jacobian,
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * count,
             constraints=({"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)},),
             options={"ftol": 1e-12, "maxiter": 200},
         )

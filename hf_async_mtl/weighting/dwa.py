@@ -38,9 +38,7 @@ class DynamicWeightAverage(WeightingMethod):
         self.temperature = float(self.options["temperature"])
         self.window = int(self.options["window"])
         if not self.temperature > 0 or self.window < 1 or self.window != self.options["window"]:
-            raise ValueError(
-                f"Weighting method 'dwa': temperature must be > 0 and window a positive integer, got {self.options}."
-            )
+            raise ValueError(f"Weighting method 'dwa': temperature must be > 0 and window a positive integer, got {self.options}.")
         t = self.num_tasks
         self.register_buffer("window_sum", torch.zeros(t, dtype=torch.float64))
         self.register_buffer("window_count", torch.zeros(t, dtype=torch.int64))
@@ -54,7 +52,7 @@ class DynamicWeightAverage(WeightingMethod):
             return (
                 f"Weighting method 'dwa': window={self.window} steps needs two complete windows before weights move, "
                 f"so in {max_steps} steps every weight stays 1 (equal weighting). Pass a smaller window, e.g. "
-                f"mtl_method_options={{\"window\": {max(1, max_steps // 10)}}}."
+                f'mtl_method_options={{"window": {max(1, max_steps // 10)}}}.'
             )
         return None
 

@@ -99,8 +99,7 @@ class MGDA(GradientWeightingMethod):
         super().__init__(task_names, **options)
         if self.options["normalization"] not in _NORMALIZATIONS:
             raise ValueError(
-                f"Weighting method 'mgda': normalization must be one of {_NORMALIZATIONS}, "
-                f"got {self.options['normalization']!r}."
+                f"Weighting method 'mgda': normalization must be one of {_NORMALIZATIONS}, got {self.options['normalization']!r}."
             )
 
     def gradient_weights(self, gram: Tensor, losses: Mapping[str, Tensor], step: int) -> Tensor:

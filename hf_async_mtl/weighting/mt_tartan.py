@@ -55,8 +55,10 @@ class MTTartan(WeightingMethod):
         if not 0.0 < share < 1.0:
             raise ValueError(f"Weighting method 'mt_tartan': end_share must be in (0, 1), got {share}.")
         count = self.num_tasks
-        values = [count * share / len(self.end_tasks) if t in self.end_tasks else count * (1 - share) / len(self.auxiliaries)
-                  for t in self.task_names]
+        values = [
+            count * share / len(self.end_tasks) if t in self.end_tasks else count * (1 - share) / len(self.auxiliaries)
+            for t in self.task_names
+        ]
         self.register_buffer("weights", torch.tensor(values, dtype=torch.float32))
         self.last_weights = dict(zip(self.task_names, values))
 

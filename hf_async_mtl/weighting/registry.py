@@ -45,9 +45,7 @@ def get_weighting(name: str) -> type[WeightingMethod]:
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"Unknown weighting method {name!r}; known methods: {', '.join(available_weightings())}."
-        ) from None
+        raise ValueError(f"Unknown weighting method {name!r}; known methods: {', '.join(available_weightings())}.") from None
 
 
 def build_weighting(name: str, task_names: Sequence[str], **options: Any) -> WeightingMethod:

@@ -33,15 +33,12 @@ class StaticWeighting(WeightingMethod):
         given = self.options["weights"]
         if not isinstance(given, Mapping):
             raise ValueError(
-                f"Weighting method 'static' needs option weights={{task: weight}} for tasks {list(self.task_names)}, "
-                f"got {given!r}."
+                f"Weighting method 'static' needs option weights={{task: weight}} for tasks {list(self.task_names)}, got {given!r}."
             )
         missing = [t for t in self.task_names if t not in given]
         extra = sorted(set(given) - set(self.task_names))
         if missing or extra:
-            raise ValueError(
-                f"Weighting method 'static': weights miss task(s) {missing} and/or name unknown task(s) {extra}."
-            )
+            raise ValueError(f"Weighting method 'static': weights miss task(s) {missing} and/or name unknown task(s) {extra}.")
         values = [float(given[t]) for t in self.task_names]
         if not all(math.isfinite(v) and v >= 0 for v in values):
             raise ValueError(f"Weighting method 'static': weights must be finite and non-negative, got {dict(given)}.")
