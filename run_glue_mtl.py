@@ -13,265 +13,37 @@ Bad input or misuse (unknown task, misspelled metric, missing model directory, a
 a resume checkpoint of other tasks, a malformed data file, ...) is found before any training and reported as
 one line, `error: <file, line, field: what is wrong>`, with exit status 2; `--debug` (or HF_ASYNC_MTL_DEBUG=1)
 adds the traceback. Called in-process, `main(argv)` raises `SystemExit(2)` after printing that line, and
-`run(argv)` raises the exceptions themselves (`hf_async_mtl.validation.UsageError` and the loaders' errors).
+`run(argv)` raises the exceptions themselves (`cli.errors.UsageError`, the library's `InputError` and the loaders' errors).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
 import sys
 import traceback
-from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
 
 import datasets
 from transformers import AutoConfig, AutoTokenizer, TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
-from glue_tasks import get_glue_task, load_glue_task
-from glue_tasks.cli_args import DataArguments, ModelArguments, parse_args
-from glue_tasks.formats import GLUE_FORMATS
+from cli.arguments import DataArguments, ModelArguments, parse_args
+from cli.errors import DEBUG_ENV, UsageError, key_line, one_line, read_json_file
+from cli.preflight import RunPlan, dev_split_names, plan_tasks, preflight
+from cli.task_options import MlmSource
+from glue_tasks import load_glue_task
 from glue_tasks.submission import submission_splits, write_glue_submission
-from glue_tasks.task_options import MlmSource, add_mlm_tasks, apply_prompt_options
-from hf_async_mtl import AsyncKDOptions, MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec, build_weighting
-from hf_async_mtl.async_kd.checkpoint import check_async_kd_checkpoint
+from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec
 from hf_async_mtl.checkpoints import resolve_checkpoint
 from hf_async_mtl.data import carve_validation_split, template_view, tokenize_task, validate_task_dataset
+from hf_async_mtl.errors import InputError
 from hf_async_mtl.finetune import finetune_each_task
-from hf_async_mtl.modeling import read_sentence_transformers_pooling
 from hf_async_mtl.sources import TaskSource, load_task
-from hf_async_mtl.tartan import weighting_options
-from hf_async_mtl.tasks import head_mismatches
-from hf_async_mtl.validation import (
-    DEBUG_ENV,
-    UsageError,
-    check_max_seq_length,
-    check_output_dir,
-    check_resume_checkpoint,
-    key_line,
-    metric_name_problem,
-    one_line,
-    read_custom_tasks,
-    read_json_file,
-    read_model_config,
-    resolve_model_source,
-)
+
+__all__ = ["DataArguments", "ModelArguments", "MultiTaskTrainingArguments", "RunPlan", "main", "parse_args", "plan_tasks", "run"]
 
 logger = logging.getLogger("run_glue_mtl")
-
-
-# ---- checks before any work -------------------------------------------------------------------
-
-
-@dataclass
-class RunPlan:
-    """What the checks found: the tasks (with their data source when custom), the model source and its config."""
-
-    tasks: list[tuple[TaskSpec, dict[str, str] | None]]
-    model_source: str
-    model_config: Any
-
-
-def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple[TaskSpec, TaskSource | None]]:
-    """The task specs of `--tasks` and `--custom_tasks_file`, checked without reading any data.
-
-    GLUE names must be known and given once, their TSV files present under `--glue_dir`; the custom tasks
-    file is read by `hf_async_mtl.validation.read_custom_tasks`. Problems are a one-line `UsageError`.
-    """
-    tasks: list[tuple[TaskSpec, TaskSource | None]] = []
-    seen: set[str] = set()
-    for name in data_args.task_list:
-        try:
-            spec = get_glue_task(name)
-        except ValueError as error:
-            raise UsageError(f"--tasks: {error}", "tasks") from None
-        if spec.name in seen:
-            raise UsageError(f"--tasks: task {spec.name!r} is given twice; task names must be unique.", "tasks")
-        seen.add(spec.name)
-        tasks.append((spec, None))
-    if data_args.glue_dir is not None and data_args.task_list:
-        glue_dir = data_args.glue_dir
-        if not os.path.isdir(glue_dir):
-            raise UsageError(f"--glue_dir {glue_dir}: the directory does not exist.", "glue_dir")
-        for spec, _ in tasks:
-            fmt = GLUE_FORMATS[spec.name]
-            splits = ["train", *spec.validation_splits, *(submission_splits(spec.name) if do_predict else ())]
-            for split in splits:
-                path = os.path.join(glue_dir, fmt.directory, fmt.files[split].file_name)
-                if not os.path.isfile(path):
-                    raise UsageError(f"--glue_dir: GLUE file for {spec.name!r} split {split!r} not found: {path}", "glue_dir")
-    if data_args.custom_tasks_file:
-        tasks.extend(read_custom_tasks(data_args.custom_tasks_file, taken_names=seen))
-    tasks = add_mlm_tasks(tasks, [t.strip() for t in (data_args.mlm_tasks or "").split(",") if t.strip()])
-    unknown_caps = sorted(set(data_args.per_task_caps) - {spec.name for spec, _ in tasks})
-    if unknown_caps:
-        raise UsageError(f"--max_train_samples_per_task names tasks not trained: {unknown_caps}.", "max_train_samples_per_task")
-    return apply_prompt_options(tasks, data_args.prompt_templates_file, data_args.prompt_pool_size, data_args.prompt_eval)
-
-
-def _model_stand_in(model_args: ModelArguments, source: str, config: Any) -> Any:
-    """What the model will look like (pooling, encoder shape, adapters), from configs only: for the resume check."""
-    if config.model_type == "hf_async_mtl":
-        return SimpleNamespace(
-            pooling=config.pooling,
-            encoder_config=config.encoder_config,
-            model_type="hf_async_mtl",
-            peft_config=config.peft_config or (model_args.lora_r > 0 or None),
-        )
-    encoder = copy.deepcopy(config)
-    if model_args.num_encoder_layers is not None:
-        encoder.num_hidden_layers = model_args.num_encoder_layers
-    pooling = model_args.pooling if model_args.pooling != "auto" else read_sentence_transformers_pooling(source)
-    return SimpleNamespace(pooling=pooling, encoder_config=encoder, model_type="hf_async_mtl", peft_config=model_args.lora_r > 0 or None)
-
-
-def validate(model_args: ModelArguments, data_args: DataArguments, training_args: MultiTaskTrainingArguments) -> RunPlan:
-    """Every check that needs no data and no model weights, in the order a user would fix them.
-
-    What to do and conflicting flags; the tasks (names, duplicates, GLUE files, the custom tasks file with
-    its metric names); the weighting method's options; the model (path or Hub id, its config, heads of a
-    saved multi-task model, layers, `max_seq_length` vs its positions); the output directory; the resume
-    checkpoint's tasks, heads, labels and files. The first problem is raised as a one-line `UsageError`.
-    """
-    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
-        raise UsageError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
-    if training_args.do_train and training_args.max_steps == 0:
-        raise UsageError(
-            "--max_steps 0 with --do_train would train nothing: give a positive --max_steps, or -1 to train for --num_train_epochs.",
-            "max_steps",
-        )
-    if training_args.do_train and training_args.max_steps < 0 and training_args.num_train_epochs <= 0:
-        raise UsageError(f"--num_train_epochs {training_args.num_train_epochs} with --do_train would train nothing.", "num_train_epochs")
-    if training_args.resume_from_checkpoint and not training_args.do_train:
-        raise UsageError(
-            "--resume_from_checkpoint continues training: add --do_train (to only evaluate a saved model, "
-            "pass it as --model_name_or_path).",
-            "resume_from_checkpoint",
-        )
-    if model_args.lora_r == 0 and (model_args.lora_alpha is not None or model_args.lora_target_modules):
-        raise UsageError("--lora_alpha / --lora_target_modules are set but --lora_r is 0 (LoRA off): give --lora_r N.", "lora_r")
-
-    finetune_steps = training_args.finetune_after_mtl_steps
-    if finetune_steps and not training_args.do_train:
-        raise UsageError("--finetune_after_mtl_steps continues a multi-task training: add --do_train.", "finetune_after_mtl_steps")
-    default_patience = type(training_args).__dataclass_fields__["finetune_patience"].default
-    if not finetune_steps and (training_args.finetune_eval_steps is not None or training_args.finetune_patience != default_patience):
-        raise UsageError(
-            "--finetune_eval_steps / --finetune_patience only act with --finetune_after_mtl_steps N, which is 0 (off).",
-            "finetune_after_mtl_steps",
-        )
-    if finetune_steps and (training_args.finetune_eval_steps or 0) > finetune_steps:
-        raise UsageError(
-            f"--finetune_eval_steps {training_args.finetune_eval_steps} exceeds --finetune_after_mtl_steps {finetune_steps}: "
-            "the fine-tuning would never be evaluated, selected or stopped early.",
-            "finetune_eval_steps",
-        )
-    ignored_kd = training_args.ignored_kd_options()
-    if ignored_kd:
-        raise UsageError(
-            f"{', '.join('--' + name for name in ignored_kd)} only act with async-KD, which is off: add --async_kd "
-            "(or --mtl_method async_kd), or drop them.",
-            ignored_kd[0],
-        )
-
-    if data_args.dev_curves and (data_args.selection_split_fraction <= 0 or not training_args.do_train):
-        raise UsageError(
-            "--dev_curves evaluates the dev sets beside a selection split during training: it needs --do_train and "
-            "--selection_split_fraction > 0 (with 0 the dev sets already are the evaluation split).",
-            "dev_curves",
-        )
-
-    tasks = plan_tasks(data_args, do_predict=training_args.do_predict)
-    specs = [spec for spec, _ in tasks]
-    if data_args.dev_curves:
-        names = {spec.name for spec in specs}
-        clash = sorted(
-            f"{spec.name}_{split}" for spec in specs for split in dev_split_names(spec.validation_splits) if f"{spec.name}_{split}" in names
-        )
-        if clash:
-            raise UsageError(
-                f"--dev_curves reports dev splits as <task>_dev...: {clash} would clash with the task(s) of that "
-                "name; rename the task(s) or drop --dev_curves.",
-                "dev_curves",
-            )
-    if training_args.early_stopping_patience and training_args.metric_for_best_model is None and not training_args.end_tasks:
-        raise UsageError(
-            "--early_stopping_patience needs --metric_for_best_model (or --end_task, which sets it).", "early_stopping_patience"
-        )
-    if training_args.early_stopping_patience and training_args.metric_for_best_model is None and len(training_args.end_tasks) > 1:
-        raise UsageError(
-            f"--early_stopping_patience with several end tasks {training_args.end_tasks}: choose the metric with --metric_for_best_model.",
-            "early_stopping_patience",
-        )
-    if training_args.metric_for_best_model is not None:
-        problem = metric_name_problem(training_args.metric_for_best_model, specs)
-        if problem:
-            raise UsageError(problem, "metric_for_best_model")
-    unknown_end = [t for t in training_args.end_tasks if t not in {s.name for s in specs}]
-    if unknown_end:
-        raise UsageError(f"--end_task: task(s) {unknown_end} are not trained; tasks: {[s.name for s in specs]}.", "end_task")
-    try:
-        weighting = build_weighting(training_args.mtl_method, [s.name for s in specs], **weighting_options(training_args))
-    except (TypeError, ValueError) as error:
-        raise UsageError(
-            f"--mtl_method {training_args.mtl_method} with --mtl_method_options {json.dumps(training_args.mtl_method_options)}: {error}",
-            "mtl_method_options",
-        ) from None
-    if weighting.needs_all_tasks and training_args.step_composition not in ("auto", "all_tasks"):
-        raise UsageError(
-            f"--mtl_method {training_args.mtl_method} needs one batch of every task per step: "
-            f"--step_composition all_tasks (or auto), not {training_args.step_composition}.",
-            "step_composition",
-        )
-
-    source = resolve_model_source(model_args.model_name_or_path, model_args.cache_dir)
-    config = read_model_config(source, model_args.cache_dir)
-    config_path = os.path.join(source, "config.json")
-    if config.model_type == "hf_async_mtl":
-        problems = head_mismatches(config.tasks, specs)
-        if problems:
-            line = key_line(read_json_file(config_path)[1], "tasks") if os.path.isfile(config_path) else None
-            raise UsageError(
-                f"{config_path}" + (f", line {line}" if line else "") + ", field 'tasks': the checkpoint's heads do not "
-                "match the requested tasks: " + "; ".join(problems) + ".",
-                "model_name_or_path",
-            )
-        if model_args.num_encoder_layers is not None:
-            raise UsageError(
-                f"--num_encoder_layers applies to a pretrained encoder; {source} is a saved multi-task model "
-                f"with {config.encoder_config.num_hidden_layers} layers.",
-                "num_encoder_layers",
-            )
-        if model_args.pooling not in ("auto", config.pooling):
-            raise UsageError(
-                f"--pooling {model_args.pooling}: {source} is a saved multi-task model whose heads were trained "
-                f"on {config.pooling} pooling; drop --pooling (or pass --pooling {config.pooling}).",
-                "pooling",
-            )
-    elif model_args.num_encoder_layers is not None and model_args.num_encoder_layers > getattr(config, "num_hidden_layers", 10**9):
-        raise UsageError(
-            f"--num_encoder_layers {model_args.num_encoder_layers}: the encoder {source} has only "
-            f"{config.num_hidden_layers} layers (extra ones would be random).",
-            "num_encoder_layers",
-        )
-    check_max_seq_length(data_args.max_seq_length, config, source)
-
-    check_output_dir(training_args.output_dir)
-    if training_args.resume_from_checkpoint:
-        check_resume_checkpoint(training_args.resume_from_checkpoint, specs, model_config=_model_stand_in(model_args, source, config))
-        if training_args.async_kd:
-            check_async_kd_checkpoint(training_args.resume_from_checkpoint, AsyncKDOptions.from_arguments(training_args))
-    elif training_args.do_train and os.path.isdir(training_args.output_dir) and get_last_checkpoint(training_args.output_dir):
-        logger.warning(
-            "%s holds checkpoints of an earlier run; this run starts from scratch and writes over them "
-            "(pass --resume_from_checkpoint to continue it).",
-            training_args.output_dir,
-        )
-    return RunPlan(tasks=tasks, model_source=source, model_config=config)
 
 
 def load_raw_tasks(
@@ -333,16 +105,6 @@ def cap(dataset: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dat
     if limit is None or limit >= len(dataset):
         return dataset
     return dataset.shuffle(seed=seed).select(range(limit))
-
-
-def dev_split_names(splits) -> list[str]:
-    """How `--dev_curves` names a task's dev splits: `dev`, or `dev_<split>` for several (MNLI: `dev_matched`,
-    `dev_mismatched`; the split's name without `validation_`, or whole where that would repeat)."""
-    splits = list(splits)
-    if len(splits) == 1:
-        return ["dev"]
-    short = [split.removeprefix("validation_") for split in splits]
-    return [f"dev_{s}" if short.count(s) == 1 else f"dev_{split}" for s, split in zip(short, splits)]
 
 
 def dev_curve_sets(selection_sets: dict, dev_sets: dict) -> dict:
@@ -418,7 +180,7 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     # Everything that can fail on bad input happens before anything is written to output_dir:
     # first the checks that read no data and no weights, then the data (whose errors name file, line, column).
-    plan = validate(model_args, data_args, training_args)
+    plan = preflight(model_args, data_args, training_args)
     set_seed(training_args.seed)
     specs, raw_train, raw_dev = load_raw_tasks(data_args, plan.tasks)
     raw_test = load_test_sets(specs, data_args) if training_args.do_predict else {}
@@ -527,7 +289,7 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
 
 def _is_bad_input(error: BaseException, state: SimpleNamespace) -> bool:
     """A `UsageError` anywhere, or a loader's error (bad file, bad value) before the first training step."""
-    return isinstance(error, UsageError) or (not state.training and isinstance(error, (ValueError, OSError)))
+    return isinstance(error, InputError) or (not state.training and isinstance(error, (ValueError, OSError)))
 
 
 def _error_line(error: BaseException, state: SimpleNamespace) -> str:

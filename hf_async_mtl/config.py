@@ -10,7 +10,7 @@ from transformers import TrainingArguments
 
 from .async_kd.options import ENSEMBLE_TYPES, LOSS_TYPES, SOFT_LABEL_MODES, AsyncKDOptions
 from .sampling import COMPOSITIONS, SAMPLING_STRATEGIES
-from .weighting import available_weightings
+from .weighting import available_weightings, get_weighting
 
 ASYNC_KD_ALIAS = "async_kd"  # --mtl_method async_kd = --mtl_method equal --async_kd
 _KD = AsyncKDOptions  # the async-KD options' one set of defaults
@@ -293,9 +293,20 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError("async_kd monitors validation metrics: set eval_strategy to 'steps' or 'epoch'.")
         ignored = self.ignored_kd_options()
         if ignored:
-            logger.warning(
-                "%s set but async-KD is off, so they do nothing: add async_kd=True (or mtl_method='async_kd').",
-                ", ".join(f"{name}={getattr(self, name)!r}" for name in ignored),
+            raise ValueError(
+                ", ".join(f"{name}={getattr(self, name)!r}" for name in ignored) + " only act with async-KD, which is off: "
+                "set async_kd=True (--async_kd, or mtl_method='async_kd'), or leave them at their defaults."
+            )
+        method = get_weighting(self.mtl_method)
+        if method.needs_all_tasks and self.step_composition not in ("auto", "all_tasks"):
+            raise ValueError(
+                f"mtl_method {self.mtl_method!r} needs one batch of every task per step: step_composition 'all_tasks' "
+                f"(or 'auto'), not {self.step_composition!r}."
+            )
+        if self.early_stopping_patience and self.metric_for_best_model is None and len(self.end_tasks) != 1:
+            raise ValueError(
+                "early_stopping_patience needs metric_for_best_model (or a single end_task, which sets it)"
+                + (f"; with several end tasks {self.end_tasks}, choose the metric." if self.end_tasks else ".")
             )
 
     def ignored_kd_options(self) -> list[str]:

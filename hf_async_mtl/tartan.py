@@ -39,11 +39,16 @@ def weighting_options(args: Any) -> dict[str, Any]:
     return options
 
 
+def check_end_tasks(end_tasks: Sequence[str], task_names: Sequence[str]) -> None:
+    """Every end task is one of the trained tasks."""
+    unknown = [t for t in end_tasks if t not in task_names]
+    if unknown:
+        raise ValueError(f"end_task: task(s) {unknown} are not trained; tasks: {list(task_names)}.")
+
+
 def end_task_selection(args: Any, specs: Mapping[str, TaskSpec]) -> None:
     """With one end task and no `metric_for_best_model`, select (best checkpoint, early stopping) on its score."""
-    unknown = [t for t in args.end_tasks if t not in specs]
-    if unknown:
-        raise ValueError(f"end_task names task(s) {unknown} that are not trained; tasks: {list(specs)}.")
+    check_end_tasks(args.end_tasks, list(specs))
     if len(args.end_tasks) != 1 or getattr(args, "metric_for_best_model_given", args.metric_for_best_model is not None):
         return
     spec = specs[args.end_tasks[0]]

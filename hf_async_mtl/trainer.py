@@ -6,7 +6,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import datasets
 import numpy as np
@@ -26,18 +26,24 @@ from .gradients import average_gradients, global_loss_values, per_task_gradient_
 from .mlm import MlmMasker
 from .model_card import build_model_card
 from .objectives import StepContext, TaskObjective, default_objectives
+from .resume import check_resume_checkpoint
 from .sampling import MultiTaskBatchSampler
 from .state import CheckpointPart, StepLosses, TrainingStateCallback, WeightingCheckpointState, checkpoint_global_step
 from .tartan import DevObjective, carve_dev_slices, end_task_selection, weighting_options
 from .tasks import TaskSpec, check_unique_names
-from .validation import check_resume_checkpoint
 from .weighting import build_weighting
+
+if TYPE_CHECKING:
+    from .modeling import MultiTaskModel
+    from .weighting.meta_tartan import MetaTartan
 
 logger = logging.getLogger(__name__)
 
 
 class _EpochDataLoader(DataLoader):
     """A DataLoader whose `set_epoch` (called by the Trainer each epoch) reaches the task sampler."""
+
+    batch_sampler: MultiTaskBatchSampler  # what get_train_dataloader passes
 
     def set_epoch(self, epoch: int) -> None:
         self.batch_sampler.set_epoch(epoch)
@@ -61,6 +67,10 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
     `metric_for_best_model`, `load_best_model_at_end` and `EarlyStoppingCallback` work as usual.
     """
 
+    train_dataset: MultiTaskDataset | None  # __init__ wraps a mapping of task datasets
+    # transformers initialises it to None and fills it lazily, so mypy infers its type as None.
+    _signature_columns: list[str]  # type: ignore[assignment]
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -77,17 +87,22 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             raise TypeError("MultiTaskTrainer needs MultiTaskTrainingArguments.")
         check_unique_names(list(task_specs))
         self.task_specs = {spec.name: spec for spec in task_specs}
-        model.check_tasks(list(task_specs))
+        cast("MultiTaskModel", model).check_tasks(list(task_specs))
         self.weighting = build_weighting(args.mtl_method, list(self.task_specs), **weighting_options(args))
         if args.end_tasks:
             end_task_selection(args, self.task_specs)
         self.dev_objective: DevObjective | None = None
-        dev_slices = {}
+        dev_slices: dict[str, datasets.Dataset] = {}
         if self.weighting.needs_dev_gradient and train_dataset is not None:
             if isinstance(train_dataset, MultiTaskDataset):
                 train_dataset = train_dataset.task_datasets
             train_dataset, dev_slices = carve_dev_slices(
-                train_dataset, self.weighting.end_tasks, args.tartan_dev_fraction, args.tartan_dev_max, args.seed
+                # A method with needs_dev_gradient is META-TARTAN (it has end tasks).
+                train_dataset,
+                cast("MetaTartan", self.weighting).end_tasks,
+                args.tartan_dev_fraction,
+                args.tartan_dev_max,
+                args.seed,
             )
         if train_dataset is not None and not isinstance(train_dataset, MultiTaskDataset):
             unknown = sorted(set(train_dataset) - set(self.task_specs))
@@ -112,16 +127,14 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
                 dev_slices, self.task_specs, data_collator, args.per_device_train_batch_size, args.seed, rank=args.process_index
             )
             self.weighting.build_dev_heads(
-                model.config.hidden_size,
+                cast("MultiTaskModel", model).config.hidden_size,
                 {t: self.task_specs[t].num_labels for t in dev_slices},
-                std=getattr(model.config.encoder_config, "initializer_range", 0.02),
+                std=getattr(cast("MultiTaskModel", model).config.encoder_config, "initializer_range", 0.02),
                 seed=args.seed,
             )
         self.step_composition = args.step_composition
         if self.step_composition == "auto":
             self.step_composition = "all_tasks" if self.weighting.needs_all_tasks else "one_task"
-        if self.weighting.needs_all_tasks and self.step_composition != "all_tasks":
-            raise ValueError(f"mtl_method {args.mtl_method!r} needs step_composition='all_tasks' (or 'auto').")
         schedule_warning = self.weighting.schedule_warning(args.max_steps)
         if schedule_warning:
             logger.warning(schedule_warning)
@@ -153,6 +166,7 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             options = AsyncKDOptions.from_arguments(args)
             labeller = None
             if self.train_dataset is not None:
+                assert args.output_dir is not None  # TrainingArguments.__post_init__ defaults it
                 labeller = TeacherLabeller(
                     self.train_dataset,
                     self.data_collator,
@@ -166,7 +180,7 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
                 self.task_specs,
                 options,
                 self.train_dataset,
-                self.eval_dataset,
+                cast("Mapping[str, Any] | None", self.eval_dataset),  # task name → dataset (or → {split: dataset})
                 labeller,
                 self.objectives,
                 log=self.log,
@@ -187,9 +201,7 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
                     write_files=self.is_world_process_zero(),
                 )
             )
-        if args.early_stopping_patience:
-            if args.metric_for_best_model is None:
-                raise ValueError("early_stopping_patience needs metric_for_best_model (or a single end_task, which sets it).")
+        if args.early_stopping_patience:  # MultiTaskTrainingArguments made sure there is a metric to stop on
             self.add_callback(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
 
     # ---- data ---------------------------------------------------------------------------------
@@ -202,7 +214,8 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
 
     def build_train_sampler(self) -> MultiTaskBatchSampler:
         """The task-mixing batch sampler of this run (rank-aware; length-aware if enabled)."""
-        dataset: MultiTaskDataset = self.train_dataset
+        # Only called with training data (get_train_dataloader checks; TrainingStateCallback gets it only then).
+        dataset: MultiTaskDataset = cast(MultiTaskDataset, self.train_dataset)
         num_batches = None
         if self.args.max_steps > 0:
             num_batches = self.args.max_steps * self.args.gradient_accumulation_steps
@@ -363,6 +376,7 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         """
         if not self.is_world_process_zero():
             return
+        assert self.args.output_dir is not None  # TrainingArguments.__post_init__ defaults it
         model = self.accelerator.unwrap_model(self.model)
         card = build_model_card(
             model.config,
@@ -387,6 +401,7 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """As `Trainer.train`; a resumed run also restores the state of every part with checkpoint state of its own
         (`CheckpointPart`: the weighting method and batch stream, async-KD, diagnostics), after checking them all."""
+        assert self.args.output_dir is not None  # TrainingArguments.__post_init__ defaults it
         start = 0
         if resume_from_checkpoint:
             directory = WeightingCheckpointState.resolve(resume_from_checkpoint, self.args.output_dir)

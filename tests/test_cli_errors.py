@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 import run_glue_mtl
-from hf_async_mtl import validation
-from hf_async_mtl.validation import UsageError
+from cli import errors as cli_errors
+from cli import model_checks, tasks_file
+from cli.errors import UsageError
 from tests.test_cli import base_args, write_glue
 
 
@@ -105,7 +106,7 @@ def _read_only_dir(ctx: Context) -> list[str]:
     if os.geteuid() == 0:  # root writes anywhere: give `os.access` the answer a normal user would get
         real_access = os.access
         ctx.monkeypatch.setattr(
-            validation.os, "access", lambda p, m, **kw: False if os.fspath(p) == str(locked) else real_access(p, m, **kw)
+            model_checks.os, "access", lambda p, m, **kw: False if os.fspath(p) == str(locked) else real_access(p, m, **kw)
         )
     ctx.out = locked / "out"
     return ctx.args()
@@ -213,7 +214,7 @@ CASES = [
         "kd_option_without_async_kd",
         "--kd_patience 5 --kd_smoothing 3 without --async_kd (would do nothing)",
         lambda c: c.args(kd_patience="5", kd_smoothing="3"),
-        r"^--kd_patience, --kd_smoothing only act with async-KD, which is off: add --async_kd",
+        r"^kd_patience=5, kd_smoothing=3 only act with async-KD, which is off: set async_kd=True \(--async_kd",
     ),
     Case(
         "resume_without_train",
@@ -249,7 +250,7 @@ CASES = [
         "method_needs_all_tasks",
         "--mtl_method pcgrad --step_composition one_task",
         lambda c: c.args(mtl_method="pcgrad", step_composition="one_task"),
-        r"^--mtl_method pcgrad needs one batch of every task per step",
+        r"^mtl_method 'pcgrad' needs one batch of every task per step: step_composition 'all_tasks'",
     ),
     Case(
         "method_option_typo",
@@ -379,7 +380,7 @@ CASES = [
         "early_stopping_without_metric",
         "--early_stopping_patience 2 without --end_task / --metric_for_best_model",
         lambda c: c.args(early_stopping_patience="2"),
-        r"^--early_stopping_patience needs --metric_for_best_model \(or --end_task, which sets it\)",
+        r"^early_stopping_patience needs metric_for_best_model \(or a single end_task, which sets it\)",
     ),
     # ---- prompt templates (DynaMaR)
     Case(
@@ -678,7 +679,7 @@ def test_debug_flag_and_env_add_the_traceback(tmp_path, tiny_checkpoint, monkeyp
     argv[argv.index("--tasks") + 1] = "rte,rte"
     for extra, env in (([], None), (["--debug"], None), ([], "1")):
         if env:
-            monkeypatch.setenv(validation.DEBUG_ENV, env)
+            monkeypatch.setenv(cli_errors.DEBUG_ENV, env)
         with pytest.raises(SystemExit) as info:
             run_glue_mtl.main(argv + extra)
         stderr = capsys.readouterr().err
@@ -741,7 +742,7 @@ def test_one_reader_behaviour_for_glue_tsvs_and_custom_files(tmp_path):
 def test_builtin_metric_names_are_the_ones_validation_knows():
     from hf_async_mtl.metrics import METRICS
 
-    assert set(validation.CLASSIFICATION_METRICS) | set(validation.REGRESSION_METRICS) == set(METRICS)
+    assert set(tasks_file.CLASSIFICATION_METRICS) | set(tasks_file.REGRESSION_METRICS) == set(METRICS)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,7 @@ from pathlib import Path
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-PACKAGES = ("hf_async_mtl", "glue_tasks")
+PACKAGES = ("hf_async_mtl", "glue_tasks", "cli")
 
 
 def _modules() -> dict[str, Path]:
@@ -92,5 +92,13 @@ def test_glue_tasks_never_imported_by_the_library():
     graph = import_graph()
     offenders = sorted(
         m for m, targets in graph.items() if m.startswith("hf_async_mtl") and any(t.startswith("glue_tasks") for t in targets)
+    )
+    assert offenders == []
+
+
+def test_the_library_and_glue_tasks_never_import_the_command_line():
+    graph = import_graph()
+    offenders = sorted(
+        m for m, targets in graph.items() if not m.startswith("cli") and any(t == "cli" or t.startswith("cli.") for t in targets)
     )
     assert offenders == []

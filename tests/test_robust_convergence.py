@@ -561,13 +561,8 @@ def test_resumed_snapshots_keep_their_pin_and_live_in_kd_snapshot_dir(tmp_path, 
     assert all(not s.in_memory and str(spill) in s.path for s in kept)
 
 
-def test_kd_options_without_async_kd_are_reported_not_silently_ignored(tmp_path, caplog):
-    with caplog.at_level("WARNING", logger="hf_async_mtl.config"):
-        args = make_args(tmp_path, mtl_method="imtl_g", kd_patience=5, kd_trivial_gate=False)
-    assert args.ignored_kd_options() == ["kd_patience", "kd_trivial_gate"]
-    assert "kd_patience=5, kd_trivial_gate=False set but async-KD is off" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="hf_async_mtl.config"):
-        assert make_args(tmp_path, mtl_method="async_kd", eval_strategy="steps", kd_patience=5).ignored_kd_options() == []
-        assert make_args(tmp_path, mtl_method="imtl_g").ignored_kd_options() == []
-    assert "async-KD is off" not in caplog.text
+def test_kd_options_without_async_kd_are_refused_not_silently_ignored(tmp_path):
+    with pytest.raises(ValueError, match=r"^kd_patience=5, kd_trivial_gate=False only act with async-KD, which is off"):
+        make_args(tmp_path, mtl_method="imtl_g", kd_patience=5, kd_trivial_gate=False)
+    assert make_args(tmp_path, mtl_method="async_kd", eval_strategy="steps", kd_patience=5).ignored_kd_options() == []
+    assert make_args(tmp_path, mtl_method="imtl_g").ignored_kd_options() == []

@@ -10,9 +10,10 @@ import datasets
 import pytest
 
 import run_glue_mtl
+from cli.errors import UsageError
+from cli.tasks_file import read_custom_tasks
 from hf_async_mtl.sources import TaskSource, infer_task_spec, load_task
 from hf_async_mtl.tasks import TaskSpec
-from hf_async_mtl.validation import UsageError, read_custom_tasks
 from tests.test_cli import base_args, write_glue
 
 CLASSES = datasets.ClassLabel(names=["negative", "positive"])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
-from ..validation import UsageError, key_line, read_json_file, safetensors_shapes
+from ..errors import InputError, key_line, read_json_file
+from ..resume import safetensors_shapes
 from .options import ARGUMENT_PREFIX, AsyncKDOptions
 
 STATE_NAME = "async_kd_state.json"
@@ -26,15 +28,15 @@ def check_async_kd_checkpoint(directory: str, options: AsyncKDOptions) -> None:
 
     Every option of `AsyncKDOptions.rule()` must equal the checkpoint's (a run resumes only with the rule it was
     trained with: the report states one rule); the snapshot and soft-label files it lists must exist and be
-    readable safetensors. Each problem is a one-line `UsageError` naming the file and the option.
+    readable safetensors. Each problem is a one-line `InputError` naming the file and the option.
     """
     state_path = os.path.join(directory, STATE_NAME)
     if not os.path.isfile(state_path):
-        raise UsageError(f"{state_path} is missing: {directory} was not written by a run with async-KD.", "resume_from_checkpoint")
+        raise InputError(f"{state_path} is missing: {directory} was not written by a run with async-KD.", "resume_from_checkpoint")
     state, text = read_json_file(state_path, "async-KD state")
     if not isinstance(state, dict):
-        raise UsageError(f"{state_path}, line 1: not an async-KD state (a JSON object expected).", "resume_from_checkpoint")
-    monitor = state.get("monitor") if isinstance(state.get("monitor"), dict) else {}
+        raise InputError(f"{state_path}, line 1: not an async-KD state (a JSON object expected).", "resume_from_checkpoint")
+    monitor = cast(dict[str, Any], state.get("monitor")) if isinstance(state.get("monitor"), dict) else {}
     saved_rule = state.get("rule")
     if not isinstance(saved_rule, dict):
         # States written before the whole rule was stored: the monitor's own configuration (no decline
@@ -44,7 +46,7 @@ def check_async_kd_checkpoint(directory: str, options: AsyncKDOptions) -> None:
     for name, value in options.rule().items():
         if name in saved_rule and saved_rule[name] != value:
             option = ARGUMENT_PREFIX + name
-            raise UsageError(
+            raise InputError(
                 f"{state_path}, line {key_line(text, name) or 1}, field {name!r}: the checkpoint was trained with "
                 f"{option}={saved_rule[name]!r}, this run has {option}={value!r}; resume with --{option} {_as_flag(saved_rule[name])}.",
                 option,
@@ -54,11 +56,11 @@ def check_async_kd_checkpoint(directory: str, options: AsyncKDOptions) -> None:
             snapshot = os.path.join(directory, "kd_snapshots", str(entry.get("file")))
             if not os.path.isfile(snapshot):
                 line = key_line(text, "snapshots") or 1
-                raise UsageError(f"{state_path}, line {line}, field 'snapshots': task {task!r}: snapshot file {snapshot} is missing.")
+                raise InputError(f"{state_path}, line {line}, field 'snapshots': task {task!r}: snapshot file {snapshot} is missing.")
     for task, task_state in (monitor.get("tasks") or {}).items():
         labels = os.path.join(directory, "soft_labels", f"{task}.safetensors")
         if isinstance(task_state, dict) and task_state.get("converged") and not os.path.isfile(labels):
-            raise UsageError(
+            raise InputError(
                 f"{state_path}, line {key_line(text, task) or 1}: task {task!r} converged, but its soft-label file "
                 f"{labels} is missing (interrupted while saving?)."
             )

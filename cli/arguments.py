@@ -19,7 +19,8 @@ from transformers import HfArgumentParser
 from glue_tasks.specs import GLUE_TASKS
 from hf_async_mtl.config import MultiTaskTrainingArguments
 from hf_async_mtl.prompting import PROMPT_EVAL_MODES
-from hf_async_mtl.validation import UsageError, did_you_mean, key_line, read_json_file
+
+from .errors import UsageError, did_you_mean, key_line, read_json_file
 
 
 @dataclass

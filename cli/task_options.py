@@ -16,7 +16,8 @@ from typing import Any
 from glue_tasks.prompts import glue_template_candidates
 from hf_async_mtl.tasks import TaskSpec
 from hf_async_mtl.template_pool import build_template_pool
-from hf_async_mtl.validation import UsageError, did_you_mean, read_json_file
+
+from .errors import UsageError, did_you_mean, read_json_file
 
 logger = logging.getLogger("run_glue_mtl")
 

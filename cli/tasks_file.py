@@ -1,0 +1,249 @@
+"""The `--custom_tasks_file` reader: a JSON list of task objects → `(TaskSpec, TaskSource)`, each problem (unknown
+field, metric name, missing data file, duplicate name, ...) one line at its line and field; and the metric-name
+checks the command line runs on `--metric_for_best_model`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from hf_async_mtl.metrics import METRICS, _is_local_path  # _is_local_path: the rule compute_task_metrics applies
+from hf_async_mtl.sources import DATA_SUFFIXES, TaskSource, infer_task_spec
+from hf_async_mtl.tasks import TaskSpec
+
+from .errors import UsageError, did_you_mean, key_line, line_of, read_json_file
+
+CLASSIFICATION_METRICS = ("accuracy", "f1", "matthews_correlation")
+REGRESSION_METRICS = ("pearson", "spearmanr")
+DATA_FILE_KEYS = ("train_file", "validation_file")
+# A task's data: files (DATA_FILE_KEYS) or a data set (`dataset` + options); `columns` maps fields for both.
+DATASET_KEYS = ("dataset", "config", "splits", "revision")
+SOURCE_KEYS = (*DATA_FILE_KEYS, *DATASET_KEYS, "columns")
+_SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(TaskSpec))
+_FIELD_TYPES = {
+    "name": "a string",
+    "label_field": "a string",
+    "main_metric": "a string",
+    "prompt_eval": "a string",
+    "greater_is_better": "true or false",
+    "extra": "an object",
+}
+
+
+def _array_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) offsets of each element of the top-level JSON array in `text` (already known to parse)."""
+    decoder = json.JSONDecoder()
+    spans = []
+    position = text.index("[") + 1
+    whitespace = re.compile(r"[\s,]*")
+    while True:
+        position = whitespace.match(text, position).end()
+        if position >= len(text) or text[position] == "]":
+            return spans
+        _, end = decoder.raw_decode(text, position)
+        spans.append((position, end))
+        position = end
+
+
+def task_metric_problem(spec: TaskSpec) -> tuple[str, str] | None:
+    """`(field, problem)` when a built-in metric of `spec` is unknown or does not fit the task; else None."""
+    for name in spec.metrics:
+        if not isinstance(name, str) or name not in METRICS:
+            return "metrics", (
+                f"unknown metric {name!r}{did_you_mean(str(name), METRICS)}; built-in metrics: {sorted(METRICS)} "
+                "(evaluate modules go in evaluate_metrics)"
+            )
+        if spec.is_regression and name in CLASSIFICATION_METRICS:
+            return (
+                "metrics",
+                f"metric {name!r} scores class ids, but the task is a regression (label_names null): use {list(REGRESSION_METRICS)}",
+            )
+        if not spec.is_regression and name in REGRESSION_METRICS:
+            return (
+                "metrics",
+                f"metric {name!r} scores regression targets, but the task is a classification: use {list(CLASSIFICATION_METRICS)}",
+            )
+        if name == "f1" and spec.num_labels != 2:
+            return "metrics", f"metric 'f1' is the binary F1 of label id 1, but the task has {spec.num_labels} labels"
+    for metric_id in spec.evaluate_metrics:
+        if _is_local_path(metric_id) and not os.path.exists(os.path.expanduser(metric_id)):
+            return "evaluate_metrics", f"no metric script at {os.path.abspath(os.path.expanduser(metric_id))}"
+    return None
+
+
+def metric_name_problem(name: str, specs: Iterable[TaskSpec]) -> str | None:
+    """Why `name` (`metric_for_best_model`, with or without `eval_`) names no metric the evaluation reports, or None.
+
+    Reported: `glue_score`, `loss`, and per task `<task>_<metric>` for its built-in metrics, `score`, `loss`
+    and `ece` (`perplexity` for an MLM task); a task with `evaluate` modules may report any `<task>_...` key.
+    """
+    bare = name.removeprefix("eval_")
+    known = {"glue_score", "loss"}
+    for spec in specs:
+        if spec.is_mlm:
+            known |= {f"{spec.name}_loss", f"{spec.name}_perplexity"}
+            continue
+        known |= {f"{spec.name}_{m}" for m in (*spec.metrics, "score", "loss", "ece")}
+        if spec.evaluate_metrics and bare.startswith(f"{spec.name}_"):
+            return None
+    if bare in known:
+        return None
+    return f"--metric_for_best_model {name!r}: the evaluation reports no such metric{did_you_mean(bare, known)}; e.g. 'glue_score', 'loss' or '<task>_score'."
+
+
+def _entry_problem(entry: Mapping[str, Any], base: str) -> tuple[str, str] | None:
+    """`(field, problem)` of the first thing wrong with one task object (before `TaskSpec` sees it)."""
+    known = (*_SPEC_FIELDS, *SOURCE_KEYS)
+    for key in entry:
+        if key not in known:
+            return key, f"unknown field{did_you_mean(key, known)}; fields: {list(known)}"
+    if entry.get("objective", "supervised") != "supervised":
+        return "objective", (
+            "MLM auxiliary tasks read the text of a trained task: use --mlm_tasks TASK, not the custom tasks file"
+            if entry.get("objective") == "mlm"
+            else f'must be "supervised" here, got {json.dumps(entry.get("objective"))}'
+        )
+    for key in ("name", "text_fields"):
+        if key not in entry:
+            return key, "missing (every task needs name, text_fields, and train_file + validation_file or dataset)"
+    has_files = any(key in entry for key in DATA_FILE_KEYS)
+    if has_files and "dataset" in entry:
+        return "dataset", "give either dataset or train_file / validation_file, not both"
+    if not has_files and "dataset" not in entry:
+        return "name", "no data: give train_file and validation_file (files), or dataset (a Hub id or a directory)"
+    if has_files:
+        for key in DATA_FILE_KEYS:
+            if key not in entry:
+                return key, "missing (a task read from files needs train_file and validation_file)"
+        for key in ("config", "splits", "revision"):
+            if key in entry:
+                return key, "applies to dataset, not to train_file / validation_file"
+    for key, kind in _FIELD_TYPES.items():
+        value = entry.get(key)
+        if key in entry and not (
+            (kind == "a string" and isinstance(value, str))
+            or (kind == "true or false" and isinstance(value, bool))
+            or (kind == "an object" and isinstance(value, dict))
+        ):
+            return key, f"must be {kind}, got {json.dumps(value)}"
+    fields = entry["text_fields"]
+    if not isinstance(fields, list) or not 1 <= len(fields) <= 2 or not all(isinstance(f, str) and f for f in fields):
+        return (
+            "text_fields",
+            f'must be a list of one or two column names, e.g. ["text"] or ["premise", "hypothesis"]; got {json.dumps(fields)}',
+        )
+    labels = entry.get("label_names")
+    if labels is not None and (not isinstance(labels, list) or not all(isinstance(n, str) for n in labels)):
+        return (
+            "label_names",
+            f"must be a list of label names (strings), null for a regression task, or left out to take them from the data; got {json.dumps(labels)}",
+        )
+    if isinstance(entry.get("prompt_templates"), str):
+        entry = {**entry, "prompt_templates": [entry["prompt_templates"]]}
+    for key in ("metrics", "evaluate_metrics", "validation_splits", "prompt_templates"):
+        value = entry.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return key, f"must be a list of strings, got {json.dumps(value)}"
+    bounds = entry.get("regression_range")
+    if bounds is not None and (
+        not isinstance(bounds, list) or len(bounds) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+    ):
+        return "regression_range", f"must be [low, high] (two numbers), got {json.dumps(bounds)}"
+    for key in ("splits", "columns"):
+        value = entry.get(key, {})
+        if not isinstance(value, dict) or not all(isinstance(v, str) and v for v in value.values()):
+            return key, f'must be an object of names, e.g. {{"validation": "dev"}}; got {json.dumps(value)}'
+    for key in ("dataset", "config", "revision"):
+        if key in entry and (not isinstance(entry[key], str) or not entry[key]):
+            return key, f"must be a non-empty string, got {json.dumps(entry[key])}"
+    for key in DATA_FILE_KEYS if has_files else ():
+        value = entry[key]
+        if not isinstance(value, str) or not value:
+            return key, f"must be a file path (relative to this file), got {json.dumps(value)}"
+        path = os.path.join(base, value)
+        if not os.path.exists(path):
+            return key, f"data file {path} does not exist"
+        if not os.path.isdir(path) and os.path.splitext(value)[1].lower() not in DATA_SUFFIXES:
+            return key, f"{value}: unsupported file type; use {', '.join(DATA_SUFFIXES)} or a save_to_disk directory"
+    return None
+
+
+def _entry_source(entry: Mapping[str, Any], base: str) -> TaskSource:
+    """The `TaskSource` of a checked task object; local paths are relative to the tasks file."""
+    columns = dict(entry.get("columns", {}))
+    if "dataset" not in entry:
+        return TaskSource(
+            data_files={"train": os.path.join(base, entry["train_file"]), "validation": os.path.join(base, entry["validation_file"])},
+            columns=columns,
+        )
+    dataset = entry["dataset"]
+    local = os.path.join(base, os.path.expanduser(dataset))
+    if dataset.startswith((".", "/", "~")) or os.path.isdir(local):
+        dataset = local
+    return TaskSource(
+        dataset=dataset, config=entry.get("config"), splits=dict(entry.get("splits", {})), columns=columns, revision=entry.get("revision")
+    )
+
+
+def read_custom_tasks(path: str, taken_names: Iterable[str] = (), *, cache_dir: str | None = None) -> list[tuple[TaskSpec, TaskSource]]:
+    """The tasks of a `--custom_tasks_file`: `[(spec, source), ...]`.
+
+    Each task object holds `TaskSpec` fields and its data: `train_file` + `validation_file` (any format
+    `hf_async_mtl.sources` reads; paths relative to the JSON file), or `dataset` (a Hub id or a directory)
+    with optional `config`, `splits` and `revision`; `columns` maps task fields to other column names. A task
+    without `label_names` takes its label set from its training data (`infer_task_spec`: that reads the
+    training split's label column); `"label_names": null` declares a regression task. Every problem is a
+    `UsageError` naming the file, the 1-based line of the field and the field: JSON syntax, unknown or
+    missing fields, wrong types, metric names, names used twice (or by `taken_names`, e.g. the GLUE tasks
+    of `--tasks`), data files that do not exist, data whose labels cannot be inferred.
+    """
+    entries, text = read_json_file(path, "custom tasks file")
+    if not isinstance(entries, list):
+        raise UsageError(f"{path}, line 1: expected a JSON list of task objects, got a {type(entries).__name__}.")
+    if not entries:
+        raise UsageError(f"{path}, line 1: the list of tasks is empty.")
+    base = os.path.dirname(os.path.abspath(path))
+    taken = set(taken_names)
+    tasks = []
+    for number, (entry, (start, end)) in enumerate(zip(entries, _array_spans(text)), start=1):
+
+        def fail(field: str | None, problem: str, entry=entry, number=number, start=start, end=end) -> UsageError:
+            line = (key_line(text, field, start, end) if field else None) or line_of(text, start)
+            where = f"{path}, line {line}" + (f", field {field!r}" if field else "")
+            name = entry.get("name") if isinstance(entry, dict) else None
+            task = f" (task {name!r})" if isinstance(name, str) else f" (task {number})"
+            return UsageError(f"{where}{task}: {problem}.")
+
+        if not isinstance(entry, dict):
+            raise fail(None, f"expected a task object, got a {type(entry).__name__}")
+        problem = _entry_problem(entry, base)
+        if problem is not None:
+            raise fail(*problem)
+        if entry["name"] in taken:
+            raise fail("name", f"task {entry['name']!r} is given twice (in --tasks or earlier in this file); task names must be unique")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k not in SOURCE_KEYS}
+        try:
+            source = _entry_source(entry, base)
+        except ValueError as error:
+            raise fail("dataset" if "dataset" in entry else "train_file", str(error).rstrip(".")) from None
+        try:
+            if "label_names" in entry:
+                spec = TaskSpec(**values)
+            else:
+                spec = infer_task_spec(values.pop("name"), source, values.pop("text_fields"), cache_dir=cache_dir, **values)
+        except (TypeError, ValueError, FileNotFoundError) as error:
+            message = str(error)
+            field = next((f for f in sorted(_SPEC_FIELDS, key=len, reverse=True) if f in message), None)
+            if "label_names" not in entry and field is None:
+                field = "dataset" if "dataset" in entry else "train_file"
+            raise fail(field, message.rstrip(".")) from None
+        problem = task_metric_problem(spec)
+        if problem is not None:
+            raise fail(*problem)
+        taken.add(spec.name)
+        tasks.append((spec, source))
+    return tasks

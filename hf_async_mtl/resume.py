@@ -1,0 +1,104 @@
+"""What a resume checks of a checkpoint before anything is loaded: its tasks, heads, labels, model shape and files.
+
+The parts of a run with checkpoint state of their own check theirs themselves (`state.CheckpointPart`: the
+weighting state and batch stream, async-KD); `check_resume_checkpoint` is the model's part, run by
+`MultiTaskTrainer.train(resume_from_checkpoint=...)` for every method and by the command line's preflight.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .errors import InputError, key_line, one_line, read_json_file
+from .tasks import TaskSpec, head_mismatches
+
+
+def encoder_config_of(config: Any) -> Any:
+    """The encoder's config: `config` itself, or a saved multi-task model's `encoder_config`."""
+    return getattr(config, "encoder_config", None) if getattr(config, "model_type", None) == "hf_async_mtl" else config
+
+
+def _names(heads: Iterable[Any]) -> str:
+    return "[" + ", ".join(h["name"] if isinstance(h, Mapping) else h.name for h in heads) + "]"
+
+
+def safetensors_shapes(path: str) -> dict[str, list[int]]:
+    """Tensor name → shape of a safetensors file, reading its header only; an unreadable file is a `InputError`."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt") as handle:
+            return {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except (SafetensorError, OSError) as error:
+        raise InputError(f"{path}: not a readable safetensors file (truncated or corrupt?): {one_line(error)}.") from None
+
+
+def check_resume_checkpoint(directory: str, specs: Sequence[TaskSpec], *, model_config: Any = None) -> None:
+    """Refuse to resume from `directory` unless it continues the requested run; every problem is a `InputError`.
+
+    Checked from files only (cheap): the checkpoint's `config.json` is a multi-task model whose heads are
+    `specs` (names, order, sizes, kinds, label names) — the message names both task lists; with
+    `model_config`, the same pooling and encoder shape; its weight files exist and are readable safetensors;
+    the weights' head shapes agree with the config; `weighting_state.pt` exists (a `MultiTaskTrainer`
+    checkpoint). Parts of a run with checkpoint state of their own (async-KD) check theirs themselves.
+    """
+    if not os.path.isdir(directory):
+        raise InputError(f"resume_from_checkpoint {directory}: the directory does not exist.", "resume_from_checkpoint")
+    config_path = os.path.join(directory, "config.json")
+    if not os.path.isfile(config_path):
+        raise InputError(f"resume_from_checkpoint {directory}: not a checkpoint (no config.json).", "resume_from_checkpoint")
+    saved, text = read_json_file(config_path, "checkpoint config")
+    if not isinstance(saved, dict) or saved.get("model_type") != "hf_async_mtl":
+        model_type = saved.get("model_type") if isinstance(saved, dict) else None
+        raise InputError(
+            f"{config_path}, line {key_line(text, 'model_type') or 1}, field 'model_type': {model_type!r} is not a "
+            "multi-task (hf_async_mtl) checkpoint written by MultiTaskTrainer, so it cannot be resumed."
+        )
+    heads = saved.get("tasks") or []
+    problems = head_mismatches(heads, specs)
+    if problems:
+        raise InputError(
+            f"{config_path}, line {key_line(text, 'tasks') or 1}, field 'tasks': cannot resume: the checkpoint's tasks "
+            f"{_names(heads)} differ from the requested tasks {_names(specs)} ({'; '.join(problems)})."
+        )
+    if model_config is not None:
+        _check_same_model(config_path, text, saved, model_config)
+    weight_files = sorted(f for f in os.listdir(directory) if f.endswith(".safetensors"))
+    expected = {head["name"]: head["num_labels"] for head in heads}
+    for name in weight_files:
+        path = os.path.join(directory, name)
+        for key, shape in safetensors_shapes(path).items():
+            match = re.fullmatch(r"heads\.(.+)\.weight", key)
+            if match and shape and expected.get(match.group(1)) not in (None, shape[0]):
+                raise InputError(
+                    f"{path}, tensor {key!r}: the head has {shape[0]} outputs, but {config_path} says "
+                    f"{expected[match.group(1)]}; the checkpoint is inconsistent."
+                )
+    weighting = os.path.join(directory, "weighting_state.pt")
+    if not os.path.isfile(weighting):
+        raise InputError(f"{weighting} is missing: {directory} was not written by MultiTaskTrainer.", "resume_from_checkpoint")
+
+
+def _check_same_model(config_path: str, text: str, saved: Mapping[str, Any], model_config: Any) -> None:
+    """The model being trained has the checkpoint's pooling and encoder shape (its weights will be loaded into it)."""
+    differences = []
+    pooling = getattr(model_config, "pooling", None)  # None: not known yet (e.g. "auto" before the encoder is loaded)
+    if pooling is not None and saved.get("pooling") != pooling:
+        differences.append(("pooling", f"pooling {saved.get('pooling')!r}, the model being trained {model_config.pooling!r}"))
+    encoder = saved.get("encoder_config") or {}
+    ours = encoder_config_of(model_config)
+    for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size"):
+        if ours is not None and key in encoder and encoder[key] != getattr(ours, key, None):
+            differences.append((key, f"encoder {key} {encoder[key]!r}, the model being trained {getattr(ours, key, None)!r}"))
+    if bool(saved.get("peft_config")) != bool(getattr(model_config, "peft_config", None)):
+        differences.append(("peft_config", "the checkpoint and the model being trained differ in having LoRA adapters"))
+    if differences:
+        field, _ = differences[0]
+        raise InputError(
+            f"{config_path}, line {key_line(text, field) or 1}, field {field!r}: cannot resume: the checkpoint's "
+            + "; ".join(message for _, message in differences)
+            + "."
+        )
