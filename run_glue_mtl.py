@@ -25,54 +25,22 @@ import sys
 import traceback
 from types import SimpleNamespace
 
-import datasets
 from transformers import AutoConfig, AutoTokenizer, TrainerCallback, set_seed
 
 from cli.arguments import DataArguments, ModelArguments, parse_args
 from cli.errors import DEBUG_ENV, UsageError, key_line, one_line, read_json_file
 from cli.preflight import RunPlan, dev_split_names, plan_tasks, preflight
-from cli.task_options import MlmSource
 from glue_tasks import load_glue_task
 from glue_tasks.submission import submission_splits, write_glue_submission
 from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec
 from hf_async_mtl.checkpoints import resolve_checkpoint
-from hf_async_mtl.data import carve_validation_split, template_view, tokenize_task, validate_task_dataset
+from hf_async_mtl.data import build_task_datasets, template_view, tokenize_task, validate_task_dataset
 from hf_async_mtl.errors import InputError
 from hf_async_mtl.finetune import finetune_each_task
-from hf_async_mtl.sources import TaskSource, load_task
 
 __all__ = ["DataArguments", "ModelArguments", "MultiTaskTrainingArguments", "RunPlan", "main", "parse_args", "plan_tasks", "run"]
 
 logger = logging.getLogger("run_glue_mtl")
-
-
-def load_raw_tasks(
-    data_args: DataArguments, tasks: list[tuple[TaskSpec, TaskSource | None]] | None = None
-) -> tuple[list[TaskSpec], dict, dict]:
-    """Task specs plus raw train and dev splits ({task: {split: Dataset}}) — validated, nothing written.
-
-    `tasks` is `plan_tasks(data_args)` (computed when not given).
-    """
-    tasks = plan_tasks(data_args) if tasks is None else tasks
-    specs, train, dev = [], {}, {}
-    for spec, source in tasks:
-        specs.append(spec)
-        if isinstance(source, MlmSource):  # the text of a task loaded above (tasks list MLM tasks last)
-            columns = list(spec.text_fields)
-            train[spec.name] = train[source.task].select_columns([*columns, "idx"])
-            first = next(iter(dev[source.task].values()))
-            dev[spec.name] = {"validation": first.select_columns([*columns, "idx"])}
-        elif source is None:
-            train[spec.name] = load_glue_task(spec.name, "train", data_args.glue_dir)
-            dev[spec.name] = {split: load_glue_task(spec.name, split, data_args.glue_dir) for split in spec.validation_splits}
-        else:
-            train[spec.name] = load_task(spec, source, "train")
-            dev[spec.name] = {split: load_task(spec, source, split) for split in spec.validation_splits}
-    for spec in specs:
-        validate_task_dataset(spec, train[spec.name], f"{spec.name} train split")
-        for split, dataset in dev[spec.name].items():
-            validate_task_dataset(spec, dataset, f"{spec.name} {split} split")
-    return specs, train, dev
 
 
 def load_test_sets(specs: list[TaskSpec], data_args: DataArguments) -> dict:
@@ -98,13 +66,6 @@ def predict_test_sets(trainer: MultiTaskTrainer, specs: list[TaskSpec], raw_test
             # A template pool tokenizes every example once per template: the ids are those of one view.
             predictions[(spec.name, split)] = (template_view(tokenized, 0)["idx"], trainer.predict_tasks({spec.name: tokenized})[spec.name])
     return predictions
-
-
-def cap(dataset: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
-    """A seeded random subset of `limit` examples (all of them when `limit` is None or larger)."""
-    if limit is None or limit >= len(dataset):
-        return dataset
-    return dataset.shuffle(seed=seed).select(range(limit))
 
 
 def dev_curve_sets(selection_sets: dict, dev_sets: dict) -> dict:
@@ -169,7 +130,8 @@ class _TrainingStarted(TrainerCallback):
 def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) -> dict:
     """Run training and the final dev evaluation; returns the metrics written to `all_results.json`.
 
-    Raises the errors themselves (`UsageError` for bad input found by `validate`); `main` is the CLI around it.
+    Raises the errors themselves (`UsageError` for bad input found by `preflight`); `main` is the CLI around it.
+    The steps: parse, preflight, build data, build model, train, evaluate, save.
     """
     state = _state if _state is not None else SimpleNamespace(training=False, output_dir=None, output_existed=True, config_file=None)
     argv = sys.argv[1:] if argv is None else argv
@@ -182,8 +144,7 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
     # first the checks that read no data and no weights, then the data (whose errors name file, line, column).
     plan = preflight(model_args, data_args, training_args)
     set_seed(training_args.seed)
-    specs, raw_train, raw_dev = load_raw_tasks(data_args, plan.tasks)
-    raw_test = load_test_sets(specs, data_args) if training_args.do_predict else {}
+    specs = [spec for spec, _ in plan.tasks]
     tokenizer = AutoTokenizer.from_pretrained(plan.model_source, cache_dir=model_args.cache_dir)
     needs_mask = {
         "--pooling mask": model_args.pooling == "mask",
@@ -193,32 +154,23 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
     if any(needs_mask.values()) and tokenizer.mask_token is None:
         what = ", ".join(name for name, needed in needs_mask.items() if needed)
         raise UsageError(f"{what} need a tokenizer with a mask token; {plan.model_source}'s {type(tokenizer).__name__} has none.")
+    raw_test = load_test_sets(specs, data_args) if training_args.do_predict else {}  # read and checked before any tokenisation
+    data = build_task_datasets(
+        plan.tasks,
+        tokenizer,
+        data_args.max_seq_length,
+        caps=data_args.per_task_caps,
+        default_cap=data_args.max_train_samples,
+        seed=training_args.seed,
+        selection_fraction=data_args.selection_split_fraction,
+        selection_max=data_args.selection_split_max,
+        eval_cap=data_args.max_eval_samples,
+        num_proc=data_args.preprocessing_num_workers,
+        main_process_first=lambda: training_args.main_process_first(desc="tokenization"),
+    )
     model = build_model(model_args, specs, tokenizer.mask_token_id)
     model.config.max_seq_length = data_args.max_seq_length  # an export's prompt pipeline truncates as training did
-    mlm_sources = {spec.name: source.task for spec, source in plan.tasks if isinstance(source, MlmSource)}
-
-    train_sets, selection_sets, dev_sets = {}, {}, {}
-    with training_args.main_process_first(desc="tokenization"):
-        for task_id, spec in enumerate(specs):
-            # An MLM task reads its source task's text: the same cap and seed give the same rows and the same
-            # selection split, so it never trains on text that its source holds out.
-            source_name = mlm_sources.get(spec.name, spec.name)
-            limit = data_args.per_task_caps.get(source_name, data_args.max_train_samples)
-            train = cap(raw_train[spec.name], limit, training_args.seed)
-            if data_args.selection_split_fraction > 0:
-                train, held_out = carve_validation_split(
-                    train, data_args.selection_split_fraction, data_args.selection_split_max, training_args.seed
-                )
-                selection_sets[spec.name] = tokenize_task(spec, held_out, tokenizer, task_id, data_args.max_seq_length)
-            train_sets[spec.name] = tokenize_task(
-                spec, train, tokenizer, task_id, data_args.max_seq_length, num_proc=data_args.preprocessing_num_workers
-            )
-            dev_sets[spec.name] = {
-                split: tokenize_task(
-                    spec, cap(d, data_args.max_eval_samples, training_args.seed), tokenizer, task_id, data_args.max_seq_length
-                )
-                for split, d in raw_dev[spec.name].items()
-            }
+    train_sets, selection_sets, dev_sets = data.train, data.selection, data.dev
     if not selection_sets:
         logger.warning("selection_split_fraction=0: selection reads the dev sets that are also reported.")
         selection_sets = dev_sets

@@ -494,8 +494,8 @@ def compute_references(profile_name: str, glue_dir: str, z: float = Z, tasks: It
     from benchmarks.glue5_quality import PROFILES
     from glue_tasks import get_glue_task, load_glue_task
     from hf_async_mtl.async_kd.callback import trivial_predictor_value
+    from hf_async_mtl.data import cap_dataset as cap
     from hf_async_mtl.data import carve_validation_split
-    from run_glue_mtl import cap
 
     profile = PROFILES[profile_name]
     references = {}

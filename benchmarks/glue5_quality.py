@@ -282,8 +282,9 @@ def run_one(profile_name: str, method: str, seed: int, out_path: str) -> None:
 
     from glue_tasks import get_glue_task, load_glue_task
     from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
+    from hf_async_mtl.checkpoints import resolve_checkpoint
+    from hf_async_mtl.data import cap_dataset as cap
     from hf_async_mtl.data import carve_validation_split, tokenize_task
-    from run_glue_mtl import cap, resolve_checkpoint
 
     torch.set_num_threads(2)
     profile = PROFILES[profile_name]
@@ -408,10 +409,10 @@ def run_one_v2(profile_name: str, method: str, seed: int, out_path: str) -> None
     from transformers import AutoTokenizer, set_seed
 
     from benchmarks.provenance import provenance
-    from glue_tasks import get_glue_task, load_glue_task
+    from glue_tasks import GlueTsvSource, get_glue_task, load_glue_task
     from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
-    from hf_async_mtl.data import carve_validation_split, tokenize_task
-    from run_glue_mtl import resolve_checkpoint
+    from hf_async_mtl.checkpoints import resolve_checkpoint
+    from hf_async_mtl.data import build_task_datasets, carve_validation_split
 
     torch.set_num_threads(2)
     profile = PROFILES[profile_name]
@@ -421,27 +422,32 @@ def run_one_v2(profile_name: str, method: str, seed: int, out_path: str) -> None
     glue_dir = os.environ.get("GLUE_DIR", os.path.join(ROOT, "..", "shared", "glue_data"))
     path = resolve_checkpoint(profile["model"])
     tokenizer = AutoTokenizer.from_pretrained(path)
-    # Every task is loaded (a single-task run needs the five training sizes for its budget); data seeds
-    # are fixed across run seeds, so seeds vary only the training randomness.
-    train, evaluation, train_sizes = {}, {}, {}
-    for name in TASKS:
-        spec = get_glue_task(name)
-        # The selection split is carved from the full training set, before any cap (regime profiles: a larger
-        # one at no cost to the capped pool); the cap draws from what is left, with a fixed data seed.
-        pool, held_out = carve_validation_split(
-            load_glue_task(name, "train", glue_dir), profile.get("selection_fraction", 0.1), profile["selection_max"], seed=42
-        )
-        pool = capped(pool, profile["caps"].get(name), 42)
-        train_sizes[name] = len(pool)
-        if name not in task_names:
-            continue
-        position = task_names.index(name)
-        length = profile["max_seq_length"]
-        train[name] = tokenize_task(spec, pool, tokenizer, position, length)
-        evaluation[name] = {
-            "selection": _length_sorted(tokenize_task(spec, held_out, tokenizer, position, length)),
-            "dev": _length_sorted(tokenize_task(spec, load_glue_task(name, "validation", glue_dir), tokenizer, position, length)),
-        }
+    # The library's one data path. The selection split is carved from the full training set, before any cap
+    # (regime profiles: a larger one at no cost to the capped pool); the cap draws from what is left. Data seeds are
+    # fixed (42) across run seeds, so seeds vary only the training randomness.
+    data_options = dict(
+        caps=profile["caps"],
+        seed=42,
+        selection_fraction=profile.get("selection_fraction", 0.1),
+        selection_max=profile["selection_max"],
+        carve_before_cap=True,
+        subsample=capped,
+    )
+    sources = [(get_glue_task(name), GlueTsvSource(name, glue_dir)) for name in task_names]
+    data = build_task_datasets(sources, tokenizer, profile["max_seq_length"], **data_options)
+    train = data.train
+    evaluation = {
+        name: {"selection": _length_sorted(data.selection[name]), "dev": _length_sorted(data.dev[name]["validation"])}
+        for name in task_names
+    }
+    train_sizes = dict(data.train_sizes)
+    if single:  # its budget is its share of a five-task run: the other tasks' sizes, without tokenising them
+        for name in TASKS:
+            if name not in train_sizes:
+                pool, _ = carve_validation_split(
+                    load_glue_task(name, "train", glue_dir), data_options["selection_fraction"], profile["selection_max"], seed=42
+                )
+                train_sizes[name] = len(capped(pool, profile["caps"].get(name), 42))
     specs = [get_glue_task(t) for t in task_names]
     model = MultiTaskModel.from_encoder(path, specs)
     overrides = {} if single else dict(V2_METHODS[method])

@@ -59,8 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _data(args, tokenizer):
     from glue_tasks import get_glue_task, load_glue_task
+    from hf_async_mtl.data import cap_dataset as cap
     from hf_async_mtl.data import tokenize_task
-    from run_glue_mtl import cap
 
     glue_dir = os.environ.get("GLUE_DIR", os.path.join(ROOT, "..", "shared", "glue_data"))
     specs = [get_glue_task(t) for t in TASKS]
@@ -81,7 +81,7 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, out_path: str) ->
 
     from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
     from hf_async_mtl.adapters import count_parameters, lora_config
-    from run_glue_mtl import resolve_checkpoint
+    from hf_async_mtl.checkpoints import resolve_checkpoint
 
     torch.set_num_threads(args.threads)
     set_seed(seed)

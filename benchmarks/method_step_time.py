@@ -35,7 +35,7 @@ def measure(method: str, steps: int, warmup: int) -> dict:
     from transformers import AutoTokenizer, TrainerCallback, set_seed
 
     from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
-    from run_glue_mtl import resolve_checkpoint
+    from hf_async_mtl.checkpoints import resolve_checkpoint
 
     class StepTimer(TrainerCallback):
         def __init__(self):

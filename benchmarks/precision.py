@@ -82,8 +82,9 @@ def run_one(kind: str, seed: int) -> dict:
     from benchmarks.provenance import provenance
     from glue_tasks import get_glue_task, load_glue_task
     from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
+    from hf_async_mtl.checkpoints import resolve_checkpoint
+    from hf_async_mtl.data import cap_dataset as cap
     from hf_async_mtl.data import tokenize_task
-    from run_glue_mtl import cap, resolve_checkpoint
 
     if kind not in KINDS:
         raise SystemExit(f"precision: unknown kind {kind!r} (choose from {', '.join(KINDS)})")

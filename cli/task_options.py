@@ -10,10 +10,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from glue_tasks.prompts import glue_template_candidates
+from hf_async_mtl.sources import TaskDataSource, TextOfTask
 from hf_async_mtl.tasks import TaskSpec
 from hf_async_mtl.template_pool import build_template_pool
 
@@ -21,31 +20,24 @@ from .errors import UsageError, did_you_mean, read_json_file
 
 logger = logging.getLogger("run_glue_mtl")
 
-Planned = list[tuple[TaskSpec, Any]]
-
-
-@dataclass(frozen=True)
-class MlmSource:
-    """An MLM auxiliary task's data: the text of trained task `task` (`--mlm_tasks`)."""
-
-    task: str
+Planned = list[tuple[TaskSpec, TaskDataSource]]
 
 
 def add_mlm_tasks(tasks: Planned, names: Sequence[str]) -> Planned:
     """`tasks` plus an MLM task `mlm_<name>` over the text fields of each named trained task (listed last)."""
     tasks = list(tasks)
     for name in names:
-        source = next((spec for spec, _ in tasks if spec.name == name), None)
-        if source is None:
+        base = next(((spec, source) for spec, source in tasks if spec.name == name), None)
+        if base is None:
             raise UsageError(
                 f"--mlm_tasks: task {name!r} is not trained{did_you_mean(name, [s.name for s, _ in tasks])}; "
                 "an MLM task reads the training text of a trained task.",
                 "mlm_tasks",
             )
-        mlm = TaskSpec(name=f"mlm_{name}", text_fields=source.text_fields, objective="mlm")
+        mlm = TaskSpec(name=f"mlm_{name}", text_fields=base[0].text_fields, objective="mlm")
         if mlm.name in {spec.name for spec, _ in tasks}:
             raise UsageError(f"--mlm_tasks: task name {mlm.name!r} is taken.", "mlm_tasks")
-        tasks.append((mlm, MlmSource(name)))
+        tasks.append((mlm, TextOfTask(name, base[1], base[0].text_fields)))
     return tasks
 
 

@@ -13,7 +13,8 @@ import datasets
 
 from glue_tasks.formats import GLUE_FORMATS, GlueFormat
 from glue_tasks.specs import get_glue_task
-from hf_async_mtl.tabular import LabelParser, read_delimited
+from glue_tasks.tabular import LabelParser, read_delimited
+from hf_async_mtl.sources import TaskDataSource
 from hf_async_mtl.tasks import TaskSpec
 
 __all__ = ["HUB_DATASET", "glue_features", "load_glue_task"]
@@ -133,3 +134,17 @@ def _parse_index(raw: str, where: str) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"{where}: index {raw!r} is not an integer.") from None
+
+
+class GlueTsvSource(TaskDataSource):
+    """A GLUE task's data as a task source: the original TSVs under `glue_dir`, or the Hub copy (`nyu-mll/glue`) when
+    `glue_dir` is None (`load_glue_task`)."""
+
+    def __init__(self, name: str, glue_dir: str | os.PathLike[str] | None = None, cache_dir: str | os.PathLike[str] | None = None) -> None:
+        self.name, self.glue_dir, self.cache_dir = name, glue_dir, cache_dir
+
+    def _load(self, split: str) -> datasets.Dataset:
+        return load_glue_task(self.name, split, self.glue_dir, cache_dir=self.cache_dir)
+
+    def describe(self, split: str) -> str:
+        return f"GLUE {self.name} {split}" + (f" under {self.glue_dir}" if self.glue_dir else " (Hub)")

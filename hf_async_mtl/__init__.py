@@ -10,6 +10,9 @@ from .config import MultiTaskTrainingArguments
 from .data import (
     MultiTaskDataCollator,
     MultiTaskDataset,
+    TaskDatasets,
+    build_task_datasets,
+    cap_dataset,
     carve_validation_split,
     load_task_file,
     tokenize_task,
@@ -19,7 +22,7 @@ from .metrics import compute_task_metrics, glue_score
 from .modeling import MultiTaskConfig, MultiTaskModel
 from .objectives import HardLabelObjective, MaskedLmObjective, StepContext, TaskObjective
 from .sampling import MultiTaskBatchSampler
-from .sources import TaskSource, infer_task_spec, load_task
+from .sources import DatasetsSource, TaskDataSource, TaskSource, TextOfTask, infer_task_spec, load_task
 from .tasks import TaskSpec
 from .trainer import MultiTaskTrainer
 from .weighting import WeightingMethod, available_weightings, build_weighting, register_weighting
@@ -30,6 +33,7 @@ __all__ = [
     "AsyncConvergenceCallback",
     "AsyncKDOptions",
     "ConvergenceMonitor",
+    "DatasetsSource",
     "HardLabelObjective",
     "MaskedLmObjective",
     "MultiTaskBatchSampler",
@@ -41,11 +45,16 @@ __all__ = [
     "MultiTaskTrainingArguments",
     "StepContext",
     "TaskObjective",
+    "TaskDataSource",
+    "TaskDatasets",
     "TaskSource",
+    "TextOfTask",
     "TaskSpec",
     "WeightingMethod",
     "available_weightings",
+    "build_task_datasets",
     "build_weighting",
+    "cap_dataset",
     "carve_validation_split",
     "compute_task_metrics",
     "distillation_loss",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from .sources import TaskSource, load_task
+from .sources import TaskDataSource, TaskSource, load_task
 from .tasks import TaskSpec
 
 TASK_IDS_COLUMN = "task_ids"
@@ -106,6 +107,92 @@ def carve_validation_split(
         raise ValueError(f"Cannot hold out {size} of {len(dataset)} examples: nothing would be left to train on.")
     order = np.random.default_rng(seed).permutation(len(dataset))
     return dataset.select(np.sort(order[size:])), dataset.select(np.sort(order[:size]))
+
+
+def cap_dataset(dataset: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
+    """A seeded random subset of `limit` examples, in shuffled order (all of them, in order, when `limit` is None or
+    not smaller): the command line's `--max_train_samples` / `--max_eval_samples`."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(limit))
+
+
+@dataclass
+class TaskDatasets:
+    """The tokenised data of a run, task by task (in the order the tasks were given).
+
+    Attributes:
+        train: Task → training set.
+        selection: Task → selection split carved from its training data (empty without one).
+        dev: Task → {split: dev set} (the task's `validation_splits`).
+        train_sizes: Task → training examples after capping and carving.
+    """
+
+    train: dict[str, datasets.Dataset]
+    selection: dict[str, datasets.Dataset]
+    dev: dict[str, dict[str, datasets.Dataset]]
+    train_sizes: dict[str, int]
+
+
+def build_task_datasets(
+    tasks: Sequence[tuple[TaskSpec, TaskDataSource]],
+    tokenizer: PreTrainedTokenizerBase,
+    max_seq_length: int = 128,
+    *,
+    caps: Mapping[str, int | None] | None = None,
+    default_cap: int | None = None,
+    seed: int = 42,
+    selection_fraction: float = 0.1,
+    selection_max: int | None = 500,
+    carve_before_cap: bool = False,
+    eval_cap: int | None = None,
+    with_dev: bool = True,
+    subsample: Callable[[datasets.Dataset, int | None, int], datasets.Dataset] = cap_dataset,
+    num_proc: int | None = None,
+    main_process_first: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> TaskDatasets:
+    """The one path from task sources to tokenised train / selection / dev sets, for the command line, the
+    benchmarks and Python users alike.
+
+    First every task's splits are loaded and checked against its spec (`validate_task_dataset`), so bad data is
+    reported before any tokenisation. Then, per task: the training set is capped (`caps[task]`, else
+    `default_cap`; a derived source uses its `cap_group`'s cap and seed, so it reads the same rows) and a selection
+    split of `selection_fraction` (at most `selection_max`) is carved from it — from the full training set before
+    capping with `carve_before_cap` (a larger split at no cost to a capped pool) — all seeded with `seed`; dev
+    splits are capped at `eval_cap`. Task ids are the tasks' positions. `selection_fraction=0` carves nothing
+    (selection then has to read other data: the caller decides). Tokenisation runs under `main_process_first`
+    (e.g. `TrainingArguments.main_process_first`), so several processes map once.
+    """
+    caps = dict(caps or {})
+    raw_train, raw_dev = {}, {}
+    for spec, source in tasks:
+        raw_train[spec.name] = source.load("train")
+        validate_task_dataset(spec, raw_train[spec.name], f"{spec.name} train split")
+        if with_dev:
+            raw_dev[spec.name] = {split: source.load(split) for split in spec.validation_splits}
+            for split, dataset in raw_dev[spec.name].items():
+                validate_task_dataset(spec, dataset, f"{spec.name} {split} split")
+    result = TaskDatasets(train={}, selection={}, dev={}, train_sizes={})
+    with main_process_first():
+        for task_id, (spec, source) in enumerate(tasks):
+            group = source.cap_group or spec.name
+            limit = caps.get(group, default_cap)
+            pool, held_out = raw_train[spec.name], None
+            if carve_before_cap and selection_fraction > 0:
+                pool, held_out = carve_validation_split(pool, selection_fraction, selection_max, seed)
+            pool = subsample(pool, limit, seed)
+            if not carve_before_cap and selection_fraction > 0:
+                pool, held_out = carve_validation_split(pool, selection_fraction, selection_max, seed)
+            if held_out is not None:
+                result.selection[spec.name] = tokenize_task(spec, held_out, tokenizer, task_id, max_seq_length)
+            result.train[spec.name] = tokenize_task(spec, pool, tokenizer, task_id, max_seq_length, num_proc=num_proc)
+            result.train_sizes[spec.name] = len(pool)
+            if with_dev:
+                result.dev[spec.name] = {
+                    split: tokenize_task(spec, cap_dataset(dataset, eval_cap, seed), tokenizer, task_id, max_seq_length)
+                    for split, dataset in raw_dev[spec.name].items()
+                }
+    return result
 
 
 def tokenize_task(

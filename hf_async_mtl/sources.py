@@ -39,10 +39,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .tabular import _WIDE_BOMS  # the byte-order marks the GLUE reader rejects, rejected here alike
 from .tasks import TaskSpec
 
-__all__ = ["TaskSource", "infer_task_spec", "load_task", "load_source_split"]
+__all__ = ["DatasetsSource", "TaskDataSource", "TaskSource", "TextOfTask", "infer_task_spec", "load_task", "load_source_split"]
 
 # File suffix -> (datasets builder, builder options).
 _BUILDERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -55,6 +54,8 @@ _BUILDERS: dict[str, tuple[str, dict[str, Any]]] = {
     ".arrow": ("arrow", {}),
 }
 DATA_SUFFIXES = tuple(_BUILDERS)
+# Byte-order marks of UTF-16 / UTF-32 text, which the readers refuse (with the encoding named) rather than misread.
+WIDE_BOMS = ((b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe\x00\x00", "UTF-32"), (b"\xfe\xff", "UTF-16"), (b"\xff\xfe", "UTF-16"))
 _BATCH = 10_000
 
 
@@ -126,7 +127,7 @@ class TaskSource:
 def _delimited_header(path: str, options: Mapping[str, Any], context: str) -> list[str]:
     with open(path, "rb") as handle:
         start = handle.read(4)
-    for bom, encoding in _WIDE_BOMS:
+    for bom, encoding in WIDE_BOMS:
         if start.startswith(bom):
             raise ValueError(f"{context}: {path}: the file is {encoding} text (byte-order mark); save it as UTF-8.")
     try:
@@ -486,3 +487,66 @@ def infer_task_spec(
         )
     spec_fields.setdefault("metrics", ("pearson", "spearmanr") if label_names is None else ("accuracy",))
     return TaskSpec(name=name, text_fields=tuple(text_fields), label_names=label_names, label_field=label_field, **spec_fields)
+
+
+# ---- the task-source protocol -------------------------------------------------------------------------------
+
+
+class TaskDataSource:
+    """One task's data, split by split: `load(split)` gives the task's text fields, `label` and `idx`.
+
+    Every kind of data implements it — a Hub data set or local files through `datasets` (`DatasetsSource`), the
+    original GLUE TSVs (`glue_tasks.GlueTsvSource`), data derived from another task (`TextOfTask`: its text, for an
+    MLM auxiliary task) — and `hf_async_mtl.data.build_task_datasets` turns a list of them into the tokenised
+    train / selection / dev sets of a run. A split is loaded once per source (later calls return the same
+    dataset), so a derived source reads its base's splits without reading them again.
+
+    Attributes:
+        cap_group: The task whose training-set cap and selection split this source shares (a derived source:
+            the task it reads), or None for its own.
+    """
+
+    cap_group: str | None = None
+
+    def load(self, split: str) -> datasets.Dataset:
+        """One split (`train`, `validation`, ...), loaded once."""
+        loaded = self.__dict__.setdefault("_loaded_splits", {})
+        if split not in loaded:
+            loaded[split] = self._load(split)
+        return loaded[split]
+
+    def _load(self, split: str) -> datasets.Dataset:
+        raise NotImplementedError
+
+    def describe(self, split: str) -> str:
+        """The data in error messages."""
+        return f"{type(self).__name__} split {split!r}"
+
+
+class DatasetsSource(TaskDataSource):
+    """A task's data through `datasets`: a Hub data set, a local repo-layout or `save_to_disk` directory, or files
+    (`TaskSource`), read with the task's spec (`load_task`: columns checked, labels converted)."""
+
+    def __init__(self, spec: TaskSpec, source: TaskSource, cache_dir: str | os.PathLike | None = None) -> None:
+        self.spec, self.source, self.cache_dir = spec, source, cache_dir
+
+    def _load(self, split: str) -> datasets.Dataset:
+        return load_task(self.spec, self.source, split, cache_dir=self.cache_dir)
+
+    def describe(self, split: str) -> str:
+        return self.source.describe(split)
+
+
+class TextOfTask(TaskDataSource):
+    """Another task's text (its `text_fields` and `idx`), e.g. for a masked-LM auxiliary task on an end task's
+    training text. It shares that task's cap and selection split (`cap_group`), so it never trains on text the
+    task holds out."""
+
+    def __init__(self, task: str, base: TaskDataSource, text_fields: Sequence[str]) -> None:
+        self.cap_group, self.base, self.text_fields = task, base, tuple(text_fields)
+
+    def _load(self, split: str) -> datasets.Dataset:
+        return self.base.load(split).select_columns([*self.text_fields, "idx"])
+
+    def describe(self, split: str) -> str:
+        return f"the text of task {self.cap_group!r} ({self.base.describe(split)})"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from glue_tasks.tabular import LabelParser, read_delimited
 from hf_async_mtl.data import load_task_file
-from hf_async_mtl.tabular import LabelParser, read_delimited
 from hf_async_mtl.tasks import TaskSpec
 
 SENTIMENT = TaskSpec(name="reviews", text_fields=("text",), label_field="stars", label_names=("neg", "pos"))

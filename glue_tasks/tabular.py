@@ -41,8 +41,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from hf_async_mtl.sources import WIDE_BOMS
+
 if TYPE_CHECKING:
-    from .tasks import TaskSpec
+    from hf_async_mtl.tasks import TaskSpec
 
 __all__ = ["LabelParser", "Table", "iter_delimited", "read_delimited"]
 
@@ -50,7 +52,6 @@ _ENCODING = "utf-8-sig"
 _BOM = "\ufeff"
 # Undecodable bytes, kept by the `surrogateescape` error handler as lone surrogates U+DC80..U+DCFF.
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
-_WIDE_BOMS = ((b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe\x00\x00", "UTF-32"), (b"\xfe\xff", "UTF-16"), (b"\xff\xfe", "UTF-16"))
 _CSV_ERRORS = (
     ("unexpected end of data", 'a quoted field that starts on this line is never closed (a stray " ?)'),
     ("expected after", 'text follows a closing quote; inside a quoted field write "" for a quote'),
@@ -70,7 +71,7 @@ def _check_wide_bom(path: str, context: str | None) -> None:
     """Refuse a UTF-16 / UTF-32 file (a spreadsheet's "Unicode text" export) with a clear message."""
     with open(path, "rb") as handle:
         start = handle.read(4)
-    for bom, name in _WIDE_BOMS:
+    for bom, name in WIDE_BOMS:
         if start.startswith(bom):
             raise ValueError(f"{_prefix(context)}{path}, line 1: the file is {name} text (byte-order mark); save it as UTF-8.")
 

@@ -1,0 +1,83 @@
+"""The one data path: task sources → `build_task_datasets` → tokenised train / selection / dev sets."""
+
+from __future__ import annotations
+
+import pytest
+
+from hf_async_mtl import TaskDataSource, TaskSpec, TextOfTask, build_task_datasets, cap_dataset, carve_validation_split
+from tests.conftest import SENTIMENT, sentiment_rows
+
+
+class InMemorySource(TaskDataSource):
+    """A source over fixed datasets, counting how often each split is read."""
+
+    def __init__(self, splits):
+        self.splits, self.reads = splits, []
+
+    def _load(self, split):
+        self.reads.append(split)
+        return self.splits[split]
+
+
+def _source(n=60):
+    return InMemorySource({"train": sentiment_rows(n, 1), "validation": sentiment_rows(20, 2)})
+
+
+def test_caps_then_carves_with_the_seed_and_tokenises_every_split(tokenizer):
+    source = _source()
+    data = build_task_datasets([(SENTIMENT, source)], tokenizer, 32, default_cap=40, seed=3, selection_fraction=0.25, selection_max=None)
+    expected_pool, expected_held = carve_validation_split(cap_dataset(source.load("train"), 40, 3), 0.25, None, 3)
+    assert data.train["sentiment"]["idx"] == expected_pool["idx"] and data.selection["sentiment"]["idx"] == expected_held["idx"]
+    assert data.train_sizes == {"sentiment": 30} and len(data.selection["sentiment"]) == 10
+    assert len(data.dev["sentiment"]["validation"]) == 20 and "input_ids" in data.train["sentiment"].column_names
+    assert set(data.train["sentiment"]["task_ids"]) == {0}
+
+
+def test_carve_before_cap_holds_out_from_the_full_set(tokenizer):
+    source = _source()
+    data = build_task_datasets(
+        [(SENTIMENT, source)],
+        tokenizer,
+        32,
+        caps={"sentiment": 20},
+        seed=3,
+        selection_fraction=0.25,
+        selection_max=None,
+        carve_before_cap=True,
+    )
+    _, held = carve_validation_split(source.load("train"), 0.25, None, 3)
+    assert data.selection["sentiment"]["idx"] == held["idx"] and data.train_sizes["sentiment"] == 20
+    assert not set(data.train["sentiment"]["idx"]) & set(held["idx"])  # never trained on what selection reads
+
+
+def test_a_derived_source_shares_its_tasks_cap_and_selection_split_and_reads_it_once(tokenizer):
+    base = _source()
+    mlm = TaskSpec(name="mlm_sentiment", text_fields=("sentence",), objective="mlm")
+    data = build_task_datasets(
+        [(SENTIMENT, base), (mlm, TextOfTask("sentiment", base, ("sentence",)))],
+        tokenizer,
+        32,
+        caps={"sentiment": 40},
+        seed=5,
+        selection_fraction=0.25,
+    )
+    assert data.train["mlm_sentiment"]["idx"] == data.train["sentiment"]["idx"]  # same rows: no held-out text trained on
+    assert set(data.train["mlm_sentiment"]["task_ids"]) == {1} and "labels" not in data.train["mlm_sentiment"].column_names
+    assert base.reads == ["train", "validation"]
+
+
+def test_bad_data_of_any_task_is_reported_before_anything_is_tokenised(tokenizer, monkeypatch):
+    import hf_async_mtl.data as data_module
+
+    bad = InMemorySource({"train": sentiment_rows(10, 1).map(lambda row: {"label": 7}), "validation": sentiment_rows(4, 2)})
+    tokenised = []
+    monkeypatch.setattr(data_module, "tokenize_task", lambda *args, **kwargs: tokenised.append(args[0].name))
+    other = TaskSpec(name="other", text_fields=("sentence",), label_names=("neg", "pos"))
+    with pytest.raises(ValueError, match="label"):
+        build_task_datasets([(other, _source()), (SENTIMENT, bad)], tokenizer, 32)
+    assert tokenised == []
+
+
+def test_no_selection_split_when_the_fraction_is_zero(tokenizer):
+    data = build_task_datasets([(SENTIMENT, _source())], tokenizer, 32, selection_fraction=0.0)
+    assert data.selection == {} and data.train_sizes["sentiment"] == 60
