@@ -21,7 +21,7 @@ import dataclasses
 import enum
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -142,7 +142,8 @@ def merged_encoder(encoder: nn.Module) -> nn.Module:
     """A copy of a PEFT-wrapped encoder with the adapters merged into the base weights (the original is untouched)."""
     if not is_peft_encoder(encoder):
         raise ValueError("The encoder has no PEFT adapters to merge.")
-    return copy.deepcopy(encoder).merge_and_unload()
+    # A PeftModel (checked above), which the nn.Module annotation does not tell mypy.
+    return cast(Any, copy.deepcopy(encoder)).merge_and_unload()
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

@@ -27,7 +27,7 @@ DEFINITION = (
 )
 
 
-def reliability_bins(logits: np.ndarray, labels: np.ndarray, num_bins: int = 15) -> list[dict[str, float]]:
+def reliability_bins(logits: np.ndarray, labels: np.ndarray, num_bins: int = 15) -> list[dict[str, float | None]]:
     """One dict per bin, empty bins included: `lower`, `upper`, `count`, `accuracy`, `confidence` (None when empty)."""
     logits = np.asarray(logits, dtype=np.float64)
     if logits.ndim != 2 or logits.shape[1] < 2:
@@ -94,7 +94,7 @@ def pool_bins(runs: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, flo
     return pooled
 
 
-def write_calibration(output_dir: str, step: int, prefix: str, sets: Mapping[str, list[dict[str, float]]]) -> str:
+def write_calibration(output_dir: str, step: int, prefix: str, sets: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
     """Append one evaluation's bins (evaluation set key → bins) to `output_dir/calibration.json` (written atomically)."""
     path = os.path.join(output_dir, FILE_NAME)
     payload: dict[str, Any] = {"definition": DEFINITION, "evaluations": []}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import datasets
 import numpy as np
@@ -24,9 +24,33 @@ from .metrics import compute_task_metrics, glue_score
 from .mlm import IGNORE_INDEX
 from .prompting import combine_template_outputs
 
+if TYPE_CHECKING:
+    from transformers import Trainer
 
-class MultiTaskEvaluationMixin:
+    from .config import MultiTaskTrainingArguments
+    from .objectives import MaskedLmObjective, StepContext, TaskObjective
+    from .tasks import TaskSpec
+
+    # For mypy the mixin is the Trainer it is combined with (`MultiTaskTrainer`); at run time it is a plain class.
+    _TrainerBase = Trainer
+else:
+    _TrainerBase = object
+
+
+class MultiTaskEvaluationMixin(_TrainerBase):
     """Evaluation methods of `MultiTaskTrainer` (see the module docstring)."""
+
+    # What the mixin reads from `MultiTaskTrainer` (declarations for mypy; the trainer sets and defines them).
+    args: MultiTaskTrainingArguments
+    task_specs: dict[str, TaskSpec]
+    objectives: dict[str, TaskObjective]
+    _length_orders: dict[str, np.ndarray]
+
+    if TYPE_CHECKING:
+
+        def _task_name(self, batch: Mapping[str, Any]) -> str: ...
+
+        def step_context(self, model: torch.nn.Module) -> StepContext: ...
 
     def get_eval_dataloader(self, eval_dataset=None):
         # With dataloader_persistent_workers, transformers keeps ONE loader under "eval" for any dataset object
@@ -36,7 +60,8 @@ class MultiTaskEvaluationMixin:
         return super().get_eval_dataloader(eval_dataset)
 
     def _evaluation_sets(self, eval_dataset: Mapping[str, Any] | None) -> list[tuple[str, str, Any]]:
-        eval_dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        # MultiTaskTrainer's eval_dataset is a mapping task name → dataset.
+        eval_dataset = eval_dataset if eval_dataset is not None else cast("Mapping[str, Any] | None", self.eval_dataset)
         if not eval_dataset:
             raise ValueError("MultiTaskTrainer: evaluation requires an eval_dataset (task name → dataset).")
         sets = []
@@ -71,8 +96,9 @@ class MultiTaskEvaluationMixin:
         start_time = time.time()
         metrics: dict[str, float] = {}
         task_scores: dict[str, dict[str, float]] = {}
-        reliability: dict[str, list[dict[str, float]]] = {}
+        reliability: dict[str, list[dict[str, float | None]]] = {}
         losses = []
+        loss: float | None
         num_samples = 0
         for key, task, dataset in self._evaluation_sets(eval_dataset):
             if self.task_specs[task].is_mlm:
@@ -91,17 +117,18 @@ class MultiTaskEvaluationMixin:
                 ignore_keys=ignore_keys,
                 metric_key_prefix=f"{metric_key_prefix}_{key}",
             )
-            predictions, label_ids = output.predictions, output.label_ids
+            # One logits array (a head has one output), and the labels every evaluation set carries.
+            predictions, label_ids = cast(np.ndarray, output.predictions), cast(np.ndarray, output.label_ids)
             if views > 1:  # a template pool evaluated by averaging: back to dataset order, one row per example
                 predictions = self._combine_views(task, self._restore_order(predictions, order), views)
                 label_ids = np.asarray(self._restore_order(label_ids, order))[: len(predictions)]
-            num_samples += output.num_samples // views
+            num_samples += cast(int, output.num_samples) // views  # evaluation_loop always counts them
             task_metrics = compute_task_metrics(self.task_specs[task], predictions, label_ids)
             if self.args.calibration_bins and not self.task_specs[task].is_regression:
                 reliability[key] = reliability_bins(predictions, label_ids, self.args.calibration_bins)
                 task_metrics["ece"] = ece_from_bins(reliability[key])
             metrics.update({f"{metric_key_prefix}_{key}_{name}": value for name, value in task_metrics.items()})
-            loss = output.metrics.get(f"{metric_key_prefix}_{key}_loss")
+            loss = cast(dict[str, float], output.metrics).get(f"{metric_key_prefix}_{key}_loss")  # evaluation_loop always sets them
             if loss is not None:
                 metrics[f"{metric_key_prefix}_{key}_loss"] = loss
                 if key == task:  # a task's extra splits (e.g. dev curves beside selection) select nothing
@@ -113,6 +140,7 @@ class MultiTaskEvaluationMixin:
         if losses:
             metrics[f"{metric_key_prefix}_loss"] = float(np.mean(losses))
         if reliability and self.is_world_process_zero():
+            assert self.args.output_dir is not None  # TrainingArguments.__post_init__ defaults it
             write_calibration(self.args.output_dir, self.state.global_step, metric_key_prefix, reliability)
         total_batch_size = self.args.eval_batch_size * self.args.world_size
         metrics.update(
@@ -150,6 +178,7 @@ class MultiTaskEvaluationMixin:
         same tokens and the values are comparable along a run.
         """
         model = self.model
+        assert model is not None  # the Trainer has its model once built
         was_training = model.training
         model.eval()
         total = torch.zeros(2, dtype=torch.float64, device=self.args.device)
@@ -158,7 +187,10 @@ class MultiTaskEvaluationMixin:
                 for batch in self.get_eval_dataloader(dataset):
                     batch = dict(self._prepare_inputs(batch))
                     task = self._task_name(batch)
-                    labels, outputs = self.objectives[task].masked_forward(model, batch, task, self.step_context(model))
+                    # An MLM task's objective is a MaskedLmObjective (async-KD never replaces it).
+                    labels, outputs = cast("MaskedLmObjective", self.objectives[task]).masked_forward(
+                        model, batch, task, self.step_context(model)
+                    )
                     masked = labels != IGNORE_INDEX
                     token_loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels[masked].long(), reduction="none")
                     # Per example (cross-entropy sum, masked tokens): gathering them per example drops the rows that

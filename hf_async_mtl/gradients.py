@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from accelerate import Accelerator
@@ -12,7 +13,8 @@ from .weighting import WeightingMethod
 
 def shared_and_task_parameters(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
     """Trainable parameters of the shared encoder, and all other trainable ones (the heads)."""
-    shared, other = [], []
+    shared: list[torch.nn.Parameter] = []
+    other: list[torch.nn.Parameter] = []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
@@ -57,7 +59,8 @@ def per_task_gradient_step(
         scaler.scale(losses[task_names[0]])  # initialises the scaler's state for this iteration (as backward would)
         scale = float(scaler.get_scale())
     task_grads = task_gradient_matrix(losses, task_names, shared, scale=scale or 1.0, retain_graph=True)
-    total = sum(losses[task] for task in task_names)
+    # A tensor: task_names is never empty (sum's stub allows its start value 0).
+    total = cast(torch.Tensor, sum(losses[task] for task in task_names))
     total = total * scale if scale else total
     head_grads = _flatten(torch.autograd.grad(total, heads, allow_unused=True), heads).float() if heads else task_grads.new_zeros(0)
     if scale:

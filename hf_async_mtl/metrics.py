@@ -209,8 +209,8 @@ def _evaluate_metrics(spec: TaskSpec, predictions: np.ndarray, labels: np.ndarra
             output = module.compute(predictions=predictions.tolist(), references=labels.tolist())
         except Exception as error:  # noqa: BLE001
             raise ValueError(f"Task {spec.name!r}: evaluate metric {metric_id!r} failed ({_one_line(error)}).") from None
-        numeric = {str(name): _as_number(value) for name, value in (output or {}).items()}
-        numeric = {name: value for name, value in numeric.items() if value is not None}
+        converted = {str(name): _as_number(value) for name, value in (output or {}).items()}
+        numeric = {name: value for name, value in converted.items() if value is not None}
         if not numeric:
             raise ValueError(f"Task {spec.name!r}: evaluate metric {metric_id!r} returned no number (got {sorted(output or {})}).")
         for name, value in numeric.items():

@@ -67,12 +67,13 @@ def _task_rows(config: Any, task_specs: Mapping[str, Any] | None) -> list[dict[s
     rows = []
     for head in config.tasks:
         spec = (task_specs or {}).get(head["name"])
+        labels: list[str]
         if head["problem_type"] == "masked_lm":
             kind, labels = "masked-LM auxiliary objective (not a classifier; no export)", []
         elif head["problem_type"] == "regression":
             bounds = getattr(spec, "regression_range", None)
             kind = "regression" + (f" (range {bounds[0]:g} to {bounds[1]:g})" if bounds else "")
-            labels: list[str] = []
+            labels = []
         else:
             kind = f"classification ({head['num_labels']} classes)"
             labels = [str(head["id2label"][key]) for key in sorted(head["id2label"], key=int)]

@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -122,7 +122,8 @@ class MultiTaskConfig(PretrainedConfig):
     @property
     def hidden_size(self) -> int:
         """Width of the encoder's hidden states (and of the pooled vector)."""
-        return self.encoder_config.hidden_size
+        # The encoder config is optional only while transformers builds a default config; a model always has one.
+        return cast(PretrainedConfig, self.encoder_config).hidden_size
 
 
 def resolve_local_checkpoint(name_or_path: str | os.PathLike, hub_kwargs: dict[str, Any] | None = None) -> str | None:
@@ -249,7 +250,7 @@ class MultiTaskModel(PreTrainedModel):
         for spec in tasks:
             if spec.is_mlm:
                 source = resolve_local_checkpoint(encoder_name_or_path, encoder_kwargs)
-                if source is None or not load_mlm_head(model.heads[spec.name], source):
+                if source is None or not load_mlm_head(cast(MaskedLMHead, model.heads[spec.name]), source):
                     logger.info(
                         "Task %s: %s has no masked-LM head; the MLM head starts as transformers initialises one "
                         "(its decoder is the encoder's input embeddings).",
@@ -309,7 +310,8 @@ class MultiTaskModel(PreTrainedModel):
         merged = MultiTaskModel(MultiTaskConfig(**config_dict))
         merged.encoder.load_state_dict(encoder.state_dict())
         merged.heads.load_state_dict(self.heads.state_dict())
-        return merged.to(device=self.device, dtype=self.dtype).train(self.training)
+        # transformers wraps `.to` with functools.wraps; mypy does not bind `self` through the `_Wrapped` it returns.
+        return merged.to(device=self.device, dtype=self.dtype).train(self.training)  # type: ignore[call-arg]
 
     def _init_weights(self, module: nn.Module) -> None:
         std = getattr(self.config.encoder_config, "initializer_range", 0.02)
@@ -378,7 +380,7 @@ class MultiTaskModel(PreTrainedModel):
         task_name: str | None = None,
         inputs_embeds: torch.Tensor | None = None,
         **encoder_kwargs: Any,
-    ) -> SequenceClassifierOutput:
+    ) -> SequenceClassifierOutput | MaskedLMOutput:
         """Encode a task-homogeneous batch and apply its task's head; `loss` is set when `labels` are given."""
         task = self._resolve_task(task_ids, task_name)
         if self.config.task(task)["problem_type"] == MLM_PROBLEM_TYPE and inputs_embeds is not None:
@@ -425,7 +427,8 @@ class MultiTaskModel(PreTrainedModel):
         single = MultiTaskModel(config)
         state = {k: v for k, v in self.state_dict().items() if not k.startswith("heads.") or k.startswith(f"heads.{task_name}.")}
         single.load_state_dict(state)
-        return single.to(self.device)
+        # transformers wraps `.to` with functools.wraps; mypy does not bind `self` through the `_Wrapped` it returns.
+        return single.to(self.device)  # type: ignore[arg-type]
 
     def export_task(self, task_name: str, save_directory: str | os.PathLike, tokenizer: Any = None, **save_kwargs: Any) -> PreTrainedModel:
         """Save one task as a checkpoint that plain transformers loads, with its tokenizer when given.
@@ -461,7 +464,8 @@ class MultiTaskModel(PreTrainedModel):
             tokenizer.save_pretrained(save_directory)
         return exported
 
-    def push_to_hub(self, repo_id: str, **kwargs: Any):
+    # The base method is a functools.wraps object (`_Wrapped`), which a plain method can never match for mypy.
+    def push_to_hub(self, repo_id: str, **kwargs: Any):  # type: ignore[override]
         """As `PreTrainedModel.push_to_hub`, with a generated multi-task model card as README.md.
 
         Extra keywords: `tokenizer` (pushed in the same commit) and `build_model_card` options (`args`,

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel, TextClassificationPipeline
+from transformers import AutoConfig, AutoModel, BatchEncoding, PretrainedConfig, PreTrainedModel, TextClassificationPipeline
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .pooling import POOLING_MODES, pool
@@ -135,13 +135,17 @@ class PromptTextClassificationPipeline(TextClassificationPipeline):
             raise ValueError("This model has no prompt templates; use the plain text-classification pipeline.")
         return templates if head.get("prompt_eval", "first") == "average" else templates[:1]
 
-    def __call__(self, inputs: Any, **kwargs: Any) -> Any:
+    # Narrower than Pipeline.__call__ (options by keyword only): mypy flags any narrower override.
+    def __call__(self, inputs: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         if len(self._templates()) > 1 and (kwargs.get("batch_size") or self._batch_size or 1) > 1:
             raise ValueError("Averaging over a template pool runs one input per forward pass: use batch_size=1.")
         return super().__call__(inputs, **kwargs)
 
-    def preprocess(self, inputs: Any, **tokenizer_kwargs: Any) -> dict[str, torch.Tensor]:
+    # transformers annotates dict[str, GenericTensor], yet its pipelines (this one too) return the tokenizer's BatchEncoding.
+    def preprocess(self, inputs: Any, **tokenizer_kwargs: Any) -> BatchEncoding:  # type: ignore[override]
         fields = list(self._head()["text_fields"])
+        assert self.tokenizer is not None  # a text-classification pipeline is built with its tokenizer
+        texts: list[Any]
         if isinstance(inputs, str):
             texts = [inputs]
         elif isinstance(inputs, dict):
@@ -163,7 +167,8 @@ class PromptTextClassificationPipeline(TextClassificationPipeline):
             rows.append({key: value[0] for key, value in encoded.items()})
         return self.tokenizer.pad(rows, return_tensors="pt")
 
-    def _forward(self, model_inputs: dict[str, torch.Tensor]) -> Any:
+    # As TextClassificationPipeline._forward (one argument), which mypy finds narrower than Pipeline._forward.
+    def _forward(self, model_inputs: dict[str, torch.Tensor]) -> Any:  # type: ignore[override]
         outputs = self.model(**model_inputs)
         k = int(model_inputs["input_ids"].shape[0])
         if k > 1:

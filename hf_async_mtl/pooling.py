@@ -6,7 +6,7 @@ Self-contained on purpose: it imports torch and `prompting.py` (also shipped wit
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -30,7 +30,8 @@ def pool(
     """
     hidden = encoder_outputs.last_hidden_state
     if mode == "mask":
-        positions = mask_positions(input_ids, mask_token_id)
+        # mask_positions raises a clear error when input_ids is None.
+        positions = mask_positions(cast(torch.Tensor, input_ids), mask_token_id)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), positions.to(hidden.device)]
     if mode == "pooler":
         return encoder_outputs.pooler_output

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -308,7 +309,8 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
                 batches, batch_templates = body.reshape(n_full, g), body_templates.reshape(n_full, g)
             yield from zip(batches, batch_templates)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    # list[Any]: global indices, or (index, template) pairs when `yields_templates`.
+    def __iter__(self) -> Iterator[list[Any]]:
         """Yield this rank's global indices for each step of the current epoch."""
         streams = [self._global_batches_with_templates(k) for k in range(len(self._names))]
         offsets = [self._offsets[name] for name in self._names]

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping, MutableMapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -154,7 +154,8 @@ class AsyncConvergenceCallback(TrainerCallback):
             selection = self._selection_set(task)
             if selection is None or "labels" not in selection.column_names:
                 continue
-            train = self.train_dataset.template_view(task, 0)
+            # cast: the trainer passes its training data here; a callback built without any fails below as it did before.
+            train = cast(MultiTaskDataset, self.train_dataset).template_view(task, 0)
             trivial = trivial_predictor_value(spec, train["labels"], selection["labels"])
             floor = convergence_floor(trivial, self._monitored_metrics(task), len(selection), self.options.margin_z, spec.greater_is_better)
             references[task] = {"trivial_value": trivial, "selection_size": len(selection), "floor": floor, "margin": abs(floor - trivial)}
@@ -239,7 +240,7 @@ class AsyncConvergenceCallback(TrainerCallback):
         options = self.options
         if not snapshots:
             raise RuntimeError(f"Task {task!r} converged but no snapshot of its best point was kept.")
-        dataset = self.train_dataset.template_view(task, 0)
+        dataset = cast(MultiTaskDataset, self.train_dataset).template_view(task, 0)
         ensemble = options.ensemble if len(snapshots) > 1 else "parameters"
         soft_labels = SoftLabels(
             task,
@@ -250,6 +251,7 @@ class AsyncConvergenceCallback(TrainerCallback):
             metadata={"teacher_steps": ",".join(str(s.step) for s in snapshots), "ensemble": ensemble, "converged_step": str(step)},
         )
         if options.soft_labels == "precompute":
+            assert self.labeller is not None  # __init__ refuses precompute without a labeller
             soft_labels = self.labeller.label(soft_labels, model, average_templates=self.specs[task].prompt_eval == "average")
         for snapshot in snapshots:
             snapshot.release()
@@ -307,7 +309,7 @@ class AsyncConvergenceCallback(TrainerCallback):
         """Write the state dict, each converged task's soft labels and the pending best snapshots into a checkpoint."""
         for task, soft_labels in self.soft_labels.items():
             soft_labels.save(os.path.join(directory, "soft_labels", f"{task}.safetensors"))
-        snapshot_index = {}
+        snapshot_index: dict[str, list[dict[str, Any]]] = {}
         for task in self.monitor.active_tasks:
             for position, snapshot in enumerate(self.keeper.best(task)):
                 path = os.path.join(directory, "kd_snapshots", f"{task}-{position}.safetensors")
@@ -342,7 +344,7 @@ class AsyncConvergenceCallback(TrainerCallback):
         self.records = {task: dict(record) for task, record in saved["records"].items()}
         self.soft_labels = {}
         for task in self.monitor.converged_tasks:
-            dataset = self.train_dataset.template_view(task, 0)
+            dataset = cast(MultiTaskDataset, self.train_dataset).template_view(task, 0)
             soft_labels = SoftLabels.load(
                 os.path.join(directory, "soft_labels", f"{task}.safetensors"),
                 task=task,

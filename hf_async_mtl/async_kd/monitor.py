@@ -268,6 +268,7 @@ class ConvergenceMonitor:
             if self.full_window and len(state.history) < self.smoothing:
                 continue  # the smoothed series starts with the first full window
             smoothed = self.smoothed_value(task)
+            assert smoothed is not None  # the history just got this value
             if self._improves(state.best_smoothed, smoothed, state.greater_is_better):
                 state.best_smoothed, state.best_smoothed_step = smoothed, step
                 state.evaluations_without_improvement = 0
@@ -323,7 +324,9 @@ class ConvergenceMonitor:
         margin = self.decline_margin(task)
         if margin is None or state.best_smoothed is None:
             return False
-        drop = state.best_smoothed - self.smoothed_value(task)
+        smoothed = self.smoothed_value(task)
+        assert smoothed is not None  # a best smoothed value means the history is not empty
+        drop = state.best_smoothed - smoothed
         return (drop if state.greater_is_better else -drop) > margin
 
     def clears_floor(self, task: str) -> bool:

@@ -152,7 +152,7 @@ class ParameterSnapshot:
             KeyError: with `strict`, when captured names are missing from `model`.
             ValueError: when a shape differs.
         """
-        targets = dict(model.named_parameters())
+        targets: dict[str, torch.Tensor] = dict(model.named_parameters())
         targets.update(model.named_buffers())
         source = self.tensors()
         missing = sorted(name for name in source if name not in targets)

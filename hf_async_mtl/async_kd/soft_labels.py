@@ -25,6 +25,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -89,8 +90,9 @@ class SoftLabels:
         self.num_examples = num_examples
         self.fingerprint = fingerprint
         self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
-        self.table = None if table is None else table.float()
-        self.num_labelled = 0 if table is None else int((~torch.isnan(self.table[:, 0])).sum())
+        self.table: torch.Tensor | None = None if table is None else table.float()
+        # self.table is set whenever table is.
+        self.num_labelled = 0 if table is None else int((~torch.isnan(cast(torch.Tensor, self.table)[:, 0])).sum())
         if not teacher and not self.complete:
             raise ValueError(f"Task {task!r}: soft labels with missing rows need the teacher's tensors.")
         # Once every row is labelled the teacher is not needed any more.
@@ -119,7 +121,7 @@ class SoftLabels:
         missing = torch.ones_like(ids, dtype=torch.bool) if self.table is None else torch.isnan(self.table[ids, 0])
         if bool(missing.any()):
             self._store(ids[missing], self._label(model, batch, missing))
-        return self.table[ids]
+        return cast(torch.Tensor, self.table)[ids]  # _store has built the table when a row was missing
 
     def fill(self, model: torch.nn.Module, *views: Iterable[tuple[torch.Tensor, Mapping[str, torch.Tensor]]]) -> None:
         """Label every row given by `batches` of `(example_ids, model inputs)` (the precomputed mode).
@@ -135,7 +137,7 @@ class SoftLabels:
                 ids = ids.detach().cpu().long().view(-1)
                 self._store(ids, self._label(model, batch, torch.ones_like(ids, dtype=torch.bool)))
         else:
-            tables = []
+            tables: list[torch.Tensor | None] = []
             for batches in views:
                 table: torch.Tensor | None = None
                 for ids, batch in batches:
@@ -147,7 +149,8 @@ class SoftLabels:
                 tables.append(table)
             if any(t is None or torch.isnan(t).any() for t in tables):
                 raise ValueError(f"Task {self.task!r}: a template view did not cover all {self.num_examples} rows.")
-            self._store(torch.arange(self.num_examples), ensemble_teacher_outputs(tables, self.is_regression))
+            # No table is None here (checked just above).
+            self._store(torch.arange(self.num_examples), ensemble_teacher_outputs(cast(list[torch.Tensor], tables), self.is_regression))
         if not self.complete:
             raise ValueError(f"Task {self.task!r}: the labelling pass covered {self.num_labelled} of {self.num_examples} rows.")
 

@@ -50,6 +50,8 @@ class WeightingMethod(nn.Module):
     #: Learning rate of the method's learnable parameters (None: the run's).
     learning_rate: float | None = None
     option_defaults: ClassVar[Mapping[str, Any]] = {}
+    #: Buffer of the seeded generator (registered by `_register_rng`, only in methods that draw random numbers).
+    rng_state: Tensor
 
     def __init__(self, task_names: Sequence[str], **options: Any) -> None:
         super().__init__()

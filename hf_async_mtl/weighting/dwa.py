@@ -33,6 +33,14 @@ class DynamicWeightAverage(WeightingMethod):
     name = "dwa"
     option_defaults = {"temperature": 2.0, "window": 100}
 
+    # Buffers (registered in __init__).
+    window_sum: Tensor
+    window_count: Tensor
+    steps_in_window: Tensor
+    avg_last: Tensor
+    avg_before: Tensor
+    windows_seen: Tensor
+
     def __init__(self, task_names: Sequence[str], **options: Any) -> None:
         super().__init__(task_names, **options)
         self.temperature = float(self.options["temperature"])

@@ -42,6 +42,14 @@ class FAMO(WeightingMethod):
     needs_all_tasks = True
     option_defaults = {"lr": 0.025, "gamma": 0.001}
 
+    # Buffers (registered in __init__).
+    logits: Tensor
+    adam_m: Tensor
+    adam_v: Tensor
+    adam_steps: Tensor
+    prev_log_losses: Tensor
+    has_prev: Tensor
+
     def __init__(self, task_names: Sequence[str], **options: Any) -> None:
         super().__init__(task_names, **options)
         self.lr = float(self.options["lr"])

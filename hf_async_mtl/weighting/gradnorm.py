@@ -40,6 +40,11 @@ class GradNorm(GradientWeightingMethod):
     name = "gradnorm"
     option_defaults = {"alpha": 1.5, "lr": 0.025}
 
+    # Buffers (registered in __init__).
+    weights: Tensor
+    initial_losses: Tensor
+    has_initial: Tensor
+
     def __init__(self, task_names: Sequence[str], **options: Any) -> None:
         super().__init__(task_names, **options)
         self.alpha = float(self.options["alpha"])

@@ -36,6 +36,8 @@ class GradVac(GradientWeightingMethod):
     name = "gradvac"
     option_defaults = {"beta": 0.01, "seed": 0}
 
+    target_similarity: Tensor  # buffer (registered in __init__)
+
     def __init__(self, task_names: Sequence[str], **options: Any) -> None:
         super().__init__(task_names, **options)
         self.beta = float(self.options["beta"])

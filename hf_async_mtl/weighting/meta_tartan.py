@@ -52,6 +52,8 @@ class MetaTartan(GradientWeightingMethod):
     needs_dev_gradient = True
     option_defaults = {"end_tasks": None, "meta_lr": 0.1, "alignment": "cosine", "dev_head_lr": None}
 
+    logits: Tensor  # buffer (registered in __init__)
+
     def __init__(self, task_names: Sequence[str], **options: Any) -> None:
         super().__init__(task_names, **options)
         self.end_tasks, self.auxiliaries = split_end_tasks(self.name, self.task_names, self.options["end_tasks"])
@@ -65,8 +67,9 @@ class MetaTartan(GradientWeightingMethod):
         self._pending: list[Tensor] = []  # alignments of the optimizer step in progress
         self.last_alignment: dict[str, float] = {}
 
+    # The base declares a plain attribute (other methods assign it); here it is derived from an option, read-only.
     @property
-    def learning_rate(self) -> float | None:
+    def learning_rate(self) -> float | None:  # type: ignore[override]
         """The dev heads' learning rate (the trainer gives the method's parameters their own group)."""
         value = self.options["dev_head_lr"]
         return None if value is None else float(value)

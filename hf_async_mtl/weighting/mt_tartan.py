@@ -48,6 +48,8 @@ class MTTartan(WeightingMethod):
     uses_end_tasks = True
     option_defaults = {"end_tasks": None, "end_share": 0.5}
 
+    weights: Tensor  # buffer (registered in __init__)
+
     def __init__(self, task_names: Sequence[str], **options: Any) -> None:
         super().__init__(task_names, **options)
         self.end_tasks, self.auxiliaries = split_end_tasks(self.name, self.task_names, self.options["end_tasks"])

@@ -30,6 +30,10 @@ class RandomLossWeighting(WeightingMethod):
     name = "rlw"
     option_defaults = {"seed": 0}
 
+    # Buffers (registered in __init__).
+    weights: Tensor
+    weights_step: Tensor
+
     def __init__(self, task_names: Sequence[str], **options: Any) -> None:
         super().__init__(task_names, **options)
         self._register_rng(int(self.options["seed"]))

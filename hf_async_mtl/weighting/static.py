@@ -28,6 +28,8 @@ class StaticWeighting(WeightingMethod):
     name = "static"
     option_defaults = {"weights": None}
 
+    weights: Tensor  # buffer (registered in __init__)
+
     def __init__(self, task_names: Sequence[str], **options: Any) -> None:
         super().__init__(task_names, **options)
         given = self.options["weights"]
