@@ -36,7 +36,7 @@ import csv
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -164,7 +164,7 @@ def iter_delimited(
     has_header: bool = True,
     num_columns: int | None = None,
     context: str | None = None,
-) -> Iterator[tuple[int, list[str]]]:
+) -> Generator[tuple[int, list[str]], None, None]:
     """Yield `(line, fields)` for the header (when `has_header`) and each data row of a delimited file.
 
     `line` is the 1-based line the row starts on. Blank lines are skipped. The first item is the

@@ -231,7 +231,7 @@ def tokenize_task(
             def encode_prompt(
                 batch: dict[str, list[Any]], indices: list[int], template=template, template_id=template_id
             ) -> dict[str, Any]:
-                encoded = encode_prompts(
+                encoded: dict[str, Any] = encode_prompts(
                     tokenizer,
                     template,
                     {f: batch[f] for f in spec.text_fields},

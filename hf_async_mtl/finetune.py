@@ -49,7 +49,7 @@ def finetune_each_task(
     """Fine-tune a copy of `model` on each task alone; see the module docstring. `args` is the multi-task run's."""
     if max_steps < 1 or eval_steps < 1 or patience < 1:
         raise ValueError(f"finetune: max_steps, eval_steps and patience must be >= 1, got {max_steps}, {eval_steps}, {patience}.")
-    root = output_dir or os.path.join(args.output_dir, "finetuned")
+    root = output_dir or os.path.join(str(args.output_dir), "finetuned")
     before_trainer = MultiTaskTrainer(
         model=model,
         args=_task_args(args, root, "before", max_steps, eval_steps, learning_rate, None),

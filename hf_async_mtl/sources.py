@@ -144,6 +144,7 @@ def _delimited_header(path: str, options: Mapping[str, Any], context: str) -> li
 
 
 def _load_files(context: str, source: TaskSource, split: str, cache_dir: str | None) -> datasets.Dataset:
+    assert source.data_files is not None  # TaskSource holds files or a data set: the caller chose files
     if split not in source.data_files:
         raise ValueError(f"{context}: no data file for split {split!r}; data_files has {sorted(source.data_files)}.")
     paths = source.data_files[split]
@@ -206,6 +207,7 @@ def _is_saved_dict(path: str) -> bool:
 
 def _load_dataset(context: str, source: TaskSource, split: str, cache_dir: str | None) -> datasets.Dataset:
     name = source.split_name(split)
+    assert source.dataset is not None  # TaskSource holds files or a data set: the caller chose a data set
     path = os.path.expanduser(source.dataset)
     if _is_saved_dict(path):
         if source.config is not None:
@@ -265,6 +267,8 @@ class _LabelConverter:
 
     def __init__(self, spec: TaskSpec, feature: Any, where: str) -> None:
         self.spec, self.where = spec, where
+        # Read only for classification (a regression task has none): an empty tuple keeps one type.
+        self.label_names: tuple[str, ...] = tuple(spec.label_names or ())
         self.kind = "classlabel" if isinstance(feature, datasets.ClassLabel) else "value"
         self.dtype = getattr(feature, "dtype", None)
         if type(feature).__name__ == "Json":
@@ -282,14 +286,14 @@ class _LabelConverter:
                     "but the task is a regression (label_names null)."
                 )
             names = list(feature.names)
-            if tuple(names) != tuple(spec.label_names):
-                unknown = [n for n in names if n not in spec.label_names]
+            if tuple(names) != tuple(self.label_names):
+                unknown = [n for n in names if n not in self.label_names]
                 if unknown:
                     raise ValueError(
                         f"{where}, column {spec.label_field!r}: the data set's class {unknown[0]!r} is not one of "
-                        f"the task's label_names {list(spec.label_names)} (data set classes: {names})."
+                        f"the task's label_names {list(self.label_names)} (data set classes: {names})."
                     )
-                self.remap = np.array([spec.label_names.index(n) for n in names], dtype=np.int64)
+                self.remap = np.array([self.label_names.index(n) for n in names], dtype=np.int64)
 
     def fail(self, row: int, problem: str) -> ValueError:
         return ValueError(f"{self.where}, row {row} (0-based), column {self.spec.label_field!r}: {problem}.")
@@ -321,7 +325,7 @@ class _LabelConverter:
     def _not_a_number(self, row: int, text: str) -> np.ndarray:
         if self.spec.is_regression:
             raise self.fail(row, f"regression target {text!r} is not a number")
-        raise self.fail(row, f"label {text!r} is neither one of {list(self.spec.label_names)} nor a label id 0..{self.spec.num_labels - 1}")
+        raise self.fail(row, f"label {text!r} is neither one of {list(self.label_names)} nor a label id 0..{self.spec.num_labels - 1}")
 
     def _regression(self, column: pa.Array, rows: Sequence[int]) -> pa.Array:
         values = self._numbers(column, rows)
@@ -336,7 +340,7 @@ class _LabelConverter:
         return pa.array(values.astype(np.float32))
 
     def _classes(self, column: pa.Array, rows: Sequence[int]) -> pa.Array:
-        names = list(self.spec.label_names)
+        names = list(self.label_names)
         if self.kind == "classlabel":
             ids = column.to_numpy(zero_copy_only=False).astype(np.int64)
             bad = _first_true((ids < 0) | (ids >= (len(self.remap) if self.remap is not None else len(names))))

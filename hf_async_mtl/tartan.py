@@ -114,7 +114,7 @@ class DevObjective:
         features = data.select(rows).select_columns(columns)
         return self.collator([features[i] for i in range(len(features))])
 
-    def loss(self, model: torch.nn.Module, dev_heads: torch.nn.ModuleDict, step: int, device: torch.device) -> torch.Tensor:
+    def loss(self, model: Any, dev_heads: torch.nn.ModuleDict, step: int, device: torch.device) -> torch.Tensor:
         """Sum over end tasks of the dev head's loss on the batch of this micro-batch of step `step` (through the
         shared encoder); successive calls within one step are successive micro-batches."""
         self._micro = self._micro + 1 if step == self._step else 0
@@ -129,4 +129,5 @@ class DevObjective:
             pooled = model.dropout(model.pool(outputs, batch.get("attention_mask"), batch.get("input_ids"), task))
             loss = task_loss(dev_heads[task](pooled), labels, self.specs[task].is_regression)
             total = loss if total is None else total + loss
+        assert total is not None, "DevObjective needs at least one end task's slice"
         return total

@@ -18,8 +18,8 @@ guards make the decision rest on evidence (both off by default here, on by defau
   so a task that has learnt nothing is never frozen into a teacher that knows nothing.
 
 A third guard asks for evidence that the task got worse, not merely that it stopped improving
-(`require_decline`, on by default in `MultiTaskTrainingArguments` from 2026-12-02): with evaluations every
-100 steps a large task's slow rise looks flat for three evaluations (SST-2 in the 3,000-step main job
+(`require_decline`, on by default in `MultiTaskTrainingArguments`): with evaluations every
+100 steps a large task's slow rise looks flat for three evaluations (SST-2 in the 3,000-step anchor run
 "converged" at step 1,200 on a teacher from step 800, and ended 3 dev points below equal weighting).
 A plateau costs nothing under true labels, so only a decline beyond the split's noise at the task's own
 level (`noise_margin`) ends a task's true-label training.
