@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from hf_async_mtl.checkpoints import PACKAGED_CHECKPOINTS, resolve_checkpoint
-from hf_async_mtl.resume import encoder_config_of
+from hf_async_mtl.resume import encoder_config_of, safetensors_shapes
 
 from .errors import UsageError, key_line, one_line, read_json_file
 
@@ -42,6 +42,9 @@ def resolve_model_source(name: str, cache_dir: str | None = None, option: str = 
     if os.path.isdir(expanded):
         if not os.path.isfile(os.path.join(expanded, "config.json")):
             raise UsageError(f"{option} {expanded}: the directory has no config.json, so it is not a transformers checkpoint.", option)
+        for name in sorted(os.listdir(expanded)):  # a truncated or corrupt weight file: one line now, not a traceback later
+            if name.endswith(".safetensors"):
+                safetensors_shapes(os.path.join(expanded, name))
         return expanded
     if name in PACKAGED_CHECKPOINTS:
         try:

@@ -28,6 +28,7 @@ from hf_async_mtl.async_kd.checkpoint import check_async_kd_checkpoint
 from hf_async_mtl.modeling import read_sentence_transformers_pooling
 from hf_async_mtl.resume import check_resume_checkpoint
 from hf_async_mtl.sources import DatasetsSource, TaskDataSource
+from hf_async_mtl.state import check_run_definition
 from hf_async_mtl.tartan import check_end_tasks, weighting_options
 from hf_async_mtl.tasks import head_mismatches
 
@@ -215,6 +216,7 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, training_arg
     check_output_dir(training_args.output_dir)
     if training_args.resume_from_checkpoint:
         check_resume_checkpoint(training_args.resume_from_checkpoint, specs, model_config=_model_stand_in(model_args, source, config))
+        check_run_definition(training_args.resume_from_checkpoint, training_args)
         if training_args.async_kd:
             check_async_kd_checkpoint(training_args.resume_from_checkpoint, AsyncKDOptions.from_arguments(training_args))
     elif training_args.do_train and os.path.isdir(training_args.output_dir) and get_last_checkpoint(training_args.output_dir):

@@ -237,6 +237,12 @@ def read_delimited(
         if has_header:
             header_line, header_fields = next(rows)
             header = tuple(header_fields)
+            repeated = sorted({name for name in columns.values() if isinstance(name, str) and header.count(name) > 1})
+            if repeated:
+                raise ValueError(
+                    f"{_prefix(context)}{path}, line {header_line}: column {repeated[0]!r} appears "
+                    f"{header.count(repeated[0])} times in the header; give every column its own name."
+                )
         width = len(header) if header is not None else int(num_columns)  # type: ignore[arg-type]
         positions, fields = _resolve_columns(path, columns, header, header_line, width, context)
         for line, row in rows:

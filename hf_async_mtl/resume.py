@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .errors import InputError, key_line, one_line, read_json_file
+from .state import check_complete
 from .tasks import TaskSpec, head_mismatches
 
 
@@ -47,6 +48,7 @@ def check_resume_checkpoint(directory: str, specs: Sequence[TaskSpec], *, model_
     """
     if not os.path.isdir(directory):
         raise InputError(f"resume_from_checkpoint {directory}: the directory does not exist.", "resume_from_checkpoint")
+    check_complete(directory)
     config_path = os.path.join(directory, "config.json")
     if not os.path.isfile(config_path):
         raise InputError(f"resume_from_checkpoint {directory}: not a checkpoint (no config.json).", "resume_from_checkpoint")

@@ -386,8 +386,10 @@ SAMPLER_STATE_NAME = "sampler_state.json"
 def save_sampler_state(sampler: MultiTaskBatchSampler, gradient_accumulation_steps: int, directory: str) -> None:
     """Write the configuration of the run's batch stream into a checkpoint (read by `check_sampler_resume`)."""
     os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, SAMPLER_STATE_NAME), "w", encoding="utf-8") as handle:
+    path = os.path.join(directory, SAMPLER_STATE_NAME)
+    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
         json.dump({**sampler.state_dict(), "gradient_accumulation_steps": gradient_accumulation_steps}, handle, indent=1)
+    os.replace(f"{path}.tmp", path)
 
 
 def check_sampler_resume(directory: str, sampler: MultiTaskBatchSampler, gradient_accumulation_steps: int) -> None:

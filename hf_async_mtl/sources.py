@@ -171,6 +171,14 @@ def _load_files(context: str, source: TaskSource, split: str, cache_dir: str | N
         header = _delimited_header(paths[0], options, context)
         if not header:
             raise ValueError(f"{context}: {paths[0]}: the file has no header line.")
+        for path in paths:  # a repeated name would be read as `name.1` and the task would silently train on the first
+            names = header if path == paths[0] else _delimited_header(path, options, context)
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                raise ValueError(
+                    f"{context}: {path}, line 1: column {repeated[0]!r} appears {names.count(repeated[0])} times in the header; "
+                    "give every column its own name."
+                )
         # Every column as text, no NA parsing ("NA" in a text column is the string "NA"); a field missing from
         # a short row is null. index_col=False: a first row with a field too many is an error (below), not an
         # index column that shifts the others; later rows with too many fields are parser errors.

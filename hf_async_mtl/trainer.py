@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from transformers import EarlyStoppingCallback, Trainer
+from transformers.trainer_utils import TrainOutput
 
 from .async_kd.callback import AsyncConvergenceCallback
 from .async_kd.labelling import TeacherLabeller
@@ -28,7 +29,14 @@ from .model_card import build_model_card
 from .objectives import StepContext, TaskObjective, default_objectives
 from .resume import check_resume_checkpoint
 from .sampling import MultiTaskBatchSampler
-from .state import CheckpointPart, StepLosses, TrainingStateCallback, WeightingCheckpointState, checkpoint_global_step
+from .state import (
+    CheckpointCompletion,
+    CheckpointPart,
+    StepLosses,
+    TrainingStateCallback,
+    WeightingCheckpointState,
+    checkpoint_global_step,
+)
 from .tartan import DevObjective, carve_dev_slices, end_task_selection, weighting_options
 from .tasks import TaskSpec, check_unique_names
 from .weighting import build_weighting
@@ -156,11 +164,13 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         # Values the run's parts report between training logs (e.g. gradient diagnostics): they join the next one.
         self.pending_logs: dict[str, float] = {}
         self.step_losses = StepLosses(self.weighting)
-        self.add_callback(
-            TrainingStateCallback(
-                self.step_losses, self.build_train_sampler if self.train_dataset is not None else None, args.gradient_accumulation_steps
-            )
+        self.training_state = TrainingStateCallback(
+            self.step_losses, self.build_train_sampler if self.train_dataset is not None else None, args.gradient_accumulation_steps, args
         )
+        self.add_callback(self.training_state)
+        # Writes each checkpoint's completeness marker: train() keeps it after every other callback.
+        self.checkpoint_completion = CheckpointCompletion()
+        self.add_callback(self.checkpoint_completion)
         self.async_convergence: AsyncConvergenceCallback | None = None
         if args.async_kd:
             options = AsyncKDOptions.from_arguments(args)
@@ -288,6 +298,12 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         return (loss, None) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = self._balanced_training_step(model, inputs, num_items_in_batch)
+        self.training_state.add_loss(loss)  # the whole run's train_loss, across resumes
+        return loss
+
+    def _balanced_training_step(self, model, inputs, num_items_in_batch=None):
+        """One micro-batch: the Trainer's step for loss-weighting methods, per-task gradients for gradient methods."""
         if not self.weighting.needs_task_gradients:
             if "task_batches" in inputs and isinstance(model, torch.nn.parallel.DistributedDataParallel):
                 # One forward per task before one backward: DDP (find_unused_parameters) would see each head's
@@ -350,6 +366,10 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         if "loss" in logs and self._task_metrics:
             logs.update({f"train_{name}": float(np.mean(values)) for name, values in self._task_metrics.items()})
             self._task_metrics.clear()
+        if "train_loss" in logs:  # the end-of-training summary: after a resume, the mean over the whole run
+            whole_run = self.training_state.whole_run_train_loss(self.state.global_step)
+            if whole_run is not None:
+                logs["train_loss"] = whole_run
         if "loss" in logs and self.pending_logs:
             logs.update(self.pending_logs)
             self.pending_logs.clear()
@@ -400,11 +420,17 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """As `Trainer.train`; a resumed run also restores the state of every part with checkpoint state of its own
-        (`CheckpointPart`: the weighting method and batch stream, async-KD, diagnostics), after checking them all."""
+        (`CheckpointPart`: the weighting method and batch stream, async-KD, diagnostics), after checking them all.
+        `resume_from_checkpoint=True` resumes the output directory's last *complete* checkpoint (one interrupted
+        while saving is skipped); the returned `training_loss` covers every step of a resumed run."""
         assert self.args.output_dir is not None  # TrainingArguments.__post_init__ defaults it
+        # The completeness marker is written after every other callback has saved its files.
+        self.callback_handler.callbacks.remove(self.checkpoint_completion)
+        self.callback_handler.callbacks.append(self.checkpoint_completion)
         start = 0
         if resume_from_checkpoint:
             directory = WeightingCheckpointState.resolve(resume_from_checkpoint, self.args.output_dir)
+            resume_from_checkpoint = directory  # not True: the Trainer's own "last checkpoint" may be an incomplete one
             # Refuse a checkpoint of other tasks, heads, labels or parts before loading anything from it.
             check_resume_checkpoint(
                 directory, list(self.task_specs.values()), model_config=self.accelerator.unwrap_model(self.model).config
@@ -419,6 +445,8 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         # when fresh): a resumed run would otherwise repeat the steps after the checkpoint, a re-run mix two runs.
         if self.is_world_process_zero():
             truncate_calibration(self.args.output_dir, start)
-        return super().train(
+        output = super().train(
             resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
         )
+        whole_run = self.training_state.whole_run_train_loss(output.global_step)
+        return output if whole_run is None else TrainOutput(output.global_step, whole_run, output.metrics)

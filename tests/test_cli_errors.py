@@ -25,6 +25,7 @@ import run_glue_mtl
 from cli import errors as cli_errors
 from cli import model_checks, tasks_file
 from cli.errors import UsageError
+from hf_async_mtl.state import COMPLETE_NAME
 from tests.test_cli import base_args, write_glue
 
 
@@ -144,6 +145,14 @@ def _prompt_file(ctx: Context, templates: dict) -> str:
     path = ctx.tmp / "templates.json"
     path.write_text(json.dumps(templates))
     return str(path)
+
+
+def _corrupt_copy(c: Context) -> str:
+    """A copy of the tiny encoder with its weights cut in half."""
+    target = c.tmp / "broken-model"
+    shutil.copytree(c.checkpoint, target)
+    _truncate(target / "model.safetensors")
+    return str(target)
 
 
 def _truncate(path: Path) -> None:
@@ -607,6 +616,39 @@ CASES = [
         lambda c: c.args("--async_kd", *KD_RULE, "--kd_patience", "4", resume_from_checkpoint=c.resume_copy()),
         r"^\S+resume-from/async_kd_state\.json, line \d+, field 'patience': the checkpoint was trained with "
         r"kd_patience=1, this run has kd_patience=4; resume with --kd_patience 1\.",
+    ),
+    Case(
+        "resume_other_method",
+        "resume an equal-weighting checkpoint with --mtl_method uncertainty (was: a state_dict traceback after loading)",
+        lambda c: c.args("--async_kd", *KD_RULE, mtl_method="uncertainty", resume_from_checkpoint=c.resume_copy()),
+        r"^\S+resume-from/run_definition\.json, line \d+, field 'mtl_method': the checkpoint was trained with "
+        r"mtl_method='equal', this run has mtl_method='uncertainty'",
+    ),
+    Case(
+        "resume_other_precision",
+        "resume an fp32 checkpoint with --bf16",
+        lambda c: c.args("--async_kd", *KD_RULE, "--bf16", "true", resume_from_checkpoint=c.resume_copy()),
+        r"^\S+resume-from/run_definition\.json, line \d+, field 'bf16': the checkpoint was trained with bf16=False",
+    ),
+    Case(
+        "resume_interrupted_save",
+        "a checkpoint whose save was killed before its completeness marker",
+        lambda c: c.args("--async_kd", *KD_RULE, resume_from_checkpoint=c.resume_copy(lambda d: (d / COMPLETE_NAME).unlink())),
+        r"^resume_from_checkpoint \S+resume-from: interrupted while saving \(it has no multitask_checkpoint\.json, written last\)",
+    ),
+    Case(
+        "corrupt_model_weights",
+        "--model_name_or_path a directory whose model.safetensors is truncated",
+        lambda c: c.args(model_name_or_path=_corrupt_copy(c)),
+        r"^\S+broken-model/model\.safetensors: not a readable safetensors file \(truncated or corrupt\?\)",
+    ),
+    Case(
+        "duplicate_csv_column",
+        "custom CSV whose header names the text column twice (was: trained silently on the first)",
+        lambda c: c.custom(
+            files={"train.csv": "text,text,stars\n" + "".join(f"a {i},b {i},{'pos' if i % 2 else 'neg'}\n" for i in range(12))}
+        ),
+        r"train\.csv, line 1: column 'text' appears 2 times in the header; give every column its own name",
     ),
     Case(
         "resume_corrupt_weights",
