@@ -20,6 +20,7 @@ from glue_tasks.specs import GLUE_TASKS
 from hf_async_mtl.config import MultiTaskTrainingArguments
 from hf_async_mtl.prompting import PROMPT_EVAL_MODES
 
+from .bounds import check_bounds
 from .errors import UsageError, did_you_mean, key_line, read_json_file
 
 
@@ -200,6 +201,9 @@ def parse_args(argv: list[str] | None = None):
         name = arg.split("=", 1)[0].lstrip("-") if arg.startswith("--") else None
         if name in REMOVED_OPTIONS:
             raise UsageError(f"--{name}: {REMOVED_OPTIONS[name]}.", name)
+    # Bounds on the values as given, before any dataclass check could replace one (BOUNDS, cli/bounds.py).
+    given, _ = parser.parse_known_args(argv)
+    check_bounds(vars(given), lambda name, problem: UsageError(f"--{name} {problem}.", name))
     try:
         *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except UsageError:
@@ -223,6 +227,7 @@ def _parse_json_config(parser: HfArgumentParser, path: str, options: set[str]):
         if key in REMOVED_OPTIONS or key not in options:
             reason = REMOVED_OPTIONS.get(key) or f"unknown option{did_you_mean(key, options)}"
             raise UsageError(f"{path}, line {key_line(text, key) or 1}, field {key!r}: {reason}.")
+    check_bounds(values, lambda name, problem: UsageError(f"{path}, line {key_line(text, name) or 1}, field {name!r}: {problem}.", name))
     try:
         return parser.parse_dict(values)
     except ValueError as error:

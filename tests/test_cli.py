@@ -254,7 +254,7 @@ def run_cli_error(capsys, argv) -> str:
     [
         (["--tasks", "cola,nope"], "Unknown GLUE task 'nope'"),
         (["--glue_dir", "/nonexistent/glue"], "/nonexistent/glue"),
-        (["--mtl_method", "bogus"], "Unknown mtl_method 'bogus'"),
+        (["--mtl_method", "bogus"], "--mtl_method must be one of cagrad, dwa, equal"),
     ],
 )
 def test_cli_bad_input_fails_before_writing(tmp_path, tiny_checkpoint, capsys, change, message):

@@ -617,6 +617,22 @@ CASES = [
         r"^\S+resume-from/async_kd_state\.json, line \d+, field 'patience': the checkpoint was trained with "
         r"kd_patience=1, this run has kd_patience=4; resume with --kd_patience 1\.",
     ),
+    *[
+        Case(
+            f"zero_{name}",
+            f"--{name} 0 (was: {was})",
+            lambda c, name=name: c.args(**{name: "0"}),
+            rf"^--{name} must be an? (integer|number) ",
+        )
+        for name, was in (
+            ("eval_steps", "silently the logging interval"),
+            ("save_steps", "silently no checkpoint during training"),
+            ("per_device_train_batch_size", "refused after loading, naming batch_size"),
+            ("per_device_eval_batch_size", "a traceback after two steps"),
+            ("gradient_accumulation_steps", "refused after tokenising, naming num_batches"),
+            ("max_train_samples", "refused after loading the model"),
+        )
+    ],
     Case(
         "resume_other_method",
         "resume an equal-weighting checkpoint with --mtl_method uncertainty (was: a state_dict traceback after loading)",
