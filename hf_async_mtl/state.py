@@ -195,7 +195,10 @@ def check_complete(directory: str) -> None:
         f"resume from {os.path.join(parent, older[-1])}, the last complete checkpoint" if older else "no complete checkpoint precedes it"
     )
     what = f"{missing} is missing" if missing else f"it has no {COMPLETE_NAME}, written last"
-    raise InputError(f"resume_from_checkpoint {directory}: interrupted while saving ({what}); {suggestion}.", "resume_from_checkpoint")
+    older_format = "" if missing else f" (a checkpoint saved before the marker existed, 2026-12-06, has no {COMPLETE_NAME} either)"
+    raise InputError(
+        f"resume_from_checkpoint {directory}: interrupted while saving ({what}); {suggestion}{older_format}.", "resume_from_checkpoint"
+    )
 
 
 class CheckpointCompletion(TrainerCallback):
