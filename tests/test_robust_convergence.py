@@ -566,3 +566,17 @@ def test_kd_options_without_async_kd_are_refused_not_silently_ignored(tmp_path):
         make_args(tmp_path, mtl_method="imtl_g", kd_patience=5, kd_trivial_gate=False)
     assert make_args(tmp_path, mtl_method="async_kd", eval_strategy="steps", kd_patience=5).ignored_kd_options() == []
     assert make_args(tmp_path, mtl_method="imtl_g").ignored_kd_options() == []
+
+
+def test_an_async_kd_trainer_without_training_data_evaluates(tmp_path, tokenizer, tiny_data):
+    """Evaluation only (no train_dataset): nothing to label, so no labeller is needed and none is asked for."""
+    from hf_async_mtl import MultiTaskTrainer
+    from tests.conftest import TASKS, make_model
+
+    _, evaluation = tiny_data
+    args = make_args(tmp_path, async_kd=True, eval_strategy="steps", eval_steps=1)
+    trainer = MultiTaskTrainer(
+        model=make_model(tokenizer), args=args, task_specs=TASKS, eval_dataset=dict(evaluation), processing_class=tokenizer
+    )
+    assert trainer.async_convergence is not None
+    assert 0.0 <= trainer.evaluate()["eval_sentiment_accuracy"] <= 1.0

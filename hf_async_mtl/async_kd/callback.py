@@ -106,7 +106,7 @@ class AsyncConvergenceCallback(TrainerCallback):
                 f"kd_soft_labels='on_demand' would label each example from whichever template its batch drew; task(s) "
                 f"{pooled} have template pools: use kd_soft_labels='precompute' (labels follow the task's prompt_eval)."
             )
-        if options.soft_labels == "precompute" and labeller is None:
+        if options.soft_labels == "precompute" and labeller is None and train_dataset is not None:
             raise ValueError("kd_soft_labels='precompute' needs a TeacherLabeller.")
         self.monitor = self._new_monitor(None)
         self.keeper = SnapshotKeeper(k=options.top_k, directory=options.snapshot_dir)
