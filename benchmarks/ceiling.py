@@ -324,9 +324,10 @@ def main(out_dir: str | None = None) -> str:
         sys.path.insert(0, ROOT)
     from benchmarks.provenance import provenance
 
+    origin = provenance(ROOT)  # before writing: opening the tracked output truncates it, which would read as a dirty tree
     with open(os.path.join(out_dir, "ceiling.json"), "w", encoding="utf-8") as handle:
         json.dump(
-            {"regimes": data, "n_bootstrap": N_BOOTSTRAP, "rng_seed": BOOTSTRAP_SEED, "level": LEVEL, "provenance": provenance(ROOT)},
+            {"regimes": data, "n_bootstrap": N_BOOTSTRAP, "rng_seed": BOOTSTRAP_SEED, "level": LEVEL, "provenance": origin},
             handle,
             indent=1,
         )
