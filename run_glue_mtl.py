@@ -18,7 +18,6 @@ adds the traceback. Called in-process, `main(argv)` raises `SystemExit(2)` after
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -36,6 +35,7 @@ from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArgu
 from hf_async_mtl.checkpoints import resolve_checkpoint
 from hf_async_mtl.data import build_task_datasets, template_view, tokenize_task, validate_task_dataset
 from hf_async_mtl.errors import InputError
+from hf_async_mtl.files import write_json_atomic
 from hf_async_mtl.finetune import finetune_each_task
 
 __all__ = ["DataArguments", "ModelArguments", "MultiTaskTrainingArguments", "RunPlan", "main", "parse_args", "plan_tasks", "run"]
@@ -110,10 +110,7 @@ def build_model(model_args: ModelArguments, specs: list[TaskSpec], mask_token_id
 
 def write_json(path: str, payload: dict) -> None:
     """Write JSON atomically (temp file + rename), so a crash leaves no half-written file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    write_json_atomic(path, payload, indent=2, sort_keys=True)
 
 
 class _TrainingStarted(TrainerCallback):

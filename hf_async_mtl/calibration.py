@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .files import write_json_atomic
+
 FILE_NAME = "calibration.json"
 DEFINITION = (
     "confidence = softmax probability of the predicted class; equal-width confidence bins over [0, 1]; "
@@ -103,9 +105,7 @@ def write_calibration(output_dir: str, step: int, prefix: str, sets: Mapping[str
             payload = json.load(handle)
     payload["evaluations"].append({"step": step, "prefix": prefix, "sets": dict(sets)})
     os.makedirs(output_dir, exist_ok=True)
-    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=1)
-    os.replace(f"{path}.tmp", path)
+    write_json_atomic(path, payload, indent=1)
     return path
 
 
@@ -120,9 +120,7 @@ def truncate_calibration(output_dir: str, step: int) -> None:
     if len(kept) == len(payload.get("evaluations", [])):
         return
     payload["evaluations"] = kept
-    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=1)
-    os.replace(f"{path}.tmp", path)
+    write_json_atomic(path, payload, indent=1)
 
 
 def plot_reliability(panels: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]], out_png: str) -> None:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
+from .files import write_json_atomic
 from .gradients import shared_and_task_parameters, task_gradient_matrix
 from .state import checkpoint_global_step
 
@@ -186,9 +187,7 @@ class MultiTaskDiagnosticsCallback(TrainerCallback):
             "conflict_fraction = share of task pairs with cosine < 0",
             "records": self.records,
         }
-        with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=1)
-        os.replace(f"{path}.tmp", path)
+        write_json_atomic(path, payload, indent=1)
 
 
 def plot_conflicts(diagnostics_file: str, out_png: str) -> None:

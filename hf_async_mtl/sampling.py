@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .files import write_json_atomic
+
 SAMPLING_STRATEGIES: tuple[str, ...] = ("proportional", "temperature", "uniform", "round_robin", "annealed")
 COMPOSITIONS: tuple[str, ...] = ("one_task", "all_tasks")
 
@@ -387,9 +389,7 @@ def save_sampler_state(sampler: MultiTaskBatchSampler, gradient_accumulation_ste
     """Write the configuration of the run's batch stream into a checkpoint (read by `check_sampler_resume`)."""
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, SAMPLER_STATE_NAME)
-    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
-        json.dump({**sampler.state_dict(), "gradient_accumulation_steps": gradient_accumulation_steps}, handle, indent=1)
-    os.replace(f"{path}.tmp", path)
+    write_json_atomic(path, {**sampler.state_dict(), "gradient_accumulation_steps": gradient_accumulation_steps}, indent=1)
 
 
 def check_sampler_resume(directory: str, sampler: MultiTaskBatchSampler, gradient_accumulation_steps: int) -> None:

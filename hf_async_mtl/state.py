@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .errors import InputError, key_line, read_json_file
+from .files import write_json_atomic
 from .sampling import MultiTaskBatchSampler, check_sampler_resume, save_sampler_state
 from .weighting import WeightingMethod
 
@@ -214,10 +215,7 @@ class CheckpointCompletion(TrainerCallback):
                 for f in names
                 if not f.endswith(".tmp")
             )
-            path = os.path.join(directory, COMPLETE_NAME)
-            with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
-                json.dump({"step": state.global_step, "files": files}, handle, indent=1)
-            os.replace(f"{path}.tmp", path)
+            write_json_atomic(os.path.join(directory, COMPLETE_NAME), {"step": state.global_step, "files": files}, indent=1)
         return control
 
 
@@ -293,14 +291,10 @@ class TrainingStateCallback(TrainerCallback):
             self.weighting_state.save(directory)
             if self.build_sampler is not None:
                 save_sampler_state(self.build_sampler(), self.gradient_accumulation_steps, directory)
+            if self.args is not None:
+                write_json_atomic(os.path.join(directory, RUN_DEFINITION_NAME), run_definition(self.args), indent=1)
             progress = {"loss_sum": float(self.loss_sum), "global_step": state.global_step}
-            for name, payload in ((RUN_DEFINITION_NAME, run_definition(self.args)), (PROGRESS_NAME, progress)):
-                if name == RUN_DEFINITION_NAME and self.args is None:
-                    continue
-                path = os.path.join(directory, name)
-                with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
-                    json.dump(payload, handle, indent=1)
-                os.replace(f"{path}.tmp", path)
+            write_json_atomic(os.path.join(directory, PROGRESS_NAME), progress, indent=1)
         return control
 
     def check_checkpoint(self, directory: str) -> None:

@@ -28,6 +28,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..data import MultiTaskDataset, template_view
+from ..files import write_json_atomic
 from ..metrics import compute_task_metrics, main_metric_value
 from ..objectives import TaskObjective
 from ..tasks import TaskSpec
@@ -324,9 +325,7 @@ class AsyncConvergenceCallback(TrainerCallback):
                     }
                 )
         path = os.path.join(directory, STATE_NAME)
-        with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
-            json.dump({**self.state_dict(), "snapshots": snapshot_index}, handle, indent=2)
-        os.replace(f"{path}.tmp", path)
+        write_json_atomic(path, {**self.state_dict(), "snapshots": snapshot_index}, indent=2)
 
     def check_checkpoint(self, directory: str) -> None:
         """Refuse, before anything is loaded, a checkpoint this callback cannot continue: no async-KD state, another
@@ -425,8 +424,5 @@ class AsyncConvergenceCallback(TrainerCallback):
         self.training = False
         if args.should_save:
             os.makedirs(args.output_dir, exist_ok=True)
-            path = os.path.join(args.output_dir, REPORT_NAME)
-            with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
-                json.dump(self.report(), handle, indent=2)
-            os.replace(f"{path}.tmp", path)
+            write_json_atomic(os.path.join(args.output_dir, REPORT_NAME), self.report(), indent=2)
         return control
