@@ -89,8 +89,18 @@ def build_model(model_args: ModelArguments, specs: list[TaskSpec], mask_token_id
     if config.model_type == "hf_async_mtl":
         model = MultiTaskModel.from_pretrained(path, cache_dir=model_args.cache_dir)
         model.check_tasks(specs)
-        if model_args.lora_r > 0 and model.has_adapters:
-            logger.info("The checkpoint already has encoder adapters (%s); --lora_* options are ignored.", model.config.peft_config)
+        wants_capacity = bool(model_args.unshared_layers or model_args.task_adapter_config())
+        if (model_args.lora_r > 0 or model_args.unshared_layers) and (model.has_adapters or model.has_task_capacity):
+            logger.info(
+                "The checkpoint already has adapters or task-specific layers (%s); --lora_* / --unshared_layers are ignored.",
+                model.config.peft_config or model.config.task_adapters or f"unshared_layers={model.config.unshared_layers}",
+            )
+        elif wants_capacity:
+            model.add_task_capacity(
+                unshared_layers=model_args.unshared_layers,
+                task_adapters=model_args.task_adapter_config(),
+                train_base=model_args.lora_train_base,
+            )
         elif model_args.lora_r > 0:
             model.apply_peft(model_args.peft_config())
         return model
@@ -103,6 +113,9 @@ def build_model(model_args: ModelArguments, specs: list[TaskSpec], mask_token_id
         pooling=model_args.pooling,
         classifier_dropout=model_args.classifier_dropout,
         peft_config=model_args.peft_config(),
+        task_adapters=model_args.task_adapter_config(),
+        task_adapters_train_base=model_args.lora_train_base,
+        unshared_layers=model_args.unshared_layers,
         mask_token_id=mask_token_id,
         **encoder_kwargs,
     )

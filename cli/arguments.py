@@ -60,6 +60,25 @@ class ModelArguments:
         },
     )
 
+    lora_scope: str = field(
+        default="shared",
+        metadata={
+            "help": "shared: one LoRA adapter on the shared encoder; per_task: one adapter per task, routed by each "
+            "batch's task (task-specific capacity; --lora_r sets the rank of each)."
+        },
+    )
+    lora_train_base: bool = field(
+        default=False,
+        metadata={"help": "With --lora_scope per_task: train the encoder's base weights too (by default they are frozen)."},
+    )
+    unshared_layers: int = field(
+        default=0,
+        metadata={
+            "help": "Give each task its own copy of the encoder's last N layers, initialised from the checkpoint "
+            "(0: every layer shared). Not combined with LoRA."
+        },
+    )
+
     def __post_init__(self) -> None:
         if self.pooling not in ("auto", "cls", "pooler", "mean", "max", "mask"):
             raise ValueError(f"--pooling must be auto, cls, pooler, mean, max or mask, got {self.pooling!r}.")
@@ -71,9 +90,19 @@ class ModelArguments:
             raise ValueError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}.")
 
     def peft_config(self):
-        """The LoRA config of the shared encoder, or None when `lora_r` is 0."""
+        """The LoRA config of the shared encoder, or None when `lora_r` is 0 or the adapters are per task."""
         from hf_async_mtl.adapters import lora_config
 
+        if self.lora_scope != "shared":
+            return None
+        return lora_config(self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
+
+    def task_adapter_config(self):
+        """The LoRA config of each task's own adapter (`--lora_scope per_task`), or None."""
+        from hf_async_mtl.adapters import lora_config
+
+        if self.lora_scope != "per_task":
+            return None
         return lora_config(self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
 
 

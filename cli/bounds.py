@@ -79,6 +79,8 @@ BOUNDS: dict[str, Bound] = {
     "classifier_dropout": PROBABILITY,
     "num_encoder_layers": _int(1),
     "lora_r": _int(0),
+    "lora_scope": _choice("shared", "per_task"),
+    "unshared_layers": _int(0),
     "lora_alpha": POSITIVE,
     "lora_dropout": PROBABILITY,
     # the data
@@ -143,6 +145,7 @@ UNBOUNDED: dict[str, str] = {
     "model_name_or_path": "a path or Hub id (checked by model_checks.resolve_model_source)",
     "cache_dir": "a path",
     "lora_target_modules": "module names of the encoder (checked by peft)",
+    "lora_train_base": "a flag (with --lora_scope per_task; checked by preflight)",
     "tasks": "task names (checked by preflight.plan_tasks)",
     "glue_dir": "a path (checked by preflight.plan_tasks)",
     "custom_tasks_file": "a path (read by tasks_file.read_custom_tasks)",

@@ -91,18 +91,30 @@ def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple
 
 def _model_stand_in(model_args: ModelArguments, source: str, config: Any) -> Any:
     """What the model will look like (pooling, encoder shape, adapters), from configs only: for the resume check."""
+    shared_lora = model_args.lora_r > 0 and model_args.lora_scope == "shared"
+    per_task_lora = model_args.lora_r > 0 and model_args.lora_scope == "per_task"
     if config.model_type == "hf_async_mtl":
+        capacity = bool(getattr(config, "task_adapters", None) or getattr(config, "unshared_layers", 0))
         return SimpleNamespace(
             pooling=config.pooling,
             encoder_config=config.encoder_config,
             model_type="hf_async_mtl",
-            peft_config=config.peft_config or (model_args.lora_r > 0 or None),
+            peft_config=config.peft_config or (shared_lora and not capacity or None),
+            task_adapters=getattr(config, "task_adapters", None) or (per_task_lora and not config.peft_config and not capacity or None),
+            unshared_layers=getattr(config, "unshared_layers", 0) or (0 if config.peft_config or capacity else model_args.unshared_layers),
         )
     encoder = copy.deepcopy(config)
     if model_args.num_encoder_layers is not None:
         encoder.num_hidden_layers = model_args.num_encoder_layers
     pooling = model_args.pooling if model_args.pooling != "auto" else read_sentence_transformers_pooling(source)
-    return SimpleNamespace(pooling=pooling, encoder_config=encoder, model_type="hf_async_mtl", peft_config=model_args.lora_r > 0 or None)
+    return SimpleNamespace(
+        pooling=pooling,
+        encoder_config=encoder,
+        model_type="hf_async_mtl",
+        peft_config=shared_lora or None,
+        task_adapters=per_task_lora or None,
+        unshared_layers=model_args.unshared_layers,
+    )
 
 
 def preflight(model_args: ModelArguments, data_args: DataArguments, training_args: MultiTaskTrainingArguments) -> RunPlan:
@@ -130,6 +142,19 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, training_arg
         )
     if model_args.lora_r == 0 and (model_args.lora_alpha is not None or model_args.lora_target_modules):
         raise UsageError("--lora_alpha / --lora_target_modules are set but --lora_r is 0 (LoRA off): give --lora_r N.", "lora_r")
+    if model_args.lora_scope == "per_task" and model_args.lora_r == 0:
+        raise UsageError("--lora_scope per_task needs the adapters' rank: give --lora_r N.", "lora_scope")
+    if model_args.lora_train_base and model_args.lora_scope != "per_task":
+        raise UsageError(
+            "--lora_train_base trains the base encoder under per-task adapters: add --lora_scope per_task --lora_r N "
+            "(without LoRA the whole encoder is trained anyway).",
+            "lora_train_base",
+        )
+    if model_args.unshared_layers and model_args.lora_r:
+        raise UsageError(
+            "--unshared_layers and --lora_r cannot be combined: give each task its own top layers or LoRA adapters, not both.",
+            "unshared_layers",
+        )
 
     finetune_steps = training_args.finetune_after_mtl_steps
     if finetune_steps and not training_args.do_train:
@@ -211,6 +236,10 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, training_arg
             f"{config.num_hidden_layers} layers (extra ones would be random).",
             "num_encoder_layers",
         )
+    encoder_config = config.encoder_config if config.model_type == "hf_async_mtl" else config
+    layers = model_args.num_encoder_layers or getattr(encoder_config, "num_hidden_layers", 10**9)
+    if model_args.unshared_layers > layers:
+        raise UsageError(f"--unshared_layers {model_args.unshared_layers}: the encoder has only {layers} layers.", "unshared_layers")
     check_max_seq_length(data_args.max_seq_length, config, source)
 
     check_output_dir(training_args.output_dir)

@@ -110,8 +110,9 @@ def lora_config(
     )
 
 
-def wrap_encoder(encoder: nn.Module, peft_config: Any) -> tuple[nn.Module, dict[str, Any]]:
-    """Wrap `encoder` with `peft.get_peft_model`; returns the wrapped encoder and the resolved config dict.
+def wrap_encoder(encoder: nn.Module, peft_config: Any, adapter_name: str = "default") -> tuple[nn.Module, dict[str, Any]]:
+    """Wrap `encoder` with `peft.get_peft_model` (one adapter, `adapter_name`); returns the wrapped encoder and the
+    resolved config dict.
 
     `task_type` is dropped (the heads are ours, not PEFT's), so the wrapper is a plain `PeftModel`
     whose frozen base weights have `requires_grad=False` and whose adapters are trainable.
@@ -125,8 +126,8 @@ def wrap_encoder(encoder: nn.Module, peft_config: Any) -> tuple[nn.Module, dict[
     with warnings.catch_warnings():
         # peft probes the deprecated `is_gradient_checkpointing` property of transformers 5 models.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        wrapped = peft.get_peft_model(encoder, config)
-    return wrapped, peft_config_to_dict(wrapped.peft_config["default"])
+        wrapped = peft.get_peft_model(encoder, config, adapter_name=adapter_name)
+    return wrapped, peft_config_to_dict(wrapped.peft_config[adapter_name])
 
 
 def is_peft_encoder(encoder: nn.Module) -> bool:

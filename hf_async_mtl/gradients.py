@@ -8,18 +8,21 @@ from typing import cast
 import torch
 from accelerate import Accelerator
 
+from .task_capacity import task_of_parameter
 from .weighting import WeightingMethod
 
 
 def shared_and_task_parameters(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
-    """Trainable parameters of the shared encoder, and all other trainable ones (the heads)."""
+    """Trainable parameters of the shared encoder, and all other trainable ones: the heads and the encoder's
+    task-owned parts (per-task adapters, unshared layers), whose gradient is their own task's."""
     shared: list[torch.nn.Parameter] = []
     other: list[torch.nn.Parameter] = []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         # DDP / PEFT wrappers prefix names ("module.", "base_model.model."): look for the encoder component.
-        (shared if ".encoder." in f".{name}" or name.startswith("encoder.") else other).append(parameter)
+        in_encoder = ".encoder." in f".{name}" or name.startswith("encoder.")
+        (shared if in_encoder and task_of_parameter(name) is None else other).append(parameter)
     return shared, other
 
 

@@ -302,6 +302,14 @@ def build_model_card(
     if getattr(config, "peft_config", None):
         peft = config.peft_config
         lines.append(f"- **Adapters:** {peft.get('peft_type', 'PEFT')} on the shared encoder (r = {peft.get('r', '?')})")
+    if getattr(config, "task_adapters", None):
+        adapters = config.task_adapters
+        base = "trained" if getattr(config, "task_adapters_train_base", False) else "frozen"
+        lines.append(
+            f"- **Task-specific capacity:** one {adapters.get('peft_type', 'PEFT')} adapter per task (r = {adapters.get('r', '?')}), base encoder {base}"
+        )
+    if getattr(config, "unshared_layers", 0):
+        lines.append(f"- **Task-specific capacity:** each task has its own copy of the encoder's last {config.unshared_layers} layers")
     lines += ["", "## Tasks", "", "| task | kind | labels |", "|---|---|---|"]
     for row in _task_rows(config, task_specs):
         labels = ", ".join(row["labels"]) if row["labels"] else "one score"

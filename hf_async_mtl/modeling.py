@@ -64,6 +64,11 @@ class MultiTaskConfig(PretrainedConfig):
         peft_config: PEFT config (e.g. LoRA) of the shared encoder as a dict (`hf_async_mtl.adapters.
             peft_config_to_dict`), or `None`. A model built from this config wraps its encoder with it.
         mask_token_id: The tokenizer's mask token id, needed by `"mask"` pooling.
+        task_adapters: PEFT config (e.g. LoRA) as a dict of ONE ADAPTER PER TASK on the shared encoder
+            (`hf_async_mtl.task_capacity`), or `None`. Not combined with `peft_config` or `unshared_layers`.
+        task_adapters_train_base: With `task_adapters`: train the encoder's base weights too (a shared full
+            fine-tune plus a low-rank part per task); by default they are frozen.
+        unshared_layers: Give each task its own copy of the encoder's last k layers (0: fully shared encoder).
     """
 
     model_type = "hf_async_mtl"
@@ -77,12 +82,19 @@ class MultiTaskConfig(PretrainedConfig):
         classifier_dropout: float | None = None,
         peft_config: dict[str, Any] | None = None,
         mask_token_id: int | None = None,
+        task_adapters: dict[str, Any] | None = None,
+        task_adapters_train_base: bool = False,
+        unshared_layers: int = 0,
         **kwargs: Any,
     ) -> None:
         if isinstance(encoder_config, dict):
             encoder_config = AutoConfig.for_model(**encoder_config)
         if pooling not in POOLING_MODES:
             raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}.")
+        check_task_capacity(unshared_layers, task_adapters, peft_config, task_adapters_train_base)
+        self.task_adapters = dict(task_adapters) if task_adapters else None
+        self.task_adapters_train_base = bool(task_adapters_train_base)
+        self.unshared_layers = int(unshared_layers)
         self.encoder_config = encoder_config
         self.tasks = [dict(task) for task in (tasks or [])]
         names = [task["name"] for task in self.tasks]
@@ -124,6 +136,20 @@ class MultiTaskConfig(PretrainedConfig):
         """Width of the encoder's hidden states (and of the pooled vector)."""
         # The encoder config is optional only while transformers builds a default config; a model always has one.
         return cast(PretrainedConfig, self.encoder_config).hidden_size
+
+
+def check_task_capacity(unshared_layers: int, task_adapters: Any, peft_config: Any, train_base: bool = False) -> None:
+    """The task-specific capacity options form one of the supported shapes (a clear error otherwise)."""
+    if unshared_layers < 0:
+        raise ValueError(f"unshared_layers must be >= 0, got {unshared_layers}.")
+    if task_adapters and peft_config:
+        raise ValueError("Per-task adapters and a shared LoRA adapter cannot be combined: use one of them.")
+    if task_adapters and unshared_layers:
+        raise ValueError("Per-task adapters and unshared top layers cannot be combined: use one of them.")
+    if unshared_layers and peft_config:
+        raise ValueError("Unshared top layers and a shared LoRA adapter cannot be combined: use one of them.")
+    if train_base and not task_adapters:
+        raise ValueError("task_adapters_train_base needs task_adapters (per-task adapters).")
 
 
 def resolve_local_checkpoint(name_or_path: str | os.PathLike, hub_kwargs: dict[str, Any] | None = None) -> str | None:
@@ -205,6 +231,8 @@ class MultiTaskModel(PreTrainedModel):
         if config.peft_config:
             # After post_init, so weight initialisation cannot touch the adapters' own init (LoRA B = 0).
             self._wrap_encoder(config.peft_config)
+        if config.unshared_layers or config.task_adapters:
+            self._build_task_capacity()
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -218,6 +246,9 @@ class MultiTaskModel(PreTrainedModel):
         classifier_dropout: float | None = None,
         peft_config: Any = None,
         mask_token_id: int | None = None,
+        task_adapters: Any = None,
+        task_adapters_train_base: bool = False,
+        unshared_layers: int = 0,
         **encoder_kwargs: Any,
     ) -> MultiTaskModel:
         """Build a model from a pretrained encoder checkpoint (local directory or Hub id) and task specs.
@@ -226,7 +257,9 @@ class MultiTaskModel(PreTrainedModel):
         all-MiniLM-L6-v2, whose BERT pooler was never trained), else the encoder's pooler when it has
         one, else the first token. `mask_token_id` (the tokenizer's) is needed when a task has prompt
         templates (its head pools at the mask token) or `pooling="mask"`. `peft_config` (e.g. `peft.LoraConfig(r=8)`) wraps the shared encoder
-        with PEFT adapters (see `apply_peft`); the heads stay fully trainable.
+        with PEFT adapters (see `apply_peft`); the heads stay fully trainable. `task_adapters` (a PEFT config)
+        gives each task its own adapter instead, `unshared_layers=k` each task its own copy of the last k layers
+        (see `add_task_capacity`).
         """
         check_unique_names(list(tasks))
         if not tasks:
@@ -259,6 +292,8 @@ class MultiTaskModel(PreTrainedModel):
                     )
         if peft_config is not None:
             model.apply_peft(peft_config)
+        if unshared_layers or task_adapters is not None or task_adapters_train_base:
+            model.add_task_capacity(unshared_layers=unshared_layers, task_adapters=task_adapters, train_base=task_adapters_train_base)
         return model
 
     # ---- PEFT adapters on the shared encoder (hf_async_mtl.adapters) ----------------------------
@@ -269,11 +304,52 @@ class MultiTaskModel(PreTrainedModel):
         self.encoder, self.config.peft_config = wrap_encoder(self.encoder, peft_config)
         self._trainable_encoder_names = {n for n, p in self.encoder.named_parameters() if p.requires_grad}
 
+    # ---- task-specific capacity (hf_async_mtl.task_capacity) ------------------------------------
+
+    def _build_task_capacity(self) -> None:
+        from .task_capacity import add_task_adapters, add_unshared_layers
+
+        if self.config.unshared_layers:
+            add_unshared_layers(self.encoder, self.config.unshared_layers, self.task_names)
+        if self.config.task_adapters:
+            self.encoder, self.config.task_adapters = add_task_adapters(
+                self.encoder, self.config.task_adapters, self.task_names, train_base=self.config.task_adapters_train_base
+            )
+            self._trainable_encoder_names = {n for n, p in self.encoder.named_parameters() if p.requires_grad}
+
+    def add_task_capacity(self, *, unshared_layers: int = 0, task_adapters: Any = None, train_base: bool = False) -> MultiTaskModel:
+        """Give each task parameters of its own inside the shared encoder, in place; returns `self`.
+
+        `unshared_layers=k`: each task gets its own copy of the encoder's last k layers, initialised from the
+        current ones. `task_adapters` (a `peft` config such as `peft.LoraConfig(r=8)`, or its dict): one adapter
+        per task, routed by each batch's task; the base weights are frozen unless `train_base`. The config
+        records the choice, so `save_pretrained` → `from_pretrained` rebuilds the same structure.
+        """
+        from .adapters import peft_config_to_dict
+
+        if self.has_task_capacity:
+            raise ValueError("The model already has task-specific capacity (unshared layers or per-task adapters).")
+        if task_adapters is not None and not isinstance(task_adapters, dict):
+            task_adapters = peft_config_to_dict(task_adapters)
+        check_task_capacity(unshared_layers, task_adapters, self.config.peft_config, train_base)
+        if any(spec["problem_type"] == MLM_PROBLEM_TYPE for spec in self.config.tasks) and task_adapters:
+            logger.info("Per-task adapters: MLM auxiliary tasks get an adapter of their own too.")
+        self.config.unshared_layers = int(unshared_layers)
+        self.config.task_adapters = task_adapters
+        self.config.task_adapters_train_base = bool(train_base)
+        self._build_task_capacity()
+        return self
+
+    @property
+    def has_task_capacity(self) -> bool:
+        """Whether some encoder parameters belong to one task (unshared top layers or per-task adapters)."""
+        return bool(self.config.unshared_layers or self.config.task_adapters)
+
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any):
         loaded = super().from_pretrained(*args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
-        if model.has_adapters:
+        if hasattr(model, "_trainable_encoder_names"):
             # Loading swaps in new parameters (all requires_grad=True): freeze the encoder's base weights again.
             for name, parameter in model.encoder.named_parameters():
                 parameter.requires_grad_(name in model._trainable_encoder_names)
@@ -293,10 +369,10 @@ class MultiTaskModel(PreTrainedModel):
 
     @property
     def has_adapters(self) -> bool:
-        """Whether the shared encoder is wrapped by PEFT adapters."""
+        """Whether the shared encoder is wrapped by one shared PEFT adapter (per-task adapters: `has_task_capacity`)."""
         from .adapters import is_peft_encoder
 
-        return is_peft_encoder(self.encoder)
+        return is_peft_encoder(self.encoder) and not self.config.task_adapters
 
     def merge_adapters(self) -> MultiTaskModel:
         """A plain `MultiTaskModel` (no PEFT) with the adapters merged into the encoder; `self` is unchanged."""
@@ -392,7 +468,13 @@ class MultiTaskModel(PreTrainedModel):
             encoder_inputs["inputs_embeds"] = inputs_embeds
         else:
             encoder_inputs["input_ids"] = input_ids
-        outputs = self.encoder(**encoder_inputs, return_dict=True)
+        if self.has_task_capacity:
+            from .task_capacity import route
+
+            with route(self.encoder, task):
+                outputs = self.encoder(**encoder_inputs, return_dict=True)
+        else:
+            outputs = self.encoder(**encoder_inputs, return_dict=True)
         if self.config.task(task)["problem_type"] == MLM_PROBLEM_TYPE:
             return self._masked_lm(task, outputs.last_hidden_state, labels)
         pooled = self.dropout(self.pool(outputs, attention_mask, input_ids, task))
@@ -414,7 +496,8 @@ class MultiTaskModel(PreTrainedModel):
     # ---- export -------------------------------------------------------------------------------
 
     def single_task_model(self, task_name: str) -> MultiTaskModel:
-        """A one-head copy of this model (shared encoder + that task's head)."""
+        """A one-head copy of this model (shared encoder + that task's head). With task-specific capacity the
+        copy is a plain model: the task's adapter merged into the encoder, its unshared layers inlined."""
         head = self.config.task(task_name)
         config_dict = self.config.to_dict()
         config_dict["tasks"] = [head]
@@ -423,6 +506,14 @@ class MultiTaskModel(PreTrainedModel):
         config_dict["problem_type"] = head["problem_type"]
         config_dict.pop("model_type", None)
         config_dict.pop("transformers_version", None)
+        if self.has_task_capacity:
+            from .task_capacity import plain_encoder
+
+            config_dict.update(unshared_layers=0, task_adapters=None, task_adapters_train_base=False)
+            single = MultiTaskModel(MultiTaskConfig(**config_dict))
+            single.encoder.load_state_dict(plain_encoder(self.encoder, task_name).state_dict())
+            single.heads[task_name].load_state_dict(self.heads[task_name].state_dict())
+            return single.to(self.device)  # type: ignore[arg-type]
         config = MultiTaskConfig(**config_dict)
         single = MultiTaskModel(config)
         state = {k: v for k, v in self.state_dict().items() if not k.startswith("heads.") or k.startswith(f"heads.{task_name}.")}
@@ -447,6 +538,9 @@ class MultiTaskModel(PreTrainedModel):
         """
         if self.config.task(task_name)["problem_type"] == MLM_PROBLEM_TYPE:
             raise ValueError(f"Task {task_name!r} is an MLM auxiliary objective: it has no classifier to export.")
+        if self.has_task_capacity:
+            # The task's adapter merged / its layers inlined: a plain one-task model, exported as any other.
+            return self.single_task_model(task_name).export_task(task_name, save_directory, tokenizer=tokenizer, **save_kwargs)
         if self.has_adapters:
             # Exports are plain checkpoints: merge the adapters into the encoder first.
             return self.merge_adapters().export_task(task_name, save_directory, tokenizer=tokenizer, **save_kwargs)

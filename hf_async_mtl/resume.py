@@ -97,6 +97,13 @@ def _check_same_model(config_path: str, text: str, saved: Mapping[str, Any], mod
             differences.append((key, f"encoder {key} {encoder[key]!r}, the model being trained {getattr(ours, key, None)!r}"))
     if bool(saved.get("peft_config")) != bool(getattr(model_config, "peft_config", None)):
         differences.append(("peft_config", "the checkpoint and the model being trained differ in having LoRA adapters"))
+    if bool(saved.get("task_adapters")) != bool(getattr(model_config, "task_adapters", None)):
+        differences.append(("task_adapters", "the checkpoint and the model being trained differ in having per-task adapters"))
+    ours_unshared = getattr(model_config, "unshared_layers", None)
+    if ours_unshared is not None and int(saved.get("unshared_layers") or 0) != int(ours_unshared):
+        differences.append(
+            ("unshared_layers", f"unshared_layers {saved.get('unshared_layers') or 0}, the model being trained {ours_unshared}")
+        )
     if differences:
         field, _ = differences[0]
         raise InputError(

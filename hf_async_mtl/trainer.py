@@ -23,7 +23,7 @@ from .config import MultiTaskTrainingArguments
 from .data import EXAMPLE_IDS_COLUMN, TASK_IDS_COLUMN, MultiTaskDataCollator, MultiTaskDataset
 from .diagnostics import MultiTaskDiagnosticsCallback
 from .evaluation import MultiTaskEvaluationMixin
-from .gradients import average_gradients, global_loss_values, per_task_gradient_step
+from .gradients import average_gradients, global_loss_values, per_task_gradient_step, shared_and_task_parameters
 from .mlm import MlmMasker
 from .model_card import build_model_card
 from .objectives import StepContext, TaskObjective, default_objectives
@@ -143,6 +143,12 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         self.step_composition = args.step_composition
         if self.step_composition == "auto":
             self.step_composition = "all_tasks" if self.weighting.needs_all_tasks else "one_task"
+        if self.weighting.needs_task_gradients and not shared_and_task_parameters(model)[0]:
+            raise ValueError(
+                f"mtl_method {args.mtl_method!r} balances the tasks' gradients on the shared encoder, but no encoder "
+                "parameter is both shared and trainable (per-task adapters on a frozen base?): train the base "
+                "(task_adapters_train_base / --lora_train_base) or use a loss-weighting method."
+            )
         schedule_warning = self.weighting.schedule_warning(args.max_steps)
         if schedule_warning:
             logger.warning(schedule_warning)

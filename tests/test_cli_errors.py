@@ -238,6 +238,30 @@ CASES = [
         r"^--lora_alpha / --lora_target_modules are set but --lora_r is 0",
     ),
     Case(
+        "per_task_lora_without_rank",
+        "--lora_scope per_task without --lora_r (conflicting)",
+        lambda c: c.args(lora_scope="per_task"),
+        r"^--lora_scope per_task needs the adapters' rank: give --lora_r N",
+    ),
+    Case(
+        "lora_train_base_without_per_task",
+        "--lora_train_base with a shared LoRA (conflicting)",
+        lambda c: c.args(lora_r="2", lora_train_base="true"),
+        r"^--lora_train_base trains the base encoder under per-task adapters",
+    ),
+    Case(
+        "unshared_layers_with_lora",
+        "--unshared_layers 1 with --lora_r 2 (conflicting)",
+        lambda c: c.args(lora_r="2", unshared_layers="1"),
+        r"^--unshared_layers and --lora_r cannot be combined",
+    ),
+    Case(
+        "unshared_layers_above_encoder",
+        "--unshared_layers 3 on a 2-layer encoder (out of range)",
+        lambda c: c.args(unshared_layers="3"),
+        r"^--unshared_layers 3: the encoder has only 2 layers",
+    ),
+    Case(
         "finetune_without_train",
         "--finetune_after_mtl_steps 10 with only --do_eval (conflicting)",
         lambda c: c.args(drop=("--do_train",), finetune_after_mtl_steps="10"),

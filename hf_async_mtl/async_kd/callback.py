@@ -31,6 +31,7 @@ from ..data import MultiTaskDataset, template_view
 from ..files import write_json_atomic
 from ..metrics import compute_task_metrics, main_metric_value
 from ..objectives import TaskObjective
+from ..task_capacity import task_of_parameter
 from ..tasks import TaskSpec
 from .checkpoint import STATE_NAME, check_async_kd_checkpoint
 from .labelling import TeacherLabeller
@@ -175,11 +176,13 @@ class AsyncConvergenceCallback(TrainerCallback):
 
     @staticmethod
     def _include(task: str):
-        # Parameters that define the task's predictions: the shared encoder and the task's own head.
-        # Only trainable ones change, so a PEFT / partially frozen model keeps just its adapters.
+        # Parameters that define the task's predictions: the shared encoder, the task's own parts of it (adapter,
+        # unshared layers; not the other tasks') and the task's own head. Only trainable ones change, so a PEFT /
+        # partially frozen model keeps just its adapters.
         head_prefix = f"heads.{task}."
         return lambda name, tensor: (
             (name.startswith(head_prefix) or not name.startswith("heads."))
+            and task_of_parameter(name) in (None, task)
             and (not isinstance(tensor, torch.nn.Parameter) or tensor.requires_grad)
         )
 

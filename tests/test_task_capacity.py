@@ -1,0 +1,240 @@
+"""Task-specific capacity on the shared encoder: per-task LoRA adapters and unshared top-k layers.
+
+Routing (a task's parts get no gradient from another task's batch), the checkpoint start, save / reload,
+resume, exports that plain transformers loads, gradient methods, async-KD teachers and the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from peft import LoraConfig
+from transformers import AutoModelForSequenceClassification
+
+import run_glue_mtl
+from hf_async_mtl import MultiTaskModel, MultiTaskTrainer
+from hf_async_mtl.gradients import shared_and_task_parameters
+from hf_async_mtl.model_card import build_model_card
+from hf_async_mtl.task_capacity import TaskRoutedLayer, task_of_parameter
+from tests.conftest import TASKS
+from tests.test_trainer import make_args, make_trainer, teacher_pass
+
+# Tiny BERT (2 layers, hidden 32, intermediate 64): one layer has 4 x (32x32 + 32) attention weights,
+# 2 LayerNorms (2 x 64), 32x64 + 64 + 64x32 + 32 feed-forward = 12,704 parameters.
+LAYER_PARAMS = 4 * (32 * 32 + 32) + 2 * 64 + 32 * 64 + 64 + 64 * 32 + 32
+# LoRA r=4 on query + value of both layers, per task.
+ADAPTER_PARAMS = 2 * 2 * (4 * 32 + 32 * 4)
+KINDS = {
+    "unshared": {"unshared_layers": 1},
+    "adapters": {"task_adapters": LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"])},
+}
+
+
+def capacity_model(tiny_checkpoint, kind: str, pooling: str = "mean", **extra) -> MultiTaskModel:
+    torch.manual_seed(0)
+    return MultiTaskModel.from_encoder(tiny_checkpoint, TASKS, pooling=pooling, **KINDS[kind], **extra)
+
+
+def _inputs(tokenizer):
+    return tokenizer(["a good movie", "the story was bad and long"], padding=True, return_tensors="pt")
+
+
+def _logits(model, tokenizer, task: str):
+    model.eval()
+    with torch.no_grad():
+        return model(**_inputs(tokenizer), task_name=task).logits
+
+
+def _perturb_task_parts(model, seed: int = 1):
+    """Move every task-owned parameter, so each task's adapter / layers differ from the others' and the start."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if task_of_parameter(name) is not None:
+                parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_task_batch_gives_gradient_to_its_own_parts_only(kind, tiny_checkpoint, tokenizer):
+    model = capacity_model(tiny_checkpoint, kind)
+    _perturb_task_parts(model)  # LoRA B starts at 0, which would leave A without gradient
+    model.train()
+    labels = torch.tensor([1, 0])
+    model(**_inputs(tokenizer), task_name="sentiment", labels=labels).loss.backward()
+    owned = {n: task_of_parameter(n) for n, _ in model.named_parameters()}
+    parameters = dict(model.named_parameters())
+    mine = [n for n, owner in owned.items() if owner == "sentiment"]
+    theirs = [n for n, owner in owned.items() if owner == "similarity"]
+    assert mine and len(mine) == len(theirs)
+    assert all(parameters[n].grad is not None and parameters[n].grad.abs().sum() > 0 for n in mine)
+    assert all(parameters[n].grad is None for n in theirs)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_task_starts_from_the_checkpoint(kind, tiny_checkpoint, tokenizer):
+    torch.manual_seed(0)
+    plain = MultiTaskModel.from_encoder(tiny_checkpoint, TASKS, pooling="mean")
+    model = capacity_model(tiny_checkpoint, kind)
+    for spec in TASKS:
+        assert torch.allclose(_logits(model, tokenizer, spec.name), _logits(plain, tokenizer, spec.name), atol=1e-6)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total_plain = sum(p.numel() for p in plain.parameters())
+    heads = 32 * 2 + 2 + 32 * 1 + 1
+    if kind == "unshared":
+        # The shared copy of the last layer is replaced by one copy per task.
+        assert trainable == total_plain + LAYER_PARAMS
+    else:
+        assert trainable == 2 * ADAPTER_PARAMS + heads  # base frozen
+
+
+def test_per_task_adapters_can_train_the_base(tiny_checkpoint):
+    model = capacity_model(tiny_checkpoint, "adapters", task_adapters_train_base=True)
+    assert all(p.requires_grad for p in model.parameters())
+    shared, other = shared_and_task_parameters(model)
+    assert len(other) == 2 * 8 + 4  # 8 LoRA matrices per task, 2 heads x (weight, bias)
+    assert shared and not any(".lora_" in n for n, p in model.named_parameters() if any(p is s for s in shared))
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_save_reload_is_bitwise_and_keeps_the_trainable_set(kind, tmp_path, tiny_checkpoint, tokenizer):
+    model = capacity_model(tiny_checkpoint, kind)
+    _perturb_task_parts(model)
+    model.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert bool(config["unshared_layers"]) == (kind == "unshared") and bool(config["task_adapters"]) == (kind == "adapters")
+    loaded = MultiTaskModel.from_pretrained(tmp_path / "m")
+    state, reloaded = model.state_dict(), loaded.state_dict()
+    assert sorted(state) == sorted(reloaded) and all(torch.equal(state[k], reloaded[k]) for k in state)
+    assert [n for n, p in loaded.named_parameters() if p.requires_grad] == [n for n, p in model.named_parameters() if p.requires_grad]
+    for spec in TASKS:
+        assert torch.equal(_logits(loaded, tokenizer, spec.name), _logits(model, tokenizer, spec.name))
+    assert _logits(model, tokenizer, "sentiment").shape[-1] == 2
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("pooling", ["mean", "pooler"])
+def test_export_inlines_the_task_parts_for_plain_transformers(kind, pooling, tmp_path, tiny_checkpoint, tokenizer):
+    model = capacity_model(tiny_checkpoint, kind, pooling=pooling)
+    _perturb_task_parts(model)
+    for spec in TASKS:
+        directory = tmp_path / f"{spec.name}-{pooling}"
+        model.export_task(spec.name, directory, tokenizer=tokenizer)
+        exported = AutoModelForSequenceClassification.from_pretrained(directory, trust_remote_code=pooling != "pooler").eval()
+        if pooling == "pooler":
+            assert type(exported).__name__ == "BertForSequenceClassification"
+        assert not any(task_of_parameter(n) for n, _ in exported.named_parameters())
+        with torch.no_grad():
+            logits = exported(**_inputs(tokenizer)).logits
+        assert torch.allclose(logits, _logits(model, tokenizer, spec.name), atol=1e-5)
+    # The two tasks' exports differ: each carries its own parts.
+    other = tmp_path / f"similarity-{pooling}"
+    assert json.loads((other / "config.json").read_text())
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_gradient_method_treats_task_parts_as_task_specific_and_resumes(kind, tmp_path, tokenizer, tiny_data, tiny_checkpoint):
+    common = dict(mtl_method="imtl_g", max_steps=4, save_strategy="steps", save_steps=2)
+    extra = {"task_adapters_train_base": True} if kind == "adapters" else {}
+    trainer = make_trainer(tmp_path / "a", tokenizer, tiny_data, model=capacity_model(tiny_checkpoint, kind, **extra), **common)
+    shared, other = shared_and_task_parameters(trainer.model)
+    shared_ids = {id(p) for p in shared}
+    assert all(task_of_parameter(n) is None for n, p in trainer.model.named_parameters() if id(p) in shared_ids)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert {task_of_parameter(n) for n in changed} >= {"sentiment", "similarity", None}
+    # Resume from checkpoint-2 (what a run killed after it leaves) and end where the uninterrupted run ended.
+    resumed = make_trainer(tmp_path / "b", tokenizer, tiny_data, model=capacity_model(tiny_checkpoint, kind, **extra), **common)
+    resumed.train(resume_from_checkpoint=os.path.join(trainer.args.output_dir, "checkpoint-2"))
+    for (name, a), b in zip(trainer.model.named_parameters(), resumed.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_gradient_method_on_frozen_base_adapters_is_refused(tmp_path, tokenizer, tiny_data, tiny_checkpoint):
+    with pytest.raises(ValueError, match="no encoder parameter is both shared and trainable"):
+        make_trainer(tmp_path, tokenizer, tiny_data, model=capacity_model(tiny_checkpoint, "adapters"), mtl_method="pcgrad")
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_async_kd_teacher_includes_the_tasks_own_parts(kind, tmp_path, tokenizer, tiny_data, tiny_checkpoint):
+    train, evaluation = tiny_data
+    # Only sentiment is evaluated; kd_min_delta so large that its first evaluation stays best:
+    # it converges at step 4 with its best point at step 2.
+    trainer = MultiTaskTrainer(
+        model=capacity_model(tiny_checkpoint, kind),
+        args=make_args(
+            tmp_path,
+            max_steps=6,
+            async_kd=True,
+            kd_patience=1,
+            kd_min_delta=10.0,
+            kd_require_improvement=False,
+            kd_require_decline=False,
+            eval_strategy="steps",
+            eval_steps=2,
+            save_strategy="steps",
+            save_steps=2,
+            sampling_strategy="round_robin",
+        ),
+        task_specs=TASKS,
+        train_dataset=train,
+        eval_dataset={"sentiment": evaluation["sentiment"]},
+        processing_class=tokenizer,
+    )
+    include = trainer.async_convergence._include("sentiment")
+    names = [n for n, p in trainer.model.named_parameters() if include(n, p)]
+    assert any(task_of_parameter(n) == "sentiment" for n in names)
+    assert not any(task_of_parameter(n) == "similarity" for n in names)
+    trainer.train()
+    assert trainer.async_convergence.records["sentiment"]["converged_step"] == 4
+    # The teacher is the step-2 model, the task's own adapter / layers included.
+    best = MultiTaskModel.from_pretrained(os.path.join(trainer.args.output_dir, "checkpoint-2"))
+    teacher = teacher_pass(best, train["sentiment"], tokenizer)
+    assert torch.allclose(trainer.async_convergence.soft_labels["sentiment"].table, teacher, atol=1e-5)
+
+
+def test_unshared_layers_route_and_refuse_an_unrouted_call(tiny_checkpoint):
+    model = capacity_model(tiny_checkpoint, "unshared")
+    routed = [m for m in model.modules() if isinstance(m, TaskRoutedLayer)]
+    assert len(routed) == 1 and sorted(routed[0].unshared) == ["sentiment", "similarity"]
+    with pytest.raises(RuntimeError, match="without a task route"):
+        routed[0](torch.zeros(1, 2, 32))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"unshared_layers": -1}, "unshared_layers must be >= 0"),
+        ({"unshared_layers": 3}, "between 1 and the encoder's 2 layers"),
+        ({"unshared_layers": 1, "peft_config": LoraConfig(r=2)}, "cannot be combined"),
+        ({"unshared_layers": 1, "task_adapters": LoraConfig(r=2)}, "cannot be combined"),
+        ({"task_adapters": LoraConfig(r=2), "peft_config": LoraConfig(r=2)}, "cannot be combined"),
+        ({"task_adapters_train_base": True}, "needs task_adapters"),
+    ],
+)
+def test_unsupported_combinations_fail_with_one_line(options, message, tiny_checkpoint):
+    with pytest.raises(ValueError, match=message):
+        MultiTaskModel.from_encoder(tiny_checkpoint, TASKS, pooling="mean", **options)
+
+
+@pytest.mark.parametrize(
+    ("flags", "check"),
+    [
+        (["--unshared_layers", "1"], lambda m: m.config.unshared_layers == 1),
+        (["--lora_r", "2", "--lora_scope", "per_task"], lambda m: m.config.task_adapters["r"] == 2 and not m.has_adapters),
+    ],
+)
+def test_cli_trains_and_saves_task_capacity(flags, check, tmp_path, tiny_checkpoint):
+    from tests.test_cli import base_args, write_glue
+
+    glue = write_glue(tmp_path / "glue", copies=2)
+    out = tmp_path / "out"
+    args = base_args(glue, tiny_checkpoint, out)
+    args[args.index("--max_steps") + 1] = "2"
+    run_glue_mtl.main(args + flags)
+    saved = MultiTaskModel.from_pretrained(out)
+    assert saved.has_task_capacity and check(saved)
+    assert "Task-specific capacity" in str(build_model_card(saved.config))
