@@ -58,6 +58,15 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
             mask_token_id=tokenizer.mask_token_id,
         )
     )
+    # Task-specific capacity (one copy of the last layer, or one LoRA adapter, per task) under the method after the prefix.
+    if method.startswith("unshared_"):
+        model.add_task_capacity(unshared_layers=1)
+        method = method.removeprefix("unshared_")
+    elif method.startswith("adapters_"):
+        from peft import LoraConfig
+
+        model.add_task_capacity(task_adapters=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["query", "value"]))
+        method = method.removeprefix("adapters_")
     extra = (
         {
             "kd_patience": 1,
