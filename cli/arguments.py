@@ -172,6 +172,15 @@ class DataArguments:
             "(head outputs averaged over the pool). Default: each task's own setting (average)."
         },
     )
+    bi_encoder_tasks: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated pair tasks encoded as bi-encoders: each text alone through the shared encoder, the "
+            "pair scored by a cosine head (regression, e.g. stsb: no parameters, labels rescaled to [0, 1] by the "
+            "task's range in the loss) or an SBERT head (classification, e.g. mrpc: linear on u, v, |u-v|, u*v). "
+            "See docs/bi_encoder.md."
+        },
+    )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
 
     def __post_init__(self) -> None:

@@ -165,6 +165,7 @@ UNBOUNDED: dict[str, str] = {
     "kd_snapshot_dir": "a path",
     "kd_stop_when_all_converged": "a flag",
     "end_task": "task names (checked by tartan.check_end_tasks)",
+    "bi_encoder_tasks": "task names (checked by task_options.apply_bi_encoder_tasks)",
 }
 
 

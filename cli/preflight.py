@@ -35,7 +35,7 @@ from hf_async_mtl.tasks import head_mismatches
 from .arguments import DataArguments, ModelArguments
 from .errors import UsageError, key_line, read_json_file
 from .model_checks import check_max_seq_length, check_output_dir, read_model_config, resolve_model_source
-from .task_options import add_mlm_tasks, apply_prompt_options
+from .task_options import add_mlm_tasks, apply_bi_encoder_tasks, apply_prompt_options
 from .tasks_file import metric_name_problem, read_custom_tasks
 
 logger = logging.getLogger("run_glue_mtl")
@@ -54,7 +54,8 @@ def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple
     """The task specs of `--tasks` and `--custom_tasks_file`, checked without reading any data.
 
     GLUE names must be known and given once, their TSV files present under `--glue_dir`; the custom tasks
-    file is read by `cli.tasks_file.read_custom_tasks`. Problems are a one-line `UsageError`.
+    file is read by `cli.tasks_file.read_custom_tasks`; then `--mlm_tasks`, the prompt options and `--bi_encoder_tasks`
+    apply (`cli.task_options`). Problems are a one-line `UsageError`.
     """
     tasks: list[tuple[TaskSpec, TaskDataSource]] = []
     seen: set[str] = set()
@@ -86,7 +87,8 @@ def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple
     unknown_caps = sorted(set(data_args.per_task_caps) - {spec.name for spec, _ in tasks})
     if unknown_caps:
         raise UsageError(f"--max_train_samples_per_task names tasks not trained: {unknown_caps}.", "max_train_samples_per_task")
-    return apply_prompt_options(tasks, data_args.prompt_templates_file, data_args.prompt_pool_size, data_args.prompt_eval)
+    tasks = apply_prompt_options(tasks, data_args.prompt_templates_file, data_args.prompt_pool_size, data_args.prompt_eval)
+    return apply_bi_encoder_tasks(tasks, [t.strip() for t in (data_args.bi_encoder_tasks or "").split(",") if t.strip()])
 
 
 def _model_stand_in(model_args: ModelArguments, source: str, config: Any) -> Any:
@@ -180,6 +182,13 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, training_arg
 
     tasks = plan_tasks(data_args, do_predict=training_args.do_predict)
     specs = [spec for spec, _ in tasks]
+    pairs = [spec.name for spec in specs if spec.is_bi_encoder]
+    if pairs and model_args.pooling == "mask":
+        raise UsageError(
+            f"--pooling mask reads a prompt's mask token, which the bi-encoder tasks {pairs} do not have: "
+            "use --pooling auto (the checkpoint's), mean, cls or max.",
+            "pooling",
+        )
     if data_args.dev_curves:
         names = {spec.name for spec in specs}
         clash = sorted(

@@ -1,5 +1,6 @@
-"""The command line's task add-ons: MLM auxiliary tasks (`--mlm_tasks`) and prompt templates
-(`--prompt_templates_file`, `--prompt_pool_size`, `--prompt_eval`), applied to the planned tasks.
+"""The command line's task add-ons: MLM auxiliary tasks (`--mlm_tasks`), prompt templates
+(`--prompt_templates_file`, `--prompt_pool_size`, `--prompt_eval`) and bi-encoder pair tasks (`--bi_encoder_tasks`),
+applied to the planned tasks.
 
 Each takes and returns the planned `[(TaskSpec, source), ...]` of `run_glue_mtl.plan_tasks`; problems are a
 one-line `UsageError` naming the option (and file, task).
@@ -91,5 +92,27 @@ def apply_prompt_options(tasks: Planned, templates_file: str | None, pool_size: 
             raise UsageError(f"{where}: {str(error).rstrip('.')}.", option) from None
         if spec.prompt_templates:
             logger.info("Task %s: prompt templates %s (evaluation: %s)", spec.name, list(spec.prompt_templates), spec.prompt_eval)
+        result.append((spec, source))
+    return result
+
+
+def apply_bi_encoder_tasks(tasks: Planned, names: Sequence[str]) -> Planned:
+    """The tasks with each named one encoded as a bi-encoder (`TaskSpec(pair_encoding="bi_encoder")`, its pair head from
+    its kind: cosine for regression, sbert for classification). Unknown names, single-text or MLM tasks, tasks with
+    prompt templates and a cosine task without a label range are a one-line `UsageError`."""
+    trained = {spec.name for spec, _ in tasks}
+    unknown = [name for name in names if name not in trained]
+    if unknown:
+        raise UsageError(f"--bi_encoder_tasks: task {unknown[0]!r} is not trained{did_you_mean(unknown[0], trained)}.", "bi_encoder_tasks")
+    if len(set(names)) != len(names):
+        raise UsageError(f"--bi_encoder_tasks names a task twice: {list(names)}.", "bi_encoder_tasks")
+    result = []
+    for spec, source in tasks:
+        if spec.name in names and not spec.is_bi_encoder:
+            try:
+                spec = dataclasses.replace(spec, pair_encoding="bi_encoder")
+            except ValueError as error:
+                raise UsageError(f"--bi_encoder_tasks: {str(error).rstrip('.')}.", "bi_encoder_tasks") from None
+            logger.info("Task %s: bi-encoder, %s pair head", spec.name, spec.pair_head)
         result.append((spec, source))
     return result

@@ -29,6 +29,8 @@ _FIELD_TYPES = {
     "label_field": "a string",
     "main_metric": "a string",
     "prompt_eval": "a string",
+    "pair_encoding": "a string",
+    "pair_head": "a string",
     "greater_is_better": "true or false",
     "extra": "an object",
 }

@@ -14,13 +14,16 @@ import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from .bi_encoder import PAIR_INPUT_COLUMNS, PAIR_PREFIX
 from .sources import TaskDataSource, TaskSource, load_task
 from .tasks import TaskSpec
 
 TASK_IDS_COLUMN = "task_ids"
 EXAMPLE_IDS_COLUMN = "example_ids"
 TEMPLATE_IDS_COLUMN = "template_ids"
-MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+# Text b of a bi-encoder pair task comes as PAIR_INPUT_COLUMNS (`pair_input_ids`, ...): padded apart from text a.
+MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", *PAIR_INPUT_COLUMNS)
+PAIR_IDS_COLUMN = PAIR_INPUT_COLUMNS[0]
 
 
 # ---- user-defined tasks from files ------------------------------------------------------------
@@ -75,15 +78,34 @@ def validate_task_dataset(spec: TaskSpec, dataset: datasets.Dataset, source: str
         )
 
 
-def length_order(dataset: datasets.Dataset, column: str = "input_ids") -> np.ndarray:
-    """Row indices of a tokenized dataset, longest first (stable): batches of neighbours waste little padding.
+def token_lengths(dataset: datasets.Dataset, column: str = "input_ids") -> np.ndarray:
+    """Tokens per row of a tokenized dataset: of `column`, plus text b's (`pair_input_ids`) in a bi-encoder pair task.
 
-    Lengths come from the Arrow list offsets (no Python objects per row). Invert with `np.argsort(order)`.
+    Lengths come from the Arrow list offsets (no Python objects per row).
     """
     import pyarrow.compute as pc
 
-    lengths = pc.list_value_length(dataset.with_format("arrow")[column]).to_numpy(zero_copy_only=False)
-    return np.argsort(-lengths.astype(np.int64), kind="stable")
+    table = dataset.with_format("arrow")
+    lengths = pc.list_value_length(table[column]).to_numpy(zero_copy_only=False).astype(np.int64)
+    if column == "input_ids" and PAIR_IDS_COLUMN in dataset.column_names:
+        lengths = lengths + pc.list_value_length(table[PAIR_IDS_COLUMN]).to_numpy(zero_copy_only=False).astype(np.int64)
+    return lengths
+
+
+def length_order(dataset: datasets.Dataset, column: str = "input_ids") -> np.ndarray:
+    """Row indices of a tokenized dataset, longest first (stable): batches of neighbours waste little padding.
+
+    A bi-encoder pair's length is its two texts' (`token_lengths`). Invert with `np.argsort(order)`.
+    """
+    return np.argsort(-token_lengths(dataset, column), kind="stable")
+
+
+def token_rows(dataset: datasets.Dataset) -> list[list[int]]:
+    """Every row's token ids (what a soft-label fingerprint hashes): `input_ids`, then -1 and text b's ids for a
+    bi-encoder pair task, so labels made for other text b's are never paired with these rows."""
+    if PAIR_IDS_COLUMN not in dataset.column_names:
+        return dataset["input_ids"]
+    return [list(a) + [-1] + list(b) for a, b in zip(dataset["input_ids"], dataset[PAIR_IDS_COLUMN])]
 
 
 # ---- splits and tokenization ------------------------------------------------------------------
@@ -212,6 +234,10 @@ def tokenize_task(
     the `n` examples under template `t`, with a `template_ids` column (see `template_view`).
 
     An MLM task (`spec.is_mlm`) keeps only the tokens: the collator masks them and makes the labels.
+
+    A bi-encoder pair task (`spec.is_bi_encoder`) tokenizes its two texts apart, each truncated to
+    `max_seq_length`: text a as `input_ids` / `attention_mask` (/ `token_type_ids`), text b as `pair_input_ids` /
+    `pair_attention_mask` (/ `pair_token_type_ids`).
     """
     if spec.is_mlm:
 
@@ -260,7 +286,12 @@ def tokenize_task(
 
         def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
             texts = [batch[field] for field in spec.text_fields]
-            encoded = tokenizer(*texts, truncation=True, max_length=max_seq_length)
+            if spec.is_bi_encoder:  # each text alone: text b's encoding under the pair_ names
+                encoded = dict(tokenizer(texts[0], truncation=True, max_length=max_seq_length))
+                second = tokenizer(texts[1], truncation=True, max_length=max_seq_length)
+                encoded.update({PAIR_PREFIX + key: value for key, value in second.items()})
+            else:
+                encoded = tokenizer(*texts, truncation=True, max_length=max_seq_length)
             encoded["labels"] = batch["label"]
             encoded[TASK_IDS_COLUMN] = [task_id] * len(batch["label"])
             return encoded
@@ -364,8 +395,8 @@ class MultiTaskDataset(torch.utils.data.Dataset):
         return item
 
     def lengths(self) -> dict[str, list[int]]:
-        """Token lengths per task (for length-aware batching)."""
-        return {name: [len(ids) for ids in self.template_view(name)["input_ids"]] for name in self.task_names}
+        """Token lengths per task (for length-aware batching; a bi-encoder pair counts its two texts' tokens)."""
+        return {name: token_lengths(self.template_view(name)).tolist() for name in self.task_names}
 
 
 _COLLATED_COLUMNS = frozenset((*MODEL_INPUT_COLUMNS, "labels", TASK_IDS_COLUMN, EXAMPLE_IDS_COLUMN))
@@ -380,6 +411,8 @@ class MultiTaskDataCollator:
 
     Batches of MLM tasks (no labels) are padded like the others; the trainer masks them at loss time
     (`hf_async_mtl.mlm.MlmMasker`), with draws seeded by the step, so a resumed run masks identically.
+
+    A bi-encoder pair task's text b (`pair_input_ids`, ...) is padded on its own, to the longest text b of the batch.
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -390,7 +423,12 @@ class MultiTaskDataCollator:
 
     def _collate_one(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         # Only what the model or the loss reads: raw text, `idx` and other columns are dropped.
-        return self._pad([{k: v for k, v in f.items() if k in _COLLATED_COLUMNS} for f in features])
+        kept = [{k: v for k, v in f.items() if k in _COLLATED_COLUMNS} for f in features]
+        if not kept or PAIR_IDS_COLUMN not in kept[0]:
+            return self._pad(kept)
+        first = self._pad([{k: v for k, v in f.items() if k not in PAIR_INPUT_COLUMNS} for f in kept])
+        second = self._pad([{k[len(PAIR_PREFIX) :]: v for k, v in f.items() if k in PAIR_INPUT_COLUMNS} for f in kept])
+        return {**first, **{PAIR_PREFIX + key: value for key, value in second.items()}}
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         task_ids = [int(f[TASK_IDS_COLUMN]) for f in features]

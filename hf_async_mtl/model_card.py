@@ -20,6 +20,7 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from .bi_encoder import COSINE_HEAD, is_bi_encoder
 from .checkpoints import packaged_hub_id
 
 LIBRARY_TAG = "hf_async_mtl"
@@ -79,8 +80,17 @@ def _task_rows(config: Any, task_specs: Mapping[str, Any] | None) -> list[dict[s
             labels = [str(head["id2label"][key]) for key in sorted(head["id2label"], key=int)]
         if head.get("prompt_templates"):
             kind += f"; mask-token head, prompt templates {head['prompt_templates']} (evaluation: {head.get('prompt_eval', 'first')})"
+        if is_bi_encoder(head):
+            kind += "; " + _bi_encoder_kind(head)
         rows.append({"name": head["name"], "kind": kind, "labels": labels, "metrics": list(getattr(spec, "metrics", ()) or ())})
     return rows
+
+
+def _bi_encoder_kind(head: Mapping[str, Any]) -> str:
+    if head.get("pair_head") == COSINE_HEAD:
+        low, high = head["label_range"]
+        return f"bi-encoder, cosine head (each text encoded alone; score = {low:g} + {high - low:g} × cosine)"
+    return "bi-encoder, sbert head (each text encoded alone; linear classifier on u, v, |u − v|, u * v)"
 
 
 def last_evaluation(
@@ -299,6 +309,9 @@ def build_model_card(
     ]
     if settings:
         lines.append(f"- **Multi-task method:** `{settings['mtl_method']}`")
+    bi_encoders = [f"`{head['name']}` ({head.get('pair_head')})" for head in config.tasks if is_bi_encoder(head)]
+    if bi_encoders:
+        lines.append(f"- **Bi-encoder pair heads** (each text encoded alone, text b as `pair_input_ids`): {', '.join(bi_encoders)}")
     if getattr(config, "peft_config", None):
         peft = config.peft_config
         lines.append(f"- **Adapters:** {peft.get('peft_type', 'PEFT')} on the shared encoder (r = {peft.get('r', '?')})")
@@ -387,6 +400,11 @@ def build_task_card(
     row = next(r for r in _task_rows(config, None) if r["name"] == task_name)
     native = exported_class != "MultiTaskModel"
     repo = repo_id or "<repo_id>"
+    if is_bi_encoder(head):  # a cosine task exports as a sentence-transformers directory (its encoder's class)
+        usage = _bi_encoder_usage(head, repo, sentence_transformers=native)
+        exported_class = f"sentence-transformers model ({exported_class})" if native else exported_class
+    else:
+        usage = _task_usage(head, repo, native)
     others = [name for name in config.task_names if name != task_name]
     lines = [
         f"# {title}",
@@ -399,6 +417,13 @@ def build_task_card(
         f"- **Kind:** {row['kind']}",
         f"- **Labels:** {', '.join(row['labels']) if row['labels'] else 'one score'}",
         "",
+        *usage,
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def _task_usage(head: Mapping[str, Any], repo: str, native: bool) -> list[str]:
+    return [
         "## Usage",
         "",
         "```python",
@@ -414,4 +439,34 @@ def build_task_card(
         "```",
         "",
     ]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def _bi_encoder_usage(head: Mapping[str, Any], repo: str, *, sentence_transformers: bool) -> list[str]:
+    if sentence_transformers:  # a cosine task: a sentence-transformers directory
+        low, high = head["label_range"]
+        return [
+            "## Usage",
+            "",
+            "```python",
+            "from sentence_transformers import SentenceTransformer",
+            "",
+            f'model = SentenceTransformer("{repo}")',
+            'embeddings = model.encode(["A man is playing a guitar.", "Someone plays a guitar."])',
+            f"cosine = model.similarity(embeddings[:1], embeddings[1:])  # score in label units: {low:g} + {high - low:g} * cosine",
+            "```",
+            "",
+            "Plain `transformers.AutoModel` loads the same encoder: encode each text alone, pool as `1_Pooling/config.json` "
+            "says, and take the cosine.",
+            "",
+        ]
+    return [
+        "## Usage",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        "",
+        f'classifier = pipeline("text-classification", model="{repo}", trust_remote_code=True)  # each text encoded alone',
+        'classifier({"text": "A man is playing a guitar.", "text_pair": "Someone plays a guitar."})',
+        "```",
+        "",
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,6 +21,16 @@ from transformers import (
 )
 from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput
 
+from .bi_encoder import (
+    COSINE_HEAD,
+    SENTENCE_TRANSFORMERS_POOLING,
+    bi_encoder_logits,
+    build_pair_head,
+    check_pair_head,
+    export_sentence_transformers,
+    is_bi_encoder,
+    split_pair_inputs,
+)
 from .losses import task_loss
 from .mlm import IGNORE_INDEX, MLM_PROBLEM_TYPE, MaskedLMHead, init_mlm_head, load_mlm_head, masked_lm_loss
 from .pooling import POOLING_MODES, pool
@@ -32,11 +43,22 @@ logger = logging.getLogger(__name__)
 # named in config.json's `auto_map` (the Hub convention for custom code; loads with trust_remote_code=True).
 REMOTE_CODE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modeling_hf_async_mtl.py")
 # Imported by REMOTE_CODE_FILE (prompt rendering for exported pipelines): copied beside it.
-REMOTE_CODE_DEPENDENCIES = tuple(os.path.join(os.path.dirname(os.path.abspath(__file__)), name) for name in ("pooling.py", "prompting.py"))
+REMOTE_CODE_DEPENDENCIES = tuple(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), name) for name in ("pooling.py", "prompting.py", "bi_encoder.py")
+)
 # An exported task with prompt templates renders raw text through this pipeline (in REMOTE_CODE_FILE).
 PROMPT_PIPELINE = {
     "text-classification": {
         "impl": "modeling_hf_async_mtl.PromptTextClassificationPipeline",
+        "pt": ["AutoModelForSequenceClassification"],
+        "tf": [],
+        "type": "text",
+    }
+}
+# An exported bi-encoder pair task (not a sentence-transformers directory) tokenizes its two texts apart through this one.
+PAIR_PIPELINE = {
+    "text-classification": {
+        "impl": "modeling_hf_async_mtl.PairTextClassificationPipeline",
         "pt": ["AutoModelForSequenceClassification"],
         "tf": [],
         "type": "text",
@@ -105,6 +127,8 @@ class MultiTaskConfig(PretrainedConfig):
             mode = task.get("pooling", pooling)
             if mode not in POOLING_MODES:
                 raise ValueError(f"Task {task['name']!r}: pooling must be one of {POOLING_MODES}, got {mode!r}.")
+            if is_bi_encoder(task):
+                check_pair_head(task, mode)
             if mode == "mask" and mask_token_id is None and encoder_config is not None:
                 raise ValueError(
                     f"Task {task['name']!r} pools at the mask token: pass mask_token_id (the tokenizer's "
@@ -218,6 +242,8 @@ class MultiTaskModel(PreTrainedModel):
             {
                 task["name"]: MaskedLMHead(config.encoder_config)
                 if task["problem_type"] == MLM_PROBLEM_TYPE
+                else build_pair_head(task, config.hidden_size)
+                if is_bi_encoder(task)
                 else nn.Linear(config.hidden_size, task["num_labels"])
                 for task in config.tasks
             }
@@ -455,9 +481,16 @@ class MultiTaskModel(PreTrainedModel):
         labels: torch.Tensor | None = None,
         task_name: str | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        pair_input_ids: torch.Tensor | None = None,
+        pair_attention_mask: torch.Tensor | None = None,
+        pair_token_type_ids: torch.Tensor | None = None,
         **encoder_kwargs: Any,
     ) -> SequenceClassifierOutput | MaskedLMOutput:
-        """Encode a task-homogeneous batch and apply its task's head; `loss` is set when `labels` are given."""
+        """Encode a task-homogeneous batch and apply its task's head; `loss` is set when `labels` are given.
+
+        A bi-encoder pair task (`hf_async_mtl.bi_encoder`) reads text a from `input_ids` / `attention_mask` /
+        `token_type_ids` and text b from `pair_input_ids` / `pair_attention_mask` / `pair_token_type_ids`.
+        """
         task = self._resolve_task(task_ids, task_name)
         if self.config.task(task)["problem_type"] == MLM_PROBLEM_TYPE and inputs_embeds is not None:
             raise ValueError(f"Task {task!r} (MLM) needs input_ids, not inputs_embeds.")
@@ -468,18 +501,47 @@ class MultiTaskModel(PreTrainedModel):
             encoder_inputs["inputs_embeds"] = inputs_embeds
         else:
             encoder_inputs["input_ids"] = input_ids
-        if self.has_task_capacity:
-            from .task_capacity import route
-
-            with route(self.encoder, task):
-                outputs = self.encoder(**encoder_inputs, return_dict=True)
-        else:
+        pair_inputs = {
+            "pair_input_ids": pair_input_ids,
+            "pair_attention_mask": pair_attention_mask,
+            "pair_token_type_ids": pair_token_type_ids,
+        }
+        bi_encoder = is_bi_encoder(self.config.task(task))
+        if not bi_encoder and any(value is not None for value in pair_inputs.values()):
+            raise ValueError(f"Task {task!r} reads a pair as one sequence (cross-encoder): pair_* inputs are for bi-encoder tasks.")
+        # Task-specific capacity (per-task adapters, unshared layers): every encoding of this batch runs the task's parts.
+        with self._task_route(task):
+            if bi_encoder:
+                return self._bi_encoder_forward(task, {**encoder_inputs, **pair_inputs}, labels)
             outputs = self.encoder(**encoder_inputs, return_dict=True)
         if self.config.task(task)["problem_type"] == MLM_PROBLEM_TYPE:
             return self._masked_lm(task, outputs.last_hidden_state, labels)
         pooled = self.dropout(self.pool(outputs, attention_mask, input_ids, task))
         logits = self.heads[task](pooled)
         loss = task_loss(logits, labels, self.is_regression(task)) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def _task_route(self, task: str) -> contextlib.AbstractContextManager:
+        """Route the encoder to `task`'s adapter / unshared layers (a no-op without task-specific capacity)."""
+        if not self.has_task_capacity:
+            return contextlib.nullcontext()
+        from .task_capacity import route
+
+        return route(self.encoder, task)
+
+    def _bi_encoder_forward(self, task: str, inputs: dict[str, Any], labels: torch.Tensor | None) -> SequenceClassifierOutput:
+        """A bi-encoder pair task: each text encoded alone and pooled, the pair scored by the task's pair head."""
+        first, second = split_pair_inputs(task, inputs)
+        logits = bi_encoder_logits(
+            lambda encoded: self.encoder(**encoded, return_dict=True),
+            lambda outputs, mask, ids: self.pool(outputs, mask, ids, task),
+            self.heads[task],
+            self.dropout,
+            first,
+            second,
+        )
+        head = self.config.task(task)
+        loss = task_loss(logits, labels, self.is_regression(task), head.get("label_range")) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     def _masked_lm(self, task: str, hidden: torch.Tensor, labels: torch.Tensor | None) -> MaskedLMOutput:
@@ -535,6 +597,12 @@ class MultiTaskModel(PreTrainedModel):
         names a pipeline in `custom_pipelines`, so `pipeline("text-classification", model=directory,
         trust_remote_code=True)` wraps raw text in the task's template(s) as training did. `tokenizer` (e.g. the trainer's `processing_class`) is saved
         too, which `pipeline("text-classification", model=directory)` needs. Returns the saved model.
+
+        A bi-encoder cosine task (mean, first-token or max pooling) is written as a sentence-transformers directory
+        instead: the plain encoder and tokenizer (`AutoModel` loads them), `modules.json` and its pooling, so
+        `SentenceTransformer(directory)` encodes and its cosine `similarity` is the task's cosine (the encoder is
+        returned). Other bi-encoder tasks (sbert heads; cosine on pooler outputs) are the one-head model with its
+        remote code, whose forward takes text b as `pair_input_ids` / `pair_attention_mask` (docs/bi_encoder.md).
         """
         if self.config.task(task_name)["problem_type"] == MLM_PROBLEM_TYPE:
             raise ValueError(f"Task {task_name!r} is an MLM auxiliary objective: it has no classifier to export.")
@@ -544,12 +612,20 @@ class MultiTaskModel(PreTrainedModel):
         if self.has_adapters:
             # Exports are plain checkpoints: merge the adapters into the encoder first.
             return self.merge_adapters().export_task(task_name, save_directory, tokenizer=tokenizer, **save_kwargs)
-        exported = self._native_export(task_name) if self.config.task_pooling(task_name) == "pooler" else None
+        head, pooling = self.config.task(task_name), self.config.task_pooling(task_name)
+        if is_bi_encoder(head) and head["pair_head"] == COSINE_HEAD and pooling in SENTENCE_TRANSFORMERS_POOLING:
+            max_seq_length = getattr(self.config, "max_seq_length", None) or 128  # tokenize_task's default
+            return export_sentence_transformers(
+                self.encoder, save_directory, pooling=pooling, max_seq_length=max_seq_length, tokenizer=tokenizer, **save_kwargs
+            )
+        exported = self._native_export(task_name) if pooling == "pooler" and not is_bi_encoder(head) else None
         if exported is None:
             exported = self.single_task_model(task_name)
             exported.config.auto_map = dict(REMOTE_CODE_AUTO_MAP)
             if self.config.task(task_name).get("prompt_templates"):
                 exported.config.custom_pipelines = json.loads(json.dumps(PROMPT_PIPELINE))
+            elif is_bi_encoder(head):
+                exported.config.custom_pipelines = json.loads(json.dumps(PAIR_PIPELINE))
         exported.save_pretrained(save_directory, **save_kwargs)
         if isinstance(exported, MultiTaskModel):
             for source in (REMOTE_CODE_FILE, *REMOTE_CODE_DEPENDENCIES):

@@ -7,7 +7,10 @@ equivalent (mean, max or first-token pooling) loads without `hf_async_mtl`:
     AutoModelForSequenceClassification.from_pretrained(directory, trust_remote_code=True)
     pipeline("text-classification", model=directory, trust_remote_code=True)
 
-Self-contained on purpose: it imports torch, transformers, `pooling.py` and `prompting.py` (copied beside it) only. It reads the `config.json` and the
+A bi-encoder pair task (`bi_encoder.py`, also copied beside it) takes text b as `pair_input_ids` / `pair_attention_mask`,
+and `pipeline(..., trust_remote_code=True)` on it takes `{"text": a, "text_pair": b}` (`PairTextClassificationPipeline`).
+
+Self-contained on purpose: it imports torch, transformers, `pooling.py`, `prompting.py` and `bi_encoder.py` (copied beside it) only. It reads the `config.json` and the
 weights a one-head `hf_async_mtl.MultiTaskModel` writes (same keys) and computes the same logits;
 `tests/test_modeling.py` checks both in a fresh interpreter. Where `hf_async_mtl` is imported, the same
 directory also loads without `trust_remote_code`, as a `MultiTaskModel`.
@@ -22,6 +25,14 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, BatchEncoding, PretrainedConfig, PreTrainedModel, TextClassificationPipeline
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from .bi_encoder import (
+    PAIR_PREFIX,
+    bi_encoder_logits,
+    bi_encoder_loss,
+    build_pair_head,
+    is_bi_encoder,
+    split_pair_inputs,
+)
 from .pooling import POOLING_MODES, pool
 from .prompting import combine_template_outputs, encode_prompts
 
@@ -78,7 +89,10 @@ class HfAsyncMtlForSequenceClassification(PreTrainedModel):
         if dropout is None:
             dropout = getattr(config.encoder_config, "hidden_dropout_prob", 0.1)
         self.dropout = nn.Dropout(dropout)
-        self.heads = nn.ModuleDict({self.task_name: nn.Linear(config.encoder_config.hidden_size, head["num_labels"])})
+        hidden_size = config.encoder_config.hidden_size
+        self.heads = nn.ModuleDict(
+            {self.task_name: build_pair_head(head, hidden_size) if is_bi_encoder(head) else nn.Linear(hidden_size, head["num_labels"])}
+        )
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -96,8 +110,33 @@ class HfAsyncMtlForSequenceClassification(PreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        pair_input_ids: torch.Tensor | None = None,
+        pair_attention_mask: torch.Tensor | None = None,
+        pair_token_type_ids: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> SequenceClassifierOutput:
+        head = self.config.tasks[0]
+        if is_bi_encoder(head):  # text a and text b encoded apart, scored by the pair head
+            first, second = split_pair_inputs(
+                self.task_name,
+                {
+                    "input_ids": input_ids,
+                    "attention_mask": attention_mask,
+                    "token_type_ids": token_type_ids,
+                    "pair_input_ids": pair_input_ids,
+                    "pair_attention_mask": pair_attention_mask,
+                    "pair_token_type_ids": pair_token_type_ids,
+                },
+            )
+            logits = bi_encoder_logits(
+                lambda encoded: self.encoder(**encoded, return_dict=True),
+                self.pool,
+                self.heads[self.task_name],
+                self.dropout,
+                first,
+                second,
+            )
+            return SequenceClassifierOutput(loss=None if labels is None else bi_encoder_loss(head, logits, labels), logits=logits)
         inputs: dict[str, Any] = {"attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
@@ -175,3 +214,33 @@ class PromptTextClassificationPipeline(TextClassificationPipeline):
             regression = self._head()["problem_type"] == "regression"
             outputs = SequenceClassifierOutput(logits=combine_template_outputs(outputs.logits, k, regression))
         return outputs
+
+
+class PairTextClassificationPipeline(TextClassificationPipeline):
+    """`text-classification` for an exported bi-encoder pair task (named in `config.custom_pipelines`).
+
+    Each input is `{"text": a, "text_pair": b}` (or `{<text field>: ...}` with the task's two fields); the two texts
+    are tokenized apart, each truncated as training did, and scored by the pair head.
+    """
+
+    # transformers annotates dict[str, GenericTensor], yet its pipelines return the tokenizer's BatchEncoding.
+    def preprocess(self, inputs: Any, **tokenizer_kwargs: Any) -> BatchEncoding:  # type: ignore[override]
+        assert self.tokenizer is not None  # a text-classification pipeline is built with its tokenizer
+        fields = list(self.model.config.tasks[0].get("text_fields") or ())
+        if isinstance(inputs, dict) and fields and all(f in inputs for f in fields):
+            texts = [inputs[f] for f in fields]
+        elif isinstance(inputs, dict):
+            texts = [inputs.get("text"), inputs.get("text_pair")]
+        else:
+            texts = []
+        if len(texts) != 2 or not all(isinstance(t, str) for t in texts):
+            raise ValueError('A bi-encoder pair task reads two texts: pass {"text": ..., "text_pair": ...}.')
+        positions = getattr(self.model.config.encoder_config, "max_position_embeddings", None) or self.tokenizer.model_max_length
+        max_length = (
+            tokenizer_kwargs.get("max_length") or getattr(self.model.config, "max_seq_length", None) or self.tokenizer.model_max_length
+        )
+        max_length = min(int(max_length), int(positions))
+        first = self.tokenizer(texts[0], truncation=True, max_length=max_length, return_tensors="pt")
+        second = self.tokenizer(texts[1], truncation=True, max_length=max_length, return_tensors="pt")
+        first.update({PAIR_PREFIX + key: value for key, value in second.items()})
+        return first

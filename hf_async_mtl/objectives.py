@@ -54,7 +54,8 @@ class TaskObjective:
 
 
 class HardLabelObjective(TaskObjective):
-    """The task's own labels: cross-entropy, or MSE for a regression task."""
+    """The task's own labels: cross-entropy, or MSE for a regression task (on labels rescaled to [0, 1] for a cosine pair
+    head, `TaskSpec.loss_label_range`)."""
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec
@@ -63,7 +64,7 @@ class HardLabelObjective(TaskObjective):
         labels = batch.pop("labels", None)
         batch.pop(EXAMPLE_IDS_COLUMN, None)
         outputs = self.forward(model, batch, task)
-        return task_loss(outputs.logits, labels, self.spec.is_regression), outputs
+        return task_loss(outputs.logits, labels, self.spec.is_regression, self.spec.loss_label_range), outputs
 
 
 class MaskedLmObjective(TaskObjective):

@@ -102,6 +102,12 @@ class DevObjective:
         seed: int,
         rank: int = 0,
     ) -> None:
+        pairs = sorted(task for task in slices if specs[task].is_bi_encoder)
+        if pairs:
+            raise ValueError(
+                f"META-TARTAN's dev heads read one pooled sequence per example; the bi-encoder end task(s) {pairs} "
+                "encode two: use them as cross-encoders, or another method."
+            )
         self.slices, self.specs, self.collator = dict(slices), specs, collator
         self.batch_size, self.seed, self.rank = batch_size, seed, rank
         self._step, self._micro = -1, 0

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .bi_encoder import BI_ENCODER, COSINE_HEAD, CROSS_ENCODER, PAIR_ENCODINGS, default_pair_head, pair_head_problem
 from .prompting import PROMPT_EVAL_MODES, check_template
 
 OBJECTIVES = ("supervised", "mlm")
@@ -51,6 +52,13 @@ class TaskSpec:
             masked-language-modelling task over `text_fields` (TARTAN; `hf_async_mtl.mlm`). An MLM task
             needs no labels, is evaluated by its loss and perplexity, never enters the GLUE score and
             cannot be exported; `label_names`, metrics and templates do not apply to it.
+        pair_encoding: How a pair task's two texts reach the encoder: `"cross_encoder"` (default: one sequence, a
+            linear head on its pooled vector) or `"bi_encoder"` (each text encoded alone, the two pooled vectors
+            scored by `pair_head`; `hf_async_mtl.bi_encoder`, docs/bi_encoder.md). Not with prompt templates.
+        pair_head: A bi-encoder task's head: `"cosine"` (regression: the cosine of the two vectors in the label's
+            units, trained as sentence-transformers' CosineSimilarityLoss on labels rescaled to [0, 1] by
+            `regression_range`, which it needs; no parameters) or `"sbert"` (classification: a linear classifier on
+            `(u, v, |u - v|, u * v)`). Default: from the task's kind.
     """
 
     name: str
@@ -67,6 +75,8 @@ class TaskSpec:
     prompt_templates: tuple[str, ...] = ()
     prompt_eval: str = "average"
     objective: str = "supervised"
+    pair_encoding: str = CROSS_ENCODER
+    pair_head: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_PATTERN.match(self.name):
@@ -131,6 +141,29 @@ class TaskSpec:
                 raise ValueError(f"Task {self.name!r}: prompt_templates: {error}") from None
         if self.prompt_eval not in PROMPT_EVAL_MODES:
             raise ValueError(f"Task {self.name!r}: prompt_eval must be one of {PROMPT_EVAL_MODES}, got {self.prompt_eval!r}.")
+        self._check_pair_encoding()
+
+    def _check_pair_encoding(self) -> None:
+        if self.pair_encoding not in PAIR_ENCODINGS:
+            raise ValueError(f"Task {self.name!r}: pair_encoding must be one of {PAIR_ENCODINGS}, got {self.pair_encoding!r}.")
+        if self.pair_encoding != BI_ENCODER:
+            if self.pair_head is not None:
+                raise ValueError(f"Task {self.name!r}: pair_head {self.pair_head!r} applies to pair_encoding='bi_encoder' only.")
+            return
+        if self.is_mlm:
+            raise ValueError(f"Task {self.name!r}: an MLM task has no pair head; pair_encoding='bi_encoder' applies to supervised tasks.")
+        if self.prompt_templates:
+            raise ValueError(
+                f"Task {self.name!r}: prompt templates put both texts in one sequence around a mask; a bi-encoder "
+                "encodes them apart (use one or the other)."
+            )
+        if self.pair_head is None:
+            object.__setattr__(self, "pair_head", default_pair_head(self.is_regression))
+        problem = pair_head_problem(
+            str(self.pair_head), is_regression=self.is_regression, num_text_fields=len(self.text_fields), label_range=self.regression_range
+        )
+        if problem:
+            raise ValueError(f"Task {self.name!r}: {problem}.")
 
     @property
     def is_mlm(self) -> bool:
@@ -141,6 +174,17 @@ class TaskSpec:
     def is_regression(self) -> bool:
         """True when the task predicts one float target instead of a class."""
         return self.label_names is None and not self.is_mlm
+
+    @property
+    def is_bi_encoder(self) -> bool:
+        """True when the task's two texts are encoded apart and scored by a pair head (`pair_encoding="bi_encoder"`)."""
+        return self.pair_encoding == BI_ENCODER
+
+    @property
+    def loss_label_range(self) -> tuple[float, float] | None:
+        """The range its labels (and outputs) are rescaled from to [0, 1] in its loss: a cosine head's `regression_range`
+        (sentence-transformers' CosineSimilarityLoss convention); None for every other head (losses on the labels as given)."""
+        return self.regression_range if self.is_bi_encoder and self.pair_head == COSINE_HEAD else None
 
     @property
     def num_labels(self) -> int:
@@ -158,7 +202,8 @@ class TaskSpec:
         """The JSON-serialisable description of this task's head stored in `MultiTaskConfig`.
 
         A task with prompt templates adds `pooling: "mask"`, its `text_fields`, `prompt_templates` and
-        `prompt_eval`, so a saved or exported model wraps raw inputs exactly as training did.
+        `prompt_eval`, so a saved or exported model wraps raw inputs exactly as training did. A bi-encoder task adds
+        `pair_encoding`, `pair_head`, its `text_fields` and (cosine head) `label_range`, so a saved model rebuilds it.
         """
         if self.is_mlm:  # the vocabulary is the encoder's: the head needs no size of its own
             return {
@@ -174,6 +219,10 @@ class TaskSpec:
             "problem_type": "regression" if self.is_regression else "single_label_classification",
             "id2label": {str(k): v for k, v in self.id2label.items()},
         }
+        if self.is_bi_encoder:
+            head.update(pair_encoding=BI_ENCODER, pair_head=self.pair_head, text_fields=list(self.text_fields))
+            if self.loss_label_range is not None:
+                head["label_range"] = list(self.loss_label_range)
         if self.prompt_templates:
             head.update(
                 pooling="mask",
@@ -188,7 +237,8 @@ def head_mismatches(heads: Sequence[Mapping[str, Any]], specs: Sequence[TaskSpec
     """What differs between saved heads (`MultiTaskConfig.tasks`) and the heads `specs` need; empty when they match.
 
     Compares the task names, each head's size and kind (classification / regression), its label
-    names (`id2label`) and, when all else matches, the task order (task ids index the heads).
+    names (`id2label`), how it reads a pair (cross- or bi-encoder, pair head, label range), its prompt
+    templates and, when all else matches, the task order (task ids index the heads).
     """
     expected = [spec.head_config() for spec in specs]
     have = {head["name"]: head for head in heads}
@@ -204,6 +254,8 @@ def head_mismatches(heads: Sequence[Mapping[str, Any]], specs: Sequence[TaskSpec
             )
         elif head["problem_type"] not in ("regression", MLM_PROBLEM_TYPE) and _label_names(got) != _label_names(head):
             problems.append(f"task {head['name']!r}: head labels {_label_names(got)}, the task's labels {_label_names(head)}")
+        elif _pair_encoding(got) != _pair_encoding(head):
+            problems.append(f"task {head['name']!r}: head is a {_pair_encoding(got)}, the task asks for a {_pair_encoding(head)}")
         elif list(got.get("prompt_templates") or []) != list(head.get("prompt_templates") or []):
             problems.append(
                 f"task {head['name']!r}: head trained with prompt templates {list(got.get('prompt_templates') or [])}, "
@@ -215,6 +267,15 @@ def head_mismatches(heads: Sequence[Mapping[str, Any]], specs: Sequence[TaskSpec
     if not problems and [h["name"] for h in expected] != [h["name"] for h in heads]:
         problems.append(f"task order differs: model {[h['name'] for h in heads]}, requested {[h['name'] for h in expected]}")
     return problems
+
+
+def _pair_encoding(head: Mapping[str, Any]) -> str:
+    """How a head reads a pair, in words: "cross-encoder", or "bi-encoder (cosine head, labels 0 to 5)"."""
+    if head.get("pair_encoding", CROSS_ENCODER) != BI_ENCODER:
+        return "cross-encoder"
+    label_range = head.get("label_range")
+    labels = f", labels {float(label_range[0]):g} to {float(label_range[1]):g}" if label_range else ""
+    return f"bi-encoder ({head.get('pair_head')} head{labels})"
 
 
 def _label_names(head: Mapping[str, Any]) -> list[str]:

@@ -238,3 +238,24 @@ def test_cli_trains_and_saves_task_capacity(flags, check, tmp_path, tiny_checkpo
     saved = MultiTaskModel.from_pretrained(out)
     assert saved.has_task_capacity and check(saved)
     assert "Task-specific capacity" in str(build_model_card(saved.config))
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_bi_encoder_pairs_run_both_texts_through_the_tasks_parts(kind, tiny_checkpoint, tokenizer):
+    from tests.test_bi_encoder import SIMILARITY_BI, pair_batch
+
+    tasks = [TASKS[0], SIMILARITY_BI]
+    torch.manual_seed(0)
+    plain = MultiTaskModel.from_encoder(tiny_checkpoint, tasks, pooling="mean")
+    torch.manual_seed(0)
+    model = MultiTaskModel.from_encoder(tiny_checkpoint, tasks, pooling="mean", **KINDS[kind])
+    batch = pair_batch(tokenizer, SIMILARITY_BI)
+    plain.eval(), model.eval()
+    with torch.no_grad():  # the checkpoint's cosine at step 0
+        assert torch.allclose(model(**batch, task_name="similarity").logits, plain(**batch, task_name="similarity").logits, atol=1e-6)
+    _perturb_task_parts(model)
+    model.train()
+    model(**batch, task_name="similarity", labels=torch.tensor([1.0, 2.0, 3.0, 4.0])).loss.backward()
+    parameters = dict(model.named_parameters())
+    assert all(parameters[n].grad is None for n in parameters if task_of_parameter(n) == "sentiment")
+    assert any(parameters[n].grad is not None for n in parameters if task_of_parameter(n) == "similarity")

@@ -27,7 +27,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..data import MultiTaskDataset, template_view
+from ..data import MultiTaskDataset, template_view, token_rows
 from ..files import write_json_atomic
 from ..metrics import compute_task_metrics, main_metric_value
 from ..objectives import TaskObjective
@@ -251,7 +251,7 @@ class AsyncConvergenceCallback(TrainerCallback):
             build_teacher(snapshots, ensemble),
             is_regression=self.specs[task].is_regression,
             num_examples=len(dataset),
-            fingerprint=dataset_fingerprint(dataset["input_ids"]),
+            fingerprint=dataset_fingerprint(token_rows(dataset)),
             metadata={"teacher_steps": ",".join(str(s.step) for s in snapshots), "ensemble": ensemble, "converged_step": str(step)},
         )
         if options.soft_labels == "precompute":
@@ -350,7 +350,7 @@ class AsyncConvergenceCallback(TrainerCallback):
             soft_labels = SoftLabels.load(
                 os.path.join(directory, "soft_labels", f"{task}.safetensors"),
                 task=task,
-                fingerprint=dataset_fingerprint(dataset["input_ids"]),
+                fingerprint=dataset_fingerprint(token_rows(dataset)),
             )
             self._switch_to_distillation(task, soft_labels)
         self.keeper.release_all()

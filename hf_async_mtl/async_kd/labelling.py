@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ..data import MultiTaskDataset, length_order
+from ..data import MODEL_INPUT_COLUMNS, TASK_IDS_COLUMN, MultiTaskDataset, length_order
 from .soft_labels import SoftLabels
 
 
@@ -63,7 +63,8 @@ class TeacherLabeller:
     def batches(self, task: str, template: int = 0) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
         """(example ids, inputs) over the task's training set, longest first (less padding), on the training device."""
         dataset = self.train_dataset.template_view(task, template)
-        columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "task_ids") if c in dataset.column_names]
+        # MODEL_INPUT_COLUMNS: a bi-encoder pair task's text b (`pair_input_ids`, ...) too.
+        columns = [c for c in (*MODEL_INPUT_COLUMNS, TASK_IDS_COLUMN) if c in dataset.column_names]
         order = torch.from_numpy(length_order(dataset))
         # A private generator: iterating a DataLoader draws its base seed from torch's global RNG otherwise,
         # and the pass would shift every dropout mask after it (an async-KD run would then differ from the

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..bi_encoder import rescale_to_unit
 from ..losses import task_loss
 from ..tasks import as_column
 from .options import LOSS_TYPES
@@ -70,6 +71,7 @@ def distillation_loss(
     loss_type: str = "kl",
     temperature: float = 1.0,
     alpha: float = 1.0,
+    label_range: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """``alpha · KD + (1 - alpha) · hard-label loss`` for a converged task.
 
@@ -82,6 +84,9 @@ def distillation_loss(
         loss_type: ``"kl"`` (temperature-scaled KL) or ``"mse"`` (MSE between logits).
         temperature: Softmax temperature for ``"kl"``.
         alpha: Weight of the KD term in ``[0, 1]``; ``1`` (pure KD) is the paper's setting.
+        label_range: A cosine pair head's label range (`TaskSpec.loss_label_range`): both regression terms are
+            taken on outputs and targets rescaled to [0, 1] by it, as the task's hard-label loss is, so the task's
+            loss keeps its scale when it switches to distillation.
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}.")
@@ -93,7 +98,9 @@ def distillation_loss(
 
     loss = student_logits.new_zeros((), dtype=torch.float32)
     if alpha > 0.0:
-        if is_regression:
+        if is_regression and label_range is not None:
+            kd = regression_distillation_loss(rescale_to_unit(student_logits, label_range), rescale_to_unit(soft_targets, label_range))
+        elif is_regression:
             kd = regression_distillation_loss(student_logits, soft_targets)
         elif loss_type == "kl":
             kd = kl_distillation_loss(student_logits, soft_targets, temperature)
@@ -102,7 +109,7 @@ def distillation_loss(
         loss = loss + alpha * kd
     if alpha < 1.0:
         assert hard_labels is not None
-        loss = loss + (1.0 - alpha) * task_loss(student_logits, hard_labels, is_regression)
+        loss = loss + (1.0 - alpha) * task_loss(student_logits, hard_labels, is_regression, label_range)
     return loss
 
 

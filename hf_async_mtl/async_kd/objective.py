@@ -43,5 +43,6 @@ class DistillationObjective(HardLabelObjective):
             loss_type=self.options.loss,
             temperature=self.options.temperature,
             alpha=self.options.alpha,
+            label_range=self.spec.loss_label_range,
         )
         return loss, outputs
