@@ -582,13 +582,13 @@ def test_every_merge_option_has_a_bound_or_a_reason_and_each_bound_refuses_its_b
 
 
 def test_a_failure_while_saving_leaves_no_output_and_no_temporary_directory(runs, tmp_path, monkeypatch):
-    import hf_async_mtl.model_card
+    import hf_async_mtl.merging.merge
     from hf_async_mtl.files import directory_atomic
 
     def broken_card(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(hf_async_mtl.model_card, "build_model_card", broken_card)
+    monkeypatch.setattr(hf_async_mtl.merging.merge, "build_model_card", broken_card)
     with pytest.raises(RuntimeError, match="disk full"):
         merge_models.main(runs.merge_args(tmp_path / "merged", "--method", "task_arithmetic", "--scales", "1.0"))
     assert os.listdir(tmp_path) == []

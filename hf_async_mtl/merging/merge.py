@@ -19,16 +19,18 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import torch
 
 from ..config import MultiTaskTrainingArguments
 from ..errors import InputError
 from ..files import directory_atomic, write_json_atomic
+from ..model_card import build_model_card
 from ..modeling import MultiTaskConfig, MultiTaskModel
 from ..sources import TaskDataSource
 from ..tasks import TaskSpec, head_mismatches
+from ..trainer import MultiTaskTrainer
 from .checkpoints import (
     SingleTaskCheckpoint,
     check_checkpoint_set,
@@ -162,8 +164,6 @@ def save_merged_model(
 ) -> None:
     """Save the merged model, its tokenizer, `merging.json` (the record, and the dev metrics when evaluated) and a model
     card, all at once: into a temporary directory renamed to `output_dir` when complete."""
-    from ..model_card import build_model_card
-
     record = dict(model.config.merging)
     if dev_metrics is not None:
         record["dev_after_choice"] = {"merged": dict(dev_metrics), "single_task": dict(single_task_dev_metrics or {})}
@@ -307,7 +307,7 @@ def _load_checkpoints(
 
 
 def _evaluate_dev(
-    trainer: Any, merged: MultiTaskModel, dev_sets: Mapping[str, Any], encoders: Mapping[str, Mapping[str, torch.Tensor]]
+    trainer: MultiTaskTrainer, merged: MultiTaskModel, dev_sets: Mapping[str, Any], encoders: Mapping[str, Mapping[str, torch.Tensor]]
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Dev metrics of the merged model, then of each single-task model on its task (its `eval_<task>_*` metrics); the
     merged encoder is put back."""
@@ -326,9 +326,9 @@ def _set_encoder(model: MultiTaskModel, state: Mapping[str, torch.Tensor]) -> No
     model.encoder.load_state_dict(state)
 
 
-def _evaluator(model: MultiTaskModel, specs: list[TaskSpec], tokenizer: Any, output_dir: str, batch_size: int, use_cpu: bool) -> Any:
-    from ..trainer import MultiTaskTrainer
-
+def _evaluator(
+    model: MultiTaskModel, specs: list[TaskSpec], tokenizer: Any, output_dir: str, batch_size: int, use_cpu: bool
+) -> MultiTaskTrainer:
     args = MultiTaskTrainingArguments(
         output_dir=output_dir,
         per_device_eval_batch_size=batch_size,
@@ -340,7 +340,7 @@ def _evaluator(model: MultiTaskModel, specs: list[TaskSpec], tokenizer: Any, out
     return MultiTaskTrainer(model=model, args=args, task_specs=specs, processing_class=tokenizer)
 
 
-def _scores(trainer: Any, sets: Mapping[str, Any], specs: Mapping[str, TaskSpec]) -> dict[str, float]:
+def _scores(trainer: MultiTaskTrainer, sets: Mapping[str, Any], specs: Mapping[str, TaskSpec]) -> dict[str, float]:
     """Each task's selection score (`eval`-style metric `selection_<task>_<main_metric>`) on `sets`."""
-    metrics = cast(dict[str, float], trainer.evaluate(eval_dataset=dict(sets), metric_key_prefix="selection"))
+    metrics = trainer.evaluate(eval_dataset=dict(sets), metric_key_prefix="selection")
     return {task: float(metrics[f"selection_{task}_{specs[task].main_metric}"]) for task in sets}
