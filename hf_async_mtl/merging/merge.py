@@ -116,7 +116,7 @@ def merge_single_task_models(
     merged = MultiTaskModel(_merged_config(read, base_model or read[0].base))
     with tempfile.TemporaryDirectory(prefix="hf_async_mtl-merge-") as evaluation_dir:  # the evaluator's output_dir
         trainer = _evaluator(merged, list(specs.values()), tokenizer, evaluation_dir, eval_batch_size, use_cpu)
-        loaded = _load_checkpoints(read, base, merged, lambda sets: _scores(trainer, sets, specs), selection_sets)
+        loaded = _load_checkpoints(read, base, merged, lambda sets: _scores(trainer, sets, specs), selection_sets, keep_encoders=do_eval)
         del base
         rows: list[dict[str, Any]] = []
         direction: tuple[float | None, dict[str, torch.Tensor]] | None = None
@@ -277,7 +277,7 @@ class _Loaded:
 
     base_state: dict[str, torch.Tensor]
     task_vectors: dict[str, dict[str, torch.Tensor]]
-    encoders: dict[str, dict[str, torch.Tensor]]  # each checkpoint's own encoder (adapters merged in)
+    encoders: dict[str, dict[str, torch.Tensor]]  # each checkpoint's own encoder (adapters merged in), for dev
     provenance: list[dict[str, Any]]
     single_task_selection: dict[str, float]
 
@@ -288,9 +288,11 @@ def _load_checkpoints(
     merged: MultiTaskModel,
     score: Callable[[Mapping[str, Any]], dict[str, float]],
     selection_sets: Mapping[str, Any],
+    keep_encoders: bool = False,
 ) -> _Loaded:
-    """Each checkpoint's task vector and encoder, its head copied into `merged`, and the single-task model's own
-    selection score (its encoder and head on its task: what the merge is compared to)."""
+    """Each checkpoint's task vector (and with `keep_encoders` its encoder, for the dev evaluation), its head copied
+    into `merged`, and the single-task model's own selection score (its encoder and head on its task: what the merge is
+    compared to)."""
     base_state = {name: value.detach().clone() for name, value in base.state_dict().items()}
     loaded = _Loaded(base_state, {}, {}, [], {})
     for checkpoint in read:
@@ -299,7 +301,8 @@ def _load_checkpoints(
         loaded.task_vectors[checkpoint.task] = task_vector(checkpoint, encoder_state, frozen_state, base)
         merged.heads[checkpoint.task].load_state_dict(model.heads[checkpoint.task].state_dict())
         loaded.provenance.append(_provenance(checkpoint, loaded.task_vectors[checkpoint.task], base_state))
-        loaded.encoders[checkpoint.task] = encoder_state
+        if keep_encoders:
+            loaded.encoders[checkpoint.task] = encoder_state
         _set_encoder(merged, encoder_state)
         loaded.single_task_selection[checkpoint.task] = score({checkpoint.task: selection_sets[checkpoint.task]})[checkpoint.task]
         del model, frozen_state
