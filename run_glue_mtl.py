@@ -85,6 +85,8 @@ def dev_curve_sets(selection_sets: dict, dev_sets: dict) -> dict:
 def build_model(model_args: ModelArguments, specs: list[TaskSpec], mask_token_id: int | None = None) -> MultiTaskModel:
     """A new multi-task model on a pretrained encoder, or a saved one whose heads must match `specs`."""
     path = resolve_checkpoint(os.path.expanduser(model_args.model_name_or_path))
+    if os.path.isdir(path):  # the config's base_encoder_name_or_path must name the encoder from any working directory
+        path = os.path.abspath(path)
     config = AutoConfig.from_pretrained(path, cache_dir=model_args.cache_dir)
     if config.model_type == "hf_async_mtl":
         model = MultiTaskModel.from_pretrained(path, cache_dir=model_args.cache_dir)
@@ -180,6 +182,9 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
     )
     model = build_model(model_args, specs, tokenizer.mask_token_id)
     model.config.max_seq_length = data_args.max_seq_length  # an export's prompt pipeline truncates as training did
+    # How each task's selection split was carved (options, size, rows' fingerprint): what merging single-task
+    # models (merge_models.py) reads to choose its scale on the same held-out examples.
+    model.config.selection_splits = data.selection_records
     train_sets, selection_sets, dev_sets = data.train, data.selection, data.dev
     if not selection_sets:
         logger.warning("selection_split_fraction=0: selection reads the dev sets that are also reported.")

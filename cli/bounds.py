@@ -16,6 +16,7 @@ from typing import Any
 
 from hf_async_mtl.async_kd.options import ENSEMBLE_TYPES, LOSS_TYPES, SOFT_LABEL_MODES
 from hf_async_mtl.config import ASYNC_KD_ALIAS
+from hf_async_mtl.merging.methods import MERGE_METHODS
 from hf_async_mtl.pooling import POOLING_MODES
 from hf_async_mtl.prompting import PROMPT_EVAL_MODES
 from hf_async_mtl.sampling import COMPOSITIONS, SAMPLING_STRATEGIES
@@ -169,17 +170,41 @@ UNBOUNDED: dict[str, str] = {
 }
 
 
-def bound_problem(name: str, value: Any) -> str | None:
-    """The one-line problem of option `name` set to `value` (None when it is within its bound, unset or unbounded)."""
-    bound = BOUNDS.get(name)
-    if bound is None or value is None or bound.accepts(value):
+# The options of merge_models.py (cli/merge_arguments.py), in the same way; a list option's bound holds for each value.
+MERGE_BOUNDS: dict[str, Bound] = {
+    "method": Bound(choices=lambda: tuple(MERGE_METHODS)),
+    "scales": POSITIVE,
+    "densities": Bound(0.0, 1.0, low_open=True),
+    "merge_seed": _int(0),
+    "max_eval_samples": _int(1),
+    "per_device_eval_batch_size": _int(1),
+}
+MERGE_UNBOUNDED: dict[str, str] = {
+    "checkpoints": "paths (checked by hf_async_mtl.merging.checkpoints.read_checkpoint)",
+    "output_dir": "a path (checked by model_checks.check_output_dir)",
+    "base_model": "a path or Hub id (checked by hf_async_mtl.merging.checkpoints.resolve_base)",
+    "glue_dir": "a path (checked by preflight.plan_tasks)",
+    "custom_tasks_file": "a path (read by tasks_file.read_custom_tasks)",
+    "do_eval": "a flag",
+    "use_cpu": "a flag",
+}
+
+
+def bound_problem(name: str, value: Any, table: Mapping[str, Bound] = BOUNDS) -> str | None:
+    """The one-line problem of option `name` set to `value` (None when it is within its bound, unset or unbounded);
+    for a list, of its first value outside the bound."""
+    bound = table.get(name)
+    if bound is None or value is None:
         return None
-    return f"must be {bound.describe()}, got {value!r}"
+    for item in value if isinstance(value, list) else [value]:
+        if not bound.accepts(item):
+            return f"{'values must each' if isinstance(value, list) else 'must'} be {bound.describe()}, got {item!r}"
+    return None
 
 
-def check_bounds(values: Mapping[str, Any], fail: Callable[[str, str], Exception]) -> None:
-    """Raise `fail(option, problem)` for the first option of `values` outside its bound."""
+def check_bounds(values: Mapping[str, Any], fail: Callable[[str, str], Exception], table: Mapping[str, Bound] = BOUNDS) -> None:
+    """Raise `fail(option, problem)` for the first option of `values` outside its bound in `table`."""
     for name, value in values.items():
-        problem = bound_problem(name, value)
+        problem = bound_problem(name, value, table)
         if problem is not None:
             raise fail(name, problem)

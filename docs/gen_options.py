@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from transformers import TrainingArguments  # noqa: E402
 
 import run_glue_mtl  # noqa: E402
+from cli.merge_arguments import MergeArguments  # noqa: E402
 from hf_async_mtl import MultiTaskTrainingArguments  # noqa: E402
 from hf_async_mtl.weighting import available_weightings, get_weighting  # noqa: E402
 
@@ -103,6 +104,13 @@ def main() -> None:
         "## `TrainingArguments` defaults changed by `MultiTaskTrainingArguments`",
         "",
         *table(overridden),
+        "",
+        "## Merging single-task models (`merge_models.py`)",
+        "",
+        "Flags of `merge_models.py` only (no JSON file); list options take several values (`--scales 0.3 0.5`).",
+        "See [merging.md](merging.md).",
+        "",
+        *table(dataclasses.fields(MergeArguments)),
         "",
         "## Metric names",
         "",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
@@ -148,12 +150,57 @@ class TaskDatasets:
         selection: Task → selection split carved from its training data (empty without one).
         dev: Task → {split: dev set} (the task's `validation_splits`).
         train_sizes: Task → training examples after capping and carving.
+        selection_records: Task → how its selection split was made (`selection_record`): what a later step
+            (merging single-task models, `hf_async_mtl.merging`) needs to carve the same split again and check it.
     """
 
     train: dict[str, datasets.Dataset]
     selection: dict[str, datasets.Dataset]
     dev: dict[str, dict[str, datasets.Dataset]]
     train_sizes: dict[str, int]
+    selection_records: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def rows_fingerprint(dataset: datasets.Dataset, columns: Sequence[str]) -> str:
+    """SHA-256 hex digest of the values of `columns` in every row of `dataset`, in order (as JSON).
+
+    Two splits with the same digest hold the same examples (texts, labels, row ids) in the same order.
+    """
+    digest = hashlib.sha256(b"hf_async_mtl.rows_fingerprint.v1")
+    values = dataset.select_columns(list(columns)).to_dict()
+    digest.update(json.dumps([values[name] for name in columns], ensure_ascii=False).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def selection_record(
+    spec: TaskSpec,
+    held_out: datasets.Dataset | None,
+    *,
+    seed: int,
+    selection_fraction: float,
+    selection_max: int | None,
+    cap: int | None,
+    carve_before_cap: bool,
+    max_seq_length: int,
+    subsample: Callable[..., Any] = cap_dataset,
+) -> dict[str, Any]:
+    """How `build_task_datasets` made a task's selection split: its options, size and the rows' fingerprint.
+
+    `run_glue_mtl.py` saves one per task in the model's `config.selection_splits`; `selection_rows_sha256` is the
+    `rows_fingerprint` of the held-out rows (text fields, label, `idx`), so a rebuilt split can be checked.
+    """
+    columns = [c for c in (*spec.text_fields, "label", "idx") if held_out is not None and c in held_out.column_names]
+    return {
+        "seed": seed,
+        "selection_fraction": selection_fraction,
+        "selection_max": selection_max,
+        "cap": cap,
+        "carve_before_cap": carve_before_cap,
+        "subsample": getattr(subsample, "__name__", repr(subsample)),
+        "max_seq_length": max_seq_length,
+        "selection_size": 0 if held_out is None else len(held_out),
+        "selection_rows_sha256": None if held_out is None else rows_fingerprint(held_out, columns),
+    }
 
 
 def build_task_datasets(
@@ -207,6 +254,17 @@ def build_task_datasets(
                 pool, held_out = carve_validation_split(pool, selection_fraction, selection_max, seed)
             if held_out is not None:
                 result.selection[spec.name] = tokenize_task(spec, held_out, tokenizer, task_id, max_seq_length)
+            result.selection_records[spec.name] = selection_record(
+                spec,
+                held_out,
+                seed=seed,
+                selection_fraction=selection_fraction,
+                selection_max=selection_max,
+                cap=limit,
+                carve_before_cap=carve_before_cap,
+                max_seq_length=max_seq_length,
+                subsample=subsample,
+            )
             result.train[spec.name] = tokenize_task(spec, pool, tokenizer, task_id, max_seq_length, num_proc=num_proc)
             result.train_sizes[spec.name] = len(pool)
             if with_dev:

@@ -1,9 +1,13 @@
-"""Writing a run's JSON files so that a crash never leaves one half-written."""
+"""Writing a run's files so that a crash never leaves one half-written: JSON files and whole output directories."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -13,3 +17,26 @@ def write_json_atomic(path: str, payload: Any, **dump_options: Any) -> None:
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(payload, handle, **dump_options)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def directory_atomic(path: str) -> Iterator[str]:
+    """Yield a temporary directory beside `path`; when the block succeeds it is renamed to `path`, else removed.
+
+    `path` must not exist, or be an empty directory (replaced by the rename): readers see either nothing or the
+    complete directory, never a half-written one.
+    """
+    target = os.path.abspath(path)
+    if os.path.isdir(target) and os.listdir(target):
+        raise FileExistsError(f"{target}: the directory is not empty.")
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(target)}.tmp-")
+    try:
+        yield staging
+        if os.path.isdir(target):
+            os.rmdir(target)  # empty (checked above); rename cannot replace a directory on every system
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

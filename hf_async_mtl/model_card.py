@@ -34,6 +34,7 @@ __all__ = [
     "build_model_card",
     "build_task_card",
     "last_evaluation",
+    "merging_section",
     "method_settings",
 ]
 
@@ -188,6 +189,48 @@ def method_settings(args: Any, step_composition: str | None = None) -> dict[str,
     return settings
 
 
+def _merge_values(merging: Mapping[str, Any]) -> str:
+    values = f"λ = {_fmt(merging.get('scale'))}"
+    if merging.get("density") is not None:
+        values += f", density = {_fmt(merging.get('density'))}"
+    return values
+
+
+def merging_section(merging: Mapping[str, Any]) -> list[str]:
+    """The card's "Merging" section: how the encoder was merged, from which checkpoints, and how λ was chosen.
+
+    Checkpoint paths are reduced to their last component (a path says nothing to readers and may reveal the author's
+    file system)."""
+    lines = [
+        "## Merging",
+        "",
+        f"This model was not trained as one: its encoder is the merge of single-task fine-tunes of one base encoder by "
+        f"`{merging.get('method')}` ({merging.get('definition', '')}), with {_merge_values(merging)}; each task's head is "
+        "copied unchanged from its single-task model.",
+        "",
+        "| task | single-task checkpoint | fine-tuning | selection score alone | selection score merged |",
+        "|---|---|---|---|---|",
+    ]
+    alone, merged = merging.get("single_task_selection") or {}, merging.get("chosen_selection") or {}
+    for checkpoint in merging.get("checkpoints") or []:
+        task = checkpoint.get("task")
+        name = os.path.basename(os.path.normpath(str(checkpoint.get("path", ""))))
+        lines.append(
+            f"| {_cell(task)} | `{_cell(name)}` | {_cell(checkpoint.get('kind', ''))} | "
+            f"{_fmt(alone[task]) if task in alone else '—'} | {_fmt(merged[task]) if task in merged else '—'} |"
+        )
+    grid = merging.get("grid") or {}
+    lines += [
+        "",
+        f"λ{' and the density' if merging.get('density') is not None else ''} were chosen on each task's selection split "
+        "(held out of its training data by its single-task run), never on dev: "
+        f"{merging.get('selection_rule', '')}. Grid: λ ∈ {_fmt(grid.get('scales'))}"
+        + (f", density ∈ {_fmt(grid.get('densities'))}" if grid.get("densities") else "")
+        + f" ({len(merging.get('grid_scores') or [])} points; every point's scores are in `config.merging`).",
+    ]
+    return lines
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
@@ -323,6 +366,11 @@ def build_model_card(
         )
     if getattr(config, "unshared_layers", 0):
         lines.append(f"- **Task-specific capacity:** each task has its own copy of the encoder's last {config.unshared_layers} layers")
+    merging = getattr(config, "merging", None)
+    if merging:
+        lines.append(
+            f"- **Merged:** from {len(merging.get('checkpoints') or [])} single-task models by `{merging.get('method')}` ({_merge_values(merging)})"
+        )
     lines += ["", "## Tasks", "", "| task | kind | labels |", "|---|---|---|"]
     for row in _task_rows(config, task_specs):
         labels = ", ".join(row["labels"]) if row["labels"] else "one score"
@@ -352,6 +400,8 @@ def build_model_card(
                 "has converged on its validation metric, it trains against soft labels from its best parameters "
                 "(self-distillation) while the other tasks keep their true labels.",
             ]
+    if merging:
+        lines += ["", *merging_section(merging)]
     if convergence:
         lines += [
             "",
@@ -406,12 +456,19 @@ def build_task_card(
     else:
         usage = _task_usage(head, repo, native)
     others = [name for name in config.task_names if name != task_name]
+    merging = getattr(config, "merging", None)
+    if merging and others:
+        shared = (
+            f" The encoder was merged by `{merging.get('method')}` ({_merge_values(merging)}) from single-task models of: "
+            f"{', '.join(f'`{n}`' for n in [task_name, *others])}."
+        )
+    else:
+        shared = f" The encoder was trained jointly with: {', '.join(f'`{n}`' for n in others)}." if others else ""
     lines = [
         f"# {title}",
         "",
         f"The `{task_name}` head of a multi-task `{LIBRARY_TAG}` model, exported as a standalone "
-        f"`{exported_class}` (shared encoder + this task's head)."
-        + (f" The encoder was trained jointly with: {', '.join(f'`{n}`' for n in others)}." if others else ""),
+        f"`{exported_class}` (shared encoder + this task's head)." + shared,
         "",
         f"- **Base checkpoint:** {_base_model_display(base)}",
         f"- **Kind:** {row['kind']}",

@@ -81,3 +81,30 @@ def test_bad_data_of_any_task_is_reported_before_anything_is_tokenised(tokenizer
 def test_no_selection_split_when_the_fraction_is_zero(tokenizer):
     data = build_task_datasets([(SENTIMENT, _source())], tokenizer, 32, selection_fraction=0.0)
     assert data.selection == {} and data.train_sizes["sentiment"] == 60
+
+
+def test_each_tasks_selection_split_is_recorded_so_it_can_be_carved_again_and_checked(tokenizer):
+    from hf_async_mtl.data import rows_fingerprint
+
+    source = _source()
+    options = dict(caps={"sentiment": 40}, seed=3, selection_fraction=0.25, selection_max=None)
+    data = build_task_datasets([(SENTIMENT, source)], tokenizer, 32, **options)
+    record = data.selection_records["sentiment"]
+    _, held = carve_validation_split(cap_dataset(source.load("train"), 40, 3), 0.25, None, 3)
+    assert record == {
+        "seed": 3,
+        "selection_fraction": 0.25,
+        "selection_max": None,
+        "cap": 40,
+        "carve_before_cap": False,
+        "subsample": "cap_dataset",
+        "max_seq_length": 32,
+        "selection_size": 10,
+        "selection_rows_sha256": rows_fingerprint(held, ["sentence", "label", "idx"]),
+    }
+    # The same options carve the same rows again; another seed, other rows.
+    assert build_task_datasets([(SENTIMENT, _source())], tokenizer, 32, **options).selection_records["sentiment"] == record
+    other = build_task_datasets([(SENTIMENT, _source())], tokenizer, 32, **{**options, "seed": 4}).selection_records["sentiment"]
+    assert other["selection_rows_sha256"] != record["selection_rows_sha256"]
+    none = build_task_datasets([(SENTIMENT, _source())], tokenizer, 32, selection_fraction=0.0).selection_records["sentiment"]
+    assert none["selection_size"] == 0 and none["selection_rows_sha256"] is None
