@@ -42,6 +42,9 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
             prompt_eval="average",
             prompt_templates=("{sentence} It was {mask}.", "A {mask} one: {sentence}", "{mask}! {sentence}"),
         )
+    if method.startswith("bi_encoder_"):  # the similarity pairs encoded text by text, scored by the cosine head
+        tasks[1] = dataclasses.replace(TASKS[1], pair_encoding="bi_encoder")
+        method = method.removeprefix("bi_encoder_")
     for task_id, spec in enumerate(tasks):
         train[spec.name] = tokenize_task(spec, raw[spec.name][0], tokenizer, task_id, 32)
         evaluation[spec.name] = tokenize_task(spec, raw[spec.name][1], tokenizer, task_id, 32)

@@ -15,7 +15,16 @@ import torch
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_run.py")
 
 
-METHODS = ("async_kd", "async_kd_on_demand", "async_kd_prompts", "pcgrad", "famo", "unshared_pcgrad", "adapters_async_kd")
+METHODS = (
+    "async_kd",
+    "async_kd_on_demand",
+    "async_kd_prompts",
+    "pcgrad",
+    "famo",
+    "unshared_pcgrad",
+    "adapters_async_kd",
+    "bi_encoder_async_kd",
+)
 # META-TARTAN draws its dev batches per rank (more held-out data per step), so it matches itself across ranks,
 # not the one-process run.
 LAUNCHED = (*METHODS, "meta_tartan")
