@@ -81,6 +81,7 @@ BOUNDS: dict[str, Bound] = {
     "num_encoder_layers": _int(1),
     "lora_r": _int(0),
     "lora_scope": _choice("shared", "per_task"),
+    "task_streams": _choice("by_position", "by_name"),
     "unshared_layers": _int(0),
     "lora_alpha": POSITIVE,
     "lora_dropout": PROBABILITY,

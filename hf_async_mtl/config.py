@@ -9,7 +9,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from transformers import TrainingArguments
 
 from .async_kd.options import ENSEMBLE_TYPES, LOSS_TYPES, SOFT_LABEL_MODES, AsyncKDOptions
-from .sampling import COMPOSITIONS, SAMPLING_STRATEGIES
+from .sampling import COMPOSITIONS, SAMPLING_STRATEGIES, TASK_STREAMS
 from .weighting import available_weightings, get_weighting
 
 ASYNC_KD_ALIAS = "async_kd"  # --mtl_method async_kd = --mtl_method equal --async_kd
@@ -98,6 +98,14 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default="temperature", metadata={"help": f"How each step's task is drawn: one of {SAMPLING_STRATEGIES}."}
     )
     sampling_temperature: float = field(default=2.0, metadata={"help": "T of the temperature strategy (p ∝ n^(1/T))."})
+    task_streams: str = field(
+        default="by_position",
+        metadata={
+            "help": "What seeds each task's stream of examples besides the seed: 'by_position' (its place among the "
+            "tasks) or 'by_name' (its name: the task draws the same batches whatever other tasks are trained beside "
+            "it, e.g. a single-task baseline that sees exactly a multi-task run's examples of that task)."
+        },
+    )
     step_composition: str = field(
         default="auto", metadata={"help": f"'auto' or one of {COMPOSITIONS}: one task per step, or every task each step."}
     )
@@ -246,6 +254,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.sampling_strategy not in SAMPLING_STRATEGIES:
             raise ValueError(f"sampling_strategy must be one of {SAMPLING_STRATEGIES}, got {self.sampling_strategy!r}.")
+        if self.task_streams not in TASK_STREAMS:
+            raise ValueError(f"task_streams must be one of {TASK_STREAMS}, got {self.task_streams!r}.")
         if self.sampling_temperature <= 0:
             raise ValueError(f"sampling_temperature must be > 0, got {self.sampling_temperature}.")
         if self.step_composition != "auto" and self.step_composition not in COMPOSITIONS:

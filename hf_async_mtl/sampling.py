@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,12 @@ COMPOSITIONS: tuple[str, ...] = ("one_task", "all_tasks")
 # (e.g. (seed, epoch=0) for the schedule vs (seed, task=0) for a cap).
 logger = logging.getLogger(__name__)
 _STREAM_SALT, _SCHEDULE_SALT, _CAP_SALT, _TEMPLATE_SALT = 0x5E7, 0x5C4, 0xCA9, 0x7E3
+TASK_STREAMS: tuple[str, ...] = ("by_position", "by_name")
+
+
+def task_stream_key(name: str) -> int:
+    """A task's stream key under `task_streams="by_name"`: a stable 32-bit hash of its name (CRC-32)."""
+    return zlib.crc32(name.encode("utf-8"))
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -91,6 +98,7 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
         world_size: int = 1,
         length_grouping_factor: int = 50,
         num_templates: Mapping[str, int] | None = None,
+        task_streams: str = "by_position",
     ) -> None:
         if not task_sizes:
             raise ValueError("task_sizes must name at least one task")
@@ -111,6 +119,11 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.strategy, self.composition, self.temperature = strategy, composition, float(temperature)
         self._names = tuple(sizes)
         self._sizes = sizes
+        if task_streams not in TASK_STREAMS:
+            raise ValueError(f"unknown task_streams {task_streams!r}; known: {', '.join(TASK_STREAMS)}")
+        # What seeds each task's example stream (and cap, template draws) besides the seed: its position among the
+        # tasks, or its name (the task then draws the same batches whatever other tasks are trained beside it).
+        self._stream_keys = [k if task_streams == "by_position" else task_stream_key(name) for k, name in enumerate(self._names)]
         self._offsets = dict(zip(self._names, np.concatenate([[0], np.cumsum(list(sizes.values()))[:-1]]).tolist()))
 
         caps = self._parse_caps(max_examples_per_task)
@@ -119,7 +132,7 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
         for k, name in enumerate(self._names):
             n = sizes[name]
             if name in caps and caps[name] < n:
-                rng = np.random.default_rng([_CAP_SALT, self.seed, k])
+                rng = np.random.default_rng([_CAP_SALT, self.seed, self._stream_keys[k]])
                 self._pools.append(np.sort(rng.choice(n, size=caps[name], replace=False)))
             else:
                 self._pools.append(np.arange(n))
@@ -267,7 +280,7 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
         and cut into global batches, whose order is then shuffled within the permutation (as in
         transformers' LengthGroupedSampler): similar lengths share a batch, the order stays random.
         """
-        rng = np.random.default_rng([_STREAM_SALT, self.seed, self.epoch, k])
+        rng = np.random.default_rng([_STREAM_SALT, self.seed, self.epoch, self._stream_keys[k]])
         pool, g = self._pools[k], self.batch_size * self.world_size
         lengths = None if self._lengths is None else self._lengths[k]
         carry, carry_templates = pool[:0], pool[:0]
@@ -275,7 +288,7 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
         while True:
             perm = rng.permutation(pool)
             if num_templates > 1:  # a separate generator: the example streams do not depend on templates
-                drawn = np.random.default_rng([_TEMPLATE_SALT, self.seed, self.epoch, k, passes]).integers(
+                drawn = np.random.default_rng([_TEMPLATE_SALT, self.seed, self.epoch, self._stream_keys[k], passes]).integers(
                     num_templates, size=self._sizes[self._names[k]]
                 )
                 templates = drawn[perm]

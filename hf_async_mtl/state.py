@@ -104,7 +104,7 @@ PROGRESS_NAME = "training_progress.json"
 # Options that may change on resume: max_steps / num_train_epochs, logging, evaluation and saving intervals, output
 # and reporting options, dataloader workers (docs/glue.md, "Resuming").
 RUN_DEFINING_OPTIONS = (
-    "mtl_method", "mtl_method_options", "step_composition", "sampling_strategy", "sampling_temperature", "length_aware_batching",
+    "mtl_method", "mtl_method_options", "step_composition", "sampling_strategy", "sampling_temperature", "task_streams", "length_aware_batching",
     "async_kd", "bf16", "fp16",
     "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "optim", "max_grad_norm",
     "mlm_probability", "end_task", "tartan_dev_fraction", "tartan_dev_max",

@@ -247,6 +247,7 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             rank=self.args.process_index,
             world_size=self.args.world_size,
             num_templates=dataset.num_templates,
+            task_streams=self.args.task_streams,
         )
 
     def get_train_dataloader(self) -> DataLoader:

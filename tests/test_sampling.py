@@ -292,3 +292,30 @@ def test_load_state_dict_requires_epoch():
     del state["epoch"]
     with pytest.raises(ValueError, match="epoch"):
         sampler.load_state_dict(state)
+
+
+@pytest.mark.parametrize("lengths", [False, True])
+def test_streams_by_name_give_a_task_the_same_batches_alone_and_beside_other_tasks(lengths):
+    sizes = {"cola": 50, "sst2": 200, "rte": 37}
+    rng = np.random.default_rng(0)
+    lengths_of = {name: rng.integers(3, 60, size=n).tolist() for name, n in sizes.items()}
+
+    def rte_batches(task_sizes, task_streams):
+        sampler = MultiTaskBatchSampler(
+            task_sizes,
+            4,
+            strategy="round_robin",
+            num_batches=12 * len(task_sizes),
+            lengths={t: lengths_of[t] for t in task_sizes} if lengths else None,
+            seed=3,
+            task_streams=task_streams,
+        )
+        offset = sampler.offsets["rte"]
+        return [[i - offset for i in batch] for batch in sampler if task_of(batch[0], sampler) == "rte"]
+
+    alone = rte_batches({"rte": 37}, "by_name")
+    assert len(alone) == 12 and alone == rte_batches(sizes, "by_name")
+    # By position (the default) the stream depends on where the task stands among the others.
+    assert rte_batches(sizes, "by_position") != rte_batches({"rte": 37}, "by_position")
+    with pytest.raises(ValueError, match="unknown task_streams"):
+        MultiTaskBatchSampler(sizes, 4, task_streams="by_order")
