@@ -483,6 +483,27 @@ def dev_summary(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------- references (GLUE labels)
 
 
+def selection_split_labels(profile_name: str, task: str, glue_dir: str) -> tuple[Any, Any]:
+    """(training-pool labels, selection-split labels) of one task, carved as `glue5_quality.run_one[_v2]` carve them.
+
+    The selection split takes the profile's `selection_fraction` (0.1 unless set; the #42 regime profiles: 0.3) of
+    the training set, at most `selection_max`, seed 42. v1 caps the pool the run trained on; v2 keeps the full pool.
+    """
+    import numpy as np
+
+    from benchmarks.glue5_quality import PROFILES
+    from glue_tasks import load_glue_task
+    from hf_async_mtl.data import cap_dataset as cap
+    from hf_async_mtl.data import carve_validation_split
+
+    profile = PROFILES[profile_name]
+    fraction = float(profile.get("selection_fraction", 0.1))
+    pool, held_out = carve_validation_split(load_glue_task(task, "train", glue_dir), fraction, profile["selection_max"], seed=42)
+    if profile.get("version", 1) < 2:
+        pool = cap(pool, profile["caps"].get(task), 42)
+    return np.asarray(pool["label"]), np.asarray(held_out["label"])
+
+
 def compute_references(profile_name: str, glue_dir: str, z: float = Z, tasks: Iterable[str] = TASKS) -> dict[str, dict]:
     """Per task: the trivial predictor's selection-split value, the split's size, the margin and floor at `z`.
 
@@ -491,27 +512,20 @@ def compute_references(profile_name: str, glue_dir: str, z: float = Z, tasks: It
     """
     import numpy as np
 
-    from benchmarks.glue5_quality import PROFILES
-    from glue_tasks import get_glue_task, load_glue_task
+    from glue_tasks import get_glue_task
     from hf_async_mtl.async_kd.callback import trivial_predictor_value
-    from hf_async_mtl.data import cap_dataset as cap
-    from hf_async_mtl.data import carve_validation_split
 
-    profile = PROFILES[profile_name]
     references = {}
     for name in tasks:
         spec = get_glue_task(name)
-        pool, held_out = carve_validation_split(load_glue_task(name, "train", glue_dir), 0.1, profile["selection_max"], seed=42)
-        if profile.get("version", 1) < 2:
-            pool = cap(pool, profile["caps"].get(name), 42)
-        train_labels, selection_labels = np.asarray(pool["label"]), np.asarray(held_out["label"])
+        train_labels, selection_labels = selection_split_labels(profile_name, name, glue_dir)
         trivial = trivial_predictor_value(spec, train_labels, selection_labels)
         metrics = tuple(spec.metrics if spec.main_metric == "score" else (spec.main_metric,))
-        floor = convergence_floor(trivial, metrics, len(held_out), z, spec.greater_is_better)
+        floor = convergence_floor(trivial, metrics, len(selection_labels), z, spec.greater_is_better)
         entry = {
             "trivial_value": trivial,
-            "selection_size": len(held_out),
-            "train_pool_size": len(pool),
+            "selection_size": len(selection_labels),
+            "train_pool_size": len(train_labels),
             "metrics": list(metrics),
             "z": z,
             "margin": abs(floor - trivial),
