@@ -56,6 +56,7 @@ def run(argv: list[str] | None = None) -> MergeResult:
         eval_cap=args.max_eval_samples,
         eval_batch_size=args.per_device_eval_batch_size,
         use_cpu=args.use_cpu,
+        bf16=args.bf16,
     )
     record = result.record
     chosen = f"λ = {record['scale']}" + (f", density = {record['density']}" if record["density"] is not None else "")

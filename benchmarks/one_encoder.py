@@ -386,6 +386,7 @@ def run_merge(arm: str, seed: int, out_path: str, smoke: bool) -> None:
         eval_cap=settings["regime"]["eval_cap"],
         eval_batch_size=settings["regime"]["eval_batch_size"],
         use_cpu=not torch.cuda.is_available(),
+        bf16=settings["regime"]["bf16"],  # the declaration: bf16 autocast for the whole table, merges' evaluation too
     )
     wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
     record = result.record

@@ -188,6 +188,7 @@ MERGE_UNBOUNDED: dict[str, str] = {
     "custom_tasks_file": "a path (read by tasks_file.read_custom_tasks)",
     "do_eval": "a flag",
     "use_cpu": "a flag",
+    "bf16": "a flag",
 }
 
 

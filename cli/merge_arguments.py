@@ -70,6 +70,12 @@ class MergeArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on dev examples of every task (quick checks)."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size."})
     use_cpu: bool = field(default=False, metadata={"help": "Evaluate on the CPU even when a GPU is available."})
+    bf16: bool = field(
+        default=False,
+        metadata={
+            "help": "Evaluate the grid and dev sets under bf16 autocast (as runs trained with --bf16 evaluate); merging stays float32."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.output_dir:

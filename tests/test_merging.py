@@ -281,6 +281,23 @@ def test_cli_merges_two_single_task_runs_by_task_arithmetic_end_to_end(runs, tmp
         torch.testing.assert_close(exported(input_ids=ids).logits, merged(input_ids=ids, task_name="rte").logits)
 
 
+@pytest.mark.parametrize("bf16", [False, True])
+def test_bf16_evaluates_the_grid_and_dev_under_autocast_and_merges_in_float32(runs, tmp_path, monkeypatch, bf16):
+    from hf_async_mtl.merging import merge as merge_module
+
+    seen, build = [], merge_module._evaluator
+
+    def evaluator(model, *args, **kwargs):
+        model.encoder.register_forward_pre_hook(lambda module, inputs: seen.append(torch.is_autocast_enabled("cpu")))
+        return build(model, *args, **kwargs)
+
+    monkeypatch.setattr(merge_module, "_evaluator", evaluator)
+    flags = ["--bf16"] if bf16 else []
+    result = merge_models.main(runs.merge_args(tmp_path / "merged", "--method", "task_arithmetic", "--scales", "1.0", "--do_eval", *flags))
+    assert seen and set(seen) == {bf16}  # every selection and dev forward
+    assert {p.dtype for p in result.model.parameters()} == {torch.float32}
+
+
 @pytest.mark.parametrize("method", ["ties", "dare", "dare_ties"])
 def test_cli_merges_by_ties_and_dare_on_the_grid_of_scales_and_densities(runs, tmp_path, method):
     out = tmp_path / "merged"

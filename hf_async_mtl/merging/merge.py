@@ -76,6 +76,7 @@ def merge_single_task_models(
     eval_cap: int | None = None,
     eval_batch_size: int = 64,
     use_cpu: bool = False,
+    bf16: bool = False,
 ) -> MergeResult:
     """Merge single-task checkpoints of one base encoder into one `MultiTaskModel`, choosing λ (and density) on the
     tasks' selection splits.
@@ -93,6 +94,8 @@ def merge_single_task_models(
         do_eval: Evaluate the dev sets of the chosen merge (and of each single-task model) after choosing.
         eval_cap: Cap on the dev examples of each task (quick checks).
         eval_batch_size, use_cpu: Evaluation batch size and device.
+        bf16: Evaluate (selection and dev) under bf16 autocast, as a run trained with `bf16=True` evaluates; the
+            merge arithmetic itself stays in float32.
 
     Raises:
         InputError: on any refused input, before any weight is read (see `checkpoints.py`, `selection.py`).
@@ -115,7 +118,7 @@ def merge_single_task_models(
     base = load_base_encoder(base_source, read[0])
     merged = MultiTaskModel(_merged_config(read, base_model or read[0].base))
     with tempfile.TemporaryDirectory(prefix="hf_async_mtl-merge-") as evaluation_dir:  # the evaluator's output_dir
-        trainer = _evaluator(merged, list(specs.values()), tokenizer, evaluation_dir, eval_batch_size, use_cpu)
+        trainer = _evaluator(merged, list(specs.values()), tokenizer, evaluation_dir, eval_batch_size, use_cpu, bf16)
         loaded = _load_checkpoints(read, base, merged, lambda sets: _scores(trainer, sets, specs), selection_sets, keep_encoders=do_eval)
         del base
         rows: list[dict[str, Any]] = []
@@ -330,12 +333,13 @@ def _set_encoder(model: MultiTaskModel, state: Mapping[str, torch.Tensor]) -> No
 
 
 def _evaluator(
-    model: MultiTaskModel, specs: list[TaskSpec], tokenizer: Any, output_dir: str, batch_size: int, use_cpu: bool
+    model: MultiTaskModel, specs: list[TaskSpec], tokenizer: Any, output_dir: str, batch_size: int, use_cpu: bool, bf16: bool = False
 ) -> MultiTaskTrainer:
     args = MultiTaskTrainingArguments(
         output_dir=output_dir,
         per_device_eval_batch_size=batch_size,
         use_cpu=use_cpu,
+        bf16=bf16,
         report_to="none",
         disable_tqdm=True,
         eval_strategy="no",
