@@ -17,6 +17,7 @@ import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from .bi_encoder import PAIR_INPUT_COLUMNS, PAIR_PREFIX
+from .sampling import STREAM_SPAN
 from .sources import TaskDataSource, TaskSource, load_task
 from .tasks import TaskSpec
 
@@ -146,18 +147,18 @@ class TaskDatasets:
     """The tokenised data of a run, task by task (in the order the tasks were given).
 
     Attributes:
-        train: Task → training set.
+        train: Task → training set (a `hf_async_mtl.streaming.StreamedTask` for a streamed task).
         selection: Task → selection split carved from its training data (empty without one).
         dev: Task → {split: dev set} (the task's `validation_splits`).
-        train_sizes: Task → training examples after capping and carving.
+        train_sizes: Task → training examples after capping and carving (a streamed task: its declared size, or None).
         selection_records: Task → how its selection split was made (`selection_record`): what a later step
             (merging single-task models, `hf_async_mtl.merging`) needs to carve the same split again and check it.
     """
 
-    train: dict[str, datasets.Dataset]
+    train: dict[str, Any]
     selection: dict[str, datasets.Dataset]
     dev: dict[str, dict[str, datasets.Dataset]]
-    train_sizes: dict[str, int]
+    train_sizes: dict[str, int | None]
     selection_records: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -235,8 +236,9 @@ def build_task_datasets(
     caps = dict(caps or {})
     raw_train, raw_dev = {}, {}
     for spec, source in tasks:
-        raw_train[spec.name] = source.load("train")
-        validate_task_dataset(spec, raw_train[spec.name], f"{spec.name} train split")
+        if not source.streaming:  # a streamed task's rows are checked as they are read (its first block: below)
+            raw_train[spec.name] = source.load("train")
+            validate_task_dataset(spec, raw_train[spec.name], f"{spec.name} train split")
         if with_dev:
             raw_dev[spec.name] = {split: source.load(split) for split in spec.validation_splits}
             for split, dataset in raw_dev[spec.name].items():
@@ -246,33 +248,70 @@ def build_task_datasets(
         for task_id, (spec, source) in enumerate(tasks):
             group = source.cap_group or spec.name
             limit = caps.get(group, default_cap)
-            pool, held_out = raw_train[spec.name], None
-            if carve_before_cap and selection_fraction > 0:
-                pool, held_out = carve_validation_split(pool, selection_fraction, selection_max, seed)
-            pool = subsample(pool, limit, seed)
-            if not carve_before_cap and selection_fraction > 0:
-                pool, held_out = carve_validation_split(pool, selection_fraction, selection_max, seed)
-            if held_out is not None:
-                result.selection[spec.name] = tokenize_task(spec, held_out, tokenizer, task_id, max_seq_length)
-            result.selection_records[spec.name] = selection_record(
-                spec,
-                held_out,
-                seed=seed,
-                selection_fraction=selection_fraction,
-                selection_max=selection_max,
-                cap=limit,
-                carve_before_cap=carve_before_cap,
-                max_seq_length=max_seq_length,
-                subsample=subsample,
-            )
-            result.train[spec.name] = tokenize_task(spec, pool, tokenizer, task_id, max_seq_length, num_proc=num_proc)
-            result.train_sizes[spec.name] = len(pool)
+            if source.streaming:
+                _add_streamed_task(result, spec, source, tokenizer, task_id, max_seq_length, limit, seed, selection_fraction, selection_max)
+            else:
+                pool, held_out = raw_train[spec.name], None
+                if carve_before_cap and selection_fraction > 0:
+                    pool, held_out = carve_validation_split(pool, selection_fraction, selection_max, seed)
+                pool = subsample(pool, limit, seed)
+                if not carve_before_cap and selection_fraction > 0:
+                    pool, held_out = carve_validation_split(pool, selection_fraction, selection_max, seed)
+                if held_out is not None:
+                    result.selection[spec.name] = tokenize_task(spec, held_out, tokenizer, task_id, max_seq_length)
+                result.selection_records[spec.name] = selection_record(
+                    spec,
+                    held_out,
+                    seed=seed,
+                    selection_fraction=selection_fraction,
+                    selection_max=selection_max,
+                    cap=limit,
+                    carve_before_cap=carve_before_cap,
+                    max_seq_length=max_seq_length,
+                    subsample=subsample,
+                )
+                result.train[spec.name] = tokenize_task(spec, pool, tokenizer, task_id, max_seq_length, num_proc=num_proc)
+                result.train_sizes[spec.name] = len(pool)
             if with_dev:
                 result.dev[spec.name] = {
                     split: tokenize_task(spec, cap_dataset(dataset, eval_cap, seed), tokenizer, task_id, max_seq_length)
                     for split, dataset in raw_dev[spec.name].items()
                 }
     return result
+
+
+def _add_streamed_task(
+    result: TaskDatasets,
+    spec: TaskSpec,
+    source: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    task_id: int,
+    max_seq_length: int,
+    limit: int | None,
+    seed: int,
+    selection_fraction: float,
+    selection_max: int | None,
+) -> None:
+    """A streamed task (`hf_async_mtl.streaming.StreamingSource`): its first rows held out as the selection split, the
+    rows after them (at most `limit` per pass) a `StreamedTask` that training reads as it draws them."""
+    count = source.selection_count(selection_fraction, selection_max) if selection_fraction > 0 else 0
+    held_out = source.held_out(count) if count else None
+    if held_out is not None:
+        result.selection[spec.name] = tokenize_task(spec, held_out, tokenizer, task_id, max_seq_length)
+    record = selection_record(
+        spec,
+        held_out,
+        seed=seed,
+        selection_fraction=selection_fraction,
+        selection_max=selection_max,
+        cap=limit,
+        carve_before_cap=False,
+        max_seq_length=max_seq_length,
+    )
+    result.selection_records[spec.name] = {**record, "streamed": "the first rows of the training split"}
+    stream = source.training_stream(tokenizer, task_id, max_seq_length, first_row=count, limit=limit, seed=seed)
+    result.train[spec.name] = stream
+    result.train_sizes[spec.name] = stream.declared_size
 
 
 def tokenize_task(
@@ -341,24 +380,34 @@ def tokenize_task(
             )
         tokenized = datasets.concatenate_datasets(views) if len(views) > 1 else views[0]
     else:
-
-        def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
-            texts = [batch[field] for field in spec.text_fields]
-            if spec.is_bi_encoder:  # each text alone: text b's encoding under the pair_ names
-                encoded = dict(tokenizer(texts[0], truncation=True, max_length=max_seq_length))
-                second = tokenizer(texts[1], truncation=True, max_length=max_seq_length)
-                encoded.update({PAIR_PREFIX + key: value for key, value in second.items()})
-            else:
-                encoded = tokenizer(*texts, truncation=True, max_length=max_seq_length)
-            encoded["labels"] = batch["label"]
-            encoded[TASK_IDS_COLUMN] = [task_id] * len(batch["label"])
-            return encoded
-
+        encode = batch_encoder(spec, tokenizer, task_id, max_seq_length)
         removed = [c for c in dataset.column_names if c != "idx"]
         tokenized = dataset.map(encode, batched=True, remove_columns=removed, num_proc=num_proc, desc=f"Tokenizing {spec.name}")
     if spec.is_regression:
         tokenized = tokenized.cast_column("labels", datasets.Value("float32"))
     return tokenized
+
+
+def batch_encoder(
+    spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, task_id: int, max_seq_length: int = 128
+) -> Callable[[Mapping[str, list[Any]]], dict[str, Any]]:
+    """`encode(batch)`: a batch of a (classification, regression or bi-encoder pair) task's rows — text fields and
+    `label` as lists — as model inputs, `labels` and `task_ids` (what `tokenize_task` maps over a split, and what a
+    streamed task applies to the rows each training batch draws)."""
+
+    def encode(batch: Mapping[str, list[Any]]) -> dict[str, Any]:
+        texts = [batch[field] for field in spec.text_fields]
+        if spec.is_bi_encoder:  # each text alone: text b's encoding under the pair_ names
+            encoded = dict(tokenizer(texts[0], truncation=True, max_length=max_seq_length))
+            second = tokenizer(texts[1], truncation=True, max_length=max_seq_length)
+            encoded.update({PAIR_PREFIX + key: value for key, value in second.items()})
+        else:
+            encoded = tokenizer(*texts, truncation=True, max_length=max_seq_length)
+        encoded["labels"] = batch["label"]
+        encoded[TASK_IDS_COLUMN] = [task_id] * len(batch["label"])
+        return encoded
+
+    return encode
 
 
 def num_template_views(dataset: Any) -> int:
@@ -411,22 +460,28 @@ class MultiTaskDataset(torch.utils.data.Dataset):
     `MultiTaskBatchSampler` yields when given `num_templates` — reads that template's view.
     """
 
-    def __init__(self, task_datasets: Mapping[str, datasets.Dataset]) -> None:
+    def __init__(self, task_datasets: Mapping[str, Any]) -> None:
         if not task_datasets:
             raise ValueError("MultiTaskDataset needs at least one task.")
         self.task_datasets = dict(task_datasets)
         self.task_names = list(self.task_datasets)
-        self.num_templates = {name: num_template_views(d) for name, d in self.task_datasets.items()}
-        sizes = [len(d) // self.num_templates[name] for name, d in self.task_datasets.items()]
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        self.streamed = frozenset(name for name, d in self.task_datasets.items() if is_streamed(d))
+        self.num_templates = {name: 1 if name in self.streamed else num_template_views(d) for name, d in self.task_datasets.items()}
+        spans = [STREAM_SPAN if name in self.streamed else len(d) // self.num_templates[name] for name, d in self.task_datasets.items()]
+        self.offsets = np.concatenate([[0], np.cumsum(spans)]).astype(np.int64)
 
     @property
-    def task_sizes(self) -> dict[str, int]:
-        """Number of examples of each task, in task order (a template pool's views count once)."""
-        return {name: len(d) // self.num_templates[name] for name, d in self.task_datasets.items()}
+    def task_sizes(self) -> dict[str, int | None]:
+        """Number of examples of each task, in task order (a template pool's views count once; a streamed task: its
+        declared size, or None)."""
+        return {
+            name: d.declared_size if name in self.streamed else len(d) // self.num_templates[name] for name, d in self.task_datasets.items()
+        }
 
     def template_view(self, task: str, template: int = 0) -> datasets.Dataset:
         """Task `task`'s examples under one template (the whole task when it has no templates)."""
+        if task in self.streamed:
+            raise ValueError(f"Task {task!r} is streamed: its rows are read as training draws them, not held as a data set.")
         return template_view(self.task_datasets[task], template, self.num_templates[task])
 
     def __len__(self) -> int:
@@ -444,6 +499,10 @@ class MultiTaskDataset(torch.utils.data.Dataset):
         if isinstance(index, (tuple, list)):
             index, template = index
         task, local = self.locate(int(index))
+        if task in self.streamed:
+            if template:
+                raise IndexError(f"template {template} out of range for streamed task {task!r}.")
+            return self.task_datasets[task].features([local])[0]
         count = self.num_templates[task]
         if not 0 <= template < count:
             raise IndexError(f"template {template} out of range for task {task!r} with {count} template view(s).")
@@ -452,9 +511,29 @@ class MultiTaskDataset(torch.utils.data.Dataset):
         item[EXAMPLE_IDS_COLUMN] = local
         return item
 
+    def __getitems__(self, indices: Sequence[Any]) -> list[dict[str, Any]]:
+        """The items of one batch (what `DataLoader` fetches): a streamed task's rows are read and tokenised together."""
+        if not self.streamed:
+            return [self[index] for index in indices]
+        located = [self.locate(int(index)) if not isinstance(index, (tuple, list)) else None for index in indices]
+        items: list[dict[str, Any] | None] = [None] * len(indices)
+        for task in self.streamed:
+            positions = [i for i, where in enumerate(located) if where is not None and where[0] == task]
+            if positions:
+                rows = self.task_datasets[task].features([located[i][1] for i in positions])  # type: ignore[index]
+                for i, row in zip(positions, rows):
+                    items[i] = row
+        return [self[index] if item is None else item for index, item in zip(indices, items)]
+
     def lengths(self) -> dict[str, list[int]]:
-        """Token lengths per task (for length-aware batching; a bi-encoder pair counts its two texts' tokens)."""
-        return {name: token_lengths(self.template_view(name)).tolist() for name in self.task_names}
+        """Token lengths per task (for length-aware batching; a bi-encoder pair counts its two texts' tokens); streamed
+        tasks have none (they are read as drawn)."""
+        return {name: token_lengths(self.template_view(name)).tolist() for name in self.task_names if name not in self.streamed}
+
+
+def is_streamed(task_data: Any) -> bool:
+    """Whether a task's training data is a stream (`hf_async_mtl.streaming.StreamedTask`), not a `datasets.Dataset`."""
+    return not isinstance(task_data, datasets.Dataset) and hasattr(task_data, "declared_size") and hasattr(task_data, "features")
 
 
 _COLLATED_COLUMNS = frozenset((*MODEL_INPUT_COLUMNS, "labels", TASK_IDS_COLUMN, EXAMPLE_IDS_COLUMN))

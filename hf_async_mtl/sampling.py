@@ -36,6 +36,8 @@ COMPOSITIONS: tuple[str, ...] = ("one_task", "all_tasks")
 logger = logging.getLogger(__name__)
 _STREAM_SALT, _SCHEDULE_SALT, _CAP_SALT, _TEMPLATE_SALT = 0x5E7, 0x5C4, 0xCA9, 0x7E3
 TASK_STREAMS: tuple[str, ...] = ("by_position", "by_name")
+# Global indices a streamed task occupies (`hf_async_mtl.streaming`): positions 0 .. 2**40 - 1 of its endless stream.
+STREAM_SPAN = 1 << 40
 
 
 def task_stream_key(name: str) -> int:
@@ -80,11 +82,17 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
             over a task's examples draws one template per example, uniformly, from its own seeded
             generator `(seed, epoch, task, pass)` — so draws are identical after a resume and on
             every rank, and the example streams are the same as without templates.
+        task_streams: What seeds a task's example stream besides the seed: `"by_position"` or `"by_name"`.
+        streamed: Tasks read from a stream (`hf_async_mtl.streaming.StreamedTask`): global batch `j` of such a task
+            is its stream positions `[j*g, (j+1)*g)` (epoch `e` starts at batch `e * num_batches`, so no position
+            is drawn twice), its global indices span `STREAM_SPAN`, it has no lengths or caps, and its size (in
+            `task_sizes`, None when unknown) only weighs it in size-aware sampling, which refuses an unknown size;
+            `num_batches` must be given.
     """
 
     def __init__(
         self,
-        task_sizes: Mapping[str, int],
+        task_sizes: Mapping[str, int | None],
         batch_size: int,
         *,
         strategy: str = "proportional",
@@ -99,10 +107,24 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
         length_grouping_factor: int = 50,
         num_templates: Mapping[str, int] | None = None,
         task_streams: str = "by_position",
+        streamed: Iterable[str] = (),
     ) -> None:
         if not task_sizes:
             raise ValueError("task_sizes must name at least one task")
-        sizes = {str(name): _check_int(f"task size of {name!r}", n, 1) for name, n in task_sizes.items()}
+        self.streamed = frozenset(str(name) for name in streamed)
+        unknown_streamed = self.streamed - {str(name) for name in task_sizes}
+        if unknown_streamed:
+            raise ValueError(f"streamed names unknown tasks {sorted(unknown_streamed)}; tasks: {list(task_sizes)}")
+        unsized = sorted(str(name) for name, n in task_sizes.items() if n is None and str(name) in self.streamed)
+        if unsized and composition == "one_task" and strategy not in ("uniform", "round_robin"):
+            raise ValueError(
+                f"{strategy} sampling weighs tasks by size, and streamed task(s) {unsized} have no declared size: declare "
+                "num_rows (StreamingSource), or sample uniform or round_robin."
+            )
+        if self.streamed and num_batches is None:
+            raise ValueError(f"streamed task(s) {sorted(self.streamed)} have no end: give num_batches (the trainer's max_steps).")
+        # An unknown size weighs nothing (uniform / round_robin ignore sizes): 1 keeps every table well defined.
+        sizes = {str(name): _check_int(f"task size of {name!r}", 1 if n is None else n, 1) for name, n in task_sizes.items()}
         if strategy not in SAMPLING_STRATEGIES:
             raise ValueError(f"unknown sampling strategy {strategy!r}; known: {', '.join(SAMPLING_STRATEGIES)}")
         if composition not in COMPOSITIONS:
@@ -124,26 +146,34 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
         # What seeds each task's example stream (and cap, template draws) besides the seed: its position among the
         # tasks, or its name (the task then draws the same batches whatever other tasks are trained beside it).
         self._stream_keys = [k if task_streams == "by_position" else task_stream_key(name) for k, name in enumerate(self._names)]
-        self._offsets = dict(zip(self._names, np.concatenate([[0], np.cumsum(list(sizes.values()))[:-1]]).tolist()))
+        spans = [STREAM_SPAN if name in self.streamed else n for name, n in sizes.items()]
+        self._offsets = dict(zip(self._names, np.concatenate([[0], np.cumsum(spans)[:-1]]).astype(np.int64).tolist()))
 
         caps = self._parse_caps(max_examples_per_task)
         # The kept subset depends on the seed only, so a capped task sees the same examples every epoch.
         self._pools: list[np.ndarray] = []
         for k, name in enumerate(self._names):
             n = sizes[name]
+            if name in self.streamed and name in caps:
+                raise ValueError(f"max_examples_per_task: task {name!r} is streamed; cap its stream instead (build_task_datasets' caps).")
             if name in caps and caps[name] < n:
                 rng = np.random.default_rng([_CAP_SALT, self.seed, self._stream_keys[k]])
                 self._pools.append(np.sort(rng.choice(n, size=caps[name], replace=False)))
             else:
                 self._pools.append(np.arange(n))
 
-        self._lengths: list[np.ndarray] | None = None
+        self._lengths: list[np.ndarray | None] | None = None
         if lengths is not None:
             unknown = set(lengths) - set(self._names)
             if unknown:
                 raise ValueError(f"lengths name unknown tasks {sorted(unknown)}; tasks: {list(self._names)}")
             self._lengths = []
             for name in self._names:
+                if name in self.streamed:  # read as drawn: no lengths up front (never length-grouped)
+                    if name in lengths:
+                        raise ValueError(f"lengths of streamed task {name!r}: a stream has none up front")
+                    self._lengths.append(None)
+                    continue
                 if name not in lengths:
                     raise ValueError(f"lengths is missing task {name!r}")
                 arr = np.asarray(lengths[name], dtype=np.float64)  # float: safe to negate for sorting
@@ -160,7 +190,7 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
 
         global_batch = self.batch_size * self.world_size
         n_eff = [len(p) for p in self._pools]
-        small = {name: n for name, n in zip(self._names, n_eff) if n < global_batch}
+        small = {name: n for name, n in zip(self._names, n_eff) if n < global_batch and name not in self.streamed}
         if small and self.rank == 0:
             where = f"{self.batch_size} per process × {self.world_size} processes" if self.world_size > 1 else "the batch size"
             logger.warning(
@@ -280,8 +310,14 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
         and cut into global batches, whose order is then shuffled within the permutation (as in
         transformers' LengthGroupedSampler): similar lengths share a batch, the order stays random.
         """
+        g = self.batch_size * self.world_size
+        if self._names[k] in self.streamed:  # consecutive stream positions, never repeated across epochs
+            j = self.epoch * self.num_batches
+            while True:
+                yield np.arange(j * g, (j + 1) * g, dtype=np.int64), np.zeros(g, dtype=np.int64)
+                j += 1
         rng = np.random.default_rng([_STREAM_SALT, self.seed, self.epoch, self._stream_keys[k]])
-        pool, g = self._pools[k], self.batch_size * self.world_size
+        pool = self._pools[k]
         lengths = None if self._lengths is None else self._lengths[k]
         carry, carry_templates = pool[:0], pool[:0]
         num_templates, passes = self._templates[k], 0
@@ -353,6 +389,7 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
             "num_batches": self.num_batches,
             "length_grouped": self._lengths is not None,
             "length_grouping_factor": self.length_grouping_factor,
+            **({"streamed": sorted(self.streamed)} if self.streamed else {}),
             **({"num_templates": dict(zip(self._names, self._templates))} if self.yields_templates else {}),
         }
 

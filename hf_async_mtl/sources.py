@@ -29,7 +29,7 @@ from __future__ import annotations
 import csv
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,7 +143,7 @@ def _delimited_header(path: str, options: Mapping[str, Any], context: str) -> li
     return []
 
 
-def _load_files(context: str, source: TaskSource, split: str, cache_dir: str | None) -> datasets.Dataset:
+def _load_files(context: str, source: TaskSource, split: str, cache_dir: str | None, streaming: bool = False) -> Any:
     assert source.data_files is not None  # TaskSource holds files or a data set: the caller chose files
     if split not in source.data_files:
         raise ValueError(f"{context}: no data file for split {split!r}; data_files has {sorted(source.data_files)}.")
@@ -157,7 +157,7 @@ def _load_files(context: str, source: TaskSource, split: str, cache_dir: str | N
             raise ValueError(
                 f"{context}: {paths[0]} holds a DatasetDict ({sorted(loaded)}); name it as `dataset`, or give one split's directory."
             )
-        return loaded
+        return loaded.to_iterable_dataset() if streaming else loaded
     suffixes = {os.path.splitext(p)[1].lower() for p in paths}
     if len(suffixes) != 1 or next(iter(suffixes)) not in _BUILDERS:
         raise ValueError(
@@ -188,7 +188,9 @@ def _load_files(context: str, source: TaskSource, split: str, cache_dir: str | N
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            return datasets.load_dataset(builder, data_files={split: list(paths)}, split=split, cache_dir=cache_dir, **options)
+            return datasets.load_dataset(
+                builder, data_files={split: list(paths)}, split=split, cache_dir=cache_dir, streaming=streaming, **options
+            )
     except Exception as error:  # datasets wraps parser errors in DatasetGenerationError; keep the parser's words
         cause = error.__cause__ or error
         if isinstance(cause, UnicodeDecodeError):
@@ -213,7 +215,7 @@ def _is_saved_dict(path: str) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, "dataset_dict.json"))
 
 
-def _load_dataset(context: str, source: TaskSource, split: str, cache_dir: str | None) -> datasets.Dataset:
+def _load_dataset(context: str, source: TaskSource, split: str, cache_dir: str | None, streaming: bool = False) -> Any:
     name = source.split_name(split)
     assert source.dataset is not None  # TaskSource holds files or a data set: the caller chose a data set
     path = os.path.expanduser(source.dataset)
@@ -223,11 +225,11 @@ def _load_dataset(context: str, source: TaskSource, split: str, cache_dir: str |
         loaded = datasets.load_from_disk(path)
         if name not in loaded:
             raise ValueError(f"{context}: {path} has no split {name!r}; splits: {sorted(loaded)}.")
-        return loaded[name]
+        return loaded[name].to_iterable_dataset() if streaming else loaded[name]
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "state.json")):
         raise ValueError(f"{context}: {path} is one saved split (Dataset.save_to_disk); give it in data_files.")
     try:
-        return datasets.load_dataset(path, source.config, split=name, revision=source.revision, cache_dir=cache_dir)
+        return datasets.load_dataset(path, source.config, split=name, revision=source.revision, cache_dir=cache_dir, streaming=streaming)
     except ValueError as error:
         if "split" in str(error).lower():
             raise ValueError(f"{context}: {source.describe(split)}: {_one_line(error)}") from None
@@ -237,15 +239,22 @@ def _load_dataset(context: str, source: TaskSource, split: str, cache_dir: str |
 
 
 def load_source_split(
-    source: TaskSource, split: str, *, task: str | None = None, cache_dir: str | os.PathLike | None = None
-) -> datasets.Dataset:
-    """One split of `source` as `datasets` loads it, with `source.columns` renamed to the task's fields."""
+    source: TaskSource, split: str, *, task: str | None = None, cache_dir: str | os.PathLike | None = None, streaming: bool = False
+) -> Any:
+    """One split of `source` as `datasets` loads it, with `source.columns` renamed to the task's fields: a `Dataset`, or
+    with `streaming=True` an `IterableDataset` (read lazily; its features resolved from the first rows when the
+    format does not declare them)."""
     context = f"Task {task!r}" if task else "TaskSource"
     cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
     loader = _load_files if source.data_files is not None else _load_dataset
-    dataset = loader(context, source, split, cache_dir)
-    if isinstance(dataset, datasets.DatasetDict):  # a builder that ignored `split`
+    dataset = loader(context, source, split, cache_dir, streaming)
+    if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):  # a builder that ignored `split`
         dataset = dataset[source.split_name(split)]
+    if streaming and dataset.features is None:
+        try:
+            dataset = dataset._resolve_features()  # reads the first rows: a column check needs the names
+        except Exception as error:
+            raise ValueError(f"{context}: {source.describe(split)}: cannot read it: {_one_line(error.__cause__ or error)}") from error
     renames = {column: task_field for task_field, column in source.columns.items() if column != task_field}
     missing = [column for column in renames if column not in dataset.column_names]
     if missing:
@@ -397,21 +406,47 @@ def load_task(
         )
     if len(raw) == 0:
         raise ValueError(f"{where} holds no examples.")
-    for name in spec.text_fields:
-        feature = raw.features[name]
-        if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
-            raise ValueError(f"{where}, column {name!r}: a text field must hold strings, got feature {feature}.")
-    converter = _LabelConverter(spec, raw.features[spec.label_field], where) if labelled else None
+    convert = row_converter(spec, raw.features, where, labelled=labelled, delimited=_is_delimited(source, split))
+    converted = raw.with_format("arrow").map(
+        convert,
+        batched=True,
+        batch_size=_BATCH,
+        with_indices=True,
+        remove_columns=raw.column_names,
+        features=task_features(spec),
+        desc=f"Checking {spec.name} {split}",
+    )
+    return converted.with_format(None)
+
+
+def task_features(spec: TaskSpec) -> datasets.Features:
+    """The columns of a loaded task split: its text fields (string), `label` (int64 / float32) and `idx` (int64)."""
     label_type = datasets.Value("float32" if spec.is_regression else "int64")
-    features = datasets.Features(
+    return datasets.Features(
         {**{name: datasets.Value("string") for name in spec.text_fields}, "label": label_type, "idx": datasets.Value("int64")}
     )
 
-    delimited = source.data_files is not None and any(
+
+def _is_delimited(source: TaskSource, split: str) -> bool:
+    return source.data_files is not None and any(
         _BUILDERS.get(os.path.splitext(p)[1].lower(), ("",))[0] == "csv" for p in source.data_files.get(split, ())
     )
 
-    def convert(table: pa.Table, rows: list[int]) -> pa.Table:
+
+def row_converter(
+    spec: TaskSpec, features: Mapping[str, Any], where: str, *, labelled: bool = True, delimited: bool = False
+) -> Callable[[pa.Table, Sequence[int]], pa.Table]:
+    """`convert(table, rows)`: one Arrow batch of a source (rows = their 0-based row numbers) as the task's columns
+    (`task_features`), or a `ValueError` naming `where`, the first bad row and its field. Shared by `load_task` and
+    the streamed tasks (`hf_async_mtl.streaming`), which convert each block as they read it."""
+    for name in spec.text_fields:
+        feature = features[name]
+        if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+            raise ValueError(f"{where}, column {name!r}: a text field must hold strings, got feature {feature}.")
+    converter = _LabelConverter(spec, features[spec.label_field], where) if labelled else None
+
+    def convert(table: pa.Table, rows: Sequence[int]) -> pa.Table:
+        rows = list(rows)
         for name in spec.text_fields:
             bad = _first_true(pc.is_null(table[name]))
             if bad is not None:
@@ -428,16 +463,7 @@ def load_task(
             columns = {name: pc.replace_substring(column, "\r\n", "\n") for name, column in columns.items()}
         return pa.table({**columns, "label": labels, "idx": pa.array(rows, type=pa.int64())})
 
-    converted = raw.with_format("arrow").map(
-        convert,
-        batched=True,
-        batch_size=_BATCH,
-        with_indices=True,
-        remove_columns=raw.column_names,
-        features=features,
-        desc=f"Checking {spec.name} {split}",
-    )
-    return converted.with_format(None)
+    return convert
 
 
 # ---- inferring a spec from the data ----------------------------------------------------------------
@@ -519,6 +545,7 @@ class TaskDataSource:
     """
 
     cap_group: str | None = None
+    streaming = False  # a streamed training split (`hf_async_mtl.streaming.StreamingSource`)
 
     def load(self, split: str) -> datasets.Dataset:
         """One split (`train`, `validation`, ...), loaded once."""

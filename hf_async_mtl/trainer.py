@@ -37,6 +37,7 @@ from .state import (
     WeightingCheckpointState,
     checkpoint_global_step,
 )
+from .streaming import StreamStateCallback, check_streamed_run
 from .tartan import DevObjective, carve_dev_slices, end_task_selection, weighting_options
 from .tasks import TaskSpec, check_unique_names
 from .weighting import build_weighting
@@ -117,6 +118,8 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             if unknown:
                 raise ValueError(f"train_dataset has tasks without a TaskSpec: {unknown}.")
             train_dataset = MultiTaskDataset({name: train_dataset[name] for name in self.task_specs if name in train_dataset})
+        if train_dataset is not None:
+            check_streamed_run(train_dataset.streamed, args, needs_dev_gradient=self.weighting.needs_dev_gradient)
         if eval_dataset is not None:
             unknown = sorted(set(eval_dataset) - set(self.task_specs))
             if unknown:
@@ -177,6 +180,8 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         # Writes each checkpoint's completeness marker: train() keeps it after every other callback.
         self.checkpoint_completion = CheckpointCompletion()
         self.add_callback(self.checkpoint_completion)
+        if self.train_dataset is not None and self.train_dataset.streamed:  # each stream's block starts, in every checkpoint
+            self.add_callback(StreamStateCallback({t: self.train_dataset.task_datasets[t] for t in self.train_dataset.streamed}))
         self.async_convergence: AsyncConvergenceCallback | None = None
         if args.async_kd:
             options = AsyncKDOptions.from_arguments(args)
@@ -248,6 +253,7 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             world_size=self.args.world_size,
             num_templates=dataset.num_templates,
             task_streams=self.args.task_streams,
+            streamed=dataset.streamed,
         )
 
     def get_train_dataloader(self) -> DataLoader:

@@ -42,6 +42,8 @@ from .snapshots import ParameterSnapshot, SnapshotKeeper
 from .soft_labels import SoftLabels, build_teacher
 from .storage import dataset_fingerprint
 
+ONLINE_FINGERPRINT = "online: no table"  # online soft labels belong to no fixed set of rows
+
 logger = logging.getLogger(__name__)
 
 REPORT_NAME = "convergence_report.json"
@@ -108,6 +110,12 @@ class AsyncConvergenceCallback(TrainerCallback):
                 f"kd_soft_labels='on_demand' would label each example from whichever template its batch drew; task(s) "
                 f"{pooled} have template pools: use kd_soft_labels='precompute' (labels follow the task's prompt_eval)."
             )
+        streamed = sorted(t for t in self.specs if train_dataset is not None and t in getattr(train_dataset, "streamed", ()))
+        if streamed and options.soft_labels != "online":
+            raise ValueError(
+                f"kd_soft_labels={options.soft_labels!r} keeps a table over a task's training set; streamed task(s) {streamed} "
+                "have no end to label: use kd_soft_labels='online' (the teacher labels each distilled batch as it is drawn)."
+            )
         if options.soft_labels == "precompute" and labeller is None and train_dataset is not None:
             raise ValueError("kd_soft_labels='precompute' needs a TeacherLabeller.")
         self.monitor = self._new_monitor(None)
@@ -157,8 +165,10 @@ class AsyncConvergenceCallback(TrainerCallback):
             if selection is None or "labels" not in selection.column_names:
                 continue
             # cast: the trainer passes its training data here; a callback built without any fails below as it did before.
-            train = cast(MultiTaskDataset, self.train_dataset).template_view(task, 0)
-            trivial = trivial_predictor_value(spec, train["labels"], selection["labels"])
+            dataset = cast(MultiTaskDataset, self.train_dataset)
+            # A streamed task's training labels are not at hand: its trivial predictor is fitted on the held-out rows.
+            train_labels = selection["labels"] if task in dataset.streamed else dataset.template_view(task, 0)["labels"]
+            trivial = trivial_predictor_value(spec, train_labels, selection["labels"])
             floor = convergence_floor(trivial, self._monitored_metrics(task), len(selection), self.options.margin_z, spec.greater_is_better)
             references[task] = {"trivial_value": trivial, "selection_size": len(selection), "floor": floor, "margin": abs(floor - trivial)}
         return references
@@ -244,15 +254,16 @@ class AsyncConvergenceCallback(TrainerCallback):
         options = self.options
         if not snapshots:
             raise RuntimeError(f"Task {task!r} converged but no snapshot of its best point was kept.")
-        dataset = cast(MultiTaskDataset, self.train_dataset).template_view(task, 0)
         ensemble = options.ensemble if len(snapshots) > 1 else "parameters"
+        num_examples, fingerprint = self._rows(task)
         soft_labels = SoftLabels(
             task,
             build_teacher(snapshots, ensemble),
             is_regression=self.specs[task].is_regression,
-            num_examples=len(dataset),
-            fingerprint=dataset_fingerprint(token_rows(dataset)),
+            num_examples=num_examples,
+            fingerprint=fingerprint,
             metadata={"teacher_steps": ",".join(str(s.step) for s in snapshots), "ensemble": ensemble, "converged_step": str(step)},
+            online=options.soft_labels == "online",
         )
         if options.soft_labels == "precompute":
             assert self.labeller is not None  # __init__ refuses precompute without a labeller
@@ -274,6 +285,8 @@ class AsyncConvergenceCallback(TrainerCallback):
         what = (
             f"soft labels for {soft_labels.num_labelled} examples in {soft_labels.seconds:.1f} s"
             if soft_labels.complete
+            else "soft labels computed online, batch by batch"
+            if soft_labels.online
             else "soft labels computed on demand"
         )
         logger.warning(
@@ -286,6 +299,13 @@ class AsyncConvergenceCallback(TrainerCallback):
                 f"kd_teacher_step_{task}": float(snapshots[0].step),
             }
         )
+
+    def _rows(self, task: str) -> tuple[int, str]:
+        """The size and fingerprint of the training rows `task`'s soft labels belong to (online: none, no table)."""
+        if self.options.soft_labels == "online":
+            return 0, ONLINE_FINGERPRINT
+        dataset = cast(MultiTaskDataset, self.train_dataset).template_view(task, 0)
+        return len(dataset), dataset_fingerprint(token_rows(dataset))
 
     def _switch_to_distillation(self, task: str, soft_labels: SoftLabels) -> None:
         """From now on `task` trains against `soft_labels` instead of its true labels."""
@@ -346,11 +366,8 @@ class AsyncConvergenceCallback(TrainerCallback):
         self.records = {task: dict(record) for task, record in saved["records"].items()}
         self.soft_labels = {}
         for task in self.monitor.converged_tasks:
-            dataset = cast(MultiTaskDataset, self.train_dataset).template_view(task, 0)
             soft_labels = SoftLabels.load(
-                os.path.join(directory, "soft_labels", f"{task}.safetensors"),
-                task=task,
-                fingerprint=dataset_fingerprint(token_rows(dataset)),
+                os.path.join(directory, "soft_labels", f"{task}.safetensors"), task=task, fingerprint=self._rows(task)[1]
             )
             self._switch_to_distillation(task, soft_labels)
         self.keeper.release_all()

@@ -13,7 +13,7 @@ from typing import Any
 
 LOSS_TYPES = ("kl", "mse")
 ENSEMBLE_TYPES = ("parameters", "predictions")
-SOFT_LABEL_MODES = ("precompute", "on_demand")
+SOFT_LABEL_MODES = ("precompute", "on_demand", "online")
 ARGUMENT_PREFIX = "kd_"
 
 
@@ -46,8 +46,10 @@ class AsyncKDOptions:
         top_k: Teacher built from a task's k best snapshots (1 = best only).
         ensemble: How k > 1 snapshots form the teacher: `parameters` (weight average) or `predictions`
             (mean probability / mean output of each snapshot's labels).
-        soft_labels: `precompute` (one teacher pass over the training set at convergence, the paper) or
-            `on_demand` (each row the first time a batch draws it afterwards; same labels).
+        soft_labels: `precompute` (one teacher pass over the training set at convergence, the paper),
+            `on_demand` (each row the first time a batch draws it afterwards; same labels, kept in a table) or
+            `online` (the teacher labels every distilled batch as it is drawn, nothing kept: memory independent of
+            the task's size, the teacher's forward pass on every batch; the only mode for a streamed task).
         snapshot_dir: Keep best-parameter snapshots in this directory instead of CPU memory.
         label_batch_size: Batch size of the teacher's labelling pass (None: max(128, evaluation batch size)).
     """

@@ -8,7 +8,9 @@ not labelled yet:
 - ``kd_soft_labels="precompute"`` (the paper): `fill` runs the teacher over the whole training set
   at the moment of convergence;
 - ``kd_soft_labels="on_demand"``: `lookup` labels each row the first time a training batch draws it,
-  so rows never drawn again cost nothing and every rank of a multi-process run labels its own batches.
+  so rows never drawn again cost nothing and every rank of a multi-process run labels its own batches;
+- ``kd_soft_labels="online"``: no table at all: `lookup` labels every batch as it is drawn (an online teacher), so
+  memory does not grow with the task's size (a streamed task, `hf_async_mtl.streaming`); the file keeps the teacher.
 
 Both give the same numbers (the teacher runs on the same rows in eval mode without gradients) and leave
 the training's random numbers alone (the precomputing pass's loader has its own generator). The
@@ -68,6 +70,7 @@ class SoftLabels:
         fingerprint: `dataset_fingerprint` of that training set.
         table: Rows labelled so far (NaN = missing), e.g. from a checkpoint.
         metadata: Strings stored with the file (e.g. the teacher's steps).
+        online: Keep no table: label every batch as it is drawn (`num_examples` and `fingerprint` are not checked).
     """
 
     def __init__(
@@ -80,8 +83,12 @@ class SoftLabels:
         fingerprint: str,
         table: torch.Tensor | None = None,
         metadata: Mapping[str, str] | None = None,
+        online: bool = False,
     ) -> None:
-        if num_examples < 1:
+        self.online = online
+        if online and (table is not None or not teacher):
+            raise ValueError(f"Task {task!r}: online soft labels keep no table and need the teacher's tensors.")
+        if num_examples < 1 and not online:
             raise ValueError(f"Task {task!r}: soft labels need at least one training example, got {num_examples}.")
         if table is not None and (table.dim() != 2 or table.shape[0] != num_examples):
             raise ValueError(f"Task {task!r}: soft-label table of shape {tuple(table.shape)} for {num_examples} examples.")
@@ -102,8 +109,8 @@ class SoftLabels:
 
     @property
     def complete(self) -> bool:
-        """Whether every training example has its soft label (the teacher's tensors are then freed)."""
-        return self.num_labelled == self.num_examples
+        """Whether every training example has its soft label (the teacher's tensors are then freed); never online."""
+        return not self.online and self.num_labelled == self.num_examples
 
     @property
     def num_teachers(self) -> int:
@@ -116,6 +123,8 @@ class SoftLabels:
         `model` is the (unwrapped) training model and `batch` its inputs for these rows.
         """
         ids = example_ids.detach().cpu().long().view(-1)
+        if self.online:
+            return self._label(model, batch, torch.ones_like(ids, dtype=torch.bool))
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_examples):
             raise IndexError(f"Task {self.task!r}: example id out of range for {self.num_examples} training examples.")
         missing = torch.ones_like(ids, dtype=torch.bool) if self.table is None else torch.isnan(self.table[ids, 0])
@@ -210,6 +219,7 @@ class SoftLabels:
             "is_regression": json.dumps(self.is_regression),
             "num_teachers": str(self.num_teachers),
             "seconds": repr(self.seconds),
+            "online": json.dumps(self.online),
         }
         save_safetensors_atomic(path, tensors, metadata)
 
@@ -239,7 +249,7 @@ class SoftLabels:
                         teacher[int(position)][name] = handle.get_tensor(key)
         except SafetensorError as error:
             raise ValueError(f"{path}: not a readable safetensors file: {error}") from error
-        own = ("format", "task", "fingerprint", "num_examples", "is_regression", "num_teachers", "seconds")
+        own = ("format", "task", "fingerprint", "num_examples", "is_regression", "num_teachers", "seconds", "online")
         try:
             labels = cls(
                 task,
@@ -249,6 +259,7 @@ class SoftLabels:
                 fingerprint=fingerprint,
                 table=table,
                 metadata={k: v for k, v in metadata.items() if k not in own},
+                online=json.loads(metadata.get("online", "false")),
             )
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from None

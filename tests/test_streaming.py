@@ -1,0 +1,208 @@
+"""Streamed tasks (hf_async_mtl.streaming): read as drawn, held-out first rows, exact resume, online teacher."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from hf_async_mtl import MultiTaskTrainer
+from hf_async_mtl.data import build_task_datasets
+from hf_async_mtl.sampling import MultiTaskBatchSampler
+from hf_async_mtl.sources import DatasetsSource, TaskSource
+from hf_async_mtl.streaming import StreamingSource
+from tests.conftest import TASKS, make_model, sentiment_rows, similarity_rows
+from tests.test_trainer import _losses_by_step, make_args
+
+SENTIMENT, SIMILARITY = TASKS
+
+
+def _write_jsonl(path, dataset, label_names=None):
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in dataset:
+            row = {k: v for k, v in row.items() if k != "idx"}
+            if label_names is not None:
+                row["label"] = label_names[row["label"]]
+            handle.write(json.dumps(row) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stream")
+    return {
+        "sentiment": _write_jsonl(root / "sentiment.jsonl", sentiment_rows(230, 11), SENTIMENT.label_names),
+        "sentiment_dev": _write_jsonl(root / "sentiment_dev.jsonl", sentiment_rows(24, 12), SENTIMENT.label_names),
+        "similarity": _write_jsonl(root / "similarity.jsonl", similarity_rows(90, 13)),
+        "similarity_dev": _write_jsonl(root / "similarity_dev.jsonl", similarity_rows(24, 14)),
+        "root": root,
+    }
+
+
+def _sources(files, block_size=64, num_rows=None, streamed=True):
+    sentiment = TaskSource(data_files={"train": files["sentiment"], "validation": files["sentiment_dev"]})
+    similarity = TaskSource(data_files={"train": files["similarity"], "validation": files["similarity_dev"]})
+    first = (
+        StreamingSource(SENTIMENT, sentiment, block_size=block_size, num_rows=num_rows)
+        if streamed
+        else DatasetsSource(SENTIMENT, sentiment)
+    )
+    return [(SENTIMENT, first), (SIMILARITY, DatasetsSource(SIMILARITY, similarity))]
+
+
+def _build(files, tokenizer, **kwargs):
+    options = dict(max_seq_length=32, selection_fraction=0.1, selection_max=20, seed=5)
+    options.update(kwargs)
+    return build_task_datasets(
+        _sources(files, **{k: options.pop(k) for k in ("block_size", "num_rows") if k in options}), tokenizer, **options
+    )
+
+
+def test_the_first_rows_are_held_out_and_every_other_row_streams_once_per_pass_in_block_shuffled_order(files, tokenizer):
+    data = _build(files, tokenizer)
+    assert data.selection["sentiment"]["idx"] == list(range(20))  # the first rows of the file, never trained on
+    assert data.selection_records["sentiment"]["selection_size"] == 20 and data.train_sizes["sentiment"] is None
+    stream = data.train["sentiment"]
+    first_pass = [row["example_ids"] for row in stream.features(range(210))]
+    assert first_pass == list(range(210))
+    raw = [stream._materialise(stream._block_of(p)).slice(p - stream._block_of(p).record.start, 1)["idx"][0].as_py() for p in range(210)]
+    assert sorted(raw) == list(range(20, 230))  # each training row once, none of the held-out ones
+    assert raw[:64] != list(range(20, 84)) and sorted(raw[:64]) == list(range(20, 84))  # shuffled inside its block
+    second = [
+        stream._materialise(stream._block_of(p)).slice(p - stream._block_of(p).record.start, 1)["idx"][0].as_py() for p in range(210, 420)
+    ]
+    assert sorted(second) == list(range(20, 230)) and second != raw  # the next pass, in another order
+    # Features are the map-style tokenisation of the same rows.
+    mapped = _build(files, tokenizer)  # a fresh stream object reads the same
+    assert mapped.train["sentiment"].features([5, 70, 300]) == stream.features([5, 70, 300])
+
+
+def test_a_stream_seeks_back_and_resumes_from_its_recorded_block_starts(files, tokenizer):
+    stream = _build(files, tokenizer).train["sentiment"]
+    reference = stream.features(range(140, 150))
+    state = json.loads(json.dumps(stream.state_dict()))
+    fresh = _build(files, tokenizer).train["sentiment"]
+    fresh.load_state_dict(state)
+    read_before = fresh.rows_read
+    assert fresh.features(range(140, 150)) == reference
+    assert fresh.rows_read - read_before == 64  # reopened at the block of position 140 (128..191), not from the start
+    assert stream.features(range(3)) == fresh.features(range(3))  # back to the start
+    with pytest.raises(ValueError, match="block_size"):
+        _build(files, tokenizer, block_size=32).train["sentiment"].load_state_dict(state)
+
+
+def test_bad_rows_fail_with_the_file_and_row_in_the_first_block_at_build_and_later_when_drawn(files, tokenizer, tmp_path):
+    rows = [json.loads(line) for line in open(files["sentiment"], encoding="utf-8")]
+    for where, expected_when in ((40, "build"), (200, "drawn")):
+        broken = [dict(r) for r in rows]
+        broken[where]["label"] = "maybe"
+        path = tmp_path / f"broken{where}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in broken))
+        source = StreamingSource(
+            SENTIMENT, TaskSource(data_files={"train": str(path), "validation": files["sentiment_dev"]}), block_size=64
+        )
+        tasks = [(SENTIMENT, source)]
+        if expected_when == "build":
+            with pytest.raises(ValueError, match=r"broken40.jsonl.*row 40 \(0-based\).*'maybe'"):
+                build_task_datasets(tasks, tokenizer, max_seq_length=32, selection_max=20)
+        else:
+            stream = build_task_datasets(tasks, tokenizer, max_seq_length=32, selection_max=20).train["sentiment"]
+            with pytest.raises(ValueError, match=r"broken200.jsonl.*row 200 \(0-based\).*'maybe'"):
+                stream.features(range(210))
+
+
+def test_the_sampler_gives_a_stream_consecutive_positions_split_across_processes(files, tokenizer):
+    sizes = {"sentiment": None, "similarity": 81}
+    whole = MultiTaskBatchSampler(sizes, 4, strategy="round_robin", num_batches=6, streamed=["sentiment"], world_size=2, rank=0)
+    other = MultiTaskBatchSampler(sizes, 4, strategy="round_robin", num_batches=6, streamed=["sentiment"], world_size=2, rank=1)
+    streamed = [b for b in whole if b[0] < whole.offsets["similarity"]]
+    assert streamed == [[0, 1, 2, 3], [8, 9, 10, 11], [16, 17, 18, 19]]
+    assert [b for b in other if b[0] < other.offsets["similarity"]] == [[4, 5, 6, 7], [12, 13, 14, 15], [20, 21, 22, 23]]
+    with pytest.raises(ValueError, match="proportional sampling weighs tasks by size.*declare num_rows"):
+        MultiTaskBatchSampler(sizes, 4, strategy="proportional", num_batches=6, streamed=["sentiment"])
+    with pytest.raises(ValueError, match="no end: give num_batches"):
+        MultiTaskBatchSampler(sizes, 4, strategy="uniform", streamed=["sentiment"])
+    sized = MultiTaskBatchSampler({"sentiment": 1000, "similarity": 81}, 4, strategy="proportional", num_batches=6, streamed=["sentiment"])
+    assert sized.task_probabilities(0)["sentiment"] == pytest.approx(1000 / 1081)
+
+
+def _trainer(tmp_path, tokenizer, data, out, **overrides):
+    args = dict(max_steps=8, sampling_strategy="round_robin", logging_steps=1, save_strategy="steps", save_steps=4, learning_rate=1e-3)
+    args.update(overrides)
+    model = make_model(tokenizer, seed=3)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return MultiTaskTrainer(
+        model=model,
+        args=make_args(tmp_path / out, **args),
+        task_specs=TASKS,
+        train_dataset=data.train,
+        eval_dataset=data.selection,
+        processing_class=tokenizer,
+    )
+
+
+def test_a_run_with_a_streamed_task_resumes_exactly_where_it_stopped(files, tokenizer, tmp_path):
+    full = _trainer(tmp_path, tokenizer, _build(files, tokenizer, block_size=16), "full")
+    full.train()
+    checkpoint = os.path.join(full.args.output_dir, "checkpoint-4")
+    assert json.load(open(os.path.join(checkpoint, "stream_state.json")))["sentiment"]["records"]
+    resumed = _trainer(tmp_path, tokenizer, _build(files, tokenizer, block_size=16), "resumed")
+    resumed.train(resume_from_checkpoint=checkpoint)
+    full_losses, resumed_losses = _losses_by_step(full), _losses_by_step(resumed)
+    assert [resumed_losses[s] for s in range(5, 9)] == pytest.approx([full_losses[s] for s in range(5, 9)], rel=1e-5)
+    for a, b in zip(full.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b)
+    # Another stream (block size) is refused before any step.
+    other = _trainer(tmp_path, tokenizer, _build(files, tokenizer, block_size=32), "other")
+    with pytest.raises(ValueError, match="streams otherwise than the checkpoint.*block_size"):
+        other.train(resume_from_checkpoint=checkpoint)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"max_steps": -1, "num_train_epochs": 1}, "have no end: set max_steps"),
+        ({"dataloader_num_workers": 1}, "set dataloader_num_workers=0"),
+        (
+            {"mtl_method": "async_kd", "kd_soft_labels": "precompute", "eval_strategy": "steps", "eval_steps": 2},
+            "use kd_soft_labels='online'",
+        ),
+        ({"diagnostics_steps": 2}, "diagnostics_steps samples batches"),
+    ],
+)
+def test_what_a_stream_cannot_do_is_refused_in_one_line(files, tokenizer, tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _trainer(tmp_path, tokenizer, _build(files, tokenizer), "refused", **overrides)
+
+
+def test_online_soft_labels_equal_the_table_and_distill_a_streamed_task(files, tokenizer, tmp_path):
+    """On a map-style task the online teacher gives the training the same losses as the on-demand table; on a stream
+    it distils with nothing stored but the teacher."""
+    kd = dict(
+        mtl_method="async_kd",
+        kd_patience=1,
+        kd_min_delta=10.0,
+        kd_require_improvement=False,
+        kd_require_decline=False,
+        kd_trivial_gate=False,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_strategy="no",
+    )
+    mapped = _build(files, tokenizer, block_size=16)
+    mapped_sources = build_task_datasets(_sources(files, streamed=False), tokenizer, max_seq_length=32, selection_max=20, seed=5)
+    runs = {}
+    for mode in ("on_demand", "online"):
+        runs[mode] = _trainer(tmp_path, tokenizer, mapped_sources, mode, kd_soft_labels=mode, **kd)
+        runs[mode].train()
+    assert runs["online"].async_convergence.records.keys() == runs["on_demand"].async_convergence.records.keys() != set()
+    a, b = _losses_by_step(runs["on_demand"]), _losses_by_step(runs["online"])
+    assert [b[s] for s in sorted(a)] == pytest.approx([a[s] for s in sorted(a)], rel=1e-4)
+    streamed = _trainer(tmp_path, tokenizer, mapped, "streamed", kd_soft_labels="online", **kd)
+    streamed.train()
+    labels = streamed.async_convergence.soft_labels["sentiment"]
+    assert labels.online and labels.table is None and labels.num_teachers == 1
