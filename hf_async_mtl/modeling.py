@@ -6,7 +6,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -21,54 +20,14 @@ from transformers import (
 )
 from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput
 
-from .bi_encoder import (
-    COSINE_HEAD,
-    SENTENCE_TRANSFORMERS_POOLING,
-    bi_encoder_logits,
-    build_pair_head,
-    check_pair_head,
-    export_sentence_transformers,
-    is_bi_encoder,
-    split_pair_inputs,
-)
+from .bi_encoder import bi_encoder_logits, build_pair_head, check_pair_head, is_bi_encoder, split_pair_inputs
+from .export import MultiTaskExportMixin
 from .losses import task_loss
 from .mlm import IGNORE_INDEX, MLM_PROBLEM_TYPE, MaskedLMHead, init_mlm_head, load_mlm_head, masked_lm_loss
 from .pooling import POOLING_MODES, pool
 from .tasks import TaskSpec, check_unique_names, head_mismatches
 
 logger = logging.getLogger(__name__)
-
-
-# What `export_task` writes for poolings without a native transformers model: this self-contained file,
-# named in config.json's `auto_map` (the Hub convention for custom code; loads with trust_remote_code=True).
-REMOTE_CODE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modeling_hf_async_mtl.py")
-# Imported by REMOTE_CODE_FILE (prompt rendering for exported pipelines): copied beside it.
-REMOTE_CODE_DEPENDENCIES = tuple(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), name) for name in ("pooling.py", "prompting.py", "bi_encoder.py")
-)
-# An exported task with prompt templates renders raw text through this pipeline (in REMOTE_CODE_FILE).
-PROMPT_PIPELINE = {
-    "text-classification": {
-        "impl": "modeling_hf_async_mtl.PromptTextClassificationPipeline",
-        "pt": ["AutoModelForSequenceClassification"],
-        "tf": [],
-        "type": "text",
-    }
-}
-# An exported bi-encoder pair task (not a sentence-transformers directory) tokenizes its two texts apart through this one.
-PAIR_PIPELINE = {
-    "text-classification": {
-        "impl": "modeling_hf_async_mtl.PairTextClassificationPipeline",
-        "pt": ["AutoModelForSequenceClassification"],
-        "tf": [],
-        "type": "text",
-    }
-}
-REMOTE_CODE_AUTO_MAP = {
-    "AutoConfig": "modeling_hf_async_mtl.HfAsyncMtlConfig",
-    "AutoModel": "modeling_hf_async_mtl.HfAsyncMtlForSequenceClassification",
-    "AutoModelForSequenceClassification": "modeling_hf_async_mtl.HfAsyncMtlForSequenceClassification",
-}
 
 
 class MultiTaskConfig(PretrainedConfig):
@@ -217,11 +176,12 @@ def read_sentence_transformers_pooling(name_or_path: str | os.PathLike, **hub_kw
     return None
 
 
-class MultiTaskModel(PreTrainedModel):
+class MultiTaskModel(MultiTaskExportMixin, PreTrainedModel):
     """Shared encoder (any `AutoModel`) with one head (dropout + linear) per task.
 
     A forward pass takes a task-homogeneous batch: `task_ids` (one id per example, all equal) or
-    `task_name` selects the head. With `labels` the task's hard-label loss is returned as `loss`.
+    `task_name` selects the head. With `labels` the task's hard-label loss is returned as `loss`. Its export
+    methods (`single_task_model`, `export_task`, `push_to_hub`, `push_task_to_hub`) are in `hf_async_mtl.export`.
     """
 
     config_class = MultiTaskConfig
@@ -554,133 +514,6 @@ class MultiTaskModel(PreTrainedModel):
         logits = self.heads[task](hidden[selected], embedding)
         loss = masked_lm_loss(logits, labels[selected]) if logits.shape[0] else logits.sum() * 0.0
         return MaskedLMOutput(loss=loss, logits=logits)
-
-    # ---- export -------------------------------------------------------------------------------
-
-    def single_task_model(self, task_name: str) -> MultiTaskModel:
-        """A one-head copy of this model (shared encoder + that task's head). With task-specific capacity the
-        copy is a plain model: the task's adapter merged into the encoder, its unshared layers inlined."""
-        head = self.config.task(task_name)
-        config_dict = self.config.to_dict()
-        config_dict["tasks"] = [head]
-        config_dict["id2label"] = {int(k): v for k, v in head["id2label"].items()}
-        config_dict["label2id"] = {v: int(k) for k, v in head["id2label"].items()}
-        config_dict["problem_type"] = head["problem_type"]
-        config_dict.pop("model_type", None)
-        config_dict.pop("transformers_version", None)
-        if self.has_task_capacity:
-            from .task_capacity import plain_encoder
-
-            config_dict.update(unshared_layers=0, task_adapters=None, task_adapters_train_base=False)
-            single = MultiTaskModel(MultiTaskConfig(**config_dict))
-            single.encoder.load_state_dict(plain_encoder(self.encoder, task_name).state_dict())
-            single.heads[task_name].load_state_dict(self.heads[task_name].state_dict())
-            return single.to(self.device)  # type: ignore[arg-type]
-        config = MultiTaskConfig(**config_dict)
-        single = MultiTaskModel(config)
-        state = {k: v for k, v in self.state_dict().items() if not k.startswith("heads.") or k.startswith(f"heads.{task_name}.")}
-        single.load_state_dict(state)
-        # transformers wraps `.to` with functools.wraps; mypy does not bind `self` through the `_Wrapped` it returns.
-        return single.to(self.device)  # type: ignore[arg-type]
-
-    def export_task(self, task_name: str, save_directory: str | os.PathLike, tokenizer: Any = None, **save_kwargs: Any) -> PreTrainedModel:
-        """Save one task as a checkpoint that plain transformers loads, with its tokenizer when given.
-
-        With `pooling="pooler"` on an encoder whose native sequence-classification model is "pooler →
-        dropout → linear classifier" (BERT family), a standard native checkpoint (e.g.
-        `BertForSequenceClassification`) is written: `AutoModelForSequenceClassification` and `pipeline`
-        load it as is. Other poolings (mean, max, first token) have no native equivalent: a one-head
-        `MultiTaskModel` is written with the Hub convention for custom architectures — `config.json`
-        names `modeling_hf_async_mtl.py` (copied into the directory with `prompting.py`) in its `auto_map` —
-        so it loads with `trust_remote_code=True` in an interpreter that never imports `hf_async_mtl`, and
-        without it where `hf_async_mtl` is imported. A task with prompt templates (mask pooling) also
-        names a pipeline in `custom_pipelines`, so `pipeline("text-classification", model=directory,
-        trust_remote_code=True)` wraps raw text in the task's template(s) as training did. `tokenizer` (e.g. the trainer's `processing_class`) is saved
-        too, which `pipeline("text-classification", model=directory)` needs. Returns the saved model.
-
-        A bi-encoder cosine task (mean, first-token or max pooling) is written as a sentence-transformers directory
-        instead: the plain encoder and tokenizer (`AutoModel` loads them), `modules.json` and its pooling, so
-        `SentenceTransformer(directory)` encodes and its cosine `similarity` is the task's cosine (the encoder is
-        returned). Other bi-encoder tasks (sbert heads; cosine on pooler outputs) are the one-head model with its
-        remote code, whose forward takes text b as `pair_input_ids` / `pair_attention_mask` (docs/bi_encoder.md).
-        """
-        if self.config.task(task_name)["problem_type"] == MLM_PROBLEM_TYPE:
-            raise ValueError(f"Task {task_name!r} is an MLM auxiliary objective: it has no classifier to export.")
-        if self.has_task_capacity:
-            # The task's adapter merged / its layers inlined: a plain one-task model, exported as any other.
-            return self.single_task_model(task_name).export_task(task_name, save_directory, tokenizer=tokenizer, **save_kwargs)
-        if self.has_adapters:
-            # Exports are plain checkpoints: merge the adapters into the encoder first.
-            return self.merge_adapters().export_task(task_name, save_directory, tokenizer=tokenizer, **save_kwargs)
-        head, pooling = self.config.task(task_name), self.config.task_pooling(task_name)
-        if is_bi_encoder(head) and head["pair_head"] == COSINE_HEAD and pooling in SENTENCE_TRANSFORMERS_POOLING:
-            max_seq_length = getattr(self.config, "max_seq_length", None) or 128  # tokenize_task's default
-            return export_sentence_transformers(
-                self.encoder, save_directory, pooling=pooling, max_seq_length=max_seq_length, tokenizer=tokenizer, **save_kwargs
-            )
-        exported = self._native_export(task_name) if pooling == "pooler" and not is_bi_encoder(head) else None
-        if exported is None:
-            exported = self.single_task_model(task_name)
-            exported.config.auto_map = dict(REMOTE_CODE_AUTO_MAP)
-            if self.config.task(task_name).get("prompt_templates"):
-                exported.config.custom_pipelines = json.loads(json.dumps(PROMPT_PIPELINE))
-            elif is_bi_encoder(head):
-                exported.config.custom_pipelines = json.loads(json.dumps(PAIR_PIPELINE))
-        exported.save_pretrained(save_directory, **save_kwargs)
-        if isinstance(exported, MultiTaskModel):
-            for source in (REMOTE_CODE_FILE, *REMOTE_CODE_DEPENDENCIES):
-                shutil.copyfile(source, os.path.join(os.fspath(save_directory), os.path.basename(source)))
-        if tokenizer is not None:
-            tokenizer.save_pretrained(save_directory)
-        return exported
-
-    # The base method is a functools.wraps object (`_Wrapped`), which a plain method can never match for mypy.
-    def push_to_hub(self, repo_id: str, **kwargs: Any):  # type: ignore[override]
-        """As `PreTrainedModel.push_to_hub`, with a generated multi-task model card as README.md.
-
-        Extra keywords: `tokenizer` (pushed in the same commit) and `build_model_card` options (`args`,
-        `log_history`, `task_specs`, ...). See `hf_async_mtl.hub.push_model_to_hub`.
-        """
-        from .hub import push_model_to_hub
-
-        return push_model_to_hub(self, repo_id, **kwargs)
-
-    def push_task_to_hub(self, task_name: str, repo_id: str, **kwargs: Any):
-        """Push one task as a standalone sequence classifier (what `export_task` writes) with its own card.
-
-        Loads with `AutoModelForSequenceClassification.from_pretrained(repo_id)`; pass `tokenizer=` to push it too.
-        See `hf_async_mtl.hub.push_task_to_hub`.
-        """
-        from .hub import push_task_to_hub
-
-        return push_task_to_hub(self, task_name, repo_id, **kwargs)
-
-    def _native_export(self, task_name: str) -> PreTrainedModel | None:
-        head = self.config.task(task_name)
-        native_config = self.config.encoder_config.__class__.from_dict(self.config.encoder_config.to_dict())
-        native_config.num_labels = head["num_labels"]
-        native_config.id2label = {int(k): v for k, v in head["id2label"].items()}
-        native_config.label2id = {v: int(k) for k, v in head["id2label"].items()}
-        native_config.problem_type = head["problem_type"]
-        try:
-            native = AutoModelForSequenceClassification.from_config(native_config)
-        except ValueError:
-            return None
-        classifier = getattr(native, "classifier", None)
-        base = getattr(native, native.base_model_prefix, None)
-        if not isinstance(classifier, nn.Linear) or base is None or getattr(base, "pooler", None) is None:
-            return None
-        base.load_state_dict(self.encoder.state_dict())
-        classifier.load_state_dict(self.heads[task_name].state_dict())
-        native.to(self.device).eval()
-        # Only claim a native export when it provably computes the same logits.
-        probe = torch.arange(1, 9, device=self.device).view(1, 8) % native_config.vocab_size
-        was_training = self.training
-        self.eval()
-        with torch.no_grad():
-            same = torch.allclose(native(input_ids=probe).logits, self(input_ids=probe, task_name=task_name).logits, atol=1e-5)
-        self.train(was_training)
-        return native if same else None
 
 
 AutoConfig.register(MultiTaskConfig.model_type, MultiTaskConfig)
