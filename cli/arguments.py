@@ -181,6 +181,18 @@ class DataArguments:
             "See docs/bi_encoder.md."
         },
     )
+    streaming_tasks: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated custom tasks whose training split is streamed (read in blocks as training draws it, "
+            "never loaded or tokenised whole), each optionally with its row count: 'reviews=10000000,logs'. The first "
+            "--selection_split_max rows are held out for selection; needs --max_steps; a size-aware --sampling_strategy "
+            "needs every streamed task's count. See docs/streaming.md."
+        },
+    )
+    stream_block_size: int = field(
+        default=10_000, metadata={"help": "Rows a streamed task reads, checks and shuffles together (its memory: one block)."}
+    )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
 
     def __post_init__(self) -> None:

@@ -87,6 +87,7 @@ BOUNDS: dict[str, Bound] = {
     "lora_dropout": PROBABILITY,
     # the data
     "max_seq_length": _int(1),
+    "stream_block_size": _int(1),
     "max_train_samples": _int(1),
     "max_eval_samples": _int(1),
     "selection_split_fraction": PROBABILITY,
@@ -168,6 +169,7 @@ UNBOUNDED: dict[str, str] = {
     "kd_stop_when_all_converged": "a flag",
     "end_task": "task names (checked by tartan.check_end_tasks)",
     "bi_encoder_tasks": "task names (checked by task_options.apply_bi_encoder_tasks)",
+    "streaming_tasks": "task names with row counts (checked by task_options.parse_streaming_tasks / apply_streaming_tasks)",
 }
 
 

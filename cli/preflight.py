@@ -29,13 +29,14 @@ from hf_async_mtl.modeling import read_sentence_transformers_pooling
 from hf_async_mtl.resume import check_resume_checkpoint
 from hf_async_mtl.sources import DatasetsSource, TaskDataSource
 from hf_async_mtl.state import check_run_definition
+from hf_async_mtl.streaming import check_streamed_run
 from hf_async_mtl.tartan import check_end_tasks, weighting_options
 from hf_async_mtl.tasks import head_mismatches
 
 from .arguments import DataArguments, ModelArguments
 from .errors import UsageError, key_line, read_json_file
 from .model_checks import check_max_seq_length, check_output_dir, read_model_config, resolve_model_source
-from .task_options import add_mlm_tasks, apply_bi_encoder_tasks, apply_prompt_options
+from .task_options import add_mlm_tasks, apply_bi_encoder_tasks, apply_prompt_options, apply_streaming_tasks, parse_streaming_tasks
 from .tasks_file import metric_name_problem, read_custom_tasks
 
 logger = logging.getLogger("run_glue_mtl")
@@ -87,6 +88,7 @@ def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple
     unknown_caps = sorted(set(data_args.per_task_caps) - {spec.name for spec, _ in tasks})
     if unknown_caps:
         raise UsageError(f"--max_train_samples_per_task names tasks not trained: {unknown_caps}.", "max_train_samples_per_task")
+    tasks = apply_streaming_tasks(tasks, parse_streaming_tasks(data_args.streaming_tasks), data_args.stream_block_size)
     tasks = apply_prompt_options(tasks, data_args.prompt_templates_file, data_args.prompt_pool_size, data_args.prompt_eval)
     return apply_bi_encoder_tasks(tasks, [t.strip() for t in (data_args.bi_encoder_tasks or "").split(",") if t.strip()])
 
@@ -182,6 +184,7 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, training_arg
 
     tasks = plan_tasks(data_args, do_predict=training_args.do_predict)
     specs = [spec for spec, _ in tasks]
+    streamed = {spec.name: getattr(source, "num_rows", None) for spec, source in tasks if source.streaming}
     pairs = [spec.name for spec in specs if spec.is_bi_encoder]
     if pairs and model_args.pooling == "mask":
         raise UsageError(
@@ -209,12 +212,20 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, training_arg
     except ValueError as error:
         raise UsageError(f"--{error}", "end_task") from None
     try:
-        build_weighting(training_args.mtl_method, [s.name for s in specs], **weighting_options(training_args))
+        weighting = build_weighting(training_args.mtl_method, [s.name for s in specs], **weighting_options(training_args))
     except (TypeError, ValueError) as error:
         raise UsageError(
             f"--mtl_method {training_args.mtl_method} with --mtl_method_options {json.dumps(training_args.mtl_method_options)}: {error}",
             "mtl_method_options",
         ) from None
+    if streamed and training_args.do_train:
+        all_tasks = training_args.step_composition == "all_tasks" or (
+            training_args.step_composition == "auto" and weighting.needs_all_tasks
+        )
+        try:  # what the trainer and its sampler would refuse, refused before the model and the data are loaded
+            check_streamed_run(streamed, training_args, needs_dev_gradient=weighting.needs_dev_gradient, all_tasks=all_tasks)
+        except ValueError as error:
+            raise UsageError(str(error), "streaming_tasks") from None
     source = resolve_model_source(model_args.model_name_or_path, model_args.cache_dir)
     config = read_model_config(source, model_args.cache_dir)
     config_path = os.path.join(source, "config.json")

@@ -1,6 +1,6 @@
 """The command line's task add-ons: MLM auxiliary tasks (`--mlm_tasks`), prompt templates
-(`--prompt_templates_file`, `--prompt_pool_size`, `--prompt_eval`) and bi-encoder pair tasks (`--bi_encoder_tasks`),
-applied to the planned tasks.
+(`--prompt_templates_file`, `--prompt_pool_size`, `--prompt_eval`), bi-encoder pair tasks (`--bi_encoder_tasks`) and
+streamed tasks (`--streaming_tasks`), applied to the planned tasks.
 
 Each takes and returns the planned `[(TaskSpec, source), ...]` of `run_glue_mtl.plan_tasks`; problems are a
 one-line `UsageError` naming the option (and file, task).
@@ -13,7 +13,8 @@ import logging
 from collections.abc import Sequence
 
 from glue_tasks.prompts import glue_template_candidates
-from hf_async_mtl.sources import TaskDataSource, TextOfTask
+from hf_async_mtl.sources import DatasetsSource, TaskDataSource, TextOfTask
+from hf_async_mtl.streaming import StreamingSource
 from hf_async_mtl.tasks import TaskSpec
 from hf_async_mtl.template_pool import build_template_pool
 
@@ -114,5 +115,48 @@ def apply_bi_encoder_tasks(tasks: Planned, names: Sequence[str]) -> Planned:
             except ValueError as error:
                 raise UsageError(f"--bi_encoder_tasks: {str(error).rstrip('.')}.", "bi_encoder_tasks") from None
             logger.info("Task %s: bi-encoder, %s pair head", spec.name, spec.pair_head)
+        result.append((spec, source))
+    return result
+
+
+def parse_streaming_tasks(value: str | None) -> dict[str, int | None]:
+    """`--streaming_tasks 'reviews=10000000,logs'` → {task: declared row count or None}."""
+    parsed: dict[str, int | None] = {}
+    for item in (value or "").split(","):
+        if not item.strip():
+            continue
+        name, _, rows = item.partition("=")
+        name = name.strip()
+        if name in parsed:
+            raise UsageError(f"--streaming_tasks names task {name!r} twice.", "streaming_tasks")
+        if rows.strip() and not (rows.strip().isdigit() and int(rows) >= 2):
+            raise UsageError(
+                f"--streaming_tasks {item.strip()!r}: the row count must be an integer >= 2, e.g. {name}=1000000.", "streaming_tasks"
+            )
+        parsed[name] = int(rows) if rows.strip() else None
+    return parsed
+
+
+def apply_streaming_tasks(tasks: Planned, streamed: dict[str, int | None], block_size: int) -> Planned:
+    """The tasks with each named custom task's training split streamed (`StreamingSource`); a GLUE task (read by its
+    own TSV reader), an MLM task or an unknown name is a one-line `UsageError`."""
+    trained = {spec.name: source for spec, source in tasks}
+    for name in streamed:
+        if name not in trained:
+            raise UsageError(f"--streaming_tasks: task {name!r} is not trained{did_you_mean(name, trained)}.", "streaming_tasks")
+        if not isinstance(trained[name], DatasetsSource):
+            raise UsageError(
+                f"--streaming_tasks: task {name!r} is not read through datasets (a GLUE TSV or a derived task): stream a "
+                "custom task (--custom_tasks_file with train_file or dataset).",
+                "streaming_tasks",
+            )
+    result: Planned = []
+    for spec, source in tasks:
+        if spec.name in streamed:
+            try:
+                source = StreamingSource(spec, source.source, num_rows=streamed[spec.name], block_size=block_size)  # type: ignore[attr-defined]
+            except ValueError as error:
+                raise UsageError(f"--streaming_tasks: {error}", "streaming_tasks") from None
+            logger.info("Task %s: training split streamed (blocks of %d rows)", spec.name, block_size)
         result.append((spec, source))
     return result

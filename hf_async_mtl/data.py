@@ -309,7 +309,7 @@ def _add_streamed_task(
         max_seq_length=max_seq_length,
     )
     result.selection_records[spec.name] = {**record, "streamed": "the first rows of the training split"}
-    stream = source.training_stream(tokenizer, task_id, max_seq_length, first_row=count, limit=limit, seed=seed)
+    stream = source.training_stream(spec, tokenizer, task_id, max_seq_length, first_row=count, limit=limit, seed=seed)
     result.train[spec.name] = stream
     result.train_sizes[spec.name] = stream.declared_size
 

@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import zlib
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -133,6 +133,7 @@ class StreamingSource(TaskDataSource):
 
     def training_stream(
         self,
+        spec: TaskSpec,
         tokenizer: PreTrainedTokenizerBase,
         task_id: int,
         max_seq_length: int,
@@ -141,8 +142,9 @@ class StreamingSource(TaskDataSource):
         limit: int | None,
         seed: int,
     ) -> StreamedTask:
-        """The rows from `first_row` on (at most `limit` of them per pass) as a `StreamedTask`; its first block is
-        read and checked now, so a bad file fails before any training."""
+        """The rows from `first_row` on (at most `limit` of them per pass) as a `StreamedTask` encoded for `spec` (the
+        run's spec of this task, e.g. made a bi-encoder pair task after the source was built); its first block is read
+        and checked now, so a bad file fails before any training."""
         raw = self.raw_stream()
         convert = self.converter(raw)
 
@@ -154,7 +156,7 @@ class StreamingSource(TaskDataSource):
             self.spec.name,
             open_stream,
             convert,
-            batch_encoder(self.spec, tokenizer, task_id, max_seq_length),
+            batch_encoder(spec, tokenizer, task_id, max_seq_length),
             first_row=first_row,
             limit=limit,
             block_size=self.block_size,
@@ -362,11 +364,18 @@ class StreamStateCallback(TrainerCallback):
             self.streams[task].load_state_dict(state)
 
 
-def check_streamed_run(streamed: Collection[str], args: Any, *, needs_dev_gradient: bool = False) -> None:
-    """Refuse, before any work and in one line, what a run with streamed tasks cannot do."""
+def check_streamed_run(streamed: Mapping[str, int | None], args: Any, *, needs_dev_gradient: bool = False, all_tasks: bool = False) -> None:
+    """Refuse, before any work and in one line, what a run with streamed tasks (name → declared size or None) cannot
+    do: the trainer checks its data with it, the command line its plan before loading anything."""
     if not streamed:
         return
     names = sorted(streamed)
+    unsized = sorted(name for name, size in streamed.items() if size is None)
+    if unsized and not all_tasks and args.sampling_strategy not in ("uniform", "round_robin"):
+        raise ValueError(
+            f"{args.sampling_strategy} sampling weighs tasks by size, and streamed task(s) {unsized} have no declared size: "
+            "declare the row count (StreamingSource(num_rows=...), --streaming_tasks name=N), or sample uniform or round_robin."
+        )
     if args.max_steps is None or args.max_steps <= 0:
         raise ValueError(f"Streamed task(s) {names} have no end: set max_steps (a stream has no epochs).")
     if args.dataloader_num_workers:

@@ -118,8 +118,6 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             if unknown:
                 raise ValueError(f"train_dataset has tasks without a TaskSpec: {unknown}.")
             train_dataset = MultiTaskDataset({name: train_dataset[name] for name in self.task_specs if name in train_dataset})
-        if train_dataset is not None:
-            check_streamed_run(train_dataset.streamed, args, needs_dev_gradient=self.weighting.needs_dev_gradient)
         if eval_dataset is not None:
             unknown = sorted(set(eval_dataset) - set(self.task_specs))
             if unknown:
@@ -146,6 +144,12 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         self.step_composition = args.step_composition
         if self.step_composition == "auto":
             self.step_composition = "all_tasks" if self.weighting.needs_all_tasks else "one_task"
+        if train_dataset is not None:
+            sizes = train_dataset.task_sizes
+            streamed = {t: sizes[t] for t in train_dataset.streamed}
+            check_streamed_run(
+                streamed, args, needs_dev_gradient=self.weighting.needs_dev_gradient, all_tasks=self.step_composition == "all_tasks"
+            )
         if self.weighting.needs_task_gradients and not shared_and_task_parameters(model)[0]:
             raise ValueError(
                 f"mtl_method {args.mtl_method!r} balances the tasks' gradients on the shared encoder, but no encoder "

@@ -193,6 +193,43 @@ CASES = [
     ),
     Case("duplicate_task", "--tasks rte,rte", lambda c: c.args(tasks="rte,rte"), r"^--tasks: task 'rte' is given twice"),
     Case("no_task", '--tasks ""', lambda c: c.args(tasks=""), r"^No task given: use --tasks and/or --custom_tasks_file"),
+    # ---- streamed tasks
+    Case(
+        "stream_glue_task",
+        "--streaming_tasks cola (a GLUE TSV)",
+        lambda c: c.args(streaming_tasks="cola"),
+        r"^--streaming_tasks: task 'cola' is not read through datasets .*stream a custom task",
+    ),
+    Case(
+        "stream_unknown_task",
+        "--streaming_tasks revews",
+        lambda c: c.custom(streaming_tasks="revews"),
+        r"^--streaming_tasks: task 'revews' is not trained \(did you mean 'reviews'\?\)",
+    ),
+    Case(
+        "stream_bad_count",
+        "--streaming_tasks reviews=many",
+        lambda c: c.custom(streaming_tasks="reviews=many"),
+        r"^--streaming_tasks 'reviews=many': the row count must be an integer >= 2",
+    ),
+    Case(
+        "stream_no_max_steps",
+        "--streaming_tasks reviews, epochs instead of --max_steps",
+        lambda c: c.custom(streaming_tasks="reviews", max_steps="-1", num_train_epochs="1", sampling_strategy="uniform"),
+        r"have no end: set max_steps",
+    ),
+    Case(
+        "stream_kd_table",
+        "--streaming_tasks reviews --mtl_method async_kd (soft labels precomputed)",
+        lambda c: c.custom(streaming_tasks="reviews", mtl_method="async_kd", sampling_strategy="uniform"),
+        r"kd_soft_labels='precompute' keeps a table .* use kd_soft_labels='online'",
+    ),
+    Case(
+        "stream_size_aware_sampling",
+        "--streaming_tasks reviews, temperature sampling (the default; no row count)",
+        lambda c: c.custom(streaming_tasks="reviews"),
+        r"temperature sampling weighs tasks by size, and streamed task\(s\) \['reviews'\] have no declared size",
+    ),
     Case(
         "nothing_to_do",
         "no --do_train/--do_eval/--do_predict, --eval_strategy no",

@@ -206,3 +206,28 @@ def test_online_soft_labels_equal_the_table_and_distill_a_streamed_task(files, t
     streamed.train()
     labels = streamed.async_convergence.soft_labels["sentiment"]
     assert labels.online and labels.table is None and labels.num_teachers == 1
+
+
+def test_the_command_line_streams_a_custom_task_beside_a_glue_task_and_distils_it_online(files, tiny_checkpoint, tmp_path):
+    import run_glue_mtl
+    from tests.test_cli import base_args, write_glue
+
+    glue = write_glue(tmp_path / "glue")
+    task = {
+        "name": "sentiment",
+        "text_fields": ["sentence"],
+        "label_names": list(SENTIMENT.label_names),
+        "train_file": files["sentiment"],
+        "validation_file": files["sentiment_dev"],
+    }
+    (tmp_path / "tasks.json").write_text(json.dumps([task]))
+    argv = base_args(glue, tiny_checkpoint, tmp_path / "out")
+    argv[argv.index("--tasks") + 1] = "rte"
+    extra = ["--custom_tasks_file", str(tmp_path / "tasks.json"), "--streaming_tasks", "sentiment=230", "--stream_block_size", "16"]
+    extra += ["--mtl_method", "async_kd", "--kd_patience", "1", "--kd_soft_labels", "online", "--sampling_strategy", "proportional"]
+    results = run_glue_mtl.main(argv + extra)
+    assert "eval_sentiment_accuracy" in results and "eval_rte_accuracy" in results
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    # 0.25 of the declared 230 rows would be 57: selection_split_max (default 500) is larger, the fraction decides.
+    assert config["selection_splits"]["sentiment"]["selection_size"] == 57
+    assert config["selection_splits"]["sentiment"]["streamed"] == "the first rows of the training split"
