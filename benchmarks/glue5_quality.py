@@ -486,9 +486,14 @@ def run_one_v2(profile_name: str, method: str, seed: int, out_path: str) -> None
     trainer = MultiTaskTrainer(
         model=model, args=args, task_specs=specs, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer
     )
+    # Each selection evaluation's per-example predictions (#42 item 4), beside the run's JSON; training is unchanged.
+    from benchmarks.selection_predictions import SelectionPredictions
+
+    recorder = SelectionPredictions.attach(trainer)
     start = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - start
+    recorder.save(out_path.removesuffix(".json") + ".selection.npz")
     report_path = os.path.join(args.output_dir, "convergence_report.json")
     result = {
         "profile": profile_name,

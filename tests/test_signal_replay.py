@@ -101,3 +101,32 @@ def test_loss_spread_and_trivial_loss() -> None:
     assert spread["cola"] is None
     assert trivial_loss(False, 2, [0, 0, 0, 1], [0, 1]) == pytest.approx(-(math.log(0.75) + math.log(0.25)) / 2)
     assert trivial_loss(True, 1, [1.0, 3.0], [1.0, 3.0]) == pytest.approx(1.0)
+
+
+def test_selection_predictions_keep_each_evaluations_true_class_probability_and_regression_output(tmp_path, tokenizer, tiny_data):
+    """The recorded values reproduce the logged selection losses: mean −log p(true class) is the cross-entropy, mean
+    squared error of the regression outputs the MSE (float16 storage and batch-mean weighting: 1 % tolerance)."""
+    import numpy as np
+
+    from benchmarks.selection_predictions import SelectionPredictions
+    from tests.test_trainer import make_trainer
+
+    train, evaluation = tiny_data
+    sets = {name: {"selection": dataset, "dev": dataset} for name, dataset in evaluation.items()}
+    trainer = make_trainer(
+        tmp_path, tokenizer, (train, sets), eval_strategy="steps", eval_steps=2, max_steps=4, per_device_eval_batch_size=64
+    )
+    recorder = SelectionPredictions.attach(trainer)
+    trainer.train()
+    recorder.save(str(tmp_path / "p.npz"))
+    saved = np.load(tmp_path / "p.npz")
+    logs = {log["step"]: log for log in trainer.state.log_history if "eval_sentiment_loss" in log}
+    assert list(saved["sentiment/steps"]) == list(saved["similarity/steps"]) == [2, 4] == sorted(logs)
+    assert saved["sentiment/values"].shape == (2, len(evaluation["sentiment"])) and saved["sentiment/values"].dtype == np.float16
+    for row, step in enumerate([2, 4]):
+        p = saved["sentiment/values"][row].astype(np.float64)
+        assert np.all((p > 0) & (p < 1))
+        assert -np.log(p).mean() == pytest.approx(logs[step]["eval_sentiment_loss"], rel=1e-2)
+        errors = saved["similarity/values"][row].astype(np.float64) - saved["similarity/labels"]
+        assert (errors**2).mean() == pytest.approx(logs[step]["eval_similarity_loss"], rel=1e-2)
+    assert sorted(saved["sentiment/labels"].tolist()) == sorted(evaluation["sentiment"]["labels"])
