@@ -260,6 +260,8 @@ def parse_args(argv: list[str] | None = None):
         raise
     except ValueError as error:  # a dataclass's own check (__post_init__)
         raise UsageError(str(error), _option_in(str(error), options)) from None
+    except ImportError as error:  # an engine the options name is not installed
+        raise _missing_engine(error) from None
     if remaining:
         unknown = next((a for a in remaining if a.startswith("-")), remaining[0])
         flag = unknown.split("=", 1)[0]
@@ -280,8 +282,21 @@ def _parse_json_config(parser: HfArgumentParser, path: str, options: set[str]):
     check_bounds(values, lambda name, problem: UsageError(f"{path}, line {key_line(text, name) or 1}, field {name!r}: {problem}.", name))
     try:
         return parser.parse_dict(values)
+    except ImportError as error:
+        raise _missing_engine(error, f"{path}, line {key_line(text, 'deepspeed') or 1}, field 'deepspeed'") from None
     except ValueError as error:
         option = _option_in(str(error), values) or _option_in(str(error), options)
         line = key_line(text, option) if option else None
         where = f"{path}, line {line}, field {option!r}" if line else path
         raise UsageError(f"{where}: {error}", option) from None
+
+
+def _missing_engine(error: ImportError, where: str = "--deepspeed") -> Exception:
+    """A `UsageError` for `--deepspeed` without DeepSpeed installed (TrainingArguments imports it to read the config)."""
+    if "deepspeed" not in str(error).lower():
+        return error
+    return UsageError(
+        f"{where}: DeepSpeed is not installed (pip install deepspeed, or the project's [deepspeed] extra); "
+        "drop --deepspeed to train with DDP or FSDP.",
+        "deepspeed",
+    )

@@ -10,6 +10,7 @@ from transformers import TrainingArguments
 
 from .async_kd.options import ENSEMBLE_TYPES, LOSS_TYPES, SOFT_LABEL_MODES, AsyncKDOptions
 from .sampling import COMPOSITIONS, SAMPLING_STRATEGIES, TASK_STREAMS
+from .sharding import check_sharding
 from .weighting import available_weightings, get_weighting
 
 ASYNC_KD_ALIAS = "async_kd"  # --mtl_method async_kd = --mtl_method equal --async_kd
@@ -251,6 +252,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
         # TrainingArguments fills metric_for_best_model ("loss") under load_best_model_at_end: remember whether the
         # user chose one, so that an end task's score can be the default instead.
         self.metric_for_best_model_given = self.metric_for_best_model is not None
+        # Before TrainingArguments' own processing, which imports the sharding engine (DeepSpeed) to read its config.
+        check_sharding(self)
         super().__post_init__()
         if self.sampling_strategy not in SAMPLING_STRATEGIES:
             raise ValueError(f"sampling_strategy must be one of {SAMPLING_STRATEGIES}, got {self.sampling_strategy!r}.")

@@ -29,6 +29,7 @@ from .model_card import build_model_card
 from .objectives import StepContext, TaskObjective, default_objectives
 from .resume import check_resume_checkpoint
 from .sampling import MultiTaskBatchSampler
+from .sharding import OwnParametersOptimizer, OwnParametersStep, check_sharding, fsdp_wrap_classes, sharding_engine, unsharded_copy
 from .state import (
     CheckpointCompletion,
     CheckpointPart,
@@ -94,6 +95,8 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
     ) -> None:
         if not isinstance(args, MultiTaskTrainingArguments):
             raise TypeError("MultiTaskTrainer needs MultiTaskTrainingArguments.")
+        # A gradient method under FSDP / DeepSpeed (async-KD under ZeRO-3): refused before anything is built.
+        check_sharding(args)
         check_unique_names(list(task_specs))
         self.task_specs = {spec.name: spec for spec in task_specs}
         cast("MultiTaskModel", model).check_tasks(list(task_specs))
@@ -169,6 +172,18 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             callbacks=callbacks,
             **kwargs,
         )
+        if self.is_fsdp_enabled and self.accelerator.state.fsdp_plugin.transformer_cls_names_to_wrap is None:
+            self.accelerator.state.fsdp_plugin.transformer_cls_names_to_wrap = fsdp_wrap_classes(model)
+        engine = sharding_engine(args)
+        if engine and not (self.is_fsdp_enabled or self.is_deepspeed_enabled):
+            # accelerate shards only on accelerators: on CPU it drops the engine and wraps the model in DDP.
+            logger.warning("%s was asked for, but accelerate runs it only on GPUs (and like devices): this run is DDP.", engine)
+        if self.is_deepspeed_enabled and self.step_composition == "one_task":
+            logger.warning(
+                "DeepSpeed ZeRO steps on flat partitions: in one-task steps the other tasks' heads get zero gradients, not "
+                "none, so the optimizer's momentum and weight decay keep moving them (unlike one process, DDP or FSDP); "
+                "step_composition 'all_tasks' trains as one process does."
+            )
         # Losses are per-batch means: let the Trainer divide them by the accumulation steps.
         self.loss_is_scaled_for_ga = False
         self.model_accepts_loss_kwargs = False
@@ -181,6 +196,9 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             self.step_losses, self.build_train_sampler if self.train_dataset is not None else None, args.gradient_accumulation_steps, args
         )
         self.add_callback(self.training_state)
+        # Under FSDP / DeepSpeed a method's own parameters have their own optimizer (create_optimizer), stepped here.
+        self.own_parameters: OwnParametersOptimizer | None = None
+        self.add_callback(OwnParametersStep(lambda: self.own_parameters, lambda: self.accelerator.optimizer_step_was_skipped))
         # Writes each checkpoint's completeness marker: train() keeps it after every other callback.
         self.checkpoint_completion = CheckpointCompletion()
         self.add_callback(self.checkpoint_completion)
@@ -200,6 +218,8 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
                     args.output_dir,
                     is_main_process=self.accelerator.is_main_process,
                     wait_for_everyone=self.accelerator.wait_for_everyone,
+                    # FSDP shards the training model in place at train(): teachers run in an unsharded copy.
+                    teacher_host=unsharded_copy(model) if self.is_fsdp_enabled else None,
                 )
             self.async_convergence = AsyncConvergenceCallback(
                 self.task_specs,
@@ -371,13 +391,27 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             heads.to(self.args.device)  # they read the encoder's output (buffers stay on the CPU)
         optimizer = super().create_optimizer(model)
         learnable = [p for p in self.weighting.parameters() if p.requires_grad]
-        if learnable and not any(p is q for group in optimizer.param_groups for p in group["params"] for q in learnable):
+        if learnable and (self.is_fsdp_enabled or self.is_deepspeed_enabled):
+            # The engine's optimizer takes only the model's parameters: the method's get one of their own.
+            optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model if model is not None else self.model)
+            self.own_parameters = OwnParametersOptimizer(learnable, optimizer_cls, kwargs, self.weighting.learning_rate)
+        elif learnable and not any(p is q for group in optimizer.param_groups for p in group["params"] for q in learnable):
             group = {"params": learnable, "weight_decay": 0.0}
             # A method may train its own parameters at its own rate (e.g. uncertainty's log-variances).
             if self.weighting.learning_rate is not None:
                 group["lr"] = self.weighting.learning_rate
             optimizer.add_param_group(group)
         return optimizer
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.own_parameters is not None and self.args.should_save:
+            self.own_parameters.save(output_dir)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if self.own_parameters is not None and checkpoint:
+            self.own_parameters.load(checkpoint)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._task_metrics:

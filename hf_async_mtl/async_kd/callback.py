@@ -310,7 +310,10 @@ class AsyncConvergenceCallback(TrainerCallback):
     def _switch_to_distillation(self, task: str, soft_labels: SoftLabels) -> None:
         """From now on `task` trains against `soft_labels` instead of its true labels."""
         self.soft_labels[task] = soft_labels
-        self.objectives[task] = DistillationObjective(self.specs[task], soft_labels, self.options)
+        host = None
+        if self.labeller is not None and self.labeller.teacher_host is not None and not soft_labels.complete:
+            host = self.labeller.teacher_host.to(self.labeller.device)  # on demand: on the device until training ends
+        self.objectives[task] = DistillationObjective(self.specs[task], soft_labels, self.options, teacher_host=host)
 
     # ---- persistence: one state file + one soft-label file per converged task, in every checkpoint ------
 

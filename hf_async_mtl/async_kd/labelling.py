@@ -25,6 +25,9 @@ class TeacherLabeller:
         output_dir: The run's output directory.
         is_main_process: Whether this process labels (the others wait and read).
         wait_for_everyone: A barrier across processes (a no-op in one process).
+        teacher_host: An unsharded copy of the model (on CPU) that the teacher's tensors run in, instead of the
+            training model: under FSDP the training model's forward is a collective over every rank and its
+            parameters are shards, so one process cannot run a teacher in it. It is moved to `device` while it labels.
     """
 
     def __init__(
@@ -36,6 +39,7 @@ class TeacherLabeller:
         output_dir: str,
         is_main_process: bool = True,
         wait_for_everyone: Callable[[], None] = lambda: None,
+        teacher_host: torch.nn.Module | None = None,
     ) -> None:
         self.train_dataset = train_dataset
         self.collator = collator
@@ -44,6 +48,11 @@ class TeacherLabeller:
         self.output_dir = output_dir
         self.is_main_process = is_main_process
         self.wait_for_everyone = wait_for_everyone
+        self.teacher_host = teacher_host
+
+    def teacher_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module a teacher runs in: `model`, or the teacher host moved to the training device."""
+        return model if self.teacher_host is None else self.teacher_host.to(self.device)
 
     def label(self, soft_labels: SoftLabels, model: torch.nn.Module, average_templates: bool = False) -> SoftLabels:
         """`soft_labels` with every row filled (main process), or read from the main process's file (others).
@@ -55,7 +64,9 @@ class TeacherLabeller:
         path = os.path.join(self.output_dir, "soft_labels", f"{task}.safetensors")
         if self.is_main_process:
             views = self.train_dataset.num_templates[task] if average_templates else 1
-            soft_labels.fill(model, *[self.batches(task, template) for template in range(views)])
+            soft_labels.fill(self.teacher_model(model), *[self.batches(task, template) for template in range(views)])
+            if self.teacher_host is not None:
+                self.teacher_host.to("cpu")  # a full copy of the model: off the device between passes
             soft_labels.save(path)
         self.wait_for_everyone()
         return soft_labels if self.is_main_process else SoftLabels.load(path, task=task, fingerprint=soft_labels.fingerprint)

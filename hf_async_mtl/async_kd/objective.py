@@ -22,10 +22,13 @@ class DistillationObjective(HardLabelObjective):
     loss: the reported evaluation loss stays comparable with the other tasks' and with the run before convergence.
     """
 
-    def __init__(self, spec: TaskSpec, soft_labels: SoftLabels, options: AsyncKDOptions) -> None:
+    def __init__(
+        self, spec: TaskSpec, soft_labels: SoftLabels, options: AsyncKDOptions, teacher_host: torch.nn.Module | None = None
+    ) -> None:
         super().__init__(spec)
         self.soft_labels = soft_labels
         self.options = options
+        self.teacher_host = teacher_host  # where missing rows are labelled instead of the training model (FSDP)
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, Any], task: str, context: StepContext) -> tuple[torch.Tensor, Any]:
         example_ids = batch.get(EXAMPLE_IDS_COLUMN)
@@ -33,7 +36,7 @@ class DistillationObjective(HardLabelObjective):
             return super().__call__(model, batch, task, context)
         labels = batch.pop("labels", None)
         batch.pop(EXAMPLE_IDS_COLUMN)
-        targets = self.soft_labels.lookup(context.model, batch, example_ids)
+        targets = self.soft_labels.lookup(self.teacher_host or context.model, batch, example_ids)
         outputs = self.forward(model, batch, task)
         loss = distillation_loss(
             outputs.logits,

@@ -57,7 +57,7 @@ class ParameterSnapshot:
         """Clone the named parameters and buffers of `model` for which `include(name, tensor)` is true.
 
         Args:
-            model: The training model (any device); it is not modified.
+            model: The training model (any device, sharded by FSDP or not); it is not modified.
             include: Selection predicate, called with each parameter and each buffer.
             step: Training step the snapshot belongs to.
             metric: Validation value at that step.
@@ -74,8 +74,11 @@ class ParameterSnapshot:
                 if reuse is not None and name in reuse:
                     selected[name] = reuse[name]  # same step, same values: share, never modified in place
                     continue
-                # copy=True guarantees an independent tensor even when the source is already on CPU.
-                selected[name] = tensor.detach().to(device="cpu", copy=True)
+                # A parameter sharded by FSDP (a DTensor) is gathered whole: every rank captures at the same
+                # evaluation. copy=True guarantees an independent tensor even when the source is already on CPU.
+                value = tensor.detach()
+                value = value.full_tensor() if hasattr(value, "full_tensor") else value
+                selected[name] = value.to(device="cpu", copy=True)
         if not selected:
             raise ValueError(f"include selected no parameters or buffers of {type(model).__name__}; nothing to snapshot.")
         return cls._from_tensors(selected, step=step, metric=float(metric), directory=directory)
