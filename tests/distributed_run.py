@@ -118,6 +118,19 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
     for task_id, spec in enumerate(tasks):
         train[spec.name] = tokenize_task(spec, raw[spec.name][0], tokenizer, task_id, 32)
         evaluation[spec.name] = tokenize_task(spec, raw[spec.name][1], tokenizer, task_id, 32)
+    streamed = method.startswith("stream_")
+    if streamed:  # the sentiment training rows streamed from a file (blocks of 32), the teacher online
+        from hf_async_mtl.sources import TaskSource
+        from hf_async_mtl.streaming import StreamingSource
+
+        method = method.removeprefix("stream_")
+        os.makedirs(out_dir, exist_ok=True)
+        path = os.path.join(out_dir, f"sentiment_rank{os.environ.get('RANK', '0')}.jsonl")  # one file per process: no race
+        with open(path, "w", encoding="utf-8") as handle:
+            for row in raw["sentiment"][0]:
+                handle.write(json.dumps({"sentence": row["sentence"], "label": row["label"]}) + "\n")
+        source = StreamingSource(tasks[0], TaskSource(data_files={"train": path, "validation": path}), block_size=32)
+        train["sentiment"] = source.training_stream(tasks[0], tokenizer, 0, 32, first_row=0, limit=None, seed=5)
     encoder = tiny_encoder_config(len(tokenizer))
     # No dropout: 1 and 2 processes must compute the same thing, whatever each process's RNG.
     encoder.hidden_dropout_prob = encoder.attention_probs_dropout_prob = 0.0
@@ -154,6 +167,8 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
     )
     if over_async_kd:
         method, extra["async_kd"] = method.removesuffix("_async_kd"), True
+    if streamed:
+        extra["kd_soft_labels"] = "online"
     if method == "async_kd_on_demand":
         method, extra["kd_soft_labels"] = "async_kd", "on_demand"
     if method == "async_kd_prompts":
@@ -195,7 +210,7 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
         # On demand: each rank's own table (NaN rows = not drawn by this rank), NaN written as null.
         soft = {
-            t: [[None if x != x else x for x in row] for row in labels.table.tolist()]
+            t: [[None if x != x else x for x in row] for row in labels.table.tolist()] if labels.table is not None else "online"
             for t, labels in (trainer.async_convergence.soft_labels if trainer.async_convergence else {}).items()
         }
         # Everything a rank trains (model, method state such as META-TARTAN's logits and dev heads), as a digest:

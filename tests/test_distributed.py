@@ -24,6 +24,7 @@ METHODS = (
     "unshared_pcgrad",
     "adapters_async_kd",
     "bi_encoder_async_kd",
+    "stream_async_kd",
 )
 # META-TARTAN draws its dev batches per rank (more held-out data per step), so it matches itself across ranks,
 # not the one-process run.
@@ -92,6 +93,9 @@ def test_two_processes_match_one_at_the_same_global_batch(launches, method):
             assert double[1]["metrics"][key] == pytest.approx(double[0]["metrics"][key], abs=1e-6), key
     # The checkpoint is written once, by the main process.
     assert sorted(os.listdir(out)).count("checkpoint-12") == 1
+    if method == "stream_async_kd":  # the streamed task distilled online on both ranks, as in one process
+        assert single[0]["soft_labels"].get("sentiment") == "online"
+        assert double[0]["soft_labels"] == double[1]["soft_labels"] == single[0]["soft_labels"]
     if method in ("async_kd", "async_kd_prompts"):
         assert double[0]["soft_labels"] and double[0]["soft_labels"] == double[1]["soft_labels"]
         for task, rows in single[0]["soft_labels"].items():
