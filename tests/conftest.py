@@ -12,6 +12,13 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from hf_async_mtl import MultiTaskConfig, MultiTaskModel, TaskSpec, tokenize_task
 
+# One intra-op thread, here and in every interpreter a test starts (unless OMP_NUM_THREADS says otherwise): with
+# pytest-xdist each worker then has its core. The models are tiny: on an idle 2-core machine a second thread gains
+# nothing (test_soft_labels + test_trainer + test_mixed_precision: about 45 s either way, a fifth more CPU with two), and on
+# a busy one every operation waits for both cores (test_soft_labels: 55-66 s with two threads, 5.7 s with one).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GLUE_DIR = os.environ.get("GLUE_DIR", os.path.join(REPO_ROOT, "..", "shared", "glue_data"))
 

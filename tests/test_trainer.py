@@ -491,6 +491,11 @@ def test_persistent_eval_workers_evaluate_each_task_on_its_own_data(tmp_path, to
     expected, got = plain.evaluate(), persistent.evaluate()
     for task in ("sentiment", "similarity"):
         assert got[f"eval_{task}_score"] == pytest.approx(expected[f"eval_{task}_score"], abs=1e-6), task
+    # The workers outlive evaluate(), one per task's loader, and the accelerator keeps every loader it prepared (in
+    # reference cycles): end them now, or the garbage collector ends them inside a later test, 5 s per worker.
+    for loader in persistent.accelerator._dataloaders:
+        if getattr(loader, "_iterator", None) is not None:
+            loader._iterator._shutdown_workers()
 
 
 def test_resume_refuses_another_batch_stream_but_allows_a_longer_run(tmp_path, tokenizer, tiny_data):
