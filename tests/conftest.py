@@ -31,6 +31,17 @@ _NEGATIVE = ["bad", "awful", "poor", "sad", "ugly"]
 _FILLER = ["the", "movie", "was", "really", "quite", "a", "day", "food", "story", "very"]
 
 
+@pytest.fixture(autouse=True)
+def _no_deepspeed_config_left():
+    """`TrainingArguments(deepspeed=...)` registers a process-global DeepSpeed config (transformers keeps a reference
+    for `is_deepspeed_zero3_enabled`); a test that builds one (a refusal, a ZeRO-3 check) must not leave it to the
+    tests that run after it in the same process."""
+    yield
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _datasets_cache(tmp_path_factory):
     """`datasets.load_dataset` caches Arrow files: keep the tests' out of the user's cache."""
