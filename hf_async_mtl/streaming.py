@@ -184,6 +184,7 @@ class _Block:
     record: BlockRecord
     size: int
     table: pa.Table | None  # converted, in the block's shuffled order (None until a position inside it is drawn)
+    raw: pa.Table | None = None  # the rows as read, until converted
 
 
 class StreamedTask:
@@ -256,18 +257,16 @@ class StreamedTask:
         else:  # the pass ended inside this block
             following, self._cursor = BlockRecord(record.start + size, record.epoch + 1, 0, None), None
         self._remember(following)
-        self._block = _Block(record, size, None)
-        self._pending = table
+        self._block = _Block(record, size, None, table)
         return self._block
 
     def _materialise(self, block: _Block) -> pa.Table:
         if block.table is None:
             rows = range(self.first_row + block.record.row, self.first_row + block.record.row + block.size)
-            converted = self._convert(self._pending, rows)
+            converted = self._convert(block.raw, rows)
             key = zlib.crc32(self.name.encode("utf-8"))
             order = np.random.default_rng([_BLOCK_SALT, self.seed, key, block.record.epoch, block.record.row]).permutation(block.size)
-            block.table = converted.take(pa.array(order))
-            self._pending = None
+            block.table, block.raw = converted.take(pa.array(order)), None
         return block.table
 
     def _remember(self, record: BlockRecord) -> None:
