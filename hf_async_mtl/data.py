@@ -527,7 +527,7 @@ class MultiTaskDataset(torch.utils.data.Dataset):
 
     def lengths(self) -> dict[str, list[int]]:
         """Token lengths per task (for length-aware batching; a bi-encoder pair counts its two texts' tokens); streamed
-        tasks have none (they are read as drawn)."""
+        tasks have none (they are read as drawn, and grouped inside each block: `StreamedTask.group_by_length`)."""
         return {name: token_lengths(self.template_view(name)).tolist() for name in self.task_names if name not in self.streamed}
 
 

@@ -38,6 +38,8 @@ _STREAM_SALT, _SCHEDULE_SALT, _CAP_SALT, _TEMPLATE_SALT = 0x5E7, 0x5C4, 0xCA9, 0
 TASK_STREAMS: tuple[str, ...] = ("by_position", "by_name")
 # Global indices a streamed task occupies (`hf_async_mtl.streaming`): positions 0 .. 2**40 - 1 of its endless stream.
 STREAM_SPAN = 1 << 40
+# Mega-chunk of length-grouped batching, in global batches (transformers' LengthGroupedSampler uses 50).
+LENGTH_GROUPING_FACTOR = 50
 
 
 def task_stream_key(name: str) -> int:
@@ -104,7 +106,7 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        length_grouping_factor: int = 50,
+        length_grouping_factor: int = LENGTH_GROUPING_FACTOR,
         num_templates: Mapping[str, int] | None = None,
         task_streams: str = "by_position",
         streamed: Iterable[str] = (),
@@ -169,7 +171,7 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
                 raise ValueError(f"lengths name unknown tasks {sorted(unknown)}; tasks: {list(self._names)}")
             self._lengths = []
             for name in self._names:
-                if name in self.streamed:  # read as drawn: no lengths up front (never length-grouped)
+                if name in self.streamed:  # read as drawn: no lengths up front (it groups inside its blocks)
                     if name in lengths:
                         raise ValueError(f"lengths of streamed task {name!r}: a stream has none up front")
                     self._lengths.append(None)

@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
-from .data import EXAMPLE_IDS_COLUMN, MODEL_INPUT_COLUMNS, TASK_IDS_COLUMN, batch_encoder
+from .data import EXAMPLE_IDS_COLUMN, MODEL_INPUT_COLUMNS, PAIR_IDS_COLUMN, TASK_IDS_COLUMN, batch_encoder
 from .files import write_json_atomic
 from .sources import TaskDataSource, TaskSource, _one_line, load_source_split, load_task, row_converter, task_features
 from .tasks import TaskSpec
@@ -193,7 +193,8 @@ class StreamedTask:
     `features(positions)` returns the tokenised rows at `positions` (what `MultiTaskDataset` hands the collator),
     reading forward as needed; positions are drawn in increasing order, and a position behind the current block is
     reached by reopening the source at a recorded block start (`state_dict` / `load_state_dict` carry them across a
-    checkpoint). Memory: one block of rows.
+    checkpoint). Memory: one block of rows. `group_by_length` makes the global batches inside each block
+    length-grouped, as `length_aware_batching` does for a map-style task.
     """
 
     def __init__(
@@ -216,7 +217,24 @@ class StreamedTask:
         self._records: dict[int, BlockRecord] = {0: BlockRecord(0, 0, 0, None)}
         self._block: _Block | None = None
         self._cursor: tuple[BlockRecord, Any, Any] | None = None  # (record the iterator is at, dataset, iterator)
+        self._grouping: tuple[int, int] | None = None  # (global batch, mega-chunk in global batches)
         self.rows_read = 0
+
+    def group_by_length(self, global_batch: int, factor: int) -> None:
+        """Group the global batches inside each block by length (the trainer calls it under `length_aware_batching`).
+
+        A block's shuffled rows that fill whole global batches (batch `j` = positions `[j*g, (j+1)*g)`, `g` =
+        `global_batch`) are cut into mega-chunks of `g * factor` rows, each sorted by token length (longest first) and cut
+        into batches, whose order is then shuffled within the block, as `MultiTaskBatchSampler` does for a map-style
+        task; the rows of a batch that straddles two blocks keep the shuffled order. Which rows a block holds is
+        unchanged, so the block starts a checkpoint records stay valid; the order is a function of the seed, the block
+        and `g`, identical on every process and after a resume.
+        """
+        if global_batch < 1 or factor < 1:
+            raise ValueError(f"group_by_length: global_batch and factor must be >= 1, got {global_batch}, {factor}")
+        if self._block is not None and self._block.table is not None:
+            self._block = None  # converted under the old order: convert again when drawn
+        self._grouping = (int(global_batch), int(factor))
 
     @property
     def declared_size(self) -> int | None:
@@ -265,9 +283,38 @@ class StreamedTask:
             rows = range(self.first_row + block.record.row, self.first_row + block.record.row + block.size)
             converted = self._convert(block.raw, rows)
             key = zlib.crc32(self.name.encode("utf-8"))
-            order = np.random.default_rng([_BLOCK_SALT, self.seed, key, block.record.epoch, block.record.row]).permutation(block.size)
+            rng = np.random.default_rng([_BLOCK_SALT, self.seed, key, block.record.epoch, block.record.row])
+            order = rng.permutation(block.size)
+            if self._grouping is not None:
+                order = self._length_grouped(order, converted, block.record.start, rng)
             block.table, block.raw = converted.take(pa.array(order)), None
         return block.table
+
+    def _token_lengths(self, table: pa.Table) -> np.ndarray:
+        """Tokens per row of a converted block (a bi-encoder pair: its two texts'), encoded in slices."""
+        lengths = []
+        for start in range(0, table.num_rows, 1024):
+            encoded = self._encode(table.slice(start, 1024).to_pydict())
+            counts = np.fromiter((len(ids) for ids in encoded["input_ids"]), dtype=np.int64)
+            if PAIR_IDS_COLUMN in encoded:
+                counts += np.fromiter((len(ids) for ids in encoded[PAIR_IDS_COLUMN]), dtype=np.int64)
+            lengths.append(counts)
+        return np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+
+    def _length_grouped(self, order: np.ndarray, table: pa.Table, start: int, rng: np.random.Generator) -> np.ndarray:
+        """`order` (the block's shuffle) with its whole global batches length-grouped (see `group_by_length`)."""
+        assert self._grouping is not None
+        g, factor = self._grouping
+        head = (-start) % g  # rows before the block's first whole global batch
+        whole = max(0, len(order) - head) // g
+        if whole == 0:
+            return order
+        lengths = self._token_lengths(table)
+        body = order[head : head + whole * g]
+        mega = g * factor
+        body = np.concatenate([chunk[np.argsort(-lengths[chunk], kind="stable")] for chunk in np.split(body, range(mega, len(body), mega))])
+        body = body.reshape(whole, g)[rng.permutation(whole)].reshape(-1)
+        return np.concatenate([order[:head], body, order[head + whole * g :]])
 
     def _remember(self, record: BlockRecord) -> None:
         self._records[record.start] = record
@@ -290,11 +337,16 @@ class StreamedTask:
     def features(self, positions: Sequence[int]) -> list[dict[str, Any]]:
         """The tokenised rows at stream `positions` (each with `example_ids` = its position)."""
         rows: list[dict[str, Any]] = []
-        for position in positions:
-            if position < 0:
-                raise IndexError(f"Task {self.name!r}: stream position {position} < 0.")
-            block = self._block_of(int(position))
-            rows.append(self._materialise(block).slice(int(position) - block.record.start, 1).to_pylist()[0])
+        at = 0
+        while at < len(positions):  # one `take` per run of positions inside one block
+            if positions[at] < 0:
+                raise IndexError(f"Task {self.name!r}: stream position {positions[at]} < 0.")
+            block = self._block_of(int(positions[at]))
+            end, inside = block.record.start + block.size, []
+            while at < len(positions) and block.record.start <= positions[at] < end:
+                inside.append(int(positions[at]) - block.record.start)
+                at += 1
+            rows.extend(self._materialise(block).take(pa.array(inside, type=pa.int64())).to_pylist())
         if not rows:
             return []
         columns = {key: [row[key] for row in rows] for key in rows[0]}
@@ -382,8 +434,6 @@ def check_streamed_run(streamed: Mapping[str, int | None], args: Any, *, needs_d
             f"Streamed task(s) {names} are read in the training process (their position is what a checkpoint resumes): "
             "set dataloader_num_workers=0; tokenising a drawn batch costs little beside a training step."
         )
-    if args.length_aware_batching and args.process_index == 0:
-        logger.warning("length_aware_batching groups the map-style tasks only: streamed task(s) %s are batched in stream order.", names)
     if args.diagnostics_steps:
         raise ValueError(f"diagnostics_steps samples batches from every task's training set; streamed task(s) {names} have none at hand.")
     if needs_dev_gradient:

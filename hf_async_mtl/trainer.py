@@ -28,7 +28,7 @@ from .mlm import MlmMasker
 from .model_card import build_model_card
 from .objectives import StepContext, TaskObjective, default_objectives
 from .resume import check_resume_checkpoint
-from .sampling import MultiTaskBatchSampler
+from .sampling import LENGTH_GROUPING_FACTOR, MultiTaskBatchSampler
 from .sharding import OwnParametersOptimizer, OwnParametersStep, check_sharding, fsdp_wrap_classes, sharding_engine, unsharded_copy
 from .state import (
     CheckpointCompletion,
@@ -264,6 +264,9 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         num_batches = None
         if self.args.max_steps > 0:
             num_batches = self.args.max_steps * self.args.gradient_accumulation_steps
+        if self.args.length_aware_batching:  # a stream groups inside each block: it has no lengths up front
+            for name in dataset.streamed:
+                dataset.task_datasets[name].group_by_length(self._train_batch_size * self.args.world_size, LENGTH_GROUPING_FACTOR)
         return MultiTaskBatchSampler(
             dataset.task_sizes,
             self._train_batch_size,
@@ -272,6 +275,7 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             composition=self.step_composition,
             num_batches=num_batches,
             lengths=dataset.lengths() if self.args.length_aware_batching else None,
+            length_grouping_factor=LENGTH_GROUPING_FACTOR,
             seed=self.args.seed if self.args.data_seed is None else self.args.data_seed,  # Trainer's convention
             rank=self.args.process_index,
             world_size=self.args.world_size,

@@ -93,6 +93,35 @@ def test_a_stream_seeks_back_and_resumes_from_its_recorded_block_starts(files, t
         _build(files, tokenizer, block_size=32).train["sentiment"].load_state_dict(state)
 
 
+@pytest.mark.parametrize("global_batch", [4, 6])  # 6: batches straddle the 64-row blocks
+def test_length_grouping_sorts_whole_batches_inside_each_block_and_keeps_its_rows(files, tokenizer, global_batch):
+    plain = _build(files, tokenizer).train["sentiment"]
+    grouped = _build(files, tokenizer).train["sentiment"]
+    grouped.group_by_length(global_batch, 16)  # mega-chunks of a whole block
+    positions = range(0, 2 * 210)  # two passes
+    rows_plain, rows_grouped = plain.features(positions), grouped.features(positions)
+
+    def block_rows(rows, start, size):
+        return sorted(tuple(r["input_ids"]) for r in rows[start : start + size])
+
+    blocks = [(p + s, min(64, 210 - s)) for p in (0, 210) for s in range(0, 210, 64)]  # 210 training rows per pass
+    for start, size in blocks:  # each block holds the same rows, in another order
+        assert block_rows(rows_grouped, start, size) == block_rows(rows_plain, start, size)
+    assert rows_grouped != rows_plain
+
+    def padding(rows):
+        batches = [rows[j : j + global_batch] for j in range(0, len(rows) - global_batch + 1, global_batch)]
+        longest = sum(max(len(r["input_ids"]) for r in b) * len(b) for b in batches)
+        return 1 - sum(len(r["input_ids"]) for b in batches for r in b) / longest
+
+    assert padding(rows_grouped) < 0.5 * padding(rows_plain)
+    again = _build(files, tokenizer).train["sentiment"]  # the same order on another process / after a restart
+    again.group_by_length(global_batch, 16)
+    assert again.features(range(300, 320)) == grouped.features(range(300, 320))
+    with pytest.raises(ValueError, match="must be >= 1"):
+        again.group_by_length(0, 2)
+
+
 def test_bad_rows_fail_with_the_file_and_row_in_the_first_block_at_build_and_later_when_drawn(files, tokenizer, tmp_path):
     rows = [json.loads(line) for line in open(files["sentiment"], encoding="utf-8")]
     for where, expected_when in ((40, "build"), (200, "drawn")):
@@ -145,19 +174,22 @@ def _trainer(tmp_path, tokenizer, data, out, **overrides):
     )
 
 
-def test_a_run_with_a_streamed_task_resumes_exactly_where_it_stopped(files, tokenizer, tmp_path):
-    full = _trainer(tmp_path, tokenizer, _build(files, tokenizer, block_size=16), "full")
+@pytest.mark.parametrize("length_aware_batching", [False, True])
+def test_a_run_with_a_streamed_task_resumes_exactly_where_it_stopped(files, tokenizer, tmp_path, length_aware_batching):
+    grouping = {"length_aware_batching": length_aware_batching}
+    full = _trainer(tmp_path, tokenizer, _build(files, tokenizer, block_size=16), "full", **grouping)
     full.train()
     checkpoint = os.path.join(full.args.output_dir, "checkpoint-4")
     assert json.load(open(os.path.join(checkpoint, "stream_state.json")))["sentiment"]["records"]
-    resumed = _trainer(tmp_path, tokenizer, _build(files, tokenizer, block_size=16), "resumed")
+    assert full.train_dataset.task_datasets["sentiment"]._grouping == ((8, 50) if length_aware_batching else None)
+    resumed = _trainer(tmp_path, tokenizer, _build(files, tokenizer, block_size=16), "resumed", **grouping)
     resumed.train(resume_from_checkpoint=checkpoint)
     full_losses, resumed_losses = _losses_by_step(full), _losses_by_step(resumed)
     assert [resumed_losses[s] for s in range(5, 9)] == pytest.approx([full_losses[s] for s in range(5, 9)], rel=1e-5)
     for a, b in zip(full.model.parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b)
     # Another stream (block size) is refused before any step.
-    other = _trainer(tmp_path, tokenizer, _build(files, tokenizer, block_size=32), "other")
+    other = _trainer(tmp_path, tokenizer, _build(files, tokenizer, block_size=32), "other", **grouping)
     with pytest.raises(ValueError, match="streams otherwise than the checkpoint.*block_size"):
         other.train(resume_from_checkpoint=checkpoint)
 
