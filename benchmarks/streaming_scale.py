@@ -19,7 +19,7 @@ all-MiniLM-L6-v2 (6 layers), bf16 autocast, 64 tokens, batch 32, AdamW 1e-4, 150
   evaluation (step 20; plain rule, patience 1) so it distils for 130 steps: its memory, not its speed (it evaluates).
 * `readthrough_1m`, `readthrough_10m`: no model; one whole pass over the streamed task, drawn as the trainer draws
   it (batches of 32 stream positions, each read, checked and tokenised): peak RSS while every row goes through, and
-  the data path's rows/s (what a training step would have to wait for). A training run of 150 steps reads only its
+  the data path's rows/s (what a training step would have to wait for), length-grouped as the trainer draws it. A training run of 150 steps reads only its
   first blocks, so only these runs show memory while millions of rows are consumed.
 
 Reported: time to first step (from the start of building the run's data — SST-2 from the `datasets` cache, tokenised
@@ -105,6 +105,7 @@ def readthrough(kind: str, smoke: bool) -> None:
     from benchmarks.provenance import provenance
     from hf_async_mtl import TaskSpec
     from hf_async_mtl.data import build_task_datasets
+    from hf_async_mtl.sampling import LENGTH_GROUPING_FACTOR
     from hf_async_mtl.sources import TaskSource
     from hf_async_mtl.streaming import StreamingSource
 
@@ -121,6 +122,7 @@ def readthrough(kind: str, smoke: bool) -> None:
     start = time.perf_counter()
     data = build_task_datasets([(synth, source)], tokenizer, max_seq_length=settings["max_seq_length"], selection_max=500, seed=42)
     stream, batch = data.train["synth"], settings["batch_size"]
+    stream.group_by_length(batch, LENGTH_GROUPING_FACTOR)  # as the trainer draws it (length_aware_batching, one process)
     trained = rows - 500
     rss = []
     for j in range(0, trained - trained % batch, batch):

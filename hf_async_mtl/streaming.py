@@ -124,8 +124,13 @@ class StreamingSource(TaskDataSource):
         """The first `count` training rows, converted and checked (the selection split; never trained on)."""
         raw = self.raw_stream()
         convert = self.converter(raw)
-        rows = list(raw.take(count).with_format("arrow").iter(batch_size=max(1, count)))
-        table = pa.concat_tables(rows) if rows else None
+        # The first batch of `count` rows, the reader closed at once (`IterableDataset.take` over several files held
+        # a second read unit of the source alive: +100 MB with ten 1M-row parquet files).
+        iterator = raw.with_format("arrow").iter(batch_size=max(1, count))
+        try:
+            table = next(iterator, None)
+        finally:
+            iterator.close()
         if table is None or table.num_rows < count:
             got = 0 if table is None else table.num_rows
             raise ValueError(f"{self._where} has {got} rows: fewer than the {count} held out for selection, and none left to train on.")
