@@ -54,10 +54,23 @@ class MultiTaskEvaluationMixin(_TrainerBase):
 
     def get_eval_dataloader(self, eval_dataset=None):
         # With dataloader_persistent_workers, transformers keeps ONE loader under "eval" for any dataset object
-        # passed in; evaluation passes one dataset per task and split, so each must get its own loader.
-        if not isinstance(eval_dataset, str) and hasattr(self, "_eval_dataloaders"):
+        # passed in; evaluation passes one dataset per task and split, so each gets its own loader, kept for the
+        # trainer's life (a new one per evaluation would start new workers each time, the old ones left running).
+        if isinstance(eval_dataset, str) or eval_dataset is None or not self.args.dataloader_persistent_workers:
+            return super().get_eval_dataloader(eval_dataset)
+        # Keyed by content: a `datasets.Dataset` by its fingerprint (each evaluation makes a new length-sorted view
+        # with the same fingerprint), anything else by identity (kept alive beside its loader, so the id stays unique).
+        fingerprint = getattr(eval_dataset, "_fingerprint", None) if isinstance(eval_dataset, datasets.Dataset) else None
+        key = ("fingerprint", fingerprint) if fingerprint else ("object", id(eval_dataset))
+        loaders: dict[tuple[str, Any], tuple[Any, Any]] = self.__dict__.setdefault("_task_eval_loaders", {})
+        kept = loaders.get(key)
+        if kept is not None and (fingerprint or kept[0] is eval_dataset):
+            return kept[1]
+        if hasattr(self, "_eval_dataloaders"):
             self._eval_dataloaders.pop("eval", None)
-        return super().get_eval_dataloader(eval_dataset)
+        loader = super().get_eval_dataloader(eval_dataset)
+        loaders[key] = (eval_dataset, loader)
+        return loader
 
     def _evaluation_sets(self, eval_dataset: Mapping[str, Any] | None) -> list[tuple[str, str, Any]]:
         # MultiTaskTrainer's eval_dataset is a mapping task name → dataset.

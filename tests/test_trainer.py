@@ -491,6 +491,10 @@ def test_persistent_eval_workers_evaluate_each_task_on_its_own_data(tmp_path, to
     expected, got = plain.evaluate(), persistent.evaluate()
     for task in ("sentiment", "similarity"):
         assert got[f"eval_{task}_score"] == pytest.approx(expected[f"eval_{task}_score"], abs=1e-6), task
+    loaders = len(persistent.accelerator._dataloaders)
+    again = persistent.evaluate()  # the same loaders and workers again, not a new set per evaluation
+    assert len(persistent.accelerator._dataloaders) == loaders
+    assert again["eval_sentiment_score"] == pytest.approx(got["eval_sentiment_score"], abs=1e-6)
     # The workers outlive evaluate(), one per task's loader, and the accelerator keeps every loader it prepared (in
     # reference cycles): end them now, or the garbage collector ends them inside a later test, 5 s per worker.
     for loader in persistent.accelerator._dataloaders:
