@@ -284,6 +284,13 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             streamed=dataset.streamed,
         )
 
+    def num_examples(self, dataloader: DataLoader) -> int:
+        # A streamed task spans STREAM_SPAN indices: count its declared rows (none when undeclared), not the span.
+        dataset = getattr(dataloader, "dataset", None)
+        if isinstance(dataset, MultiTaskDataset) and dataset.streamed:
+            return sum(size or 0 for size in dataset.task_sizes.values())
+        return super().num_examples(dataloader)
+
     def get_train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             raise ValueError("MultiTaskTrainer: training requires a train_dataset.")

@@ -182,6 +182,8 @@ def test_a_run_with_a_streamed_task_resumes_exactly_where_it_stopped(files, toke
     checkpoint = os.path.join(full.args.output_dir, "checkpoint-4")
     assert json.load(open(os.path.join(checkpoint, "stream_state.json")))["sentiment"]["records"]
     assert full.train_dataset.task_datasets["sentiment"]._grouping == ((8, 50) if length_aware_batching else None)
+    # The logged example count: the in-memory rows (the stream declared no size), not the stream's index span.
+    assert full.num_examples(full.get_train_dataloader()) == len(full.train_dataset.task_datasets["similarity"])
     resumed = _trainer(tmp_path, tokenizer, _build(files, tokenizer, block_size=16), "resumed", **grouping)
     resumed.train(resume_from_checkpoint=checkpoint)
     full_losses, resumed_losses = _losses_by_step(full), _losses_by_step(resumed)
