@@ -168,6 +168,34 @@ class OwnParametersStep(TrainerCallback):
         return control
 
 
+def complete_optimizer_state(optimizer: Any) -> int:
+    """Give every trainable parameter of an Adam / AdamW optimizer that has not been stepped the state its first step
+    would create (step 0, zero moments), so that a sharded checkpoint of it can be loaded: torch.distributed.checkpoint
+    refuses an optimizer state that misses a trainable parameter (under FSDP: an encoder's pooler under mean pooling,
+    the head of a task not drawn yet). Training is unchanged: a parameter without a gradient is not stepped, and its
+    first step finds the state it would have made. Other optimizers are left as they are. Returns how many parameters
+    got a state."""
+    from torch.optim.optimizer import _get_scalar_dtype
+
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the torch one
+    if not isinstance(inner, torch.optim.Adam):  # AdamW is one
+        return 0
+    filled = 0
+    for group in inner.param_groups:
+        for p in group["params"]:
+            if not p.requires_grad or inner.state[p]:
+                continue
+            state = inner.state[p]
+            if group["capturable"] or group["fused"]:
+                state["step"] = torch.zeros((), dtype=_get_scalar_dtype(is_fused=group["fused"]), device=p.device)
+            else:
+                state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype(), device="cpu")
+            for key in ("exp_avg", "exp_avg_sq", *(("max_exp_avg_sq",) if group["amsgrad"] else ())):
+                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            filled += 1
+    return filled
+
+
 def unsharded_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A frozen copy of a not yet sharded model on the CPU, for teachers to run in (`TeacherLabeller.teacher_host`)."""
     return copy.deepcopy(model).to("cpu").requires_grad_(False).eval()

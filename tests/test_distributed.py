@@ -30,8 +30,9 @@ METHODS = (
 # not the one-process run.
 # fsdp_<method>: 20 steps; with 2 processes the model is sharded by FSDP2 (accelerate's FSDP plugin, gloo on CPU),
 # with 1 it is the plain reference. Last in the launch: each resets accelerate's state for its own Accelerator.
-# One run covers a loss-weighting method with parameters of its own (uncertainty) and async-KD.
-FSDP_METHODS = ("fsdp_uncertainty_async_kd",)
+# One run covers a loss-weighting method with parameters of its own (uncertainty) and async-KD, another the same with
+# the sentiment task streamed and distilled by the online teacher; both resume from their step-10 checkpoint.
+FSDP_METHODS = ("fsdp_uncertainty_async_kd", "fsdp_stream_uncertainty_async_kd")
 LAUNCHED = (*METHODS, "meta_tartan", *FSDP_METHODS)
 # zero<N>_<method>: the same under DeepSpeed ZeRO stage N (all tasks in every step), in a launch of their own (DeepSpeed
 # sets up accelerate's process state its own way), where DeepSpeed is installed: ZeRO-2 with uncertainty and
@@ -153,8 +154,19 @@ def _check_sharded_run(root, method, engine, fraction):
         assert set(double[0]["soft_labels"]) == {"sentiment", "similarity"}
         assert double[0]["soft_labels"] == double[1]["soft_labels"]
         for task, rows in single[0]["soft_labels"].items():
+            if rows == "online":  # a streamed task: labelled batch by batch, no table
+                assert double[0]["soft_labels"][task] == "online"
+                continue
             assert None not in sum(double[0]["soft_labels"][task], [])
             assert torch.allclose(torch.tensor(rows), torch.tensor(double[0]["soft_labels"][task]), atol=1e-5)
+    if engine == "fsdp":  # resumed at step 10 from the sharded checkpoint: steps 11-20 as uninterrupted, on every rank
+        resumed = [json.loads((out / f"rank{r}_resumed.json").read_text()) for r in range(2)]
+        assert resumed[0]["state_digest"] == resumed[1]["state_digest"] == double[0]["state_digest"]
+        assert len(resumed[0]["steps"]) == 20  # the checkpoint's log history, then its own 10 steps
+        for step, (one, two) in enumerate(zip(sharded[10:], resumed[0]["steps"][10:]), start=11):
+            assert one.keys() == two.keys(), step
+            for key, value in one.items():
+                assert two[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (step, key)
 
 
 @pytest.mark.parametrize("method", FSDP_METHODS)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hf_async_mtl import MultiTaskTrainer, MultiTaskTrainingArguments, available_weightings
-from hf_async_mtl.sharding import OwnParametersOptimizer, check_sharding, fsdp_wrap_classes, sharding_engine
+from hf_async_mtl.sharding import OwnParametersOptimizer, check_sharding, complete_optimizer_state, fsdp_wrap_classes, sharding_engine
 from hf_async_mtl.weighting import get_weighting
 from tests.conftest import TASKS, make_model
 
@@ -128,3 +128,23 @@ def test_own_parameters_optimizer_updates_like_a_group_of_the_trainers_optimizer
         own.optimizer.zero_grad()
         assert torch.equal(own_a, own_b) and torch.equal(model_a.weight, model_b.weight), step
     assert not torch.equal(own_a, torch.zeros(2))
+
+
+def test_complete_optimizer_state_gives_unstepped_parameters_the_state_of_their_first_step_and_changes_no_update():
+    def run(fill: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        used, unused, later = (torch.nn.Parameter(torch.randn(3)) for _ in range(3))
+        optimizer = torch.optim.AdamW([used, unused, later], lr=0.1, weight_decay=0.01)
+        for step in range(4):
+            optimizer.zero_grad()
+            loss = (used**2).sum() + ((later**3).sum() if step >= 2 else 0.0)  # `later` first gets a gradient at step 2
+            loss.backward()
+            optimizer.step()
+            if fill and step == 0:
+                assert complete_optimizer_state(optimizer) == 2
+                assert float(optimizer.state[unused]["step"]) == 0.0 and not optimizer.state[later]["exp_avg"].any()
+        return [p.detach().clone() for p in (used, unused, later)]
+
+    for plain, filled in zip(run(False), run(True)):
+        torch.testing.assert_close(plain, filled, rtol=0, atol=0)
+    assert complete_optimizer_state(torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1)) == 0  # left as it is
