@@ -17,17 +17,24 @@ import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from .bi_encoder import PAIR_INPUT_COLUMNS, PAIR_PREFIX
+from .encoding import (  # noqa: F401  (re-exported: the encoding of a task's rows lives in .encoding)
+    EXAMPLE_IDS_COLUMN,
+    MODEL_INPUT_COLUMNS,
+    PAIR_IDS_COLUMN,
+    TASK_IDS_COLUMN,
+    TEMPLATE_IDS_COLUMN,
+    batch_encoder,
+    encoding_fingerprint,
+    length_order,
+    num_template_views,
+    template_view,
+    token_lengths,
+    token_rows,
+    tokenize_task,
+)
 from .sampling import STREAM_SPAN
 from .sources import TaskDataSource, TaskSource, load_task
 from .tasks import TaskSpec
-
-TASK_IDS_COLUMN = "task_ids"
-EXAMPLE_IDS_COLUMN = "example_ids"
-TEMPLATE_IDS_COLUMN = "template_ids"
-# Text b of a bi-encoder pair task comes as PAIR_INPUT_COLUMNS (`pair_input_ids`, ...): padded apart from text a.
-MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", *PAIR_INPUT_COLUMNS)
-PAIR_IDS_COLUMN = PAIR_INPUT_COLUMNS[0]
-
 
 # ---- user-defined tasks from files ------------------------------------------------------------
 
@@ -79,36 +86,6 @@ def validate_task_dataset(spec: TaskSpec, dataset: datasets.Dataset, source: str
             f"Task {spec.name!r}: {source}, example {bad[0]} (0-based): label {labels[bad[0]]:g} is outside the label set "
             f"{list(spec.label_names or ())} (ids 0..{spec.num_labels - 1})."
         )
-
-
-def token_lengths(dataset: datasets.Dataset, column: str = "input_ids") -> np.ndarray:
-    """Tokens per row of a tokenized dataset: of `column`, plus text b's (`pair_input_ids`) in a bi-encoder pair task.
-
-    Lengths come from the Arrow list offsets (no Python objects per row).
-    """
-    import pyarrow.compute as pc
-
-    table = dataset.with_format("arrow")
-    lengths = pc.list_value_length(table[column]).to_numpy(zero_copy_only=False).astype(np.int64)
-    if column == "input_ids" and PAIR_IDS_COLUMN in dataset.column_names:
-        lengths = lengths + pc.list_value_length(table[PAIR_IDS_COLUMN]).to_numpy(zero_copy_only=False).astype(np.int64)
-    return lengths
-
-
-def length_order(dataset: datasets.Dataset, column: str = "input_ids") -> np.ndarray:
-    """Row indices of a tokenized dataset, longest first (stable): batches of neighbours waste little padding.
-
-    A bi-encoder pair's length is its two texts' (`token_lengths`). Invert with `np.argsort(order)`.
-    """
-    return np.argsort(-token_lengths(dataset, column), kind="stable")
-
-
-def token_rows(dataset: datasets.Dataset) -> list[list[int]]:
-    """Every row's token ids (what a soft-label fingerprint hashes): `input_ids`, then -1 and text b's ids for a
-    bi-encoder pair task, so labels made for other text b's are never paired with these rows."""
-    if PAIR_IDS_COLUMN not in dataset.column_names:
-        return dataset["input_ids"]
-    return [list(a) + [-1] + list(b) for a, b in zip(dataset["input_ids"], dataset[PAIR_IDS_COLUMN])]
 
 
 # ---- splits and tokenization ------------------------------------------------------------------
@@ -312,136 +289,6 @@ def _add_streamed_task(
     stream = source.training_stream(spec, tokenizer, task_id, max_seq_length, first_row=count, limit=limit, seed=seed)
     result.train[spec.name] = stream
     result.train_sizes[spec.name] = stream.declared_size
-
-
-def tokenize_task(
-    spec: TaskSpec,
-    dataset: datasets.Dataset,
-    tokenizer: PreTrainedTokenizerBase,
-    task_id: int,
-    max_seq_length: int = 128,
-    *,
-    num_proc: int | None = None,
-) -> datasets.Dataset:
-    """Tokenize a task's dataset; keep `labels`, `task_ids` and `idx`, drop the raw text.
-
-    A task with prompt templates (`TaskSpec.prompt_templates`, DynaMaR) has every example wrapped in each
-    template (`hf_async_mtl.prompting.encode_prompts`: truncation cuts the texts, never the template or
-    the mask). The result then holds one *view* per template, template-major: rows `[t*n, (t+1)*n)` are
-    the `n` examples under template `t`, with a `template_ids` column (see `template_view`).
-
-    An MLM task (`spec.is_mlm`) keeps only the tokens: the collator masks them and makes the labels.
-
-    A bi-encoder pair task (`spec.is_bi_encoder`) tokenizes its two texts apart, each truncated to
-    `max_seq_length`: text a as `input_ids` / `attention_mask` (/ `token_type_ids`), text b as `pair_input_ids` /
-    `pair_attention_mask` (/ `pair_token_type_ids`).
-    """
-    if spec.is_mlm:
-
-        def encode_text(batch: dict[str, list[Any]]) -> dict[str, Any]:
-            encoded = tokenizer(*[batch[field] for field in spec.text_fields], truncation=True, max_length=max_seq_length)
-            encoded[TASK_IDS_COLUMN] = [task_id] * len(batch[spec.text_fields[0]])
-            return encoded
-
-        removed = [c for c in dataset.column_names if c != "idx"]
-        return dataset.map(encode_text, batched=True, remove_columns=removed, num_proc=num_proc, desc=f"Tokenizing {spec.name} (MLM)")
-    if spec.prompt_templates:
-        from .prompting import encode_prompts
-
-        views = []
-        for template_id, template in enumerate(spec.prompt_templates):
-
-            def encode_prompt(
-                batch: dict[str, list[Any]], indices: list[int], template=template, template_id=template_id
-            ) -> dict[str, Any]:
-                encoded: dict[str, Any] = encode_prompts(
-                    tokenizer,
-                    template,
-                    {f: batch[f] for f in spec.text_fields},
-                    max_seq_length,
-                    row_ids=batch.get("idx", indices),
-                    source=f"Task {spec.name!r}, template {template_id}",
-                )
-                encoded["labels"] = batch["label"]
-                encoded[TASK_IDS_COLUMN] = [task_id] * len(batch["label"])
-                encoded[TEMPLATE_IDS_COLUMN] = [template_id] * len(batch["label"])
-                return encoded
-
-            removed = [c for c in dataset.column_names if c != "idx"]
-            views.append(
-                dataset.map(
-                    encode_prompt,
-                    batched=True,
-                    with_indices=True,
-                    remove_columns=removed,
-                    num_proc=num_proc,
-                    desc=f"Tokenizing {spec.name} (template {template_id})",
-                )
-            )
-        tokenized = datasets.concatenate_datasets(views) if len(views) > 1 else views[0]
-    else:
-        encode = batch_encoder(spec, tokenizer, task_id, max_seq_length)
-        removed = [c for c in dataset.column_names if c != "idx"]
-        tokenized = dataset.map(encode, batched=True, remove_columns=removed, num_proc=num_proc, desc=f"Tokenizing {spec.name}")
-    if spec.is_regression:
-        tokenized = tokenized.cast_column("labels", datasets.Value("float32"))
-    return tokenized
-
-
-def batch_encoder(
-    spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, task_id: int, max_seq_length: int = 128
-) -> Callable[[Mapping[str, list[Any]]], dict[str, Any]]:
-    """`encode(batch)`: a batch of a (classification, regression or bi-encoder pair) task's rows — text fields and
-    `label` as lists — as model inputs, `labels` and `task_ids` (what `tokenize_task` maps over a split, and what a
-    streamed task applies to the rows each training batch draws)."""
-
-    def encode(batch: Mapping[str, list[Any]]) -> dict[str, Any]:
-        texts = [batch[field] for field in spec.text_fields]
-        if spec.is_bi_encoder:  # each text alone: text b's encoding under the pair_ names
-            encoded = dict(tokenizer(texts[0], truncation=True, max_length=max_seq_length))
-            second = tokenizer(texts[1], truncation=True, max_length=max_seq_length)
-            encoded.update({PAIR_PREFIX + key: value for key, value in second.items()})
-        else:
-            encoded = tokenizer(*texts, truncation=True, max_length=max_seq_length)
-        encoded["labels"] = batch["label"]
-        encoded[TASK_IDS_COLUMN] = [task_id] * len(batch["label"])
-        return encoded
-
-    return encode
-
-
-def num_template_views(dataset: Any) -> int:
-    """Number of template views of a tokenized task (`tokenize_task` with prompt templates); 1 without.
-
-    Checks that the views are whole: `len(dataset)` is a multiple of the count and each view is contiguous.
-    """
-    if not isinstance(dataset, datasets.Dataset) or TEMPLATE_IDS_COLUMN not in dataset.column_names:
-        return 1
-    import pyarrow.compute as pc
-
-    if len(dataset) == 0:
-        return 1
-    ids = dataset.with_format("arrow")[TEMPLATE_IDS_COLUMN]
-    count = int(pc.max(ids).as_py()) + 1
-    n, remainder = divmod(len(dataset), count)
-    expected = np.repeat(np.arange(count), n)
-    if remainder or not np.array_equal(np.asarray(ids.to_numpy(zero_copy_only=False)), expected):
-        raise ValueError(
-            f"A dataset with {TEMPLATE_IDS_COLUMN!r} must hold whole template views in template order "
-            f"(as tokenize_task writes them); got {len(dataset)} rows for {count} templates."
-        )
-    return count
-
-
-def template_view(dataset: datasets.Dataset, template: int, num_templates: int | None = None) -> datasets.Dataset:
-    """The rows of one template (`tokenize_task` with prompt templates): `n` examples in their own order."""
-    count = num_templates or num_template_views(dataset)
-    if not 0 <= template < count:
-        raise ValueError(f"template {template} is out of range for {count} template views.")
-    if count == 1:
-        return dataset
-    n = len(dataset) // count
-    return dataset.select(range(template * n, (template + 1) * n))
 
 
 # ---- multi-task dataset and collator ----------------------------------------------------------

@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
-from .data import EXAMPLE_IDS_COLUMN, MODEL_INPUT_COLUMNS, PAIR_IDS_COLUMN, TASK_IDS_COLUMN, batch_encoder
+from .encoding import EXAMPLE_IDS_COLUMN, MODEL_INPUT_COLUMNS, PAIR_IDS_COLUMN, TASK_IDS_COLUMN, batch_encoder
 from .files import write_json_atomic
 from .sources import TaskDataSource, TaskSource, _one_line, load_source_split, load_task, row_converter, task_features
 from .tasks import TaskSpec

@@ -108,3 +108,33 @@ def test_each_tasks_selection_split_is_recorded_so_it_can_be_carved_again_and_ch
     assert other["selection_rows_sha256"] != record["selection_rows_sha256"]
     none = build_task_datasets([(SENTIMENT, _source())], tokenizer, 32, selection_fraction=0.0).selection_records["sentiment"]
     assert none["selection_size"] == 0 and none["selection_rows_sha256"] is None
+
+
+def test_the_tokenising_map_is_fingerprinted_by_what_its_result_depends_on(tokenizer):
+    import dataclasses
+
+    from transformers import AutoTokenizer
+
+    from hf_async_mtl.encoding import encoding_fingerprint, tokenize_task
+
+    rows = sentiment_rows(12, 3)
+    first = tokenize_task(SENTIMENT, rows, tokenizer, 0, 32)
+    assert first._fingerprint == encoding_fingerprint(rows, tokenizer, "plain", SENTIMENT, 0, 32)
+    assert tokenize_task(SENTIMENT, rows, tokenizer, 0, 32)._fingerprint == first._fingerprint  # deterministic: the cache hits
+    # Anything that changes the result changes the fingerprint: the input rows, the length, the task id, the task, the
+    # tokenizer's definition (an added token) and its settings.
+    grown = AutoTokenizer.from_pretrained(tokenizer.name_or_path)
+    grown.add_tokens(["zzyzx"])
+    left = AutoTokenizer.from_pretrained(tokenizer.name_or_path, truncation_side="left")
+    others = {
+        encoding_fingerprint(sentiment_rows(12, 4), tokenizer, "plain", SENTIMENT, 0, 32),
+        encoding_fingerprint(rows, tokenizer, "plain", SENTIMENT, 0, 16),
+        encoding_fingerprint(rows, tokenizer, "plain", SENTIMENT, 1, 32),
+        encoding_fingerprint(rows, tokenizer, "plain", dataclasses.replace(SENTIMENT, label_names=("no", "yes")), 0, 32),
+        encoding_fingerprint(rows, grown, "plain", SENTIMENT, 0, 32),
+        encoding_fingerprint(rows, left, "plain", SENTIMENT, 0, 32),
+    }
+    assert len(others) == 6 and first._fingerprint not in others
+    # The same tokens as a plain map.
+    default = rows.map(lambda b: dict(tokenizer(b["sentence"], truncation=True, max_length=32)), batched=True)
+    assert list(first["input_ids"]) == list(default["input_ids"])
