@@ -21,6 +21,8 @@ all-MiniLM-L6-v2 (6 layers), bf16 autocast, 64 tokens, batch 32, AdamW 1e-4, 150
   it (batches of 32 stream positions, each read, checked and tokenised): peak RSS while every row goes through, and
   the data path's rows/s (what a training step would have to wait for), length-grouped as the trainer draws it. A training run of 150 steps reads only its
   first blocks, so only these runs show memory while millions of rows are consumed.
+* ablation `--row-group-rows N` (readthrough kinds only, results in `row_groups_N/`): the same rows written with
+  parquet row groups of N rows instead of one group per file (pyarrow's default for these 1M-row files).
 
 Reported: time to first step (from the start of building the run's data — SST-2 from the `datasets` cache, tokenised
 by a first call timed apart, and `synth` — to the end of the first optimizer step), steady training examples/s (steps 31-150), peak RSS
@@ -47,9 +49,17 @@ SETTINGS = {"steps": 150, "timing_from_step": 30, "batch_size": 32, "max_seq_len
 SMOKE = {"steps": 40, "timing_from_step": 10, "batch_size": 8, "max_seq_length": 32, "learning_rate": 1e-3, "rows_per_file": 2_000}
 
 
+# Parquet row group of the synthetic files: None = pyarrow's default (the whole 1M-row file in one group; the declared
+# runs); `--row-group-rows N` = the ablation with groups of N rows, in folders of its own.
+ROW_GROUP_ROWS: int | None = None
+
+
 def _paths(smoke: bool) -> tuple[str, str]:
     name = "streaming_scale_smoke" if smoke else "streaming_scale"
-    return os.path.join(ROOT, "benchmarks", "work", name), os.path.join(ROOT, "benchmarks", "results", name)
+    work, results = os.path.join(ROOT, "benchmarks", "work", name), os.path.join(ROOT, "benchmarks", "results", name)
+    if ROW_GROUP_ROWS is not None:
+        work, results = f"{work}_rg{ROW_GROUP_ROWS}", os.path.join(results, f"row_groups_{ROW_GROUP_ROWS}")
+    return work, results
 
 
 def _settings(smoke: bool) -> dict:
@@ -85,7 +95,7 @@ def generate(smoke: bool) -> list[str]:
         drawn[np.arange(rows), where] = sentiment
         texts = [" ".join(row[:n]) for row, n in zip(drawn.tolist(), lengths.tolist())]
         flipped = np.where(rng.random(rows) < 0.1, 1 - labels, labels)
-        pq.write_table(pa.table({"sentence": texts, "label": flipped.astype(np.int64)}), path + ".tmp")
+        pq.write_table(pa.table({"sentence": texts, "label": flipped.astype(np.int64)}), path + ".tmp", row_group_size=ROW_GROUP_ROWS)
         os.replace(path + ".tmp", path)
     dev = os.path.join(work, "data", "dev.parquet")
     if not os.path.exists(dev):
@@ -136,6 +146,7 @@ def readthrough(kind: str, smoke: bool) -> None:
         "kind": kind,
         "rows": rows,
         "settings": settings,
+        "row_group_rows": ROW_GROUP_ROWS,
         "rows_per_second": (trained - trained % batch) / seconds,
         "seconds": seconds,
         "peak_rss_mb": _peak_rss_mb(),
@@ -334,7 +345,12 @@ def main() -> None:
     parser.add_argument("--all", action="store_true")
     parser.add_argument("--summarize", action="store_true")
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--row-group-rows", type=int, default=None, help="Ablation: parquet row groups of N rows (readthrough kinds).")
     args = parser.parse_args()
+    global ROW_GROUP_ROWS
+    ROW_GROUP_ROWS = args.row_group_rows
+    layout = ["--row-group-rows", str(ROW_GROUP_ROWS)] if ROW_GROUP_ROWS is not None else []
+    kinds = [k for k in KINDS if k.startswith("readthrough")] if ROW_GROUP_ROWS is not None else KINDS
     if args.generate:
         generate(args.smoke)
     if args.run:
@@ -342,9 +358,9 @@ def main() -> None:
     if args.all:
         generate(args.smoke)
         _, results = _paths(args.smoke)
-        for kind in KINDS:
+        for kind in kinds:
             if not os.path.exists(os.path.join(results, "per_run", f"{kind}.json")):
-                subprocess.run([sys.executable, __file__, "--run", kind, *(["--smoke"] if args.smoke else [])], check=True)
+                subprocess.run([sys.executable, __file__, "--run", kind, *(["--smoke"] if args.smoke else []), *layout], check=True)
         summarize(args.smoke)
     if args.summarize:
         summarize(args.smoke)
