@@ -58,13 +58,17 @@ def token_rows(dataset: datasets.Dataset) -> list[list[int]]:
 @functools.cache
 def _encoding_code() -> str:
     """The source of the functions a tokenising `map` runs (a new library version that changes them re-tokenises)."""
-    from . import __version__
+    from importlib.metadata import PackageNotFoundError, version
+
     from .prompting import encode_prompts
 
     try:
         return "".join(inspect.getsource(f) for f in (tokenize_task, batch_encoder, encode_prompts))
     except (OSError, TypeError):  # no source at hand (a frozen or source-less install): the library's version
-        return f"hf_async_mtl {__version__}"
+        try:
+            return f"hf_async_mtl {version('hf_async_mtl')}"
+        except PackageNotFoundError:
+            return "hf_async_mtl"
 
 
 def encoding_fingerprint(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, *parts: Any) -> str | None:
