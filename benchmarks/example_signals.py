@@ -27,7 +27,9 @@ The `plateau` shape (the paper's: patience on the smoothed value, first full win
 needs no decline margin. Every decision goes through `ConvergenceMonitor`, its floor and decline margin set before
 each update. A larger or smaller selection split is replayed by subsampling the stored examples (a seeded subset,
 the same in every run), so its effect is measured like for like on the same runs. The teacher is the best raw
-value's evaluation; false convergence and recovered are judged on the run's dev curve as in `signal_replay`.
+value's evaluation; false convergence and recovered are judged on the run's dev curve as in `signal_replay`, and, for
+a signal reading one seeded half of the split, also on the other half's score curve: a judgement from selection data
+alone, the one a choice of signal may rest on (the dev sets are for reporting).
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ from hf_async_mtl.async_kd.monitor import ConvergenceMonitor  # noqa: E402
 SIGNALS = ("score", "loss", "prob", "brier")
 SHAPES = ("plateau", "decl")
 BOOTSTRAPS = 400
-SUBSETS = (None, 500, 250)  # None: the whole stored split
+# None: the whole stored split; an int: a seeded subset of that many examples; "half": a seeded half, judged on the
+# other half's score curve instead of dev (what a choice of signal may read: selection data only)
+SUBSETS: tuple[int | str | None, ...] = (None, 500, 250, "half")
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 OUT_DIR = os.path.join(RESULTS, "example_signals")
 _EPS = 1e-7
@@ -252,7 +256,7 @@ def replay_run(
     *,
     z: float = Z,
     draws: int = BOOTSTRAPS,
-    subsets: Sequence[int | None] = SUBSETS,
+    subsets: Sequence[int | str | None] = SUBSETS,
     patience: int = 3,
     min_steps: int = 0,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -277,9 +281,15 @@ def replay_run(
         dev = _points(curves, f"eval_{task}_dev_score") or None
         order = np.random.default_rng(1234).permutation(len(labels))  # the same subset of a task's split in every run
         for size in subsets:
-            if size is not None and size >= len(labels):
+            if isinstance(size, int) and size >= len(labels):
                 continue
-            keep = order[:size] if size is not None else np.arange(len(labels))
+            if size == "half":  # the signal reads one half; the other half's score judges it (no dev read)
+                keep, held = order[: len(labels) // 2], order[len(labels) // 2 :]
+                held_curve = [(s, float(v)) for s, v in zip(steps, task_score(metrics, values[:, held], labels[held][None, :]))]
+                judges = [("held-out half", held_curve, len(held)), ("dev", dev, dev_sizes.get(task))]
+            else:
+                keep = order[:size] if size is not None else np.arange(len(labels))
+                judges = [("dev", dev, dev_sizes.get(task))]
             sub_values, sub_labels = values[:, keep], labels[keep]
             resamples = bootstrap_indices(len(keep), len(keep), draws, seed=zlib.crc32(f"{task}/{len(keep)}".encode()))
             for signal in SIGNALS:
@@ -287,7 +297,7 @@ def replay_run(
                 trivial = trivial_signal(signal, metrics, spec.is_regression, train_labels[task], sub_labels)
                 for shape in SHAPES:
                     result = replay_examples(steps, matrix, trivial, shape=shape, patience=patience, min_steps=min_steps, z=z)
-                    rows.append(
+                    rows += [
                         {
                             "run_set": os.path.basename(os.path.dirname(os.path.dirname(run["_source"]))),
                             "method": run["method"],
@@ -299,10 +309,12 @@ def replay_run(
                             "rule": shape,
                             "split": len(keep),
                             "split_label": "stored" if size is None else str(size),
+                            "judged_on": judged_on,
                             **{k: result[k] for k in ("converged_step", "teacher_step", "teacher_value", "last_step")},
-                            **judge(result, dev, metrics, dev_sizes.get(task), z),
+                            **judge(result, curve, metrics, judge_size, z),
                         }
-                    )
+                        for judged_on, curve, judge_size in judges
+                    ]
     return rows, checks
 
 
@@ -355,8 +367,8 @@ def build(folders: Sequence[str], glue_dir: str, z: float = Z, draws: int = BOOT
         "bootstraps": draws,
         "run_sets": sets,
         "checks": checks,
-        "summary": summarize(rows, ("run_set", "split_label", "signal", "rule")),
-        "per_task": summarize(rows, ("run_set", "split_label", "task", "signal", "rule")),
+        "summary": summarize(rows, ("run_set", "judged_on", "split_label", "signal", "rule")),
+        "per_task": summarize(rows, ("run_set", "judged_on", "split_label", "task", "signal", "rule")),
         "rows": rows,
     }
 
@@ -394,17 +406,18 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         "## Convergences, false convergences, ceiling recovered",
         "",
         "Split = selection examples the signal reads (stored: the run's whole split; 500 / 250: a seeded subset, the same"
-        " in every run). Converged = before the last evaluation; false = teacher's dev below the final dev beyond noise;"
+        " in every run; half: a seeded half, judged both on dev and on the other half's score curve, which is what a"
+        " choice of signal may read). Converged = before the last evaluation; false = teacher's dev below the final dev beyond noise;"
         " recovered / conv. = mean (dev at teacher − final dev) ×100 over converged curves; GLUE-5 recovered = per seed"
         " Σ over tasks / 5, mean over seeds.",
         "",
-        "| run set | split | signal | rule | curves | converged | false | recovered / conv. | GLUE-5 recovered | mean conv. step |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| run set | judged on | split | signal | rule | curves | converged | false | recovered / conv. | GLUE-5 recovered | mean conv. step |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["summary"]:
         false = "–" if row["false"] is None else f"{row['false']}/{row['judged']}"
         lines.append(
-            f"| {row['run_set']} | {row['split_label']} | {row['signal']} | {row['rule']} | {row['curves']} | {row['converged']} |"
+            f"| {row['run_set']} | {row['judged_on']} | {row['split_label']} | {row['signal']} | {row['rule']} | {row['curves']} | {row['converged']} |"
             f" {false} | {_f(row['mean_recovered_per_convergence'], 2, True)} | {_f(row['glue5_recovered'], 2, True)} |"
             f" {_f(row['mean_converged_step'], 0)} |"
         )
@@ -416,7 +429,7 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         "|---|---|---|---|---:|---:|---:|---:|",
     ]
     for row in result["per_task"]:
-        if row["split_label"] != "stored":
+        if row["split_label"] != "stored" or row["judged_on"] != "dev":
             continue
         false = "–" if row["false"] is None else f"{row['false']}/{row['judged']}"
         lines.append(

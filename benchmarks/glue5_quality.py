@@ -133,6 +133,12 @@ REGIME_PROFILES = {
 REGIME_ORDER = tuple(REGIME_PROFILES)
 REGIME_SEEDS = 2
 PROFILES.update(REGIME_PROFILES)
+# #42 item 3 (benchmarks/async_kd_regime.md): the comparison in the regime the search chooses, one profile per candidate
+# (`<candidate>_kd`, results in glue5_<candidate>_kd): the candidate's settings plus calibration bins at every
+# evaluation (item 5: ECE of every classification task; evaluation only, training unchanged). Arms: ITEM3_ORDER.
+ITEM3_PROFILES = {f"{name}_kd": {**profile, "calibration_bins": 15, "item3": True} for name, profile in REGIME_PROFILES.items()}
+PROFILES.update(ITEM3_PROFILES)
+ITEM3_SEEDS = 5
 
 # method name → MultiTaskTrainingArguments overrides. "single_<task>" runs are added per task.
 METHODS = {
@@ -228,11 +234,22 @@ V2_METHODS = {
 V2_SEEDS = 5
 # Most needed first: the primary pair, then the other pairs, single-task, baselines, ablations.
 V2_ORDER = ("equal", "async_kd", "async_kd_fw", "imtl_g", "imtl_g_async_kd", "single", "static", "uncertainty")
+# #42 item 3, per seed: equal first (its selection predictions feed the signal replay), the baseline, then async-KD
+# with the paper's plateau rule (`async_kd_fw`) and with the library's default rule (`async_kd_decl`).
+ITEM3_ORDER = ("equal", "uncertainty", "async_kd_fw", "async_kd_decl")
 
 
 def _kd_options(overrides: dict, **options) -> dict:
     """The profile's async-KD options, for the runs with async-KD only (elsewhere they would do nothing and warn)."""
     return options if overrides.get("async_kd") or overrides.get("mtl_method") == "async_kd" else {}
+
+
+def all_runs_item3() -> list[tuple[str, int]]:
+    """(method, seed) of #42 item 3: every seed's equal run first (the signal replay reads them), then seed by seed
+    the other arms of `ITEM3_ORDER`."""
+    return [("equal", seed) for seed in range(ITEM3_SEEDS)] + [
+        (method, seed) for seed in range(ITEM3_SEEDS) for method in ITEM3_ORDER if method != "equal"
+    ]
 
 
 def all_runs_v2() -> list[tuple[str, int]]:
@@ -481,6 +498,7 @@ def run_one_v2(profile_name: str, method: str, seed: int, out_path: str) -> None
         use_cpu=not torch.cuda.is_available(),
         # bf16 autocast (regime profiles only: declared in benchmarks/regime_search.md; 1.8-2.0x on this CPU)
         **({"bf16": True} if profile.get("bf16") else {}),
+        **({"calibration_bins": profile["calibration_bins"]} if profile.get("calibration_bins") else {}),
         **overrides,
     )
     trainer = MultiTaskTrainer(
@@ -545,7 +563,10 @@ def main() -> None:
         runner(args.profile, method, seed, os.path.join(runs_dir, f"{method}_s{seed}.json"))
         return
     if not args.summarize_only:
-        runs = all_runs_v2() if PROFILES[args.profile].get("version") == 2 else all_runs()
+        if PROFILES[args.profile].get("item3"):
+            runs = all_runs_item3()
+        else:
+            runs = all_runs_v2() if PROFILES[args.profile].get("version") == 2 else all_runs()
         runs = select_runs(runs, args.only.split(",") if args.only else None, args.seeds)
         for method, seed in runs:
             out = os.path.join(runs_dir, f"{method}_s{seed}.json")

@@ -51,6 +51,7 @@ VIEW_TITLES = {
 METHOD_ORDER = (
     "async_kd",
     "async_kd_fw",
+    "async_kd_decl",
     "equal",
     "static",
     "uncertainty",
@@ -60,7 +61,7 @@ METHOD_ORDER = (
     "async_kd_old_rule",
     "async_kd_fw_on_demand",
 )
-ASYNC_METHODS = ("async_kd", "async_kd_fw", "imtl_g_async_kd", "async_kd_old_rule", "async_kd_fw_on_demand")
+ASYNC_METHODS = ("async_kd", "async_kd_fw", "async_kd_decl", "imtl_g_async_kd", "async_kd_old_rule", "async_kd_fw_on_demand")
 # Like-for-like pairs (a − b), declared in benchmarks/README.md before the v2 runs.
 PAIRS = (
     ("async_kd", "equal"),
@@ -76,6 +77,12 @@ PAIRS = (
     ("async_kd_old_rule", "equal"),
     ("async_kd", "async_kd_old_rule"),
     ("async_kd_fw", "async_kd_old_rule"),
+    # #42 item 3 (benchmarks/async_kd_regime.md): the paper's plateau rule and the library's default against equal and
+    # the baseline, and against each other
+    ("async_kd_decl", "equal"),
+    ("async_kd_fw", "uncertainty"),
+    ("async_kd_decl", "uncertainty"),
+    ("async_kd_decl", "async_kd_fw"),
 )
 DECLINE_POINTS = 1.0  # a task "declines" when its last value is more than this below its best (×100)
 MIN_DECLINING_TASKS = 2  # the v2 design needs at least two tasks peaking and declining under equal weighting
@@ -466,6 +473,81 @@ def paired_tables(pairs: dict) -> list[str]:
     return lines
 
 
+def recovered_table(table: dict, pairs: dict) -> list[str]:
+    """Share of equal weighting's ceiling each `X − equal` pair recovers: the paired GLUE-5 difference (final and
+    per-task selected views) over the ceiling of equal's seed-mean dev curves."""
+    ceiling_value = ((table.get("equal") or {}).get("ceiling") or {}).get("glue5") or {}
+    value = ceiling_value.get("value")
+    rows = [(name, pair) for name, pair in pairs.items() if pair["b"] == "equal" and pair["a"] in ASYNC_METHODS]
+    if not rows or not value or value <= 0:
+        return []
+    lines = [
+        "## Ceiling recovered",
+        "",
+        f"Equal weighting's GLUE-5 ceiling (best − final of its seed-mean dev curves): **{value:.2f}**. Recovered = the"
+        " paired GLUE-5 difference against equal / that ceiling (its interval divided likewise).",
+        "",
+        "| pair | n | final: difference | final: recovered | per-task selected: difference | per-task selected: recovered |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, pair in rows:
+        cells = []
+        for view in ("final", "per_task_selected"):
+            stat = pair[view]["glue5"]
+            if stat["mean"] is None:
+                cells += ["–", "–"]
+                continue
+            share = 100 * stat["mean"] / value
+            interval = stat["interval"]
+            text = f"{share:+.0f} %" + (f" [{100 * interval[0] / value:+.0f}, {100 * interval[1] / value:+.0f}]" if interval else "")
+            cells += [_diff_cell(stat), text]
+        lines.append(f"| {name} | {pair['final']['glue5']['n']} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def calibration(runs: list[dict]) -> dict:
+    """Per method and task: ECE ×100 of the dev set at the run's last evaluation (`eval_<task>_dev_ece`, logged with
+    `calibration_bins`), by seed; empty when no run logged it."""
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for run in runs:
+        curves = [c for c in _curves(run) if any(k.endswith("_dev_ece") for k in c)]
+        if not curves or str(run["method"]).startswith("single_"):
+            continue
+        for task in TASKS:
+            key = f"eval_{task}_dev_ece"
+            if key in curves[-1]:
+                out[str(run["method"])][task][str(run["seed"])] = 100 * float(curves[-1][key])
+    return {m: dict(t) for m, t in out.items()}
+
+
+def calibration_table(ece: dict) -> list[str]:
+    if not ece:
+        return []
+    tasks = [t for t in TASKS if any(t in by_task for by_task in ece.values())]
+    lines = [
+        "## Calibration at the final checkpoint",
+        "",
+        "Expected calibration error ×100 on each dev set (15 equal-width confidence bins), mean ± sd over seeds; below,"
+        " each method − equal paired by seed (95 % t). Lower is better.",
+        "",
+        "| method | " + " | ".join(tasks) + " |",
+        "|---" * (len(tasks) + 1) + "|",
+    ]
+    for method in _ordered(ece):
+        lines.append(f"| {method} | " + " | ".join(_cell(mean_std(list(ece[method].get(t, {}).values()))) for t in tasks) + " |")
+    if "equal" in ece:
+        lines += ["", "| method − equal | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+        for method in _ordered(ece):
+            if method == "equal":
+                continue
+            cells = []
+            for task in tasks:
+                a, b = ece[method].get(task, {}), ece["equal"].get(task, {})
+                cells.append(_diff_cell(paired_stats([a[s] - b[s] for s in sorted(set(a) & set(b), key=int)])))
+            lines.append(f"| {method} − equal | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def gap_table(table: dict) -> list[str]:
     lines = [
         "## Oracle gap",
@@ -604,8 +686,10 @@ def markdown(runs: list[dict], table: dict, pairs: dict, curves: dict, reference
         ]
     lines += paired_tables(pairs)
     if table:
+        lines += recovered_table(table, pairs)
         lines += gap_table(table)
         lines += ceiling_table(table)
+    lines += calibration_table(calibration(runs))
     lines += equal_curves_note(curves)
     if runs:
         lines += run_table(runs)
@@ -778,6 +862,7 @@ def summarize_v2(results_dir: str) -> dict:
         "methods": table,
         "paired_differences": pairs,
         "equal_curves": curves,
+        "calibration_ece": calibration(runs),
         "references": references,
     }
     os.makedirs(results_dir, exist_ok=True)

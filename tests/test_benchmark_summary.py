@@ -271,6 +271,32 @@ def test_summarize_v2_writes_files_and_survives_missing_runs_and_tasks(tmp_path)
     assert json.loads((tmp_path / "summary.json").read_text())["runs"] == len(runs)
 
 
+def test_item3_summary_shows_the_ceiling_recovered_and_the_final_calibration(tmp_path):
+    from benchmarks.summarize_v2 import summarize_v2
+
+    per_run = tmp_path / "per_run"
+    per_run.mkdir()
+    # equal: every task peaks at 0.80 at step 400 and ends at 0.70 (ceiling 10 points); async-KD (default rule) ends 6
+    # and 8 points above equal in its two seeds (7 of the 10: 70 %)
+    runs = []
+    for seed, gain in ((0, 0.06), (1, 0.08)):
+        equal = _v2_run("equal", seed, {t: [0.5, 0.6, 0.55] for t in TASKS}, {t: [0.75, 0.80, 0.70] for t in TASKS})
+        kd = _v2_run("async_kd_decl", seed, {t: [0.5, 0.6, 0.6] for t in TASKS}, {t: [0.75, 0.80, 0.70 + gain] for t in TASKS})
+        for run, ece in ((equal, 0.05 + seed * 0.01), (kd, 0.03 + seed * 0.01)):
+            run["curves"][-1].update({f"eval_{t}_dev_ece": ece for t in TASKS if t != "stsb"})
+        runs += [equal, kd]
+    for run in runs:
+        (per_run / f"{run['method']}_s{run['seed']}.json").write_text(json.dumps(run))
+    summary = summarize_v2(str(tmp_path))
+    assert summary["methods"]["equal"]["ceiling"]["glue5"]["value"] == pytest.approx(10.0)
+    assert summary["paired_differences"]["async_kd_decl − equal"]["final"]["glue5"]["mean"] == pytest.approx(7.0)
+    assert summary["calibration_ece"]["async_kd_decl"]["cola"] == pytest.approx({"0": 3.0, "1": 4.0})
+    assert "stsb" not in summary["calibration_ece"]["equal"]  # regression: no ECE
+    text = (tmp_path / "results.md").read_text()
+    assert "## Ceiling recovered" in text and "+70 %" in text
+    assert "## Calibration at the final checkpoint" in text and "| async_kd_decl − equal | -2.00" in text
+
+
 def test_v2_profile_line_names_package_versions_only_where_runs_differ():
     from benchmarks.summarize_v2 import _profile_line
 

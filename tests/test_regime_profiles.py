@@ -30,3 +30,16 @@ def test_existing_v2_profiles_keep_their_keys_and_regimes_derive_from_v2():
         assert profile["bf16"] is True and profile["version"] == 2
         assert set(_MINILM_V2) <= set(profile)
         assert "sst2" not in profile["caps"]  # SST-2 keeps its size
+
+
+def test_item3_profiles_are_the_candidates_plus_calibration_and_run_every_equal_seed_first():
+    from benchmarks.glue5_quality import ITEM3_ORDER, ITEM3_PROFILES, ITEM3_SEEDS, V2_METHODS, all_runs_item3
+
+    assert set(ITEM3_PROFILES) == {f"{name}_kd" for name in REGIME_ORDER}
+    for name in REGIME_ORDER:
+        extra = {k: v for k, v in ITEM3_PROFILES[f"{name}_kd"].items() if REGIME_PROFILES[name].get(k) != v}
+        assert extra == {"calibration_bins": 15, "item3": True}  # evaluation only: the candidate's training exactly
+    runs = all_runs_item3()
+    assert runs[:ITEM3_SEEDS] == [("equal", seed) for seed in range(ITEM3_SEEDS)]
+    assert sorted(runs) == sorted((m, s) for m in ITEM3_ORDER for s in range(ITEM3_SEEDS)) and len(set(runs)) == len(runs)
+    assert V2_METHODS["async_kd_fw"]["kd_require_decline"] is False and V2_METHODS["async_kd_decl"]["kd_require_decline"] is True
