@@ -8,6 +8,8 @@ evaluation's per-example true-class probability (classification) or prediction (
 computes, at every evaluation, four signals and their noise over the selection examples, and replays the library's
 two rule shapes on them:
 
+- **score_formula**: the recomputed score under the library's rule as it stands (floor and decline margin from the
+  binomial / Fisher formulas on the split's size): today's default, the reference;
 - **score**: the task's score recomputed from the predictions (binary tasks: the predicted class is the true one when
   its probability exceeds 0.5; MCC, F1, accuracy; STS-B: mean of Pearson and Spearman);
 - **loss**: minus the selection loss (cross-entropy; STS-B: MSE), so that greater is better for every signal;
@@ -50,10 +52,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from benchmarks.signal_replay import TASKS, Z, judge, summarize  # noqa: E402
-from hf_async_mtl.async_kd.monitor import ConvergenceMonitor  # noqa: E402
+from benchmarks.convergence_replay import replay_curve  # noqa: E402
+from benchmarks.signal_replay import TASKS, Z, judge, signal_options, summarize  # noqa: E402
+from hf_async_mtl.async_kd.monitor import ConvergenceMonitor, convergence_floor  # noqa: E402
 
-SIGNALS = ("score", "loss", "prob", "brier")
+# score_formula: the recomputed score under the library's rule as it is today (formula floor and decline margin,
+# `noise_margin` / `convergence_floor` on the split's size), the reference every bootstrap signal is compared with
+SIGNALS = ("score_formula", "score", "loss", "prob", "brier")
 SHAPES = ("plateau", "decl")
 BOOTSTRAPS = 400
 # None: the whole stored split; an int: a seeded subset of that many examples; "half": a seeded half, judged on the
@@ -125,7 +130,7 @@ def task_score(metrics: Sequence[str], values: np.ndarray, labels: np.ndarray) -
 def signal_values(signal: str, metrics: Sequence[str], is_regression: bool, values: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """One signal along the last axis (greater is better)."""
     values = values.astype(np.float64)
-    if signal == "score":
+    if signal in ("score", "score_formula"):
         return task_score(metrics, values, labels)
     if is_regression:  # loss, prob and brier are all minus the MSE for a regression task
         return -np.mean((values - labels) ** 2, axis=-1)
@@ -143,10 +148,10 @@ def trivial_signal(signal: str, metrics: Sequence[str], is_regression: bool, tra
     majority class for the score and the training class prior as probabilities for loss, prob and brier."""
     train = np.asarray(train_labels, dtype=np.float64)
     if is_regression:
-        return 0.0 if signal == "score" else float(-np.mean((labels - train.mean()) ** 2))
+        return 0.0 if signal in ("score", "score_formula") else float(-np.mean((labels - train.mean()) ** 2))
     counts = np.bincount(train.astype(np.int64), minlength=2).astype(np.float64)
     prior = counts / counts.sum()
-    if signal == "score":
+    if signal in ("score", "score_formula"):
         majority = int(counts.argmax())
         p_true = np.where(labels.astype(np.int64) == majority, 1.0, 0.0)
         return float(task_score(metrics, p_true, labels))
@@ -296,7 +301,18 @@ def replay_run(
                 matrix = signal_matrix(signal, metrics, spec.is_regression, sub_values, sub_labels, resamples)
                 trivial = trivial_signal(signal, metrics, spec.is_regression, train_labels[task], sub_labels)
                 for shape in SHAPES:
-                    result = replay_examples(steps, matrix, trivial, shape=shape, patience=patience, min_steps=min_steps, z=z)
+                    if signal == "score_formula":  # the library's rule today: formula floor and decline margin
+                        reference = {
+                            "metrics": metrics,
+                            "selection_size": len(keep),
+                            "floor": convergence_floor(trivial, metrics, len(keep), z),
+                        }
+                        options = signal_options("score", shape, reference, None, z)
+                        assert options is not None  # the score always has its formula margins
+                        curve = list(zip(steps, (float(v) for v in matrix[:, 0])))
+                        result = replay_curve(curve, patience=patience, min_steps=min_steps, **options)
+                    else:
+                        result = replay_examples(steps, matrix, trivial, shape=shape, patience=patience, min_steps=min_steps, z=z)
                     rows += [
                         {
                             "run_set": os.path.basename(os.path.dirname(os.path.dirname(run["_source"]))),
