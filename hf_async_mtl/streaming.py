@@ -188,8 +188,13 @@ class BlockRecord:
 class _Block:
     record: BlockRecord
     size: int
-    table: pa.Table | None  # converted, in the block's shuffled order (None until a position inside it is drawn)
+    # The block's rows in its order (None until a position inside it is drawn): converted rows, or, under length
+    # grouping (`encoded`), their model inputs: the lengths that order them need the encoding, kept for the batches.
+    table: pa.Table | None
     raw: pa.Table | None = None  # the rows as read, until converted
+    order: np.ndarray | None = None  # the permutation `table` was taken in
+    encoded: bool = False
+    unordered: pa.Table | None = None  # `table` back in reading order, when the order must be made again
 
 
 class StreamedTask:
@@ -237,8 +242,11 @@ class StreamedTask:
         """
         if global_batch < 1 or factor < 1:
             raise ValueError(f"group_by_length: global_batch and factor must be >= 1, got {global_batch}, {factor}")
-        if self._block is not None and self._block.table is not None:
-            self._block = None  # converted under the old order: convert again when drawn
+        block = self._block
+        if block is not None and block.table is not None and block.order is not None:
+            # ordered under the old grouping (e.g. the first block, read by `check`): back to reading order, no re-read
+            block.unordered = block.table.take(pa.array(np.argsort(block.order)))
+            block.table, block.order = None, None
         self._grouping = (int(global_batch), int(factor))
 
     @property
@@ -285,28 +293,37 @@ class StreamedTask:
 
     def _materialise(self, block: _Block) -> pa.Table:
         if block.table is None:
-            rows = range(self.first_row + block.record.row, self.first_row + block.record.row + block.size)
-            converted = self._convert(block.raw, rows)
+            if block.unordered is not None:
+                base, encoded = block.unordered, block.encoded
+            else:
+                rows = range(self.first_row + block.record.row, self.first_row + block.record.row + block.size)
+                base, encoded = self._convert(block.raw, rows), False
             key = zlib.crc32(self.name.encode("utf-8"))
             rng = np.random.default_rng([_BLOCK_SALT, self.seed, key, block.record.epoch, block.record.row])
             order = rng.permutation(block.size)
-            if self._grouping is not None:
-                order = self._length_grouped(order, converted, block.record.start, rng)
-            block.table, block.raw = converted.take(pa.array(order)), None
+            if self._grouping is not None:  # encoded once: its lengths order the batches, its rows feed them
+                base, encoded = (base, True) if encoded else (self._encode_table(base), True)
+                order = self._length_grouped(order, base, block.record.start, rng)
+            block.table, block.order, block.encoded = base.take(pa.array(order)), order, encoded
+            block.raw, block.unordered = None, None
         return block.table
 
-    def _token_lengths(self, table: pa.Table) -> np.ndarray:
-        """Tokens per row of a converted block (a bi-encoder pair: its two texts'), encoded in slices."""
-        lengths = []
-        for start in range(0, table.num_rows, 1024):
-            encoded = self._encode(table.slice(start, 1024).to_pydict())
-            counts = np.fromiter((len(ids) for ids in encoded["input_ids"]), dtype=np.int64)
-            if PAIR_IDS_COLUMN in encoded:
-                counts += np.fromiter((len(ids) for ids in encoded[PAIR_IDS_COLUMN]), dtype=np.int64)
-            lengths.append(counts)
-        return np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+    def _encode_table(self, table: pa.Table) -> pa.Table:
+        """A converted block's model inputs, `labels` and `task_ids` as one table (encoded in slices of 1024 rows)."""
+        parts = [pa.Table.from_pydict(dict(self._encode(table.slice(start, 1024).to_pydict()))) for start in range(0, table.num_rows, 1024)]
+        return pa.concat_tables(parts) if parts else table
 
-    def _length_grouped(self, order: np.ndarray, table: pa.Table, start: int, rng: np.random.Generator) -> np.ndarray:
+    @staticmethod
+    def _token_lengths(encoded: pa.Table) -> np.ndarray:
+        """Tokens per row of an encoded block (a bi-encoder pair: its two texts')."""
+        import pyarrow.compute as pc
+
+        counts = np.asarray(pc.list_value_length(encoded["input_ids"]).to_numpy(zero_copy_only=False), dtype=np.int64)
+        if PAIR_IDS_COLUMN in encoded.column_names:
+            counts = counts + np.asarray(pc.list_value_length(encoded[PAIR_IDS_COLUMN]).to_numpy(zero_copy_only=False), dtype=np.int64)
+        return counts
+
+    def _length_grouped(self, order: np.ndarray, encoded: pa.Table, start: int, rng: np.random.Generator) -> np.ndarray:
         """`order` (the block's shuffle) with its whole global batches length-grouped (see `group_by_length`)."""
         assert self._grouping is not None
         g, factor = self._grouping
@@ -314,7 +331,7 @@ class StreamedTask:
         whole = max(0, len(order) - head) // g
         if whole == 0:
             return order
-        lengths = self._token_lengths(table)
+        lengths = self._token_lengths(encoded)
         body = order[head : head + whole * g]
         mega = g * factor
         body = np.concatenate([chunk[np.argsort(-lengths[chunk], kind="stable")] for chunk in np.split(body, range(mega, len(body), mega))])
@@ -341,7 +358,7 @@ class StreamedTask:
 
     def features(self, positions: Sequence[int]) -> list[dict[str, Any]]:
         """The tokenised rows at stream `positions` (each with `example_ids` = its position)."""
-        rows: list[dict[str, Any]] = []
+        out: list[dict[str, Any]] = []
         at = 0
         while at < len(positions):  # one `take` per run of positions inside one block
             if positions[at] < 0:
@@ -351,13 +368,12 @@ class StreamedTask:
             while at < len(positions) and block.record.start <= positions[at] < end:
                 inside.append(int(positions[at]) - block.record.start)
                 at += 1
-            rows.extend(self._materialise(block).take(pa.array(inside, type=pa.int64())).to_pylist())
-        if not rows:
-            return []
-        columns = {key: [row[key] for row in rows] for key in rows[0]}
-        encoded = self._encode(columns)
-        kept = [k for k in (*MODEL_INPUT_COLUMNS, "labels", TASK_IDS_COLUMN) if k in encoded]
-        return [{**{k: encoded[k][i] for k in kept}, EXAMPLE_IDS_COLUMN: int(positions[i])} for i in range(len(rows))]
+            columns = self._materialise(block).take(pa.array(inside, type=pa.int64())).to_pydict()
+            encoded = columns if block.encoded else self._encode(columns)  # a grouped block was encoded once, whole
+            kept = [k for k in (*MODEL_INPUT_COLUMNS, "labels", TASK_IDS_COLUMN) if k in encoded]
+            first = at - len(inside)
+            out += [{**{k: encoded[k][i] for k in kept}, EXAMPLE_IDS_COLUMN: int(positions[first + i])} for i in range(len(inside))]
+        return out
 
     # ---- checkpoints -----------------------------------------------------------------------------------------------
 

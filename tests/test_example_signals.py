@@ -110,7 +110,13 @@ def test_replay_run_recomputes_the_logged_score_and_judges_against_dev() -> None
     arrays = {"sst2/steps": np.array(STEPS), "sst2/values": values.astype(np.float16), "sst2/labels": labels.astype(np.float32)}
     rows, checks = replay_run(run, arrays, {"sst2": np.array([0, 1, 1])}, {"sst2": 872}, draws=100, subsets=(None, 250, "half"))
     assert checks[0]["max_score_gap"] < 0.01  # float16 storage moves a probability across 0.5 rarely
-    assert {r["split"] for r in rows} == {600, 300, 250} and {r["signal"] for r in rows} == {"score_formula", "score", "loss", "prob", "brier"}
+    assert {r["split"] for r in rows} == {600, 300, 250} and {r["signal"] for r in rows} == {
+        "score_formula",
+        "score",
+        "loss",
+        "prob",
+        "brier",
+    }
     prob = next(r for r in rows if (r["signal"], r["rule"], r["split"]) == ("prob", "decl", 600))
     assert prob["converged_early"] and prob["dev_at_teacher"] == pytest.approx(0.84 if prob["teacher_step"] == 500 else 0.83)
     assert prob["recovered"] > 0 and prob["false"] is False

@@ -122,6 +122,25 @@ def test_length_grouping_sorts_whole_batches_inside_each_block_and_keeps_its_row
         again.group_by_length(0, 2)
 
 
+def test_a_grouped_block_is_read_and_tokenised_once(files, tokenizer):
+    stream = _build(files, tokenizer).train["sentiment"]  # the build checked (read and converted) the first block
+    calls: list[int] = []
+    encode = stream._encode
+    stream._encode = lambda batch: calls.append(len(batch["label"])) or encode(batch)
+    read = stream.rows_read
+    stream.group_by_length(4, 16)
+    rows = stream.features(range(0, 64))
+    assert stream.rows_read == read  # the checked first block is ordered again, not read again
+    stream.features(range(64, 128))
+    assert calls == [64, 64]  # each block encoded once, whole: its lengths order it and its rows feed the batches
+    plain = _build(files, tokenizer).train["sentiment"]
+    by_row = {tuple(r["input_ids"]): r for r in plain.features(range(0, 64))}
+    for row in rows:  # the same encodings (and labels) as the ungrouped path's per-batch tokenisation
+        assert {k: v for k, v in row.items() if k != "example_ids"} == {
+            k: v for k, v in by_row[tuple(row["input_ids"])].items() if k != "example_ids"
+        }
+
+
 def test_bad_rows_fail_with_the_file_and_row_in_the_first_block_at_build_and_later_when_drawn(files, tokenizer, tmp_path):
     rows = [json.loads(line) for line in open(files["sentiment"], encoding="utf-8")]
     for where, expected_when in ((40, "build"), (200, "drawn")):
