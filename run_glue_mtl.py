@@ -173,7 +173,7 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
         data_args.max_seq_length,
         caps=data_args.per_task_caps,
         default_cap=data_args.max_train_samples,
-        seed=training_args.seed,
+        seed=training_args.seed if data_args.split_seed is None else data_args.split_seed,
         selection_fraction=data_args.selection_split_fraction,
         selection_max=data_args.selection_split_max,
         eval_cap=data_args.max_eval_samples,

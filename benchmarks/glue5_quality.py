@@ -420,6 +420,67 @@ def capped(dataset, limit: int | None, seed: int):
     return dataset.select(np.sort(np.random.default_rng(seed).permutation(len(dataset))[:limit]))
 
 
+def _v2_training_options(profile: dict, overrides: dict, seed: int, max_steps: int, eval_steps: int) -> dict:
+    return dict(
+        per_device_train_batch_size=profile["batch_size"],
+        per_device_eval_batch_size=profile["eval_batch_size"],
+        learning_rate=profile["learning_rate"],
+        weight_decay=0.01,
+        warmup_steps=profile["warmup_steps"],
+        lr_scheduler_type=profile["scheduler"],
+        max_steps=max_steps,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="no",
+        logging_steps=eval_steps,
+        seed=seed,
+        sampling_strategy=profile["sampling"],
+        sampling_temperature=profile["sampling_temperature"],
+        **_kd_options(overrides, kd_patience=profile["kd_patience"], kd_min_steps=profile["kd_min_steps"]),
+        # bf16 autocast (regime profiles only: declared in benchmarks/regime_search.md; 1.8-2.0x on this CPU)
+        **({"bf16": True} if profile.get("bf16") else {}),
+        **({"calibration_bins": profile["calibration_bins"]} if profile.get("calibration_bins") else {}),
+        **overrides,
+    )
+
+
+def v2_training_options(profile_name: str, method: str, seed: int) -> dict:
+    """The `MultiTaskTrainingArguments` options (all but `output_dir`, `disable_tqdm`, `use_cpu`) of a multi-task
+    (method, seed) run of a v2 or regime profile, as `run_one_v2` trains it."""
+    profile = PROFILES[profile_name]
+    max_steps, eval_steps = profile["max_steps"], profile["eval_steps"]
+    if takes_all_tasks_steps(method):
+        # One batch of every task per step: 1/T of the steps for the same number of examples.
+        max_steps, eval_steps = max_steps // len(TASKS), eval_steps // len(TASKS)
+    return _v2_training_options(profile, dict(V2_METHODS[method]), seed, max_steps, eval_steps)
+
+
+def main_job_argv(profile_name: str, method: str, seed: int, output_dir: str) -> list[str]:
+    """The `run_glue_mtl.py` arguments that train (method, seed) of a v2 or regime profile as `run_one_v2` does: the
+    same training options, data (GLUE from `--glue_dir` / `$GLUE_DIR`, the selection split carved with seed 42 before
+    the caps) and model; the command adds the final dev evaluation and saves the model
+    (`tests/test_regime_profiles.py` parses it back and compares). `--use_cpu` as measured; drop it on a GPU."""
+    profile = PROFILES[profile_name]
+    if profile.get("version") != 2 or method.startswith("single_"):
+        raise ValueError(f"main_job_argv: multi-task runs of the v2 / regime profiles only, not {profile_name!r} / {method!r}.")
+    argv = [
+        "--model_name_or_path", profile["model"], "--tasks", ",".join(TASKS), "--output_dir", output_dir,
+        "--do_train", "--do_eval", "--dev_curves", "--max_seq_length", str(profile["max_seq_length"]),
+        "--selection_split_fraction", f"{profile.get('selection_fraction', 0.1):g}",
+        "--selection_split_max", str(profile["selection_max"]), "--split_seed", "42", "--use_cpu",
+    ]  # fmt: skip
+    if profile["caps"]:
+        argv += ["--max_train_samples_per_task", json.dumps(profile["caps"], separators=(",", ":"))]
+    for key, value in v2_training_options(profile_name, method, seed).items():
+        if isinstance(value, bool):
+            argv += [f"--{key}"] if value else [f"--{key}", "false"]
+        elif isinstance(value, dict):
+            argv += [f"--{key}", json.dumps(value, separators=(",", ":"))]
+        else:
+            argv += [f"--{key}", f"{value:g}" if isinstance(value, float) else str(value)]
+    return argv
+
+
 def run_one_v2(profile_name: str, method: str, seed: int, out_path: str) -> None:
     """Train one (method, seed) of the v2 matrix and write its JSON: curves on selection and dev at every evaluation."""
     import torch
@@ -467,39 +528,21 @@ def run_one_v2(profile_name: str, method: str, seed: int, out_path: str) -> None
                 train_sizes[name] = len(capped(pool, profile["caps"].get(name), 42))
     specs = [get_glue_task(t) for t in task_names]
     model = MultiTaskModel.from_encoder(path, specs)
-    overrides = {} if single else dict(V2_METHODS[method])
-    max_steps, eval_steps = profile["max_steps"], profile["eval_steps"]
     if single:
         # Same examples of its task as in a one-task-step multi-task run, evaluated as often.
         max_steps = v2_task_budgets(train_sizes, profile)[task_names[0]]
         eval_steps = max(1, max_steps // (profile["max_steps"] // profile["eval_steps"]))
         max_steps = eval_steps * (profile["max_steps"] // profile["eval_steps"])
-    elif takes_all_tasks_steps(method):
-        # One batch of every task per step: 1/T of the steps for the same number of examples.
-        max_steps, eval_steps = max_steps // len(TASKS), eval_steps // len(TASKS)
+        options = _v2_training_options(profile, {}, seed, max_steps, eval_steps)
+    else:
+        options = v2_training_options(profile_name, method, seed)
+    overrides = {} if single else dict(V2_METHODS[method])
+    max_steps, eval_steps = options["max_steps"], options["eval_steps"]
     args = MultiTaskTrainingArguments(
         output_dir=os.path.join(ROOT, "benchmarks", "work", profile_name, f"{method}_s{seed}"),
-        per_device_train_batch_size=profile["batch_size"],
-        per_device_eval_batch_size=profile["eval_batch_size"],
-        learning_rate=profile["learning_rate"],
-        weight_decay=0.01,
-        warmup_steps=profile["warmup_steps"],
-        lr_scheduler_type=profile["scheduler"],
-        max_steps=max_steps,
-        eval_strategy="steps",
-        eval_steps=eval_steps,
-        save_strategy="no",
-        logging_steps=eval_steps,
-        seed=seed,
-        sampling_strategy=profile["sampling"],
-        sampling_temperature=profile["sampling_temperature"],
-        **_kd_options(overrides, kd_patience=profile["kd_patience"], kd_min_steps=profile["kd_min_steps"]),
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
-        # bf16 autocast (regime profiles only: declared in benchmarks/regime_search.md; 1.8-2.0x on this CPU)
-        **({"bf16": True} if profile.get("bf16") else {}),
-        **({"calibration_bins": profile["calibration_bins"]} if profile.get("calibration_bins") else {}),
-        **overrides,
+        **options,
     )
     trainer = MultiTaskTrainer(
         model=model, args=args, task_specs=specs, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer
@@ -553,7 +596,19 @@ def main() -> None:
     parser.add_argument("--summarize-only", action="store_true")
     parser.add_argument("--run", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--results-name", default=None, help="Results folder under benchmarks/results (default: glue5_<profile>).")
+    parser.add_argument(
+        "--print-command",
+        nargs=2,
+        metavar=("METHOD", "SEED"),
+        help="Print the run_glue_mtl.py command that trains this run of a v2 / regime profile exactly (no training).",
+    )
     args = parser.parse_args()
+    if args.print_command:
+        import shlex
+
+        argv = main_job_argv(args.profile, args.print_command[0], int(args.print_command[1]), f"out/{args.profile}_{args.print_command[0]}")
+        print("python run_glue_mtl.py " + " ".join(shlex.quote(a) for a in argv))
+        return
     results_dir = os.path.join(ROOT, "benchmarks", "results", args.results_name or f"glue5_{args.profile}")
     runs_dir = os.path.join(results_dir, "per_run")
     os.makedirs(runs_dir, exist_ok=True)

@@ -135,6 +135,13 @@ class DataArguments:
         metadata={"help": "Fraction of each training set held out for selection (0 = select on the dev sets, not recommended)."},
     )
     selection_split_max: int = field(default=500, metadata={"help": "Upper bound on held-out selection examples per task."})
+    split_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "Seed of the selection split's carve and of the training caps (default: --seed). Fix it to vary "
+            "--seed over the same split, as the benchmarks do (42)."
+        },
+    )
     dev_curves: bool = field(
         default=False,
         metadata={

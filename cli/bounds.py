@@ -92,6 +92,7 @@ BOUNDS: dict[str, Bound] = {
     "max_eval_samples": _int(1),
     "selection_split_fraction": PROBABILITY,
     "selection_split_max": _int(1),
+    "split_seed": _int(0),
     "prompt_pool_size": _int(1),
     "prompt_eval": _choice(*PROMPT_EVAL_MODES),
     "preprocessing_num_workers": _int(1),

@@ -1,6 +1,7 @@
 """The declared regime-search profiles (benchmarks/regime_search.md) and the benchmark-side cap."""
 
 import datasets
+import pytest
 
 from benchmarks.glue5_quality import (
     _MINILM_V2,
@@ -43,3 +44,57 @@ def test_item3_profiles_are_the_candidates_plus_calibration_and_run_every_equal_
     assert runs[:ITEM3_SEEDS] == [("equal", seed) for seed in range(ITEM3_SEEDS)]
     assert sorted(runs) == sorted((m, s) for m in ITEM3_ORDER for s in range(ITEM3_SEEDS)) and len(set(runs)) == len(runs)
     assert V2_METHODS["async_kd_fw"]["kd_require_decline"] is False and V2_METHODS["async_kd_decl"]["kd_require_decline"] is True
+
+
+@pytest.mark.parametrize(
+    "profile,method",
+    [("minilm", "async_kd_fw"), ("regime_cap_long_kd", "async_kd_decl"), ("regime_cap_t2_long_kd", "uncertainty"), ("minilm", "imtl_g")],
+)
+def test_the_main_job_command_trains_a_benchmark_entry_exactly(profile, method, tmp_path):
+    """`main_job_argv` parsed by run_glue_mtl gives the training options, data and model the benchmark run has."""
+    import dataclasses
+
+    from benchmarks.glue5_quality import main_job_argv, v2_training_options
+    from cli.arguments import parse_args
+    from hf_async_mtl import MultiTaskTrainingArguments
+
+    argv = main_job_argv(profile, method, 3, str(tmp_path / "out"))
+    model_args, data_args, cli_args = parse_args(argv)
+    bench = MultiTaskTrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, **v2_training_options(profile, method, 3))
+    # what only the command does: evaluate and save at the end, show progress bars; the device is the machine's
+    only_cli = {"do_train", "do_eval", "disable_tqdm", "use_cpu", "logging_dir"}
+    differing = {
+        f.name: (getattr(cli_args, f.name), getattr(bench, f.name))
+        for f in dataclasses.fields(MultiTaskTrainingArguments)
+        if f.init and f.name not in only_cli and getattr(cli_args, f.name) != getattr(bench, f.name)
+    }
+    assert differing == {}
+    settings = PROFILES[profile]
+    assert model_args.model_name_or_path == settings["model"]
+    assert data_args.tasks == "cola,sst2,mrpc,stsb,rte" and data_args.dev_curves and data_args.split_seed == 42
+    assert data_args.max_seq_length == settings["max_seq_length"] and data_args.selection_split_max == settings["selection_max"]
+    assert data_args.selection_split_fraction == settings.get("selection_fraction", 0.1)
+    assert data_args.per_task_caps == (settings["caps"] or None) or (data_args.per_task_caps or {}) == settings["caps"]
+    assert cli_args.seed == 3 and bench.max_steps == settings["max_steps"] // (5 if method == "imtl_g" else 1)
+
+
+def test_the_main_job_command_builds_the_benchmark_model(tmp_path):
+    import torch
+    from transformers import set_seed
+
+    from benchmarks.glue5_quality import main_job_argv
+    from cli.arguments import parse_args
+    from glue_tasks import get_glue_task
+    from hf_async_mtl import MultiTaskModel
+    from hf_async_mtl.checkpoints import resolve_checkpoint
+    from run_glue_mtl import build_model
+
+    model_args, _, _ = parse_args(main_job_argv("regime_cap_long_kd", "async_kd_decl", 0, str(tmp_path / "out")))
+    specs = [get_glue_task(t) for t in ("cola", "stsb")]
+    set_seed(0)
+    cli_model = build_model(model_args, specs)
+    set_seed(0)
+    bench_model = MultiTaskModel.from_encoder(resolve_checkpoint(PROFILES["regime_cap_long_kd"]["model"]), specs)  # as run_one_v2
+    assert cli_model.config.to_dict() == bench_model.config.to_dict()
+    bench_state = bench_model.state_dict()
+    assert all(torch.equal(value, bench_state[name]) for name, value in cli_model.state_dict().items())
