@@ -137,6 +137,9 @@ PROFILES.update(REGIME_PROFILES)
 # (`<candidate>_kd`, results in glue5_<candidate>_kd): the candidate's settings plus calibration bins at every
 # evaluation (item 5: ECE of every classification task; evaluation only, training unchanged). Arms: ITEM3_ORDER.
 ITEM3_PROFILES = {f"{name}_kd": {**profile, "calibration_bins": 15, "item3": True} for name, profile in REGIME_PROFILES.items()}
+# v2 itself (fp32, as declared), for the issue's v2 goal (async-KD >= equal - 0.1) and item 5's v2 calibration: equal and
+# the two async-KD rules at one commit, with calibration bins (`item3_arms`: no baseline run here).
+ITEM3_PROFILES["minilm_kd"] = {**_MINILM_V2, "calibration_bins": 15, "item3": True, "item3_arms": ("equal", "async_kd_fw", "async_kd_decl")}
 PROFILES.update(ITEM3_PROFILES)
 ITEM3_SEEDS = 5
 
@@ -244,11 +247,11 @@ def _kd_options(overrides: dict, **options) -> dict:
     return options if overrides.get("async_kd") or overrides.get("mtl_method") == "async_kd" else {}
 
 
-def all_runs_item3() -> list[tuple[str, int]]:
+def all_runs_item3(arms: tuple[str, ...] = ITEM3_ORDER) -> list[tuple[str, int]]:
     """(method, seed) of #42 item 3: every seed's equal run first (the signal replay reads them), then seed by seed
-    the other arms of `ITEM3_ORDER`."""
+    the other arms (`ITEM3_ORDER`, or a profile's `item3_arms`)."""
     return [("equal", seed) for seed in range(ITEM3_SEEDS)] + [
-        (method, seed) for seed in range(ITEM3_SEEDS) for method in ITEM3_ORDER if method != "equal"
+        (method, seed) for seed in range(ITEM3_SEEDS) for method in arms if method != "equal"
     ]
 
 
@@ -619,7 +622,7 @@ def main() -> None:
         return
     if not args.summarize_only:
         if PROFILES[args.profile].get("item3"):
-            runs = all_runs_item3()
+            runs = all_runs_item3(PROFILES[args.profile].get("item3_arms", ITEM3_ORDER))
         else:
             runs = all_runs_v2() if PROFILES[args.profile].get("version") == 2 else all_runs()
         runs = select_runs(runs, args.only.split(",") if args.only else None, args.seeds)

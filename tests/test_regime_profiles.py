@@ -36,7 +36,10 @@ def test_existing_v2_profiles_keep_their_keys_and_regimes_derive_from_v2():
 def test_item3_profiles_are_the_candidates_plus_calibration_and_run_every_equal_seed_first():
     from benchmarks.glue5_quality import ITEM3_ORDER, ITEM3_PROFILES, ITEM3_SEEDS, V2_METHODS, all_runs_item3
 
-    assert set(ITEM3_PROFILES) == {f"{name}_kd" for name in REGIME_ORDER}
+    assert set(ITEM3_PROFILES) == {f"{name}_kd" for name in REGIME_ORDER} | {"minilm_kd"}
+    v2 = {k: v for k, v in ITEM3_PROFILES["minilm_kd"].items() if _MINILM_V2.get(k) != v}
+    assert v2 == {"calibration_bins": 15, "item3": True, "item3_arms": ("equal", "async_kd_fw", "async_kd_decl")}  # fp32, as v2
+    assert all_runs_item3(v2["item3_arms"])[5:8] == [("async_kd_fw", 0), ("async_kd_decl", 0), ("async_kd_fw", 1)]
     for name in REGIME_ORDER:
         extra = {k: v for k, v in ITEM3_PROFILES[f"{name}_kd"].items() if REGIME_PROFILES[name].get(k) != v}
         assert extra == {"calibration_bins": 15, "item3": True}  # evaluation only: the candidate's training exactly
