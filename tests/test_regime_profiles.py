@@ -38,7 +38,7 @@ def test_item3_profiles_are_the_candidates_plus_calibration_and_run_every_equal_
 
     assert set(ITEM3_PROFILES) == {f"{name}_kd" for name in REGIME_ORDER} | {"minilm_kd"}
     v2 = {k: v for k, v in ITEM3_PROFILES["minilm_kd"].items() if _MINILM_V2.get(k) != v}
-    assert v2 == {"calibration_bins": 15, "item3": True, "item3_arms": ("equal", "async_kd_fw", "async_kd_decl")}  # fp32, as v2
+    assert v2 == {"bf16": True, "calibration_bins": 15, "item3": True, "item3_arms": ("equal", "async_kd_fw", "async_kd_decl")}
     assert all_runs_item3(v2["item3_arms"])[5:8] == [("async_kd_fw", 0), ("async_kd_decl", 0), ("async_kd_fw", 1)]
     for name in REGIME_ORDER:
         extra = {k: v for k, v in ITEM3_PROFILES[f"{name}_kd"].items() if REGIME_PROFILES[name].get(k) != v}
