@@ -33,7 +33,7 @@ from glue_tasks import load_glue_task
 from glue_tasks.submission import submission_splits, write_glue_submission
 from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec
 from hf_async_mtl.checkpoints import resolve_checkpoint
-from hf_async_mtl.data import build_task_datasets, template_view, tokenize_task, validate_task_dataset
+from hf_async_mtl.data import CAP_SUBSETS, build_task_datasets, template_view, tokenize_task, validate_task_dataset
 from hf_async_mtl.errors import InputError
 from hf_async_mtl.files import write_json_atomic
 from hf_async_mtl.finetune import finetune_each_task
@@ -139,6 +139,22 @@ class _TrainingStarted(TrainerCallback):
         return control
 
 
+def data_options(data_args: DataArguments, training_args: MultiTaskTrainingArguments) -> dict:
+    """`build_task_datasets` options of the command line: caps, the selection split and its seed (`--split_seed`,
+    default `--seed`), how caps pick their rows, the dev cap."""
+    return dict(
+        caps=data_args.per_task_caps,
+        default_cap=data_args.max_train_samples,
+        seed=training_args.seed if data_args.split_seed is None else data_args.split_seed,
+        selection_fraction=data_args.selection_split_fraction,
+        selection_max=data_args.selection_split_max,
+        carve_before_cap=data_args.carve_before_cap,
+        subsample=CAP_SUBSETS[data_args.cap_subset],
+        eval_cap=data_args.max_eval_samples,
+        num_proc=data_args.preprocessing_num_workers,
+    )
+
+
 def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) -> dict:
     """Run training and the final dev evaluation; returns the metrics written to `all_results.json`.
 
@@ -171,13 +187,7 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
         plan.tasks,
         tokenizer,
         data_args.max_seq_length,
-        caps=data_args.per_task_caps,
-        default_cap=data_args.max_train_samples,
-        seed=training_args.seed if data_args.split_seed is None else data_args.split_seed,
-        selection_fraction=data_args.selection_split_fraction,
-        selection_max=data_args.selection_split_max,
-        eval_cap=data_args.max_eval_samples,
-        num_proc=data_args.preprocessing_num_workers,
+        **data_options(data_args, training_args),
         main_process_first=lambda: training_args.main_process_first(desc="tokenization"),
     )
     model = build_model(model_args, specs, tokenizer.mask_token_id)

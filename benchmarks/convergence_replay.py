@@ -487,11 +487,12 @@ def selection_split_labels(profile_name: str, task: str, glue_dir: str) -> tuple
     """(training-pool labels, selection-split labels) of one task, carved as `glue5_quality.run_one[_v2]` carve them.
 
     The selection split takes the profile's `selection_fraction` (0.1 unless set; the #42 regime profiles: 0.3) of
-    the training set, at most `selection_max`, seed 42. v1 caps the pool the run trained on; v2 keeps the full pool.
+    the training set, at most `selection_max`, seed 42. The pool is what the run trained on: v1 capped it; v2 keeps the
+    full pool, the regime profiles cap what is left after the carve (`capped`), as `run_one_v2` does.
     """
     import numpy as np
 
-    from benchmarks.glue5_quality import PROFILES
+    from benchmarks.glue5_quality import PROFILES, capped
     from glue_tasks import load_glue_task
     from hf_async_mtl.data import cap_dataset as cap
     from hf_async_mtl.data import carve_validation_split
@@ -501,6 +502,8 @@ def selection_split_labels(profile_name: str, task: str, glue_dir: str) -> tuple
     pool, held_out = carve_validation_split(load_glue_task(task, "train", glue_dir), fraction, profile["selection_max"], seed=42)
     if profile.get("version", 1) < 2:
         pool = cap(pool, profile["caps"].get(task), 42)
+    else:  # v2 and the regime profiles: carved from the full set, then the pool capped (run_one_v2; no cap: the pool)
+        pool = capped(pool, profile["caps"].get(task), 42)
     return np.asarray(pool["label"]), np.asarray(held_out["label"])
 
 

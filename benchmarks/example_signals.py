@@ -19,8 +19,9 @@ two rule shapes on them:
 Noise is measured, not assumed: B bootstrap resamples of the selection examples, the same resamples at every
 evaluation (paired). Each rule decision is made with what the run has at that evaluation (causal):
 
-- floor (the trivial-predictor gate): the smoothed value must exceed the trivial predictor's value of the signal
-  (training-pool class prior / majority class / mean) by z bootstrap sds of the current smoothed window;
+- floor (the trivial-predictor gate): the best smoothed value must exceed the trivial predictor's value of the signal
+  (training-pool class prior / majority class / mean) by z bootstrap sds of their difference (paired: the trivial
+  predictor's value is recomputed on each resample);
 - decline (the `decl` shape, the library's default): the smoothed value must have fallen below the best smoothed
   window by more than z sds of the *paired* bootstrap difference between the two windows (the same examples in
   both, so the evaluation-to-evaluation noise, not two independent samples' noise).
@@ -159,6 +160,17 @@ def trivial_signal(signal: str, metrics: Sequence[str], is_regression: bool, tra
     return float(signal_values(signal, metrics, False, p_true, labels))
 
 
+def trivial_matrix(
+    signal: str, metrics: Sequence[str], is_regression: bool, train_labels: Any, labels: np.ndarray, draws: np.ndarray
+) -> np.ndarray:
+    """[B + 1]: the trivial predictor's value on the split (0) and on each resample (its majority-class accuracy or F1,
+    its prior's mean true-class probability vary with the resampled labels)."""
+    return np.array(
+        [trivial_signal(signal, metrics, is_regression, train_labels, labels)]
+        + [trivial_signal(signal, metrics, is_regression, train_labels, labels[d]) for d in draws]
+    )
+
+
 def bootstrap_indices(n: int, size: int, draws: int, seed: int) -> np.ndarray:
     """[draws, size] indices into n examples, with replacement."""
     return np.random.default_rng(seed).integers(0, n, size=(draws, size))
@@ -179,7 +191,7 @@ def signal_matrix(
 def replay_examples(
     steps: Sequence[int],
     matrix: np.ndarray,
-    trivial: float,
+    trivial: float | np.ndarray,
     *,
     shape: str,
     patience: int,
@@ -189,9 +201,11 @@ def replay_examples(
 ) -> dict[str, Any]:
     """The library's rule on one signal (greater is better) with bootstrap floor and paired decline margins.
 
-    `matrix` [E, B + 1] from `signal_matrix`. Before each update: floor = trivial + z · sd of the current smoothed
-    window over the resamples; decline margin (shape `decl`) = z · sd of (best smoothed window − current window)
-    over the same resamples.
+    `matrix` [E, B + 1] from `signal_matrix`; `trivial` the trivial predictor's value, a number or [B + 1] (on the
+    split, then on each resample: `trivial_matrix`). Before each update, with W the smoothed window that is the best
+    once this evaluation counts (the floor is checked on the best smoothed value): floor = trivial + z · sd of
+    (W − trivial) over the resamples; decline margin (shape `decl`) = z · sd of (best smoothed window − current
+    window) over the same resamples.
     """
     if shape not in SHAPES:
         raise ValueError(f"Unknown rule shape {shape!r}; expected one of {SHAPES}.")
@@ -209,12 +223,17 @@ def replay_examples(
     )
     state = monitor._state("task")
     index = {int(s): i for i, s in enumerate(steps)}
+    base = np.broadcast_to(np.asarray(trivial, dtype=np.float64), (matrix.shape[1],))
+
+    def window_at(e: int) -> np.ndarray:
+        return matrix[max(0, e - smoothing + 1) : e + 1].mean(axis=0)
+
     for e, step in enumerate(steps):
-        window = matrix[max(0, e - smoothing + 1) : e + 1].mean(axis=0)
-        monitor.floors["task"] = trivial + z * float(np.std(window[1:], ddof=1))
-        if shape == "decl" and state.best_smoothed_step is not None:
-            b = index[int(state.best_smoothed_step)]
-            best_window = matrix[max(0, b - smoothing + 1) : b + 1].mean(axis=0)
+        window = window_at(e)
+        best_window = None if state.best_smoothed_step is None else window_at(index[int(state.best_smoothed_step)])
+        top = window if best_window is None or window[0] > best_window[0] else best_window
+        monitor.floors["task"] = float(base[0]) + z * float(np.std((top - base)[1:], ddof=1))
+        if shape == "decl" and best_window is not None:
             monitor.decline_margins["task"] = z * float(np.std((best_window - window)[1:], ddof=1))
         monitor.update(int(step), {"task": float(matrix[e, 0])})
     converged = monitor.is_converged("task")
@@ -299,13 +318,13 @@ def replay_run(
             resamples = bootstrap_indices(len(keep), len(keep), draws, seed=zlib.crc32(f"{task}/{len(keep)}".encode()))
             for signal in SIGNALS:
                 matrix = signal_matrix(signal, metrics, spec.is_regression, sub_values, sub_labels, resamples)
-                trivial = trivial_signal(signal, metrics, spec.is_regression, train_labels[task], sub_labels)
+                trivial = trivial_matrix(signal, metrics, spec.is_regression, train_labels[task], sub_labels, resamples)
                 for shape in SHAPES:
                     if signal == "score_formula":  # the library's rule today: formula floor and decline margin
                         reference = {
                             "metrics": metrics,
                             "selection_size": len(keep),
-                            "floor": convergence_floor(trivial, metrics, len(keep), z),
+                            "floor": convergence_floor(float(trivial[0]), metrics, len(keep), z),
                         }
                         options = signal_options("score", shape, reference, None, z)
                         assert options is not None  # the score always has its formula margins
@@ -383,8 +402,8 @@ def build(folders: Sequence[str], glue_dir: str, z: float = Z, draws: int = BOOT
         "bootstraps": draws,
         "run_sets": sets,
         "checks": checks,
-        "summary": summarize(rows, ("run_set", "judged_on", "split_label", "signal", "rule")),
-        "per_task": summarize(rows, ("run_set", "judged_on", "split_label", "task", "signal", "rule")),
+        "summary": summarize(rows, ("run_set", "group", "judged_on", "split_label", "signal", "rule")),
+        "per_task": summarize(rows, ("run_set", "group", "judged_on", "split_label", "task", "signal", "rule")),
         "rows": rows,
     }
 
@@ -427,13 +446,13 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         " recovered / conv. = mean (dev at teacher − final dev) ×100 over converged curves; GLUE-5 recovered = per seed"
         " Σ over tasks / 5, mean over seeds.",
         "",
-        "| run set | judged on | split | signal | rule | curves | converged | false | recovered / conv. | GLUE-5 recovered | mean conv. step |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| run set | group | judged on | split | signal | rule | curves | converged | false | recovered / conv. | GLUE-5 recovered | mean conv. step |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["summary"]:
         false = "–" if row["false"] is None else f"{row['false']}/{row['judged']}"
         lines.append(
-            f"| {row['run_set']} | {row['judged_on']} | {row['split_label']} | {row['signal']} | {row['rule']} | {row['curves']} | {row['converged']} |"
+            f"| {row['run_set']} | {row['group']} | {row['judged_on']} | {row['split_label']} | {row['signal']} | {row['rule']} | {row['curves']} | {row['converged']} |"
             f" {false} | {_f(row['mean_recovered_per_convergence'], 2, True)} | {_f(row['glue5_recovered'], 2, True)} |"
             f" {_f(row['mean_converged_step'], 0)} |"
         )
@@ -441,15 +460,15 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         "",
         "### Per task (stored split)",
         "",
-        "| run set | task | signal | rule | curves | converged | false | recovered / conv. |",
-        "|---|---|---|---|---:|---:|---:|---:|",
+        "| run set | group | task | signal | rule | curves | converged | false | recovered / conv. |",
+        "|---|---|---|---|---|---:|---:|---:|---:|",
     ]
     for row in result["per_task"]:
         if row["split_label"] != "stored" or row["judged_on"] != "dev":
             continue
         false = "–" if row["false"] is None else f"{row['false']}/{row['judged']}"
         lines.append(
-            f"| {row['run_set']} | {row['task']} | {row['signal']} | {row['rule']} | {row['curves']} | {row['converged']} | {false} |"
+            f"| {row['run_set']} | {row['group']} | {row['task']} | {row['signal']} | {row['rule']} | {row['curves']} | {row['converged']} | {false} |"
             f" {_f(row['mean_recovered_per_convergence'], 2, True)} |"
         )
     return "\n".join(lines) + "\n"

@@ -422,12 +422,11 @@ def v2_task_budgets(train_sizes: dict[str, int], profile: dict) -> dict[str, int
 
 def capped(dataset, limit: int | None, seed: int):
     """At most `limit` rows of `dataset`: a seeded random subset, kept in the dataset's order (all rows when `limit` is
-    None or not smaller). The v2 regime profiles' task-size caps; a profile without caps trains on the whole pool."""
-    import numpy as np
+    None or not smaller). The v2 regime profiles' task-size caps; a profile without caps trains on the whole pool.
+    The library's `subset_in_order` (`--cap_subset in_order`), under the name the search's runs used."""
+    from hf_async_mtl.data import subset_in_order
 
-    if limit is None or limit >= len(dataset):
-        return dataset
-    return dataset.select(np.sort(np.random.default_rng(seed).permutation(len(dataset))[:limit]))
+    return subset_in_order(dataset, limit, seed)
 
 
 def _v2_training_options(profile: dict, overrides: dict, seed: int, max_steps: int, eval_steps: int) -> dict:
@@ -479,8 +478,9 @@ def main_job_argv(profile_name: str, method: str, seed: int, output_dir: str) ->
         "--selection_split_fraction", f"{profile.get('selection_fraction', 0.1):g}",
         "--selection_split_max", str(profile["selection_max"]), "--split_seed", "42", "--use_cpu",
     ]  # fmt: skip
-    if profile["caps"]:
+    if profile["caps"]:  # carved from the full training set first, then a seeded in-order subset (run_one_v2's `capped`)
         argv += ["--max_train_samples_per_task", json.dumps(profile["caps"], separators=(",", ":"))]
+        argv += ["--carve_before_cap", "--cap_subset", "in_order"]
     for key, value in v2_training_options(profile_name, method, seed).items():
         if isinstance(value, bool):
             argv += [f"--{key}"] if value else [f"--{key}", "false"]
@@ -616,7 +616,8 @@ def main() -> None:
     if args.print_command:
         import shlex
 
-        argv = main_job_argv(args.profile, args.print_command[0], int(args.print_command[1]), f"out/{args.profile}_{args.print_command[0]}")
+        method, seed = args.print_command[0], int(args.print_command[1])
+        argv = main_job_argv(args.profile, method, seed, f"out/{args.profile}_{method}_s{seed}")
         print("python run_glue_mtl.py " + " ".join(shlex.quote(a) for a in argv))
         return
     results_dir = os.path.join(ROOT, "benchmarks", "results", args.results_name or f"glue5_{args.profile}")

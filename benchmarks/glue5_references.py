@@ -50,13 +50,20 @@ def default_glue_dir() -> str:
     return os.environ.get("GLUE_DIR", os.path.join(ROOT, "..", "shared", "glue_data"))
 
 
-def trivial_predictor(name: str, glue_dir: str, selection_max: int = 500) -> dict:
-    """One task's constant predictor fitted on the benchmark's training pool, scored on GLUE dev (×100)."""
+def trivial_predictor(name: str, glue_dir: str, selection_max: int = 500, profile: str | None = None) -> dict:
+    """One task's constant predictor fitted on the benchmark's training pool, scored on GLUE dev (×100). With
+    `profile`: that profile's pool (its selection split and caps, `convergence_replay.selection_split_labels`)."""
     spec = get_glue_task(name)
-    pool, _ = carve_validation_split(load_glue_task(name, "train", glue_dir), SELECTION_FRACTION, selection_max, seed=SELECTION_SEED)
+    if profile is None:
+        pool, _ = carve_validation_split(load_glue_task(name, "train", glue_dir), SELECTION_FRACTION, selection_max, seed=SELECTION_SEED)
+        train_labels = np.asarray(pool["label"])
+    else:
+        from benchmarks.convergence_replay import selection_split_labels
+
+        train_labels = np.asarray(selection_split_labels(profile, name, glue_dir)[0])
     dev = load_glue_task(name, "validation", glue_dir)
-    train_labels, dev_labels = np.asarray(pool["label"]), np.asarray(dev["label"])
-    entry: dict = {"train_pool_size": len(pool), "dev_size": len(dev)}
+    dev_labels = np.asarray(dev["label"])
+    entry: dict = {"train_pool_size": len(train_labels), "dev_size": len(dev)}
     if spec.is_regression:
         constant = float(np.mean(train_labels))
         predictions = np.full(len(dev), constant)
@@ -84,15 +91,20 @@ def trivial_predictor(name: str, glue_dir: str, selection_max: int = 500) -> dic
     return entry
 
 
-def compute_references(glue_dir: str | None = None, selection_max: int | None = None) -> dict:
-    """Every GLUE-5 task's trivial predictor, their GLUE-5 / GLUE-4 means and the STS-B zero-shot anchor."""
+def compute_references(glue_dir: str | None = None, selection_max: int | None = None, profile: str | None = None) -> dict:
+    """Every GLUE-5 task's trivial predictor, their GLUE-5 / GLUE-4 means and the STS-B zero-shot anchor (`profile`:
+    fitted on that profile's training pools)."""
     glue_dir = glue_dir or default_glue_dir()
     selection_max = selection_max or PROFILES["minilm"]["selection_max"]
-    trivial = {name: trivial_predictor(name, glue_dir, selection_max) for name in TASKS}
+    trivial = {name: trivial_predictor(name, glue_dir, selection_max, profile) for name in TASKS}
+    pool = (
+        f"GLUE train minus the selection split: carve_validation_split(train, {SELECTION_FRACTION}, {selection_max}, seed={SELECTION_SEED})"
+        if profile is None
+        else f"the training pools of profile {profile!r} (its selection split carved first, then its caps: {PROFILES[profile]['caps'] or 'none'})"
+    )
     return {
         "units": "dev score ×100 (task score = mean of the task's GLUE metrics)",
-        "training_pool": f"GLUE train minus the selection split: carve_validation_split(train, {SELECTION_FRACTION}, "
-        f"{selection_max}, seed={SELECTION_SEED})",
+        "training_pool": pool,
         "trivial_predictor": trivial,
         "trivial_glue5": float(np.mean([trivial[t]["score"] for t in TASKS])),
         "trivial_glue4": float(np.mean([trivial[t]["score"] for t in TASKS if t != "rte"])),
@@ -100,10 +112,10 @@ def compute_references(glue_dir: str | None = None, selection_max: int | None = 
     }
 
 
-def main(results_dir: str | None = None) -> dict:
-    results_dir = results_dir or os.path.join(ROOT, "benchmarks", "results", "glue5_minilm")
+def main(results_dir: str | None = None, profile: str | None = None) -> dict:
+    results_dir = results_dir or os.path.join(ROOT, "benchmarks", "results", f"glue5_{profile or 'minilm'}")
     os.makedirs(results_dir, exist_ok=True)
-    references = compute_references()
+    references = compute_references(profile=profile)
     path = os.path.join(results_dir, "references.json")
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(references, handle, indent=1)
@@ -118,4 +130,10 @@ def main(results_dir: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else None)
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Trivial-predictor references of a GLUE-5 results folder (references.json).")
+    parser.add_argument("results_dir", nargs="?", default=None, help="Default: benchmarks/results/glue5_<profile or minilm>.")
+    parser.add_argument("--profile", default=None, help="Fit on this profile's training pools (default: v2's).")
+    options = parser.parse_args()
+    main(options.results_dir, options.profile)

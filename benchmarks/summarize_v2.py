@@ -474,8 +474,8 @@ def paired_tables(pairs: dict) -> list[str]:
 
 
 def recovered_table(table: dict, pairs: dict) -> list[str]:
-    """Share of equal weighting's ceiling each `X − equal` pair recovers: the paired GLUE-5 difference (final and
-    per-task selected views) over the ceiling of equal's seed-mean dev curves."""
+    """Share of equal weighting's ceiling each `X − equal` pair recovers at the final checkpoint: the paired GLUE-5
+    difference over the ceiling (best − final) of equal's seed-mean dev curves, both read at equal's final checkpoint."""
     ceiling_value = ((table.get("equal") or {}).get("ceiling") or {}).get("glue5") or {}
     value = ceiling_value.get("value")
     rows = [(name, pair) for name, pair in pairs.items() if pair["b"] == "equal" and pair["a"] in ASYNC_METHODS]
@@ -487,21 +487,18 @@ def recovered_table(table: dict, pairs: dict) -> list[str]:
         f"Equal weighting's GLUE-5 ceiling (best − final of its seed-mean dev curves): **{value:.2f}**. Recovered = the"
         " paired GLUE-5 difference against equal / that ceiling (its interval divided likewise).",
         "",
-        "| pair | n | final: difference | final: recovered | per-task selected: difference | per-task selected: recovered |",
-        "|---|---|---|---|---|---|",
+        "| pair | n | final: difference | recovered |",
+        "|---|---|---|---|",
     ]
     for name, pair in rows:
-        cells = []
-        for view in ("final", "per_task_selected"):
-            stat = pair[view]["glue5"]
-            if stat["mean"] is None:
-                cells += ["–", "–"]
-                continue
-            share = 100 * stat["mean"] / value
-            interval = stat["interval"]
-            text = f"{share:+.0f} %" + (f" [{100 * interval[0] / value:+.0f}, {100 * interval[1] / value:+.0f}]" if interval else "")
-            cells += [_diff_cell(stat), text]
-        lines.append(f"| {name} | {pair['final']['glue5']['n']} | " + " | ".join(cells) + " |")
+        stat = pair["final"]["glue5"]
+        if stat["mean"] is None:
+            continue
+        interval = stat["interval"]
+        share = f"{100 * stat['mean'] / value:+.0f} %" + (
+            f" [{100 * interval[0] / value:+.0f}, {100 * interval[1] / value:+.0f}]" if interval else ""
+        )
+        lines.append(f"| {name} | {stat['n']} | {_diff_cell(stat)} | {share} |")
     return lines + [""]
 
 

@@ -129,6 +129,21 @@ class DataArguments:
     max_train_samples_per_task: str | None = field(
         default=None, metadata={"help": "JSON object of per-task caps, e.g. '{\"sst2\": 8000}' (overrides the global cap)."}
     )
+    cap_subset: str = field(
+        default="shuffled",
+        metadata={
+            "help": "Which examples a training cap keeps: shuffled (a seeded shuffle's first N) or in_order (a seeded "
+            "random subset kept in file order, as the #42 regime benchmarks cap).",
+            "choices": ("shuffled", "in_order"),
+        },
+    )
+    carve_before_cap: bool = field(
+        default=False,
+        metadata={
+            "help": "Carve the selection split from the full training set before capping (a larger split at no cost to "
+            "a capped pool; false: carve it from the capped pool)."
+        },
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on dev examples of every task (for quick runs)."})
     selection_split_fraction: float = field(
         default=0.1,
@@ -138,8 +153,8 @@ class DataArguments:
     split_seed: int | None = field(
         default=None,
         metadata={
-            "help": "Seed of the selection split's carve and of the training caps (default: --seed). Fix it to vary "
-            "--seed over the same split, as the benchmarks do (42)."
+            "help": "Seed of the data split (default: --seed): the selection carve, the training and dev caps and a "
+            "streamed task's block order. Fix it to vary --seed over the same data, as the benchmarks do (42)."
         },
     )
     dev_curves: bool = field(

@@ -119,6 +119,21 @@ def cap_dataset(dataset: datasets.Dataset, limit: int | None, seed: int) -> data
     return dataset.shuffle(seed=seed).select(range(limit))
 
 
+def subset_in_order(dataset: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
+    """A seeded random subset of `limit` examples kept in the dataset's order (all of them when `limit` is None or not
+    smaller): `--cap_subset in_order`, what the #42 regime benchmarks cap with."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return dataset.select(np.sort(np.random.default_rng(seed).permutation(len(dataset))[:limit]))
+
+
+# `--cap_subset` choice -> the function that caps a training set (the name a selection record keeps is the function's)
+CAP_SUBSETS: dict[str, Callable[[datasets.Dataset, int | None, int], datasets.Dataset]] = {
+    "shuffled": cap_dataset,
+    "in_order": subset_in_order,
+}
+
+
 @dataclass
 class TaskDatasets:
     """The tokenised data of a run, task by task (in the order the tasks were given).

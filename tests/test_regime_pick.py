@@ -63,6 +63,16 @@ def test_within_005_the_candidate_with_fewer_steps_wins(results):
     assert result["pick"] == "regime_cap_linear" and result["reaches_target"]
 
 
+def test_the_target_is_reached_when_a_sound_candidate_reaches_it_even_if_the_tie_rule_picks_another(results):
+    _write(results, "regime_cap_long", [_run(s, GOOD, 1.52) for s in (0, 1)])  # 3600 steps, above 1.5
+    _write(results, "regime_cap_linear", [_run(s, GOOD, 1.48) for s in (0, 1)])  # 1800 steps, within 0.05, below 1.5
+    result = outcome({}, str(results), ("regime_cap_long", "regime_cap_linear"))
+    assert result["pick"] == "regime_cap_linear" and result["reaches_target"]
+    from benchmarks.regime_pick import markdown
+
+    assert "no sound candidate reaches" not in markdown(result) and "fewer steps" in markdown(result)
+
+
 def test_cpu_times_come_from_the_time_line_after_each_run_header(tmp_path):
     log = tmp_path / "runner.log"
     log.write_text(
@@ -70,5 +80,7 @@ def test_cpu_times_come_from_the_time_line_after_each_run_header(tmp_path):
         "=== run regime_cap_long equal seed 0 2026-12-06T20:50:36+00:00 commit a\n"
         "cpu: real 1428.430 s, user 2517.991 s, sys 47.254 s\n"
         "=== #41 next\ncpu: real 1321.550 s, user 1320.692 s, sys 6.785 s\n"  # another issue's run: no header, ignored
+        "=== run regime_cap_long equal seed 1 2026-12-06T22:02:39+00:00 commit a\n"  # killed: no time line of its own
+        "=== #41 next\ncpu: real 1327.0 s, user 1300.0 s, sys 27.0 s\n"  # the next job's time is not seed 1's
     )
     assert parse_cpu_logs([str(log)]) == {"regime_cap_long/0": pytest.approx(2565.245)}

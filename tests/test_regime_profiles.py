@@ -101,3 +101,39 @@ def test_the_main_job_command_builds_the_benchmark_model(tmp_path):
     assert cli_model.config.to_dict() == bench_model.config.to_dict()
     bench_state = bench_model.state_dict()
     assert all(torch.equal(value, bench_state[name]) for name, value in cli_model.state_dict().items())
+
+
+def test_the_main_job_command_reads_the_benchmark_data_of_a_capped_profile(tmp_path):
+    """The selection split carved from the full training set, then the in-order seeded cap: the same rows as
+    run_one_v2 (MRPC and RTE of a capped profile; the other tasks go through the same code)."""
+    from transformers import AutoTokenizer
+
+    from benchmarks.glue5_quality import capped, main_job_argv
+    from cli.arguments import parse_args
+    from glue_tasks import GlueTsvSource, get_glue_task
+    from hf_async_mtl.checkpoints import resolve_checkpoint
+    from hf_async_mtl.data import build_task_datasets
+    from run_glue_mtl import data_options
+    from tests.conftest import GLUE_DIR
+
+    profile = PROFILES["regime_tight_cap_kd"]
+    _, data_args, training_args = parse_args(main_job_argv("regime_tight_cap_kd", "equal", 4, str(tmp_path / "out")))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(profile["model"]))
+    sources = [(get_glue_task(t), GlueTsvSource(t, GLUE_DIR)) for t in ("mrpc", "rte")]
+    cli = build_task_datasets(sources, tokenizer, data_args.max_seq_length, with_dev=False, **data_options(data_args, training_args))
+    bench = build_task_datasets(  # run_one_v2's data_options
+        sources,
+        tokenizer,
+        profile["max_seq_length"],
+        with_dev=False,
+        caps=profile["caps"],
+        seed=42,
+        selection_fraction=profile["selection_fraction"],
+        selection_max=profile["selection_max"],
+        carve_before_cap=True,
+        subsample=capped,
+    )
+    for task in ("mrpc", "rte"):
+        assert cli.train_sizes[task] == bench.train_sizes[task] == profile["caps"][task]
+        assert cli.selection_records[task]["selection_rows_sha256"] == bench.selection_records[task]["selection_rows_sha256"]
+        assert cli.train[task]["input_ids"] == bench.train[task]["input_ids"] and cli.train[task]["labels"] == bench.train[task]["labels"]

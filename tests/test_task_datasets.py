@@ -138,3 +138,22 @@ def test_the_tokenising_map_is_fingerprinted_by_what_its_result_depends_on(token
     # The same tokens as a plain map.
     default = rows.map(lambda b: dict(tokenizer(b["sentence"], truncation=True, max_length=32)), batched=True)
     assert list(first["input_ids"]) == list(default["input_ids"])
+
+
+def test_an_in_order_cap_carved_after_the_selection_split_is_rebuilt_from_its_record(tokenizer):
+    """`--cap_subset in_order --carve_before_cap` (the #42 regime benchmarks' data): its record names the function,
+    and a merge rebuilds the same selection split and pool from it."""
+    from hf_async_mtl.data import CAP_SUBSETS, subset_in_order
+    from hf_async_mtl.merging.selection import _build
+
+    options = dict(caps={"sentiment": 30}, seed=7, selection_fraction=0.25, selection_max=None, carve_before_cap=True)
+    data = build_task_datasets([(SENTIMENT, _source())], tokenizer, 32, subsample=subset_in_order, **options)
+    record = data.selection_records["sentiment"]
+    assert record["subsample"] == "subset_in_order" and record["carve_before_cap"] and record["selection_size"] == 15  # 25 % of 60
+    pool = subset_in_order(carve_validation_split(_source().load("train"), 0.25, None, 7)[0], 30, 7)
+    assert pool["idx"] == sorted(pool["idx"]) and data.train_sizes["sentiment"] == 30  # kept in file order
+    assert data.train["sentiment"]["idx"] == pool["idx"]
+    rebuilt = _build(SENTIMENT, _source(), tokenizer, record, with_dev=False, eval_cap=None)
+    assert rebuilt.selection_records["sentiment"] == record and rebuilt.train["sentiment"]["idx"] == pool["idx"]
+    shuffled = build_task_datasets([(SENTIMENT, _source())], tokenizer, 32, subsample=CAP_SUBSETS["shuffled"], **options)
+    assert shuffled.train["sentiment"]["idx"] != pool["idx"]  # the other choice keeps other rows (or another order)

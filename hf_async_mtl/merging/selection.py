@@ -17,7 +17,7 @@ from typing import Any
 
 import datasets
 
-from ..data import TASK_IDS_COLUMN, build_task_datasets, cap_dataset
+from ..data import CAP_SUBSETS, TASK_IDS_COLUMN, build_task_datasets, cap_dataset
 from ..errors import InputError
 from ..sources import TaskDataSource
 from ..tasks import TaskSpec
@@ -136,10 +136,11 @@ def rebuild_task_data(
             "without reading dev.",
             "checkpoints",
         )
-    if record.get("subsample", cap_dataset.__name__) != cap_dataset.__name__:
+    known = {function.__name__ for function in CAP_SUBSETS.values()}
+    if record.get("subsample", cap_dataset.__name__) not in known:
         raise InputError(
-            f"{checkpoint.where(SELECTION_FIELD)}: the run capped its data with {record['subsample']!r}, not the command "
-            "line's cap_dataset; rebuild its selection split in Python and merge with your own evaluation.",
+            f"{checkpoint.where(SELECTION_FIELD)}: the run capped its data with {record['subsample']!r}, not one of the "
+            f"command line's ({', '.join(sorted(known))}); rebuild its selection split in Python and merge with your own evaluation.",
             "checkpoints",
         )
     try:
@@ -184,6 +185,7 @@ def _build(
         selection_fraction=float(record["selection_fraction"]),
         selection_max=record["selection_max"],
         carve_before_cap=bool(record["carve_before_cap"]),
+        subsample=next(f for f in CAP_SUBSETS.values() if f.__name__ == record.get("subsample", cap_dataset.__name__)),
         eval_cap=eval_cap,
         with_dev=with_dev,
     )
