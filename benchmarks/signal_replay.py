@@ -82,6 +82,12 @@ RUN_SETS = (
         os.path.join(RESULTS, "glue5_regime_cap", "per_run"),
         "regime_cap",
     ),
+    (
+        "regime_cap_long",
+        "regime_cap_long (#42 second candidate: regime_cap, 3,600 steps)",
+        os.path.join(RESULTS, "glue5_regime_cap_long", "per_run"),
+        "regime_cap_long",
+    ),
 )
 
 
