@@ -10,7 +10,8 @@ two rule shapes on them:
 
 - **score_formula**: the recomputed score under the library's rule as it stands (floor and decline margin from the
   binomial / Fisher formulas on the split's size): today's default, the reference;
-- **score**: the task's score recomputed from the predictions (binary tasks: the predicted class is the true one when
+- **score**: the task's score recomputed from the predictions, under the library's `kd_noise="bootstrap"` rule (the
+  same resamples, `hf_async_mtl.async_kd.bootstrap`) (binary tasks: the predicted class is the true one when
   its probability exceeds 0.5; MCC, F1, accuracy; STS-B: mean of Pearson and Spearman);
 - **loss**: minus the selection loss (cross-entropy; STS-B: MSE), so that greater is better for every signal;
 - **prob**: mean probability of the true class (STS-B: minus the MSE, the same as its loss);
@@ -43,7 +44,6 @@ import json
 import math
 import os
 import sys
-import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -55,6 +55,7 @@ if ROOT not in sys.path:
 
 from benchmarks.convergence_replay import replay_curve  # noqa: E402
 from benchmarks.signal_replay import TASKS, Z, judge, signal_options, summarize  # noqa: E402
+from hf_async_mtl.async_kd.bootstrap import resample_indices  # noqa: E402
 from hf_async_mtl.async_kd.monitor import ConvergenceMonitor, convergence_floor  # noqa: E402
 
 # score_formula: the recomputed score under the library's rule as it is today (formula floor and decline margin,
@@ -315,7 +316,7 @@ def replay_run(
                 keep = order[:size] if size is not None else np.arange(len(labels))
                 judges = [("dev", dev, dev_sizes.get(task))]
             sub_values, sub_labels = values[:, keep], labels[keep]
-            resamples = bootstrap_indices(len(keep), len(keep), draws, seed=zlib.crc32(f"{task}/{len(keep)}".encode()))
+            resamples = resample_indices(task, len(keep), draws)  # the library's own draws (kd_noise="bootstrap")
             for signal in SIGNALS:
                 matrix = signal_matrix(signal, metrics, spec.is_regression, sub_values, sub_labels, resamples)
                 trivial = trivial_matrix(signal, metrics, spec.is_regression, train_labels[task], sub_labels, resamples)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hf_async_mtl.async_kd.options import ENSEMBLE_TYPES, LOSS_TYPES, SOFT_LABEL_MODES
+from hf_async_mtl.async_kd.options import ENSEMBLE_TYPES, LOSS_TYPES, NOISE_MODES, SOFT_LABEL_MODES
 from hf_async_mtl.config import ASYNC_KD_ALIAS
 from hf_async_mtl.merging.methods import MERGE_METHODS
 from hf_async_mtl.pooling import POOLING_MODES
@@ -113,6 +113,7 @@ BOUNDS: dict[str, Bound] = {
     "kd_alpha": Bound(0.0, 1.0),
     "kd_top_k": _int(1),
     "kd_ensemble": _choice(*ENSEMBLE_TYPES),
+    "kd_noise": _choice(*NOISE_MODES),
     "kd_soft_labels": _choice(*SOFT_LABEL_MODES),
     "kd_label_batch_size": _int(1),
     # diagnostics, fine-tuning, TARTAN, MLM

@@ -8,7 +8,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 from transformers import TrainingArguments
 
-from .async_kd.options import ENSEMBLE_TYPES, LOSS_TYPES, SOFT_LABEL_MODES, AsyncKDOptions
+from .async_kd.options import ENSEMBLE_TYPES, LOSS_TYPES, NOISE_MODES, SOFT_LABEL_MODES, AsyncKDOptions
 from .sampling import COMPOSITIONS, SAMPLING_STRATEGIES, TASK_STREAMS
 from .sharding import check_sharding
 from .weighting import available_weightings, get_weighting
@@ -60,6 +60,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             its best by more than `kd_margin_z` noise units at its own level (`noise_margin`): evidence that
             it got worse, not only that it stopped improving (false: a plateau of `kd_patience` evaluations
             is enough, the paper's rule; docs/async_kd.md shows what each rule did in the benchmarks).
+        kd_noise: `formula` (the floor and the decline margin from formulas at the selection split's size) or
+            `bootstrap` (from resamples of the selection examples, the decline paired between evaluations).
         kd_refresh: A converged task keeps being evaluated; when its selection metric beats its
             teacher's by the same margin, the current parameters become its teacher and relabel it.
         kd_require_improvement: A task converges only after its metric improved at least once over its
@@ -160,6 +162,14 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=_KD.require_decline,
         metadata={
             "help": "async_kd: converge only once the smoothed metric has also fallen below its best by kd_margin_z noise units at its own level (false: a plateau of kd_patience evaluations is enough, the paper's rule)."
+        },
+    )
+    kd_noise: str = field(
+        default=_KD.noise,
+        metadata={
+            "help": f"async_kd: how the floor and the decline margin measure the selection split's noise, one of {NOISE_MODES}: "
+            "formulas at the split's size, or 400 resamples of its examples (the decline paired between evaluations; "
+            "about 1 s per evaluation for five 1,000-example splits)."
         },
     )
     kd_refresh: bool = field(

@@ -137,6 +137,9 @@ class MultiTaskEvaluationMixin(_TrainerBase):
                 label_ids = np.asarray(self._restore_order(label_ids, order))[: len(predictions)]
             num_samples += cast(int, output.num_samples) // views  # evaluation_loop always counts them
             task_metrics = compute_task_metrics(self.task_specs[task], predictions, label_ids)
+            outputs = getattr(self, "selection_outputs", None)
+            if outputs is not None and key == task and metric_key_prefix == "eval":  # kd_noise="bootstrap" reads them
+                outputs[task] = (predictions, label_ids)
             if self.args.calibration_bins and not self.task_specs[task].is_regression:
                 reliability[key] = reliability_bins(predictions, label_ids, self.args.calibration_bins)
                 task_metrics["ece"] = ece_from_bins(reliability[key])

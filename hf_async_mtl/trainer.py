@@ -213,8 +213,13 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         if self.train_dataset is not None and self.train_dataset.streamed:  # each stream's block starts, in every checkpoint
             self.add_callback(StreamStateCallback({t: self.train_dataset.task_datasets[t] for t in self.train_dataset.streamed}))
         self.async_convergence: AsyncConvergenceCallback | None = None
+        # Each task's latest selection predictions (task -> (predictions, labels)), kept by evaluation when a consumer
+        # needs them (async-KD with kd_noise="bootstrap").
+        self.selection_outputs: dict[str, tuple[Any, Any]] | None = None
         if args.async_kd:
             options = AsyncKDOptions.from_arguments(args)
+            if options.noise == "bootstrap":
+                self.selection_outputs = {}
             labeller = None
             if self.train_dataset is not None:
                 assert args.output_dir is not None  # TrainingArguments.__post_init__ defaults it
@@ -237,6 +242,7 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
                 labeller,
                 self.objectives,
                 log=self.log,
+                selection_outputs=self.selection_outputs,
             )
             self.add_callback(self.async_convergence)
         if args.diagnostics_steps:

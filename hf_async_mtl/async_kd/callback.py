@@ -33,6 +33,7 @@ from ..metrics import compute_task_metrics, main_metric_value
 from ..objectives import TaskObjective
 from ..task_capacity import task_of_parameter
 from ..tasks import TaskSpec
+from .bootstrap import BootstrapNoise
 from .checkpoint import STATE_NAME, check_async_kd_checkpoint
 from .labelling import TeacherLabeller
 from .monitor import ConvergenceMonitor, convergence_floor
@@ -91,6 +92,7 @@ class AsyncConvergenceCallback(TrainerCallback):
         labeller: TeacherLabeller | None,
         objectives: MutableMapping[str, TaskObjective],
         log: Callable[[dict[str, float]], None] | None = None,
+        selection_outputs: Mapping[str, tuple[Any, Any]] | None = None,
     ) -> None:
         specs = dict(task_specs) if isinstance(task_specs, Mapping) else {spec.name: spec for spec in task_specs}
         self.options = options
@@ -118,6 +120,10 @@ class AsyncConvergenceCallback(TrainerCallback):
             )
         if options.soft_labels == "precompute" and labeller is None and train_dataset is not None:
             raise ValueError("kd_soft_labels='precompute' needs a TeacherLabeller.")
+        if options.noise == "bootstrap" and selection_outputs is None:
+            raise ValueError("kd_noise='bootstrap' needs the evaluation's selection predictions (MultiTaskTrainer passes them).")
+        self.selection_outputs = selection_outputs
+        self.noise = BootstrapNoise(self.specs, options.smoothing, options.margin_z) if options.noise == "bootstrap" else None
         self.monitor = self._new_monitor(None)
         self.keeper = SnapshotKeeper(k=options.top_k, directory=options.snapshot_dir)
         self.soft_labels: dict[str, SoftLabels] = {}
@@ -164,14 +170,35 @@ class AsyncConvergenceCallback(TrainerCallback):
             selection = self._selection_set(task)
             if selection is None or "labels" not in selection.column_names:
                 continue
-            # cast: the trainer passes its training data here; a callback built without any fails below as it did before.
-            dataset = cast(MultiTaskDataset, self.train_dataset)
-            # A streamed task's training labels are not at hand: its trivial predictor is fitted on the held-out rows.
-            train_labels = selection["labels"] if task in dataset.streamed else dataset.template_view(task, 0)["labels"]
-            trivial = trivial_predictor_value(spec, train_labels, selection["labels"])
+            trivial = trivial_predictor_value(spec, self._train_labels(task, selection), selection["labels"])
             floor = convergence_floor(trivial, self._monitored_metrics(task), len(selection), self.options.margin_z, spec.greater_is_better)
             references[task] = {"trivial_value": trivial, "selection_size": len(selection), "floor": floor, "margin": abs(floor - trivial)}
         return references
+
+    def _train_labels(self, task: str, selection: Any) -> Any:
+        """The labels the trivial predictor is fitted on: the task's training set (a streamed task's are not at
+        hand: its held-out rows)."""
+        # cast: the trainer passes its training data here; a callback built without any fails here as it did before.
+        dataset = cast(MultiTaskDataset, self.train_dataset)
+        return selection["labels"] if task in dataset.streamed else dataset.template_view(task, 0)["labels"]
+
+    def _measure_noise(self, step: int, values: Mapping[str, float]) -> None:
+        """kd_noise='bootstrap': score this evaluation's selection predictions on the resamples and set each task's
+        floor and decline margin for the monitor's update (see `async_kd.bootstrap`)."""
+        assert self.noise is not None and self.selection_outputs is not None
+        for task in values:
+            if self.monitor.is_converged(task):
+                continue
+            outputs = self.selection_outputs.get(task)
+            if outputs is None:
+                raise ValueError(f"kd_noise='bootstrap': no selection predictions of task {task!r} at step {step}.")
+            train_labels = None if task in self.noise.trivial else self._train_labels(task, self._selection_set(task))
+            self.noise.observe(task, step, outputs[0], outputs[1], train_labels)
+            floor, margin = self.noise.margins(task, self.monitor.best_smoothed_step(task))
+            if self.options.trivial_gate:
+                self.monitor.floors[task] = floor
+            if margin is not None and (self.options.require_decline or self.options.decline_trigger):
+                self.monitor.decline_margins[task] = margin
 
     # ---- events -------------------------------------------------------------------------------
 
@@ -207,6 +234,8 @@ class AsyncConvergenceCallback(TrainerCallback):
                 values[task] = float(metrics[key])
         if not values:
             return control
+        if self.noise is not None:
+            self._measure_noise(state.global_step, values)
         active_before = set(self.monitor.active_tasks)
         update = self.monitor.update(state.global_step, values)
         for task in self.specs:
@@ -325,6 +354,7 @@ class AsyncConvergenceCallback(TrainerCallback):
             "monitor": self.monitor.state_dict(),
             "records": self.records,
             "references": self.references,
+            **({"bootstrap": self.noise.state_dict()} if self.noise is not None else {}),
         }
 
     def on_save(self, args, state, control, **kwargs):
@@ -366,6 +396,8 @@ class AsyncConvergenceCallback(TrainerCallback):
         self.references = {t: dict(r) for t, r in saved["references"].items()}
         self.monitor = self._new_monitor(self.references)
         self.monitor.load_state_dict(saved["monitor"])
+        if self.noise is not None:  # the floors and margins are set again before each update from these
+            self.noise.load_state_dict(saved.get("bootstrap") or {})
         self.records = {task: dict(record) for task, record in saved["records"].items()}
         self.soft_labels = {}
         for task in self.monitor.converged_tasks:
@@ -411,7 +443,9 @@ class AsyncConvergenceCallback(TrainerCallback):
                 "retention": (final - teacher_metric) if (final is not None and teacher_metric is not None) else None,
                 "trivial_value": trivial,
                 "margin": margin,
-                "floor": reference.get("floor"),
+                # kd_noise='bootstrap': the floor of the task's last update (formula: the reference's)
+                "floor": self.monitor.floors.get(task, reference.get("floor")),
+                "noise": self.options.noise,
                 # A smoothed fall below the best by more than this is a decline (kd_require_decline: needed to
                 # converge; kd_decline_trigger alone: enough to converge, with the gate's fixed margin).
                 "decline_margin": self.monitor.decline_margin(task),

@@ -382,6 +382,10 @@ class ConvergenceMonitor:
         """The task's best smoothed value (`None` before its first evaluation)."""
         return self._state(task).best_smoothed
 
+    def best_smoothed_step(self, task: str) -> int | None:
+        """The step whose window holds the best smoothed value (None before the first full window)."""
+        return self._state(task).best_smoothed_step
+
     def converged_step(self, task: str) -> int | None:
         """Step at which the task converged (`None` while active)."""
         return self._state(task).converged_step

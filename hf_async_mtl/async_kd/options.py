@@ -14,6 +14,7 @@ from typing import Any
 LOSS_TYPES = ("kl", "mse")
 ENSEMBLE_TYPES = ("parameters", "predictions")
 SOFT_LABEL_MODES = ("precompute", "on_demand", "online")
+NOISE_MODES = ("formula", "bootstrap")
 ARGUMENT_PREFIX = "kd_"
 
 
@@ -36,6 +37,9 @@ class AsyncKDOptions:
             margin, even if its best did not clear the floor (needs `require_decline=False`).
         require_decline: A task converges only once its smoothed metric has also fallen below its best by
             `margin_z` noise units at its own level: evidence that it got worse, not only that it stopped improving.
+        noise: How the floor and the decline margin measure the selection split's noise: `formula` (binomial / Fisher
+            formulas at the split's size) or `bootstrap` (resamples of the selection examples, the decline paired
+            between evaluations: `async_kd.bootstrap`).
         refresh: A converged task keeps being evaluated and takes a new teacher when it beats the old one by the margin.
         stop_when_all_converged: End training once every task has converged.
 
@@ -64,6 +68,7 @@ class AsyncKDOptions:
     margin_z: float = 2.0
     decline_trigger: bool = False
     require_decline: bool = True
+    noise: str = "formula"
     refresh: bool = False
     stop_when_all_converged: bool = False
     temperature: float = 1.0
@@ -93,7 +98,12 @@ class AsyncKDOptions:
             raise ValueError(f"kd_temperature must be a finite number > 0, got {self.temperature!r}.")
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"kd_alpha must be in [0, 1], got {self.alpha!r}.")
-        for name, choices in (("loss", LOSS_TYPES), ("ensemble", ENSEMBLE_TYPES), ("soft_labels", SOFT_LABEL_MODES)):
+        for name, choices in (
+            ("loss", LOSS_TYPES),
+            ("ensemble", ENSEMBLE_TYPES),
+            ("soft_labels", SOFT_LABEL_MODES),
+            ("noise", NOISE_MODES),
+        ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{ARGUMENT_PREFIX}{name} must be one of {choices}, got {getattr(self, name)!r}.")
         if self.decline_trigger and self.require_decline:
