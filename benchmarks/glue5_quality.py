@@ -217,6 +217,15 @@ V2_METHODS = {
     # training, only a decline beyond the selection split's noise at the task's level; designed after the 3,000-step
     # anchor (plateau rule: SST-2, MRPC, STS-B, RTE frozen at 900-1,200, GLUE-5 -1.6 vs equal). Its own pair.
     "async_kd_decl": {"mtl_method": "equal", "async_kd": True, "kd_full_window": True, "kd_require_decline": True},
+    # #42 item 3's arm 5 if the signal replay chooses it (benchmarks/async_kd_regime.md): the default rule with the
+    # selection split's noise measured by resampling its examples, the decline paired (kd_noise="bootstrap").
+    "async_kd_boot": {
+        "mtl_method": "equal",
+        "async_kd": True,
+        "kd_full_window": True,
+        "kd_require_decline": True,
+        "kd_noise": "bootstrap",
+    },
     "static": METHODS["static"],
     # The log-variances learn at their own rate (1e-2); at the model's 1e-4 they stay within 0.9-1.2.
     "uncertainty": {"mtl_method": "uncertainty", "mtl_method_options": {"lr": 1e-2}},
