@@ -52,6 +52,7 @@ METHOD_ORDER = (
     "async_kd",
     "async_kd_fw",
     "async_kd_decl",
+    "async_kd_boot",
     "equal",
     "static",
     "uncertainty",
@@ -61,7 +62,15 @@ METHOD_ORDER = (
     "async_kd_old_rule",
     "async_kd_fw_on_demand",
 )
-ASYNC_METHODS = ("async_kd", "async_kd_fw", "async_kd_decl", "imtl_g_async_kd", "async_kd_old_rule", "async_kd_fw_on_demand")
+ASYNC_METHODS = (
+    "async_kd",
+    "async_kd_fw",
+    "async_kd_decl",
+    "async_kd_boot",
+    "imtl_g_async_kd",
+    "async_kd_old_rule",
+    "async_kd_fw_on_demand",
+)
 # Like-for-like pairs (a − b), declared in benchmarks/README.md before the v2 runs.
 PAIRS = (
     ("async_kd", "equal"),
@@ -83,6 +92,9 @@ PAIRS = (
     ("async_kd_fw", "uncertainty"),
     ("async_kd_decl", "uncertainty"),
     ("async_kd_decl", "async_kd_fw"),
+    ("async_kd_boot", "equal"),
+    ("async_kd_boot", "uncertainty"),
+    ("async_kd_boot", "async_kd_decl"),
 )
 DECLINE_POINTS = 1.0  # a task "declines" when its last value is more than this below its best (×100)
 MIN_DECLINING_TASKS = 2  # the v2 design needs at least two tasks peaking and declining under equal weighting
