@@ -183,8 +183,8 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
         extra["kd_soft_labels"] = "online"
     if method == "async_kd_on_demand":
         method, extra["kd_soft_labels"] = "async_kd", "on_demand"
-    if method == "async_kd_prompts":
-        method = "async_kd"
+    if method == "async_kd_prompts":  # also the bootstrap noise: every rank scores the gathered selection predictions
+        method, extra["kd_noise"] = "async_kd", "bootstrap"
     if method == "meta_tartan":
         extra = {"end_task": "sentiment", "mtl_method_options": {"meta_lr": 1.0}}
     args = MultiTaskTrainingArguments(
@@ -231,6 +231,9 @@ def train_one(out_dir: str, method: str, per_device_batch: int, tokenizer) -> No
                 "metrics": metrics,
                 "first_examples": seen,
                 "soft_labels": soft,
+                "bootstrap": trainer.async_convergence.noise.state_dict()
+                if trainer.async_convergence is not None and trainer.async_convergence.noise is not None
+                else None,
                 "world_size": trainer.args.world_size,
                 # Everything a rank trains (model, method state such as META-TARTAN's logits), as a digest: ranks
                 # that diverged show different digests.
