@@ -39,7 +39,11 @@ def _logits(levels: list[float], n: int = 400, seed: int = 0) -> tuple[list[np.n
 def test_the_paired_margin_sees_a_decline_the_formula_margin_hides():
     (first, second, third), labels = _logits([0.50, 0.52, 0.44])
     noise = BootstrapNoise({"sst2": SST2}, smoothing=1, z=2.0)
-    values = [noise.observe("sst2", step, logits, labels, labels) for step, logits in ((100, first), (200, second), (300, third))]
+    values = []
+    for step, logits in ((100, first), (200, second), (300, third)):
+        values.append(noise.observe("sst2", step, logits, labels, labels))
+        if step < 300:  # what the monitor would report as its best smoothed step after these updates
+            noise.keep_best("sst2", step)
     drop = values[1] - values[2]
     assert drop > 0.02
     floor, margin = noise.margins("sst2", best_smoothed_step=200)
@@ -60,10 +64,15 @@ def test_resamples_are_fixed_by_task_and_size_and_the_state_round_trips():
     (first, second), labels = _logits([0.5, 0.4], n=60)
     noise = BootstrapNoise({"sst2": SST2}, smoothing=2, z=2.0, resamples=50)
     noise.observe("sst2", 10, first, labels, labels)
+    noise.keep_best("sst2", 10)
     noise.observe("sst2", 20, second, labels, labels)
     restored = BootstrapNoise({"sst2": SST2}, smoothing=2, z=2.0, resamples=50)
     restored.load_state_dict(json.loads(json.dumps(noise.state_dict())))
-    assert restored.margins("sst2", 20) == noise.margins("sst2", 20)
+    assert restored.margins("sst2", 10) == noise.margins("sst2", 10) and restored.last == noise.last
+    with pytest.raises(ValueError, match="no kept window"):
+        noise.margins("sst2", 20)  # the monitor's best must be a window this noise kept
+    with pytest.raises(ValueError, match="labels changed"):
+        noise.observe("sst2", 30, second, labels[::-1].copy(), labels)
     with pytest.raises(ValueError, match="not after"):
         noise.observe("sst2", 20, second, labels, labels)
     with pytest.raises(ValueError, match="predictions for"):
@@ -103,17 +112,20 @@ def test_a_run_with_bootstrap_noise_records_it_and_resumes_exactly(tmp_path, tok
     report = json.load(open(os.path.join(full.args.output_dir, "convergence_report.json")))
     for task in ("sentiment", "similarity"):
         assert report[task]["noise"] == "bootstrap" and report[task]["floor"] is not None
-        assert [step for step, _ in full.async_convergence.noise.values[task]] == [2, 4, 6, 8, 10]
+        assert [step for step, _ in full.async_convergence.noise.recent[task]] == [8, 10]  # the smoothing window
     checkpoint = os.path.join(full.args.output_dir, "checkpoint-6")
     state = json.load(open(os.path.join(checkpoint, "async_kd_state.json")))
-    assert [step for step, _ in state["bootstrap"]["values"]["sentiment"]] == [2, 4, 6]
+    assert [step for step, _ in state["bootstrap"]["recent"]["sentiment"]] == [4, 6]
+    assert os.path.getsize(os.path.join(checkpoint, "async_kd_state.json")) < 60_000  # resampled values kept compact
     resumed = build("resumed")
     resumed.train(resume_from_checkpoint=checkpoint)
     full_losses, resumed_losses = _losses_by_step(full), _losses_by_step(resumed)
     for step in range(7, 11):
         assert resumed_losses[step] == pytest.approx(full_losses[step], rel=1e-4, abs=1e-6)
+    resumed_report = json.load(open(os.path.join(resumed.args.output_dir, "convergence_report.json")))
     for task in ("sentiment", "similarity"):
-        assert resumed.async_convergence.noise.margins(task, 8) == full.async_convergence.noise.margins(task, 8)
+        for field in ("floor", "margin", "decline_margin", "converged", "history"):
+            assert resumed_report[task][field] == report[task][field], (task, field)
     for a, b in zip(full.model.parameters(), resumed.model.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
     # the checkpoint's rule holds its noise: a resume under the formula is refused, naming the option

@@ -20,6 +20,8 @@ name and the split's size), and gives the monitor, before each update:
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -54,61 +56,109 @@ def _trivial(spec: TaskSpec, train_labels: np.ndarray, labels: np.ndarray) -> fl
 
 
 class BootstrapNoise:
-    """Per task: the monitored metric on the selection split and on each resample at every evaluation, the trivial
-    predictor's likewise, and from them the floor and decline margin of the next monitor update."""
+    """Per task: the monitored metric on the selection split and on each resample at the last `smoothing` evaluations
+    and over the best smoothed window, the trivial predictor's likewise, and from them the floor and decline margin of
+    the next monitor update."""
 
-    def __init__(self, specs: Mapping[str, TaskSpec], smoothing: int, z: float, resamples: int = RESAMPLES) -> None:
+    def __init__(self, specs: Mapping[str, TaskSpec], smoothing: int, z: float, resamples: int = RESAMPLES, min_delta: float = 0.0) -> None:
         if resamples < 2:
             raise ValueError(f"resamples must be >= 2, got {resamples}.")
-        self.specs, self.smoothing, self.z, self.resamples = dict(specs), int(smoothing), float(z), int(resamples)
-        self.values: dict[str, list[tuple[int, np.ndarray]]] = {}  # task -> [(step, [resamples + 1])]
+        self.specs, self.smoothing, self.z, self.resamples, self.min_delta = (
+            dict(specs),
+            int(smoothing),
+            float(z),
+            int(resamples),
+            float(min_delta),
+        )
+        # Only what the monitor reads is scored on the resamples: a built-in main metric leaves `evaluate` modules out.
+        self._scoring = {
+            t: dataclasses.replace(spec, evaluate_metrics=())
+            if spec.metrics and (spec.main_metric == "score" or spec.main_metric in spec.metrics)
+            else spec
+            for t, spec in self.specs.items()
+        }
+        self.recent: dict[str, list[tuple[int, np.ndarray]]] = {}  # task -> the last `smoothing` [(step, [resamples + 1])]
+        self.best: dict[str, tuple[int, np.ndarray]] = {}  # task -> (step, the best smoothed window's mean)
         self.trivial: dict[str, np.ndarray] = {}  # task -> [resamples + 1]
+        self.labels_crc: dict[str, int] = {}  # task -> crc32 of its selection labels (a resume must see the same split)
+        self.last: dict[str, tuple[float, float | None]] = {}  # task -> (floor, decline margin) of its last update
 
     def observe(self, task: str, step: int, predictions: Any, labels: Any, train_labels: Any) -> float:
         """Score one evaluation's selection predictions (`compute_task_metrics` input: logits, or regression outputs)
         on the split and its resamples; returns the value on the split itself."""
-        spec = self.specs[task]
+        spec = self._scoring[task]
         predictions, labels = np.asarray(predictions), np.asarray(labels).reshape(-1)
         if len(predictions) != len(labels) or len(labels) < 2:
             raise ValueError(f"Task {task!r}: {len(predictions)} predictions for {len(labels)} labels (need >= 2 of each, paired).")
-        history = self.values.setdefault(task, [])
-        if history and int(step) <= history[-1][0]:
-            raise ValueError(f"Task {task!r}: step {step} is not after the last observed step {history[-1][0]}.")
+        crc = zlib.crc32(np.ascontiguousarray(labels, dtype=np.float64).tobytes())
+        if self.labels_crc.setdefault(task, crc) != crc:
+            raise ValueError(f"Task {task!r}: the selection split's labels changed between evaluations (another split, or another order).")
+        recent = self.recent.setdefault(task, [])
+        if recent and int(step) <= recent[-1][0]:
+            raise ValueError(f"Task {task!r}: step {step} is not after the last observed step {recent[-1][0]}.")
         draws = resample_indices(task, len(labels), self.resamples)
         scores = [_metric(spec, predictions, labels)] + [_metric(spec, predictions[d], labels[d]) for d in draws]
-        history.append((int(step), np.asarray(scores)))
+        recent.append((int(step), np.asarray(scores)))
+        del recent[: -self.smoothing]
         if task not in self.trivial:
             train = np.asarray(train_labels)
             self.trivial[task] = np.asarray([_trivial(spec, train, labels)] + [_trivial(spec, train, labels[d]) for d in draws])
         return scores[0]
 
-    def _window(self, task: str, position: int) -> np.ndarray:
-        history = self.values[task]
-        return np.mean([values for _, values in history[max(0, position - self.smoothing + 1) : position + 1]], axis=0)
+    def _current(self, task: str) -> np.ndarray:
+        return np.mean([values for _, values in self.recent[task]], axis=0)
 
     def margins(self, task: str, best_smoothed_step: int | None) -> tuple[float, float | None]:
         """(floor, decline margin) for the monitor's update with the task's latest observation; `best_smoothed_step`
         is the monitor's best smoothed step before that update (None: no decline margin yet)."""
-        spec, history = self.specs[task], self.values[task]
-        sign = 1.0 if spec.greater_is_better else -1.0
-        current = self._window(task, len(history) - 1)
-        steps = [step for step, _ in history]
-        best = None if best_smoothed_step is None else self._window(task, steps.index(int(best_smoothed_step)))
-        top = current if best is None or sign * current[0] > sign * best[0] else best
+        sign = 1.0 if self.specs[task].greater_is_better else -1.0
+        current = self._current(task)
+        best = None
+        if best_smoothed_step is not None:
+            kept = self.best.get(task)
+            if kept is None or kept[0] != int(best_smoothed_step):
+                raise ValueError(
+                    f"Task {task!r}: no kept window for the best smoothed step {best_smoothed_step} (kept: {kept and kept[0]})."
+                )
+            best = kept[1]
+        # the window the monitor's best will be after this update (it improves by more than min_delta)
+        top = current if best is None or sign * (current[0] - best[0]) > self.min_delta else best
         trivial = self.trivial[task]
         floor = float(trivial[0] + sign * self.z * np.std((top - trivial)[1:], ddof=1))
         margin = None if best is None else float(self.z * np.std((best - current)[1:], ddof=1))
+        self.last[task] = (floor, margin)
         return floor, margin
+
+    def keep_best(self, task: str, best_smoothed_step: int | None) -> None:
+        """After the monitor's update: keep the current window when it became the best smoothed one."""
+        recent = self.recent.get(task)
+        if recent and best_smoothed_step is not None and int(best_smoothed_step) == recent[-1][0]:
+            self.best[task] = (int(best_smoothed_step), self._current(task))
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "resamples": self.resamples,
-            "values": {t: [[step, v.tolist()] for step, v in h] for t, h in self.values.items()},
-            "trivial": {t: v.tolist() for t, v in self.trivial.items()},
+            "recent": {t: [[step, _encode(v)] for step, v in h] for t, h in self.recent.items()},
+            "best": {t: [step, _encode(v)] for t, (step, v) in self.best.items()},
+            "trivial": {t: _encode(v) for t, v in self.trivial.items()},
+            "labels_crc": dict(self.labels_crc),
+            "last": {t: list(v) for t, v in self.last.items()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if int(state.get("resamples", self.resamples)) != self.resamples:
             raise ValueError(f"The saved bootstrap noise has {state.get('resamples')} resamples, this run {self.resamples}.")
-        self.values = {t: [(int(step), np.asarray(v, dtype=np.float64)) for step, v in h] for t, h in (state.get("values") or {}).items()}
-        self.trivial = {t: np.asarray(v, dtype=np.float64) for t, v in (state.get("trivial") or {}).items()}
+        self.recent = {t: [(int(step), _decode(v)) for step, v in h] for t, h in (state.get("recent") or {}).items()}
+        self.best = {t: (int(step), _decode(v)) for t, (step, v) in (state.get("best") or {}).items()}
+        self.trivial = {t: _decode(v) for t, v in (state.get("trivial") or {}).items()}
+        self.labels_crc = {t: int(v) for t, v in (state.get("labels_crc") or {}).items()}
+        self.last = {t: (float(v[0]), None if v[1] is None else float(v[1])) for t, v in (state.get("last") or {}).items()}
+
+
+def _encode(values: np.ndarray) -> str:
+    """float64 values as one base64 string (exact, compact in a JSON checkpoint)."""
+    return base64.b64encode(np.ascontiguousarray(values, dtype="<f8").tobytes()).decode("ascii")
+
+
+def _decode(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f8").astype(np.float64)

@@ -123,7 +123,11 @@ class AsyncConvergenceCallback(TrainerCallback):
         if options.noise == "bootstrap" and selection_outputs is None:
             raise ValueError("kd_noise='bootstrap' needs the evaluation's selection predictions (MultiTaskTrainer passes them).")
         self.selection_outputs = selection_outputs
-        self.noise = BootstrapNoise(self.specs, options.smoothing, options.margin_z) if options.noise == "bootstrap" else None
+        self.noise = (
+            BootstrapNoise(self.specs, options.smoothing, options.margin_z, min_delta=options.min_delta)
+            if options.noise == "bootstrap"
+            else None
+        )
         self.monitor = self._new_monitor(None)
         self.keeper = SnapshotKeeper(k=options.top_k, directory=options.snapshot_dir)
         self.soft_labels: dict[str, SoftLabels] = {}
@@ -194,11 +198,13 @@ class AsyncConvergenceCallback(TrainerCallback):
                 raise ValueError(f"kd_noise='bootstrap': no selection predictions of task {task!r} at step {step}.")
             train_labels = None if task in self.noise.trivial else self._train_labels(task, self._selection_set(task))
             self.noise.observe(task, step, outputs[0], outputs[1], train_labels)
-            floor, margin = self.noise.margins(task, self.monitor.best_smoothed_step(task))
-            if self.options.trivial_gate:
-                self.monitor.floors[task] = floor
-            if margin is not None and (self.options.require_decline or self.options.decline_trigger):
-                self.monitor.decline_margins[task] = margin
+            self._set_noise_margins(task, *self.noise.margins(task, self.monitor.best_smoothed_step(task)))
+
+    def _set_noise_margins(self, task: str, floor: float, margin: float | None) -> None:
+        if self.options.trivial_gate:
+            self.monitor.floors[task] = floor
+        if margin is not None and (self.options.require_decline or self.options.decline_trigger):
+            self.monitor.decline_margins[task] = margin
 
     # ---- events -------------------------------------------------------------------------------
 
@@ -238,6 +244,9 @@ class AsyncConvergenceCallback(TrainerCallback):
             self._measure_noise(state.global_step, values)
         active_before = set(self.monitor.active_tasks)
         update = self.monitor.update(state.global_step, values)
+        if self.noise is not None:
+            for task in values:
+                self.noise.keep_best(task, self.monitor.best_smoothed_step(task))
         for task in self.specs:
             if task not in values or task not in active_before:
                 continue
@@ -396,8 +405,10 @@ class AsyncConvergenceCallback(TrainerCallback):
         self.references = {t: dict(r) for t, r in saved["references"].items()}
         self.monitor = self._new_monitor(self.references)
         self.monitor.load_state_dict(saved["monitor"])
-        if self.noise is not None:  # the floors and margins are set again before each update from these
+        if self.noise is not None:  # the floors and margins of the last updates (set again before each update)
             self.noise.load_state_dict(saved.get("bootstrap") or {})
+            for task, (floor, margin) in self.noise.last.items():
+                self._set_noise_margins(task, floor, margin)
         self.records = {task: dict(record) for task, record in saved["records"].items()}
         self.soft_labels = {}
         for task in self.monitor.converged_tasks:
@@ -431,7 +442,10 @@ class AsyncConvergenceCallback(TrainerCallback):
             best = self.monitor.best_value(task)
             final = history[-1][1] if history else None
             teacher_metric = record.get("teacher_metric", best)
-            trivial, margin = reference.get("trivial_value"), reference.get("margin")
+            trivial, margin, floor = reference.get("trivial_value"), reference.get("margin"), reference.get("floor")
+            last = self.noise.last.get(task) if self.noise is not None else None
+            if last is not None and trivial is not None:  # kd_noise='bootstrap': the floor of the task's last update
+                floor, margin = last[0], abs(last[0] - trivial)
             report[task] = {
                 "converged": self.monitor.is_converged(task),
                 "converged_step": record.get("converged_step"),
@@ -443,8 +457,7 @@ class AsyncConvergenceCallback(TrainerCallback):
                 "retention": (final - teacher_metric) if (final is not None and teacher_metric is not None) else None,
                 "trivial_value": trivial,
                 "margin": margin,
-                # kd_noise='bootstrap': the floor of the task's last update (formula: the reference's)
-                "floor": self.monitor.floors.get(task, reference.get("floor")),
+                "floor": floor,
                 "noise": self.options.noise,
                 # A smoothed fall below the best by more than this is a decline (kd_require_decline: needed to
                 # converge; kd_decline_trigger alone: enough to converge, with the gate's fixed margin).
