@@ -139,8 +139,11 @@ def outcome(cpu_seconds: dict[str, float], results: str = RESULTS, order: tuple[
         pick = min(close, key=lambda r: (r["steps"], -r["ceiling"]["glue5"]["value"]))["candidate"]
     # the target is about any sound candidate (the tie rule may pick one just below it over a longer one just above)
     reaches = any(r["ceiling"]["glue5"]["value"] >= TARGET for r in eligible)
+    from benchmarks.provenance import provenance
+
     return {
         "generated_by": "python -m benchmarks.regime_pick",
+        "provenance": provenance(ROOT),
         "candidates": rows,
         "pick": pick,
         "reaches_target": reaches,
