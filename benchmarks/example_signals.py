@@ -403,9 +403,57 @@ def build(folders: Sequence[str], glue_dir: str, z: float = Z, draws: int = BOOT
         "bootstraps": draws,
         "run_sets": sets,
         "checks": checks,
-        "summary": summarize(rows, ("run_set", "group", "judged_on", "split_label", "signal", "rule")),
+        "summary": (summary := summarize(rows, ("run_set", "group", "judged_on", "split_label", "signal", "rule"))),
         "per_task": summarize(rows, ("run_set", "group", "judged_on", "split_label", "task", "signal", "rule")),
+        "choice": [choose_signal(summary, s["run_set"]) for s in sets if "equal" in s["groups"]],
         "rows": rows,
+    }
+
+
+REFERENCE = ("score_formula", "decl")  # the library's default rule
+MIN_GAIN = 0.10  # GLUE-5 points a signal must recover beyond the default's (benchmarks/async_kd_regime.md)
+
+
+def choose_signal(summary: Sequence[Mapping[str, Any]], run_set: str, group: str = "equal") -> dict[str, Any]:
+    """The declared choice of item 4's signal (benchmarks/async_kd_regime.md), on selection data only: among the rows
+    of `group` whose signal read one seeded half of each selection split and that were judged on the other half, the
+    signal × rule with the largest GLUE-5 recovered (ties: fewer false convergences), chosen if it beats the default
+    (`score_formula`, decl) there by at least `MIN_GAIN` with no more false convergences; else none (keep the default)."""
+    rows = [r for r in summary if (r["run_set"], r["group"], r["judged_on"], r["split_label"]) == (run_set, group, "held-out half", "half")]
+
+    def recovered(row: Mapping[str, Any]) -> float:
+        return float(row["glue5_recovered"] or 0.0)
+
+    def false(row: Mapping[str, Any]) -> int:
+        return int(row["false"] or 0)
+
+    reference = next((r for r in rows if (r["signal"], r["rule"]) == REFERENCE), None)
+    if reference is None:
+        return {"run_set": run_set, "group": group, "chosen": None, "reason": "no held-out-half rows of the default rule"}
+    best = max(rows, key=lambda r: (recovered(r), -false(r), (r["signal"], r["rule"]) == REFERENCE))  # ties: the default
+    chosen = (
+        (best["signal"], best["rule"])
+        if (best["signal"], best["rule"]) != REFERENCE
+        and recovered(best) >= recovered(reference) + MIN_GAIN
+        and false(best) <= false(reference)
+        else None
+    )
+    describe = lambda r: {k: r[k] for k in ("signal", "rule", "curves", "converged", "false", "glue5_recovered", "glue5_seeds")}  # noqa: E731
+    return {
+        "run_set": run_set,
+        "group": group,
+        "reference": describe(reference),
+        "best": describe(best),
+        "chosen": list(chosen) if chosen else None,
+        "reason": (
+            f"{best['signal']} / {best['rule']} recovers {recovered(best):+.2f} GLUE-5 points on the held-out halves vs the "
+            f"default's {recovered(reference):+.2f}, with {false(best)} false convergences vs {false(reference)}"
+            + (
+                ""
+                if chosen
+                else f": {'it is the default' if (best['signal'], best['rule']) == REFERENCE else 'not enough'}; keep the default"
+            )
+        ),
     }
 
 
@@ -436,6 +484,14 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         ceiling = (s["ceilings"].get("equal") or {}).get("ceiling")
         lines.append(
             f"| {s['run_set']} (`{s['path']}`) | {s['runs']} | {', '.join(s['groups'])} | {_f(ceiling)} | {_f(max(gaps) if gaps else None, 4)} |"
+        )
+    lines += ["", "## Choice of signal (declared in benchmarks/async_kd_regime.md; selection data only)", ""]
+    for choice in result.get("choice") or []:
+        chosen = choice.get("chosen")
+        lines.append(
+            f"- `{choice['run_set']}` ({choice['group']}): **{'choose ' + ' / '.join(chosen) if chosen else 'keep the default'}**. "
+            + choice["reason"]
+            + "."
         )
     lines += [
         "",

@@ -126,3 +126,30 @@ def test_replay_run_recomputes_the_logged_score_and_judges_against_dev() -> None
     held = next(r for r in halves if (r["signal"], r["rule"], r["judged_on"]) == ("prob", "decl", "held-out half"))
     assert held["converged_early"] and held["dev_final"] == pytest.approx(float(task_score(("accuracy",), values[-1], labels)), abs=0.1)
     assert held["recovered"] > 0  # the held-out half's accuracy also peaked at the teacher's step
+
+
+def test_the_declared_choice_reads_the_held_out_halves_only():
+    from benchmarks.example_signals import choose_signal
+
+    def row(signal, rule, recovered, false, judged_on="held-out half", split="half", group="equal"):
+        return {
+            "run_set": "r",
+            "group": group,
+            "judged_on": judged_on,
+            "split_label": split,
+            "signal": signal,
+            "rule": rule,
+            "curves": 25,
+            "converged": 5,
+            "false": false,
+            "glue5_recovered": recovered,
+            "glue5_seeds": 5,
+        }
+
+    base = [row("score_formula", "decl", 0.0, 0), row("score", "decl", 0.35, 0), row("prob", "plateau", 0.30, 0)]
+    # dev-judged and other-split rows, however good, are not read
+    noise = [row("brier", "decl", 5.0, 0, judged_on="dev"), row("loss", "decl", 5.0, 0, split="stored")]
+    assert choose_signal(base + noise, "r")["chosen"] == ["score", "decl"]
+    assert choose_signal([row("score_formula", "decl", 0.0, 0), row("score", "decl", 0.08, 0)], "r")["chosen"] is None  # < 0.10
+    assert choose_signal([row("score_formula", "decl", 0.0, 0), row("score", "decl", 0.5, 1)], "r")["chosen"] is None  # more false
+    assert choose_signal([row("score", "decl", 0.5, 0)], "r")["chosen"] is None  # no default row: nothing to beat
