@@ -220,9 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     cpu_path = os.path.join(args.out, "cpu_seconds.json")
     cpu = json.load(open(cpu_path, encoding="utf-8")) if os.path.isfile(cpu_path) else {}
     cpu.update(parse_cpu_logs(args.cpu_log))
+    result = outcome(cpu)  # before writing anything: its provenance reads the tree as it is
     with open(cpu_path, "w", encoding="utf-8") as handle:
         json.dump(dict(sorted(cpu.items())), handle, indent=1)
-    result = outcome(cpu)
     with open(os.path.join(args.out, "outcome.json"), "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=1)
     text = markdown(result)
