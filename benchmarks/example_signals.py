@@ -172,11 +172,6 @@ def trivial_matrix(
     )
 
 
-def bootstrap_indices(n: int, size: int, draws: int, seed: int) -> np.ndarray:
-    """[draws, size] indices into n examples, with replacement."""
-    return np.random.default_rng(seed).integers(0, n, size=(draws, size))
-
-
 def signal_matrix(
     signal: str, metrics: Sequence[str], is_regression: bool, values: np.ndarray, labels: np.ndarray, draws: np.ndarray
 ) -> np.ndarray:

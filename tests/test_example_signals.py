@@ -8,7 +8,6 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from benchmarks.example_signals import (
-    bootstrap_indices,
     replay_examples,
     replay_run,
     signal_matrix,
@@ -16,6 +15,7 @@ from benchmarks.example_signals import (
     task_score,
     trivial_signal,
 )
+from hf_async_mtl.async_kd.bootstrap import resample_indices
 
 RNG = np.random.default_rng(0)
 
@@ -24,7 +24,7 @@ def test_scores_match_sklearn_and_scipy_on_every_resample() -> None:
     labels = RNG.integers(0, 2, 300).astype(np.float64)
     p_true = np.clip(0.5 + 0.3 * RNG.standard_normal(300), 0.01, 0.99)
     predicted = np.where(p_true > 0.5, labels, 1 - labels)
-    draws = bootstrap_indices(300, 300, 5, seed=1)
+    draws = resample_indices("t", 300, 5)
     for metrics, reference in (
         (("matthews_correlation",), lambda y, p: matthews_corrcoef(y, p)),
         (("f1", "accuracy"), lambda y, p: (f1_score(y, p) + accuracy_score(y, p)) / 2),
@@ -74,7 +74,7 @@ def test_paired_margin_sees_a_small_decline_the_examples_noise_would_hide() -> N
     # every example's probability falls by 0.03 after step 400: tiny against the spread between examples (0.25), but
     # the same examples at every evaluation, so the paired difference has almost no noise
     values, labels = _predictions([0.60, 0.66, 0.70, 0.72, 0.72, 0.69, 0.66, 0.63, 0.60])
-    matrix = signal_matrix("prob", (), False, values, labels, bootstrap_indices(400, 400, 200, seed=3))
+    matrix = signal_matrix("prob", (), False, values, labels, resample_indices("t", 400, 200))
     unpaired = np.std(matrix[4, 1:], ddof=1)
     assert unpaired > 0.01  # one evaluation's value is uncertain by more than 0.01 on 400 examples
     result = replay_examples(STEPS, matrix, trivial=0.5, shape="decl", patience=3, min_steps=0)
@@ -85,7 +85,7 @@ def test_paired_margin_sees_a_small_decline_the_examples_noise_would_hide() -> N
 def test_a_flat_curve_is_a_plateau_but_not_a_decline() -> None:
     values, labels = _predictions([0.60, 0.68, 0.72, 0.72, 0.72, 0.72, 0.72, 0.72, 0.72])
     noise = np.random.default_rng(5).normal(0, 0.004, size=values.shape)  # per example, per evaluation jitter
-    matrix = signal_matrix("prob", (), False, np.clip(values + noise, 0.01, 0.99), labels, bootstrap_indices(400, 400, 200, seed=3))
+    matrix = signal_matrix("prob", (), False, np.clip(values + noise, 0.01, 0.99), labels, resample_indices("t", 400, 200))
     assert not replay_examples(STEPS, matrix, trivial=0.5, shape="decl", patience=3, min_steps=0)["converged"]
     assert replay_examples(STEPS, matrix, trivial=0.5, shape="plateau", patience=3, min_steps=0)["converged"]
 
@@ -93,7 +93,7 @@ def test_a_flat_curve_is_a_plateau_but_not_a_decline() -> None:
 def test_the_floor_keeps_a_task_near_its_trivial_predictor_from_converging() -> None:
     # rises to 0.52 and falls back, never clear of the trivial 0.5 by two bootstrap sds
     values, labels = _predictions([0.49, 0.51, 0.52, 0.51, 0.50, 0.49, 0.48, 0.47, 0.46], spread=0.3)
-    matrix = signal_matrix("prob", (), False, values, labels, bootstrap_indices(400, 400, 200, seed=3))
+    matrix = signal_matrix("prob", (), False, values, labels, resample_indices("t", 400, 200))
     for shape in ("plateau", "decl"):
         assert not replay_examples(STEPS, matrix, trivial=0.5, shape=shape, patience=3, min_steps=0)["converged"]
     assert replay_examples(STEPS, matrix, trivial=0.3, shape="plateau", patience=3, min_steps=0)["converged"]
