@@ -58,6 +58,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from benchmarks.convergence_replay import RULES, is_async_kd, monitor_settings, replay_curve, task_curve  # noqa: E402
+from benchmarks.glue5_quality import ITEM3_PROFILES, REGIME_PROFILES  # noqa: E402
 from hf_async_mtl.async_kd.monitor import noise_margin  # noqa: E402
 
 Z = 2.0
@@ -76,17 +77,15 @@ RUN_SETS = (
         os.path.join(RESULTS, "anchor_3000", "anchor_3000.json"),
         "minilm",
     ),
-    (
-        "regime_cap",
-        "regime_cap (#42 first candidate, selection split 30 % ≤ 1000)",
-        os.path.join(RESULTS, "glue5_regime_cap", "per_run"),
-        "regime_cap",
-    ),
-    (
-        "regime_cap_long",
-        "regime_cap_long (#42 second candidate: regime_cap, 3,600 steps)",
-        os.path.join(RESULTS, "glue5_regime_cap_long", "per_run"),
-        "regime_cap_long",
+    # Every #42 regime candidate (the search's equal runs) and every item-3 profile (its true-label runs), where stored.
+    *(
+        (
+            name,
+            f"{name} (#42 {'item 3' if name in ITEM3_PROFILES else 'search candidate'})",
+            os.path.join(RESULTS, f"glue5_{name}", "per_run"),
+            name,
+        )
+        for name in (*REGIME_PROFILES, *ITEM3_PROFILES)
     ),
 )
 
