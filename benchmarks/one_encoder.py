@@ -71,6 +71,9 @@ SMOKE = {
     "mt_ft": {"max_steps": 16, "finetune_after_mtl_steps": 4},
 }
 MERGE_SCALES = (0.3, 0.5, 0.7, 1.0, 1.5)
+# Amendment 2026-12-07 (benchmarks/one_encoder.md): TIES' disjoint mean is the size of one trimmed task vector, not a
+# sum of five, so its lambda lives higher (its reference code searches 0.8-2.5); seed 0 chose 1.5, the grid's edge.
+MERGE_SCALES_BY_METHOD = {"ties": (*MERGE_SCALES, 2.0, 2.5, 3.0)}
 MERGE_DENSITIES = (0.2, 0.5, 0.8)
 MERGE_METHODS = {"merge_ta": "task_arithmetic", "merge_ties": "ties", "merge_dare": "dare"}
 
@@ -122,7 +125,7 @@ def arm_settings(arm: str, smoke: bool = False) -> dict[str, Any]:
             "tasks": list(TASKS),
             "regime": regime,
             "method": MERGE_METHODS[arm],
-            "scales": list(MERGE_SCALES),
+            "scales": list(MERGE_SCALES_BY_METHOD.get(MERGE_METHODS[arm], MERGE_SCALES)),
             "densities": None if MERGE_METHODS[arm] == "task_arithmetic" else list(MERGE_DENSITIES),
             "args": {},
             "model": {},
@@ -381,7 +384,7 @@ def run_merge(arm: str, seed: int, out_path: str, smoke: bool) -> None:
         method=settings["method"],
         scales=settings["scales"],
         densities=settings["densities"],
-        seed=0,
+        seed=seed,  # amendment 2026-12-07: DARE's masks drawn per benchmark seed (seed 0 as before)
         do_eval=True,
         eval_cap=settings["regime"]["eval_cap"],
         eval_batch_size=settings["regime"]["eval_batch_size"],
