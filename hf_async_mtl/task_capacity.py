@@ -117,20 +117,39 @@ def _tuner_layers(encoder: nn.Module) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def route(encoder: nn.Module, task: str) -> Iterator[None]:
+def route(encoder: nn.Module, task: str, _checkpoints: bool = True) -> Iterator[None]:
     """Run `task`'s adapter and unshared layers inside this block (no-op for an encoder without either).
 
     Adapters are switched through peft's active-adapter attribute of each adapted layer, not `set_adapter`:
     `set_adapter` also freezes the inactive adapters (requires_grad=False), which would hide them from an
     optimizer built over every task's adapter, and peft's per-example `adapter_names` refuses training mode.
+
+    Gradient checkpointing recomputes a layer's forward during the backward pass, after this block has exited:
+    a checkpointed layer would then run whatever adapter is active at that time (another task's). Inside the
+    block, every checkpointed layer's checkpoint function is wrapped so that the function it stores for the
+    recompute runs under `route(encoder, task)` again.
     """
     routed = [module for module in encoder.modules() if isinstance(module, TaskRoutedLayer)]
     tuners = [module for module in _tuner_layers(encoder) if task in module._get_available_adapters()]
-    saved = [module.route for module in routed], [module._active_adapter for module in tuners]
+    checkpointed = [
+        layer
+        for layer in encoder.modules()
+        if _checkpoints
+        and getattr(layer, "gradient_checkpointing", False)
+        and callable(getattr(layer, "_gradient_checkpointing_func", None))
+    ]
+    saved = (
+        [module.route for module in routed],
+        [module._active_adapter for module in tuners],
+        [module.__dict__.get("_gradient_checkpointing_func") for module in checkpointed],
+    )
     for module in routed:
         module.route = task
     for tuner in tuners:
         tuner._active_adapter = [task]
+    if routed or tuners:
+        for layer in checkpointed:
+            layer._gradient_checkpointing_func = _routed_checkpoint(layer._gradient_checkpointing_func, encoder, task)
     try:
         yield
     finally:
@@ -138,6 +157,24 @@ def route(encoder: nn.Module, task: str) -> Iterator[None]:
             module.route = previous
         for tuner, previous in zip(tuners, saved[1]):
             tuner._active_adapter = previous
+        for layer, previous_func in zip(checkpointed, saved[2]):
+            if previous_func is None:
+                layer.__dict__.pop("_gradient_checkpointing_func", None)
+            else:
+                layer._gradient_checkpointing_func = previous_func
+
+
+def _routed_checkpoint(checkpoint_func: Any, encoder: nn.Module, task: str) -> Any:
+    """`checkpoint_func` whose stored function (run at forward and again at the recompute) runs under `task`'s route."""
+
+    def checkpoint(function: Any, *args: Any, **kwargs: Any) -> Any:
+        def routed_function(*inner_args: Any, **inner_kwargs: Any) -> Any:
+            with route(encoder, task, _checkpoints=False):
+                return function(*inner_args, **inner_kwargs)
+
+        return checkpoint_func(routed_function, *args, **kwargs)
+
+    return checkpoint
 
 
 def task_of_parameter(name: str) -> str | None:

@@ -73,6 +73,38 @@ def test_a_task_batch_gives_gradient_to_its_own_parts_only(kind, tiny_checkpoint
     assert all(parameters[n].grad is None for n in theirs)
 
 
+@pytest.mark.parametrize("reentrant", [False, True])
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_gradient_checkpointing_recomputes_with_the_batch_tasks_parts(kind, reentrant, tiny_checkpoint, tokenizer):
+    """The recompute in the backward pass runs after the forward's route has exited: it must use the same task's parts.
+
+    The second task's batch (its adapter is not peft's first, the one active outside a route) gives the same
+    gradients, every parameter, with checkpointing as without (dropout off).
+    """
+
+    def gradients(checkpointing: bool) -> dict[str, torch.Tensor | None]:
+        model = capacity_model(tiny_checkpoint, kind)
+        _perturb_task_parts(model)
+        model.train()
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        if checkpointing:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": reentrant})
+            assert any(getattr(module, "gradient_checkpointing", False) for module in model.encoder.modules())
+        model(**_inputs(tokenizer), task_name=TASKS[1].name, labels=torch.tensor([1.0, 2.0])).loss.backward()
+        return {name: None if p.grad is None else p.grad.clone() for name, p in model.named_parameters()}
+
+    plain, checkpointed = gradients(False), gradients(True)
+    own = [name for name, grad in plain.items() if grad is not None and task_of_parameter(name) == TASKS[1].name]
+    assert own and all(plain[name].abs().sum() > 0 for name in own)
+    for name, grad in plain.items():
+        other = checkpointed[name]
+        assert (grad is None) == (other is None), name
+        if grad is not None:
+            torch.testing.assert_close(other, grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_every_task_starts_from_the_checkpoint(kind, tiny_checkpoint, tokenizer):
     torch.manual_seed(0)
