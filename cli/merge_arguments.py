@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from glue_tasks.specs import GLUE_TASKS
 from hf_async_mtl.errors import InputError
-from hf_async_mtl.merging import DEFAULT_SCALES, MERGE_METHODS, MergeGrid, read_checkpoint
+from hf_async_mtl.merging import MERGE_METHODS, MergeGrid, read_checkpoint
 from hf_async_mtl.merging.checkpoints import SingleTaskCheckpoint, check_checkpoint_set, resolve_base
 from hf_async_mtl.sources import DatasetsSource, TaskDataSource
 from hf_async_mtl.tasks import TaskSpec, head_mismatches
@@ -45,7 +45,10 @@ class MergeArguments:
         metadata={"help": f"Merging method: {', '.join(MERGE_METHODS)} (definitions: docs/merging.md)."},
     )
     scales: list[float] | None = field(
-        default=None, metadata={"help": "The scales λ tried (merged = base + λ·direction); default 0.3 0.5 0.7 1.0."}
+        default=None,
+        metadata={
+            "help": "The scales λ tried (merged = base + λ·direction); default 0.3 0.5 0.7 1.0 (task_arithmetic, dare), 0.5 1.0 1.5 2.0 2.5 3.0 (ties, dare_ties: a mean, not a sum, of task vectors)."
+        },
     )
     densities: list[float] | None = field(
         default=None,
@@ -80,7 +83,7 @@ class MergeArguments:
     def __post_init__(self) -> None:
         if not self.output_dir:
             raise ValueError("--output_dir is empty.")
-        MergeGrid(self.method, tuple(self.scales) if self.scales is not None else DEFAULT_SCALES, _tuple(self.densities))
+        MergeGrid(self.method, tuple(self.scales) if self.scales is not None else None, _tuple(self.densities))
 
 
 def _tuple(values: list[float] | None) -> tuple[float, ...] | None:

@@ -226,7 +226,12 @@ def merging_section(merging: Mapping[str, Any]) -> list[str]:
         "(held out of its training data by its single-task run), never on dev: "
         f"{merging.get('selection_rule', '')}. Grid: λ ∈ {_fmt(grid.get('scales'))}"
         + (f", density ∈ {_fmt(grid.get('densities'))}" if grid.get("densities") else "")
-        + f" ({len(merging.get('grid_scores') or [])} points; every point's scores are in `config.merging`).",
+        + f" ({len(merging.get('grid_scores') or [])} points; every point's scores are in `config.merging`)."
+        + (
+            f" The chosen λ is the grid's {merging['scale_at_grid_edge']}: a grid that goes further may score higher."
+            if merging.get("scale_at_grid_edge")
+            else ""
+        ),
     ]
     return lines
 

@@ -120,6 +120,11 @@ def test_the_grid_and_the_choice_rule():
     grid = MergeGrid("ties", (0.5, 1.0), (0.2, 0.8))
     assert grid.points() == [(0.5, 0.2), (1.0, 0.2), (0.5, 0.8), (1.0, 0.8)]
     assert MergeGrid("dare").densities == (0.2, 0.5, 0.8)
+    # A sum of task vectors (task arithmetic, DARE) tries λ up to 1; a disjoint mean (TIES, DARE-TIES) up to 3.
+    assert MergeGrid("dare").scales == (0.3, 0.5, 0.7, 1.0)
+    assert MergeGrid("ties").scales == MergeGrid("dare_ties").scales == (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+    assert [grid.at_edge(s) for s in grid.scales] == ["smallest", "largest"]
+    assert MergeGrid("ties").at_edge(1.5) is None and MergeGrid("ties", (1.0,)).at_edge(1.0) is None
     with pytest.raises(ValueError, match="takes no density"):
         MergeGrid("task_arithmetic", densities=(0.5,))
     assert choose_point([0.2, 0.5, float("nan"), 0.5]) == 1  # the first best; NaN never wins
@@ -251,6 +256,7 @@ def test_cli_merges_two_single_task_runs_by_task_arithmetic_end_to_end(runs, tmp
         assert row["criterion"] == pytest.approx((row["selection"]["cola"] + row["selection"]["rte"]) / 2)
     best = max(config["grid_scores"], key=lambda row: row["criterion"])
     assert config["scale"] == config["grid_scores"][config["grid_scores"].index(best)]["scale"] and config["density"] is None
+    assert config["scale_at_grid_edge"] == {0.5: "smallest", 1.0: "largest"}[config["scale"]]  # two scales: an edge either way
     assert [c["kind"] for c in config["checkpoints"]] == ["full", "lora"] and config["grid"] == {"scales": [0.5, 1.0], "densities": None}
     assert set(config["single_task_selection"]) == {"cola", "rte"}
     # Dev: reported after the choice (merging.json), never in what chose.
@@ -265,6 +271,7 @@ def test_cli_merges_two_single_task_runs_by_task_arithmetic_end_to_end(runs, tmp
     card = (out / "README.md").read_text()
     assert "## Merging" in card and "`task_arithmetic`" in card and f"λ = {merged.config.merging['scale']:g}" in card
     assert "| cola | `cola` | full |" in card and "| rte | `rte` | lora |" in card
+    assert f"The chosen λ is the grid's {config['scale_at_grid_edge']}" in card
     from hf_async_mtl.model_card import build_task_card
 
     task_card = str(build_task_card(merged.config, "rte", exported_class="BertForSequenceClassification"))

@@ -11,11 +11,12 @@ See docs/merging.md.
 from .checkpoints import SingleTaskCheckpoint, read_checkpoint
 from .merge import MERGING_FILE, MergeResult, merge_single_task_models, save_merged_model
 from .methods import MERGE_METHODS, MergeMethod, get_merge_method, merge_direction, merged_parameters
-from .selection import DEFAULT_DENSITIES, DEFAULT_SCALES, MergeGrid, choose_point, selection_criterion
+from .selection import DEFAULT_DENSITIES, DEFAULT_SCALES, MergeGrid, choose_point, default_scales, selection_criterion
 
 __all__ = [
     "DEFAULT_DENSITIES",
     "DEFAULT_SCALES",
+    "default_scales",
     "MERGE_METHODS",
     "MERGING_FILE",
     "MergeGrid",

@@ -87,7 +87,7 @@ def merge_single_task_models(
         tasks: Task name → (spec, data source) for every checkpoint's task: the selection split is carved from the
             source's training data as the single-task run did.
         method: `task_arithmetic`, `ties`, `dare` or `dare_ties` (`hf_async_mtl.merging.methods`).
-        scales, densities: The grid (defaults `DEFAULT_SCALES`, and `DEFAULT_DENSITIES` for TIES / DARE).
+        scales, densities: The grid (defaults: the method's `default_scales`, and `DEFAULT_DENSITIES` for TIES / DARE).
         base_model: Where the base encoder is, when not where the checkpoints' config says.
         seed: Seed of DARE's masks.
         output_dir: Where to save the merged model (absent or empty; written whole or not at all), or None.
@@ -131,6 +131,15 @@ def merge_single_task_models(
             rows.append({"scale": scale, "density": density, "selection": scores, "criterion": selection_criterion(scores, specs)})
             logger.info("merge %s, scale %s, density %s: selection %s, mean %.4f", method, scale, density, scores, rows[-1]["criterion"])
         chosen = rows[choose_point([row["criterion"] for row in rows])]
+        edge = grid.at_edge(chosen["scale"])
+        if edge is not None:
+            logger.warning(
+                "merge %s chose λ = %s, the %s of the grid %s: a grid that goes further may score higher (--scales).",
+                method,
+                chosen["scale"],
+                edge,
+                list(grid.to_dict()["scales"]),
+            )
         chosen_direction = merge_direction(method, loaded.task_vectors, chosen["density"], seed)
         _set_encoder(merged, merged_parameters(loaded.base_state, chosen_direction, chosen["scale"]))
         merged.config.merging = {
@@ -145,6 +154,7 @@ def merge_single_task_models(
             "grid": grid.to_dict(),
             "selection_rule": SELECTION_RULE,
             "grid_scores": rows,
+            "scale_at_grid_edge": edge,
             "chosen_selection": chosen["selection"],
             "single_task_selection": loaded.single_task_selection,
         }

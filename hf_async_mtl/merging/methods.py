@@ -130,6 +130,9 @@ class MergeMethod:
     uses_density: bool
     uses_draws: bool
     definition: str
+    # The default λ grid: a sum of task vectors (task arithmetic, DARE) has the size of several task vectors, TIES'
+    # disjoint mean the size of one, so its useful λ is larger (the TIES reference code searches 0.8-2.5).
+    default_scales: tuple[float, ...] = (0.3, 0.5, 0.7, 1.0)
 
 
 MERGE_METHODS: dict[str, MergeMethod] = {
@@ -143,9 +146,17 @@ MERGE_METHODS: dict[str, MergeMethod] = {
             False,
             "θ0 + λ·disjoint mean of the trimmed τ_t (top density share of magnitudes per tensor) agreeing with the "
             "elected sign (sign of their sum)",
+            default_scales=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0),
         ),
         MergeMethod("dare", _dare, True, True, "θ0 + λ·Σ_t DARE(τ_t) (entries kept with probability density, divided by density)"),
-        MergeMethod("dare_ties", _dare_ties, True, True, "θ0 + λ·disjoint mean of the DARE(τ_t) agreeing with the elected sign"),
+        MergeMethod(
+            "dare_ties",
+            _dare_ties,
+            True,
+            True,
+            "θ0 + λ·disjoint mean of the DARE(τ_t) agreeing with the elected sign",
+            default_scales=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0),
+        ),
     )
 }
 

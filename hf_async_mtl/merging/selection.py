@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import datasets
 
@@ -27,14 +27,22 @@ from .methods import get_merge_method
 __all__ = [
     "DEFAULT_DENSITIES",
     "DEFAULT_SCALES",
+    "default_scales",
     "MergeGrid",
     "choose_point",
     "rebuild_task_data",
     "selection_criterion",
 ]
 
-DEFAULT_SCALES = (0.3, 0.5, 0.7, 1.0)
+DEFAULT_SCALES = (0.3, 0.5, 0.7, 1.0)  # task arithmetic and DARE; TIES and DARE-TIES: `default_scales(method)`
 DEFAULT_DENSITIES = (0.2, 0.5, 0.8)
+
+
+def default_scales(method: str) -> tuple[float, ...]:
+    """The λ grid `method` tries when none is given (`MergeMethod.default_scales`)."""
+    return get_merge_method(method).default_scales
+
+
 SELECTION_RULE = (
     "mean over tasks of each task's selection-split score (its main_metric, negated when lower is better); "
     "the first grid point (densities outer, scales inner, in the declared order) with the highest mean"
@@ -43,15 +51,16 @@ SELECTION_RULE = (
 
 @dataclass(frozen=True)
 class MergeGrid:
-    """The declared values a merge tries: scales λ and, for TIES and DARE, densities (`None` takes the defaults)."""
+    """The declared values a merge tries: scales λ and, for TIES and DARE, densities (`None` takes the method's defaults:
+    `default_scales(method)`, `DEFAULT_DENSITIES`)."""
 
     method: str
-    scales: tuple[float, ...] = DEFAULT_SCALES
+    scales: tuple[float, ...] | None = None
     densities: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         method = get_merge_method(self.method)
-        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        object.__setattr__(self, "scales", tuple(float(s) for s in (method.default_scales if self.scales is None else self.scales)))
         if not self.scales:
             raise ValueError("The grid needs at least one scale.")
         bad = [s for s in self.scales if not (math.isfinite(s) and s > 0)]
@@ -73,13 +82,25 @@ class MergeGrid:
             raise ValueError(f"densities are given twice: {list(densities)}.")
         object.__setattr__(self, "densities", densities)
 
+    @property
+    def _scales(self) -> tuple[float, ...]:
+        return cast(tuple[float, ...], self.scales)  # never None after __post_init__
+
+    def at_edge(self, scale: float) -> str | None:
+        """ "largest" / "smallest" when `scale` is the grid's largest / smallest of several scales, else None: a choice at
+        the edge says a grid that goes further might score higher."""
+        scales = self._scales
+        if len(scales) < 2:
+            return None
+        return "largest" if scale == max(scales) else "smallest" if scale == min(scales) else None
+
     def points(self) -> list[tuple[float, float | None]]:
         """Every (scale, density) pair, densities outer and scales inner, in the declared order."""
         densities: Sequence[float | None] = self.densities if self.densities is not None else (None,)
-        return [(scale, density) for density in densities for scale in self.scales]
+        return [(scale, density) for density in densities for scale in self._scales]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"scales": list(self.scales), "densities": None if self.densities is None else list(self.densities)}
+        return {"scales": list(self._scales), "densities": None if self.densities is None else list(self.densities)}
 
 
 def selection_criterion(scores: Mapping[str, float], specs: Mapping[str, TaskSpec]) -> float:
