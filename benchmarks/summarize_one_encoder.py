@@ -49,6 +49,7 @@ ARM_ORDER = (
     "merge_ties",
     "merge_dare",
 )
+MERGE_ORDER = ("merge_ta", "merge_ties", "merge_dare")
 ARM_TITLES = {
     "single": "1 five single-task models",
     "equal": "2 equal weighting",
@@ -59,7 +60,7 @@ ARM_TITLES = {
     "primary": "7 **primary**: unshared top-2 + bi-encoder STS-B",
     "mt_ft": "8 multi-task → per-task fine-tuning",
     "merge_ta": "9 merge: task arithmetic",
-    "merge_ties": "9 merge: TIES",
+    "merge_ties": "9 merge: TIES (per-tensor trim, as peft)",
     "merge_dare": "9 merge: DARE",
 }
 
@@ -227,7 +228,7 @@ def _count(stat: dict) -> str:
     return "–" if stat.get("mean") is None else f"{stat['mean']:g}"
 
 
-def _interval(stat: dict, n: int) -> str:
+def _interval(stat: dict, n: int | str) -> str:
     if stat.get("mean") is None:
         return "–"
     if stat.get("interval") is None:
@@ -240,7 +241,9 @@ def _diff_cell(diff: dict) -> str:
     paired, welch = diff["paired"], diff["welch"]
     if paired["n"] == 0 and welch["mean"] is None:
         return "–"
-    return f"{_interval(paired, paired['n'])}; Welch {_interval(welch, min(welch['n_a'], welch['n_b']))}"
+    # Welch uses every seed of each arm (n = arm's seeds / single-task seeds), the paired interval the shared seeds only.
+    counts = f"{welch['n_a']}/{welch['n_b']}"
+    return f"{_interval(paired, paired['n'])}; Welch {_interval(welch, counts)}"
 
 
 def view_table(table: dict, view: str, references: dict | None) -> list[str]:
@@ -291,6 +294,26 @@ def resource_table(table: dict) -> list[str]:
     return lines + [""]
 
 
+def merge_choice_table(runs: list[dict]) -> list[str]:
+    """Per merge run: the grid, the chosen λ and density, and whether λ is the grid's largest or smallest."""
+    lines = ["| merge | seed | λ grid | densities | chosen λ | chosen density | λ at the grid's edge |", "|---|---|---|---|---|---|---|"]
+    merges = sorted((r for r in runs if r.get("kind") == "merge"), key=lambda r: (MERGE_ORDER.index(r["arm"]), r["seed"]))
+    for run in merges:
+        settings, chosen = run.get("settings") or {}, run.get("chosen") or {}
+        scales = [float(s) for s in settings.get("scales") or []]
+        scale = chosen.get("scale")
+        edge = (
+            "–" if scale is None or len(scales) < 2 else "largest" if scale == max(scales) else "smallest" if scale == min(scales) else "no"
+        )
+        densities = settings.get("densities")
+        lines.append(
+            f"| {ARM_TITLES.get(run['arm'], run['arm'])} | {run['seed']} | {', '.join(f'{s:g}' for s in scales)} | "
+            f"{', '.join(f'{d:g}' for d in densities) if densities else '–'} | {scale if scale is not None else '–'} | "
+            f"{chosen.get('density') if chosen.get('density') is not None else '–'} | {edge} |"
+        )
+    return lines + [""] if merges else ["No merge run yet.", ""]
+
+
 def markdown(runs: list[dict], table: dict, verdict: dict, references: dict | None, reference_source: str | None) -> str:
     commits: dict[str, int] = defaultdict(int)
     for run in runs:
@@ -324,6 +347,7 @@ def markdown(runs: list[dict], table: dict, verdict: dict, references: dict | No
         lines += [f"## {title}", ""] + view_table(table, view, references)
         lines += [f"### Each arm − single-task ({view}): paired by seed [95 % t]; Welch [95 %] beside", ""] + diff_table(table, view)
     lines += ["## Served and spent", ""] + resource_table(table)
+    lines += ["## The merges' choices (selection splits)", ""] + merge_choice_table(runs)
     lines += [
         "Notes: `mt_ft` serves each task's fine-tuned model (early stopping on its selection split): its final and "
         "selected views are both those models' dev scores. The merges choose λ (and density) on the selection splits; "

@@ -57,7 +57,8 @@ def test_each_arm_differs_from_equal_by_its_declared_flags():
     for arm, method in (("merge_ta", "task_arithmetic"), ("merge_ties", "ties"), ("merge_dare", "dare")):
         settings = arm_settings(arm)
         assert settings["kind"] == "merge" and settings["method"] == method
-        assert settings["scales"] == [0.3, 0.5, 0.7, 1.0, 1.5]
+        # The amendment of 2026-12-07: TIES' grid goes to 3.0 (a disjoint mean, not a sum of task vectors).
+        assert settings["scales"] == [0.3, 0.5, 0.7, 1.0, 1.5, *([2.0, 2.5, 3.0] if method == "ties" else [])]
         assert settings["densities"] == (None if method == "task_arithmetic" else [0.2, 0.5, 0.8])
     with pytest.raises(ValueError):
         arm_settings("single_mnli")
@@ -144,7 +145,8 @@ def test_partial_results_say_n_and_render(tmp_path):
     runs += _single_runs(2, 0.78, TASKS[:4])  # seed 2 lacks single_rte: no GLUE-5 there
     runs += [_curve_run("equal", s, [0.79]) for s in range(4)]  # seed 3 has no single-task runs
     runs.append({"arm": "merge_ties", "method": "merge_ties", "seed": 0, "kind": "merge", "tasks": list(TASKS),
-                 "final_dev": {t: 0.75 for t in TASKS}, "encoders_served": 1})  # fmt: skip
+                 "final_dev": {t: 0.75 for t in TASKS}, "encoders_served": 1,
+                 "settings": {"scales": [0.5, 1.0, 1.5], "densities": [0.2]}, "chosen": {"scale": 1.5, "density": 0.2}})  # fmt: skip
     _write(tmp_path, runs)
     summary = summarize(str(tmp_path))
     equal = summary["arms"]["equal"]
@@ -157,3 +159,5 @@ def test_partial_results_say_n_and_render(tmp_path):
     text = (tmp_path / "results.md").read_text()
     assert "(n=1, no interval)" in text and "(n=2)" in text and f"{ZERO_SHOT_STSB:.2f}" in text
     assert "Welch" in text and (tmp_path / "curves.png").is_file()
+    assert "Welch +" in text.replace("Welch -", "Welch +") and "(n=4/2" in text  # Welch: every seed of each arm (equal 4, single 2)
+    assert "| 9 merge: TIES (per-tensor trim, as peft) | 0 | 0.5, 1, 1.5 | 0.2 | 1.5 | 0.2 | largest |" in text
