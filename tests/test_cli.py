@@ -393,10 +393,13 @@ def test_cli_report_to_tensorboard_logs_task_scalars_and_convergence(tmp_path, t
     # transformers 5 has no --logging_dir: the TensorBoard callback reads TENSORBOARD_LOGGING_DIR
     # (default <output_dir>/runs/<date_host>).
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(logs))
-    # kd_min_delta 10: no evaluation after the first improves, so both tasks converge at the second (step 4).
+    # kd_min_delta 10: no evaluation after the first improves, so both tasks converge at the second (step 4), before
+    # the last step (6): a convergence at the last step distils nothing and logs kd_converged_at_end_<task> instead.
     run_glue_mtl.main(
         base_args(glue, tiny_checkpoint, tmp_path / "out")
         + [
+            "--max_steps",
+            "6",
             "--report_to",
             "tensorboard",
             "--logging_steps",

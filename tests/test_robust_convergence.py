@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from hf_async_mtl import MultiTaskModel
 from hf_async_mtl.async_kd import (
     AsyncConvergenceCallback,
     AsyncKDOptions,
@@ -458,8 +459,8 @@ class _ScriptedMetric:
 
 
 # Selection score of the similarity task by step: converges at 4 (patience 1), teacher step 2 (0.5);
-# with margin 0 (z = 0) it refreshes at 8 (0.7 > 0.5) and again at 12 (0.9 > 0.7).
-SCRIPT = {2: 0.5, 4: 0.3, 6: 0.45, 8: 0.7, 10: 0.6, 12: 0.9}
+# with margin 0 (z = 0) it refreshes at 8 (0.7 > 0.5) and again at 12 (0.9 > 0.7); 14 is the last step.
+SCRIPT = {2: 0.5, 4: 0.3, 6: 0.45, 8: 0.7, 10: 0.6, 12: 0.9, 14: 0.95}
 
 
 def test_callback_decline_trigger_switches_a_task_that_declines_below_its_floor(tmp_path, tokenizer, tiny_data):
@@ -490,7 +491,7 @@ def test_callback_decline_trigger_switches_a_task_that_declines_below_its_floor(
 
 
 REFRESH = dict(
-    max_steps=12,
+    max_steps=14,
     async_kd=True,
     kd_patience=1,
     kd_require_improvement=False,
@@ -527,14 +528,16 @@ def test_teacher_refresh_relabels_and_a_resumed_run_equals_the_uninterrupted_one
     assert record["converged_step"] == 4
     assert [(r["step"], r["teacher_steps"], r["teacher_metric"]) for r in record["refreshes"]] == [(8, [8], 0.7), (12, [12], 0.9)]
     assert record["teacher_steps"] == [12] and full.async_convergence.report()["similarity"]["refreshes"] == record["refreshes"]
-    # The refreshed teacher is the final model: its soft labels are the final model's outputs on the training set.
+    # 0.95 at step 14 beats the teacher too, but 14 is the last step: nothing would train on new labels, none are made.
+    # The refreshed teacher is the model of step 12 (saved as checkpoint-12): the soft labels are its outputs.
+    at_12 = MultiTaskModel.from_pretrained(os.path.join(full.args.output_dir, "checkpoint-12"))
     assert torch.allclose(
-        full.async_convergence.soft_labels["similarity"].table, teacher_pass(full.model, train["similarity"], tokenizer), atol=1e-5
+        full.async_convergence.soft_labels["similarity"].table, teacher_pass(at_12, train["similarity"], tokenizer), atol=1e-5
     )
     resumed = _refresh_trainer(tmp_path, tokenizer, tiny_data, "resumed", save_strategy="steps", save_steps=6)
     resumed.train(resume_from_checkpoint=os.path.join(full.args.output_dir, "checkpoint-6"))
     full_losses, resumed_losses = _losses_by_step(full), _losses_by_step(resumed)
-    for step in range(7, 13):
+    for step in range(7, 15):
         assert resumed_losses[step] == pytest.approx(full_losses[step], rel=1e-4, abs=1e-6)
     assert resumed.async_convergence.records == full.async_convergence.records
     assert torch.allclose(
@@ -545,6 +548,53 @@ def test_teacher_refresh_relabels_and_a_resumed_run_equals_the_uninterrupted_one
     with pytest.raises(ValueError, match=r"field 'require_decline'.*--kd_require_decline false"):
         other_rule.train(resume_from_checkpoint=os.path.join(full.args.output_dir, "checkpoint-6"))
     assert other_rule.state.global_step == 0
+
+
+def test_a_task_converging_at_the_last_step_is_recorded_without_labelling(tmp_path, tokenizer, tiny_data):
+    """No training follows the last step: the convergence is reported ("distilled": false), no soft labels are made."""
+    script = {2: 0.5, 4: 0.6, 6: 0.55}  # patience 1: converges at 6, the last step; teacher step 4
+    trainer = no_dropout_trainer(
+        tmp_path,
+        tokenizer,
+        tiny_data,
+        "at_end",
+        {**REFRESH, "max_steps": 6, "kd_refresh": False},
+        eval_dataset={"similarity": tiny_data[1]["similarity"]},
+        callbacks=[_ScriptedMetric("eval_similarity_score", script)],
+    )
+    trainer.train()
+    callback = trainer.async_convergence
+    report = callback.report()["similarity"]
+    assert report["converged"] and report["converged_step"] == 6 and report["teacher_steps"] == [4]
+    assert report["distilled"] is False and report["teacher_metric"] == pytest.approx(0.6)
+    assert "similarity" not in callback.soft_labels and report["num_soft_labels"] is None
+    assert callback.keeper.best("similarity") == []  # its snapshot released
+    logged = [entry for entry in trainer.state.log_history if "kd_converged_at_end_similarity" in entry]
+    assert logged and not any("kd_converged_similarity" in entry for entry in trainer.state.log_history)
+    # The same task converging one evaluation earlier distils and says so.
+    early = no_dropout_trainer(
+        tmp_path,
+        tokenizer,
+        tiny_data,
+        "before_end",
+        {**REFRESH, "max_steps": 8, "kd_refresh": False},
+        eval_dataset={"similarity": tiny_data[1]["similarity"]},
+        callbacks=[_ScriptedMetric("eval_similarity_score", {**script, 8: 0.5})],
+    )
+    early.train()
+    assert early.async_convergence.report()["similarity"]["distilled"] is True
+    assert "similarity" in early.async_convergence.soft_labels
+    # A distilling task's training batch must carry its example ids (else it would train on hard labels, silently).
+    from hf_async_mtl import MultiTaskDataCollator
+    from hf_async_mtl.objectives import StepContext
+
+    rows = tiny_data[0]["similarity"]
+    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "task_ids", "labels") if c in rows.column_names]
+    batch = MultiTaskDataCollator(tokenizer)([{k: rows[i][k] for k in columns} for i in range(4)])
+    early.model.train()
+    context = StepContext(model=early.model, step=8, seed=0, rank=0)
+    with pytest.raises(RuntimeError, match=r"^Task 'similarity' trains by distillation, but its training batch has no 'example_ids'"):
+        early.objectives["similarity"](early.model, dict(batch), "similarity", context)
 
 
 def test_resumed_snapshots_keep_their_pin_and_live_in_kd_snapshot_dir(tmp_path, tokenizer, tiny_data):

@@ -262,9 +262,16 @@ class AsyncConvergenceCallback(TrainerCallback):
                     greater_is_better=self.specs[task].greater_is_better,
                     pin=task in update.new_best,
                 )
+        # At the run's last step no training follows: a task converging there is recorded, but labelling its training
+        # set (a pass over every row) would change nothing, so it is skipped ("distilled": false in the report).
+        max_steps = getattr(state, "max_steps", 0) or 0
+        at_end = max_steps > 0 and state.global_step >= max_steps
         for task in update.newly_converged:
-            self.distill(task, model, state.global_step, self.keeper.best(task), kind="converged")
-        if self.options.refresh:
+            if at_end:
+                self._record_convergence_at_end(task, state.global_step)
+            else:
+                self.distill(task, model, state.global_step, self.keeper.best(task), kind="converged")
+        if self.options.refresh and not at_end:
             for task in self.monitor.converged_tasks:
                 if task in values and task not in update.newly_converged and self._beats_teacher(task, values[task]):
                     snapshot = ParameterSnapshot.capture(model, self._include(task), step=state.global_step, metric=values[task])
@@ -273,6 +280,27 @@ class AsyncConvergenceCallback(TrainerCallback):
             logger.info("Every task has converged: stopping training.")
             control.should_training_stop = True
         return control
+
+    def _record_convergence_at_end(self, task: str, step: int) -> None:
+        """Record `task`'s convergence at the last training step: its teacher's steps and metric, nothing distilled."""
+        snapshots = self.keeper.best(task)
+        self.records[task] = {
+            "converged_step": step,
+            "refreshes": [],
+            "teacher_steps": [s.step for s in snapshots],
+            "teacher_metric": self.monitor.best_value(task),
+            "ensemble": self.options.ensemble if len(snapshots) > 1 else "parameters",
+            "soft_labels": None,
+            "distilled": False,
+        }
+        for snapshot in snapshots:
+            snapshot.release()
+        self.keeper.release(task)
+        logger.warning(
+            f"task {task} converged at step {step}, the last training step: nothing is left to distil, no soft labels "
+            f"(teacher {self.specs[task].main_metric} {self.records[task]['teacher_metric']:.4f}, steps {self.records[task]['teacher_steps']})"
+        )
+        self.log({f"kd_converged_at_end_{task}": float(step)})
 
     def _beats_teacher(self, task: str, value: float) -> bool:
         """Whether `value` beats the task's current teacher by more than the selection split's noise margin."""
@@ -310,7 +338,7 @@ class AsyncConvergenceCallback(TrainerCallback):
             snapshot.release()
         self.keeper.release(task)
         self._switch_to_distillation(task, soft_labels)
-        record = self.records.setdefault(task, {"converged_step": step, "refreshes": []})
+        record = self.records.setdefault(task, {"converged_step": step, "refreshes": [], "distilled": True})
         teacher = {
             "teacher_steps": [s.step for s in snapshots],
             "teacher_metric": snapshots[0].metric if kind == "refresh" else self.monitor.best_value(task),
@@ -449,6 +477,8 @@ class AsyncConvergenceCallback(TrainerCallback):
             report[task] = {
                 "converged": self.monitor.is_converged(task),
                 "converged_step": record.get("converged_step"),
+                # False for a task that converged at the last training step (nothing left to distil; no soft labels).
+                "distilled": record.get("distilled", True) if record else False,
                 "best_step": self.monitor.best_step(task),
                 "metric_at_convergence": best,
                 "teacher_steps": record.get("teacher_steps"),

@@ -18,8 +18,9 @@ class DistillationObjective(HardLabelObjective):
     """Trains a task against `soft_labels` (KD loss, `AsyncKDOptions.loss` / `temperature` / `alpha`).
 
     Training batches look their rows up in the soft-label table by example id (labelling missing rows with the
-    teacher first, in the on-demand mode). Evaluation batches, and batches without example ids, keep the hard-label
-    loss: the reported evaluation loss stays comparable with the other tasks' and with the run before convergence.
+    teacher first, in the on-demand mode). Evaluation batches keep the hard-label loss: the reported evaluation loss
+    stays comparable with the other tasks' and with the run before convergence. A training batch without example ids
+    is an error (it would otherwise train on hard labels, silently).
     """
 
     def __init__(
@@ -32,8 +33,14 @@ class DistillationObjective(HardLabelObjective):
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, Any], task: str, context: StepContext) -> tuple[torch.Tensor, Any]:
         example_ids = batch.get(EXAMPLE_IDS_COLUMN)
-        if not model.training or example_ids is None:
+        if not model.training:
             return super().__call__(model, batch, task, context)
+        if example_ids is None:
+            raise RuntimeError(
+                f"Task {task!r} trains by distillation, but its training batch has no {EXAMPLE_IDS_COLUMN!r} column to look "
+                "its soft labels up by: keep the column in the data collator (MultiTaskDataCollator keeps it) and in "
+                "the trainer's signature columns (MultiTaskTrainer adds it)."
+            )
         labels = batch.pop("labels", None)
         batch.pop(EXAMPLE_IDS_COLUMN)
         targets = self.soft_labels.lookup(self.teacher_host or context.model, batch, example_ids)
