@@ -529,6 +529,58 @@ def calibration(runs: list[dict]) -> dict:
     return {m: dict(t) for m, t in out.items()}
 
 
+def convergence_events(runs: list[dict]) -> dict:
+    """Per method and task: by seed, the async-KD report's converged step, teacher steps and whether it distilled
+    (False: converged at the last step, where nothing trains); methods whose runs carry no report are left out."""
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for run in runs:
+        report = run.get("convergence")
+        if not isinstance(report, dict) or str(run["method"]).startswith("single_"):
+            continue
+        # Reports written before the library skipped labelling at the last step carry no "distilled": inferred.
+        steps = [int(c["step"]) for c in _curves(run) if "step" in c]
+        last = int((run.get("settings") or {}).get("max_steps") or (max(steps) if steps else 0)) or None
+        for task in TASKS:
+            record = report.get(task) or {}
+            step = record.get("converged_step")
+            out[str(run["method"])][task][str(run["seed"])] = (
+                {
+                    "step": step,
+                    "teacher_steps": record.get("teacher_steps") or [],
+                    "distilled": record.get("distilled", last is None or step is None or int(step) < last),
+                }
+                if record.get("converged")
+                else None
+            )
+    return {m: dict(t) for m, t in out.items()}
+
+
+def convergence_table(events: dict) -> list[str]:
+    if not events:
+        return []
+    lines = [
+        "## Convergence events",
+        "",
+        "Per async-KD method and task: seeds converged of seeds run, then per converged seed `s<seed>: step (teacher "
+        "steps)`; † = converged at the last step (recorded, nothing distilled).",
+        "",
+        "| method | " + " | ".join(TASKS) + " |",
+        "|---" * (len(TASKS) + 1) + "|",
+    ]
+    for method in _ordered(events):
+        cells = []
+        for task in TASKS:
+            by_seed = events[method].get(task, {})
+            converged = {s: e for s, e in by_seed.items() if e is not None}
+            detail = ", ".join(
+                f"s{s}: {e['step']} ({', '.join(str(x) for x in e['teacher_steps'])}){'' if e['distilled'] else ' †'}"
+                for s, e in sorted(converged.items(), key=lambda item: int(item[0]))
+            )
+            cells.append(f"{len(converged)}/{len(by_seed)}" + (f": {detail}" if detail else ""))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def calibration_table(ece: dict) -> list[str]:
     if not ece:
         return []
@@ -698,6 +750,7 @@ def markdown(runs: list[dict], table: dict, pairs: dict, curves: dict, reference
         lines += recovered_table(table, pairs)
         lines += gap_table(table)
         lines += ceiling_table(table)
+    lines += convergence_table(convergence_events(runs))
     lines += calibration_table(calibration(runs))
     lines += equal_curves_note(curves)
     if runs:
@@ -872,6 +925,7 @@ def summarize_v2(results_dir: str) -> dict:
         "paired_differences": pairs,
         "equal_curves": curves,
         "calibration_ece": calibration(runs),
+        "convergence_events": convergence_events(runs),
         "references": references,
     }
     os.makedirs(results_dir, exist_ok=True)

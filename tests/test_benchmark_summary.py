@@ -285,9 +285,19 @@ def test_item3_summary_shows_the_ceiling_recovered_and_the_final_calibration(tmp
         for run, ece in ((equal, 0.05 + seed * 0.01), (kd, 0.03 + seed * 0.01)):
             run["curves"][-1].update({f"eval_{t}_dev_ece": ece for t in TASKS if t != "stsb"})
         runs += [equal, kd]
+    # Seed 0 of async-KD: CoLA converged at 400 (teacher 400) and distilled; MRPC at the last step (600), recorded only.
+    # Seed 1's report predates the "distilled" field: RTE at the last step, inferred from the run's steps.
+    runs[1]["convergence"] = {
+        "cola": {"converged": True, "converged_step": 400, "teacher_steps": [400], "distilled": True},
+        "mrpc": {"converged": True, "converged_step": 600, "teacher_steps": [400], "distilled": False},
+        "sst2": {"converged": False},
+    }
+    runs[3]["convergence"] = {"rte": {"converged": True, "converged_step": 600, "teacher_steps": [200]}, "cola": {"converged": False}}
     for run in runs:
         (per_run / f"{run['method']}_s{run['seed']}.json").write_text(json.dumps(run))
     summary = summarize_v2(str(tmp_path))
+    assert summary["convergence_events"]["async_kd_decl"]["rte"]["1"] == {"step": 600, "teacher_steps": [200], "distilled": False}
+    assert "equal" not in summary["convergence_events"]  # no report: not an async-KD run
     assert summary["methods"]["equal"]["ceiling"]["glue5"]["value"] == pytest.approx(10.0)
     assert summary["paired_differences"]["async_kd_decl − equal"]["final"]["glue5"]["mean"] == pytest.approx(7.0)
     assert summary["calibration_ece"]["async_kd_decl"]["cola"] == pytest.approx({"0": 3.0, "1": 4.0})
@@ -295,6 +305,7 @@ def test_item3_summary_shows_the_ceiling_recovered_and_the_final_calibration(tmp
     text = (tmp_path / "results.md").read_text()
     assert "## Ceiling recovered" in text and "+70 %" in text
     assert "## Calibration at the final checkpoint" in text and "| async_kd_decl − equal | -2.00" in text
+    assert "| async_kd_decl | 1/2: s0: 400 (400) | 0/2 | 1/2: s0: 600 (400) † | 0/2 | 1/2: s1: 600 (200) † |" in text
 
 
 def test_v2_profile_line_names_package_versions_only_where_runs_differ():
