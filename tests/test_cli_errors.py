@@ -788,7 +788,10 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def kd_run(tmp_path_factory, tiny_checkpoint):
-    """Lazily, one real async-KD run on tiny GLUE data whose tasks both converge at step 4, saving checkpoint-4."""
+    """Lazily, one real async-KD run on tiny GLUE data whose tasks both converge at step 4, saving checkpoint-4.
+
+    It runs to step 6: a task converging at the last step is recorded without soft labels (nothing trains after it).
+    """
     cache: dict[str, Path] = {}
 
     def get() -> Path:
@@ -797,6 +800,7 @@ def kd_run(tmp_path_factory, tiny_checkpoint):
             out = root / "out"
             argv = base_args(write_glue(root / "glue"), tiny_checkpoint, out)
             argv[argv.index("--save_strategy") + 1] = "steps"
+            argv[argv.index("--max_steps") + 1] = "6"
             run_glue_mtl.run(argv + ["--save_steps", "4", "--mtl_method", "async_kd", *KD_RULE])
             assert (out / "checkpoint-4" / "soft_labels" / "cola.safetensors").is_file()
             cache["out"] = out
