@@ -47,12 +47,14 @@ class MergeArguments:
     scales: list[float] | None = field(
         default=None,
         metadata={
-            "help": "The scales λ tried (merged = base + λ·direction); default 0.3 0.5 0.7 1.0 (task_arithmetic, dare), 0.5 1.0 1.5 2.0 2.5 3.0 (ties, dare_ties: a mean, not a sum, of task vectors)."
+            "help": "The scales λ tried (merged = base + λ·direction); default 0.3 0.5 0.7 1.0 (task_arithmetic, dare), 0.5 1.0 1.5 2.0 2.5 3.0 (ties, ties_global, dare_ties: a mean, not a sum, of task vectors)."
         },
     )
     densities: list[float] | None = field(
         default=None,
-        metadata={"help": "The densities tried by ties, dare and dare_ties (share of each task vector kept); default 0.2 0.5 0.8."},
+        metadata={
+            "help": "The densities tried by ties, ties_global, dare and dare_ties (share of each task vector kept); default 0.2 0.5 0.8."
+        },
     )
     base_model: str | None = field(
         default=None,

@@ -76,6 +76,37 @@ def test_ties_equals_peft_ties_with_unit_weights():
     )
 
 
+def _reference_ties(flat: torch.Tensor, density: float) -> torch.Tensor:
+    """TIES-Merging's reference code (prateeky2806/ties-merging: topk_values_mask, resolve_sign, disjoint_merge) on the
+    flattened task vectors, one per row, λ = 1: the trim is over each whole task vector."""
+    n, d = flat.shape
+    kth = flat.abs().kthvalue(d - int(d * density), dim=1, keepdim=True).values
+    trimmed = flat * (flat.abs() >= kth)
+    sign = torch.sign(trimmed.sum(dim=0))
+    sign[sign == 0] = torch.sign(sign.sum())
+    keep = torch.where(sign.unsqueeze(0) > 0, trimmed > 0, trimmed < 0)
+    selected = trimmed * keep
+    return selected.sum(dim=0) / (selected != 0).sum(dim=0).clamp(min=1)
+
+
+def test_ties_global_trims_the_whole_task_vector_as_the_papers_reference_code():
+    generator = torch.Generator().manual_seed(1)
+    # Two tensors of very different scales: a per-tensor trim keeps the top share of each, a global one mostly the big one.
+    vectors = {
+        task: {"big": 10 * torch.randn(6, 5, generator=generator), "small": 0.1 * torch.randn(20, generator=generator)}
+        for task in ("a", "b", "c")
+    }
+    for density in (0.2, 0.5, 0.9):
+        ours = merge_direction("ties_global", vectors, density=density)
+        flat = torch.stack([torch.cat([v["big"].reshape(-1), v["small"]]) for v in vectors.values()])
+        reference = _reference_ties(flat, density)
+        torch.testing.assert_close(torch.cat([ours["big"].reshape(-1), ours["small"]]), reference)
+    # At density 0.2 the global trim keeps none of the small tensor (its 20 entries are all below the big ones').
+    assert torch.count_nonzero(merge_direction("ties_global", vectors, density=0.2)["small"]) == 0
+    assert torch.count_nonzero(merge_direction("ties", vectors, density=0.2)["small"]) > 0
+    assert MergeGrid("ties_global").scales == MergeGrid("ties").scales
+
+
 def test_dare_drops_with_seeded_masks_and_rescales_to_keep_the_expectation():
     draws = torch.tensor([0.1, 0.6, 0.3, 0.9])
     assert torch.equal(drop_and_rescale(T1, 0.5, draws), torch.tensor([6.0, 0.0, 1.0, 0.0]))
@@ -112,7 +143,7 @@ def test_method_options_are_checked():
         merge_direction("dare", vectors, density=0.0)
     with pytest.raises(ValueError, match="Unknown merging method 'bogus'"):
         merge_direction("bogus", vectors)
-    assert set(MERGE_METHODS) == {"task_arithmetic", "ties", "dare", "dare_ties"}
+    assert set(MERGE_METHODS) == {"task_arithmetic", "ties", "ties_global", "dare", "dare_ties"}
 
 
 def test_the_grid_and_the_choice_rule():
@@ -305,13 +336,13 @@ def test_bf16_evaluates_the_grid_and_dev_under_autocast_and_merges_in_float32(ru
     assert {p.dtype for p in result.model.parameters()} == {torch.float32}
 
 
-@pytest.mark.parametrize("method", ["ties", "dare", "dare_ties"])
+@pytest.mark.parametrize("method", ["ties", "ties_global", "dare", "dare_ties"])
 def test_cli_merges_by_ties_and_dare_on_the_grid_of_scales_and_densities(runs, tmp_path, method):
     out = tmp_path / "merged"
     result = merge_models.main(runs.merge_args(out, "--method", method, "--scales", "0.5", "1.0", "--densities", "0.3", "0.9"))
     record = result.record
     assert [(row["scale"], row["density"]) for row in record["grid_scores"]] == [(0.5, 0.3), (1.0, 0.3), (0.5, 0.9), (1.0, 0.9)]
-    assert record["density"] in (0.3, 0.9) and record["seed"] == (0 if method != "ties" else None)
+    assert record["density"] in (0.3, 0.9) and record["seed"] == (None if method.startswith("ties") else 0)
     base, cola, rte = _base_state(runs), _checkpoint_encoder(runs.cola), _checkpoint_encoder(runs.rte)
     names = [n for n, _ in MultiTaskModel.from_pretrained(str(out)).encoder.named_parameters()]
     vectors = {"cola": {n: cola[n] - base[n] for n in names}, "rte": {n: rte[n] - base[n] for n in names}}
@@ -552,7 +583,7 @@ REFUSALS = [
     (
         "unknown method",
         lambda r, t, o: ["--method", "average"],
-        r"^--method must be one of task_arithmetic, ties, dare, dare_ties, got 'average'\.$",
+        r"^--method must be one of task_arithmetic, ties, ties_global, dare, dare_ties, got 'average'\.$",
     ),
     ("misspelled option", lambda r, t, o: ["--densitys", "0.5"], r"unknown option --densitys \(did you mean '--densities'"),
     ("negative seed", lambda r, t, o: ["--merge_seed", "-1"], r"^--merge_seed must be an integer >= 0, got -1\.$"),

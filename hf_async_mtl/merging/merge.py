@@ -86,7 +86,7 @@ def merge_single_task_models(
             fine-tunes; the merged model's heads are in this order.
         tasks: Task name → (spec, data source) for every checkpoint's task: the selection split is carved from the
             source's training data as the single-task run did.
-        method: `task_arithmetic`, `ties`, `dare` or `dare_ties` (`hf_async_mtl.merging.methods`).
+        method: `task_arithmetic`, `ties`, `ties_global`, `dare` or `dare_ties` (`hf_async_mtl.merging.methods`).
         scales, densities: The grid (defaults: the method's `default_scales`, and `DEFAULT_DENSITIES` for TIES / DARE).
         base_model: Where the base encoder is, when not where the checkpoints' config says.
         seed: Seed of DARE's masks.

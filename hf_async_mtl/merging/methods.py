@@ -14,6 +14,9 @@ splits (`hf_async_mtl.merging.merge`). For one parameter tensor:
   `1 − density` and divide the kept ones by `density`, which keeps the expected value (`drop_and_rescale`); then
   `v = Σ_t` of them (peft's `dare_linear`).
 - `dare_ties`: DARE's drop and rescale, then TIES' sign election and disjoint mean.
+- `ties_global`: TIES as Yadav et al. define it, the trim over each *whole* task vector (all its parameters
+  flattened; their reference code's `topk_values_mask`: entries whose magnitude is at least the task vector's
+  `(d − int(d·density))`-th smallest are kept) instead of per tensor (`global_trim_thresholds`).
 
 These are the definitions of `peft.utils.merge_utils` (`task_arithmetic`, `ties`, `dare_linear`, `dare_ties`) with unit
 task weights, trimming per tensor as peft does, with two choices made for reproducibility: TIES keeps
@@ -39,6 +42,7 @@ __all__ = [
     "drop_and_rescale",
     "elect_sign",
     "get_merge_method",
+    "global_trim_thresholds",
     "merge_direction",
     "merged_parameters",
     "trim",
@@ -59,6 +63,19 @@ def trim(tensor: torch.Tensor, density: float) -> torch.Tensor:
     mask = torch.zeros_like(flat, dtype=torch.bool)
     mask[order[:keep]] = True
     return (flat * mask).reshape(tensor.shape)
+
+
+def global_trim_thresholds(task_vectors: Mapping[str, Mapping[str, torch.Tensor]], density: float) -> dict[str, float]:
+    """Per task, the magnitude an entry of its whole task vector must reach to be kept at `density`: the
+    `(d − int(d·density))`-th smallest magnitude over all its d entries (TIES' reference `topk_values_mask`; entries
+    equal to it are all kept), or 0 (keep everything) when that count is 0."""
+    _check_density(density)
+    thresholds = {}
+    for task, vector in task_vectors.items():
+        magnitudes = torch.cat([tensor.detach().float().abs().reshape(-1) for tensor in vector.values()])
+        k = magnitudes.numel() - int(magnitudes.numel() * density)
+        thresholds[task] = float(magnitudes.kthvalue(k).values) if k > 0 else 0.0
+    return thresholds
 
 
 def elect_sign(stacked: torch.Tensor) -> torch.Tensor:
@@ -105,6 +122,14 @@ def _ties(task_tensors: Sequence[torch.Tensor], density: float | None, draws: Dr
     return disjoint_mean(trimmed, elect_sign(trimmed))
 
 
+def _ties_global(task_tensors: Sequence[torch.Tensor], density: float | None, draws: Draws) -> torch.Tensor:
+    # `draws` carries each task's global threshold (merge_direction computes them over the whole task vectors).
+    if draws is None or len(draws) != len(task_tensors):
+        raise ValueError("ties_global needs each task's global trim threshold.")
+    trimmed = torch.stack([torch.where(t.abs() >= float(d), t, torch.zeros_like(t)) for t, d in zip(task_tensors, draws)])
+    return disjoint_mean(trimmed, elect_sign(trimmed))
+
+
 def _dropped(task_tensors: Sequence[torch.Tensor], density: float | None, draws: Draws) -> torch.Tensor:
     if draws is None or len(draws) != len(task_tensors):
         raise ValueError("DARE needs one tensor of uniform draws per task.")
@@ -146,6 +171,15 @@ MERGE_METHODS: dict[str, MergeMethod] = {
             False,
             "θ0 + λ·disjoint mean of the trimmed τ_t (top density share of magnitudes per tensor) agreeing with the "
             "elected sign (sign of their sum)",
+            default_scales=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0),
+        ),
+        MergeMethod(
+            "ties_global",
+            _ties_global,
+            True,
+            False,
+            "θ0 + λ·disjoint mean of the trimmed τ_t (top density share of magnitudes over the whole task vector) "
+            "agreeing with the elected sign (sign of their sum)",
             default_scales=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0),
         ),
         MergeMethod("dare", _dare, True, True, "θ0 + λ·Σ_t DARE(τ_t) (entries kept with probability density, divided by density)"),
@@ -194,10 +228,15 @@ def merge_direction(
     for task in tasks[1:]:
         if list(task_vectors[task]) != names:
             raise ValueError(f"Task vectors of {tasks[0]!r} and {task!r} have different parameters.")
+    thresholds = global_trim_thresholds(task_vectors, _needed(density)) if chosen.name == "ties_global" else None
     direction = {}
     for name in names:
         tensors = [task_vectors[task][name].float() for task in tasks]
-        draws = [dare_draws(seed, task, name, tensors[0].shape) for task in tasks] if chosen.uses_draws else None
+        draws: list[torch.Tensor] | None = None
+        if chosen.uses_draws:
+            draws = [dare_draws(seed, task, name, tensors[0].shape) for task in tasks]
+        elif thresholds is not None:
+            draws = [torch.tensor(thresholds[task]) for task in tasks]
         direction[name] = chosen.direction(tensors, density, draws)
     return direction
 
