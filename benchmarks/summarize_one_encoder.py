@@ -297,7 +297,10 @@ def resource_table(table: dict) -> list[str]:
 def merge_choice_table(runs: list[dict]) -> list[str]:
     """Per merge run: the grid, the chosen λ and density, and whether λ is the grid's largest or smallest."""
     lines = ["| merge | seed | λ grid | densities | chosen λ | chosen density | λ at the grid's edge |", "|---|---|---|---|---|---|---|"]
-    merges = sorted((r for r in runs if r.get("kind") == "merge"), key=lambda r: (MERGE_ORDER.index(r["arm"]), r["seed"]))
+    merges = sorted(
+        (r for r in runs if r.get("kind") == "merge"),
+        key=lambda r: (MERGE_ORDER.index(r["arm"]) if r["arm"] in MERGE_ORDER else len(MERGE_ORDER), str(r["arm"]), r["seed"]),
+    )
     for run in merges:
         settings, chosen = run.get("settings") or {}, run.get("chosen") or {}
         scales = [float(s) for s in settings.get("scales") or []]

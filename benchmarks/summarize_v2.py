@@ -562,7 +562,7 @@ def convergence_table(events: dict) -> list[str]:
         "## Convergence events",
         "",
         "Per async-KD method and task: seeds converged of seeds run, then per converged seed `s<seed>: step (teacher "
-        "steps)`; † = converged at the last step (recorded, nothing distilled).",
+        "steps)`; † = converged at the last step (nothing trained after it; runs since 2026-12-07 label nothing there).",
         "",
         "| method | " + " | ".join(TASKS) + " |",
         "|---" * (len(TASKS) + 1) + "|",

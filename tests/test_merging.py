@@ -105,6 +105,10 @@ def test_ties_global_trims_the_whole_task_vector_as_the_papers_reference_code():
     assert torch.count_nonzero(merge_direction("ties_global", vectors, density=0.2)["small"]) == 0
     assert torch.count_nonzero(merge_direction("ties", vectors, density=0.2)["small"]) > 0
     assert MergeGrid("ties_global").scales == MergeGrid("ties").scales
+    # A LoRA-like task vector, zero outside its adapted tensor: the density is a share of its non-zero entries.
+    lora_like = {task: {"adapted": torch.randn(40, generator=generator), "frozen": torch.zeros(360)} for task in ("a", "b")}
+    kept = {d: int(torch.count_nonzero(merge_direction("ties_global", {"a": lora_like["a"]}, density=d)["adapted"])) for d in (0.2, 0.8)}
+    assert kept == {0.2: 9, 0.8: 33}  # int(40 · density) + 1: the reference's kthvalue keeps the k-th entry too
 
 
 def test_dare_drops_with_seeded_masks_and_rescales_to_keep_the_expectation():

@@ -551,26 +551,45 @@ def test_teacher_refresh_relabels_and_a_resumed_run_equals_the_uninterrupted_one
 
 
 def test_a_task_converging_at_the_last_step_is_recorded_without_labelling(tmp_path, tokenizer, tiny_data):
-    """No training follows the last step: the convergence is reported ("distilled": false), no soft labels are made."""
-    script = {2: 0.5, 4: 0.6, 6: 0.55}  # patience 1: converges at 6, the last step; teacher step 4
-    trainer = no_dropout_trainer(
-        tmp_path,
-        tokenizer,
-        tiny_data,
-        "at_end",
-        {**REFRESH, "max_steps": 6, "kd_refresh": False},
-        eval_dataset={"similarity": tiny_data[1]["similarity"]},
-        callbacks=[_ScriptedMetric("eval_similarity_score", script)],
-    )
+    """No training follows the last step: the convergence is reported ("distilled": false), no soft labels are made;
+    the teacher's snapshot is kept in the checkpoint, so a run resumed from it with more steps distils at once."""
+    from tests.test_trainer import teacher_pass
+
+    script = {2: 0.5, 4: 0.6, 6: 0.55, 8: 0.5, 10: 0.5}  # patience 1: converges at 6; teacher step 4
+
+    def trainer_for(out, max_steps):
+        return no_dropout_trainer(
+            tmp_path,
+            tokenizer,
+            tiny_data,
+            out,
+            {**REFRESH, "max_steps": max_steps, "kd_refresh": False, "save_strategy": "steps", "save_steps": 2},
+            eval_dataset={"similarity": tiny_data[1]["similarity"]},
+            callbacks=[_ScriptedMetric("eval_similarity_score", script)],
+        )
+
+    trainer = trainer_for("at_end", 6)
     trainer.train()
     callback = trainer.async_convergence
     report = callback.report()["similarity"]
     assert report["converged"] and report["converged_step"] == 6 and report["teacher_steps"] == [4]
     assert report["distilled"] is False and report["teacher_metric"] == pytest.approx(0.6)
     assert "similarity" not in callback.soft_labels and report["num_soft_labels"] is None
-    assert callback.keeper.best("similarity") == []  # its snapshot released
+    assert callback.pending_tasks() == ["similarity"] and [s.step for s in callback.keeper.best("similarity")] == [4]
     logged = [entry for entry in trainer.state.log_history if "kd_converged_at_end_similarity" in entry]
     assert logged and not any("kd_converged_similarity" in entry for entry in trainer.state.log_history)
+    final = os.path.join(trainer.args.output_dir, "checkpoint-6")
+    assert not os.path.exists(os.path.join(final, "soft_labels", "similarity.safetensors"))
+    assert os.path.isfile(os.path.join(final, "kd_snapshots", "similarity-0.safetensors"))
+    # Resumed with more steps: distilled from the kept teacher (step 4's model) at the first step after the checkpoint.
+    longer = trainer_for("longer", 10)
+    longer.train(resume_from_checkpoint=final)
+    resumed = longer.async_convergence.report()["similarity"]
+    assert resumed["distilled"] is True and resumed["converged_step"] == 6 and resumed["teacher_steps"] == [4]
+    at_4 = MultiTaskModel.from_pretrained(os.path.join(trainer.args.output_dir, "checkpoint-4"))
+    table = longer.async_convergence.soft_labels["similarity"].table
+    torch.testing.assert_close(table, teacher_pass(at_4, tiny_data[0]["similarity"], tokenizer), atol=1e-5, rtol=1e-5)
+    assert isinstance(longer.objectives["similarity"], DistillationObjective)
     # The same task converging one evaluation earlier distils and says so.
     early = no_dropout_trainer(
         tmp_path,
@@ -595,6 +614,28 @@ def test_a_task_converging_at_the_last_step_is_recorded_without_labelling(tmp_pa
     context = StepContext(model=early.model, step=8, seed=0, rank=0)
     with pytest.raises(RuntimeError, match=r"^Task 'similarity' trains by distillation, but its training batch has no 'example_ids'"):
         early.objectives["similarity"](early.model, dict(batch), "similarity", context)
+
+
+def test_the_evaluation_that_stops_training_labels_nothing(tmp_path, tokenizer, tiny_data):
+    """kd_stop_when_all_converged: the evaluation at which the last task converges ends training, so that task is
+    recorded as converging where training ends (nothing distilled), while the earlier one distilled."""
+    trainer = no_dropout_trainer(
+        tmp_path,
+        tokenizer,
+        tiny_data,
+        "stop",
+        {**REFRESH, "max_steps": 12, "kd_refresh": False, "kd_stop_when_all_converged": True},
+        callbacks=[
+            _ScriptedMetric("eval_sentiment_score", {2: 0.6, 4: 0.5, 6: 0.5, 8: 0.5}),  # converges at 4
+            _ScriptedMetric("eval_similarity_score", {2: 0.5, 4: 0.6, 6: 0.55, 8: 0.5}),  # converges at 6
+        ],
+    )
+    trainer.train()
+    assert trainer.state.global_step == 6
+    report = trainer.async_convergence.report()
+    assert report["sentiment"]["converged_step"] == 4 and report["sentiment"]["distilled"] is True
+    assert report["similarity"]["converged_step"] == 6 and report["similarity"]["distilled"] is False
+    assert set(trainer.async_convergence.soft_labels) == {"sentiment"}
 
 
 def test_resumed_snapshots_keep_their_pin_and_live_in_kd_snapshot_dir(tmp_path, tokenizer, tiny_data):

@@ -265,7 +265,8 @@ class AsyncConvergenceCallback(TrainerCallback):
         # At the run's last step no training follows: a task converging there is recorded, but labelling its training
         # set (a pass over every row) would change nothing, so it is skipped ("distilled": false in the report).
         max_steps = getattr(state, "max_steps", 0) or 0
-        at_end = max_steps > 0 and state.global_step >= max_steps
+        stops_here = self.options.stop_when_all_converged and self.monitor.all_converged
+        at_end = (max_steps > 0 and state.global_step >= max_steps) or stops_here
         for task in update.newly_converged:
             if at_end:
                 self._record_convergence_at_end(task, state.global_step)
@@ -282,7 +283,9 @@ class AsyncConvergenceCallback(TrainerCallback):
         return control
 
     def _record_convergence_at_end(self, task: str, step: int) -> None:
-        """Record `task`'s convergence at the last training step: its teacher's steps and metric, nothing distilled."""
+        """Record `task`'s convergence at the run's last training step: its teacher's steps and metric, nothing distilled
+        yet. Its snapshots are kept (and saved in the checkpoint): a run resumed from there with more steps distils
+        from them at its first step (`_distill_pending`)."""
         snapshots = self.keeper.best(task)
         self.records[task] = {
             "converged_step": step,
@@ -293,14 +296,22 @@ class AsyncConvergenceCallback(TrainerCallback):
             "soft_labels": None,
             "distilled": False,
         }
-        for snapshot in snapshots:
-            snapshot.release()
-        self.keeper.release(task)
         logger.warning(
-            f"task {task} converged at step {step}, the last training step: nothing is left to distil, no soft labels "
+            f"task {task} converged at step {step}, where training ends: nothing is left to distil, no soft labels "
             f"(teacher {self.specs[task].main_metric} {self.records[task]['teacher_metric']:.4f}, steps {self.records[task]['teacher_steps']})"
         )
         self.log({f"kd_converged_at_end_{task}": float(step)})
+
+    def pending_tasks(self) -> list[str]:
+        """Tasks that converged where a run ended and have not been distilled yet (their snapshots are kept)."""
+        return [task for task, record in self.records.items() if record.get("distilled") is False]
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        # A run resumed past the step where a task converged at the end of an earlier run: distil it now.
+        if self.training and model is not None and self.pending_tasks():
+            for task in self.pending_tasks():
+                self.distill(task, model, state.global_step, self.keeper.best(task), kind="converged")
+        return control
 
     def _beats_teacher(self, task: str, value: float) -> bool:
         """Whether `value` beats the task's current teacher by more than the selection split's noise margin."""
@@ -338,7 +349,8 @@ class AsyncConvergenceCallback(TrainerCallback):
             snapshot.release()
         self.keeper.release(task)
         self._switch_to_distillation(task, soft_labels)
-        record = self.records.setdefault(task, {"converged_step": step, "refreshes": [], "distilled": True})
+        record = self.records.setdefault(task, {"converged_step": step, "refreshes": []})
+        record["distilled"] = True  # also a task recorded at the end of an earlier run (its converged_step stays)
         teacher = {
             "teacher_steps": [s.step for s in snapshots],
             "teacher_metric": snapshots[0].metric if kind == "refresh" else self.monitor.best_value(task),
@@ -404,7 +416,7 @@ class AsyncConvergenceCallback(TrainerCallback):
         for task, soft_labels in self.soft_labels.items():
             soft_labels.save(os.path.join(directory, "soft_labels", f"{task}.safetensors"))
         snapshot_index: dict[str, list[dict[str, Any]]] = {}
-        for task in self.monitor.active_tasks:
+        for task in [*self.monitor.active_tasks, *self.pending_tasks()]:
             for position, snapshot in enumerate(self.keeper.best(task)):
                 path = os.path.join(directory, "kd_snapshots", f"{task}-{position}.safetensors")
                 os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -440,6 +452,8 @@ class AsyncConvergenceCallback(TrainerCallback):
         self.records = {task: dict(record) for task, record in saved["records"].items()}
         self.soft_labels = {}
         for task in self.monitor.converged_tasks:
+            if self.records.get(task, {}).get("distilled") is False:
+                continue  # converged where the saved run ended: distilled from its kept snapshots at the next step
             soft_labels = SoftLabels.load(
                 os.path.join(directory, "soft_labels", f"{task}.safetensors"), task=task, fingerprint=self._rows(task)[1]
             )

@@ -58,8 +58,17 @@ def check_async_kd_checkpoint(directory: str, options: AsyncKDOptions) -> None:
             if not os.path.isfile(snapshot):
                 line = key_line(text, "snapshots") or 1
                 raise InputError(f"{state_path}, line {line}, field 'snapshots': task {task!r}: snapshot file {snapshot} is missing.")
+    records = state.get("records") or {}
     for task, task_state in (monitor.get("tasks") or {}).items():
         labels = os.path.join(directory, "soft_labels", f"{task}.safetensors")
+        if isinstance(records.get(task), dict) and records[task].get("distilled") is False:
+            # Converged where the saved run ended: no soft labels yet, its teacher's snapshots instead.
+            if not (state.get("snapshots") or {}).get(task):
+                raise InputError(
+                    f"{state_path}, line {key_line(text, task) or 1}: task {task!r} converged where the saved run ended, "
+                    "but the checkpoint keeps no snapshot of its teacher (field 'snapshots')."
+                )
+            continue
         if isinstance(task_state, dict) and task_state.get("converged") and not os.path.isfile(labels):
             raise InputError(
                 f"{state_path}, line {key_line(text, task) or 1}: task {task!r} converged, but its soft-label file "

@@ -16,7 +16,8 @@ splits (`hf_async_mtl.merging.merge`). For one parameter tensor:
 - `dare_ties`: DARE's drop and rescale, then TIES' sign election and disjoint mean.
 - `ties_global`: TIES as Yadav et al. define it, the trim over each *whole* task vector (all its parameters
   flattened; their reference code's `topk_values_mask`: entries whose magnitude is at least the task vector's
-  `(d − int(d·density))`-th smallest are kept) instead of per tensor (`global_trim_thresholds`).
+  `(d − int(d·density))`-th smallest are kept, d counting its non-zero entries) instead of per tensor
+  (`global_trim_thresholds`).
 
 These are the definitions of `peft.utils.merge_utils` (`task_arithmetic`, `ties`, `dare_linear`, `dare_ties`) with unit
 task weights, trimming per tensor as peft does, with two choices made for reproducibility: TIES keeps
@@ -67,12 +68,15 @@ def trim(tensor: torch.Tensor, density: float) -> torch.Tensor:
 
 def global_trim_thresholds(task_vectors: Mapping[str, Mapping[str, torch.Tensor]], density: float) -> dict[str, float]:
     """Per task, the magnitude an entry of its whole task vector must reach to be kept at `density`: the
-    `(d − int(d·density))`-th smallest magnitude over all its d entries (TIES' reference `topk_values_mask`; entries
-    equal to it are all kept), or 0 (keep everything) when that count is 0."""
+    `(d − int(d·density))`-th smallest magnitude over its d *non-zero* entries (TIES' reference `topk_values_mask`,
+    whose full fine-tunes change every entry; entries equal to it are all kept, so `int(d·density) + 1` entries
+    without ties, as there), or 0 (keep everything) when that count is 0. Counting non-zero entries only keeps `density` meaningful for a LoRA fine-tune, whose task vector is
+    zero outside its adapted weights (else every density above its non-zero share would keep everything)."""
     _check_density(density)
     thresholds = {}
     for task, vector in task_vectors.items():
         magnitudes = torch.cat([tensor.detach().float().abs().reshape(-1) for tensor in vector.values()])
+        magnitudes = magnitudes[magnitudes > 0]
         k = magnitudes.numel() - int(magnitudes.numel() * density)
         thresholds[task] = float(magnitudes.kthvalue(k).values) if k > 0 else 0.0
     return thresholds
