@@ -9,6 +9,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from transformers import TrainingArguments
 
 from .async_kd.options import ENSEMBLE_TYPES, LOSS_TYPES, NOISE_MODES, SOFT_LABEL_MODES, AsyncKDOptions
+from .async_kd.signals import SIGNALS
 from .sampling import COMPOSITIONS, SAMPLING_STRATEGIES, TASK_STREAMS
 from .sharding import check_sharding
 from .weighting import available_weightings, get_weighting
@@ -62,6 +63,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
             is enough, the paper's rule; docs/async_kd.md shows what each rule did in the benchmarks).
         kd_noise: `formula` (the floor and the decline margin from formulas at the selection split's size) or
             `bootstrap` (from resamples of the selection examples, the decline paired between evaluations).
+        kd_signal: What the rule reads on the selection split: `score` (the task's metric) or a mean over its
+            examples, of the true class's log-probability (`loss`), probability (`prob`) or minus the Brier score
+            (`brier`); minus the MSE for regression. Other than `score`, needs `kd_noise="bootstrap"`.
         kd_refresh: A converged task keeps being evaluated; when its selection metric beats its
             teacher's by the same margin, the current parameters become its teacher and relabel it.
         kd_require_improvement: A task converges only after its metric improved at least once over its
@@ -170,6 +174,14 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "help": f"async_kd: how the floor and the decline margin measure the selection split's noise, one of {NOISE_MODES}: "
             "formulas at the split's size, or 400 resamples of its examples (the decline paired between evaluations; "
             "about 1 s per evaluation for five 1,000-example splits)."
+        },
+    )
+    kd_signal: str = field(
+        default=_KD.signal,
+        metadata={
+            "help": f"async_kd: what the convergence rule reads on the selection split, one of {SIGNALS}: the task's metric, "
+            "or the mean true-class log-probability / probability / minus Brier score over its examples (minus the MSE for "
+            "regression; needs --kd_noise bootstrap)."
         },
     )
     kd_refresh: bool = field(

@@ -15,6 +15,9 @@ name and the split's size), and gives the monitor, before each update:
   with the resampled labels);
 - the decline margin: z · sd over the resamples of (best smoothed window − current window), paired.
 
+With `kd_signal` other than `score` the same is done for that signal (a mean over the examples, `async_kd.signals`):
+its value on each resample is the mean of the resampled examples' parts, its trivial predictor the training prior.
+
 `benchmarks/example_signals.py` replays this rule on stored selection predictions.
 """
 
@@ -30,6 +33,7 @@ import numpy as np
 
 from ..metrics import compute_task_metrics, main_metric_value
 from ..tasks import TaskSpec
+from .signals import SIGNALS, per_example, trivial_per_example
 
 RESAMPLES = 400
 _SALT = 0xB007
@@ -60,9 +64,20 @@ class BootstrapNoise:
     and over the best smoothed window, the trivial predictor's likewise, and from them the floor and decline margin of
     the next monitor update."""
 
-    def __init__(self, specs: Mapping[str, TaskSpec], smoothing: int, z: float, resamples: int = RESAMPLES, min_delta: float = 0.0) -> None:
+    def __init__(
+        self,
+        specs: Mapping[str, TaskSpec],
+        smoothing: int,
+        z: float,
+        resamples: int = RESAMPLES,
+        min_delta: float = 0.0,
+        signal: str = "score",
+    ) -> None:
         if resamples < 2:
             raise ValueError(f"resamples must be >= 2, got {resamples}.")
+        if signal not in SIGNALS:
+            raise ValueError(f"signal must be one of {SIGNALS}, got {signal!r}.")
+        self.signal = signal
         self.specs, self.smoothing, self.z, self.resamples, self.min_delta = (
             dict(specs),
             int(smoothing),
@@ -97,13 +112,23 @@ class BootstrapNoise:
         if recent and int(step) <= recent[-1][0]:
             raise ValueError(f"Task {task!r}: step {step} is not after the last observed step {recent[-1][0]}.")
         draws = resample_indices(task, len(labels), self.resamples)
-        scores = [_metric(spec, predictions, labels)] + [_metric(spec, predictions[d], labels[d]) for d in draws]
-        recent.append((int(step), np.asarray(scores)))
+        if self.signal == "score":
+            scores = np.asarray([_metric(spec, predictions, labels)] + [_metric(spec, predictions[d], labels[d]) for d in draws])
+        else:
+            scores = _means(per_example(self.signal, spec, predictions, labels), draws)
+        recent.append((int(step), scores))
         del recent[: -self.smoothing]
         if task not in self.trivial:
             train = np.asarray(train_labels)
-            self.trivial[task] = np.asarray([_trivial(spec, train, labels)] + [_trivial(spec, train, labels[d]) for d in draws])
-        return scores[0]
+            if self.signal == "score":
+                self.trivial[task] = np.asarray([_trivial(spec, train, labels)] + [_trivial(spec, train, labels[d]) for d in draws])
+            else:
+                self.trivial[task] = _means(trivial_per_example(self.signal, spec, train, labels), draws)
+        return float(scores[0])
+
+    def greater_is_better(self, task: str) -> bool:
+        """The direction of the value this noise measures: the task's metric's, or (any other signal) greater."""
+        return self.specs[task].greater_is_better if self.signal == "score" else True
 
     def _current(self, task: str) -> np.ndarray:
         return np.mean([values for _, values in self.recent[task]], axis=0)
@@ -111,7 +136,7 @@ class BootstrapNoise:
     def margins(self, task: str, best_smoothed_step: int | None) -> tuple[float, float | None]:
         """(floor, decline margin) for the monitor's update with the task's latest observation; `best_smoothed_step`
         is the monitor's best smoothed step before that update (None: no decline margin yet)."""
-        sign = 1.0 if self.specs[task].greater_is_better else -1.0
+        sign = 1.0 if self.greater_is_better(task) else -1.0
         current = self._current(task)
         best = None
         if best_smoothed_step is not None:
@@ -137,6 +162,7 @@ class BootstrapNoise:
 
     def state_dict(self) -> dict[str, Any]:
         return {
+            "signal": self.signal,
             "resamples": self.resamples,
             "recent": {t: [[step, _encode(v)] for step, v in h] for t, h in self.recent.items()},
             "best": {t: [step, _encode(v)] for t, (step, v) in self.best.items()},
@@ -148,11 +174,18 @@ class BootstrapNoise:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if int(state.get("resamples", self.resamples)) != self.resamples:
             raise ValueError(f"The saved bootstrap noise has {state.get('resamples')} resamples, this run {self.resamples}.")
+        if state.get("signal", "score") != self.signal:
+            raise ValueError(f"The saved bootstrap noise measured signal {state.get('signal', 'score')!r}, this run {self.signal!r}.")
         self.recent = {t: [(int(step), _decode(v)) for step, v in h] for t, h in (state.get("recent") or {}).items()}
         self.best = {t: (int(step), _decode(v)) for t, (step, v) in (state.get("best") or {}).items()}
         self.trivial = {t: _decode(v) for t, v in (state.get("trivial") or {}).items()}
         self.labels_crc = {t: int(v) for t, v in (state.get("labels_crc") or {}).items()}
         self.last = {t: (float(v[0]), None if v[1] is None else float(v[1])) for t, v in (state.get("last") or {}).items()}
+
+
+def _means(parts: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """[resamples + 1]: the mean of the examples' parts on the split itself, then on each resample."""
+    return np.concatenate([[float(np.mean(parts))], parts[draws].mean(axis=1)])
 
 
 def _encode(values: np.ndarray) -> str:

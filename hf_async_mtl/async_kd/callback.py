@@ -39,6 +39,7 @@ from .labelling import TeacherLabeller
 from .monitor import ConvergenceMonitor, convergence_floor
 from .objective import DistillationObjective
 from .options import AsyncKDOptions
+from .signals import per_example
 from .snapshots import ParameterSnapshot, SnapshotKeeper
 from .soft_labels import SoftLabels, build_teacher
 from .storage import dataset_fingerprint
@@ -124,7 +125,7 @@ class AsyncConvergenceCallback(TrainerCallback):
             raise ValueError("kd_noise='bootstrap' needs the evaluation's selection predictions (MultiTaskTrainer passes them).")
         self.selection_outputs = selection_outputs
         self.noise = (
-            BootstrapNoise(self.specs, options.smoothing, options.margin_z, min_delta=options.min_delta)
+            BootstrapNoise(self.specs, options.smoothing, options.margin_z, min_delta=options.min_delta, signal=options.signal)
             if options.noise == "bootstrap"
             else None
         )
@@ -139,7 +140,7 @@ class AsyncConvergenceCallback(TrainerCallback):
         options = self.options
         references = references or {}
         return ConvergenceMonitor(
-            {name: spec.greater_is_better for name, spec in self.specs.items()},
+            {name: self._greater_is_better(name) for name in self.specs},
             patience=options.patience,
             min_delta=options.min_delta,
             min_steps=options.min_steps,
@@ -153,6 +154,13 @@ class AsyncConvergenceCallback(TrainerCallback):
             noise={t: (self._monitored_metrics(t), int(r["selection_size"])) for t, r in references.items()},
             decline_z=options.margin_z,
         )
+
+    def _greater_is_better(self, task: str) -> bool:
+        """The direction of what the rule reads: the task's metric's, or (any other `kd_signal`) greater."""
+        return self.specs[task].greater_is_better if self.options.signal == "score" else True
+
+    def _monitored_name(self, task: str) -> str:
+        return self.specs[task].main_metric if self.options.signal == "score" else f"{self.options.signal} signal"
 
     def _monitored_metrics(self, task: str) -> tuple[str, ...]:
         spec = self.specs[task]
@@ -186,19 +194,28 @@ class AsyncConvergenceCallback(TrainerCallback):
         dataset = cast(MultiTaskDataset, self.train_dataset)
         return selection["labels"] if task in dataset.streamed else dataset.template_view(task, 0)["labels"]
 
-    def _measure_noise(self, step: int, values: Mapping[str, float]) -> None:
+    def _measure_noise(self, step: int, values: Mapping[str, float]) -> dict[str, float]:
         """kd_noise='bootstrap': score this evaluation's selection predictions on the resamples and set each task's
-        floor and decline margin for the monitor's update (see `async_kd.bootstrap`)."""
+        floor and decline margin for the monitor's update (see `async_kd.bootstrap`). Returns what the rule reads:
+        `values` (the metrics), or with another `kd_signal` that signal on each task's selection split."""
         assert self.noise is not None and self.selection_outputs is not None
+        read = dict(values)
         for task in values:
-            if self.monitor.is_converged(task):
+            converged = self.monitor.is_converged(task)  # no decision left to make: its history only
+            if converged and self.options.signal == "score":
                 continue
             outputs = self.selection_outputs.get(task)
             if outputs is None:
                 raise ValueError(f"kd_noise='bootstrap': no selection predictions of task {task!r} at step {step}.")
+            if converged:
+                read[task] = float(np.mean(per_example(self.options.signal, self.specs[task], outputs[0], outputs[1])))
+                continue
             train_labels = None if task in self.noise.trivial else self._train_labels(task, self._selection_set(task))
-            self.noise.observe(task, step, outputs[0], outputs[1], train_labels)
+            observed = self.noise.observe(task, step, outputs[0], outputs[1], train_labels)
+            if self.options.signal != "score":
+                read[task] = observed
             self._set_noise_margins(task, *self.noise.margins(task, self.monitor.best_smoothed_step(task)))
+        return read
 
     def _set_noise_margins(self, task: str, floor: float, margin: float | None) -> None:
         if self.options.trivial_gate:
@@ -241,7 +258,7 @@ class AsyncConvergenceCallback(TrainerCallback):
         if not values:
             return control
         if self.noise is not None:
-            self._measure_noise(state.global_step, values)
+            values = self._measure_noise(state.global_step, values)
         active_before = set(self.monitor.active_tasks)
         update = self.monitor.update(state.global_step, values)
         if self.noise is not None:
@@ -259,7 +276,7 @@ class AsyncConvergenceCallback(TrainerCallback):
                     self._include(task),
                     step=state.global_step,
                     metric=values[task],
-                    greater_is_better=self.specs[task].greater_is_better,
+                    greater_is_better=self._greater_is_better(task),
                     pin=task in update.new_best,
                 )
         # At the run's last step no training follows: a task converging there is recorded, but labelling its training
@@ -298,7 +315,7 @@ class AsyncConvergenceCallback(TrainerCallback):
         }
         logger.warning(
             f"task {task} converged at step {step}, where training ends: nothing is left to distil, no soft labels "
-            f"(teacher {self.specs[task].main_metric} {self.records[task]['teacher_metric']:.4f}, steps {self.records[task]['teacher_steps']})"
+            f"(teacher {self._monitored_name(task)} {self.records[task]['teacher_metric']:.4f}, steps {self.records[task]['teacher_steps']})"
         )
         self.log({f"kd_converged_at_end_{task}": float(step)})
 
@@ -369,7 +386,7 @@ class AsyncConvergenceCallback(TrainerCallback):
         )
         logger.warning(
             f"task {task} {'teacher refreshed' if kind == 'refresh' else 'converged'} at step {step}: teacher "
-            f"{self.specs[task].main_metric} {record['teacher_metric']:.4f} (steps {record['teacher_steps']}); {what}"
+            f"{self._monitored_name(task)} {record['teacher_metric']:.4f} (steps {record['teacher_steps']}); {what}"
         )
         self.log(
             {
@@ -469,7 +486,7 @@ class AsyncConvergenceCallback(TrainerCallback):
                 for entry in entries
             ]
             pinned = next((entry["step"] for entry in entries if entry.get("pinned")), None)
-            self.keeper.adopt(task, snapshots, greater_is_better=self.specs[task].greater_is_better, pinned_step=pinned)
+            self.keeper.adopt(task, snapshots, greater_is_better=self._greater_is_better(task), pinned_step=pinned)
 
     # ---- report ---------------------------------------------------------------------------------
 
@@ -486,6 +503,8 @@ class AsyncConvergenceCallback(TrainerCallback):
             teacher_metric = record.get("teacher_metric", best)
             trivial, margin, floor = reference.get("trivial_value"), reference.get("margin"), reference.get("floor")
             last = self.noise.last.get(task) if self.noise is not None else None
+            if self.noise is not None and self.options.signal != "score" and task in self.noise.trivial:
+                trivial = float(self.noise.trivial[task][0])  # the trivial predictor's value of the signal
             if last is not None and trivial is not None:  # kd_noise='bootstrap': the floor of the task's last update
                 floor, margin = last[0], abs(last[0] - trivial)
             report[task] = {
@@ -503,6 +522,7 @@ class AsyncConvergenceCallback(TrainerCallback):
                 "margin": margin,
                 "floor": floor,
                 "noise": self.options.noise,
+                "signal": self.options.signal,
                 # A smoothed fall below the best by more than this is a decline (kd_require_decline: needed to
                 # converge; kd_decline_trigger alone: enough to converge, with the gate's fixed margin).
                 "decline_margin": self.monitor.decline_margin(task),

@@ -43,7 +43,8 @@ def check_async_kd_checkpoint(directory: str, options: AsyncKDOptions) -> None:
         # requirement recorded = the plateau rule).
         saved_rule = {name: monitor[key] for name, key in _MONITOR_KEYS.items() if key in monitor}
         saved_rule.setdefault("require_decline", False)
-    saved_rule = {**saved_rule, "noise": saved_rule.get("noise", "formula")}  # states written before kd_noise existed
+    # states written before kd_noise / kd_signal existed
+    saved_rule = {**saved_rule, "noise": saved_rule.get("noise", "formula"), "signal": saved_rule.get("signal", "score")}
     for name, value in options.rule().items():
         if name in saved_rule and saved_rule[name] != value:
             option = ARGUMENT_PREFIX + name

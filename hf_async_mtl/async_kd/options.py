@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .signals import SIGNALS
+
 LOSS_TYPES = ("kl", "mse")
 ENSEMBLE_TYPES = ("parameters", "predictions")
 SOFT_LABEL_MODES = ("precompute", "on_demand", "online")
@@ -40,6 +42,10 @@ class AsyncKDOptions:
         noise: How the floor and the decline margin measure the selection split's noise: `formula` (binomial / Fisher
             formulas at the split's size) or `bootstrap` (resamples of the selection examples, the decline paired
             between evaluations: `async_kd.bootstrap`).
+        signal: What the rule reads on the selection split: `score` (the task's metric, the paper's), or the mean
+            over its examples of the true class's log-probability (`loss`), probability (`prob`) or minus the Brier
+            score (`brier`); minus the MSE for regression (`async_kd.signals`). Other than `score`, needs
+            `noise="bootstrap"` (no formula gives their noise).
         refresh: A converged task keeps being evaluated and takes a new teacher when it beats the old one by the margin.
         stop_when_all_converged: End training once every task has converged.
 
@@ -69,6 +75,7 @@ class AsyncKDOptions:
     decline_trigger: bool = False
     require_decline: bool = True
     noise: str = "formula"
+    signal: str = "score"
     refresh: bool = False
     stop_when_all_converged: bool = False
     temperature: float = 1.0
@@ -103,6 +110,7 @@ class AsyncKDOptions:
             ("ensemble", ENSEMBLE_TYPES),
             ("soft_labels", SOFT_LABEL_MODES),
             ("noise", NOISE_MODES),
+            ("signal", SIGNALS),
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{ARGUMENT_PREFIX}{name} must be one of {choices}, got {getattr(self, name)!r}.")
@@ -110,6 +118,17 @@ class AsyncKDOptions:
             raise ValueError(
                 "kd_decline_trigger converges a task on a decline alone, kd_require_decline asks a plateau for a "
                 "decline as well: choose one (--kd_require_decline false with --kd_decline_trigger)."
+            )
+
+        if self.signal != "score" and self.noise != "bootstrap":
+            raise ValueError(
+                f"kd_signal={self.signal!r} has no formula for its noise on the selection split: measure it by resampling "
+                "(--kd_noise bootstrap)."
+            )
+        if self.signal != "score" and self.refresh:
+            raise ValueError(
+                f"kd_refresh compares a converged task's metric with its teacher's by the formula margin; with kd_signal="
+                f"{self.signal!r} there is none: use kd_signal='score' or leave kd_refresh off."
             )
 
     @classmethod
