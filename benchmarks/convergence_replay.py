@@ -276,7 +276,17 @@ def replay_run(
 
 
 def report_rule(report_task: Mapping[str, Any], run: Mapping[str, Any]) -> str:
-    """Which rule an async-KD run's monitor ran: v1 reports (no `smoothing` field) are the old rule."""
+    """Which rule an async-KD run's monitor ran: v1 reports (no `smoothing` field) are the old rule. A run whose noise
+    was measured by resampling (`kd_noise`) or that read another signal than the score (`kd_signal`) gets them
+    appended: its margins (and values) are not the stored curve's formula ones, so it is not replayed here."""
+    rule = _rule_shape(report_task, run)
+    for field, default in (("noise", "formula"), ("signal", "score")):
+        if report_task.get(field, default) != default:
+            rule += f",{field}={report_task[field]}"
+    return rule
+
+
+def _rule_shape(report_task: Mapping[str, Any], run: Mapping[str, Any]) -> str:
     if "smoothing" not in report_task:
         return "old"
     gated = report_task.get("floor") is not None

@@ -306,6 +306,8 @@ def plot(runs: list[dict], table: dict, results_dir: str) -> list[str]:
             record = (run.get("convergence") or {}).get(task) or {}
             values = [c[f"eval_{task}_score"] for c in run["curves"]]
             best_step, best_value = record.get("best_step"), record.get("metric_at_convergence")
+            if best_step in steps and record.get("signal", "score") != "score":  # reported in its kd_signal's unit
+                best_value = values[steps.index(best_step)]
             if best_step is None:  # no convergence monitor: mark the task's own best evaluation
                 best_step, best_value = steps[values.index(max(values))], max(values)
             ax.plot(best_step, 100 * best_value, "o", color=color, markersize=9, fillstyle="none")

@@ -804,7 +804,11 @@ def _task_curves(runs: list[dict], title: str, path: str, mark_convergence: bool
             if record.get("converged_step") is not None:
                 ax.axvline(record["converged_step"], color=color, linestyle=":", linewidth=1.2)
             if record.get("best_step") is not None and record.get("metric_at_convergence") is not None:
-                ax.plot(record["best_step"], 100 * record["metric_at_convergence"], "o", color=color, fillstyle="none")
+                # the teacher's selection score (a run reading another kd_signal reports its value in that signal)
+                score = {c["step"]: c.get(f"eval_{task}_score") for c in curves if "step" in c}.get(record["best_step"])
+                value = record["metric_at_convergence"] if record.get("signal", "score") == "score" else score
+                if value is not None:
+                    ax.plot(record["best_step"], 100 * value, "o", color=color, fillstyle="none")
         ax.set_title(task)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -215,6 +215,10 @@ def test_callback_require_decline_waits_for_a_fall_beyond_the_split_noise(tmp_pa
     as_default = {"smoothing": 2, "full_window": True, "floor": 0.6}  # the default rule's other settings
     assert report_rule({**plateau_report, **as_default}, {"method": "async_kd"}) == "full"
     assert report_rule({**report, **as_default}, {"method": "async_kd"}) == "decl"
+    # measured noise or another signal: margins the stored score curve cannot replay, named so none is attempted
+    assert report_rule({**report, **as_default, "noise": "bootstrap"}, {"method": "async_kd_boot"}) == "decl,noise=bootstrap"
+    bootstrap_prob = {**report, **as_default, "noise": "bootstrap", "signal": "prob"}
+    assert report_rule(bootstrap_prob, {"method": "x"}) == "decl,noise=bootstrap,signal=prob"
 
 
 def test_smoothing_one_and_no_floor_is_the_plain_rule():
