@@ -250,6 +250,14 @@ V2_METHODS = {
         "kd_soft_labels": "on_demand",
     },
 }
+# #42 item 4's other candidates for arm 5 (benchmarks/async_kd_regime.md; built before the choice, run only if chosen):
+# the score with measured noise under the plateau rule (`async_kd_boot_fw`), and a signal read on the selection
+# examples (kd_signal: mean true-class log-probability / probability / minus Brier; minus MSE for STS-B; it needs the
+# measured noise) under the plateau (`_fw`) or the default decline rule (`_decl`).
+V2_METHODS["async_kd_boot_fw"] = {**V2_METHODS["async_kd_boot"], "kd_require_decline": False}
+for _signal in ("loss", "prob", "brier"):
+    for _shape, _decline in (("fw", False), ("decl", True)):
+        V2_METHODS[f"async_kd_{_signal}_{_shape}"] = {**V2_METHODS["async_kd_boot"], "kd_require_decline": _decline, "kd_signal": _signal}
 V2_SEEDS = 5
 # Most needed first: the primary pair, then the other pairs, single-task, baselines, ablations.
 V2_ORDER = ("equal", "async_kd", "async_kd_fw", "imtl_g", "imtl_g_async_kd", "single", "static", "uncertainty")
