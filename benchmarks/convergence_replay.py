@@ -323,6 +323,8 @@ def observed_rows(
     for task, entry in report.items():
         reference = references.get(task) or {}
         trivial, margin = reference.get("trivial_value"), reference.get("margin")
+        if entry.get("signal", "score") != "score":  # teacher in the signal's units: its own trivial value and margin
+            trivial, margin = entry.get("trivial_value"), entry.get("margin")
         rule = report_rule(entry, run)
         teacher = entry.get("teacher_metric")
         if teacher is None:

@@ -415,6 +415,9 @@ def build_model_card(
             "| task | converged | at step | metric at convergence | final metric |",
             "|---|---|---|---|---|",
         ]
+        signals = sorted({str(r.get("signal")) for r in convergence.values() if r.get("signal", "score") != "score"})
+        if signals:  # the rule read another kd_signal: the two columns are in its unit
+            lines[-2] = lines[-2].replace("metric at", f"{'/'.join(signals)} signal at").replace("final metric", "final signal")
         for task, record in convergence.items():
             lines.append(
                 f"| {_cell(task)} | {_fmt(bool(record.get('converged')))} | {_fmt(record.get('converged_step') or '—')} | "

@@ -5,15 +5,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from types import SimpleNamespace
 
+import datasets
 import numpy as np
 import pytest
-from transformers import TrainerCallback
+import torch
+from transformers import TrainerCallback, TrainerControl
 
 from benchmarks.example_signals import replay_examples, signal_matrix, signal_values, trivial_matrix
 from glue_tasks import get_glue_task
 from hf_async_mtl import MultiTaskTrainer
 from hf_async_mtl.async_kd.bootstrap import BootstrapNoise, resample_indices
+from hf_async_mtl.async_kd.callback import AsyncConvergenceCallback
 from hf_async_mtl.async_kd.checkpoint import check_async_kd_checkpoint
 from hf_async_mtl.async_kd.options import AsyncKDOptions
 from hf_async_mtl.async_kd.signals import per_example, trivial_per_example
@@ -155,3 +159,165 @@ def test_a_run_decides_on_the_signal_exactly_as_the_replay_does(tmp_path, tokeni
     score = dataclasses.replace(AsyncKDOptions.from_arguments(trainer.args), signal="score")
     with pytest.raises(InputError, match="kd_signal"):
         check_async_kd_checkpoint(checkpoint, score)
+
+
+# ---- the callback's decisions on synthetic selection predictions, against the replay ------------------------------
+
+BINARY = TaskSpec("bin", ("sentence",), label_names=("n", "p"))
+REGRESSION = TaskSpec("reg", ("a", "b"), metrics=("pearson", "spearmanr"))
+THREE = TaskSpec("tri", ("sentence",), label_names=("a", "b", "c"))
+# a metric where lower is better: the signals stay greater-is-better
+LOWER = TaskSpec("low", ("sentence",), label_names=("n", "p"), main_metric="accuracy", greater_is_better=False)
+
+
+class _Rows:
+    """What the callback reads of the training data: each task's labels."""
+
+    def __init__(self, train: dict) -> None:
+        self.train, self.streamed, self.num_templates = train, (), {t: 1 for t in train}
+
+    def template_view(self, task, index=0):
+        return datasets.Dataset.from_dict({"labels": list(self.train[task])})
+
+
+def _curve(rng, spec, n: int, evaluations: int, peak: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per evaluation (predictions, labels): the model gets better until `peak`, then worse."""
+    labels = rng.uniform(0, 5, n) if spec.is_regression else rng.integers(0, spec.num_labels, n)
+    margin = rng.standard_normal(n) + 0.5
+    out = []
+    for e in range(evaluations):
+        quality = 2.0 * (1 - abs(e - peak) / peak) + 0.2 * rng.standard_normal()
+        if spec.is_regression:
+            out.append(((labels + (3 - quality) * 0.5 * rng.standard_normal(n)).astype(np.float32)[:, None], labels.astype(np.float32)))
+        else:
+            logits = 0.3 * rng.standard_normal((n, spec.num_labels))
+            logits[np.arange(n), labels] += quality * margin + 0.3 * rng.standard_normal(n)
+            out.append((logits.astype(np.float32), labels))
+    return out
+
+
+def _callback(specs, train, curves, **options):
+    outputs: dict = {}
+    selection = {s.name: datasets.Dataset.from_dict({"labels": list(curves[s.name][0][1])}) for s in specs}
+    callback = AsyncConvergenceCallback(
+        {s.name: s for s in specs},
+        AsyncKDOptions(noise="bootstrap", soft_labels="online", patience=2, **options),
+        _Rows(train),
+        selection,
+        None,
+        {},
+        selection_outputs=outputs,
+    )
+    return callback, outputs
+
+
+def _drive(callback, outputs, specs, curves, steps, start=0, save_to=None):
+    args, model = SimpleNamespace(should_save=False, output_dir="unused"), torch.nn.Linear(2, 2)
+    if start == 0:
+        callback.on_train_begin(args, None, TrainerControl())
+    callback.training = True
+    for e in range(start, len(steps)):
+        for spec in specs:
+            outputs[spec.name] = curves[spec.name][e]
+        metrics = {f"eval_{s.name}_{s.main_metric}": 0.5 for s in specs}  # the metric: not what the rule reads
+        callback.on_evaluate(args, SimpleNamespace(global_step=steps[e], max_steps=10**6), TrainerControl(), metrics=metrics, model=model)
+        if save_to is not None and e == len(steps) - 1:
+            callback.save_to(save_to)
+    return callback.report()
+
+
+def _replay(spec, curve, steps, train_labels, signal, shape):
+    labels = curve[0][1].reshape(-1).astype(np.float64)
+    if spec.is_regression:
+        values = np.stack([p[:, 0] for p, _ in curve]).astype(np.float64)
+    else:
+        values = np.stack([_softmax(p.astype(np.float64))[np.arange(len(labels)), labels.astype(int)] for p, _ in curve])
+    draws = resample_indices(spec.name, len(labels))
+    matrix = signal_matrix(signal, (), spec.is_regression, values, labels, draws)
+    trivial = trivial_matrix(signal, (), spec.is_regression, np.asarray(train_labels), labels, draws)
+    return replay_examples(steps, matrix, trivial, shape=shape, patience=2, min_steps=0), matrix, trivial
+
+
+@pytest.mark.parametrize("shape", ["decl", "plateau"])
+@pytest.mark.parametrize("signal", ["loss", "prob", "brier"])
+def test_the_callback_decides_as_the_replay_on_every_task_kind(signal, shape):
+    specs = [BINARY, REGRESSION, LOWER] + ([THREE] if signal != "brier" else [])  # the replay's brier is binary
+    converged = 0
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        steps = [10 * (e + 1) for e in range(14)]
+        curves = {s.name: _curve(rng, s, 200, len(steps), peak=int(rng.integers(3, 8))) for s in specs}
+        train = {s.name: (rng.uniform(0, 5, 300) if s.is_regression else rng.integers(0, s.num_labels, 300)) for s in specs}
+        callback, outputs = _callback(specs, train, curves, signal=signal, require_decline=shape == "decl")
+        report = _drive(callback, outputs, specs, curves, steps)
+        for spec in specs:
+            replay, matrix, trivial = _replay(spec, curves[spec.name], steps, train[spec.name], signal, shape)
+            ours = report[spec.name]
+            np.testing.assert_allclose([v for _, v in ours["history"]], matrix[:, 0], atol=1e-9)
+            assert ours["converged"] == replay["converged"], (seed, spec.name)
+            assert ours["trivial_value"] == pytest.approx(trivial[0]) and ours["floor"] == pytest.approx(replay["floor_at_end"])
+            if replay["converged"]:
+                converged += 1
+                assert (ours["converged_step"], ours["best_step"]) == (replay["converged_step"], replay["teacher_step"]), (seed, spec.name)
+                assert ours["teacher_metric"] == pytest.approx(matrix[steps.index(replay["teacher_step"]), 0])
+    assert converged >= 6  # classification, the lower-is-better metric and regression tasks among them
+
+
+def test_a_resumed_signal_run_decides_as_the_uninterrupted_one(tmp_path):
+    specs = [BINARY, REGRESSION]
+    rng = np.random.default_rng(7)
+    steps = [10 * (e + 1) for e in range(14)]
+    curves = {s.name: _curve(rng, s, 200, len(steps), peak=8) for s in specs}
+    train = {"bin": rng.integers(0, 2, 300), "reg": rng.uniform(0, 5, 300)}
+    options = dict(signal="loss", require_decline=True)
+    full = _drive(*_callback(specs, train, curves, **options), specs, curves, steps)
+    first, first_outputs = _callback(specs, train, curves, **options)
+    _drive(first, first_outputs, specs, curves, steps[:6], save_to=str(tmp_path))
+    resumed, resumed_outputs = _callback(specs, train, curves, **options)
+    resumed.load_checkpoint(str(tmp_path))
+    again = _drive(resumed, resumed_outputs, specs, curves, steps, start=6)
+    for task in ("bin", "reg"):
+        for field in ("converged", "converged_step", "best_step", "history", "floor", "trivial_value", "decline_margin", "teacher_metric"):
+            assert again[task][field] == full[task][field], (task, field)
+    assert any(full[task]["converged"] for task in ("bin", "reg"))
+
+
+def test_two_snapshot_teacher_keeps_the_signals_best_even_where_the_metric_is_lower_is_better():
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        steps = [10 * (e + 1) for e in range(14)]
+        curves = {"low": _curve(rng, LOWER, 200, len(steps), peak=4)}
+        callback, outputs = _callback([LOWER], {"low": rng.integers(0, 2, 300)}, curves, signal="prob", require_decline=False, top_k=2)
+        report = _drive(callback, outputs, [LOWER], curves, steps)["low"]
+        if report["converged"]:
+            seen = [(value, step) for step, value in report["history"] if step <= report["converged_step"]]
+            assert sorted(report["teacher_steps"]) == sorted(step for _, step in sorted(seen, reverse=True)[:2])
+            return
+    raise AssertionError("no seed converged: the test checked nothing")
+
+
+def test_the_floor_reads_the_best_window_unless_the_new_one_beats_it_by_min_delta():
+    labels = RNG.integers(0, 2, 300)
+    logits = [np.zeros((300, 2)) for _ in range(2)]
+    logits[0][np.arange(300), labels] = RNG.standard_normal(300) + 0.50
+    logits[1][np.arange(300), labels] = logits[0][np.arange(300), labels] + 0.01  # a little better: less than min_delta
+    noise = BootstrapNoise({"sst2": SST2}, smoothing=1, z=2.0, signal="prob", min_delta=0.05)
+    noise.observe("sst2", 1, logits[0], labels, labels)
+    noise.keep_best("sst2", 1)
+    best = noise.best["sst2"][1]
+    noise.observe("sst2", 2, logits[1], labels, labels)
+    assert noise.recent["sst2"][-1][1][0] > best[0]  # the new window is higher, by less than min_delta
+    floor, _ = noise.margins("sst2", best_smoothed_step=1)
+    trivial = noise.trivial["sst2"]
+    assert floor == pytest.approx(trivial[0] + 2.0 * np.std((best - trivial)[1:], ddof=1))
+
+
+def test_the_model_card_names_the_signal_its_convergence_values_are_in(tokenizer):
+    from hf_async_mtl.model_card import build_model_card
+
+    record = {"converged": True, "converged_step": 30, "metric_at_convergence": 0.71, "final_metric": 0.69}
+    config = make_model(tokenizer).config
+    as_score = build_model_card(config, task_specs=TASKS, convergence={"sentiment": {**record, "signal": "score"}}).content
+    as_prob = build_model_card(config, task_specs=TASKS, convergence={"sentiment": {**record, "signal": "prob"}}).content
+    assert "| metric at convergence | final metric |" in as_score
+    assert "| prob signal at convergence | final signal |" in as_prob and "metric at convergence" not in as_prob

@@ -138,7 +138,9 @@ class AsyncConvergenceCallback(TrainerCallback):
 
     def _new_monitor(self, references: Mapping[str, Mapping[str, float]] | None) -> ConvergenceMonitor:
         options = self.options
-        references = references or {}
+        # The references are the score's (trivial predictor, formula margins): another signal's floor and decline
+        # margin come from the bootstrap alone, set before each update, never from score units.
+        references = (references or {}) if options.signal == "score" else {}
         return ConvergenceMonitor(
             {name: self._greater_is_better(name) for name in self.specs},
             patience=options.patience,
@@ -332,6 +334,7 @@ class AsyncConvergenceCallback(TrainerCallback):
 
     def _beats_teacher(self, task: str, value: float) -> bool:
         """Whether `value` beats the task's current teacher by more than the selection split's noise margin."""
+        assert self.options.signal == "score"  # AsyncKDOptions refuses kd_refresh with another signal: no margin for it
         teacher_metric = self.records[task]["teacher_metric"]
         margin = self.references.get(task, {}).get("margin")
         if margin is None:
@@ -503,8 +506,10 @@ class AsyncConvergenceCallback(TrainerCallback):
             teacher_metric = record.get("teacher_metric", best)
             trivial, margin, floor = reference.get("trivial_value"), reference.get("margin"), reference.get("floor")
             last = self.noise.last.get(task) if self.noise is not None else None
-            if self.noise is not None and self.options.signal != "score" and task in self.noise.trivial:
-                trivial = float(self.noise.trivial[task][0])  # the trivial predictor's value of the signal
+            if self.options.signal != "score":  # in the signal's units, once the bootstrap has observed the task
+                noise = self.noise
+                trivial = float(noise.trivial[task][0]) if noise is not None and task in noise.trivial else None
+                margin = floor = None
             if last is not None and trivial is not None:  # kd_noise='bootstrap': the floor of the task's last update
                 floor, margin = last[0], abs(last[0] - trivial)
             report[task] = {
