@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hf_async_mtl.async_kd.options import ENSEMBLE_TYPES, LOSS_TYPES, NOISE_MODES, SOFT_LABEL_MODES
+from hf_async_mtl.async_kd.signals import SIGNALS
 from hf_async_mtl.config import ASYNC_KD_ALIAS
 from hf_async_mtl.merging.methods import MERGE_METHODS
 from hf_async_mtl.pooling import POOLING_MODES
@@ -114,6 +115,7 @@ BOUNDS: dict[str, Bound] = {
     "kd_top_k": _int(1),
     "kd_ensemble": _choice(*ENSEMBLE_TYPES),
     "kd_noise": _choice(*NOISE_MODES),
+    "kd_signal": _choice(*SIGNALS),
     "kd_soft_labels": _choice(*SOFT_LABEL_MODES),
     "kd_label_batch_size": _int(1),
     # diagnostics, fine-tuning, TARTAN, MLM
