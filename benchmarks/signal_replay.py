@@ -23,8 +23,9 @@ the rule shapes fixed and compares *signals*: what the monitor reads at every ev
 
 Two rule shapes of the library, each with `patience` / `min_steps` of the run (v1: 2 and 200 ÷ the step divisor;
 v2, the anchor, regime_cap: 3 and 0): **plateau** = patience on the smoothed value (smoothing 2, first full
-window, require_improvement, floor: `convergence_replay`'s "full"); **decl** = plateau + a decline of the smoothed
-value beyond the margin required (the library's default, `kd_require_decline`).
+window, require_improvement, floor: `convergence_replay`'s "full"; the library's default since #42's item-4 choice);
+**decl** = plateau + a decline of the smoothed value beyond the margin required (`kd_require_decline`, the default
+from 2026-12-02 to 2026-12-07).
 
 Per signal × rule × run set: **convergences** = task curves the rule converges before the run's last evaluation
 (a convergence at the last one changes nothing); **false convergences** = converged and the dev score at the
@@ -380,7 +381,7 @@ def build(glue_dir: str, z: float = Z, run_sets: Iterable[tuple[str, str, str, s
         },
         "rules": {
             "plateau": "convergence_replay 'full' (smoothing 2, full window, require_improvement, floor)",
-            "decl": "plateau + decline beyond the margin required (library default)",
+            "decl": "plateau + decline beyond the margin required (kd_require_decline; default 2026-12-02 to 12-07)",
         },
         "false_convergence": "converged before the last evaluation and dev(teacher step) < final dev - noise_margin(final dev, metrics, dev size, z)",
         "references": ref_cache,
@@ -538,14 +539,17 @@ def recommendation(result: Mapping[str, Any]) -> str:
     )
     return " ".join(
         [
-            "**Keep today's default (selection score, decl rule).** On the run sets with dev curves (ceilings of equal"
+            "**On these stored aggregate curves the selection score under the decl rule is the safe one.** (Item 4's"
+            " choice was made elsewhere, as declared: on the per-example selection predictions of the pick's five equal runs,"
+            " held-out halves, `benchmarks.example_signals`: the score under the plateau rule, now the library's default.)"
+            " On the run sets with dev curves (ceilings of equal"
             " weighting: " + ", ".join(f"{rs} {_f(ceil.get(rs))}" for rs in dev_sets) + " GLUE-5 points) it is the only"
             " signal/rule with no false convergence and no loss anywhere: "
             + listing("score", "decl")
             + " (v1, no dev: "
             + cell("v1", "score", "decl")
             + "). It recovers nothing because it almost never converges: in these regimes"
-            " async-KD under the default trains like equal weighting. The plateau shape on the score converges more and"
+            " async-KD under the decl rule trains like equal weighting. The plateau shape on the score converges more and"
             " loses: "
             + listing("score", "plateau")
             + ". The selection loss under decl is the one candidate: "

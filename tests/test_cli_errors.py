@@ -716,7 +716,7 @@ CASES = [
     ),
     Case(
         "resume_other_convergence_rule",
-        "resume a checkpoint trained with --kd_require_decline false under the default decline rule",
+        "resume a checkpoint trained with --kd_require_decline false under the decline rule",
         lambda c: c.args("--async_kd", *KD_RULE_BASE, "--kd_require_decline", "true", resume_from_checkpoint=c.resume_copy()),
         r"^\S+resume-from/async_kd_state\.json, line \d+, field 'require_decline': the checkpoint was trained with "
         r"kd_require_decline=False, this run has kd_require_decline=True; resume with --kd_require_decline false\.",

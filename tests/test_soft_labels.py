@@ -62,7 +62,7 @@ def test_the_precomputing_pass_leaves_the_training_randomness_alone(tmp_path, to
 
 
 def test_async_kd_with_no_converged_task_trains_exactly_like_equal_weighting(tmp_path, tokenizer, tiny_data):
-    """Where the default rule sees no decline beyond the noise (here: none is, at 50 noise units), async-KD must be
+    """Where the decline rule sees no decline beyond the noise (here: none is, at 50 noise units), async-KD must be
     equal weighting, step for step, with
     dropout on: keeping best snapshots and evaluating must not draw other random numbers (the benchmark replays and
     the claim "never worse than equal" rest on this)."""
@@ -70,7 +70,10 @@ def test_async_kd_with_no_converged_task_trains_exactly_like_equal_weighting(tmp
     runs = {}
     for name, method in (
         ("equal", {"mtl_method": "equal"}),
-        ("async_kd", {"mtl_method": "async_kd", "kd_patience": 1, "kd_margin_z": 50.0, "kd_trivial_gate": False}),
+        (
+            "async_kd",
+            {"mtl_method": "async_kd", "kd_require_decline": True, "kd_patience": 1, "kd_margin_z": 50.0, "kd_trivial_gate": False},
+        ),
     ):
         model = make_model(tokenizer, seed=3)
         assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
