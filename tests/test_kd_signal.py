@@ -69,6 +69,9 @@ def test_multiclass_brier_and_the_trivial_prior_and_regression():
     np.testing.assert_allclose(trivial_per_example("brier", STSB, np.array([1.0, 3.0]), np.array([2.0, 4.0])), [0.0, -4.0])
     with pytest.raises(ValueError, match="logits"):
         per_example("prob", spec, np.zeros((2, 2)), labels)
+    for wrong in ("score", "accuracy"):
+        with pytest.raises(ValueError, match="per-example parts"):
+            trivial_per_example(wrong, spec, train, labels)
 
 
 def test_options_refuse_a_signal_without_measured_noise_and_with_refresh():

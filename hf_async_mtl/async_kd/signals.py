@@ -37,8 +37,7 @@ def per_example(signal: str, spec: Any, predictions: Any, labels: Any) -> np.nda
     `predictions` are what the evaluation computes metrics on: logits [N, num_labels] for classification, outputs
     [N] / [N, 1] for regression.
     """
-    if signal not in SIGNALS or signal == "score":
-        raise ValueError(f"per_example computes the mean signals {SIGNALS[1:]}, not {signal!r}.")
+    _check(signal)
     labels = np.asarray(labels).reshape(-1)
     if spec.is_regression:
         outputs = np.asarray(predictions, dtype=np.float64).reshape(len(labels), -1)[:, 0]
@@ -49,6 +48,11 @@ def per_example(signal: str, spec: Any, predictions: Any, labels: Any) -> np.nda
             f"Task {spec.name!r}: {signal} needs logits [N, {spec.num_labels}] for {len(labels)} labels, got {probabilities.shape}."
         )
     return _from_probabilities(signal, probabilities, labels.astype(np.int64))
+
+
+def _check(signal: str) -> None:
+    if signal not in SIGNALS or signal == "score":
+        raise ValueError(f"Only the mean signals {SIGNALS[1:]} have per-example parts, not {signal!r}.")
 
 
 def _from_probabilities(signal: str, probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -64,6 +68,7 @@ def _from_probabilities(signal: str, probabilities: np.ndarray, labels: np.ndarr
 def trivial_per_example(signal: str, spec: Any, train_labels: Any, labels: Any) -> np.ndarray:
     """[N]: the trivial predictor's part of `signal` on each example: the training set's class prior as every
     example's distribution (classification), the training mean as every output (regression)."""
+    _check(signal)
     labels = np.asarray(labels).reshape(-1)
     train = np.asarray(train_labels).reshape(-1)
     if spec.is_regression:
