@@ -33,7 +33,7 @@ import numpy as np
 
 from ..metrics import compute_task_metrics, main_metric_value
 from ..tasks import TaskSpec
-from .signals import SIGNALS, per_example, trivial_per_example
+from .signals import SIGNALS, greater_is_better, per_example, trivial_per_example
 
 RESAMPLES = 400
 _SALT = 0xB007
@@ -128,7 +128,7 @@ class BootstrapNoise:
 
     def greater_is_better(self, task: str) -> bool:
         """The direction of the value this noise measures: the task's metric's, or (any other signal) greater."""
-        return self.specs[task].greater_is_better if self.signal == "score" else True
+        return greater_is_better(self.signal, self.specs[task])
 
     def _current(self, task: str) -> np.ndarray:
         return np.mean([values for _, values in self.recent[task]], axis=0)

@@ -39,7 +39,7 @@ from .labelling import TeacherLabeller
 from .monitor import ConvergenceMonitor, convergence_floor
 from .objective import DistillationObjective
 from .options import AsyncKDOptions
-from .signals import per_example
+from .signals import greater_is_better, per_example
 from .snapshots import ParameterSnapshot, SnapshotKeeper
 from .soft_labels import SoftLabels, build_teacher
 from .storage import dataset_fingerprint
@@ -159,7 +159,7 @@ class AsyncConvergenceCallback(TrainerCallback):
 
     def _greater_is_better(self, task: str) -> bool:
         """The direction of what the rule reads: the task's metric's, or (any other `kd_signal`) greater."""
-        return self.specs[task].greater_is_better if self.options.signal == "score" else True
+        return greater_is_better(self.options.signal, self.specs[task])
 
     def _monitored_name(self, task: str) -> str:
         return self.specs[task].main_metric if self.options.signal == "score" else f"{self.options.signal} signal"

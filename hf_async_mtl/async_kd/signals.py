@@ -50,6 +50,11 @@ def per_example(signal: str, spec: Any, predictions: Any, labels: Any) -> np.nda
     return _from_probabilities(signal, probabilities, labels.astype(np.int64))
 
 
+def greater_is_better(signal: str, spec: Any) -> bool:
+    """The direction of what the rule reads: the task's metric's for `score`, greater for every other signal."""
+    return bool(spec.greater_is_better) if signal == "score" else True
+
+
 def _check(signal: str) -> None:
     if signal not in SIGNALS or signal == "score":
         raise ValueError(f"Only the mean signals {SIGNALS[1:]} have per-example parts, not {signal!r}.")
