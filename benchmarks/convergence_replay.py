@@ -13,7 +13,7 @@ that trajectory (until convergence the async-KD run *is* such a run). Three rule
 
 - old: patience on raw values (smoothing 1), no floor, require_improvement, the run's patience/min_steps
   (v1: kd_patience 2, kd_min_steps 200 / the run's step divisor; v2: patience 3, min_steps 0);
-- new: the same + smoothing 2 + the trivial-predictor floor at z = 2 (the library's defaults);
+- new: the same + smoothing 2 + the trivial-predictor floor at z = 2 (the library's defaults until 2026-12-02);
 - decline: new + the opt-in decline trigger (`kd_decline_trigger`, decline margin = the floor's margin);
 - full: new + the smoothed series starting with the first full window (`kd_full_window`, the library's
   default since 2026-12-02; "new" is the rule of the v2 benchmark's declared runs, commit 8b05ad6);

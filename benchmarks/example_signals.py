@@ -23,9 +23,9 @@ evaluation (paired). Each rule decision is made with what the run has at that ev
 - floor (the trivial-predictor gate): the best smoothed value must exceed the trivial predictor's value of the signal
   (training-pool class prior / majority class / mean) by z bootstrap sds of their difference (paired: the trivial
   predictor's value is recomputed on each resample);
-- decline (the `decl` shape, the library's default): the smoothed value must have fallen below the best smoothed
-  window by more than z sds of the *paired* bootstrap difference between the two windows (the same examples in
-  both, so the evaluation-to-evaluation noise, not two independent samples' noise).
+- decline (the `decl` shape, the library's default 2026-12-02 to 12-07): the smoothed value must have fallen below
+  the best smoothed window by more than z sds of the *paired* bootstrap difference between the two windows (the
+  same examples in both, so the evaluation-to-evaluation noise, not two independent samples' noise).
 
 The `plateau` shape (the paper's: patience on the smoothed value, first full window, improvement required, floor)
 needs no decline margin. Every decision goes through `ConvergenceMonitor`, its floor and decline margin set before
@@ -405,7 +405,7 @@ def build(folders: Sequence[str], glue_dir: str, z: float = Z, draws: int = BOOT
     }
 
 
-REFERENCE = ("score_formula", "decl")  # the library's default rule
+REFERENCE = ("score_formula", "decl")  # the library's default rule when item 4 was declared (2026-12-02 to 12-07)
 MIN_GAIN = 0.10  # GLUE-5 points a signal must recover beyond the default's (benchmarks/async_kd_regime.md)
 
 

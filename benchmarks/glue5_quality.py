@@ -213,11 +213,11 @@ V2_METHODS = {
     # The library's default since 2026-12-02 (kd_full_window): designed after async_kd seed 2 froze RTE at step 800
     # on a lucky first evaluation (-9.8 RTE dev); a new pair on its own runs, not a replacement of the declared one.
     "async_kd_fw": {"mtl_method": "equal", "async_kd": True, "kd_full_window": True, "kd_require_decline": False},
-    # The library's default since 2026-12-02 (kd_require_decline): a plateau no longer ends a task's true-label
+    # The library's default 2026-12-02 to 12-07 (kd_require_decline; since then the plateau rule, `async_kd_fw`): a plateau no longer ends a task's true-label
     # training, only a decline beyond the selection split's noise at the task's level; designed after the 3,000-step
     # anchor (plateau rule: SST-2, MRPC, STS-B, RTE frozen at 900-1,200, GLUE-5 -1.6 vs equal). Its own pair.
     "async_kd_decl": {"mtl_method": "equal", "async_kd": True, "kd_full_window": True, "kd_require_decline": True},
-    # #42 item 3's arm 5 if the signal replay chooses it (benchmarks/async_kd_regime.md): the default rule with the
+    # #42 item 3's arm 5 if the signal replay chooses it (benchmarks/async_kd_regime.md): the decline rule with the
     # selection split's noise measured by resampling its examples, the decline paired (kd_noise="bootstrap").
     "async_kd_boot": {
         "mtl_method": "equal",
@@ -253,7 +253,7 @@ V2_METHODS = {
 # #42 item 4's other candidates for arm 5 (benchmarks/async_kd_regime.md; built before the choice, run only if chosen):
 # the score with measured noise under the plateau rule (`async_kd_boot_fw`), and a signal read on the selection
 # examples (kd_signal: mean true-class log-probability / probability / minus Brier; minus MSE for STS-B; it needs the
-# measured noise) under the plateau (`_fw`) or the default decline rule (`_decl`).
+# measured noise) under the plateau (`_fw`) or the decline rule (`_decl`).
 V2_METHODS["async_kd_boot_fw"] = {**V2_METHODS["async_kd_boot"], "kd_require_decline": False}
 for _signal in ("loss", "prob", "brier"):
     for _shape, _decline in (("fw", False), ("decl", True)):
@@ -262,7 +262,7 @@ V2_SEEDS = 5
 # Most needed first: the primary pair, then the other pairs, single-task, baselines, ablations.
 V2_ORDER = ("equal", "async_kd", "async_kd_fw", "imtl_g", "imtl_g_async_kd", "single", "static", "uncertainty")
 # #42 item 3, per seed: equal first (its selection predictions feed the signal replay), the baseline, then async-KD
-# with the paper's plateau rule (`async_kd_fw`) and with the library's default rule (`async_kd_decl`).
+# with the paper's plateau rule (`async_kd_fw`) and with the decline rule (`async_kd_decl`, the library's default when item 3 was declared).
 ITEM3_ORDER = ("equal", "uncertainty", "async_kd_fw", "async_kd_decl")
 
 

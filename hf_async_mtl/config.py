@@ -182,12 +182,15 @@ class MultiTaskTrainingArguments(TrainingArguments):
         metadata={
             "help": f"async_kd: what the convergence rule reads on the selection split, one of {SIGNALS}: the task's metric, "
             "or the mean true-class log-probability / probability / minus Brier score over its examples (minus the MSE for "
-            "regression; needs --kd_noise bootstrap)."
+            "regression). Other than score: needs --kd_noise bootstrap, and not with --kd_refresh."
         },
     )
     kd_refresh: bool = field(
         default=_KD.refresh,
-        metadata={"help": "async_kd: a converged task takes a new teacher when its metric later beats the teacher's by the margin."},
+        metadata={
+            "help": "async_kd: a converged task takes a new teacher when its metric later beats the teacher's by the margin "
+            "(kd_signal score only)."
+        },
     )
     kd_temperature: float = field(default=_KD.temperature, metadata={"help": "async_kd: temperature of the KL distillation loss."})
     kd_loss: str = field(default=_KD.loss, metadata={"help": f"async_kd: distillation loss, one of {LOSS_TYPES}."})
@@ -297,10 +300,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
         if self.mtl_method not in available_weightings():
             raise ValueError(f"Unknown mtl_method {self.mtl_method!r}; known: {[*available_weightings(), ASYNC_KD_ALIAS]}.")
         # Bounds and choices of every kd_* option (checked with async-KD off too: a typo is caught before any work);
-        # the decline trigger / requirement clash only matters when the rule is used.
+        # the clashes between options (decline trigger / requirement, a signal's noise and refresh) only matter when the
+        # rule is used: with async-KD off, the "only act with async-KD" error below names them instead.
         values = {name.removeprefix("kd_"): getattr(self, name) for name in AsyncKDOptions.argument_names()}
         if not self.async_kd:
             values["decline_trigger"] = False
+            if values["signal"] in SIGNALS:
+                values["signal"] = "score"
         AsyncKDOptions(**values)
         for name in ("diagnostics_steps", "calibration_bins", "finetune_after_mtl_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:

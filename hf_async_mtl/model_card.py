@@ -20,6 +20,7 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from .async_kd.options import AsyncKDOptions
 from .bi_encoder import COSINE_HEAD, is_bi_encoder
 from .checkpoints import packaged_hub_id
 
@@ -149,26 +150,11 @@ def method_settings(args: Any, step_composition: str | None = None) -> dict[str,
     settings: dict[str, Any] = {"mtl_method": args.mtl_method, "mtl_method_options": dict(args.mtl_method_options or {})}
     if getattr(args, "async_kd", False):
         settings["async_kd"] = True
-        for name in (
-            "kd_patience",
-            "kd_min_delta",
-            "kd_min_steps",
-            "kd_smoothing",
-            "kd_full_window",
-            "kd_require_improvement",
-            "kd_trivial_gate",
-            "kd_margin_z",
-            "kd_decline_trigger",
-            "kd_require_decline",
-            "kd_refresh",
-            "kd_temperature",
-            "kd_loss",
-            "kd_alpha",
-            "kd_top_k",
-            "kd_ensemble",
-            "kd_soft_labels",
-            "kd_stop_when_all_converged",
-        ):
+        # Every option of the rule and the distillation (AsyncKDOptions), in its order; not where snapshots go or
+        # how many examples a labelling batch holds (local paths and speed, not the method).
+        for name in AsyncKDOptions.argument_names():
+            if name in ("kd_snapshot_dir", "kd_label_batch_size"):
+                continue
             settings[name] = getattr(args, name)
     settings["sampling_strategy"] = args.sampling_strategy
     if args.sampling_strategy == "temperature":

@@ -15,13 +15,14 @@ from transformers import TrainerCallback, TrainerControl
 
 from benchmarks.example_signals import replay_examples, signal_matrix, signal_values, trivial_matrix
 from glue_tasks import get_glue_task
-from hf_async_mtl import MultiTaskTrainer
+from hf_async_mtl import MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_async_mtl.async_kd.bootstrap import BootstrapNoise, resample_indices
 from hf_async_mtl.async_kd.callback import AsyncConvergenceCallback
 from hf_async_mtl.async_kd.checkpoint import check_async_kd_checkpoint
 from hf_async_mtl.async_kd.options import AsyncKDOptions
 from hf_async_mtl.async_kd.signals import per_example, trivial_per_example
 from hf_async_mtl.errors import InputError
+from hf_async_mtl.model_card import method_settings
 from hf_async_mtl.tasks import TaskSpec
 from tests.conftest import TASKS, make_model
 from tests.test_trainer import make_args
@@ -84,6 +85,29 @@ def test_options_refuse_a_signal_without_measured_noise_and_with_refresh():
     noise = BootstrapNoise({"sst2": SST2}, smoothing=1, z=2.0, resamples=5, signal="prob")
     with pytest.raises(ValueError, match="signal 'prob', this run 'score'"):
         BootstrapNoise({"sst2": SST2}, smoothing=1, z=2.0, resamples=5).load_state_dict(noise.state_dict())
+
+
+def test_training_arguments_name_the_signal_when_async_kd_is_off(tmp_path):
+    """With async-KD off, a signal is reported as doing nothing (not as missing its noise); a typo is still a typo."""
+    for options in ({"kd_signal": "prob"}, {"kd_signal": "loss", "kd_refresh": True}):
+        with pytest.raises(ValueError, match=r"kd_signal='(prob|loss)'.* only act with async-KD, which is off"):
+            MultiTaskTrainingArguments(output_dir=str(tmp_path), **options)
+    with pytest.raises(ValueError, match="kd_signal must be one of"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), kd_signal="accuracy")
+    with pytest.raises(ValueError, match="kd_noise bootstrap"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), async_kd=True, kd_signal="prob")
+
+
+def test_model_card_lists_every_option_of_the_rule(tmp_path):
+    """A run's card shows the noise and the signal its rule read (not only the score-rule options)."""
+    args = MultiTaskTrainingArguments(
+        output_dir=str(tmp_path), async_kd=True, kd_noise="bootstrap", kd_signal="brier", kd_snapshot_dir=str(tmp_path / "s")
+    )
+    settings = method_settings(args)
+    assert settings["kd_noise"] == "bootstrap" and settings["kd_signal"] == "brier"
+    rule = set(AsyncKDOptions.from_arguments(args).rule())
+    assert {f"kd_{name}" for name in rule} <= set(settings)
+    assert "kd_snapshot_dir" not in settings and "kd_label_batch_size" not in settings
 
 
 class _KeepSelectionOutputs(TrainerCallback):

@@ -8,8 +8,8 @@ just converged (patience-based early stopping, per task).
 
 The paper gives no rule for small, noisy validation sets, where the plain rule (patience on raw
 values) converges on a blip: CoLA's MCC going 0 → 0.07 → 0 on 500 examples looks like a peak. Two
-guards make the decision rest on evidence (both off by default here, on by default in
-`MultiTaskTrainingArguments`):
+guards make the decision rest on evidence (smoothing defaults to 2 here and in `MultiTaskTrainingArguments`; floors
+are off by default here, on in `MultiTaskTrainingArguments`, which computes them):
 
 - `smoothing`: patience runs on the mean of the last `smoothing` values, so one blip neither resets
   nor ends it;

@@ -122,8 +122,8 @@ class AsyncKDOptions:
 
         if self.signal != "score" and self.noise != "bootstrap":
             raise ValueError(
-                f"kd_signal={self.signal!r} has no formula for its noise on the selection split: measure it by resampling "
-                "(--kd_noise bootstrap)."
+                f"kd_signal={self.signal!r} needs kd_noise='bootstrap' (no formula gives its noise on the selection split): "
+                "add --kd_noise bootstrap, or use --kd_signal score."
             )
         if self.signal != "score" and self.refresh:
             raise ValueError(
