@@ -615,7 +615,7 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         "",
         "- **old**: patience on raw values (smoothing 1), no floor, require_improvement; v1: patience 2, min_steps"
         " 200 ÷ the run's step divisor (40 for single-task and all-tasks-per-step runs); v2: patience 3, min_steps 0.",
-        f"- **new**: the same + smoothing 2 + the trivial-predictor floor (trivial + margin, z = {z:g}) — the default.",
+        f"- **new**: the same + smoothing 2 + the trivial-predictor floor (trivial + margin, z = {z:g}) — the default until 2026-12-02.",
         "- **decline**: new + the opt-in decline trigger (`kd_decline_trigger`): a smoothed fall below the best by"
         " more than the margin converges the task, floor or not. The tables comparing two rules compare old and new.",
         "",

@@ -442,7 +442,7 @@ def choose_signal(summary: Sequence[Mapping[str, Any]], run_set: str, group: str
         "chosen": list(chosen) if chosen else None,
         "reason": (
             f"{best['signal']} / {best['rule']} recovers {recovered(best):+.2f} GLUE-5 points on the held-out halves vs the "
-            f"default's {recovered(reference):+.2f}, with {false(best)} false convergences vs {false(reference)}"
+            f"default's (the decline rule then) {recovered(reference):+.2f}, with {false(best)} false convergences vs {false(reference)}"
             + (
                 ""
                 if chosen
