@@ -43,12 +43,12 @@ MEANING = (
 )
 
 
-def _best_minus_final(mean_curves: np.ndarray) -> np.ndarray:
+def best_minus_final(mean_curves: np.ndarray) -> np.ndarray:
     """best − final along the last axis (steps)."""
     return mean_curves.max(axis=-1) - mean_curves[..., -1]
 
 
-def _aligned(curves: dict) -> tuple[list, list, np.ndarray] | None:
+def align_seeds(curves: dict) -> tuple[list, list, np.ndarray] | None:
     """`{seed: [(step, value), ...]}` → (seeds, common steps, matrix seeds × steps); None without a common step.
 
     Only the steps every seed evaluated are kept (a seed that stopped early shortens the curve for all)."""
@@ -80,7 +80,7 @@ def ceiling(
     """
     rng = np.random.default_rng(rng_seed)
     alpha = (1 - level) / 2
-    aligned = {t: _aligned(curves.get(t) or {}) for t in tasks}
+    aligned = {t: align_seeds(curves.get(t) or {}) for t in tasks}
     result: dict = {"tasks": {}, "glue5": None, "n_bootstrap": n_bootstrap, "rng_seed": rng_seed, "level": level}
     present = [t for t in tasks if aligned[t] is not None]
     for task in present:
@@ -108,7 +108,7 @@ def ceiling(
             idx = draws
         else:
             idx = np.random.default_rng([rng_seed, tasks.index(task)]).integers(0, len(seeds), size=(n_bootstrap, len(seeds)))
-        boot = _best_minus_final(matrix[idx].mean(axis=1))
+        boot = best_minus_final(matrix[idx].mean(axis=1))
         boot_by_task[task] = boot if seeds == common else None
         result["tasks"][task]["interval"] = [float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha))]
     if len(present) == len(tasks) and common:
@@ -117,9 +117,9 @@ def ceiling(
         for task in tasks:
             seeds, _, matrix = aligned[task]
             rows = matrix[[seeds.index(s) for s in common]]
-            values.append(float(_best_minus_final(rows.mean(axis=0))))
+            values.append(float(best_minus_final(rows.mean(axis=0))))
             if draws is not None:
-                boots.append(boot_by_task.get(task) if boot_by_task.get(task) is not None else _best_minus_final(rows[draws].mean(axis=1)))
+                boots.append(boot_by_task.get(task) if boot_by_task.get(task) is not None else best_minus_final(rows[draws].mean(axis=1)))
         interval = None
         if draws is not None:
             glue = np.mean(boots, axis=0)

@@ -304,8 +304,43 @@ def test_item3_summary_shows_the_ceiling_recovered_and_the_final_calibration(tmp
     assert "stsb" not in summary["calibration_ece"]["equal"]  # regression: no ECE
     text = (tmp_path / "results.md").read_text()
     assert "## Ceiling recovered" in text and "+70 %" in text
+    # both seeds' ceiling is 10: the bootstrap redraws differences {6, 7, 8} over a ceiling of 10
+    share = summary["ceiling_recovered"]["async_kd_decl − equal"]
+    assert share["ceiling"] == pytest.approx(10.0) and share["minus_half"] == pytest.approx(2.0)
+    assert share["share_interval"] == pytest.approx([0.6, 0.8]) and share["minus_half_interval"] == pytest.approx([1.0, 3.0])
     assert "## Calibration at the final checkpoint" in text and "| async_kd_decl − equal | -2.00" in text
     assert "| async_kd_decl | 1/2: s0: 400 (400) | 0/2 | 1/2: s0: 600 (400) † | 0/2 | 1/2: s1: 600 (200) † |" in text
+
+
+def test_ceiling_recovered_reads_the_pairs_own_seeds_and_the_search_value(tmp_path):
+    """The share uses equal's ceiling on the seeds the pair has (not all of equal's), and an item-3 profile's summary
+    sets equal's ceiling beside the regime search's 2-seed value, saying when it is below the search's target."""
+    from benchmarks.summarize_v2 import summarize_v2
+
+    per_run = tmp_path / "per_run"
+    per_run.mkdir()
+    # equal seed 0: peak 0.80, final 0.70 (ceiling 10); seed 1: flat 0.70 (ceiling 0); both: 5 on the mean curve
+    curves = {0: [0.75, 0.80, 0.70], 1: [0.70, 0.70, 0.70]}
+    runs = [_v2_run("equal", seed, {t: [0.5] * 3 for t in TASKS}, {t: c for t in TASKS}) for seed, c in curves.items()]
+    runs.append(_v2_run("async_kd_fw", 0, {t: [0.5] * 3 for t in TASKS}, {t: [0.75, 0.80, 0.74] for t in TASKS}))
+    for run in runs:
+        run["profile"] = "regime_cap_t2_long_kd"
+        (per_run / f"{run['method']}_s{run['seed']}.json").write_text(json.dumps(run))
+    summary = summarize_v2(str(tmp_path))
+    share = summary["ceiling_recovered"]["async_kd_fw − equal"]
+    assert share["seeds"] == [0] and share["ceiling"] == pytest.approx(10.0) and share["share"] == pytest.approx(0.4)
+    assert share["share_interval"] is None  # one seed: no interval
+    search = summary["search_ceiling"]
+    assert search["candidate"] == "regime_cap_t2_long" and search["search"]["seeds"] == [0, 1]
+    assert search["here"]["value"] == pytest.approx(5.0)
+    text = (tmp_path / "results.md").read_text()
+    assert "ceiling in `regime_cap_t2_long`: **5.00**" in text and "premise is weak" not in text
+    # a flat equal: ceiling 0 here, below the search's target
+    flat = _v2_run("equal", 0, {t: [0.5] * 3 for t in TASKS}, {t: [0.70, 0.70, 0.70] for t in TASKS})
+    flat["profile"] = "regime_cap_t2_long_kd"
+    (per_run / "equal_s0.json").write_text(json.dumps(flat))
+    summarize_v2(str(tmp_path))
+    assert "**the premise is weak here**" in (tmp_path / "results.md").read_text()
 
 
 def test_v2_profile_line_names_package_versions_only_where_runs_differ():

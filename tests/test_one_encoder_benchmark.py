@@ -134,6 +134,23 @@ def test_paired_and_welch_intervals_on_hand_computed_numbers():
     assert verdict["status"].startswith("not met") and "n=3 of 5" in verdict["status"]  # lower end −3.13 < −0.3
 
 
+def test_times_count_only_runs_that_had_the_machine_to_themselves(tmp_path):
+    """A run whose CPU / wall share is below two cores' worth had other jobs beside it: its times are left out of the
+    cost row and named, its scores kept; a single-task seed with one such run is left out whole."""
+    runs = [r for s in (0, 1) for r in _single_runs(s, 0.80)]
+    runs[0]["wall_seconds"] = 600.0  # single_cola seed 0: 120 s of CPU over 600 s of wall
+    runs += [_curve_run("equal", s, [0.79]) for s in (0, 1)]
+    runs[-1]["wall_seconds"] = 240.0  # equal seed 1: contended
+    _write(tmp_path, runs)
+    summary = summarize(str(tmp_path))
+    single, equal = summary["arms"]["single"], summary["arms"]["equal"]
+    assert single["contended_seeds"] == [0] and single["wall_seconds"]["n"] == 1 and single["wall_seconds"]["mean"] == 300.0
+    assert equal["contended_seeds"] == [1] and equal["cpu_seconds"]["mean"] == 120.0 and equal["wall_seconds"]["n"] == 1
+    assert equal["views"]["final"]["glue5"]["n"] == 2  # the scores keep every seed
+    text = (tmp_path / "results.md").read_text()
+    assert "left out as contended" in text and "seed 0" in text and "one checkpoint for all tasks" in text
+
+
 def test_welch_alone_and_degenerate_cases():
     assert welch_stats([1.0], [2.0, 3.0])["interval"] is None
     assert welch_stats([], [1.0])["mean"] is None
