@@ -299,13 +299,18 @@ def diff_table(table: dict, view: str) -> list[str]:
 
 
 def resource_table(table: dict) -> list[str]:
-    lines = ["| arm | encoders served | parameters served | training wall (min) | CPU time (min) |", "|---|---|---|---|---|"]
+    lines = [
+        "| arm | encoders served | parameters served | seeds timed | training wall (min) | CPU time (min) |",
+        "|---|---|---|---|---|---|",
+    ]
     for arm, row in table.items():
         params = row["parameters_served"]
         wall, cpu = row["wall_seconds"], row["cpu_seconds"]
+        timed = f"{len(row['seeds']) - len(row.get('contended_seeds', []))} of {len(row['seeds'])}"
         lines.append(
             f"| {ARM_TITLES.get(arm, arm)} | {_count(row['encoders_served'])} | "
             + (f"{params['mean'] / 1e6:.2f}M" if params["mean"] is not None else "–")
+            + f" | {timed}"
             + f" | {_cell({**wall, 'mean': wall['mean'] / 60 if wall['mean'] is not None else None, 'std': wall['std'] / 60 if wall['std'] is not None else None})}"
             + f" | {_cell({**cpu, 'mean': cpu['mean'] / 60 if cpu['mean'] is not None else None, 'std': cpu['std'] / 60 if cpu['std'] is not None else None})} |"
         )
