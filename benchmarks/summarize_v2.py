@@ -17,7 +17,8 @@ their GLUE-5 mean, with a percentile bootstrap interval over seeds — the most 
 method can recover on average — beside the per-seed oracle gap (inflated by the maximum of the evaluation noise);
 for each async-KD − equal pair, the share of equal's ceiling it recovers on the pair's own seeds (a bootstrap that
 redraws the difference and the ceiling together); for a #42 item-3 profile, equal's ceiling beside the regime
-search's 2-seed value.
+search's 2-seed value; per distilled convergence, the task's dev score at its teacher step and at the end, beside
+equal weighting over the same steps (what distilling kept).
 
 Methods are aggregated over seeds (mean ± sample std, ddof=1) per task, GLUE-5 and GLUE-4 (no RTE); the five
 single-task runs of a seed make one `single_task` entry when all five exist. The like-for-like pairs of
@@ -679,6 +680,74 @@ def convergence_table(events: dict) -> list[str]:
     return lines + [""]
 
 
+def distillation_kept(runs: list[dict]) -> dict:
+    """Per async-KD method and task, each distilled convergence with one teacher step: the task's dev score ×100 at
+    the teacher step and at the run's last evaluation, and equal weighting's (same seed) at the same two steps. Until
+    the first convergence both runs are the same run, so `equal` shows what true labels did over the window in which
+    the task was distilled: whether distilling kept what its teacher had."""
+    equal = {int(r["seed"]): r for r in runs if r["method"] == "equal"}
+    out: dict = defaultdict(lambda: defaultdict(list))
+    for method, by_task in convergence_events(runs).items():
+        for run in (r for r in runs if str(r["method"]) == method):
+            seed = int(run["seed"])
+            for task, by_seed in by_task.items():
+                event = by_seed.get(str(seed))
+                if not event or not event["distilled"] or len(event["teacher_steps"]) != 1:
+                    continue
+                key = f"eval_{task}_dev_score"
+                mine = {int(c["step"]): 100 * float(c[key]) for c in _curves(run) if key in c and "step" in c}
+                theirs = (
+                    {int(c["step"]): 100 * float(c[key]) for c in _curves(equal[seed]) if key in c and "step" in c} if seed in equal else {}
+                )
+                teacher = int(event["teacher_steps"][0])
+                if not mine or teacher not in mine:
+                    continue
+                last = max(mine)
+                out[method][task].append(
+                    {
+                        "seed": seed,
+                        "teacher_step": teacher,
+                        "final_step": last,
+                        "at_teacher": mine[teacher],
+                        "final": mine[last],
+                        "equal_at_teacher": theirs.get(teacher),
+                        "equal_final": theirs.get(last),
+                    }
+                )
+    return {m: dict(t) for m, t in out.items()}
+
+
+def distillation_table(kept: dict) -> list[str]:
+    if not kept:
+        return []
+    lines = [
+        "## What distillation kept",
+        "",
+        "Per async-KD method and task, over its distilled convergences with one teacher step: the task's dev score at the"
+        " final checkpoint − at the teacher step (the teacher's own dev score: what distilling could keep), mean and"
+        " range; beside it equal weighting over the same steps of the same seeds (true labels all along). Below 0 in"
+        " the first column: the task lost part of its teacher while it was distilled.",
+        "",
+        "| method | task | n | async-KD: final − teacher step | equal: final − same step |",
+        "|---|---|---|---|---|",
+    ]
+    for method in _ordered(kept):
+        for task in TASKS:
+            events = kept[method].get(task) or []
+            if not events:
+                continue
+            own = [e["final"] - e["at_teacher"] for e in events]
+            ref = [
+                e["equal_final"] - e["equal_at_teacher"]
+                for e in events
+                if e["equal_final"] is not None and e["equal_at_teacher"] is not None
+            ]
+            span = f" [{min(own):+.2f}, {max(own):+.2f}]" if len(own) > 1 else ""
+            ref_text = f"{np.mean(ref):+.2f}" + (f" (n={len(ref)})" if len(ref) != len(own) else "") if ref else "–"
+            lines.append(f"| {method} | {task} | {len(own)} | {np.mean(own):+.2f}{span} | {ref_text} |")
+    return lines + [""]
+
+
 def calibration_table(ece: dict) -> list[str]:
     if not ece:
         return []
@@ -849,6 +918,7 @@ def markdown(runs: list[dict], table: dict, pairs: dict, curves: dict, reference
         lines += gap_table(table)
         lines += ceiling_table(table)
     lines += convergence_table(convergence_events(runs))
+    lines += distillation_table(distillation_kept(runs))
     lines += calibration_table(calibration(runs))
     lines += equal_curves_note(curves)
     if runs:
@@ -1028,6 +1098,7 @@ def summarize_v2(results_dir: str) -> dict:
         "equal_curves": curves,
         "calibration_ece": calibration(runs),
         "convergence_events": convergence_events(runs),
+        "distillation_kept": distillation_kept(runs),
         "ceiling_recovered": recovered(runs, pairs),
         "search_ceiling": search_ceiling(runs, table),
         "references": references,

@@ -304,6 +304,14 @@ def test_item3_summary_shows_the_ceiling_recovered_and_the_final_calibration(tmp
     assert "stsb" not in summary["calibration_ece"]["equal"]  # regression: no ECE
     text = (tmp_path / "results.md").read_text()
     assert "## Ceiling recovered" in text and "+70 %" in text
+    # what distillation kept: only seed 0's CoLA distilled (MRPC and RTE converged at the last step); its dev went
+    # 80 (teacher, step 400) -> 76, equal's 80 -> 70 over the same steps
+    (event,) = summary["distillation_kept"]["async_kd_decl"]["cola"]
+    assert (event["seed"], event["teacher_step"], event["final_step"]) == (0, 400, 600)
+    assert (event["at_teacher"], event["final"]) == pytest.approx((80.0, 76.0))
+    assert (event["equal_at_teacher"], event["equal_final"]) == pytest.approx((80.0, 70.0))
+    assert set(summary["distillation_kept"]["async_kd_decl"]) == {"cola"}
+    assert "| async_kd_decl | cola | 1 | -4.00 | -10.00 |" in text
     # both seeds' ceiling is 10: the bootstrap redraws differences {6, 7, 8} over a ceiling of 10
     share = summary["ceiling_recovered"]["async_kd_decl − equal"]
     assert share["ceiling"] == pytest.approx(10.0) and share["minus_half"] == pytest.approx(2.0)
