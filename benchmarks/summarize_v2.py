@@ -680,14 +680,14 @@ def convergence_table(events: dict) -> list[str]:
     return lines + [""]
 
 
-def distillation_kept(runs: list[dict]) -> dict:
+def distillation_kept(runs: list[dict], events: dict | None = None) -> dict:
     """Per async-KD method and task, each distilled convergence with one teacher step: the task's dev score ×100 at
     the teacher step and at the run's last evaluation, and equal weighting's (same seed) at the same two steps. Until
     the first convergence both runs are the same run, so `equal` shows what true labels did over the window in which
-    the task was distilled: whether distilling kept what its teacher had."""
+    the task was distilled: whether distilling kept what its teacher had. `events`: `convergence_events(runs)`."""
     equal = {int(r["seed"]): r for r in runs if r["method"] == "equal"}
     out: dict = defaultdict(lambda: defaultdict(list))
-    for method, by_task in convergence_events(runs).items():
+    for method, by_task in (convergence_events(runs) if events is None else events).items():
         for run in (r for r in runs if str(r["method"]) == method):
             seed = int(run["seed"])
             for task, by_seed in by_task.items():
@@ -885,7 +885,9 @@ def equal_curves_note(curves: dict) -> list[str]:
     return lines
 
 
-def markdown(runs: list[dict], table: dict, pairs: dict, curves: dict, references: dict | None) -> str:
+def markdown(runs: list[dict], summary: dict) -> str:
+    """results.md from the runs and the parts `summarize_v2` computed once (its summary.json)."""
+    table, pairs, references = summary["methods"], summary["paired_differences"], summary["references"]
     lines = [
         "# GLUE-5 v2 results",
         "",
@@ -914,13 +916,13 @@ def markdown(runs: list[dict], table: dict, pairs: dict, curves: dict, reference
         ]
     lines += paired_tables(pairs)
     if table:
-        lines += recovered_table(table, pairs, recovered(runs, pairs), search_ceiling(runs, table))
+        lines += recovered_table(table, pairs, summary["ceiling_recovered"], summary["search_ceiling"])
         lines += gap_table(table)
         lines += ceiling_table(table)
-    lines += convergence_table(convergence_events(runs))
-    lines += distillation_table(distillation_kept(runs))
-    lines += calibration_table(calibration(runs))
-    lines += equal_curves_note(curves)
+    lines += convergence_table(summary["convergence_events"])
+    lines += distillation_table(summary["distillation_kept"])
+    lines += calibration_table(summary["calibration_ece"])
+    lines += equal_curves_note(summary["equal_curves"])
     if runs:
         lines += run_table(runs)
     return "\n".join(lines) + "\n"
@@ -1089,16 +1091,16 @@ def summarize_v2(results_dir: str) -> dict:
     references = load_references(results_dir)
     table = aggregate(runs)
     pairs = paired_differences(table)
-    curves = equal_curves(runs)
+    events = convergence_events(runs)
     summary = {
         "profile": next((r.get("profile") for r in runs), None),
         "runs": len(runs),
         "methods": table,
         "paired_differences": pairs,
-        "equal_curves": curves,
+        "equal_curves": equal_curves(runs),
         "calibration_ece": calibration(runs),
-        "convergence_events": convergence_events(runs),
-        "distillation_kept": distillation_kept(runs),
+        "convergence_events": events,
+        "distillation_kept": distillation_kept(runs, events),
         "ceiling_recovered": recovered(runs, pairs),
         "search_ceiling": search_ceiling(runs, table),
         "references": references,
@@ -1108,7 +1110,7 @@ def summarize_v2(results_dir: str) -> dict:
     summary["plots"] = [os.path.basename(p) for p in plots]
     with open(os.path.join(results_dir, "summary.json"), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=1)
-    text = markdown(runs, table, pairs, curves, references)
+    text = markdown(runs, summary)
     with open(os.path.join(results_dir, "results.md"), "w", encoding="utf-8") as handle:
         handle.write(text)
     print(text)
