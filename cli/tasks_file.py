@@ -11,14 +11,12 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from hf_async_mtl.metrics import METRICS, _is_local_path  # _is_local_path: the rule compute_task_metrics applies
+from hf_async_mtl.metrics import _is_local_path  # _is_local_path: the rule compute_task_metrics applies
 from hf_async_mtl.sources import DATA_SUFFIXES, TaskSource, infer_task_spec
 from hf_async_mtl.tasks import TaskSpec
 
 from .errors import UsageError, did_you_mean, key_line, line_of, read_json_file
 
-CLASSIFICATION_METRICS = ("accuracy", "f1", "matthews_correlation")
-REGRESSION_METRICS = ("pearson", "spearmanr")
 DATA_FILE_KEYS = ("train_file", "validation_file")
 # A task's data: files (DATA_FILE_KEYS) or a data set (`dataset` + options); `columns` maps fields for both.
 DATASET_KEYS = ("dataset", "config", "splits", "revision")
@@ -52,25 +50,8 @@ def _array_spans(text: str) -> list[tuple[int, int]]:
 
 
 def task_metric_problem(spec: TaskSpec) -> tuple[str, str] | None:
-    """`(field, problem)` when a built-in metric of `spec` is unknown or does not fit the task; else None."""
-    for name in spec.metrics:
-        if not isinstance(name, str) or name not in METRICS:
-            return "metrics", (
-                f"unknown metric {name!r}{did_you_mean(str(name), METRICS)}; built-in metrics: {sorted(METRICS)} "
-                "(evaluate modules go in evaluate_metrics)"
-            )
-        if spec.is_regression and name in CLASSIFICATION_METRICS:
-            return (
-                "metrics",
-                f"metric {name!r} scores class ids, but the task is a regression (label_names null): use {list(REGRESSION_METRICS)}",
-            )
-        if not spec.is_regression and name in REGRESSION_METRICS:
-            return (
-                "metrics",
-                f"metric {name!r} scores regression targets, but the task is a classification: use {list(CLASSIFICATION_METRICS)}",
-            )
-        if name == "f1" and spec.num_labels != 2:
-            return "metrics", f"metric 'f1' is the binary F1 of label id 1, but the task has {spec.num_labels} labels"
+    """`(field, problem)` when an `evaluate_metrics` script of `spec` does not exist; else None. (The built-in
+    metrics are checked by `TaskSpec` itself: `hf_async_mtl.tasks.metrics_problem`.)"""
     for metric_id in spec.evaluate_metrics:
         if _is_local_path(metric_id) and not os.path.exists(os.path.expanduser(metric_id)):
             return "evaluate_metrics", f"no metric script at {os.path.abspath(os.path.expanduser(metric_id))}"
@@ -238,8 +219,8 @@ def read_custom_tasks(path: str, taken_names: Iterable[str] = (), *, cache_dir: 
             else:
                 spec = infer_task_spec(values.pop("name"), source, values.pop("text_fields"), cache_dir=cache_dir, **values)
         except (TypeError, ValueError, FileNotFoundError) as error:
-            message = str(error)
-            field = next((f for f in sorted(_SPEC_FIELDS, key=len, reverse=True) if f in message), None)
+            message = str(error).removeprefix(f"Task {entry['name']!r}: ")
+            field = getattr(error, "option", None) or next((f for f in sorted(_SPEC_FIELDS, key=len, reverse=True) if f in message), None)
             if "label_names" not in entry and field is None:
                 field = "dataset" if "dataset" in entry else "train_file"
             raise fail(field, message.rstrip(".")) from None

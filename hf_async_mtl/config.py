@@ -166,7 +166,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
     kd_require_decline: bool = field(
         default=_KD.require_decline,
         metadata={
-            "help": "async_kd: converge only once the smoothed metric has also fallen below its best by kd_margin_z noise units at its own level (default false: a plateau of kd_patience evaluations is enough, the paper's rule)."
+            "help": "async_kd: converge only once the smoothed metric has also fallen below its best by kd_margin_z noise units at its own level (default false: a plateau of kd_patience evaluations is enough, as in the paper; its exact rule also sets kd_smoothing 1, kd_trivial_gate false, kd_require_improvement false)."
         },
     )
     kd_noise: str = field(

@@ -7,9 +7,11 @@ callers get the exception with the same message. The JSON helpers place a proble
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -27,6 +29,19 @@ class InputError(ValueError):
 def one_line(text: Any) -> str:
     """`text` with every run of whitespace (line breaks included) as one space."""
     return " ".join(str(text).split())
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`" (did you mean 'x'?)"` for the closest of `choices` (ties: 'x' or 'y'), a choice `word` extends, or `""`."""
+    choices = sorted(set(choices))
+    scored = sorted(((difflib.SequenceMatcher(None, word, c).ratio(), c) for c in choices), key=lambda item: -item[0])
+    close = [c for score, c in scored if score >= 0.6 and score >= scored[0][0] - 0.02][:3]
+    head = word.split("_", 1)[0]
+    if "_" in word and len(close) < 3:  # 'label_column' → also the 'label_...' fields
+        close += [c for score, c in scored if c not in close and score >= 0.5 and c.split("_", 1)[0] == head][: 3 - len(close)]
+    if not close:  # 'f1_macro' → 'f1'
+        close = sorted((c for c in choices if word.startswith(c) and len(c) > 1), key=len, reverse=True)[:1]
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def line_of(text: str, offset: int) -> int:

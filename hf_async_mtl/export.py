@@ -113,7 +113,7 @@ class MultiTaskExportMixin(_ModelBase):
         `BertForSequenceClassification`) is written: `AutoModelForSequenceClassification` and `pipeline`
         load it as is. Other poolings (mean, max, first token) have no native equivalent: a one-head
         `MultiTaskModel` is written with the Hub convention for custom architectures — `config.json`
-        names `modeling_hf_async_mtl.py` (copied into the directory with `prompting.py`) in its `auto_map` —
+        names `modeling_hf_async_mtl.py` (copied into the directory with `bi_encoder.py`, `pooling.py` and `prompting.py`) in its `auto_map` —
         so it loads with `trust_remote_code=True` in an interpreter that never imports `hf_async_mtl`, and
         without it where `hf_async_mtl` is imported. A task with prompt templates (mask pooling) also
         names a pipeline in `custom_pipelines`, so `pipeline("text-classification", model=directory,

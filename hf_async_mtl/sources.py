@@ -484,7 +484,7 @@ def infer_task_spec(
     A `ClassLabel` label column gives its names; a float column (or text holding non-integral numbers)
     makes a regression task; integer ids give names `"0"`..`"k-1"`; other text labels give their sorted
     distinct values. `regression=True/False` overrides the inference. Other `TaskSpec` fields pass
-    through; `metrics` defaults to accuracy (classification) or Pearson / Spearman (regression).
+    through; `metrics` defaults by the kind inferred (`TaskSpec`'s default: accuracy, or Pearson / Spearman).
     """
     raw = load_source_split(source, "train", task=name, cache_dir=cache_dir)
     if label_field not in raw.column_names:
@@ -523,7 +523,6 @@ def infer_task_spec(
         raise ValueError(
             f"Task {name!r}: the training labels hold one class only ({list(label_names)}); a classification task needs two or more."
         )
-    spec_fields.setdefault("metrics", ("pearson", "spearmanr") if label_names is None else ("accuracy",))
     return TaskSpec(name=name, text_fields=tuple(text_fields), label_names=label_names, label_field=label_field, **spec_fields)
 
 

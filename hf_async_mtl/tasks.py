@@ -8,12 +8,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .bi_encoder import BI_ENCODER, COSINE_HEAD, CROSS_ENCODER, PAIR_ENCODINGS, default_pair_head, pair_head_problem
+from .errors import InputError, did_you_mean
 from .prompting import PROMPT_EVAL_MODES, check_template
 
 OBJECTIVES = ("supervised", "mlm")
 MLM_PROBLEM_TYPE = "masked_lm"  # the head's problem_type in MultiTaskConfig (hf_async_mtl.mlm uses the same name)
 
 _NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+# The built-in metrics (`hf_async_mtl.metrics.METRICS`) by the kind of task they score.
+CLASSIFICATION_METRICS = ("accuracy", "f1", "matthews_correlation")
+REGRESSION_METRICS = ("pearson", "spearmanr")
+
+
+def default_metrics(is_regression: bool) -> tuple[str, ...]:
+    """A task's metrics when none are given: Pearson and Spearman for a regression, accuracy for a classification."""
+    return REGRESSION_METRICS if is_regression else ("accuracy",)
+
+
+def metrics_problem(metrics: Sequence[Any], *, is_regression: bool, num_labels: int) -> str | None:
+    """Why built-in `metrics` cannot score a task of this kind (an unknown name, a classification metric on a
+    regression or the reverse, binary F1 on more than two classes), or None."""
+    known = (*CLASSIFICATION_METRICS, *REGRESSION_METRICS)
+    for name in metrics:
+        if not isinstance(name, str) or name not in known:
+            return f"unknown metric {name!r}{did_you_mean(str(name), known)}; built-in metrics: {sorted(known)} (evaluate modules go in evaluate_metrics)"
+        if is_regression and name in CLASSIFICATION_METRICS:
+            return f"metric {name!r} scores class ids, but the task is a regression (no label_names): use {list(REGRESSION_METRICS)}"
+        if not is_regression and name in REGRESSION_METRICS:
+            return f"metric {name!r} scores regression targets, but the task is a classification: use {list(CLASSIFICATION_METRICS)}"
+        if name == "f1" and num_labels != 2:
+            return f"metric 'f1' is the binary F1 of label id 1, but the task has {num_labels} labels"
+    return None
 
 
 @dataclass(frozen=True)
@@ -27,8 +52,10 @@ class TaskSpec:
         label_names: The class names, in label-id order, for a classification task. `None` makes
             the task a regression task with one float target.
         label_field: The column holding the label (an int id, or a float target for regression).
-        metrics: Names of the built-in metrics reported for the task (see
-            `hf_async_mtl.metrics.METRICS`). May be empty when `evaluate_metrics` is not.
+        metrics: Names of the built-in metrics reported for the task (see `hf_async_mtl.metrics.METRICS`):
+            `accuracy`, `f1` (binary), `matthews_correlation` for a classification, `pearson`, `spearmanr` for a
+            regression; a name of the other kind is refused. Default: `("accuracy",)` for a classification,
+            `("pearson", "spearmanr")` for a regression. May be empty when `evaluate_metrics` is not.
         main_metric: The metric that selects (convergence monitoring, best checkpoints). `"score"`
             is the mean of `metrics`, the GLUE convention (MRPC: mean of F1 and accuracy). With
             `evaluate_metrics`, it may also name a key those modules return (checked when metrics
@@ -65,7 +92,7 @@ class TaskSpec:
     text_fields: tuple[str, ...]
     label_names: tuple[str, ...] | None = None
     label_field: str = "label"
-    metrics: tuple[str, ...] = ("accuracy",)
+    metrics: tuple[str, ...] = None  # type: ignore[assignment]  # None: by the task's kind, set in __post_init__
     main_metric: str = "score"
     greater_is_better: bool = True
     regression_range: tuple[float, float] | None = None
@@ -104,7 +131,14 @@ class TaskSpec:
                 raise ValueError(f"Task {self.name!r}: a classification task needs at least two label names.")
             if len(set(self.label_names)) != len(self.label_names):
                 raise ValueError(f"Task {self.name!r}: label_names contain duplicates: {self.label_names!r}.")
+        if self.metrics is None:
+            object.__setattr__(self, "metrics", default_metrics(self.is_regression))
+        if isinstance(self.metrics, str):
+            raise ValueError(f"Task {self.name!r}: metrics must be a sequence of metric names, got the string {self.metrics!r}.")
         object.__setattr__(self, "metrics", tuple(self.metrics))
+        problem = None if self.is_mlm else metrics_problem(self.metrics, is_regression=self.is_regression, num_labels=self.num_labels)
+        if problem:
+            raise InputError(f"Task {self.name!r}: {problem}.", option="metrics")
         if isinstance(self.evaluate_metrics, str):
             raise ValueError(
                 f"Task {self.name!r}: evaluate_metrics must be a sequence of metric ids, got the string {self.evaluate_metrics!r}."

@@ -24,7 +24,7 @@ import pytest
 
 import run_glue_mtl
 from cli import errors as cli_errors
-from cli import model_checks, tasks_file
+from cli import model_checks
 from cli.errors import UsageError
 from hf_async_mtl.state import COMPLETE_NAME
 from tests.test_cli import base_args, write_glue
@@ -910,12 +910,6 @@ def test_one_reader_behaviour_for_glue_tsvs_and_custom_files(tmp_path):
     (tmp_path / "utf16.csv").write_bytes(rows.encode("utf-16"))
     with pytest.raises(ValueError, match=r"utf16\.csv: the file is UTF-16 text \(byte-order mark\); save it as UTF-8"):
         load_task_file(SENTIMENT, tmp_path / "utf16.csv")
-
-
-def test_builtin_metric_names_are_the_ones_validation_knows():
-    from hf_async_mtl.metrics import METRICS
-
-    assert set(tasks_file.CLASSIFICATION_METRICS) | set(tasks_file.REGRESSION_METRICS) == set(METRICS)
 
 
 if __name__ == "__main__":  # pragma: no cover

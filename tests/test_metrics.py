@@ -142,10 +142,39 @@ def test_compute_task_metrics_errors(spec: TaskSpec, predictions: np.ndarray, la
         compute_task_metrics(spec, predictions, labels)
 
 
-def test_compute_task_metrics_unknown_metric() -> None:
-    spec = TaskSpec(name="odd", text_fields=("s",), label_names=("a", "b"), metrics=("bleu",))
-    with pytest.raises(ValueError, match="unknown metric.*bleu"):
-        compute_task_metrics(spec, np.zeros((2, 2)), np.array([0, 1]))
+def test_builtin_metric_names_are_the_ones_task_specs_know() -> None:
+    from hf_async_mtl.tasks import CLASSIFICATION_METRICS, REGRESSION_METRICS
+
+    assert set(CLASSIFICATION_METRICS) | set(REGRESSION_METRICS) == set(METRICS)
+
+
+def test_metrics_default_by_the_kind_of_task() -> None:
+    """A regression spec without `metrics` is scored by Pearson / Spearman, not by an accuracy of 0 on floats."""
+    regression = TaskSpec(name="sim", text_fields=("a", "b"), label_names=None)
+    assert regression.metrics == ("pearson", "spearmanr")
+    assert TaskSpec(name="sent", text_fields=("s",), label_names=("neg", "pos")).metrics == ("accuracy",)
+    scores = compute_task_metrics(regression, np.array([0.1, 0.5, 0.9]), np.array([0.0, 0.4, 0.8]))
+    assert scores["score"] == pytest.approx(1.0) and "accuracy" not in scores
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"label_names": None, "metrics": ("accuracy",)}, r"Task 'odd': metric 'accuracy' scores class ids, but the task is a regression"),
+        (
+            {"label_names": ("a", "b"), "metrics": ("pearson",)},
+            r"metric 'pearson' scores regression targets, but the task is a classification",
+        ),
+        ({"label_names": ("a", "b", "c"), "metrics": ("f1",)}, r"metric 'f1' is the binary F1 of label id 1, but the task has 3 labels"),
+        ({"label_names": ("a", "b"), "metrics": ("bleu",)}, r"unknown metric 'bleu'.*\(evaluate modules go in evaluate_metrics\)"),
+        ({"label_names": ("a", "b"), "metrics": ("f1_macro",)}, r"unknown metric 'f1_macro' \(did you mean 'f1'\?\)"),
+        ({"label_names": ("a", "b"), "metrics": "accuracy"}, r"metrics must be a sequence of metric names, got the string 'accuracy'"),
+    ],
+)
+def test_task_spec_refuses_metrics_that_cannot_score_it(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as caught:
+        TaskSpec(name="odd", text_fields=("s",), **fields)
+    assert getattr(caught.value, "option", "metrics") == "metrics"
 
 
 def test_main_metric_value() -> None:

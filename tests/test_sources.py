@@ -197,6 +197,25 @@ def test_custom_tasks_file_with_dataset_entries_infers_labels_and_reports_lines(
             read_custom_tasks(str(path))
 
 
+def test_custom_tasks_file_regression_declared_or_inferred_gets_the_same_metrics(tmp_path):
+    """`"label_names": null` (declared) and no label_names (inferred from float labels) are one regression task."""
+    rows = "a\tb\tlabel\n" + "".join(f"s{i}\tt{i}\t{i / 2}\n" for i in range(6))
+    (tmp_path / "sim.tsv").write_text(rows)
+    entry = {"name": "sim", "text_fields": ["a", "b"], "train_file": "sim.tsv", "validation_file": "sim.tsv"}
+    path = tmp_path / "tasks.json"
+    specs = []
+    for declared in ({"label_names": None}, {}):
+        path.write_text(json.dumps([{**entry, **declared}], indent=1))
+        [(spec, _)] = read_custom_tasks(str(path))
+        specs.append(spec)
+    assert specs[0] == specs[1] and specs[0].is_regression and specs[0].metrics == ("pearson", "spearmanr")
+    path.write_text(json.dumps([{**entry, "metrics": ["accuracy"]}], indent=1))
+    with pytest.raises(
+        UsageError, match=r"line 10, field 'metrics' \(task 'sim'\): metric 'accuracy' scores class ids, but the task is a regression"
+    ):
+        read_custom_tasks(str(path))
+
+
 def test_cli_run_mixes_a_glue_task_a_parquet_task_and_a_repo_layout_task(tmp_path, tiny_checkpoint):
     glue = write_glue(tmp_path / "glue")
     repo_layout(tmp_path / "repo")
