@@ -32,12 +32,13 @@ from hf_async_mtl.state import check_run_definition
 from hf_async_mtl.streaming import check_streamed_run
 from hf_async_mtl.tartan import check_end_tasks, weighting_options
 from hf_async_mtl.tasks import head_mismatches
+from hf_async_mtl.trainer_inputs import reported_metric_problem
 
 from .arguments import DataArguments, ModelArguments
 from .errors import UsageError, key_line, read_json_file
 from .model_checks import check_max_seq_length, check_output_dir, read_model_config, resolve_model_source
 from .task_options import add_mlm_tasks, apply_bi_encoder_tasks, apply_prompt_options, apply_streaming_tasks, parse_streaming_tasks
-from .tasks_file import metric_name_problem, read_custom_tasks
+from .tasks_file import read_custom_tasks
 
 logger = logging.getLogger("run_glue_mtl")
 
@@ -204,9 +205,9 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, training_arg
                 "dev_curves",
             )
     if training_args.metric_for_best_model is not None:
-        problem = metric_name_problem(training_args.metric_for_best_model, specs)
+        problem = reported_metric_problem(training_args.metric_for_best_model, specs)
         if problem:
-            raise UsageError(problem, "metric_for_best_model")
+            raise UsageError(f"--metric_for_best_model {training_args.metric_for_best_model!r}: {problem}.", "metric_for_best_model")
     try:
         check_end_tasks(training_args.end_tasks, [s.name for s in specs])
     except ValueError as error:

@@ -1,6 +1,5 @@
 """The `--custom_tasks_file` reader: a JSON list of task objects → `(TaskSpec, TaskSource)`, each problem (unknown
-field, metric name, missing data file, duplicate name, ...) one line at its line and field; and the metric-name
-checks the command line runs on `--metric_for_best_model`."""
+field, metric name, missing data file, duplicate name, ...) one line at its line and field."""
 
 from __future__ import annotations
 
@@ -56,26 +55,6 @@ def task_metric_problem(spec: TaskSpec) -> tuple[str, str] | None:
         if _is_local_path(metric_id) and not os.path.exists(os.path.expanduser(metric_id)):
             return "evaluate_metrics", f"no metric script at {os.path.abspath(os.path.expanduser(metric_id))}"
     return None
-
-
-def metric_name_problem(name: str, specs: Iterable[TaskSpec]) -> str | None:
-    """Why `name` (`metric_for_best_model`, with or without `eval_`) names no metric the evaluation reports, or None.
-
-    Reported: `glue_score`, `loss`, and per task `<task>_<metric>` for its built-in metrics, `score`, `loss`
-    and `ece` (`perplexity` for an MLM task); a task with `evaluate` modules may report any `<task>_...` key.
-    """
-    bare = name.removeprefix("eval_")
-    known = {"glue_score", "loss"}
-    for spec in specs:
-        if spec.is_mlm:
-            known |= {f"{spec.name}_loss", f"{spec.name}_perplexity"}
-            continue
-        known |= {f"{spec.name}_{m}" for m in (*spec.metrics, "score", "loss", "ece")}
-        if spec.evaluate_metrics and bare.startswith(f"{spec.name}_"):
-            return None
-    if bare in known:
-        return None
-    return f"--metric_for_best_model {name!r}: the evaluation reports no such metric{did_you_mean(bare, known)}; e.g. 'glue_score', 'loss' or '<task>_score'."
 
 
 def _entry_problem(entry: Mapping[str, Any], base: str) -> tuple[str, str] | None:

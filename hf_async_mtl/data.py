@@ -66,8 +66,22 @@ def validate_task_dataset(spec: TaskSpec, dataset: datasets.Dataset, source: str
         raise ValueError(f"Task {spec.name!r}: {source} has no column {missing}; columns: {dataset.column_names}.")
     if not labelled or spec.is_mlm:
         return
-    column = dataset.with_format("arrow")["label"]  # the rows dataset selects, without Python objects
-    labels = np.asarray(column.to_numpy() if hasattr(column, "to_numpy") else column, dtype=np.float64)
+    check_label_values(spec, dataset.with_format("arrow")["label"], source)  # the rows dataset selects, as arrow
+
+
+def check_label_values(spec: TaskSpec, column: Any, source: str, field: str = "label") -> None:
+    """Raise a `ValueError` naming `source` and the first bad example (0-based) unless every value of `column`
+    (an arrow array or a sequence) is a label of `spec`: a class id in `[0, num_labels)`, or a finite regression
+    target inside `regression_range`. Text labels are refused with what the task needs instead."""
+    values = column.to_numpy(zero_copy_only=False) if hasattr(column, "to_numpy") else np.asarray(column, dtype=object)
+    try:
+        labels = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        row = next(i for i, value in enumerate(values) if not isinstance(value, (int, float, np.number)) or isinstance(value, bool))
+        need = "a float target" if spec.is_regression else f"a class id 0..{spec.num_labels - 1} of {list(spec.label_names or ())}"
+        raise ValueError(
+            f"Task {spec.name!r}: {source}, example {row} (0-based): {field} is {values[row]!r}; the task needs {need}."
+        ) from None
     if spec.is_regression:
         bad = np.flatnonzero(~np.isfinite(labels))
         if bad.size:
@@ -80,7 +94,7 @@ def validate_task_dataset(spec: TaskSpec, dataset: datasets.Dataset, source: str
                     f"Task {spec.name!r}: {source}, example {bad[0]} (0-based): target {labels[bad[0]]} is outside [{low}, {high}]."
                 )
         return
-    bad = np.flatnonzero((labels < 0) | (labels >= spec.num_labels) | (labels != np.round(labels)))
+    bad = np.flatnonzero(~np.isfinite(labels) | (labels < 0) | (labels >= spec.num_labels) | (labels != np.round(labels)))
     if bad.size:
         raise ValueError(
             f"Task {spec.name!r}: {source}, example {bad[0]} (0-based): label {labels[bad[0]]:g} is outside the label set "

@@ -122,7 +122,21 @@ def tokenize_task(
     A bi-encoder pair task (`spec.is_bi_encoder`) tokenizes its two texts apart, each truncated to
     `max_seq_length`: text a as `input_ids` / `attention_mask` (/ `token_type_ids`), text b as `pair_input_ids` /
     `pair_attention_mask` (/ `pair_token_type_ids`).
+
+    `task_id` is the task's position in the trainer's `task_specs` (its head in the model). The labels are read
+    from `label`, or from `spec.label_field` when the dataset has that column instead (`load_task` renames it).
     """
+    if isinstance(task_id, bool) or not isinstance(task_id, (int, np.integer)) or task_id < 0:
+        raise TypeError(f"Task {spec.name!r}: tokenize_task's task_id is the task's position in task_specs (an int >= 0), got {task_id!r}.")
+    columns = dataset.column_names or [*spec.text_fields, "label"]  # an iterable data set may not know its columns
+    missing = [f for f in spec.text_fields if f not in columns]
+    if missing:
+        raise ValueError(f"Task {spec.name!r}: the dataset has no text column {missing}; columns: {columns}.")
+    if not spec.is_mlm and spec.label_field != "label" and spec.label_field in columns:
+        dataset = dataset.remove_columns([c for c in ("label",) if c in columns]).rename_column(spec.label_field, "label")
+    elif not spec.is_mlm and "label" not in columns:
+        named = f" (label_field {spec.label_field!r})" if spec.label_field != "label" else ""
+        raise ValueError(f"Task {spec.name!r}: the dataset has no label column 'label'{named}; columns: {columns}.")
     if spec.is_mlm:
 
         def encode_text(batch: dict[str, list[Any]]) -> dict[str, Any]:

@@ -251,6 +251,12 @@ class MultiTaskModel(MultiTaskExportMixin, PreTrainedModel):
         if not tasks:
             raise ValueError("from_encoder needs at least one TaskSpec.")
         encoder = AutoModel.from_pretrained(encoder_name_or_path, **encoder_kwargs)
+        if isinstance(encoder, MultiTaskModel):
+            raise ValueError(
+                f"{os.fspath(encoder_name_or_path)} is a saved MultiTaskModel, not an encoder: load it with "
+                "MultiTaskModel.from_pretrained (its heads included), or build from its base encoder "
+                f"({getattr(encoder.config, 'base_encoder_name_or_path', None) or 'the checkpoint it was trained from'})."
+            )
         if pooling == "auto":
             pooling = read_sentence_transformers_pooling(encoder_name_or_path) or (
                 "pooler" if getattr(encoder, "pooler", None) is not None else "cls"

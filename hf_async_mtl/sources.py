@@ -509,6 +509,13 @@ def infer_task_spec(
             values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
             values = values[np.isfinite(values)]
             integral = bool(values.size) and bool(np.all(values == np.round(values))) and values.min() >= 0
+            integer_typed = not pa.types.is_floating(raw.data.column(label_field).type)
+            if regression is None and integer_typed and values.size and values.min() < 0 and np.all(values == np.round(values)):
+                raise ValueError(
+                    f"Task {name!r}: {source.describe('train')}, column {label_field!r} holds negative integer labels "
+                    f"({int(values.min())}; -1 marks unlabelled rows in GLUE test splits): class ids run 0..k-1 (map them so), or pass "
+                    "regression=True if they are regression targets."
+                )
             if regression is None:
                 regression = not integral or pa.types.is_floating(raw.data.column(label_field).type)
             if regression:

@@ -49,6 +49,7 @@ from .state import (
 from .streaming import StreamStateCallback, check_streamed_run
 from .tartan import DevObjective, carve_dev_slices, end_task_selection, weighting_options
 from .tasks import TaskSpec, check_unique_names
+from .trainer_inputs import check_task_specs, check_trainer_inputs
 from .weighting import build_weighting
 
 if TYPE_CHECKING:
@@ -105,7 +106,12 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             raise TypeError("MultiTaskTrainer needs MultiTaskTrainingArguments.")
         # A gradient method under FSDP / DeepSpeed (async-KD under ZeRO-3): refused before anything is built.
         check_sharding(args)
-        check_unique_names(list(task_specs))
+        task_specs = check_task_specs(task_specs)
+        check_unique_names(task_specs)
+        # Containers, which tasks have data, each tokenized set against its task and the encoder, the best-model metric.
+        check_trainer_inputs(
+            model, task_specs, train_dataset, eval_dataset, async_kd=args.async_kd, metric_for_best_model=args.metric_for_best_model
+        )
         self.task_specs = {spec.name: spec for spec in task_specs}
         cast("MultiTaskModel", model).check_tasks(list(task_specs))
         self.weighting = build_weighting(args.mtl_method, list(self.task_specs), **weighting_options(args))

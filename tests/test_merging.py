@@ -165,7 +165,8 @@ def test_the_grid_and_the_choice_rule():
     assert choose_point([0.2, 0.5, float("nan"), 0.5]) == 1  # the first best; NaN never wins
     from hf_async_mtl import TaskSpec
 
-    specs = {"a": TaskSpec("a", ("s",)), "b": TaskSpec("b", ("s",), greater_is_better=False, main_metric="accuracy")}
+    two = ("x", "y")
+    specs = {"a": TaskSpec("a", ("s",), two), "b": TaskSpec("b", ("s",), two, greater_is_better=False, main_metric="accuracy")}
     assert selection_criterion({"a": 0.8, "b": 0.2}, specs) == pytest.approx(0.3)
 
 
