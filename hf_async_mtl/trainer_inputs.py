@@ -88,7 +88,8 @@ def reported_metric_problem(name: str, specs: Iterable[TaskSpec], eval_keys: Map
 
 def _task_mapping(value: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise TypeError(f"{what} must map task names to tokenized datasets ({{'task': dataset, ...}}), got a {type(value).__name__}.")
+        hint = " (build_task_datasets' result: pass its .train and .selection)" if hasattr(value, "selection") else ""
+        raise TypeError(f"{what} must map task names to tokenized datasets ({{'task': dataset, ...}}), got a {type(value).__name__}{hint}.")
     wrong = [key for key in value if not isinstance(key, str)]
     if wrong:
         raise TypeError(f"{what} must be keyed by task names (strings), got the key {wrong[0]!r}.")

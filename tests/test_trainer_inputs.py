@@ -150,6 +150,11 @@ def test_wrong_containers_and_models_are_named(tmp_path, tokenizer, tiny_data):
     train, evaluation = tiny_data
     with pytest.raises(TypeError, match=r"task_specs must be a list of TaskSpec \(e.g. list\(specs.values\(\)\)\), got a dict"):
         build(tmp_path, tokenizer, train, specs={s.name: s for s in TASKS})
+    from hf_async_mtl.data import TaskDatasets
+
+    whole = TaskDatasets(train=train, selection=evaluation, dev={}, train_sizes={})
+    with pytest.raises(TypeError, match=r"got a TaskDatasets \(build_task_datasets' result: pass its .train and .selection\)"):
+        build(tmp_path, tokenizer, whole)
     with pytest.raises(TypeError, match=r"task_specs\[1\] is a str, not a TaskSpec"):
         build(tmp_path, tokenizer, train, specs=[SENTIMENT, "similarity"])
     plain = BertForSequenceClassification(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2))
