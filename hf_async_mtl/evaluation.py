@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, cast
 import datasets
 import numpy as np
 import torch
-from transformers.trainer_utils import speed_metrics
+from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_utils import has_length, speed_metrics
 
 from .calibration import ece_from_bins, reliability_bins, write_calibration
 from .data import length_order, num_template_views, template_view
@@ -123,8 +124,10 @@ class MultiTaskEvaluationMixin(_TrainerBase):
             dataset, views = self._evaluation_views(task, dataset)
             # Longest first: batches of similar length (metrics do not depend on the order).
             dataset, order = self._length_sorted(dataset)
+            loader = self.get_eval_dataloader(dataset)
+            self._grow_prediction_bar(loader)
             output = self.evaluation_loop(
-                self.get_eval_dataloader(dataset),
+                loader,
                 description=f"Evaluation ({key})",
                 prediction_loss_only=False,
                 ignore_keys=ignore_keys,
@@ -219,6 +222,15 @@ class MultiTaskEvaluationMixin(_TrainerBase):
         finally:
             model.train(was_training)
         return float(total[0] / total[1].clamp(min=1)), int(total[1])
+
+    def _grow_prediction_bar(self, loader: Any) -> None:
+        """transformers' progress bar takes its total from the first loader it sees and closes at `on_evaluate`: one
+        evaluation runs a loader per task, so each further loader extends the open bar's total by its batches."""
+        for callback in self.callback_handler.callbacks:
+            bar = getattr(callback, "prediction_bar", None) if isinstance(callback, ProgressCallback) else None
+            if bar is not None and has_length(loader):
+                bar.total += len(loader)
+                bar.refresh()
 
     def _evaluation_views(self, task: str, dataset: Any) -> tuple[Any, int]:
         """(what to evaluate, its number of template views): a template pool's first view, or all of them

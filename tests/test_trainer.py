@@ -75,6 +75,31 @@ def test_training_changes_parameters_and_evaluates_every_task(tmp_path, tokenize
     assert any("train_loss_similarity" in log for log in train_logs)
 
 
+def test_evaluation_progress_bar_counts_every_tasks_batches(tmp_path, tokenizer, tiny_data, monkeypatch):
+    """transformers sizes its bar on the first loader; an evaluation runs one loader per task (32 rows each, batches of 16)."""
+    from transformers.trainer_callback import ProgressCallback
+
+    seen = []
+    close = ProgressCallback.on_evaluate
+
+    def record(self, args, state, control, **kwargs):
+        seen.append((self.prediction_bar.n, self.prediction_bar.total))
+        return close(self, args, state, control, **kwargs)
+
+    monkeypatch.setattr(ProgressCallback, "on_evaluate", record)
+    train, evaluation = tiny_data
+    trainer = MultiTaskTrainer(
+        model=make_model(tokenizer),
+        args=make_args(tmp_path, disable_tqdm=False),
+        task_specs=TASKS,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+    )
+    trainer.evaluate()
+    assert seen == [(4, 4)]
+
+
 def test_one_task_per_step_batches_are_task_homogeneous(tmp_path, tokenizer, tiny_data):
     trainer = make_trainer(tmp_path, tokenizer, tiny_data, sampling_strategy="round_robin")
     batches = list(trainer.get_train_dataloader())
