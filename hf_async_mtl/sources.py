@@ -469,6 +469,36 @@ def row_converter(
 # ---- inferring a spec from the data ----------------------------------------------------------------
 
 
+_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+_NOT_FINITE = r"(?i)^[+-]?(nan|inf|infinity)$"
+
+
+def _text_labels(column: pa.ChunkedArray, where: str, label_field: str) -> tuple[pa.ChunkedArray, bool]:
+    """A text label column as `(labels, written_as_floats)`: numbers cast to float64 when every value is one (names
+    kept as trimmed text otherwise); an empty label, a NaN / infinity among numbers, or numbers mixed with names refused."""
+    trimmed = pc.utf8_trim_whitespace(column)
+
+    def first(mask: Any) -> int:
+        return int(np.flatnonzero(np.asarray(pc.fill_null(mask, True).to_numpy(zero_copy_only=False)))[0])
+
+    blank = pc.or_(pc.is_null(trimmed), pc.equal(pc.fill_null(trimmed, ""), ""))
+    if pc.any(blank).as_py():
+        raise ValueError(f"{where}, row {first(blank)} (0-based): {label_field!r} is empty; every training row needs a label.")
+    numeric = pc.match_substring_regex(trimmed, _NUMBER)
+    if not pc.all(numeric).as_py():
+        if pc.any(numeric).as_py():
+            names = pc.invert(numeric)
+            row = first(names)
+            if pc.match_substring_regex(pa.array([trimmed[row].as_py()]), _NOT_FINITE)[0].as_py():
+                raise ValueError(f"{where}, row {row} (0-based): {label_field!r} {trimmed[row].as_py()!r} is not a finite number.")
+            raise ValueError(
+                f"{where}: {label_field!r} mixes numbers ({trimmed[first(numeric)].as_py()!r}) and names "
+                f"({trimmed[row].as_py()!r}, row {row}, 0-based): use class names or ids, not both."
+            )
+        return trimmed, False
+    return pc.cast(trimmed, pa.float64()), bool(pc.any(pc.match_substring_regex(trimmed, r"[.eE]")).as_py())
+
+
 def infer_task_spec(
     name: str,
     source: TaskSource,
@@ -497,10 +527,9 @@ def infer_task_spec(
         label_names = tuple(feature.names)
     else:
         column = raw.data.column(label_field)
+        float_text = False
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            trimmed = pc.utf8_trim_whitespace(column)
-            numeric = pc.all(pc.match_substring_regex(trimmed, r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$")).as_py()
-            column = pc.cast(trimmed, pa.float64()) if numeric else trimmed
+            column, float_text = _text_labels(column, f"Task {name!r}: {source.describe('train')}", label_field)
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             if regression:
                 raise ValueError(f"Task {name!r}: regression was declared, but {label_field!r} holds text labels.")
@@ -516,8 +545,14 @@ def infer_task_spec(
                     f"({int(values.min())}; -1 marks unlabelled rows in GLUE test splits): class ids run 0..k-1 (map them so), or pass "
                     "regression=True if they are regression targets."
                 )
-            if regression is None:
-                regression = not integral or pa.types.is_floating(raw.data.column(label_field).type)
+            float_typed = float_text or pa.types.is_floating(raw.data.column(label_field).type)
+            if regression is None and integral and not float_typed and values.max() + 1 > max(1000, 2 * len(np.unique(values))):
+                raise ValueError(
+                    f"Task {name!r}: {source.describe('train')}, column {label_field!r}: label ids run to {int(values.max())} but "
+                    f"only {len(np.unique(values))} distinct values occur: pass label_names (classes) or regression=True (targets)."
+                )
+            if regression is None:  # text written as floats ("0.0", "2.5") is read as a float column is
+                regression = not integral or float_typed
             if regression:
                 label_names = None
             elif not integral:

@@ -216,6 +216,33 @@ def test_custom_tasks_file_regression_declared_or_inferred_gets_the_same_metrics
         read_custom_tasks(str(path))
 
 
+@pytest.mark.parametrize(
+    "labels, expected",
+    [
+        (["", "1", "0"], r"train\.csv, row 0 \(0-based\): 'label' is empty; every training row needs a label"),
+        (
+            ["0", "positive", "1"],
+            r"'label' mixes numbers \('0'\) and names \('positive', row 1, 0-based\): use class names or ids, not both",
+        ),
+        (["1.5", "nan", "2"], r"row 1 \(0-based\): 'label' 'nan' is not a finite number"),
+        (["0", "1000000"], r"label ids run to 1000000 but only 2 distinct values occur: pass label_names \(classes\) or regression=True"),
+        (["0.0", "1.0", "1.0"], None),  # written as floats: a regression, as a float column is (and load_task reads it)
+        (["0", "1", "1"], ("0", "1")),
+        (["neg", " pos", "neg "], ("neg", "pos")),
+    ],
+)
+def test_inferred_labels_refuse_what_would_be_silently_wrong(tmp_path, labels, expected):
+    (tmp_path / "train.csv").write_text("sentence,label\n" + "".join(f"s{i},{label}\n" for i, label in enumerate(labels)))
+    source = TaskSource(data_files={"train": str(tmp_path / "train.csv")})
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=expected):
+            infer_task_spec("t", source, ["sentence"])
+        return
+    spec = infer_task_spec("t", source, ["sentence"])
+    assert spec.label_names == expected
+    assert len(load_task(spec, source, "train")) == len(labels)
+
+
 def test_cli_run_mixes_a_glue_task_a_parquet_task_and_a_repo_layout_task(tmp_path, tiny_checkpoint):
     glue = write_glue(tmp_path / "glue")
     repo_layout(tmp_path / "repo")
