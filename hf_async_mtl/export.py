@@ -19,6 +19,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from .bi_encoder import COSINE_HEAD, SENTENCE_TRANSFORMERS_POOLING, export_sentence_transformers, is_bi_encoder
+from .files import directory_atomic
 from .mlm import MLM_PROBLEM_TYPE
 
 if TYPE_CHECKING:
@@ -125,15 +126,35 @@ class MultiTaskExportMixin(_ModelBase):
         `SentenceTransformer(directory)` encodes and its cosine `similarity` is the task's cosine (the encoder is
         returned). Other bi-encoder tasks (sbert heads; cosine on pooler outputs) are the one-head model with its
         remote code, whose forward takes text b as `pair_input_ids` / `pair_attention_mask` (docs/bi_encoder.md).
+
+        `save_directory` must not exist or be empty (an export never mixes with other files, nor replaces a saved
+        model): the export is written beside it and renamed into place when complete, so a failure leaves nothing.
         """
         if self.config.task(task_name)["problem_type"] == MLM_PROBLEM_TYPE:
             raise ValueError(f"Task {task_name!r} is an MLM auxiliary objective: it has no classifier to export.")
+        if tokenizer is not None and not hasattr(tokenizer, "save_pretrained"):
+            raise TypeError(
+                f"export_task: tokenizer must be a tokenizer object (AutoTokenizer.from_pretrained(...)), got a {type(tokenizer).__name__}."
+            )
+        target = os.path.abspath(os.fspath(save_directory))
+        if os.path.exists(target) and not os.path.isdir(target):
+            raise NotADirectoryError(f"export_task: {target} is a file, not a directory.")
+        if os.path.isdir(target) and os.listdir(target):
+            raise FileExistsError(
+                f"export_task: {target} is not empty ({', '.join(sorted(os.listdir(target))[:3])}, ...): export into a new or "
+                "empty directory (remove an old export first)."
+            )
+        with directory_atomic(target) as staging:
+            return self._write_task(task_name, staging, tokenizer, **save_kwargs)
+
+    def _write_task(self, task_name: str, save_directory: str, tokenizer: Any, **save_kwargs: Any) -> PreTrainedModel:
+        """What `export_task` writes, into `save_directory` (its staging directory)."""
         if self.has_task_capacity:
             # The task's adapter merged / its layers inlined: a plain one-task model, exported as any other.
-            return self.single_task_model(task_name).export_task(task_name, save_directory, tokenizer=tokenizer, **save_kwargs)
+            return self.single_task_model(task_name)._write_task(task_name, save_directory, tokenizer, **save_kwargs)
         if self.has_adapters:
             # Exports are plain checkpoints: merge the adapters into the encoder first.
-            return self.merge_adapters().export_task(task_name, save_directory, tokenizer=tokenizer, **save_kwargs)
+            return self.merge_adapters()._write_task(task_name, save_directory, tokenizer, **save_kwargs)
         head, pooling = self.config.task(task_name), self.config.task_pooling(task_name)
         if is_bi_encoder(head) and head["pair_head"] == COSINE_HEAD and pooling in SENTENCE_TRANSFORMERS_POOLING:
             max_seq_length = getattr(self.config, "max_seq_length", None) or 128  # tokenize_task's default

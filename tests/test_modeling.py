@@ -94,6 +94,31 @@ print(json.dumps({"class": type(classifier.model).__name__,
 """
 
 
+def test_export_never_mixes_with_other_files_nor_leaves_half_an_export(tmp_path, tokenizer, monkeypatch):
+    model = make_model(tokenizer)
+    model.save_pretrained(tmp_path / "saved")
+    with pytest.raises(FileExistsError, match=r"saved is not empty \(config.json, model.safetensors, \.\.\.\): export into a new or empty"):
+        model.export_task("sentiment", tmp_path / "saved")
+    assert MultiTaskModel.from_pretrained(tmp_path / "saved").task_names == ["sentiment", "similarity"]  # untouched
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"afile is a file, not a directory"):
+        model.export_task("sentiment", tmp_path / "afile")
+    with pytest.raises(TypeError, match=r"tokenizer must be a tokenizer object .*got a str"):
+        model.export_task("sentiment", tmp_path / "export", tokenizer="bert-base-uncased")
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(tokenizer), "save_pretrained", broken)  # fails after the model files are written
+    with pytest.raises(OSError, match="disk full"):
+        model.export_task("sentiment", tmp_path / "export", tokenizer=tokenizer)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "saved"]  # no export, no staging directory left
+    (tmp_path / "empty").mkdir()
+    monkeypatch.undo()
+    model.export_task("sentiment", tmp_path / "empty", tokenizer=tokenizer)  # an empty directory is fine
+    assert (tmp_path / "empty" / "config.json").is_file()
+
+
 def test_mean_pooled_export_runs_in_a_fresh_interpreter_with_plain_transformers(tmp_path, tokenizer):
     """pipeline(..., trust_remote_code=True) on an export, in a process that cannot import hf_async_mtl."""
     model = make_model(tokenizer, pooling="mean").eval()
