@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import MISSING, dataclass, field, fields
 
 from transformers import TrainingArguments
@@ -13,6 +14,8 @@ from .async_kd.signals import SIGNALS
 from .sampling import COMPOSITIONS, SAMPLING_STRATEGIES, TASK_STREAMS
 from .sharding import check_sharding
 from .weighting import available_weightings, get_weighting
+
+_TRAINING_ARGUMENT_NAMES = frozenset(f.name for f in fields(TrainingArguments))
 
 ASYNC_KD_ALIAS = "async_kd"  # --mtl_method async_kd = --mtl_method equal --async_kd
 _KD = AsyncKDOptions  # the async-KD options' one set of defaults
@@ -285,8 +288,16 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(f"sampling_strategy must be one of {SAMPLING_STRATEGIES}, got {self.sampling_strategy!r}.")
         if self.task_streams not in TASK_STREAMS:
             raise ValueError(f"task_streams must be one of {TASK_STREAMS}, got {self.task_streams!r}.")
-        if self.sampling_temperature <= 0:
-            raise ValueError(f"sampling_temperature must be > 0, got {self.sampling_temperature}.")
+        for option in fields(self):  # this class's on/off options: "false" would count as on silently
+            if option.name not in _TRAINING_ARGUMENT_NAMES and option.type == "bool" and not isinstance(getattr(self, option.name), bool):
+                raise ValueError(f"{option.name} must be True or False, got {getattr(self, option.name)!r}.")
+        temperature = self.sampling_temperature
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or not (math.isfinite(temperature) and temperature > 0)
+        ):
+            raise ValueError(f"sampling_temperature must be a finite number > 0, got {temperature!r}.")
         if self.step_composition != "auto" and self.step_composition not in COMPOSITIONS:
             raise ValueError(f"step_composition must be 'auto' or one of {COMPOSITIONS}, got {self.step_composition!r}.")
         if isinstance(self.mtl_method_options, str):

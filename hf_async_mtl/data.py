@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -32,9 +33,12 @@ from .encoding import (  # noqa: F401  (re-exported: the encoding of a task's ro
     token_rows,
     tokenize_task,
 )
+from .errors import did_you_mean
 from .sampling import STREAM_SPAN
 from .sources import TaskDataSource, TaskSource, load_task
 from .tasks import TaskSpec
+
+logger = logging.getLogger(__name__)
 
 # ---- user-defined tasks from files ------------------------------------------------------------
 
@@ -114,8 +118,9 @@ def carve_validation_split(
     it is what selection (convergence monitoring, early stopping, best checkpoints) should read,
     so that the reported dev set is never used to choose anything.
     """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}.")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be a number in (0, 1), got {fraction!r}.")
+    _check_count("max_examples", max_examples)
     size = max(1, int(math.floor(len(dataset) * fraction)))
     if max_examples is not None:
         size = min(size, max_examples)
@@ -123,6 +128,38 @@ def carve_validation_split(
         raise ValueError(f"Cannot hold out {size} of {len(dataset)} examples: nothing would be left to train on.")
     order = np.random.default_rng(seed).permutation(len(dataset))
     return dataset.select(np.sort(order[size:])), dataset.select(np.sort(order[:size]))
+
+
+def _check_count(name: str, value: Any) -> None:
+    """A `ValueError` unless `value` is None or an int >= 1 (a cap, a maximum size)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+        raise ValueError(f"{name} must be None or an int >= 1, got {value!r}.")
+
+
+def _check_build_options(tasks: Sequence[Any], max_seq_length: Any, caps: Mapping[str, Any], default_cap: Any, **counts: Any) -> None:
+    """`build_task_datasets`' arguments, before any data is read: (spec, source) pairs with distinct names, sizes that
+    are ints >= 1 (caps naming no task here are warned about)."""
+    for position, pair in enumerate(tasks):
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], TaskSpec)):
+            raise TypeError(f"build_task_datasets: tasks[{position}] must be a (TaskSpec, source) pair, got {type(pair).__name__}.")
+        if not isinstance(pair[1], TaskDataSource):
+            hint = ": wrap it, DatasetsSource(spec, source)" if isinstance(pair[1], TaskSource) else ""
+            raise TypeError(
+                f"build_task_datasets: task {pair[0].name!r}'s source is a {type(pair[1]).__name__}, not a TaskDataSource{hint}."
+            )
+    names = [spec.name for spec, _ in tasks]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"build_task_datasets: task(s) {twice} are given twice.")
+    if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, (int, np.integer)) or max_seq_length < 1:
+        raise ValueError(f"build_task_datasets: max_seq_length must be an int >= 1, got {max_seq_length!r}.")
+    groups = {source.cap_group or spec.name for spec, source in tasks}
+    for name, cap in caps.items():
+        if name not in groups:  # a cap table shared by several builds (one task's run of a five-task table) is fine
+            logger.warning("build_task_datasets: caps names %r, which is no task here%s: ignored.", name, did_you_mean(str(name), groups))
+        _check_count(f"caps[{name!r}]", cap)
+    for name, value in {"default_cap": default_cap, **counts}.items():
+        _check_count(name, value)
 
 
 def cap_dataset(dataset: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
@@ -240,6 +277,9 @@ def build_task_datasets(
     (e.g. `TrainingArguments.main_process_first`), so several processes map once.
     """
     caps = dict(caps or {})
+    _check_build_options(tasks, max_seq_length, caps, default_cap, selection_max=selection_max, eval_cap=eval_cap)
+    if isinstance(selection_fraction, bool) or not isinstance(selection_fraction, (int, float)) or not 0.0 <= selection_fraction < 1.0:
+        raise ValueError(f"build_task_datasets: selection_fraction must be a number in [0, 1), got {selection_fraction!r}.")
     raw_train, raw_dev = {}, {}
     for spec, source in tasks:
         if not source.streaming:  # a streamed task's rows are checked as they are read (its first block: below)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -50,6 +51,23 @@ def finetune_each_task(
     if max_steps < 1 or eval_steps < 1 or patience < 1:
         raise ValueError(f"finetune: max_steps, eval_steps and patience must be >= 1, got {max_steps}, {eval_steps}, {patience}.")
     root = output_dir or os.path.join(str(args.output_dir), "finetuned")
+    tuned = [spec.name for spec in specs if not spec.is_mlm]
+    for what, sets, names in (
+        ("train_sets", train_sets, tuned),
+        ("selection_sets", selection_sets, tuned),
+        ("dev_sets", dev_sets, [s.name for s in specs]),
+    ):
+        missing = [name for name in names if name not in sets]
+        if missing:
+            raise ValueError(f"finetune: {what} has no set for task(s) {missing}.")
+    if learning_rate is not None and (
+        isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not 0 < learning_rate < math.inf
+    ):
+        raise ValueError(f"finetune: learning_rate must be a finite number > 0, got {learning_rate!r}.")
+    written = [os.path.join(root, name, "export") for name in tuned if os.path.isdir(os.path.join(root, name, "export"))]
+    written = [path for path in written if os.listdir(path)]
+    if written:
+        raise FileExistsError(f"finetune: {written[0]} holds an earlier export: give another output_dir (or remove it).")
     before_trainer = MultiTaskTrainer(
         model=model,
         args=_task_args(args, root, "before", max_steps, eval_steps, learning_rate, None),

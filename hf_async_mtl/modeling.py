@@ -339,6 +339,18 @@ class MultiTaskModel(MultiTaskExportMixin, PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any):
+        path = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        if path is not None and kwargs.get("config") is None:
+            options = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if k in kwargs}
+            try:
+                found = PretrainedConfig.get_config_dict(path, **options)[0].get("model_type")
+            except OSError:  # no config at all: transformers' own error says so
+                found = cls.config_class.model_type
+            if found != cls.config_class.model_type:
+                raise ValueError(
+                    f"{os.fspath(path)} holds a {found!r} checkpoint, not a MultiTaskModel: build one on it with "
+                    "MultiTaskModel.from_encoder(path, task_specs) (an exported task loads with AutoModelForSequenceClassification)."
+                )
         loaded = super().from_pretrained(*args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         if hasattr(model, "_trainable_encoder_names"):

@@ -8,6 +8,7 @@ written once.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -88,6 +89,16 @@ class AsyncKDOptions:
     label_batch_size: int | None = None
 
     def __post_init__(self) -> None:
+        for option in fields(self):  # "false" or 0 for an on/off option would count as on (or off) silently
+            if option.type == "bool" and not isinstance(getattr(self, option.name), bool):
+                raise ValueError(f"{ARGUMENT_PREFIX}{option.name} must be True or False, got {getattr(self, option.name)!r}.")
+        if self.snapshot_dir is not None:
+            if not isinstance(self.snapshot_dir, (str, os.PathLike)) or not os.fspath(self.snapshot_dir).strip():
+                raise ValueError(
+                    f"kd_snapshot_dir must be a directory path (None keeps snapshots in CPU memory), got {self.snapshot_dir!r}."
+                )
+            if os.path.isfile(self.snapshot_dir):
+                raise ValueError(f"kd_snapshot_dir {os.fspath(self.snapshot_dir)} is a file, not a directory.")
         for name in ("patience", "smoothing", "top_k"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("min_steps", self.min_steps, minimum=0)

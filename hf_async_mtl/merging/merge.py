@@ -62,6 +62,25 @@ class MergeResult:
     single_task_dev_metrics: dict[str, float] | None = None
 
 
+def _check_call(checkpoints: Any, tasks: Any, output_dir: str | None, eval_cap: Any, eval_batch_size: Any) -> None:
+    """The arguments' kinds and the output directory's place, before any checkpoint is read."""
+    if isinstance(checkpoints, (str, os.PathLike)) or not isinstance(checkpoints, Sequence):
+        raise InputError(f"checkpoints must be a list of checkpoint directories, got {checkpoints!r}.", "checkpoints")
+    if not isinstance(tasks, Mapping) or not all(
+        isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], TaskSpec) for v in tasks.values()
+    ):
+        raise InputError("tasks must map each task's name to its (TaskSpec, TaskDataSource) pair.", "tasks")
+    for name, value, low in (("eval_cap", eval_cap, 1), ("eval_batch_size", eval_batch_size, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise InputError(f"{name} must be an int >= {low}, got {value!r}.", name)
+    if output_dir is not None:
+        path = os.path.abspath(output_dir)
+        while not os.path.exists(path) and os.path.dirname(path) != path:
+            path = os.path.dirname(path)
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise InputError(f"output_dir {os.path.abspath(output_dir)}: {path} is a file; give a directory path.", "output_dir")
+
+
 def merge_single_task_models(
     checkpoints: Sequence[str],
     tasks: Mapping[str, tuple[TaskSpec, TaskDataSource]],
@@ -100,6 +119,7 @@ def merge_single_task_models(
     Raises:
         InputError: on any refused input, before any weight is read (see `checkpoints.py`, `selection.py`).
     """
+    _check_call(checkpoints, tasks, output_dir, eval_cap, eval_batch_size)
     grid = _grid(method, scales, densities)
     read = [read_checkpoint(path) for path in checkpoints]
     check_checkpoint_set(read)
