@@ -305,6 +305,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
                 self.mtl_method_options = json.loads(self.mtl_method_options) if self.mtl_method_options.strip() else {}
             except json.JSONDecodeError as error:
                 raise ValueError(f"mtl_method_options is not valid JSON: {error.msg}.") from None
+        if self.mtl_method_options is not None and not isinstance(self.mtl_method_options, dict):
+            raise ValueError(f"mtl_method_options must be a JSON object of the method's options, got {self.mtl_method_options!r}.")
         self.mtl_method_options = dict(self.mtl_method_options or {})
         if self.mtl_method == ASYNC_KD_ALIAS:
             self.mtl_method, self.async_kd = "equal", True

@@ -472,6 +472,7 @@ class MultiTaskDataCollator:
     pad_to_multiple_of: int | None = None
 
     def __post_init__(self) -> None:
+        _check_count("pad_to_multiple_of", self.pad_to_multiple_of)
         self._pad = DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of)
 
     def _collate_one(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:

@@ -59,6 +59,7 @@ def test_on_off_options_must_be_booleans_and_numbers_finite(tmp_path):
     for options, message in [
         ({"async_kd": "false"}, r"async_kd must be True or False, got 'false'"),  # it trained with async-KD
         ({"sampling_temperature": float("nan")}, r"sampling_temperature must be a finite number > 0, got nan"),
+        ({"mtl_method_options": "[1, 2]"}, r"mtl_method_options must be a JSON object of the method's options, got \[1, 2\]"),
         ({"async_kd": True, "eval_strategy": "steps", "kd_snapshot_dir": ""}, r"kd_snapshot_dir must be a directory path"),
     ]:
         with pytest.raises(ValueError, match=message):
