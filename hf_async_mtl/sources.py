@@ -152,6 +152,11 @@ def _load_files(context: str, source: TaskSource, split: str, cache_dir: str | N
     if missing:
         raise FileNotFoundError(f"{context}: data file {missing[0]} does not exist.")
     if len(paths) == 1 and os.path.isdir(paths[0]):
+        if not any(os.path.isfile(os.path.join(paths[0], name)) for name in ("dataset_info.json", "dataset_dict.json")):
+            raise ValueError(
+                f"{context}: {paths[0]} is a directory but no save_to_disk data set (no dataset_info.json): give the data "
+                "files themselves, or a directory written by Dataset.save_to_disk."
+            )
         loaded = datasets.load_from_disk(paths[0])
         if not isinstance(loaded, datasets.Dataset):
             raise ValueError(
@@ -165,9 +170,10 @@ def _load_files(context: str, source: TaskSource, split: str, cache_dir: str | N
         )
     builder, options = _BUILDERS[suffixes.pop()]
     options = dict(options)
+    empty = [p for p in paths if os.path.isfile(p) and os.path.getsize(p) == 0]
+    if empty:
+        raise ValueError(f"{context}: {empty[0]}: the file is empty.")
     if builder == "csv":
-        if any(os.path.getsize(p) == 0 for p in paths):
-            raise ValueError(f"{context}: {next(p for p in paths if os.path.getsize(p) == 0)}: the file is empty.")
         header = _delimited_header(paths[0], options, context)
         if not header:
             raise ValueError(f"{context}: {paths[0]}: the file has no header line.")

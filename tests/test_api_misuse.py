@@ -113,3 +113,16 @@ def test_merge_checks_its_arguments_and_output_before_reading_checkpoints(tmp_pa
             merge_single_task_models(tasks=tasks, **call)
     with pytest.raises(ValueError, match=r"tasks must map each task's name to its \(TaskSpec, TaskDataSource\) pair"):
         merge_single_task_models(["a", "b"], {"sentiment": TaskSource(data_files={"train": "x.csv"})})
+
+
+def test_empty_files_and_directories_without_data_are_named(tmp_path):
+    from hf_async_mtl.sources import load_task
+
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "folder").mkdir()
+    for path, message in [
+        (tmp_path / "empty.jsonl", r"Task 'sentiment': .*empty.jsonl: the file is empty"),  # said "cannot read it as json: "
+        (tmp_path / "folder", r"Task 'sentiment': .*folder is a directory but no save_to_disk data set \(no dataset_info.json\)"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            load_task(SENTIMENT, TaskSource(data_files={"train": str(path)}), "train")
