@@ -352,6 +352,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
                 ", ".join(f"{name}={getattr(self, name)!r}" for name in ignored) + " only act with async-KD, which is off: "
                 "set async_kd=True (--async_kd, or mtl_method='async_kd'), or leave them at their defaults."
             )
+        for unused in self.unused_options():
+            logger.warning(unused)
         method = get_weighting(self.mtl_method)
         if method.needs_all_tasks and self.step_composition not in ("auto", "all_tasks"):
             raise ValueError(
@@ -363,6 +365,21 @@ class MultiTaskTrainingArguments(TrainingArguments):
                 "early_stopping_patience needs metric_for_best_model (or a single end_task, which sets it)"
                 + (f"; with several end tasks {self.end_tasks}, choose the metric." if self.end_tasks else ".")
             )
+
+    def unused_options(self) -> list[str]:
+        """What an option set away from its default does not act on under the others (a warning each, not an error:
+        harmless, but rarely what was meant)."""
+        unused = []
+        default_temperature = self.__dataclass_fields__["sampling_temperature"].default
+        if self.sampling_temperature != default_temperature and self.sampling_strategy != "temperature":
+            unused.append(
+                f"sampling_temperature={self.sampling_temperature} acts only with sampling_strategy 'temperature', not {self.sampling_strategy!r}."
+            )
+        if self.async_kd and self.kd_temperature != _KD.temperature and self.kd_loss == "mse":
+            unused.append(f"kd_temperature={self.kd_temperature} acts only on the KL loss (kd_loss 'kl'), not 'mse'.")
+        if self.async_kd and self.kd_ensemble != _KD.ensemble and self.kd_top_k == 1:
+            unused.append(f"kd_ensemble={self.kd_ensemble!r} combines kd_top_k > 1 snapshots; with kd_top_k 1 the teacher is the best one.")
+        return unused
 
     def ignored_kd_options(self) -> list[str]:
         """The async-KD options (`kd_*`) that differ from their defaults while async-KD is off (they would do nothing)."""

@@ -126,3 +126,14 @@ def test_empty_files_and_directories_without_data_are_named(tmp_path):
     ]:
         with pytest.raises(ValueError, match=message):
             load_task(SENTIMENT, TaskSource(data_files={"train": str(path)}), "train")
+
+
+def test_options_that_do_not_act_under_the_others_are_warned(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="hf_async_mtl.config"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), sampling_strategy="uniform", sampling_temperature=3.0)
+        MultiTaskTrainingArguments(
+            output_dir=str(tmp_path), async_kd=True, eval_strategy="steps", kd_loss="mse", kd_temperature=4.0, kd_ensemble="predictions"
+        )
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), sampling_strategy="temperature", sampling_temperature=3.0)
+    assert caplog.text.count("acts only") == 2 and caplog.text.count("with kd_top_k 1 the teacher is the best one") == 1
+    assert "sampling_temperature=3.0 acts only with sampling_strategy 'temperature', not 'uniform'" in caplog.text
