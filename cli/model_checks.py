@@ -7,14 +7,9 @@ import os
 from typing import Any
 
 from hf_async_mtl.checkpoints import PACKAGED_CHECKPOINTS, resolve_checkpoint
-from hf_async_mtl.resume import encoder_config_of, safetensors_shapes
+from hf_async_mtl.resume import encoder_config_of, encoder_position_limit, safetensors_shapes
 
 from .errors import UsageError, key_line, one_line, read_json_file
-
-# Encoders whose position ids start after the padding index: they hold `max_position_embeddings - (pad + 1)` tokens.
-_OFFSET_POSITION_MODELS = frozenset(
-    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "data2vec-text", "mpnet", "ibert", "luke"}
-)
 
 
 def _offline() -> bool:
@@ -86,17 +81,6 @@ def read_model_config(source: str, cache_dir: str | None = None, option: str = "
         where = local if os.path.isfile(local) else repr(source)
         hint = "" if os.path.isdir(source) else " (and there is no local directory of that name)"
         raise UsageError(f"{option} {where}: cannot read the model config{hint}: {one_line(error)}", option) from None
-
-
-def encoder_position_limit(config: Any) -> int | None:
-    """How many tokens the encoder's absolute position embeddings hold, or None when it has no such limit."""
-    encoder = encoder_config_of(config)
-    positions = getattr(encoder, "max_position_embeddings", None)
-    if not isinstance(positions, int) or positions <= 0 or getattr(encoder, "position_biased_input", True) is False:
-        return None
-    if getattr(encoder, "model_type", None) in _OFFSET_POSITION_MODELS:
-        positions -= (getattr(encoder, "pad_token_id", None) or 1) + 1
-    return positions
 
 
 def check_max_seq_length(max_seq_length: int, config: Any, source: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 
 from transformers import TrainingArguments
@@ -289,7 +290,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
         if self.task_streams not in TASK_STREAMS:
             raise ValueError(f"task_streams must be one of {TASK_STREAMS}, got {self.task_streams!r}.")
         for option in fields(self):  # this class's on/off options: "false" would count as on silently
-            if option.name not in _TRAINING_ARGUMENT_NAMES and option.type == "bool" and not isinstance(getattr(self, option.name), bool):
+            if (
+                option.name not in _TRAINING_ARGUMENT_NAMES
+                and option.type in ("bool", bool)
+                and not isinstance(getattr(self, option.name), bool)
+            ):
                 raise ValueError(f"{option.name} must be True or False, got {getattr(self, option.name)!r}.")
         temperature = self.sampling_temperature
         if (
@@ -305,7 +310,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
                 self.mtl_method_options = json.loads(self.mtl_method_options) if self.mtl_method_options.strip() else {}
             except json.JSONDecodeError as error:
                 raise ValueError(f"mtl_method_options is not valid JSON: {error.msg}.") from None
-        if self.mtl_method_options is not None and not isinstance(self.mtl_method_options, dict):
+        if self.mtl_method_options is not None and not isinstance(self.mtl_method_options, Mapping):
             raise ValueError(f"mtl_method_options must be a JSON object of the method's options, got {self.mtl_method_options!r}.")
         self.mtl_method_options = dict(self.mtl_method_options or {})
         if self.mtl_method == ASYNC_KD_ALIAS:

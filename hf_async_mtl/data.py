@@ -14,6 +14,7 @@ from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
@@ -77,6 +78,12 @@ def check_label_values(spec: TaskSpec, column: Any, source: str, field: str = "l
     """Raise a `ValueError` naming `source` and the first bad example (0-based) unless every value of `column`
     (an arrow array or a sequence) is a label of `spec`: a class id in `[0, num_labels)`, or a finite regression
     target inside `regression_range`. Text labels are refused with what the task needs instead."""
+    kind = getattr(column, "type", None)
+    if kind is not None and (pa.types.is_string(kind) or pa.types.is_large_string(kind)) and len(column):
+        need = "a float target" if spec.is_regression else f"a class id 0..{spec.num_labels - 1} of {list(spec.label_names or ())}"
+        raise ValueError(
+            f"Task {spec.name!r}: {source}, example 0 (0-based): {field} is text ({column[0].as_py()!r}); the task needs {need}."
+        )
     values = column.to_numpy(zero_copy_only=False) if hasattr(column, "to_numpy") else np.asarray(column, dtype=object)
     try:
         labels = np.asarray(values, dtype=np.float64)
@@ -92,6 +99,8 @@ def check_label_values(spec: TaskSpec, column: Any, source: str, field: str = "l
             raise ValueError(f"Task {spec.name!r}: {source}, example {bad[0]} (0-based): regression target is {labels[bad[0]]}.")
         if spec.regression_range is not None:
             low, high = spec.regression_range
+            if kind is not None and pa.types.is_float32(kind):  # tokenize_task stores float32: its bounds at that precision
+                labels, low, high = labels.astype(np.float32), np.float32(low), np.float32(high)
             bad = np.flatnonzero((labels < low) | (labels > high))
             if bad.size:
                 raise ValueError(

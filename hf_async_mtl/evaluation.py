@@ -24,6 +24,7 @@ from .data import length_order, num_template_views, template_view
 from .metrics import compute_task_metrics, glue_score
 from .mlm import IGNORE_INDEX
 from .prompting import combine_template_outputs
+from .trainer_inputs import check_task_set
 
 if TYPE_CHECKING:
     from transformers import Trainer
@@ -74,7 +75,8 @@ class MultiTaskEvaluationMixin(_TrainerBase):
         return loader
 
     def _evaluation_sets(self, eval_dataset: Mapping[str, Any] | None) -> list[tuple[str, str, Any]]:
-        # MultiTaskTrainer's eval_dataset is a mapping task name → dataset.
+        # MultiTaskTrainer's eval_dataset is a mapping task name → dataset (its own sets were checked when it was built).
+        given = eval_dataset is not None and eval_dataset is not self.eval_dataset
         eval_dataset = eval_dataset if eval_dataset is not None else cast("Mapping[str, Any] | None", self.eval_dataset)
         if not eval_dataset:
             raise ValueError("MultiTaskTrainer: evaluation requires an eval_dataset (task name → dataset).")
@@ -94,6 +96,10 @@ class MultiTaskEvaluationMixin(_TrainerBase):
                 f"eval_dataset: metric name(s) {clash} would be reported twice (task '<a>' with extra split '<b>' "
                 "is reported as '<a>_<b>', like a task of that name): rename the split or the task."
             )
+        if given:  # the head each batch goes to is its task id: a set tokenized for another task would be scored by it
+            order = list(self.task_specs)
+            for key, task, dataset in sets:
+                check_task_set(self.task_specs[task], order.index(task), dataset, f"eval_dataset[{key!r}]")
         return sets
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -181,6 +187,7 @@ class MultiTaskEvaluationMixin(_TrainerBase):
                 raise ValueError(f"test_sets has task {task!r} without a TaskSpec; tasks: {list(self.task_specs)}.")
             if self.task_specs[task].is_mlm:
                 raise ValueError(f"Task {task!r} is an MLM auxiliary objective: it has no predictions to make.")
+            check_task_set(self.task_specs[task], list(self.task_specs).index(task), dataset, f"test_sets[{task!r}]", labels=False)
             unlabelled = dataset.remove_columns([c for c in ("labels", "label") if c in dataset.column_names])
             unlabelled, views = self._evaluation_views(task, unlabelled)
             ordered, order = self._length_sorted(unlabelled)

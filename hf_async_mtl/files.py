@@ -23,20 +23,25 @@ def write_json_atomic(path: str, payload: Any, **dump_options: Any) -> None:
 def directory_atomic(path: str) -> Iterator[str]:
     """Yield a temporary directory beside `path`; when the block succeeds it is renamed to `path`, else removed.
 
-    `path` must not exist, or be an empty directory (replaced by the rename): readers see either nothing or the
-    complete directory, never a half-written one.
+    `path` must not exist, or be an empty directory: then it stays (a symlink or a mount point keeps working), the
+    temporary directory is made inside it (hidden) and its entries are moved up at the end, one rename each. Readers
+    see nothing, or the complete directory, never a half-written file.
     """
     target = os.path.abspath(path)
     if os.path.isdir(target) and os.listdir(target):
         raise FileExistsError(f"{target}: the directory is not empty.")
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(target)}.tmp-")
+    existing = os.path.isdir(target)  # kept as it is (it may be a symlink or a mount point): staged inside, moved up
+    if not existing:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+    staging = tempfile.mkdtemp(dir=target if existing else os.path.dirname(target), prefix=f".{os.path.basename(target)}.tmp-")
     try:
         yield staging
-        if os.path.isdir(target):
-            os.rmdir(target)  # empty (checked above); rename cannot replace a directory on every system
-        os.rename(staging, target)
+        if existing:
+            for name in os.listdir(staging):
+                os.rename(os.path.join(staging, name), os.path.join(target, name))
+            os.rmdir(staging)
+        else:
+            os.rename(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

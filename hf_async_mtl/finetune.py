@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import math
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -64,10 +65,6 @@ def finetune_each_task(
         isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not 0 < learning_rate < math.inf
     ):
         raise ValueError(f"finetune: learning_rate must be a finite number > 0, got {learning_rate!r}.")
-    written = [os.path.join(root, name, "export") for name in tuned if os.path.isdir(os.path.join(root, name, "export"))]
-    written = [path for path in written if os.listdir(path)]
-    if written:
-        raise FileExistsError(f"finetune: {written[0]} holds an earlier export: give another output_dir (or remove it).")
     before_trainer = MultiTaskTrainer(
         model=model,
         args=_task_args(args, root, "before", max_steps, eval_steps, learning_rate, None),
@@ -94,7 +91,7 @@ def finetune_each_task(
         trainer.train()
         after = trainer.evaluate(eval_dataset={spec.name: dev_sets[spec.name]}, metric_key_prefix="eval")
         if trainer.is_world_process_zero():  # one writer under several processes
-            trainer.accelerator.unwrap_model(trainer.model).export_task(spec.name, os.path.join(task_dir, "export"), tokenizer=tokenizer)
+            _replace_export(trainer.accelerator.unwrap_model(trainer.model), spec.name, os.path.join(task_dir, "export"), tokenizer)
         trainer.accelerator.wait_for_everyone()
         key = f"eval_{spec.name}_score"
         table[spec.name] = {
@@ -107,6 +104,18 @@ def finetune_each_task(
         }
         del student, trainer
     return table
+
+
+def _replace_export(model: Any, task: str, directory: str, tokenizer: Any) -> None:
+    """Export `task` to `directory`, replacing this function's own earlier export there (a rerun into the same output
+    directory, as the command line allows): the new export is complete before the old one is removed."""
+    fresh = directory + ".new"
+    if os.path.isdir(fresh):
+        shutil.rmtree(fresh)  # left by a run killed between the two steps below
+    model.export_task(task, fresh, tokenizer=tokenizer)
+    if os.path.isdir(directory):
+        shutil.rmtree(directory)
+    os.rename(fresh, directory)
 
 
 def _task_args(

@@ -22,6 +22,24 @@ def encoder_config_of(config: Any) -> Any:
     return getattr(config, "encoder_config", None) if getattr(config, "model_type", None) == "hf_async_mtl" else config
 
 
+# Encoders whose position ids start after the padding id (fairseq's convention): pad_token_id + 1 positions are unused.
+_OFFSET_POSITION_MODELS = frozenset(
+    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "data2vec-text", "mpnet", "ibert", "luke"}
+)
+
+
+def encoder_position_limit(config: Any) -> int | None:
+    """How many tokens the encoder's absolute position embeddings hold, or None when it has no such limit (relative
+    positions only, e.g. DeBERTa-v3 with `position_biased_input=False`)."""
+    encoder = encoder_config_of(config)
+    positions = getattr(encoder, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0 or getattr(encoder, "position_biased_input", True) is False:
+        return None
+    if getattr(encoder, "model_type", None) in _OFFSET_POSITION_MODELS:
+        positions -= (getattr(encoder, "pad_token_id", None) or 1) + 1
+    return positions
+
+
 def _names(heads: Iterable[Any]) -> str:
     return "[" + ", ".join(h["name"] if isinstance(h, Mapping) else h.name for h in heads) + "]"
 

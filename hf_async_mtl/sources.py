@@ -549,13 +549,13 @@ def infer_task_spec(
                 raise ValueError(
                     f"Task {name!r}: {source.describe('train')}, column {label_field!r} holds negative integer labels "
                     f"({int(values.min())}; -1 marks unlabelled rows in GLUE test splits): class ids run 0..k-1 (map them so), or pass "
-                    "regression=True if they are regression targets."
+                    'regression=True (a tasks file: "label_names": null) if they are regression targets.'
                 )
             float_typed = float_text or pa.types.is_floating(raw.data.column(label_field).type)
             if regression is None and integral and not float_typed and values.max() + 1 > max(1000, 2 * len(np.unique(values))):
                 raise ValueError(
                     f"Task {name!r}: {source.describe('train')}, column {label_field!r}: label ids run to {int(values.max())} but "
-                    f"only {len(np.unique(values))} distinct values occur: pass label_names (classes) or regression=True (targets)."
+                    f'only {len(np.unique(values))} distinct values occur: pass label_names (classes) or regression=True (targets; a tasks file: "label_names": null).'
                 )
             if regression is None:  # text written as floats ("0.0", "2.5") is read as a float column is
                 regression = not integral or float_typed

@@ -108,12 +108,11 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         check_sharding(args)
         task_specs = check_task_specs(task_specs)
         check_unique_names(task_specs)
-        # Containers, which tasks have data, each tokenized set against its task and the encoder, the best-model metric.
+        # Containers, the model's heads, which tasks have data, each tokenized set, the best-model metric.
         check_trainer_inputs(
             model, task_specs, train_dataset, eval_dataset, async_kd=args.async_kd, metric_for_best_model=args.metric_for_best_model
         )
         self.task_specs = {spec.name: spec for spec in task_specs}
-        cast("MultiTaskModel", model).check_tasks(list(task_specs))
         self.weighting = build_weighting(args.mtl_method, list(self.task_specs), **weighting_options(args))
         if args.end_tasks:
             end_task_selection(args, self.task_specs)

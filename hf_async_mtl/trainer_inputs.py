@@ -13,7 +13,8 @@ the trainer from Python:
   rows no longer than its position embeddings;
 - `metric_for_best_model` against the keys the evaluation will report.
 
-Streamed tasks (`datasets.IterableDataset`, `StreamedTask`) and other dataset types are checked as they are drawn.
+Only `datasets.Dataset` sets are read here; a streamed task (`StreamedTask`) checks its rows' labels as they are drawn,
+and other dataset types are taken as they are.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .data import check_label_values
 from .encoding import PAIR_IDS_COLUMN, TASK_IDS_COLUMN
 from .errors import did_you_mean
 from .modeling import MultiTaskModel
+from .resume import encoder_position_limit
 from .tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -38,14 +40,15 @@ TOKEN_COLUMNS = ("input_ids", PAIR_IDS_COLUMN)
 
 
 def check_task_specs(task_specs: Any) -> list[TaskSpec]:
-    """`task_specs` as a list, or a `TypeError` unless it is a sequence of `TaskSpec`."""
-    if isinstance(task_specs, (str, bytes, Mapping)) or not isinstance(task_specs, Sequence):
+    """`task_specs` as a list, or a `TypeError` unless it is a sequence (any iterable but a mapping) of `TaskSpec`."""
+    if isinstance(task_specs, (str, bytes, Mapping)) or not isinstance(task_specs, Iterable):
         hint = " (e.g. list(specs.values()))" if isinstance(task_specs, Mapping) else ""
         raise TypeError(f"task_specs must be a list of TaskSpec{hint}, got a {type(task_specs).__name__}.")
-    for position, spec in enumerate(task_specs):
+    specs = list(task_specs)
+    for position, spec in enumerate(specs):
         if not isinstance(spec, TaskSpec):
             raise TypeError(f"task_specs[{position}] is a {type(spec).__name__}, not a TaskSpec.")
-    return list(task_specs)
+    return specs
 
 
 def check_model(model: Any) -> None:
@@ -101,9 +104,45 @@ def _column(dataset: datasets.Dataset, name: str) -> pa.ChunkedArray:
     return dataset.with_format("arrow")[name]
 
 
-def check_task_set(spec: TaskSpec, task_id: int, dataset: Any, where: str, encoder_config: Any = None) -> None:
+def _token_problem(tokens: Any, name: str, vocab_size: int | None, positions: int | None) -> str | None:
+    """What is wrong with a token-id list column against the encoder (ids beyond its vocabulary, rows longer than its
+    positions), or None."""
+    if vocab_size is not None:
+        largest = pc.max(pc.list_flatten(tokens)).as_py()
+        if largest is not None and largest >= vocab_size:
+            return (
+                f" holds token id {largest} in {name}, but the encoder's vocabulary has {vocab_size} ids: it was tokenized "
+                "with another model's tokenizer (use AutoTokenizer.from_pretrained of the same checkpoint)"
+            )
+    if positions is not None:
+        lengths = pc.list_value_length(tokens)
+        longest = pc.max(lengths).as_py()
+        if longest is not None and longest > positions:
+            row = pc.index(lengths, longest).as_py()
+            return (
+                f", example {row} (0-based) has {longest} tokens in {name}, but the encoder takes at most {positions} positions: "
+                f"tokenize with max_seq_length <= {positions}"
+            )
+    return None
+
+
+def encoder_limits(model: Any) -> tuple[int | None, int | None]:
+    """(vocabulary size, position limit) of a `MultiTaskModel`'s encoder: the input embeddings' rows (right after
+    `resize_token_embeddings`, which the config does not follow) and `encoder_position_limit` of its config."""
+    vocab_size = None
+    embeddings = getattr(getattr(model, "encoder", None), "get_input_embeddings", lambda: None)()
+    if embeddings is not None and hasattr(embeddings, "num_embeddings"):
+        vocab_size = int(embeddings.num_embeddings)
+    else:
+        vocab_size = getattr(getattr(model.config, "encoder_config", None), "vocab_size", None)
+    return vocab_size, encoder_position_limit(model.config)
+
+
+def check_task_set(
+    spec: TaskSpec, task_id: int, dataset: Any, where: str, limits: tuple[int | None, int | None] = (None, None), *, labels: bool = True
+) -> None:
     """Check one tokenized set of a task (a `datasets.Dataset`; anything else passes): rows, model inputs, task id,
-    labels, token ids against `encoder_config.vocab_size` and row lengths against its `max_position_embeddings`."""
+    labels (unless `labels=False`: a test set), token ids and row lengths against `limits` (`encoder_limits`)."""
     if not isinstance(dataset, datasets.Dataset):
         return
     task = f"Task {spec.name!r}: {where}"
@@ -115,42 +154,38 @@ def check_task_set(spec: TaskSpec, task_id: int, dataset: Any, where: str, encod
             f"{task} has no input_ids (columns: {columns}): pass tokenized data, "
             f"tokenize_task(spec, dataset, tokenizer, task_id={task_id})."
         )
-    needed = [TASK_IDS_COLUMN, *(() if spec.is_mlm else ("labels",)), *((PAIR_IDS_COLUMN,) if spec.is_bi_encoder else ())]
+    needed = [TASK_IDS_COLUMN, *(("labels",) if labels and not spec.is_mlm else ()), *((PAIR_IDS_COLUMN,) if spec.is_bi_encoder else ())]
     missing = [c for c in needed if c not in columns]
     if missing:
         raise ValueError(
             f"{task} has no column {missing} (columns: {columns}): tokenize it with tokenize_task(spec, dataset, tokenizer, {task_id})."
         )
-    ids = sorted(int(i) for i in pc.unique(_column(dataset, TASK_IDS_COLUMN)).to_pylist() if i is not None)
-    if ids != [task_id]:
+    # Each check reads the whole underlying table first (no gather of the rows a shuffle or select picked: fast on a
+    # shuffled 400k-row set); only when that shows a problem are the selected rows read, which may not hold it.
+    whole = dataset.data
+    if _task_id_problem(whole.column(TASK_IDS_COLUMN), task_id) and (ids := _task_id_problem(_column(dataset, TASK_IDS_COLUMN), task_id)):
         raise ValueError(
             f"{task} holds task id(s) {ids}, but {spec.name!r} is task {task_id} of task_specs (its batches go to the head "
             f"of that id): tokenize it with tokenize_task(spec, dataset, tokenizer, {task_id})."
         )
-    if not spec.is_mlm:
-        check_label_values(spec, _column(dataset, "labels"), where, field="labels")
-    if encoder_config is None:
-        return
-    vocab_size = getattr(encoder_config, "vocab_size", None)
-    positions = getattr(encoder_config, "max_position_embeddings", None)
+    if labels and not spec.is_mlm:
+        try:
+            check_label_values(spec, whole.column("labels"), where, field="labels")
+        except ValueError:
+            check_label_values(spec, _column(dataset, "labels"), where, field="labels")
+    vocab_size, positions = limits
     for name in (c for c in TOKEN_COLUMNS if c in columns):
-        tokens = _column(dataset, name)
-        if vocab_size is not None:
-            largest = pc.max(pc.list_flatten(tokens)).as_py()
-            if largest is not None and largest >= vocab_size:
-                raise ValueError(
-                    f"{task} holds token id {largest} in {name}, but the encoder's vocabulary has {vocab_size} ids: it was "
-                    "tokenized with another model's tokenizer (use AutoTokenizer.from_pretrained of the same checkpoint)."
-                )
-        if positions is not None:
-            lengths = pc.list_value_length(tokens)
-            longest = pc.max(lengths).as_py()
-            if longest is not None and longest > positions:
-                row = pc.index(lengths, longest).as_py()
-                raise ValueError(
-                    f"{task}, example {row} (0-based) has {longest} tokens in {name}, but the encoder takes at most {positions} "
-                    f"positions (max_position_embeddings): tokenize with max_seq_length ≤ {positions}."
-                )
+        if _token_problem(whole.column(name), name, vocab_size, positions) is None:
+            continue
+        problem = _token_problem(_column(dataset, name), name, vocab_size, positions)
+        if problem:
+            raise ValueError(f"{task}{problem}.")
+
+
+def _task_id_problem(column: Any, task_id: int) -> list[int] | None:
+    """The task ids of `column` when they are not `[task_id]` alone, else None."""
+    ids = sorted(int(i) for i in pc.unique(column).to_pylist() if i is not None)
+    return ids if ids != [task_id] else None
 
 
 def check_trainer_inputs(
@@ -162,7 +197,8 @@ def check_trainer_inputs(
     `eval_dataset` a mapping task → dataset or → `{split: dataset}`.
     """
     check_model(model)
-    encoder_config = getattr(model.config, "encoder_config", None)
+    model.check_tasks(list(task_specs))  # heads against specs first: a task-id message presumes they match
+    limits = encoder_limits(model)
     position = {spec.name: index for index, spec in enumerate(task_specs)}
     specs = {spec.name: spec for spec in task_specs}
     if train_dataset is not None:
@@ -174,7 +210,7 @@ def check_trainer_inputs(
             logger.warning("train_dataset has no data for task(s) %s: they are not trained in this run.", untrained)
         for name, dataset in train.items():
             if name in specs:
-                check_task_set(specs[name], position[name], dataset, f"train_dataset[{name!r}]", encoder_config)
+                check_task_set(specs[name], position[name], dataset, f"train_dataset[{name!r}]", limits)
     eval_keys = None
     if eval_dataset is not None:
         evaluation = _task_mapping(eval_dataset, "eval_dataset")
@@ -185,7 +221,7 @@ def check_trainer_inputs(
             sets = value.items() if isinstance(value, Mapping) else [(None, value)]
             for split, dataset in sets:
                 where = f"eval_dataset[{name!r}]" + (f"[{split!r}]" if split is not None else "")
-                check_task_set(specs[name], position[name], dataset, where, encoder_config)
+                check_task_set(specs[name], position[name], dataset, where, limits)
         unevaluated = [name for name in specs if name not in evaluation]
         if unevaluated:  # on purpose where async-KD should watch some tasks only
             never = ", and async-KD never converges them" if async_kd else ""

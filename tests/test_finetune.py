@@ -66,6 +66,20 @@ def test_each_task_is_finetuned_alone_selected_on_its_selection_split_and_export
     assert os.path.isdir(tmp_path / "ft" / "sentiment" / "export")
 
 
+def test_a_rerun_replaces_its_own_export_whole(tmp_path, tokenizer):
+    """finetune writes <task>/export again on a rerun into the same output directory (the command line allows it)."""
+    from hf_async_mtl.finetune import _replace_export
+    from tests.conftest import make_model
+
+    target = tmp_path / "sentiment" / "export"
+    _replace_export(make_model(tokenizer, seed=0), "sentiment", str(target), tokenizer)
+    first = (target / "model.safetensors").read_bytes()
+    (tmp_path / "sentiment" / "export.new").mkdir()  # left by a run killed between the two steps
+    _replace_export(make_model(tokenizer, seed=1), "sentiment", str(target), tokenizer)
+    assert (target / "model.safetensors").read_bytes() != first
+    assert sorted(p.name for p in (tmp_path / "sentiment").iterdir()) == ["export"]
+
+
 def _dev_score(model, spec, dataset, trainer):
     """The task's score of `model` on `dataset`, computed here from its logits."""
     import numpy as np

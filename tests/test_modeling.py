@@ -114,9 +114,11 @@ def test_export_never_mixes_with_other_files_nor_leaves_half_an_export(tmp_path,
         model.export_task("sentiment", tmp_path / "export", tokenizer=tokenizer)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "saved"]  # no export, no staging directory left
     (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "empty", target_is_directory=True)
     monkeypatch.undo()
-    model.export_task("sentiment", tmp_path / "empty", tokenizer=tokenizer)  # an empty directory is fine
-    assert (tmp_path / "empty" / "config.json").is_file()
+    model.export_task("sentiment", tmp_path / "link", tokenizer=tokenizer)  # an empty directory is fine, kept as it is
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "empty" / "config.json").is_file()
+    assert not [p for p in (tmp_path / "empty").iterdir() if p.name.startswith(".")]  # no staging left inside
 
 
 def test_mean_pooled_export_runs_in_a_fresh_interpreter_with_plain_transformers(tmp_path, tokenizer):

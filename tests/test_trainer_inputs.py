@@ -69,7 +69,7 @@ CASES = [
         _labels(lambda n: ["positive"] * n),
         {},
         ValueError,
-        r"train_dataset\['sentiment'\], example 0 \(0-based\): labels is 'positive'; the task needs a class id 0..1",
+        r"train_dataset\['sentiment'\], example 0 \(0-based\): labels is text \('positive'\); the task needs a class id 0..1",
     ),
     (
         "nan_regression_target",
@@ -77,6 +77,13 @@ CASES = [
         {},
         ValueError,
         r"Task 'similarity': eval_dataset\['similarity'\], example 0 \(0-based\): regression target is nan",
+    ),
+    (
+        "numbers_as_text_labels",
+        _labels(lambda n: ["1"] * n),
+        {},
+        ValueError,
+        r"train_dataset\['sentiment'\], example 0 \(0-based\): labels is text \('1'\); the task needs a class id 0..1",
     ),
     (
         "regression_target_outside_its_range",
@@ -165,12 +172,15 @@ def test_wrong_containers_and_models_are_named(tmp_path, tokenizer, tiny_data):
 def test_token_ids_and_lengths_are_checked_against_the_encoder(tmp_path, tokenizer, tiny_data):
     train, _ = tiny_data
     small = make_model(tokenizer)
-    small.config.encoder_config.vocab_size = 500  # as if the model had another tokenizer
+    small.encoder.resize_token_embeddings(500)  # as if the model had another tokenizer
     with pytest.raises(
         ValueError,
         match=r"Task 'sentiment': train_dataset\['sentiment'\] holds token id \d+ in input_ids, but the encoder's vocabulary has 500 ids",
     ):
         build(tmp_path, tokenizer, train, model=small)
+    grown = make_model(tokenizer)
+    grown.config.encoder_config.vocab_size = 500  # the config lags; the embeddings decide
+    build(tmp_path, tokenizer, train, model=grown)
     long = tokenize_task(
         SENTIMENT, sentiment_rows(8, 0).map(lambda r: {"sentence": r["sentence"] + " word" * 200}), tokenizer, 0, max_seq_length=256
     )
@@ -228,3 +238,23 @@ def test_negative_integer_labels_are_not_taken_for_regression(tmp_path):
     with pytest.raises(ValueError, match=r"column 'label' holds negative integer labels \(-1; -1 marks unlabelled rows"):
         infer_task_spec("mine", source, ["text"])
     assert infer_task_spec("mine", source, ["text"], regression=True).is_regression
+
+
+def test_float32_targets_at_the_bounds_of_their_range_pass(tmp_path, tokenizer, tiny_data):
+    """tokenize_task stores regression targets as float32: a bound like -0.1 is compared at that precision."""
+    train, _ = tiny_data
+    spec = TaskSpec("similarity", ("sentence1", "sentence2"), regression_range=(-0.1, 0.3))
+    rows = similarity_rows(8, 0).map(lambda r, i: {"label": (-0.1, 0.3)[i % 2]}, with_indices=True)
+    tokenized = tokenize_task(spec, rows, tokenizer, 1)
+    model = make_model(tokenizer, tasks=[SENTIMENT, spec])
+    build(tmp_path, tokenizer, {"sentiment": train["sentiment"], "similarity": tokenized}, model=model, specs=[SENTIMENT, spec])
+
+
+def test_sets_given_to_evaluate_and_predict_are_checked_too(tmp_path, tokenizer, tiny_data):
+    train, evaluation = tiny_data
+    trainer = build(tmp_path, tokenizer, train, evaluation)
+    with pytest.raises(ValueError, match=r"eval_dataset\['sentiment'\] holds task id\(s\) \[1\], but 'sentiment' is task 0"):
+        trainer.evaluate(eval_dataset={"sentiment": evaluation["similarity"]})
+    with pytest.raises(ValueError, match=r"test_sets\['similarity'\] holds task id\(s\) \[0\], but 'similarity' is task 1"):
+        trainer.predict_tasks({"similarity": evaluation["sentiment"]})
+    assert trainer.predict_tasks({"sentiment": evaluation["sentiment"]})["sentiment"].shape == (32,)

@@ -90,7 +90,7 @@ class AsyncKDOptions:
 
     def __post_init__(self) -> None:
         for option in fields(self):  # "false" or 0 for an on/off option would count as on (or off) silently
-            if option.type == "bool" and not isinstance(getattr(self, option.name), bool):
+            if option.type in ("bool", bool) and not isinstance(getattr(self, option.name), bool):
                 raise ValueError(f"{ARGUMENT_PREFIX}{option.name} must be True or False, got {getattr(self, option.name)!r}.")
         if self.snapshot_dir is not None:
             if not isinstance(self.snapshot_dir, (str, os.PathLike)) or not os.fspath(self.snapshot_dir).strip():

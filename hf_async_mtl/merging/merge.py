@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..config import MultiTaskTrainingArguments
@@ -67,11 +68,11 @@ def _check_call(checkpoints: Any, tasks: Any, output_dir: str | None, eval_cap: 
     if isinstance(checkpoints, (str, os.PathLike)) or not isinstance(checkpoints, Sequence):
         raise InputError(f"checkpoints must be a list of checkpoint directories, got {checkpoints!r}.", "checkpoints")
     if not isinstance(tasks, Mapping) or not all(
-        isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], TaskSpec) for v in tasks.values()
+        isinstance(v, (tuple, list)) and len(v) == 2 and isinstance(v[0], TaskSpec) for v in tasks.values()
     ):
         raise InputError("tasks must map each task's name to its (TaskSpec, TaskDataSource) pair.", "tasks")
     for name, value, low in (("eval_cap", eval_cap, 1), ("eval_batch_size", eval_batch_size, 1)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low):
             raise InputError(f"{name} must be an int >= {low}, got {value!r}.", name)
     if output_dir is not None:
         path = os.path.abspath(output_dir)
