@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hf_async_mtl.metrics import _is_local_path  # _is_local_path: the rule compute_task_metrics applies
-from hf_async_mtl.sources import DATA_SUFFIXES, TaskSource, infer_task_spec
+from hf_async_mtl.sources import DATA_SUFFIXES, TaskSource
+from hf_async_mtl.spec_inference import infer_task_spec
 from hf_async_mtl.tasks import TaskSpec
 
 from .errors import UsageError, did_you_mean, key_line, line_of, read_json_file

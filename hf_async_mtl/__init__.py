@@ -22,7 +22,8 @@ from .metrics import compute_task_metrics, glue_score
 from .modeling import MultiTaskConfig, MultiTaskModel
 from .objectives import HardLabelObjective, MaskedLmObjective, StepContext, TaskObjective
 from .sampling import MultiTaskBatchSampler
-from .sources import DatasetsSource, TaskDataSource, TaskSource, TextOfTask, infer_task_spec, load_task
+from .sources import DatasetsSource, TaskDataSource, TaskSource, TextOfTask, load_task
+from .spec_inference import infer_task_spec
 from .tasks import TaskSpec
 from .trainer import MultiTaskTrainer
 from .weighting import WeightingMethod, available_weightings, build_weighting, register_weighting

@@ -12,7 +12,8 @@ import pytest
 import run_glue_mtl
 from cli.errors import UsageError
 from cli.tasks_file import read_custom_tasks
-from hf_async_mtl.sources import TaskSource, infer_task_spec, load_task
+from hf_async_mtl.sources import TaskSource, load_task
+from hf_async_mtl.spec_inference import infer_task_spec
 from hf_async_mtl.tasks import TaskSpec
 from tests.test_cli import base_args, write_glue
 

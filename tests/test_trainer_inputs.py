@@ -10,7 +10,8 @@ import pytest
 from transformers import BertConfig, BertForSequenceClassification
 
 from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, TaskSpec, tokenize_task
-from hf_async_mtl.sources import TaskSource, infer_task_spec
+from hf_async_mtl.sources import TaskSource
+from hf_async_mtl.spec_inference import infer_task_spec
 from tests.conftest import SENTIMENT, SIMILARITY, TASKS, make_model, sentiment_rows, similarity_rows
 from tests.test_trainer import make_args
 
