@@ -694,11 +694,8 @@ def distillation_kept(runs: list[dict], events: dict | None = None) -> dict:
                 event = by_seed.get(str(seed))
                 if not event or not event["distilled"] or len(event["teacher_steps"]) != 1:
                     continue
-                key = f"eval_{task}_dev_score"
-                mine = {int(c["step"]): 100 * float(c[key]) for c in _curves(run) if key in c and "step" in c}
-                theirs = (
-                    {int(c["step"]): 100 * float(c[key]) for c in _curves(equal[seed]) if key in c and "step" in c} if seed in equal else {}
-                )
+                mine, theirs = (_score_by_step(r, f"eval_{task}_dev_score") if r is not None else {} for r in (run, equal.get(seed)))
+                mine_sel, theirs_sel = (_score_by_step(r, f"eval_{task}_score") if r is not None else {} for r in (run, equal.get(seed)))
                 teacher = int(event["teacher_steps"][0])
                 if not mine or teacher not in mine:
                     continue
@@ -712,9 +709,26 @@ def distillation_kept(runs: list[dict], events: dict | None = None) -> dict:
                         "final": mine[last],
                         "equal_at_teacher": theirs.get(teacher),
                         "equal_final": theirs.get(last),
+                        # the same on the selection split (what a run can see while it trains)
+                        "selection_at_teacher": mine_sel.get(teacher),
+                        "selection_final": mine_sel.get(last),
+                        "equal_selection_at_teacher": theirs_sel.get(teacher),
+                        "equal_selection_final": theirs_sel.get(last),
                     }
                 )
     return {m: dict(t) for m, t in out.items()}
+
+
+def _score_by_step(run: dict, key: str) -> dict[int, float]:
+    return {int(c["step"]): 100 * float(c[key]) for c in _curves(run) if key in c and "step" in c}
+
+
+def _mean_change(events: list[dict], start: str, end: str) -> tuple[list[float], str]:
+    """The changes end − start over the events that have both, and their mean as a cell (n marked when fewer)."""
+    changes = [e[end] - e[start] for e in events if e.get(end) is not None and e.get(start) is not None]
+    if not changes:
+        return changes, "–"
+    return changes, f"{np.mean(changes):+.2f}" + (f" (n={len(changes)})" if len(changes) != len(events) else "")
 
 
 def distillation_table(kept: dict) -> list[str]:
@@ -726,10 +740,13 @@ def distillation_table(kept: dict) -> list[str]:
         "Per async-KD method and task, over its distilled convergences with one teacher step: the task's dev score at the"
         " final checkpoint − at the teacher step (the teacher's own dev score: what distilling could keep), mean and"
         " range; beside it equal weighting over the same steps of the same seeds (true labels all along). Below 0 in"
-        " the first column: the task lost part of its teacher while it was distilled.",
+        " the first column: the task lost part of its teacher while it was distilled. The last two columns: the same on"
+        " the selection split (held out from training, read by the convergence rule): what a run can see of it while it"
+        " trains.",
         "",
-        "| method | task | n | async-KD: final − teacher step | equal: final − same step |",
-        "|---|---|---|---|---|",
+        "| method | task | n | async-KD: final − teacher step | equal: final − same step | selection split: async-KD | selection"
+        " split: equal |",
+        "|---|---|---|---|---|---|---|",
     ]
     for method in _ordered(kept):
         for task in TASKS:
@@ -737,14 +754,9 @@ def distillation_table(kept: dict) -> list[str]:
             if not events:
                 continue
             own = [e["final"] - e["at_teacher"] for e in events]
-            ref = [
-                e["equal_final"] - e["equal_at_teacher"]
-                for e in events
-                if e["equal_final"] is not None and e["equal_at_teacher"] is not None
-            ]
             span = f" [{min(own):+.2f}, {max(own):+.2f}]" if len(own) > 1 else ""
-            ref_text = f"{np.mean(ref):+.2f}" + (f" (n={len(ref)})" if len(ref) != len(own) else "") if ref else "–"
-            lines.append(f"| {method} | {task} | {len(own)} | {np.mean(own):+.2f}{span} | {ref_text} |")
+            cells = [_mean_change(events, f"{who}at_teacher", f"{who}final")[1] for who in ("equal_", "selection_", "equal_selection_")]
+            lines.append(f"| {method} | {task} | {len(own)} | {np.mean(own):+.2f}{span} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 

@@ -311,7 +311,10 @@ def test_item3_summary_shows_the_ceiling_recovered_and_the_final_calibration(tmp
     assert (event["at_teacher"], event["final"]) == pytest.approx((80.0, 76.0))
     assert (event["equal_at_teacher"], event["equal_final"]) == pytest.approx((80.0, 70.0))
     assert set(summary["distillation_kept"]["async_kd_decl"]) == {"cola"}
-    assert "| async_kd_decl | cola | 1 | -4.00 | -10.00 |" in text
+    # on the selection split async-KD held 60 -> 60 where equal went 60 -> 55
+    assert (event["selection_at_teacher"], event["selection_final"]) == pytest.approx((60.0, 60.0))
+    assert (event["equal_selection_at_teacher"], event["equal_selection_final"]) == pytest.approx((60.0, 55.0))
+    assert "| async_kd_decl | cola | 1 | -4.00 | -10.00 | +0.00 | -5.00 |" in text
     # both seeds' ceiling is 10: the bootstrap redraws differences {6, 7, 8} over a ceiling of 10
     share = summary["ceiling_recovered"]["async_kd_decl − equal"]
     assert share["ceiling"] == pytest.approx(10.0) and share["minus_half"] == pytest.approx(2.0)
