@@ -7,6 +7,7 @@ min_delta > 0; teacher refresh relabels, and a resumed run equals the uninterrup
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from types import SimpleNamespace
@@ -675,3 +676,36 @@ def test_an_async_kd_trainer_without_training_data_evaluates(tmp_path, tokenizer
     )
     assert trainer.async_convergence is not None
     assert 0.0 <= trainer.evaluate()["eval_sentiment_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("last_value, lost", [(0.10, True), (0.88, False)])
+def test_the_report_and_the_log_say_when_a_distilled_task_lost_its_teacher(last_value, lost, tmp_path, tokenizer, tiny_data, caplog):
+    args = make_args(
+        tmp_path,
+        max_steps=10,
+        async_kd=True,
+        kd_patience=1,
+        kd_smoothing=1,
+        kd_trivial_gate=False,
+        kd_require_improvement=False,
+        kd_require_decline=False,
+        kd_soft_labels="on_demand",
+        eval_strategy="steps",
+        eval_steps=1,
+    )
+    host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
+    # converges at step 2 on its step-1 teacher (0.9) and is distilled; its selection score then ends at last_value
+    for step, value in enumerate([0.9, 0.5, last_value], start=1):
+        state.global_step = step
+        callback.on_evaluate(args, state, control, metrics={"eval_sentiment_score": value}, model=host.model)
+    margin = callback.references["sentiment"]["margin"]
+    assert 0.02 < margin < 0.8 - 0.02  # the two cases fall on either side of it
+    with caplog.at_level("WARNING", logger="hf_async_mtl.async_kd.callback"):
+        callback.on_train_end(args, state, control)
+    report = json.loads((tmp_path / "out" / "convergence_report.json").read_text())["sentiment"]
+    assert report["distilled"] and report["teacher_steps"] == [1]
+    assert report["retention"] == pytest.approx(last_value - 0.9) and report["lost_teacher"] is lost
+    assert ("distillation did not keep the teacher" in caplog.text) is lost
+    assert report["history"][-1] == [3, pytest.approx(last_value)]
+    # a task that never converged is not judged
+    assert callback.report()["similarity"]["lost_teacher"] is None

@@ -523,6 +523,9 @@ class AsyncConvergenceCallback(TrainerCallback):
                 "teacher_metric": record.get("teacher_metric"),
                 "final_metric": final,
                 "retention": (final - teacher_metric) if (final is not None and teacher_metric is not None) else None,
+                # Distilled, and its last selection value fell below its teacher's by more than the split's noise
+                # margin (the trivial gate's): distillation did not keep what the teacher had (None: not judged).
+                "lost_teacher": self._lost_teacher(task, record, final, teacher_metric, margin),
                 "trivial_value": trivial,
                 "margin": margin,
                 "floor": floor,
@@ -548,6 +551,12 @@ class AsyncConvergenceCallback(TrainerCallback):
             }
         return report
 
+    def _lost_teacher(self, task: str, record: dict, final: float | None, teacher: float | None, margin: float | None) -> bool | None:
+        if not record or not record.get("distilled", True) or final is None or teacher is None or margin is None:
+            return None
+        change = final - teacher if self._greater_is_better(task) else teacher - final
+        return change < -margin
+
     def _smoothed_history(self, history: list[tuple[int, float]]) -> list[tuple[int, float]]:
         """The smoothed series the monitor read: means of the last `smoothing` values; with full windows it
         starts at the `smoothing`-th evaluation, else the first values are means of shorter windows."""
@@ -561,7 +570,17 @@ class AsyncConvergenceCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.training = False
+        report = self.report()
+        for task, entry in report.items():
+            if entry["lost_teacher"]:
+                logger.warning(
+                    f"task {task} was distilled from step {entry['converged_step']} and ended {abs(entry['retention']):.4f} "
+                    f"worse than its teacher on {self._monitored_name(task)} ({entry['teacher_metric']:.4f} at steps "
+                    f"{entry['teacher_steps']} -> {entry['final_metric']:.4f}), more than the split's noise margin "
+                    f"{entry['margin']:.4f}: distillation did not keep the teacher here; compare with a run without "
+                    "async-KD (docs/async_kd.md, 'What distillation keeps')"
+                )
         if args.should_save:
             os.makedirs(args.output_dir, exist_ok=True)
-            write_json_atomic(os.path.join(args.output_dir, REPORT_NAME), self.report(), indent=2)
+            write_json_atomic(os.path.join(args.output_dir, REPORT_NAME), report, indent=2)
         return control
