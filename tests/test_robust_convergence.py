@@ -163,18 +163,14 @@ def test_require_decline_converges_once_the_fall_exceeds_the_noise_with_the_best
 
 
 def test_callback_require_decline_waits_for_a_fall_beyond_the_split_noise(tmp_path, tokenizer, tiny_data):
-    args = make_args(
+    args = _monitor_args(
         tmp_path,
         max_steps=12,
-        async_kd=True,
         kd_patience=2,
         kd_smoothing=1,
         kd_trivial_gate=False,
         kd_require_decline=True,
         kd_margin_z=1.0,
-        kd_soft_labels="on_demand",
-        eval_strategy="steps",
-        eval_steps=1,
     )
     host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     size = callback.references["sentiment"]["selection_size"]
@@ -191,17 +187,13 @@ def test_callback_require_decline_waits_for_a_fall_beyond_the_split_noise(tmp_pa
     assert report["require_decline"] is True and report["decline_margin"] == pytest.approx(margin)
     # Under the plateau rule the report names no decline margin (the replay reads the rule from it) and the same
     # values converge at step 4, two evaluations after the best.
-    plateau_args = make_args(
+    plateau_args = _monitor_args(
         tmp_path / "plateau",
         max_steps=12,
-        async_kd=True,
         kd_patience=2,
         kd_smoothing=1,
         kd_trivial_gate=False,
         kd_require_decline=False,
-        kd_soft_labels="on_demand",
-        eval_strategy="steps",
-        eval_steps=1,
     )
     host, callback, state, control = _started_callback(plateau_args, tokenizer, tiny_data)
     for step, value in enumerate(values, start=1):
@@ -276,6 +268,15 @@ class _Host:
         )
 
 
+# The paper's rule: patience on raw values, no gate, no improvement or decline required.
+PLAIN_RULE = dict(kd_patience=1, kd_smoothing=1, kd_trivial_gate=False, kd_require_improvement=False, kd_require_decline=False)
+
+
+def _monitor_args(tmp_path, **overrides):
+    """Arguments of an async-KD run that evaluates every step and labels on demand (the callback tests' setting)."""
+    return make_args(tmp_path, async_kd=True, kd_soft_labels="on_demand", eval_strategy="steps", eval_steps=1, **overrides)
+
+
 def _started_callback(args, tokenizer, tiny_data):
     """(host, callback, state, control) of an async-KD callback after on_train_begin, without a Trainer."""
     host = _Host(args, make_model(tokenizer), tiny_data)
@@ -286,17 +287,13 @@ def _started_callback(args, tokenizer, tiny_data):
 
 
 def test_teacher_is_the_monitors_best_step_also_with_min_delta(tmp_path, tokenizer, tiny_data):
-    args = make_args(
+    args = _monitor_args(
         tmp_path,
         max_steps=10,
-        async_kd=True,
         kd_patience=3,
         kd_min_delta=0.05,
         kd_require_improvement=False,
         kd_require_decline=False,
-        kd_soft_labels="on_demand",
-        eval_strategy="steps",
-        eval_steps=1,
     )
     host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     # 0.52 is better than 0.50 but not by min_delta: the teacher stays the step-1 parameters.
@@ -377,16 +374,12 @@ def test_async_kd_skips_tasks_without_training_data_and_refuses_on_demand_labels
 
 
 def test_gate_blocks_a_task_that_never_beats_its_trivial_predictor(tmp_path, tokenizer, tiny_data):
-    args = make_args(
+    args = _monitor_args(
         tmp_path,
         max_steps=10,
-        async_kd=True,
         kd_patience=1,
         kd_smoothing=1,
         kd_trivial_gate=True,
-        kd_soft_labels="on_demand",
-        eval_strategy="steps",
-        eval_steps=1,
     )
     host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     reference = callback.references["sentiment"]
@@ -402,16 +395,12 @@ def test_gate_blocks_a_task_that_never_beats_its_trivial_predictor(tmp_path, tok
 
 @pytest.mark.parametrize("full_window", [True, False])
 def test_reported_smoothed_history_is_the_series_the_monitor_read(full_window, tmp_path, tokenizer, tiny_data):
-    args = make_args(
+    args = _monitor_args(
         tmp_path,
         max_steps=10,
-        async_kd=True,
         kd_patience=5,
         kd_smoothing=3,
         kd_full_window=full_window,
-        kd_soft_labels="on_demand",
-        eval_strategy="steps",
-        eval_steps=1,
     )
     host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     for step, value in enumerate([0.9, 0.3, 0.6, 0.3], start=1):
@@ -424,19 +413,7 @@ def test_reported_smoothed_history_is_the_series_the_monitor_read(full_window, t
 
 
 def test_the_report_flags_a_near_trivial_teacher_under_the_plain_rule_too(tmp_path, tokenizer, tiny_data):
-    args = make_args(
-        tmp_path,
-        max_steps=10,
-        async_kd=True,
-        kd_patience=1,
-        kd_smoothing=1,
-        kd_trivial_gate=False,
-        kd_require_improvement=False,
-        kd_require_decline=False,
-        kd_soft_labels="on_demand",
-        eval_strategy="steps",
-        eval_steps=1,
-    )
+    args = _monitor_args(tmp_path, max_steps=10, **PLAIN_RULE)
     host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     at_trivial = callback.references["sentiment"]["trivial_value"]
     for step, value in enumerate([at_trivial + 0.01, at_trivial], start=1):  # a blip, then back: the plain rule converges
@@ -469,18 +446,14 @@ SCRIPT = {2: 0.5, 4: 0.3, 6: 0.45, 8: 0.7, 10: 0.6, 12: 0.9, 14: 0.95}
 
 
 def test_callback_decline_trigger_switches_a_task_that_declines_below_its_floor(tmp_path, tokenizer, tiny_data):
-    args = make_args(
+    args = _monitor_args(
         tmp_path,
         max_steps=10,
-        async_kd=True,
         kd_patience=3,
         kd_smoothing=2,
         kd_trivial_gate=True,
         kd_decline_trigger=True,
         kd_require_decline=False,
-        kd_soft_labels="on_demand",
-        eval_strategy="steps",
-        eval_steps=1,
     )
     host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     reference = callback.references["sentiment"]
@@ -680,19 +653,7 @@ def test_an_async_kd_trainer_without_training_data_evaluates(tmp_path, tokenizer
 
 @pytest.mark.parametrize("last_value, lost", [(0.10, True), (0.88, False)])
 def test_the_report_and_the_log_say_when_a_distilled_task_lost_its_teacher(last_value, lost, tmp_path, tokenizer, tiny_data, caplog):
-    args = make_args(
-        tmp_path,
-        max_steps=10,
-        async_kd=True,
-        kd_patience=1,
-        kd_smoothing=1,
-        kd_trivial_gate=False,
-        kd_require_improvement=False,
-        kd_require_decline=False,
-        kd_soft_labels="on_demand",
-        eval_strategy="steps",
-        eval_steps=1,
-    )
+    args = _monitor_args(tmp_path, max_steps=10, **PLAIN_RULE)
     host, callback, state, control = _started_callback(args, tokenizer, tiny_data)
     # converges at step 2 on its step-1 teacher (0.9) and is distilled; its selection score then ends at last_value
     for step, value in enumerate([0.9, 0.5, last_value], start=1):
