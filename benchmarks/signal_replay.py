@@ -23,9 +23,9 @@ the rule shapes fixed and compares *signals*: what the monitor reads at every ev
 
 Two rule shapes of the library, each with `patience` / `min_steps` of the run (v1: 2 and 200 ÷ the step divisor;
 v2, the anchor, regime_cap: 3 and 0): **plateau** = patience on the smoothed value (smoothing 2, first full
-window, require_improvement, floor: `convergence_replay`'s "full"; the library's default since #42's item-4 choice);
-**decl** = plateau + a decline of the smoothed value beyond the margin required (`kd_require_decline`, the default
-from 2026-12-02 to 2026-12-07).
+window, require_improvement, floor: `convergence_replay`'s "full"; the default on 2026-12-07 between #42's items 4
+and 3); **decl** = plateau + a decline of the smoothed value beyond the margin required (`kd_require_decline`, the
+library's default).
 
 Per signal × rule × run set: **convergences** = task curves the rule converges before the run's last evaluation
 (a convergence at the last one changes nothing); **false convergences** = converged and the dev score at the
@@ -541,7 +541,7 @@ def recommendation(result: Mapping[str, Any]) -> str:
         [
             "**On these stored aggregate curves the selection score under the decl rule is the safe one.** (Item 4's"
             " choice was made elsewhere, as declared: on the per-example selection predictions of the pick's five equal runs,"
-            " held-out halves, `benchmarks.example_signals`: the score under the plateau rule, now the library's default.)"
+            " held-out halves, `benchmarks.example_signals`: the score under the plateau rule, the library's default from then until item 3's runs.)"
             " On the run sets with dev curves (ceilings of equal"
             " weighting: " + ", ".join(f"{rs} {_f(ceil.get(rs))}" for rs in dev_sets) + " GLUE-5 points) it is the only"
             " signal/rule with no false convergence and no loss anywhere: "

@@ -63,9 +63,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
             `kd_require_decline=False`.
         kd_require_decline: A task converges only once its smoothed selection metric has also fallen below
             its best by more than `kd_margin_z` noise units at its own level (`noise_margin`): evidence that
-            it got worse, not only that it stopped improving. Off by default: a plateau of `kd_patience`
-            evaluations is enough, the paper's rule, chosen on selection data in issue #42 (docs/async_kd.md
-            shows what each rule did in the benchmarks).
+            it got worse, not only that it stopped improving. On by default (issue #42: the plateau rule left a
+            task below equal weighting beyond its interval where tasks converge apart, the decline rule none);
+            false: a plateau of `kd_patience` evaluations is enough, the paper's rule (docs/async_kd.md shows what
+            each rule did in the benchmarks).
         kd_noise: `formula` (the floor and the decline margin from formulas at the selection split's size) or
             `bootstrap` (from resamples of the selection examples, the decline paired between evaluations).
         kd_signal: What the rule reads on the selection split: `score` (the task's metric) or a mean over its
@@ -170,7 +171,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
     kd_require_decline: bool = field(
         default=_KD.require_decline,
         metadata={
-            "help": "async_kd: converge only once the smoothed metric has also fallen below its best by kd_margin_z noise units at its own level (default false: a plateau of kd_patience evaluations is enough, as in the paper; its exact rule also sets kd_smoothing 1, kd_trivial_gate false, kd_require_improvement false)."
+            "help": "async_kd: converge only once the smoothed metric has also fallen below its best by kd_margin_z noise units at its own level (false: a plateau of kd_patience evaluations is enough, as in the paper; its exact rule also sets kd_smoothing 1, kd_trivial_gate false, kd_require_improvement false)."
         },
     )
     kd_noise: str = field(

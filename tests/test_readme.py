@@ -88,8 +88,8 @@ def test_run_glue_mtl_commands_parse(page, monkeypatch):
 def test_the_json_config_is_the_readmes_main_job(monkeypatch):
     """`configs/glue5_minilm_async_kd.json` is the README command plus best-checkpoint saving; its twin drops async-KD.
 
-    The main job is the v2 benchmark entry `async_kd_fw` (plateau rule: no decline required), the equal config the
-    `equal` entry; an async-KD option in the equal config would be a usage error, so the twins differ in those too.
+    The main job is the benchmark entry `async_kd_decl` of profile `minilm_kd` (the default rule: a decline required),
+    the equal config its `equal` entry; an async-KD option in the equal config would be a usage error.
     """
     import run_glue_mtl
 
@@ -111,7 +111,7 @@ def test_the_json_config_is_the_readmes_main_job(monkeypatch):
     for a, b in zip(flags, config):
         left, right = ({k: v for k, v in vars(x).items() if k not in saving} for x in (a, b))
         assert left == right
-    assert flags[2].async_kd and not flags[2].kd_require_decline  # the async_kd_fw entry's rule
+    assert flags[2].async_kd and flags[2].kd_require_decline and flags[2].bf16  # the async_kd_decl entry's rule, bf16
     async_kd_options = {"async_kd", "kd_require_decline"}
     assert not equal[2].async_kd and {k: v for k, v in vars(equal[2]).items() if k not in saving | async_kd_options} == {
         k: v for k, v in vars(config[2]).items() if k not in saving | async_kd_options
@@ -137,3 +137,20 @@ def test_readme_python_example_runs(tmp_path):
     for line, pattern in zip(printed, PRINTED, strict=True):
         assert re.fullmatch(pattern, line), f"{line!r} does not match {pattern!r}"
     assert sorted(os.listdir(tmp_path)) == ["example.py"], "the example must leave nothing behind"
+
+
+def test_the_readmes_main_job_is_the_benchmark_entry_it_names(monkeypatch):
+    """The README's main job trains exactly as `glue5_quality.py --profile minilm_kd` entry `async_kd_decl` does (at
+    seed 42, the command's default seed): the same parsed options, except the benchmark's calibration bins (evaluation
+    only) and its explicit `--split_seed 42` (the command's split seed defaults to its seed, 42)."""
+    import run_glue_mtl
+    from benchmarks.glue5_quality import main_job_argv
+
+    monkeypatch.chdir(REPO_ROOT)
+    readme = run_glue_mtl.parse_args(_commands(README.read_text(encoding="utf-8"), "run_glue_mtl.py")[0])
+    entry = run_glue_mtl.parse_args(main_job_argv("minilm_kd", "async_kd_decl", 42, "out/glue5"))
+    assert readme[2].seed == 42 and readme[1].split_seed is None and entry[1].split_seed == 42
+    skip = {"split_seed", "calibration_bins", "distributed_state"}
+    for ours, theirs in zip(readme, entry):
+        assert {k: v for k, v in vars(ours).items() if k not in skip} == {k: v for k, v in vars(theirs).items() if k not in skip}
+    assert entry[2].calibration_bins == 15 and readme[2].calibration_bins == 0

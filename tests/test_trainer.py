@@ -478,8 +478,8 @@ def test_async_kd_options_are_checked_before_training(tmp_path, option, value, m
 
 def test_decline_trigger_and_required_decline_are_not_combined(tmp_path):
     with pytest.raises(ValueError, match="kd_decline_trigger converges a task on a decline alone"):
-        MultiTaskTrainingArguments(output_dir=str(tmp_path), async_kd=True, kd_decline_trigger=True, kd_require_decline=True)
-    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), async_kd=True, kd_decline_trigger=True)  # the default: no decline required
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), async_kd=True, kd_decline_trigger=True)  # the default requires a decline
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), async_kd=True, kd_decline_trigger=True, kd_require_decline=False)
     assert args.kd_decline_trigger and not args.kd_require_decline
 
 

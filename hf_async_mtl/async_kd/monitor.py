@@ -17,13 +17,13 @@ are off by default here, on in `MultiTaskTrainingArguments`, which computes them
   value (majority class / training mean) plus a margin for the split's size (`convergence_floor`) —
   so a task that has learnt nothing is never frozen into a teacher that knows nothing.
 
-A third guard, off by default, asks for evidence that the task got worse, not merely that it stopped improving
-(`require_decline`): with evaluations every 100 steps a large task's slow rise looks flat for three evaluations (SST-2
-in the 3,000-step anchor run "converged" at step 1,200 on a teacher from step 800, and ended 3 dev points below equal
-weighting), and with it only a decline beyond the split's noise at the task's own level (`noise_margin`) ends a
-task's true-label training. It was the default from 2026-12-02 to 2026-12-07; issue #42's declared choice on the
-selection data of the regime where tasks converge apart (benchmarks/async_kd_regime.md) found the plateau rule
-recovering +1.18 GLUE-5 points on held-out halves against its +0.07, and made the plateau rule the default again.
+A third guard asks for evidence that the task got worse, not merely that it stopped improving
+(`require_decline`, on by default in `MultiTaskTrainingArguments`): with evaluations every 100 steps a large task's
+slow rise looks flat for three evaluations (SST-2 in the 3,000-step anchor run "converged" at step 1,200 on a teacher
+from step 800, and ended 3 dev points below equal weighting), and with it only a decline beyond the split's noise at
+the task's own level (`noise_margin`) ends a task's true-label training. Issue #42 measured both rules over five seeds
+where tasks converge apart (benchmarks/async_kd_regime.md): neither gained; the plateau rule left RTE below equal
+weighting beyond its interval, the decline rule no task.
 
 The teacher is always the best *raw* value's step (`best_step`), the step whose parameters were kept.
 """

@@ -74,7 +74,7 @@ class AsyncKDOptions:
     trivial_gate: bool = True
     margin_z: float = 2.0
     decline_trigger: bool = False
-    require_decline: bool = False
+    require_decline: bool = True
     noise: str = "formula"
     signal: str = "score"
     refresh: bool = False
