@@ -23,7 +23,7 @@ evaluation (paired). Each rule decision is made with what the run has at that ev
 - floor (the trivial-predictor gate): the best smoothed value must exceed the trivial predictor's value of the signal
   (training-pool class prior / majority class / mean) by z bootstrap sds of their difference (paired: the trivial
   predictor's value is recomputed on each resample);
-- decline (the `decl` shape, the library's default 2026-12-02 to 12-07): the smoothed value must have fallen below
+- decline (the `decl` shape, the library's default): the smoothed value must have fallen below
   the best smoothed window by more than z sds of the *paired* bootstrap difference between the two windows (the
   same examples in both, so the evaluation-to-evaluation noise, not two independent samples' noise).
 

@@ -213,7 +213,7 @@ V2_METHODS = {
     # The library's default since 2026-12-02 (kd_full_window): designed after async_kd seed 2 froze RTE at step 800
     # on a lucky first evaluation (-9.8 RTE dev); a new pair on its own runs, not a replacement of the declared one.
     "async_kd_fw": {"mtl_method": "equal", "async_kd": True, "kd_full_window": True, "kd_require_decline": False},
-    # The library's default 2026-12-02 to 12-07 (kd_require_decline; since then the plateau rule, `async_kd_fw`): a plateau no longer ends a task's true-label
+    # The library's default rule (kd_require_decline; since 2026-12-02, except on 12-07 between #42's items 4 and 3): a plateau no longer ends a task's true-label
     # training, only a decline beyond the selection split's noise at the task's level; designed after the 3,000-step
     # anchor (plateau rule: SST-2, MRPC, STS-B, RTE frozen at 900-1,200, GLUE-5 -1.6 vs equal). Its own pair.
     "async_kd_decl": {"mtl_method": "equal", "async_kd": True, "kd_full_window": True, "kd_require_decline": True},
@@ -240,7 +240,7 @@ V2_METHODS = {
         "kd_trivial_gate": False,
         "kd_require_decline": False,
     },
-    # speed ablation (#16): the library default with soft labels computed on demand for the rows training draws
+    # speed ablation (#16): async_kd_fw (the library default when it ran) with soft labels computed on demand for the rows training draws
     # (the same teacher outputs, so the same decisions as async_kd_fw): its wall time against the precomputed pass
     "async_kd_fw_on_demand": {
         "mtl_method": "equal",

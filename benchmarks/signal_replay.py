@@ -381,7 +381,7 @@ def build(glue_dir: str, z: float = Z, run_sets: Iterable[tuple[str, str, str, s
         },
         "rules": {
             "plateau": "convergence_replay 'full' (smoothing 2, full window, require_improvement, floor)",
-            "decl": "plateau + decline beyond the margin required (kd_require_decline; default 2026-12-02 to 12-07)",
+            "decl": "plateau + decline beyond the margin required (kd_require_decline; the library's default)",
         },
         "false_convergence": "converged before the last evaluation and dev(teacher step) < final dev - noise_margin(final dev, metrics, dev size, z)",
         "references": ref_cache,

@@ -99,7 +99,7 @@ PAIRS = (
     ("async_kd_old_rule", "equal"),
     ("async_kd", "async_kd_old_rule"),
     ("async_kd_fw", "async_kd_old_rule"),
-    # #42 item 3 (benchmarks/async_kd_regime.md): the paper's plateau rule and the decline rule (the default 2026-12-02 to 12-07) against equal and
+    # #42 item 3 (benchmarks/async_kd_regime.md): the paper's plateau rule and the decline rule (the library's default) against equal and
     # the baseline, and against each other
     ("async_kd_decl", "equal"),
     ("async_kd_fw", "uncertainty"),

@@ -4,7 +4,7 @@ The library's teacher is the parameters at the task's best *raw* selection value
 (`ConvergenceMonitor.best_step`). A review asked whether the raw best inside the best *smoothed* window (the series
 the convergence rule reads) would be safer against an isolated spike. This replays both on every stored run set
 with dev curves (v2 and the #42 regime runs, true-label runs only), under the library's two rule shapes (plateau =
-`async_kd_fw`'s, the default since 2026-12-07; decl = the default 2026-12-02 to 12-07), counting only convergences before the run's last evaluation, and compares the
+`async_kd_fw`'s; decl = the library's default), counting only convergences before the run's last evaluation, and compares the
 dev score at each teacher with the task's final dev score (x100; what distillation from a frozen teacher could keep).
 The dev curves judge a library design choice here; no benchmark run selects anything from this.
 

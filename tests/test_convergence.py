@@ -254,3 +254,16 @@ def test_the_monitors_defaults_are_the_library_rule():
         defaults.min_steps,
         defaults.margin_z,
     )
+
+
+def test_a_required_decline_without_a_margin_is_an_error_not_a_task_that_never_converges():
+    monitor = ConvergenceMonitor({"a": True}, patience=1, smoothing=1, require_improvement=False)  # decline required by default
+    assert monitor.require_decline
+    monitor.update(1, {"a": 0.8})
+    with pytest.raises(ValueError, match="'a' reached a plateau at step 2, but require_decline has no decline margin"):
+        monitor.update(2, {"a": 0.5})
+    # with a margin it converges on the decline
+    with_margin = ConvergenceMonitor({"a": True}, patience=1, smoothing=1, require_improvement=False, decline_margins={"a": 0.1})
+    with_margin.update(1, {"a": 0.8})
+    with_margin.update(2, {"a": 0.5})
+    assert with_margin.is_converged("a")

@@ -523,9 +523,10 @@ class AsyncConvergenceCallback(TrainerCallback):
                 "teacher_metric": record.get("teacher_metric"),
                 "final_metric": final,
                 "retention": (final - teacher_metric) if (final is not None and teacher_metric is not None) else None,
-                # Distilled, and its last selection value fell below its teacher's by more than the split's noise
-                # margin (the trivial gate's): distillation did not keep what the teacher had (None: not judged).
-                "lost_teacher": self._lost_teacher(task, record, final, teacher_metric, margin),
+                # Distilled for at least one evaluation, and its last selection value is worse than its teacher's by more
+                # than the split's noise margin (the trivial gate's): distilling did not keep or bring back the
+                # teacher's level (None: not judged).
+                "lost_teacher": self._lost_teacher(task, record, history, margin),
                 "trivial_value": trivial,
                 "margin": margin,
                 "floor": floor,
@@ -551,9 +552,13 @@ class AsyncConvergenceCallback(TrainerCallback):
             }
         return report
 
-    def _lost_teacher(self, task: str, record: dict, final: float | None, teacher: float | None, margin: float | None) -> bool | None:
-        if not record or not record.get("distilled", True) or final is None or teacher is None or margin is None:
+    def _lost_teacher(self, task: str, record: dict, history: list[tuple[int, float]], margin: float | None) -> bool | None:
+        teacher, converged_at = record.get("teacher_metric"), record.get("converged_step")
+        if not record.get("distilled", True) or teacher is None or converged_at is None or margin is None:
             return None
+        if not history or history[-1][0] <= converged_at:
+            return None  # no evaluation after the convergence: nothing was distilled yet
+        final = history[-1][1]
         change = final - teacher if self._greater_is_better(task) else teacher - final
         return change < -margin
 
@@ -572,13 +577,14 @@ class AsyncConvergenceCallback(TrainerCallback):
         self.training = False
         report = self.report()
         for task, entry in report.items():
-            if entry["lost_teacher"]:
+            if entry["lost_teacher"] and state.is_world_process_zero:
                 logger.warning(
-                    f"task {task} was distilled from step {entry['converged_step']} and ended {abs(entry['retention']):.4f} "
-                    f"worse than its teacher on {self._monitored_name(task)} ({entry['teacher_metric']:.4f} at steps "
-                    f"{entry['teacher_steps']} -> {entry['final_metric']:.4f}), more than the split's noise margin "
-                    f"{entry['margin']:.4f}: distillation did not keep the teacher here; compare with a run without "
-                    "async-KD (docs/async_kd.md, 'What distillation keeps')"
+                    f"task {task} was distilled from step {entry['converged_step']} and ended "
+                    f"{abs(entry['final_metric'] - entry['teacher_metric']):.4f} worse than its teacher on "
+                    f"{self._monitored_name(task)} ({entry['teacher_metric']:.4f} at steps {entry['teacher_steps']} -> "
+                    f"{entry['final_metric']:.4f}), more than the split's noise margin {entry['margin']:.4f}: distilling "
+                    "did not keep its teacher's level; compare with a run without async-KD (docs/async_kd.md, 'What "
+                    "distillation keeps')"
                 )
         if args.should_save:
             os.makedirs(args.output_dir, exist_ok=True)

@@ -18,7 +18,7 @@ are off by default here, on in `MultiTaskTrainingArguments`, which computes them
   so a task that has learnt nothing is never frozen into a teacher that knows nothing.
 
 A third guard asks for evidence that the task got worse, not merely that it stopped improving
-(`require_decline`, on by default in `MultiTaskTrainingArguments`): with evaluations every 100 steps a large task's
+(`require_decline`, on by default here and in `MultiTaskTrainingArguments`): with evaluations every 100 steps a large task's
 slow rise looks flat for three evaluations (SST-2 in the 3,000-step anchor run "converged" at step 1,200 on a teacher
 from step 800, and ended 3 dev points below equal weighting), and with it only a decline beyond the split's noise at
 the task's own level (`noise_margin`) ends a task's true-label training. Issue #42 measured both rules over five seeds
@@ -155,7 +155,9 @@ class ConvergenceMonitor:
             it, one lucky first evaluation (RTE at 57 % after 200 steps) was a smoothed best that three
             noisy later means failed to beat, and the task froze before it learnt (v2, async_kd seed 2).
         require_decline: Besides patience (and the floor), a task converges only once its smoothed value has
-            fallen below its best smoothed value by more than its decline margin: a plateau is not enough.
+            fallen below its best smoothed value by more than its decline margin: a plateau is not enough. On by
+            default (the monitor's defaults are `AsyncKDOptions()`'); it needs a margin per task (`noise` or
+            `decline_margins`): a task that reaches a plateau without one is an error.
         noise: Task -> (monitored metrics, selection-split size): the decline margin of such a task is
             `noise_margin(best smoothed value, metrics, size, decline_z)`, at the task's own level. A task in
             `decline_margins` keeps that fixed margin instead.
@@ -285,6 +287,12 @@ class ConvergenceMonitor:
                 and self.clears_floor(task)
             )
             if self.require_decline:
+                if plateau and self.decline_margin(task) is None:
+                    raise ValueError(
+                        f"Task {task!r} reached a plateau at step {step}, but require_decline has no decline margin for it: "
+                        "give the monitor `noise` (its metrics and selection-split size) or `decline_margins`, or "
+                        "require_decline=False (the plateau rule). Without one it could never converge."
+                    )
                 ready = plateau and self.declined(task)
             else:  # the opt-in decline trigger (fixed margins) converges a task even below its floor
                 ready = plateau or (task in self.decline_margins and self.declined(task))
