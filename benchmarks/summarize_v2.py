@@ -723,12 +723,12 @@ def _score_by_step(run: dict, key: str) -> dict[int, float]:
     return {int(c["step"]): 100 * float(c[key]) for c in _curves(run) if key in c and "step" in c}
 
 
-def _mean_change(events: list[dict], start: str, end: str) -> tuple[list[float], str]:
-    """The changes end − start over the events that have both, and their mean as a cell (n marked when fewer)."""
+def _mean_change(events: list[dict], start: str, end: str) -> str:
+    """The mean of end − start over the events that have both, as a table cell (n marked when fewer)."""
     changes = [e[end] - e[start] for e in events if e.get(end) is not None and e.get(start) is not None]
     if not changes:
-        return changes, "–"
-    return changes, f"{np.mean(changes):+.2f}" + (f" (n={len(changes)})" if len(changes) != len(events) else "")
+        return "–"
+    return f"{np.mean(changes):+.2f}" + (f" (n={len(changes)})" if len(changes) != len(events) else "")
 
 
 def distillation_table(kept: dict) -> list[str]:
@@ -755,7 +755,7 @@ def distillation_table(kept: dict) -> list[str]:
                 continue
             own = [e["final"] - e["at_teacher"] for e in events]
             span = f" [{min(own):+.2f}, {max(own):+.2f}]" if len(own) > 1 else ""
-            cells = [_mean_change(events, f"{who}at_teacher", f"{who}final")[1] for who in ("equal_", "selection_", "equal_selection_")]
+            cells = [_mean_change(events, f"{who}at_teacher", f"{who}final") for who in ("equal_", "selection_", "equal_selection_")]
             lines.append(f"| {method} | {task} | {len(own)} | {np.mean(own):+.2f}{span} | " + " | ".join(cells) + " |")
     return lines + [""]
 
