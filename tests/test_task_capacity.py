@@ -141,8 +141,8 @@ def test_save_reload_is_bitwise_and_keeps_the_trainable_set(kind, tmp_path, tiny
     state, reloaded = model.state_dict(), loaded.state_dict()
     assert sorted(state) == sorted(reloaded) and all(torch.equal(state[k], reloaded[k]) for k in state)
     assert [n for n, p in loaded.named_parameters() if p.requires_grad] == [n for n, p in model.named_parameters() if p.requires_grad]
-    for spec in TASKS:
-        assert torch.equal(_logits(loaded, tokenizer, spec.name), _logits(model, tokenizer, spec.name))
+    for spec in TASKS:  # weights are bitwise equal; outputs to float tolerance (CPU kernels can vary per allocation)
+        torch.testing.assert_close(_logits(loaded, tokenizer, spec.name), _logits(model, tokenizer, spec.name), rtol=1e-5, atol=1e-6)
     assert _logits(model, tokenizer, "sentiment").shape[-1] == 2
 
 
