@@ -30,10 +30,28 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU's model name (Linux `/proc/cpuinfo`); None where it cannot be read. `platform.processor()` is often empty."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        return None
+    return None
+
+
 def provenance(root: str) -> dict[str, object]:
     """Commit, package versions and machine of a benchmark run."""
     return {
         **git_commit(root),
         "packages": package_versions(),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "cpu_model": cpu_model(),
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+        },
     }

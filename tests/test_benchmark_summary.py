@@ -446,3 +446,17 @@ def test_compare_runs_finds_where_two_runs_part_and_the_differences(tmp_path, ca
     (tmp_path / "bad.json").write_text("{")
     assert main([paths[0], str(tmp_path / "bad.json")]) == 2
     assert "bad.json" in capsys.readouterr().err
+
+
+def test_provenance_records_the_cpu_model(tmp_path):
+    from benchmarks.provenance import cpu_model, provenance
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B14\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 9B14\n"
+    )
+    assert cpu_model(str(cpuinfo)) == "AMD EPYC 9B14"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t:\n")  # empty field: unknown, not ""
+    assert cpu_model(str(cpuinfo)) is None
+    assert cpu_model(str(tmp_path / "missing")) is None
+    assert "cpu_model" in provenance(str(tmp_path))["machine"]
