@@ -96,15 +96,45 @@ def _glue5(scores: dict[str, float]) -> float | None:
 ALONE_CPU_SHARE = 1.5
 
 
+# The CPU a run's times were measured on. Runs from commits before `benchmarks/provenance.py` recorded
+# `machine.cpu_model` take it from `<results dir>/cpu_models.json` ({"runs": {"<arm>_s<seed>": model}}, written from
+# the session notes); times are compared only within one CPU model.
+CPU_MODELS_FILE = "cpu_models.json"
+UNRECORDED_CPU = "unrecorded CPU"
+MIXED_CPUS = "mixed CPUs"  # a single-task seed whose five runs did not all run on one CPU model: not timed
+
+
+def load_cpu_models(results_dir: str) -> dict[str, str]:
+    """`<arm>_s<seed>` → CPU model from `results_dir/cpu_models.json` (empty when absent)."""
+    path = os.path.join(results_dir, CPU_MODELS_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        recorded = json.load(handle)
+    runs = recorded.get("runs") if isinstance(recorded, dict) else None
+    if not isinstance(runs, dict) or not all(isinstance(v, str) for v in runs.values()):
+        raise ValueError(f'{path}: expected {{"runs": {{"<arm>_s<seed>": "<cpu model>"}}}}')
+    return dict(runs)
+
+
+def cpu_model(run: dict, recorded: dict[str, str] | None = None) -> str:
+    """The run's CPU model: its provenance's `machine.cpu_model`, else the recorded one, else `UNRECORDED_CPU`."""
+    machine = (run.get("provenance") or {}).get("machine") or {}
+    if machine.get("cpu_model"):
+        return str(machine["cpu_model"])
+    return (recorded or {}).get(f"{run.get('arm') or run.get('method')}_s{run.get('seed')}", UNRECORDED_CPU)
+
+
 def contended(run: dict) -> bool:
     """Whether a run's times were inflated by other jobs (CPU / wall below `ALONE_CPU_SHARE`); unknown counts as not."""
     wall, cpu = run.get("wall_seconds"), run.get("cpu_seconds")
     return bool(wall and cpu is not None and cpu / wall < ALONE_CPU_SHARE)
 
 
-def arm_entries(runs: list[dict]) -> dict[str, dict[int, dict]]:
-    """arm → seed → `{"views": {view: {column: value}}, "wall_seconds", "cpu_seconds", "parameters_served",
-    "encoders_served", "tasks"}`; the single-task runs of a seed are one `single` entry (sums of times and parameters)."""
+def arm_entries(runs: list[dict], cpu_models: dict[str, str] | None = None) -> dict[str, dict[int, dict]]:
+    """arm → seed → `{"views": {view: {column: value}}, "wall_seconds", "cpu_seconds", "cpu_model", "parameters_served",
+    "encoders_served", "tasks"}`; the single-task runs of a seed are one `single` entry (sums of times and parameters;
+    its CPU model only when all five ran on one)."""
     entries: dict[str, dict[int, dict]] = defaultdict(dict)
     singles: dict[int, list[dict]] = defaultdict(list)
     for run in runs:
@@ -118,6 +148,7 @@ def arm_entries(runs: list[dict]) -> dict[str, dict[int, dict]]:
             "wall_seconds": run.get("wall_seconds"),
             "cpu_seconds": run.get("cpu_seconds"),
             "contended": contended(run),
+            "cpu_model": cpu_model(run, cpu_models),
             "parameters_served": run.get("parameters_served"),
             "encoders_served": run.get("encoders_served"),
             "tasks": sorted(views["final"]),
@@ -139,11 +170,16 @@ def arm_entries(runs: list[dict]) -> dict[str, dict[int, dict]]:
             "wall_seconds": total("wall_seconds"),
             "cpu_seconds": total("cpu_seconds"),
             "contended": any(contended(r) for r in group),
+            "cpu_model": _one_cpu({cpu_model(r, cpu_models) for r in group}),
             "parameters_served": total("parameters_served"),
             "encoders_served": len(TASKS),  # the arm serves five models (a seed's missing ones are not yet run)
             "tasks": sorted(merged["final"]),
         }
     return dict(entries)
+
+
+def _one_cpu(models: set[str]) -> str:
+    return next(iter(models)) if len(models) == 1 else MIXED_CPUS
 
 
 # ---- statistics -------------------------------------------------------------------------------------------
@@ -191,13 +227,33 @@ def aggregate(entries: dict[str, dict[int, dict]]) -> dict:
                 row["vs_single"][view] = diffs
         for key in ("parameters_served", "encoders_served"):
             row[key] = mean_std([e[key] for e in per_seed.values() if e.get(key) is not None])
-        # times from the seeds that ran alone only (see `contended`)
-        alone = [e for e in per_seed.values() if not e.get("contended")]
-        for key in ("wall_seconds", "cpu_seconds"):
-            row[key] = mean_std([e[key] for e in alone if e.get(key) is not None])
+        # times from the seeds that ran alone only (see `contended`), one entry per CPU model; `wall_seconds` and
+        # `cpu_seconds` are those of the table's reference CPU (`reference_cpu`)
+        alone = {s: e for s, e in per_seed.items() if not e.get("contended") and e.get("cpu_model") != MIXED_CPUS}
+        row["times_by_cpu"] = {}
+        for model in sorted({str(e.get("cpu_model", UNRECORDED_CPU)) for e in alone.values()}):
+            group = {seed: e for seed, e in alone.items() if e.get("cpu_model", UNRECORDED_CPU) == model}
+            row["times_by_cpu"][model] = {
+                "seeds": sorted(seed for seed, e in group.items() if e.get("wall_seconds") is not None),
+                **{key: mean_std([e[key] for e in group.values() if e.get(key) is not None]) for key in ("wall_seconds", "cpu_seconds")},
+            }
         row["contended_seeds"] = sorted(seed for seed, e in per_seed.items() if e.get("contended"))
         table[arm] = row
+    main_cpu = reference_cpu(table)
+    for row in table.values():
+        times = row["times_by_cpu"].get(main_cpu) or {} if main_cpu else {}
+        for key in ("wall_seconds", "cpu_seconds"):
+            row[key] = times.get(key) or mean_std([])
     return table
+
+
+def reference_cpu(table: dict) -> str | None:
+    """The CPU model with the most timed runs in the table (first by name on ties): the cost table's main columns."""
+    counts: dict[str, int] = defaultdict(int)
+    for row in table.values():
+        for model, times in row.get("times_by_cpu", {}).items():
+            counts[model] += len(times["seeds"])
+    return min(counts, key=lambda m: (-counts[m], m)) if counts else None
 
 
 def ordered(arms) -> list[str]:
@@ -298,22 +354,33 @@ def diff_table(table: dict, view: str) -> list[str]:
     return lines + [""]
 
 
+def _minutes(stat: dict) -> str:
+    scaled = {k: (v / 60 if v is not None and k in ("mean", "std") else v) for k, v in stat.items()}
+    return _cell(scaled, row_n=-1) if stat.get("mean") is not None else "–"
+
+
+def cpu_models_in(table: dict) -> list[str]:
+    """Every CPU model with timed runs, the reference CPU first."""
+    reference = reference_cpu(table)
+    models = {m for row in table.values() for m, t in row.get("times_by_cpu", {}).items() if t["seeds"]}
+    return sorted(models, key=lambda m: (m != reference, m))
+
+
 def resource_table(table: dict) -> list[str]:
-    lines = [
-        "| arm | encoders served | parameters served | seeds timed | training wall (min) | CPU time (min) |",
-        "|---|---|---|---|---|---|",
-    ]
+    models = cpu_models_in(table)
+    header = "| arm | encoders served | parameters served |" + "".join(f" training wall (min), {m} | CPU time (min), {m} |" for m in models)
+    lines = [header, "|---|---|---|" + "---|---|" * len(models)]
     for arm, row in table.items():
         params = row["parameters_served"]
-        wall, cpu = row["wall_seconds"], row["cpu_seconds"]
-        timed = f"{len(row['seeds']) - len(row.get('contended_seeds', []))} of {len(row['seeds'])}"
-        lines.append(
+        line = (
             f"| {ARM_TITLES.get(arm, arm)} | {_count(row['encoders_served'])} | "
             + (f"{params['mean'] / 1e6:.2f}M" if params["mean"] is not None else "–")
-            + f" | {timed}"
-            + f" | {_cell({**wall, 'mean': wall['mean'] / 60 if wall['mean'] is not None else None, 'std': wall['std'] / 60 if wall['std'] is not None else None})}"
-            + f" | {_cell({**cpu, 'mean': cpu['mean'] / 60 if cpu['mean'] is not None else None, 'std': cpu['std'] / 60 if cpu['std'] is not None else None})} |"
+            + " |"
         )
+        for model in models:
+            times = row.get("times_by_cpu", {}).get(model) or {}
+            line += f" {_minutes(times.get('wall_seconds') or {})} | {_minutes(times.get('cpu_seconds') or {})} |"
+        lines.append(line)
     return lines + [""]
 
 
@@ -391,7 +458,9 @@ def markdown(runs: list[dict], table: dict, verdict: dict, references: dict | No
         "known to have run alone used 1.69–1.93 of the two cores); left out as contended (other jobs beside them, "
         "scores unaffected): "
         + (", ".join(f"{ARM_TITLES.get(a, a)} seed {s}" for a, row in table.items() for s in row.get("contended_seeds", [])) or "none")
-        + ".",
+        + ". Each CPU model has its own columns (a run's `provenance.machine.cpu_model`, else "
+        f"`{CPU_MODELS_FILE}` beside `per_run/`, written from the session notes for runs whose commit did not record "
+        "it); a single-task seed whose five runs did not share one CPU is left out of the times.",
     ]
     if reference_source:
         lines.append(
@@ -464,11 +533,18 @@ def plot(runs: list[dict], table: dict, results_dir: str) -> list[str]:
 
 def summarize(results_dir: str) -> dict:
     runs = load_runs(results_dir)
-    entries = arm_entries(runs)
+    entries = arm_entries(runs, load_cpu_models(results_dir))
     table = aggregate(entries)
     verdict = primary_verdict(table)
     references, source = load_references(results_dir)
-    summary = {"runs": len(runs), "arms": table, "primary": verdict, "zero_shot_stsb": ZERO_SHOT_STSB, "references_from": source}
+    summary = {
+        "runs": len(runs),
+        "arms": table,
+        "primary": verdict,
+        "zero_shot_stsb": ZERO_SHOT_STSB,
+        "references_from": source,
+        "reference_cpu": reference_cpu(table),
+    }
     os.makedirs(results_dir, exist_ok=True)
     summary["plots"] = [os.path.basename(p) for p in plot(runs, table, results_dir)] if runs else []
     with open(os.path.join(results_dir, "summary.json"), "w", encoding="utf-8") as handle:

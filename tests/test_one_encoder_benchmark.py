@@ -151,6 +151,31 @@ def test_times_count_only_runs_that_had_the_machine_to_themselves(tmp_path):
     assert "left out as contended" in text and "seed 0" in text and "one checkpoint for all tasks" in text
 
 
+def test_times_are_compared_within_one_cpu_model(tmp_path):
+    """A run's CPU model comes from its provenance, else from cpu_models.json; each model gets its own cost columns, the
+    one with most timed runs is the reference, and a single-task seed split across models is not timed at all."""
+    runs = [r for s in (0, 1, 2) for r in _single_runs(s, 0.80)]
+    runs += [_curve_run("equal", s, [0.79]) for s in (0, 1, 2)]
+    runs[-1]["wall_seconds"], runs[-1]["cpu_seconds"] = 90.0, 180.0  # equal seed 2: slower machine
+    runs[-1]["provenance"] = {"machine": {"cpu_model": "AMD EPYC"}}
+    recorded = {f"{r['arm']}_s{r['seed']}": "Intel Xeon" for r in runs[:-1]}
+    recorded["single_rte_s1"] = "AMD EPYC"  # single-task seed 1 spans two machines
+    _write(tmp_path, runs)
+    (tmp_path / "cpu_models.json").write_text(json.dumps({"note": "from the notes", "runs": recorded}))
+    summary = summarize(str(tmp_path))
+    assert summary["reference_cpu"] == "Intel Xeon"
+    single, equal = summary["arms"]["single"], summary["arms"]["equal"]
+    assert set(single["times_by_cpu"]) == {"Intel Xeon"} and single["times_by_cpu"]["Intel Xeon"]["seeds"] == [0, 2]
+    assert equal["times_by_cpu"]["Intel Xeon"]["seeds"] == [0, 1] and equal["wall_seconds"]["mean"] == 60.0
+    assert equal["times_by_cpu"]["AMD EPYC"]["wall_seconds"]["mean"] == 90.0
+    text = (tmp_path / "results.md").read_text()
+    assert "training wall (min), Intel Xeon | CPU time (min), Intel Xeon | training wall (min), AMD EPYC" in text
+    assert "| 2 equal weighting | 1 | 0.00M | 1.00 ± 0.00 (n=2) | 2.00 ± 0.00 (n=2) | 1.50 (n=1) | 3.00 (n=1) |" in text
+    (tmp_path / "cpu_models.json").write_text(json.dumps({"runs": ["Intel Xeon"]}))
+    with pytest.raises(ValueError, match="cpu_models.json"):
+        summarize(str(tmp_path))
+
+
 def test_welch_alone_and_degenerate_cases():
     assert welch_stats([1.0], [2.0, 3.0])["interval"] is None
     assert welch_stats([], [1.0])["mean"] is None
