@@ -12,6 +12,7 @@ from transformers import TrainingArguments
 
 from .async_kd.options import ENSEMBLE_TYPES, LOSS_TYPES, NOISE_MODES, SOFT_LABEL_MODES, AsyncKDOptions
 from .async_kd.signals import SIGNALS
+from .precision import cpu_bf16_warning
 from .sampling import COMPOSITIONS, SAMPLING_STRATEGIES, TASK_STREAMS
 from .sharding import check_sharding
 from .weighting import available_weightings, get_weighting
@@ -286,6 +287,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
         # Before TrainingArguments' own processing, which imports the sharding engine (DeepSpeed) to read its config.
         check_sharding(self)
         super().__post_init__()
+        slow_bf16 = cpu_bf16_warning(self.bf16, self.device.type)  # device: already set up by TrainingArguments
+        if slow_bf16:
+            logger.warning(slow_bf16)
         if self.sampling_strategy not in SAMPLING_STRATEGIES:
             raise ValueError(f"sampling_strategy must be one of {SAMPLING_STRATEGIES}, got {self.sampling_strategy!r}.")
         if self.task_streams not in TASK_STREAMS:

@@ -132,3 +132,16 @@ def test_options_that_do_not_act_under_the_others_are_warned(tmp_path, caplog):
         MultiTaskTrainingArguments(output_dir=str(tmp_path), sampling_strategy="temperature", sampling_temperature=3.0)
     assert caplog.text.count("acts only") == 2 and caplog.text.count("with kd_top_k 1 the teacher is the best one") == 1
     assert "sampling_temperature=3.0 acts only with sampling_strategy 'temperature', not 'uniform'" in caplog.text
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_native_bf16_is_warned(tmp_path, caplog, monkeypatch, native):
+    """bf16 autocast on a CPU without oneDNN bf16 kernels (AVX2 only) trains many times slower than fp32: one warning
+    naming the CPU's capability, only for bf16 on the CPU (benchmarks/results/speed/cpu_bf16.md)."""
+    monkeypatch.setattr("hf_async_mtl.precision.cpu_has_native_bf16", lambda: native)
+    with caplog.at_level("WARNING", logger="hf_async_mtl.config"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), use_cpu=True, bf16=True, report_to="none")
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    assert caplog.text.count("without native bf16 kernels") == (0 if native else 1)
+    if not native:
+        assert "Drop --bf16 on this machine" in caplog.text
