@@ -94,7 +94,8 @@ def build_model(model_args: ModelArguments, specs: list[TaskSpec], mask_token_id
         wants_capacity = bool(model_args.unshared_layers or model_args.task_adapter_config())
         if (model_args.lora_r > 0 or model_args.unshared_layers) and (model.has_adapters or model.has_task_capacity):
             logger.info(
-                "The checkpoint already has adapters or task-specific layers (%s); --lora_* / --unshared_layers are ignored.",
+                "The checkpoint already has adapters or task-specific layers (%s), which --lora_* / --unshared_layers restate "
+                "(preflight refuses other ones): it trains on as saved.",
                 model.config.peft_config or model.config.task_adapters or f"unshared_layers={model.config.unshared_layers}",
             )
         elif wants_capacity:

@@ -12,9 +12,11 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, TrainingArguments
 
 from glue_tasks.specs import GLUE_TASKS
 from hf_async_mtl.config import MultiTaskTrainingArguments
@@ -301,6 +303,9 @@ def _parse_json_config(parser: HfArgumentParser, path: str, options: set[str]):
         if key in REMOVED_OPTIONS or key not in options:
             reason = REMOVED_OPTIONS.get(key) or f"unknown option{did_you_mean(key, options)}"
             raise UsageError(f"{path}, line {key_line(text, key) or 1}, field {key!r}: {reason}.")
+    values = _json_text_options(
+        parser, values, lambda name, problem: UsageError(f"{path}, line {key_line(text, name) or 1}, field {name!r}: {problem}.", name)
+    )
     check_bounds(values, lambda name, problem: UsageError(f"{path}, line {key_line(text, name) or 1}, field {name!r}: {problem}.", name))
     try:
         return parser.parse_dict(values)
@@ -311,6 +316,37 @@ def _parse_json_config(parser: HfArgumentParser, path: str, options: set[str]):
         line = key_line(text, option) if option else None
         where = f"{path}, line {line}, field {option!r}" if line else path
         raise UsageError(f"{where}: {error}", option) from None
+
+
+# Options of this CLI that take comma-separated names: a JSON config may give them as a list of strings.
+COMMA_LISTS = ("tasks", "bi_encoder_tasks", "mlm_tasks", "streaming_tasks", "lora_target_modules", "end_task")
+# Options that take JSON text on the command line: a JSON config may give the object itself.
+JSON_OBJECTS = ("mtl_method_options", "max_train_samples_per_task")
+
+
+def _json_text_options(parser: HfArgumentParser, values: dict[str, Any], fail: Callable[[str, str], Exception]) -> dict[str, Any]:
+    """A JSON config's values for this project's text options (transformers checks its own): a list of strings for a
+    comma-separated option is joined, an object for a JSON option is kept as JSON text, and a number, list or object
+    where text is expected is refused (parse_dict would pass it on to fail later with a traceback)."""
+    inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
+    text_fields = {
+        f.name
+        for cls in parser.dataclass_types
+        for f in dataclasses.fields(cls)
+        if f.init and f.name not in inherited and (f.type is str or str(f.type) in ("str", "str | None"))  # resolved or not
+    }
+    checked = dict(values)
+    for name, value in values.items():
+        if name not in text_fields or value is None or isinstance(value, str):
+            continue
+        if name in COMMA_LISTS and isinstance(value, list) and all(isinstance(item, str) for item in value):
+            checked[name] = ",".join(value)
+        elif name in JSON_OBJECTS and isinstance(value, dict):
+            checked[name] = json.dumps(value)
+        else:
+            expected = {**dict.fromkeys(COMMA_LISTS, "text or a list of strings"), **dict.fromkeys(JSON_OBJECTS, "a JSON object")}
+            raise fail(name, f"expected {expected.get(name, 'text')}, got {json.dumps(value)}")
+    return checked
 
 
 def _missing_engine(error: ImportError, where: str = "--deepspeed") -> Exception:

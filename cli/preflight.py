@@ -122,6 +122,63 @@ def _model_stand_in(model_args: ModelArguments, source: str, config: Any) -> Any
     )
 
 
+def _saved_capacity(config: Any) -> tuple[str, dict[str, Any]] | None:
+    """What a saved multi-task model has beyond one shared encoder: (description, its numbers), or None."""
+    if getattr(config, "unshared_layers", 0):
+        return "unshared top layers", {"unshared_layers": config.unshared_layers}
+    for kind, adapter in (
+        ("per-task LoRA adapters", getattr(config, "task_adapters", None)),
+        ("a shared LoRA adapter", config.peft_config),
+    ):
+        if adapter:
+            modules = adapter.get("target_modules")
+            return kind, {
+                "lora_r": adapter.get("r"),
+                "lora_alpha": adapter.get("lora_alpha"),
+                "lora_target_modules": sorted(modules) if isinstance(modules, list) else modules,
+            }
+    return None
+
+
+def _asked_capacity(model_args: ModelArguments) -> tuple[str, dict[str, Any]] | None:
+    """What the options ask for, in `_saved_capacity`'s terms (only the numbers the user gave, LoRA's alpha defaulting
+    to 2 × rank as `lora_config` does), or None."""
+    if model_args.unshared_layers:
+        return "unshared top layers", {"unshared_layers": model_args.unshared_layers}
+    if model_args.lora_r > 0:
+        kind = "per-task LoRA adapters" if model_args.lora_scope == "per_task" else "a shared LoRA adapter"
+        numbers: dict[str, Any] = {
+            "lora_r": model_args.lora_r,
+            "lora_alpha": 2 * model_args.lora_r if model_args.lora_alpha is None else model_args.lora_alpha,
+        }
+        if model_args.lora_target_modules:
+            numbers["lora_target_modules"] = sorted(m.strip() for m in model_args.lora_target_modules.split(",") if m.strip())
+        return kind, numbers
+    return None
+
+
+def check_saved_capacity(model_args: ModelArguments, config: Any, source: str) -> None:
+    """A saved multi-task model trains on as saved: `--unshared_layers` / `--lora_*` may restate its structure, or add
+    one to a model that has none, but not ask for another (which the run would otherwise ignore)."""
+    saved, asked = _saved_capacity(config), _asked_capacity(model_args)
+    if saved is None or asked is None:
+        return
+    (saved_kind, saved_numbers), (asked_kind, asked_numbers) = saved, asked
+    differ = [
+        k for k, v in asked_numbers.items() if saved_numbers.get(k) != v and not (k == "lora_alpha" and saved_numbers.get(k) == float(v))
+    ]
+    if asked_kind == saved_kind and not differ:
+        return
+    option = "unshared_layers" if asked_kind == "unshared top layers" else (differ[0] if differ else "lora_r")
+    given = ", ".join(f"{k}={v}" for k, v in asked_numbers.items())
+    has = ", ".join(f"{k}={v}" for k, v in saved_numbers.items() if v is not None)
+    raise UsageError(
+        f"--{option}: the options ask for {asked_kind} ({given}), but {source} is a saved multi-task model with "
+        f"{saved_kind} ({has}); leave these options out to train it as saved, or start from its base encoder.",
+        option,
+    )
+
+
 def preflight(model_args: ModelArguments, data_args: DataArguments, training_args: MultiTaskTrainingArguments) -> RunPlan:
     """Every check that needs no data and no model weights, in the order a user would fix them.
 
@@ -245,6 +302,7 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, training_arg
                 f"with {config.encoder_config.num_hidden_layers} layers.",
                 "num_encoder_layers",
             )
+        check_saved_capacity(model_args, config, source)
         if model_args.pooling not in ("auto", config.pooling):
             raise UsageError(
                 f"--pooling {model_args.pooling}: {source} is a saved multi-task model whose heads were trained "

@@ -123,8 +123,8 @@ class MultiTaskConfig(PretrainedConfig):
 
 def check_task_capacity(unshared_layers: int, task_adapters: Any, peft_config: Any, train_base: bool = False) -> None:
     """The task-specific capacity options form one of the supported shapes (a clear error otherwise)."""
-    if unshared_layers < 0:
-        raise ValueError(f"unshared_layers must be >= 0, got {unshared_layers}.")
+    if isinstance(unshared_layers, bool) or not isinstance(unshared_layers, int) or unshared_layers < 0:
+        raise ValueError(f"unshared_layers must be an int >= 0 (0: a fully shared encoder), got {unshared_layers!r}.")
     if task_adapters and peft_config:
         raise ValueError("Per-task adapters and a shared LoRA adapter cannot be combined: use one of them.")
     if task_adapters and unshared_layers:
@@ -368,6 +368,8 @@ class MultiTaskModel(MultiTaskExportMixin, PreTrainedModel):
         """
         if self.has_adapters:
             raise ValueError("The shared encoder already has PEFT adapters; merge_adapters() first to add new ones.")
+        # unshared layers or per-task adapters with a shared adapter: a structure from_pretrained cannot rebuild
+        check_task_capacity(self.config.unshared_layers or 0, self.config.task_adapters, peft_config)
         self._wrap_encoder(peft_config)
         return self
 

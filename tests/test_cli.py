@@ -236,6 +236,21 @@ def test_cli_json_config_equals_flags(tmp_path, tiny_checkpoint):
     assert from_json[0] == from_flags[0]
     assert from_json[1].task_list == from_flags[1].task_list == ["cola", "rte"]
     assert from_json[2].to_dict() == from_flags[2].to_dict()
+    # lists for comma-separated options and objects for JSON options, as a JSON file would naturally hold them
+    path.write_text(
+        json.dumps(
+            {
+                **config,
+                "tasks": ["cola", "rte"],
+                "bi_encoder_tasks": ["rte"],
+                "mtl_method_options": {"lr": 0.01},
+                "max_train_samples_per_task": {"cola": 8},
+            }
+        )  # fmt: skip
+    )
+    model_args, data_args, training_args = run_glue_mtl.parse_args([str(path)])
+    assert data_args.task_list == ["cola", "rte"] and data_args.bi_encoder_tasks == "rte"
+    assert data_args.per_task_caps == {"cola": 8} and training_args.mtl_method_options == {"lr": 0.01}
 
 
 def run_cli_error(capsys, argv) -> str:

@@ -142,6 +142,16 @@ def _json_config(ctx: Context, **changes) -> list[str]:
     return [str(path)]
 
 
+def _saved_with_capacity(ctx: Context, **capacity) -> str:
+    """A copy of the async-KD run's saved model whose config records task-specific capacity (only the config is read
+    before the refusal)."""
+    target = ctx.tmp / "saved-capacity"
+    shutil.copytree(ctx.kd_run(), target, ignore=shutil.ignore_patterns("checkpoint-*"))
+    config = json.loads((target / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps({**config, **capacity}, indent=2))
+    return str(target)
+
+
 def _prompt_file(ctx: Context, templates: dict) -> str:
     path = ctx.tmp / "templates.json"
     path.write_text(json.dumps(templates))
@@ -428,6 +438,31 @@ CASES = [
         lambda c: c.args(model_name_or_path=str(c.kd_run()), pooling="max"),
         r"^--pooling max: \S+ is a saved multi-task model whose heads were trained on pooler pooling",
     ),
+    Case(
+        "saved_model_other_unshared",
+        "--model_name_or_path <saved model, unshared_layers 1> --unshared_layers 2",
+        lambda c: c.args(model_name_or_path=_saved_with_capacity(c, unshared_layers=1), unshared_layers="2"),
+        r"^--unshared_layers: the options ask for unshared top layers \(unshared_layers=2\), but \S+ is a saved "
+        r"multi-task model with unshared top layers \(unshared_layers=1\); leave these options out",
+    ),
+    Case(
+        "saved_model_lora_on_unshared",
+        "--model_name_or_path <saved model, unshared_layers 1> --lora_r 4",
+        lambda c: c.args(model_name_or_path=_saved_with_capacity(c, unshared_layers=1), lora_r="4"),
+        r"^--lora_r: the options ask for a shared LoRA adapter \(lora_r=4, lora_alpha=8\), but \S+ .* with unshared top layers",
+    ),
+    Case(
+        "saved_model_other_lora_rank",
+        "--model_name_or_path <saved model, shared LoRA r 8> --lora_r 4",
+        lambda c: c.args(
+            model_name_or_path=_saved_with_capacity(
+                c, peft_config={"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["query", "value"]}
+            ),
+            lora_r="4",
+        ),
+        r"^--lora_r: the options ask for a shared LoRA adapter \(lora_r=4, lora_alpha=8\), but \S+ .* with a shared LoRA "
+        r"adapter \(lora_r=8, lora_alpha=16, lora_target_modules=\['query', 'value'\]\)",
+    ),
     # ---- output directory
     Case(
         "output_dir_is_file", "--output_dir <a regular file>", _output_is_file, r"^output_dir \S+results\.txt: is a file, not a directory"
@@ -672,6 +707,24 @@ CASES = [
         "run.json model_name_or_path <missing dir>",
         lambda c: _json_config(c, model_name_or_path=str(c.tmp / "gone")),
         r"^\S+run\.json, line 2, field 'model_name_or_path': model_name_or_path \S+gone: the directory \S+ does not exist",
+    ),
+    Case(
+        "config_tasks_not_text",
+        "run.json tasks 5",
+        lambda c: _json_config(c, tasks=5),
+        r"^\S+run\.json, line 3, field 'tasks': expected text or a list of strings, got 5",
+    ),
+    Case(
+        "config_choice_as_list",
+        'run.json kd_loss ["kl"]',
+        lambda c: _json_config(c, kd_loss=["kl"]),
+        r"^\S+run\.json, line 9, field 'kd_loss': expected text, got \[\"kl\"\]",
+    ),
+    Case(
+        "config_caps_as_list",
+        "run.json max_train_samples_per_task [100]",
+        lambda c: _json_config(c, max_train_samples_per_task=[100]),
+        r"^\S+run\.json, line 9, field 'max_train_samples_per_task': expected a JSON object, got \[100\]",
     ),
     # ---- resuming
     Case(

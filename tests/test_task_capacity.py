@@ -239,7 +239,10 @@ def test_unshared_layers_route_and_refuse_an_unrouted_call(tiny_checkpoint):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"unshared_layers": -1}, "unshared_layers must be >= 0"),
+        ({"unshared_layers": -1}, "unshared_layers must be an int >= 0"),
+        ({"unshared_layers": "2"}, r"unshared_layers must be an int >= 0 \(0: a fully shared encoder\), got '2'"),
+        ({"unshared_layers": True}, "unshared_layers must be an int >= 0"),  # it was taken as 1
+        ({"unshared_layers": 2.0}, "unshared_layers must be an int >= 0"),
         ({"unshared_layers": 3}, "between 1 and the encoder's 2 layers"),
         ({"unshared_layers": 1, "peft_config": LoraConfig(r=2)}, "cannot be combined"),
         ({"unshared_layers": 1, "task_adapters": LoraConfig(r=2)}, "cannot be combined"),
@@ -250,6 +253,15 @@ def test_unshared_layers_route_and_refuse_an_unrouted_call(tiny_checkpoint):
 def test_unsupported_combinations_fail_with_one_line(options, message, tiny_checkpoint):
     with pytest.raises(ValueError, match=message):
         MultiTaskModel.from_encoder(tiny_checkpoint, TASKS, pooling="mean", **options)
+
+
+def test_a_shared_adapter_is_refused_on_unshared_layers_before_wrapping(tiny_checkpoint):
+    """apply_peft on a model with unshared layers used to wrap it and save a checkpoint from_pretrained refused."""
+    model = MultiTaskModel.from_encoder(tiny_checkpoint, TASKS, pooling="mean", unshared_layers=1)
+    before = {n: p.requires_grad for n, p in model.named_parameters()}
+    with pytest.raises(ValueError, match="Unshared top layers and a shared LoRA adapter cannot be combined"):
+        model.apply_peft(LoraConfig(r=2, target_modules=["query", "value"]))
+    assert not model.has_adapters and {n: p.requires_grad for n, p in model.named_parameters()} == before
 
 
 @pytest.mark.parametrize(
@@ -291,3 +303,23 @@ def test_bi_encoder_pairs_run_both_texts_through_the_tasks_parts(kind, tiny_chec
     parameters = dict(model.named_parameters())
     assert all(parameters[n].grad is None for n in parameters if task_of_parameter(n) == "sentiment")
     assert any(parameters[n].grad is not None for n in parameters if task_of_parameter(n) == "similarity")
+
+
+def test_cli_continues_a_saved_model_when_the_options_restate_its_structure(tmp_path, tiny_checkpoint, capsys):
+    """Restating a saved model's unshared layers continues it as saved; asking for another structure is refused in
+    one line (it used to be ignored; tests/test_cli_errors.py has the other refusals)."""
+    from tests.test_cli import base_args, write_glue
+
+    glue = write_glue(tmp_path / "glue", copies=2)
+    first, second = tmp_path / "first", tmp_path / "second"
+    args = base_args(glue, tiny_checkpoint, first)
+    args[args.index("--max_steps") + 1] = "2"
+    run_glue_mtl.main(args + ["--unshared_layers", "1"])
+    again = base_args(glue, str(first), second)
+    again[again.index("--max_steps") + 1] = "2"
+    run_glue_mtl.main(again + ["--unshared_layers", "1"])
+    assert MultiTaskModel.from_pretrained(second).config.unshared_layers == 1
+    with pytest.raises(SystemExit) as info:
+        run_glue_mtl.main(again + ["--unshared_layers", "2", "--output_dir", str(tmp_path / "third")])
+    assert info.value.code == 2 and "saved multi-task model with unshared top layers (unshared_layers=1)" in capsys.readouterr().err
+    assert not (tmp_path / "third").exists()
