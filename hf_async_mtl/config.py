@@ -241,7 +241,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
     finetune_after_mtl_steps: int = field(
         default=0,
         metadata={
-            "help": "run_glue_mtl.py: after multi-task training, fine-tune a copy of the model on each task alone for up to this many steps (selection and early stopping on the task's selection split; one exported model per task under <output_dir>/finetuned/<task>). 0 = off."
+            "help": "run_glue_mtl.py: after multi-task training, fine-tune a copy of the model on each task alone for up to this many steps (selection and early stopping on the task's selection split; one exported model per task in <output_dir>/finetuned/<task>/export, its evaluations in trainer_state.json beside it). 0 = off."
         },
     )
     finetune_eval_steps: int | None = field(

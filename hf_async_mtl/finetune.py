@@ -22,6 +22,7 @@ from typing import Any
 
 import datasets
 from transformers import EarlyStoppingCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .config import MultiTaskTrainingArguments
 from .tasks import TaskSpec
@@ -92,6 +93,7 @@ def finetune_each_task(
         after = trainer.evaluate(eval_dataset={spec.name: dev_sets[spec.name]}, metric_key_prefix="eval")
         if trainer.is_world_process_zero():  # one writer under several processes
             _replace_export(trainer.accelerator.unwrap_model(trainer.model), spec.name, os.path.join(task_dir, "export"), tokenizer)
+            _keep_only_the_export(trainer, task_dir)
         trainer.accelerator.wait_for_everyone()
         key = f"eval_{spec.name}_score"
         table[spec.name] = {
@@ -104,6 +106,15 @@ def finetune_each_task(
         }
         del student, trainer
     return table
+
+
+def _keep_only_the_export(trainer: MultiTaskTrainer, task_dir: str) -> None:
+    """After the export: the task's evaluation history as `trainer_state.json`, and no checkpoint directories (they
+    only served the choice of the best step, and each holds the model and its optimizer state)."""
+    trainer.state.save_to_json(os.path.join(task_dir, "trainer_state.json"))
+    for name in os.listdir(task_dir):
+        if name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and os.path.isdir(os.path.join(task_dir, name)):
+            shutil.rmtree(os.path.join(task_dir, name))
 
 
 def _replace_export(model: Any, task: str, directory: str, tokenizer: Any) -> None:

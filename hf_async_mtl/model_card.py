@@ -304,6 +304,7 @@ def build_model_card(
     datasets: Sequence[str] | str | None = None,
     language: Any = None,
     license: str | None = None,
+    evaluation_source: str | None = None,
 ) -> ModelCard:
     """The model card of a multi-task model.
 
@@ -318,6 +319,8 @@ def build_model_card(
         convergence: `AsyncConvergenceCallback.report()` for `async_kd` runs.
         base_model: Base checkpoint; defaults to `config.base_encoder_name_or_path`.
         tags, datasets, language, license: Extra Hub metadata (GLUE tasks imply `datasets: [nyu-mll/glue]`).
+        evaluation_source: What produced `log_history`'s last evaluation when it is not a trainer's (e.g. a merge's
+            dev evaluation); the Evaluation section names it.
     """
     if task_specs is not None and not isinstance(task_specs, Mapping):
         task_specs = {spec.name: spec for spec in task_specs}
@@ -341,6 +344,9 @@ def build_model_card(
         f"- **Base checkpoint:** {_base_model_display(base)}",
         f"- **Tasks:** {', '.join(f'`{name}`' for name in config.task_names)}",
     ]
+    layers = getattr(config.encoder_config, "num_hidden_layers", None)
+    if layers is not None:  # a --num_encoder_layers cut shows here: the base checkpoint line names the full model
+        lines.append(f"- **Encoder layers:** {layers} (hidden size {getattr(config.encoder_config, 'hidden_size', '?')})")
     if settings:
         lines.append(f"- **Multi-task method:** `{settings['mtl_method']}`")
     bi_encoders = [f"`{head['name']}` ({head.get('pair_head')})" for head in config.tasks if is_bi_encoder(head)]
@@ -371,7 +377,8 @@ def build_model_card(
     lines += ["", "## Evaluation", ""]
     if per_task:
         where = f"at step {step}" if step is not None else "at the end of training"
-        lines += [f"Metrics of the trainer's last evaluation ({where}):", "", "| task | metric | value |", "|---|---|---|"]
+        intro = f"Metrics of {evaluation_source}:" if evaluation_source else f"Metrics of the trainer's last evaluation ({where}):"
+        lines += [intro, "", "| task | metric | value |", "|---|---|---|"]
         for task, values in per_task.items():
             for metric, value in values.items():
                 lines.append(f"| {_cell(task)} | {_cell(metric)} | {_fmt(value)} |")

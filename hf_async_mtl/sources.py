@@ -186,7 +186,7 @@ def _load_files(context: str, source: TaskSource, split: str, cache_dir: str | N
                     "give every column its own name."
                 )
         # Every column as text, no NA parsing ("NA" in a text column is the string "NA"); a field missing from
-        # a short row is null. index_col=False: a first row with a field too many is an error (below), not an
+        # a short row reads as "" (pandas 3), which `row_converter` refuses in a text field. index_col=False: a first row with a field too many is an error (below), not an
         # index column that shifts the others; later rows with too many fields are parser errors.
         options.update(
             features=datasets.Features({name: datasets.Value("string") for name in header}), keep_default_na=False, index_col=False
@@ -457,6 +457,13 @@ def row_converter(
             bad = _first_true(pc.is_null(table[name]))
             if bad is not None:
                 raise ValueError(f"{where}, row {rows[bad]} (0-based), column {name!r}: missing text (null, or a row with too few fields).")
+            # pandas fills the fields missing from a short CSV / TSV row with "" (keep_default_na=False), not null: an
+            # empty text field there is refused too (a text classifier has nothing to read in it)
+            bad = _first_true(pc.equal(pc.utf8_trim_whitespace(table[name]), "")) if delimited else None
+            if bad is not None:
+                raise ValueError(
+                    f"{where}, row {rows[bad]} (0-based), column {name!r}: empty text (an empty field, or a row with too few fields)."
+                )
         if converter is not None:
             labels = converter(table[spec.label_field], rows)
         elif spec.label_field in table.column_names and not pa.types.is_null(table[spec.label_field].type):

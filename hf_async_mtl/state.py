@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .errors import InputError, key_line, read_json_file
 from .files import write_json_atomic
@@ -204,7 +204,9 @@ def check_complete(directory: str) -> None:
 
 class CheckpointCompletion(TrainerCallback):
     """Writes the completeness marker of each checkpoint after every other file: the trainer keeps this callback last,
-    so a checkpoint whose save was interrupted (a crash, `kill -9`) has no marker and is never resumed by mistake."""
+    so a checkpoint whose save was interrupted (a crash, `kill -9`) has no marker and is never resumed by mistake.
+    Then it deletes the checkpoints beyond `save_total_limit` (transformers' rotation, which `MultiTaskTrainer` holds
+    back until here): older checkpoints go only once the new one is complete."""
 
     def on_save(self, args, state, control, **kwargs):
         if args.should_save:
@@ -216,6 +218,12 @@ class CheckpointCompletion(TrainerCallback):
                 if not f.endswith(".tmp")
             )
             write_json_atomic(os.path.join(directory, COMPLETE_NAME), {"step": state.global_step, "files": files}, indent=1)
+            rotate_checkpoints(
+                output_dir=args.output_dir,
+                save_total_limit=args.save_total_limit,
+                best_model_checkpoint=state.best_model_checkpoint,
+                use_mtime=True,
+            )
         return control
 
 

@@ -433,6 +433,15 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             optimizer.add_param_group(group)
         return optimizer
 
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        # transformers rotates (save_total_limit) before the callbacks write their state and the completeness marker:
+        # a kill in between would leave no complete checkpoint. CheckpointCompletion rotates after the marker instead.
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         if self.is_fsdp_enabled:  # a sharded optimizer checkpoint loads only with a state for every trainable parameter
             complete_optimizer_state(self.optimizer)

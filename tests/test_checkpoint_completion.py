@@ -78,3 +78,29 @@ def test_resume_refuses_another_run_defining_option_before_loading_anything(tmp_
     with pytest.raises(InputError, match=rf"run_definition\.json, line \d+, field '{option}': the checkpoint was trained with {option}="):
         other.train(resume_from_checkpoint=os.path.join(first.args.output_dir, "checkpoint-2"))
     assert other.state.global_step == 0
+
+
+def test_save_total_limit_deletes_older_checkpoints_only_once_the_new_one_is_complete(tmp_path, tokenizer, tiny_data, monkeypatch):
+    """transformers rotates before the callbacks write their state and the marker: with save_total_limit 1 a kill in
+    between left only the incomplete checkpoint, so nothing could be resumed."""
+    limited = {**SAVING, "save_total_limit": 1}
+    whole = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "whole", limited)
+    whole.train()
+    assert sorted(os.listdir(whole.args.output_dir)) == ["checkpoint-6"]  # rotation still happens
+    real = state_module.save_sampler_state
+
+    def crash_at_step_4(sampler, accumulation, directory):
+        if directory.endswith("checkpoint-4"):
+            raise RuntimeError("killed while saving")
+        real(sampler, accumulation, directory)
+
+    monkeypatch.setattr(state_module, "save_sampler_state", crash_at_step_4)
+    crashed = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "crashed", limited)
+    with pytest.raises(RuntimeError, match="killed while saving"):
+        crashed.train()
+    out = tmp_path / "crashed" / "out"
+    assert (out / "checkpoint-2" / COMPLETE_NAME).is_file() and not (out / "checkpoint-4" / COMPLETE_NAME).exists()
+    monkeypatch.setattr(state_module, "save_sampler_state", real)
+    resumed = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "crashed", limited)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 6 and sorted(os.listdir(out)) == ["checkpoint-6"]

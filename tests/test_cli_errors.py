@@ -660,6 +660,18 @@ CASES = [
         r"train\.csv, row 6 \(0-based\), column 'stars': label 'great' is neither one of \['neg', 'pos'\] nor a label id 0\.\.1",
     ),
     Case(
+        "csv_short_row",
+        "train.csv row 2 has its label only (stars,text)",
+        lambda c: c.custom(files={"train.csv": "stars,text\npos,a fine film\nneg,dull\npos\nneg,bad\n"}),
+        r"train\.csv, row 2 \(0-based\), column 'text': empty text \(an empty field, or a row with too few fields\)",
+    ),
+    Case(
+        "tsv_empty_text",
+        "train.tsv row 1 text is blank",
+        lambda c: c.custom({"train_file": "train.tsv"}, files={"train.tsv": "text\tstars\ngood\tpos\n  \tneg\nbad\tneg\n"}),
+        r"train\.tsv, row 1 \(0-based\), column 'text': empty text",
+    ),
+    Case(
         "label_mixed_types",
         'train.jsonl stars: "pos", 1, 0.5',
         lambda c: c.custom(

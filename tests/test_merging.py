@@ -308,6 +308,12 @@ def test_cli_merges_two_single_task_runs_by_task_arithmetic_end_to_end(runs, tmp
     assert "## Merging" in card and "`task_arithmetic`" in card and f"λ = {merged.config.merging['scale']:g}" in card
     assert "| cola | `cola` | full |" in card and "| rte | `rte` | lora |" in card
     assert f"The chosen λ is the grid's {config['scale_at_grid_edge']}" in card
+    # ... and reports the dev evaluation it ran (it said none was recorded), with the encoder's depth.
+    assert "No evaluation results were recorded" not in card and "after the choice on the selection splits" in card
+    rte_accuracy = on_disk["dev_after_choice"]["merged"]["eval_rte_accuracy"]
+    assert (
+        f"| rte | accuracy | {f'{rte_accuracy:.4f}'.rstrip('0').rstrip('.')} |" in card and "- **Encoder layers:** 2 (hidden size" in card
+    )
     from hf_async_mtl.model_card import build_task_card
 
     task_card = str(build_task_card(merged.config, "rte", exported_class="BertForSequenceClassification"))

@@ -10,6 +10,7 @@ import torch
 
 from hf_async_mtl import MultiTaskTrainer
 from hf_async_mtl.data import build_task_datasets
+from hf_async_mtl.errors import InputError
 from hf_async_mtl.sampling import MultiTaskBatchSampler
 from hf_async_mtl.sources import DatasetsSource, TaskSource
 from hf_async_mtl.streaming import StreamingSource
@@ -157,7 +158,7 @@ def test_bad_rows_fail_with_the_file_and_row_in_the_first_block_at_build_and_lat
                 build_task_datasets(tasks, tokenizer, max_seq_length=32, selection_max=20)
         else:
             stream = build_task_datasets(tasks, tokenizer, max_seq_length=32, selection_max=20).train["sentiment"]
-            with pytest.raises(ValueError, match=r"broken200.jsonl.*row 200 \(0-based\).*'maybe'"):
+            with pytest.raises(InputError, match=r"broken200.jsonl.*row 200 \(0-based\).*'maybe'"):  # bad input: one line
                 stream.features(range(210))
 
 

@@ -205,7 +205,13 @@ def save_merged_model(
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         write_json_atomic(os.path.join(staging, MERGING_FILE), record, indent=2)
-        build_model_card(model.config, task_specs=specs).save(os.path.join(staging, "README.md"))
+        card = build_model_card(
+            model.config,
+            task_specs=specs,
+            log_history=[dict(dev_metrics)] if dev_metrics is not None else None,
+            evaluation_source="the merged model on each task's evaluation set, after the choice on the selection splits",
+        )
+        card.save(os.path.join(staging, "README.md"))
 
 
 # ---- parts -----------------------------------------------------------------------------------------------------------
