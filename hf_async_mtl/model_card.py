@@ -414,7 +414,8 @@ def build_model_card(
         for task, record in convergence.items():
             lines.append(
                 f"| {_cell(task)} | {_fmt(bool(record.get('converged')))} | {_fmt(record.get('converged_step') or '—')} | "
-                f"{_fmt(record.get('metric_at_convergence')) if record.get('metric_at_convergence') is not None else '—'} | "
+                # a task that did not converge has no value at convergence (the report keeps its best so far)
+                f"{_fmt(record['metric_at_convergence']) if record.get('converged') and record.get('metric_at_convergence') is not None else '—'} | "
                 f"{_fmt(record.get('final_metric')) if record.get('final_metric') is not None else '—'} |"
             )
     lines += ["", *_usage(repo_id, config.task_names), ""]

@@ -348,3 +348,9 @@ def test_the_model_card_names_the_signal_its_convergence_values_are_in(tokenizer
     as_prob = build_model_card(config, task_specs=TASKS, convergence={"sentiment": {**record, "signal": "prob"}}).content
     assert "| metric at convergence | final metric |" in as_score
     assert "| prob signal at convergence | final signal |" in as_prob and "metric at convergence" not in as_prob
+    assert "| sentiment | true | 30 | 0.71 | 0.69 |" in as_score
+    # a task that never converged has no value at convergence (the report's field holds its best value so far)
+    open_task = build_model_card(
+        config, task_specs=TASKS, convergence={"sentiment": {**record, "converged": False, "converged_step": None}}
+    )
+    assert "| sentiment | false | — | — | 0.69 |" in open_task.content
