@@ -262,7 +262,7 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, training_arg
                 "dev_curves",
             )
     if training_args.metric_for_best_model is not None:
-        problem = reported_metric_problem(training_args.metric_for_best_model, specs)
+        problem = reported_metric_problem(training_args.metric_for_best_model, specs, calibration=bool(training_args.calibration_bins))
         if problem:
             raise UsageError(f"--metric_for_best_model {training_args.metric_for_best_model!r}: {problem}.", "metric_for_best_model")
     try:

@@ -80,6 +80,10 @@ class MultiTaskEvaluationMixin(_TrainerBase):
         eval_dataset = eval_dataset if eval_dataset is not None else cast("Mapping[str, Any] | None", self.eval_dataset)
         if not eval_dataset:
             raise ValueError("MultiTaskTrainer: evaluation requires an eval_dataset (task name → dataset).")
+        if not isinstance(eval_dataset, Mapping):
+            raise TypeError(
+                f"eval_dataset must map task names to tokenized datasets ({{'task': dataset}}), got a {type(eval_dataset).__name__}."
+            )
         sets = []
         for task, value in eval_dataset.items():
             if task not in self.task_specs:
@@ -176,11 +180,23 @@ class MultiTaskEvaluationMixin(_TrainerBase):
         self._memory_tracker.stop_and_update_metrics(metrics)
         return metrics
 
+    def predict(self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test") -> Any:
+        """transformers' `predict` takes one dataset; a mapping task → dataset is what `predict_tasks` (predictions per
+        task) and `evaluate` (metrics per task) take."""
+        if isinstance(test_dataset, Mapping):
+            raise TypeError(
+                "predict takes one dataset; for a mapping task name → dataset use predict_tasks (each task's predictions) "
+                "or evaluate (each task's metrics)."
+            )
+        return super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+
     def predict_tasks(self, test_sets: Mapping[str, datasets.Dataset]) -> dict[str, np.ndarray]:
         """Predict every task's (unlabelled) tokenized set, in dataset order: class ids, or scores for regression.
 
         Labels are dropped first (GLUE test labels are -1), so no loss or metric is computed.
         """
+        if not isinstance(test_sets, Mapping):
+            raise TypeError(f"test_sets must map task names to tokenized datasets ({{'task': dataset}}), got a {type(test_sets).__name__}.")
         predictions = {}
         for task, dataset in test_sets.items():
             if task not in self.task_specs:

@@ -94,6 +94,12 @@ def per_task_gradient_step(
         combined = torch.full_like(task_grads[0], float("inf"))
     else:
         combined = weighting.combine_gradients(task_grads, dict(zip(task_names, loss_values)), step)
+        if not isinstance(combined, torch.Tensor) or tuple(combined.shape) != (task_grads.shape[1],):
+            shape = tuple(combined.shape) if isinstance(combined, torch.Tensor) else type(combined).__name__
+            raise ValueError(
+                f"Weighting method {weighting.name!r}: combine_gradients must return the combined gradient of shape "
+                f"[P={task_grads.shape[1]}], got {shape}."
+            )
     combined, head_grads = combined / gradient_accumulation_steps, head_grads / gradient_accumulation_steps
     if scale:
         combined, head_grads = combined * scale, head_grads * scale

@@ -25,7 +25,7 @@ from .export import MultiTaskExportMixin
 from .losses import task_loss
 from .mlm import IGNORE_INDEX, MLM_PROBLEM_TYPE, MaskedLMHead, init_mlm_head, load_mlm_head, masked_lm_loss
 from .pooling import POOLING_MODES, pool
-from .tasks import TaskSpec, check_unique_names, head_mismatches
+from .tasks import TaskSpec, check_task_specs, check_unique_names, head_mismatches
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +247,8 @@ class MultiTaskModel(MultiTaskExportMixin, PreTrainedModel):
         gives each task its own adapter instead, `unshared_layers=k` each task its own copy of the last k layers
         (see `add_task_capacity`).
         """
-        check_unique_names(list(tasks))
+        tasks = check_task_specs(tasks, "from_encoder's tasks")
+        check_unique_names(tasks)
         if not tasks:
             raise ValueError("from_encoder needs at least one TaskSpec.")
         encoder = AutoModel.from_pretrained(encoder_name_or_path, **encoder_kwargs)

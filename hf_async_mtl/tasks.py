@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +111,12 @@ class TaskSpec:
                 f"TaskSpec name {self.name!r} is invalid: use lower-case letters, digits and underscores, "
                 "starting with a letter (it becomes part of metric keys and file names)."
             )
+        for field_name in ("text_fields", "label_names"):  # a string would be split into its characters
+            if isinstance(getattr(self, field_name), str):
+                raise ValueError(
+                    f"Task {self.name!r}: {field_name} must be a sequence of names, e.g. ({getattr(self, field_name)!r},), "
+                    f"not the string {getattr(self, field_name)!r}."
+                )
         object.__setattr__(self, "text_fields", tuple(self.text_fields))
         if len(self.text_fields) not in (1, 2):
             raise ValueError(
@@ -336,3 +342,15 @@ def as_column(values: Any, what: str) -> Any:
     if values.ndim != 1:
         raise ValueError(f"{what} must have shape [N] or [N, 1], got {tuple(values.shape)}.")
     return values
+
+
+def check_task_specs(task_specs: Any, what: str = "task_specs") -> list[TaskSpec]:
+    """`task_specs` as a list, or a `TypeError` unless it is a sequence (any iterable but a mapping) of `TaskSpec`."""
+    if isinstance(task_specs, (str, bytes, Mapping)) or not isinstance(task_specs, Iterable):
+        hint = " (e.g. list(specs.values()))" if isinstance(task_specs, Mapping) else ""
+        raise TypeError(f"{what} must be a list of TaskSpec{hint}, got a {type(task_specs).__name__}.")
+    specs = list(task_specs)
+    for position, spec in enumerate(specs):
+        if not isinstance(spec, TaskSpec):
+            raise TypeError(f"{what}[{position}] is a {type(spec).__name__}, not a TaskSpec.")
+    return specs

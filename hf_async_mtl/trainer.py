@@ -48,8 +48,8 @@ from .state import (
 )
 from .streaming import StreamStateCallback, check_streamed_run
 from .tartan import DevObjective, carve_dev_slices, end_task_selection, weighting_options
-from .tasks import TaskSpec, check_unique_names
-from .trainer_inputs import check_task_specs, check_trainer_inputs
+from .tasks import TaskSpec, check_task_specs, check_unique_names
+from .trainer_inputs import check_trainer_inputs
 from .weighting import build_weighting
 
 if TYPE_CHECKING:
@@ -110,7 +110,13 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         check_unique_names(task_specs)
         # Containers, the model's heads, which tasks have data, each tokenized set, the best-model metric.
         check_trainer_inputs(
-            model, task_specs, train_dataset, eval_dataset, async_kd=args.async_kd, metric_for_best_model=args.metric_for_best_model
+            model,
+            task_specs,
+            train_dataset,
+            eval_dataset,
+            async_kd=args.async_kd,
+            metric_for_best_model=args.metric_for_best_model,
+            calibration=bool(args.calibration_bins),
         )
         self.task_specs = {spec.name: spec for spec in task_specs}
         self.weighting = build_weighting(args.mtl_method, list(self.task_specs), **weighting_options(args))
@@ -360,6 +366,9 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             return (loss, outputs) if return_outputs else loss
         losses = self.task_losses(model, inputs)
         loss = self.weighting.weigh_losses(losses, self.state.global_step)
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"Weighting method {self.weighting.name!r}: weigh_losses must return a scalar tensor, got {shape}.")
         for task, weight in self.weighting.last_weights.items():
             self._task_metrics[f"weight_{task}"].append(float(weight))
         return (loss, None) if return_outputs else loss

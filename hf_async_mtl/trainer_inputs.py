@@ -39,18 +39,6 @@ logger = logging.getLogger(__name__)
 TOKEN_COLUMNS = ("input_ids", PAIR_IDS_COLUMN)
 
 
-def check_task_specs(task_specs: Any) -> list[TaskSpec]:
-    """`task_specs` as a list, or a `TypeError` unless it is a sequence (any iterable but a mapping) of `TaskSpec`."""
-    if isinstance(task_specs, (str, bytes, Mapping)) or not isinstance(task_specs, Iterable):
-        hint = " (e.g. list(specs.values()))" if isinstance(task_specs, Mapping) else ""
-        raise TypeError(f"task_specs must be a list of TaskSpec{hint}, got a {type(task_specs).__name__}.")
-    specs = list(task_specs)
-    for position, spec in enumerate(specs):
-        if not isinstance(spec, TaskSpec):
-            raise TypeError(f"task_specs[{position}] is a {type(spec).__name__}, not a TaskSpec.")
-    return specs
-
-
 def check_model(model: Any) -> None:
     """A `TypeError` unless `model` is a `MultiTaskModel`."""
     if not isinstance(model, MultiTaskModel):
@@ -67,11 +55,14 @@ def evaluation_keys(task: str, value: Any) -> list[str]:
     return [task]
 
 
-def reported_metric_problem(name: str, specs: Iterable[TaskSpec], eval_keys: Mapping[str, Sequence[str]] | None = None) -> str | None:
+def reported_metric_problem(
+    name: str, specs: Iterable[TaskSpec], eval_keys: Mapping[str, Sequence[str]] | None = None, *, calibration: bool = False
+) -> str | None:
     """Why `name` (`metric_for_best_model`, with or without `eval_`) names no metric the evaluation reports, or None.
 
     Reported: `glue_score`, `loss`, and per evaluation set `<key>_<metric>` for its task's built-in metrics, `score`,
-    `loss` and `ece` (`perplexity` for an MLM task); a task with `evaluate` modules may report any `<key>_...` key.
+    `loss`, and `ece` for a classification task when `calibration` (`calibration_bins` > 0) (`perplexity` for an MLM
+    task); a task with `evaluate` modules may report any `<key>_...` key.
     `eval_keys` maps each task to the keys its sets are reported under (default: the task's name).
     """
     bare = name.removeprefix("eval_")
@@ -81,7 +72,8 @@ def reported_metric_problem(name: str, specs: Iterable[TaskSpec], eval_keys: Map
             if spec.is_mlm:
                 known |= {f"{key}_loss", f"{key}_perplexity"}
                 continue
-            known |= {f"{key}_{m}" for m in (*spec.metrics, "score", "loss", "ece")}
+            ece = ("ece",) if calibration and not spec.is_regression else ()
+            known |= {f"{key}_{m}" for m in (*spec.metrics, "score", "loss", *ece)}
             if spec.evaluate_metrics and bare.startswith(f"{key}_"):
                 return None
     if bare in known:
@@ -189,7 +181,14 @@ def _task_id_problem(column: Any, task_id: int) -> list[int] | None:
 
 
 def check_trainer_inputs(
-    model: Any, task_specs: Sequence[TaskSpec], train_dataset: Any, eval_dataset: Any, *, async_kd: bool, metric_for_best_model: str | None
+    model: Any,
+    task_specs: Sequence[TaskSpec],
+    train_dataset: Any,
+    eval_dataset: Any,
+    *,
+    async_kd: bool,
+    metric_for_best_model: str | None,
+    calibration: bool = False,
 ) -> None:
     """Every check of this module on what `MultiTaskTrainer.__init__` received (see the module's docstring).
 
@@ -227,6 +226,6 @@ def check_trainer_inputs(
             never = ", and async-KD never converges them" if async_kd else ""
             logger.warning("eval_dataset has no set for task(s) %s: they are not evaluated, not in glue_score%s.", unevaluated, never)
     if metric_for_best_model:
-        problem = reported_metric_problem(metric_for_best_model, task_specs, eval_keys)
+        problem = reported_metric_problem(metric_for_best_model, task_specs, eval_keys, calibration=calibration)
         if problem:
             raise ValueError(f"metric_for_best_model {metric_for_best_model!r}: {problem}.")

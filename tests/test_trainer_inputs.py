@@ -134,7 +134,14 @@ CASES = [
         lambda train, ev: (train, ev),
         {"metric_for_best_model": "sentiment_f1", "eval_strategy": "steps", "eval_steps": 2},
         ValueError,
-        r"metric_for_best_model 'sentiment_f1': the evaluation reports no such metric \(did you mean 'sentiment_ece'",
+        r"metric_for_best_model 'sentiment_f1': the evaluation reports no such metric \(did you mean 'sentiment_",
+    ),
+    (
+        "best_model_ece_without_calibration",  # it was accepted, then the first evaluation died with a KeyError
+        lambda train, ev: (train, ev),
+        {"metric_for_best_model": "sentiment_ece", "eval_strategy": "steps", "eval_steps": 2},
+        ValueError,
+        r"metric_for_best_model 'sentiment_ece': the evaluation reports no such metric",
     ),
     (
         "best_model_metric_typo",
@@ -259,3 +266,29 @@ def test_sets_given_to_evaluate_and_predict_are_checked_too(tmp_path, tokenizer,
     with pytest.raises(ValueError, match=r"test_sets\['similarity'\] holds task id\(s\) \[0\], but 'similarity' is task 1"):
         trainer.predict_tasks({"similarity": evaluation["sentiment"]})
     assert trainer.predict_tasks({"sentiment": evaluation["sentiment"]})["sentiment"].shape == (32,)
+
+
+def test_ece_is_a_reported_metric_only_with_calibration_and_for_classification():
+    from hf_async_mtl.trainer_inputs import reported_metric_problem
+
+    assert reported_metric_problem("eval_sentiment_ece", TASKS) is not None
+    assert reported_metric_problem("eval_sentiment_ece", TASKS, calibration=True) is None
+    assert reported_metric_problem("similarity_ece", TASKS, calibration=True) is not None  # a regression task has no ECE
+
+
+def test_strings_and_single_sets_where_collections_are_expected_are_named(tmp_path, tokenizer, tiny_data, tiny_checkpoint):
+    # a string was split into its characters: 3 classes ('p', 'o', 's'), or a pair over columns 'a' and 'b'
+    with pytest.raises(ValueError, match=r"label_names must be a sequence of names, e.g. \('pos',\), not the string 'pos'"):
+        TaskSpec("x", ("sentence",), label_names="pos")
+    with pytest.raises(ValueError, match=r"text_fields must be a sequence of names, e.g. \('ab',\)"):
+        TaskSpec("x", "ab", label_names=("a", "b"))
+    with pytest.raises(TypeError, match=r"from_encoder's tasks must be a list of TaskSpec, got a TaskSpec"):
+        MultiTaskModel.from_encoder(tiny_checkpoint, SENTIMENT)
+    train, evaluation = tiny_data
+    trainer = build(tmp_path, tokenizer, train, evaluation)
+    with pytest.raises(TypeError, match=r"eval_dataset must map task names to tokenized datasets .*got a Dataset"):
+        trainer.evaluate(evaluation["sentiment"])
+    with pytest.raises(TypeError, match=r"test_sets must map task names .*got a list"):
+        trainer.predict_tasks([evaluation["sentiment"]])
+    with pytest.raises(TypeError, match=r"predict takes one dataset; for a mapping task name → dataset use predict_tasks"):
+        trainer.predict({"sentiment": evaluation["sentiment"]})

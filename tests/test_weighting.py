@@ -392,3 +392,55 @@ def test_static_and_equal_weights_on_task_subsets() -> None:
     assert static.last_weights == {"alpha": 1.0, "beta": 0.5, "gamma": 2.0}
     equal = build("equal")
     assert equal.weigh_losses({t: torch.tensor(float(k)) for k, t in enumerate(TASKS)}, 0).item() == 3.0
+
+
+def test_a_notebook_cell_run_twice_redefines_its_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
+    first = type("Mine", (WeightingMethod,), {"name": "mine_test", "__module__": "__main__"})
+    second = type("Mine", (WeightingMethod,), {"name": "mine_test", "__module__": "__main__"})
+    register_weighting(first)
+    assert register_weighting(second) is second and get_weighting("mine_test") is second
+    elsewhere = type("Mine", (WeightingMethod,), {"name": "mine_test", "__module__": "my_package.methods"})
+    with pytest.raises(ValueError, match="already registered by __main__.Mine"):
+        register_weighting(elsewhere)
+
+
+@pytest.mark.parametrize(
+    ("returns", "message"),
+    [
+        (lambda n: torch.ones(n - 1), r"loss_weights must return a tensor of shape \[T=3\], got \(2,\)"),  # was an IndexError
+        (lambda n: torch.ones(n + 2), r"shape \[T=3\], got \(5,\)"),  # trained silently on the first three
+        (lambda n: [1.0] * n, r"shape \[T=3\], got list"),
+    ],
+)
+def test_a_custom_method_returning_wrong_weights_is_named(monkeypatch: pytest.MonkeyPatch, returns, message) -> None:
+    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
+
+    @register_weighting
+    class Wrong(WeightingMethod):
+        name = "wrong_test"
+
+        def loss_weights(self, losses, step):
+            return returns(self.num_tasks)
+
+    method = build_weighting("wrong_test", TASKS)
+    with pytest.raises(ValueError, match=message):
+        method.weigh_losses({t: torch.tensor(1.0, requires_grad=True) for t in TASKS}, 0)
+
+
+def test_a_custom_gradient_method_is_told_what_to_implement_and_its_weights_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hf_async_mtl.weighting import GradientWeightingMethod
+
+    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
+    flagged = type("Flagged", (WeightingMethod,), {"name": "flagged_test", "needs_task_gradients": True})
+    losses = {t: torch.tensor(1.0) for t in TASKS}
+    with pytest.raises(NotImplementedError, match="sets needs_task_gradients but implements no combine_gradients"):
+        register_weighting(flagged)(TASKS).combine_gradients(torch.ones(3, 4), losses, 0)
+    bare = type("Bare", (GradientWeightingMethod,), {"name": "bare_test"})
+    with pytest.raises(NotImplementedError, match="implements gradient_weights"):
+        register_weighting(bare)(TASKS).combine_gradients(torch.ones(3, 4), losses, 0)
+    short = type(
+        "Short", (GradientWeightingMethod,), {"name": "short_test", "gradient_weights": lambda self, gram, losses, step: torch.ones(2)}
+    )
+    with pytest.raises(ValueError, match=r"gradient_weights must return a tensor of shape \[T=3\], got \(2,\)"):
+        register_weighting(short)(TASKS).combine_gradients(torch.ones(3, 4), losses, 0)

@@ -94,6 +94,11 @@ class WeightingMethod(nn.Module):
         """
         present = self._check_losses(losses)
         weights = self.loss_weights(losses, step)
+        if not isinstance(weights, Tensor) or tuple(weights.shape) != (self.num_tasks,):
+            shape = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
+            raise ValueError(
+                f"Weighting method {self.name!r}: loss_weights must return a tensor of shape [T={self.num_tasks}], got {shape}."
+            )
         self._set_last_weights(weights)
         terms = [weights[self._index[t]].to(losses[t]) * losses[t] for t in present]
         return sum(terms[1:], terms[0])
@@ -101,6 +106,11 @@ class WeightingMethod(nn.Module):
     # ------------------------------------------------------------------------------------------- gradient balancing
     def combine_gradients(self, grads: Tensor, losses: Mapping[str, Tensor], step: int) -> Tensor:
         """Combine per-task gradients `[T, P]` (rows in `task_names` order) of the shared parameters into `[P]`."""
+        if self.needs_task_gradients:
+            raise NotImplementedError(
+                f"Weighting method {self.name!r} sets needs_task_gradients but implements no combine_gradients: implement it "
+                "(or subclass GradientWeightingMethod and implement gradient_weights)."
+            )
         raise NotImplementedError(f"Weighting method {self.name!r} weighs losses (needs_task_gradients=False); call weigh_losses instead.")
 
     def after_optimizer_step(self, losses: Mapping[str, float], step: int) -> None:
@@ -178,7 +188,9 @@ class GradientWeightingMethod(WeightingMethod):
 
     def gradient_weights(self, gram: Tensor, losses: Mapping[str, Tensor], step: int) -> Tensor:
         """Weights `[T]` (float64, CPU) of the task gradients given their float64 CPU Gram matrix."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"Weighting method {self.name!r}: a GradientWeightingMethod implements gradient_weights(gram, losses, step)."
+        )
 
     def combine_gradients(self, grads: Tensor, losses: Mapping[str, Tensor], step: int) -> Tensor:
         """Return `sum_t w_t * grads[t]` with `w = gradient_weights(...)`, shape `[P]`, dtype/device of `grads`."""
@@ -188,6 +200,11 @@ class GradientWeightingMethod(WeightingMethod):
         gram = gram_matrix(grads)
         if torch.isfinite(gram).all():
             weights = self.gradient_weights(gram, losses, step)
+            if not isinstance(weights, Tensor) or tuple(weights.shape) != (self.num_tasks,):
+                shape = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
+                raise ValueError(
+                    f"Weighting method {self.name!r}: gradient_weights must return a tensor of shape [T={self.num_tasks}], got {shape}."
+                )
         else:
             # Overflowed gradients (e.g. fp16): skip the solver and bookkeeping, and let the non-finite sum reach the
             # trainer's own overflow handling instead of crashing inside an optimiser.

@@ -18,7 +18,8 @@ def register_weighting(cls: _M) -> _M:
     Raises:
         TypeError: `cls` is not a `WeightingMethod` subclass.
         ValueError: `cls` has no non-empty string `name`, or another class already holds that name.
-            Registering the very same class twice is a no-op (so re-importing a module is harmless).
+            Registering the very same class twice is a no-op (so re-importing a module is harmless), and a class
+            defined again in `__main__` (a notebook cell run twice) replaces its earlier definition.
     """
     if not (isinstance(cls, type) and issubclass(cls, WeightingMethod)):
         raise TypeError(f"register_weighting expects a WeightingMethod subclass, got {cls!r}.")
@@ -26,7 +27,9 @@ def register_weighting(cls: _M) -> _M:
     if not isinstance(name, str) or not name:
         raise ValueError(f"{cls.__qualname__} must define a non-empty string class attribute `name` to be registered.")
     existing = _REGISTRY.get(name)
-    if existing is not None and existing is not cls:
+    same_place = existing is not None and (existing.__module__, existing.__qualname__) == (cls.__module__, cls.__qualname__)
+    redefined = same_place and cls.__module__ == "__main__"
+    if existing is not None and existing is not cls and not redefined:
         raise ValueError(
             f"Weighting name {name!r} is already registered by {existing.__module__}.{existing.__qualname__}; "
             f"cannot register {cls.__module__}.{cls.__qualname__} under the same name."
