@@ -359,8 +359,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
         ignored = self.ignored_kd_options()
         if ignored:
             raise ValueError(
-                ", ".join(f"{name}={getattr(self, name)!r}" for name in ignored) + " only act with async-KD, which is off: "
-                "set async_kd=True (--async_kd, or mtl_method='async_kd'), or leave them at their defaults."
+                ", ".join(f"{name}={getattr(self, name)!r}" for name in ignored)
+                + (" only act" if len(ignored) > 1 else " only acts")
+                + " with async-KD, which is off: set async_kd=True (--async_kd, or mtl_method='async_kd'), or leave "
+                + ("them at their defaults." if len(ignored) > 1 else "it at its default.")
             )
         for unused in self.unused_options():
             logger.warning(unused)

@@ -90,7 +90,7 @@ def test_options_refuse_a_signal_without_measured_noise_and_with_refresh():
 def test_training_arguments_name_the_signal_when_async_kd_is_off(tmp_path):
     """With async-KD off, a signal is reported as doing nothing (not as missing its noise); a typo is still a typo."""
     for options in ({"kd_signal": "prob"}, {"kd_signal": "loss", "kd_refresh": True}):
-        with pytest.raises(ValueError, match=r"kd_signal='(prob|loss)'.* only act with async-KD, which is off"):
+        with pytest.raises(ValueError, match=r"kd_signal='(prob|loss)'.* only acts? with async-KD, which is off"):
             MultiTaskTrainingArguments(output_dir=str(tmp_path), **options)
     with pytest.raises(ValueError, match="kd_signal must be one of"):
         MultiTaskTrainingArguments(output_dir=str(tmp_path), kd_signal="accuracy")
@@ -354,3 +354,8 @@ def test_the_model_card_names_the_signal_its_convergence_values_are_in(tokenizer
         config, task_specs=TASKS, convergence={"sentiment": {**record, "converged": False, "converged_step": None}}
     )
     assert "| sentiment | false | — | — | 0.69 |" in open_task.content
+
+
+def test_one_option_without_async_kd_is_named_in_the_singular(tmp_path):
+    with pytest.raises(ValueError, match=r"^kd_patience=1 only acts with async-KD, which is off: .* leave it at its default\.$"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), kd_patience=1)
