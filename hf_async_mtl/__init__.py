@@ -5,6 +5,8 @@ methods, and asynchronous convergence through self-distillation of converged tas
 NAACL 2022 industry track).
 """
 
+import warnings
+
 from .async_kd import AsyncConvergenceCallback, AsyncKDOptions, ConvergenceMonitor, distillation_loss, kl_distillation_loss
 from .config import MultiTaskTrainingArguments
 from .data import (
@@ -27,6 +29,10 @@ from .spec_inference import infer_task_spec
 from .tasks import TaskSpec
 from .trainer import MultiTaskTrainer
 from .weighting import WeightingMethod, available_weightings, build_weighting, register_weighting
+
+# `python -m hf_async_mtl.calibration` (or `.diagnostics`): the package imports these modules before runpy runs one as
+# __main__, and runpy warns about it; they only define functions, so running them twice is harmless.
+warnings.filterwarnings("ignore", message=r"'hf_async_mtl\.[a-z_]+' found in sys\.modules after import of package", category=RuntimeWarning)
 
 __version__ = "0.1.0"
 

@@ -199,3 +199,13 @@ def test_generalization_gap_interpolates_single_task_at_equal_training_loss(tmp_
     assert saved["tasks"]["rte"]["compared_points"] == 2
     with pytest.raises(SystemExit, match="no train_loss_mrpc"):
         gap_main(["--multi_task", str(tmp_path / "mt"), "--single_task", f"mrpc={tmp_path / 'st.json'}", "--out", str(tmp_path / "g2")])
+
+
+def test_the_plot_commands_run_as_modules_without_runpy_warning():
+    """`python -m hf_async_mtl.calibration`: the package imports the module first, and runpy warned about it."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "hf_async_mtl.calibration", "--help"], capture_output=True, text=True, timeout=120)
+    assert "usage: python -m hf_async_mtl.calibration" in done.stderr  # its usage line, no input given
+    assert "found in sys.modules" not in done.stderr and "RuntimeWarning" not in done.stderr, done.stderr
