@@ -271,6 +271,11 @@ def parse_args(argv: list[str] | None = None):
     options = {f.name for cls in parser.dataclass_types for f in dataclasses.fields(cls) if f.init}
     if len(argv) == 1 and argv[0].endswith(".json"):
         return _parse_json_config(parser, argv[0], options)
+    if argv and argv[0].endswith(".json") and not argv[0].startswith("-"):
+        raise UsageError(
+            f"{argv[0]}: a JSON config is the command's only argument ({len(argv) - 1} more given: {' '.join(argv[1:3])}"
+            f"{' ...' if len(argv) > 3 else ''}); put those options in a copy of the file, or give every option as flags."
+        )
     for arg in argv:
         name = arg.split("=", 1)[0].lstrip("-") if arg.startswith("--") else None
         if name in REMOVED_OPTIONS:

@@ -26,5 +26,5 @@ def cpu_bf16_warning(bf16: bool, device_type: str) -> str | None:
     capability = torch.backends.cpu.get_cpu_capability()
     return (
         f"bf16=True on a CPU without native bf16 kernels (torch sees {capability}; oneDNN's bf16 needs AVX-512, "
-        f"AVX512-BF16 or AMX): a training step under bf16 autocast {MEASURED_SLOWDOWN}. Drop --bf16 on this machine."
+        f'AVX512-BF16 or AMX): a training step under bf16 autocast {MEASURED_SLOWDOWN}. Drop --bf16 on this machine ("bf16": false in a JSON config).'
     )

@@ -721,6 +721,12 @@ CASES = [
         r"^\S+run\.json, line 2, field 'model_name_or_path': model_name_or_path \S+gone: the directory \S+ does not exist",
     ),
     Case(
+        "config_with_flags",
+        "run.json --bf16 false",  # it said --model_name_or_path was required, which the file gives
+        lambda c: _json_config(c) + ["--bf16", "false"],
+        r"^\S+run\.json: a JSON config is the command's only argument \(2 more given: --bf16 false\); put those options in a copy",
+    ),
+    Case(
         "config_tasks_not_text",
         "run.json tasks 5",
         lambda c: _json_config(c, tasks=5),
