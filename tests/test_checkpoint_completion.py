@@ -15,21 +15,26 @@ from tests.test_trainer import _losses_by_step, no_dropout_trainer
 SAVING = {"max_steps": 6, "save_strategy": "steps", "save_steps": 2, "logging_steps": 1, "sampling_strategy": "round_robin"}
 
 
-def test_a_save_interrupted_between_two_files_is_skipped_and_refused_by_name(tmp_path, tokenizer, tiny_data, monkeypatch, caplog):
-    full = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "full", SAVING)
-    full.train()
+def _train_killed_while_saving_step_4(tmp_path, tokenizer, tiny_data, monkeypatch, options) -> None:
+    """Train run "crashed" until its save at step 4 dies after the weighting state, before the rest and the marker."""
     real = state_module.save_sampler_state
 
-    def crash_at_step_4(sampler, accumulation, directory):  # the weighting state is written, the rest never is
+    def crash_at_step_4(sampler, accumulation, directory):
         if directory.endswith("checkpoint-4"):
             raise RuntimeError("killed while saving")
         real(sampler, accumulation, directory)
 
     monkeypatch.setattr(state_module, "save_sampler_state", crash_at_step_4)
-    crashed = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "crashed", SAVING)
+    crashed = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "crashed", options)
     with pytest.raises(RuntimeError, match="killed while saving"):
         crashed.train()
     monkeypatch.setattr(state_module, "save_sampler_state", real)
+
+
+def test_a_save_interrupted_between_two_files_is_skipped_and_refused_by_name(tmp_path, tokenizer, tiny_data, monkeypatch, caplog):
+    full = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "full", SAVING)
+    full.train()
+    _train_killed_while_saving_step_4(tmp_path, tokenizer, tiny_data, monkeypatch, SAVING)
     out = tmp_path / "crashed" / "out"
     assert (out / "checkpoint-4" / "weighting_state.pt").is_file() and not (out / "checkpoint-4" / COMPLETE_NAME).exists()
     assert (out / "checkpoint-2" / COMPLETE_NAME).is_file()
@@ -87,20 +92,9 @@ def test_save_total_limit_deletes_older_checkpoints_only_once_the_new_one_is_com
     whole = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "whole", limited)
     whole.train()
     assert sorted(os.listdir(whole.args.output_dir)) == ["checkpoint-6"]  # rotation still happens
-    real = state_module.save_sampler_state
-
-    def crash_at_step_4(sampler, accumulation, directory):
-        if directory.endswith("checkpoint-4"):
-            raise RuntimeError("killed while saving")
-        real(sampler, accumulation, directory)
-
-    monkeypatch.setattr(state_module, "save_sampler_state", crash_at_step_4)
-    crashed = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "crashed", limited)
-    with pytest.raises(RuntimeError, match="killed while saving"):
-        crashed.train()
+    _train_killed_while_saving_step_4(tmp_path, tokenizer, tiny_data, monkeypatch, limited)
     out = tmp_path / "crashed" / "out"
     assert (out / "checkpoint-2" / COMPLETE_NAME).is_file() and not (out / "checkpoint-4" / COMPLETE_NAME).exists()
-    monkeypatch.setattr(state_module, "save_sampler_state", real)
     resumed = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "crashed", limited)
     resumed.train(resume_from_checkpoint=True)
     assert resumed.state.global_step == 6 and sorted(os.listdir(out)) == ["checkpoint-6"]
