@@ -164,9 +164,7 @@ def check_saved_capacity(model_args: ModelArguments, config: Any, source: str) -
     if saved is None or asked is None:
         return
     (saved_kind, saved_numbers), (asked_kind, asked_numbers) = saved, asked
-    differ = [
-        k for k, v in asked_numbers.items() if saved_numbers.get(k) != v and not (k == "lora_alpha" and saved_numbers.get(k) == float(v))
-    ]
+    differ = [k for k, v in asked_numbers.items() if saved_numbers.get(k) != v]  # 16 == 16.0: alpha int or float
     if asked_kind == saved_kind and not differ:
         return
     option = "unshared_layers" if asked_kind == "unshared top layers" else (differ[0] if differ else "lora_r")

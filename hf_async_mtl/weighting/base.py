@@ -87,18 +87,22 @@ class WeightingMethod(nn.Module):
         """Weights of all tasks (shape `[T]`, task order) for the default `weigh_losses`. Default: all ones."""
         return torch.ones(self.num_tasks)
 
+    def _checked_weights(self, weights: Any, produced_by: str) -> Tensor:
+        """`weights` when it is a `[T]` tensor; else an error naming the method and what returned it (a subclass's)."""
+        if not isinstance(weights, Tensor) or tuple(weights.shape) != (self.num_tasks,):
+            shape = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
+            raise ValueError(
+                f"Weighting method {self.name!r}: {produced_by} must return a tensor of shape [T={self.num_tasks}], got {shape}."
+            )
+        return weights
+
     def weigh_losses(self, losses: Mapping[str, Tensor], step: int) -> Tensor:
         """Differentiable scalar combining the given per-task losses: `sum_t w_t * L_t` over the tasks present.
 
         `losses` may hold a subset of the tasks unless `needs_all_tasks` is set (then a missing task is an error).
         """
         present = self._check_losses(losses)
-        weights = self.loss_weights(losses, step)
-        if not isinstance(weights, Tensor) or tuple(weights.shape) != (self.num_tasks,):
-            shape = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
-            raise ValueError(
-                f"Weighting method {self.name!r}: loss_weights must return a tensor of shape [T={self.num_tasks}], got {shape}."
-            )
+        weights = self._checked_weights(self.loss_weights(losses, step), "loss_weights")
         self._set_last_weights(weights)
         terms = [weights[self._index[t]].to(losses[t]) * losses[t] for t in present]
         return sum(terms[1:], terms[0])
@@ -199,12 +203,7 @@ class GradientWeightingMethod(WeightingMethod):
             raise ValueError(f"Weighting method {self.name!r}: grads must have shape [T={self.num_tasks}, P], got {tuple(grads.shape)}.")
         gram = gram_matrix(grads)
         if torch.isfinite(gram).all():
-            weights = self.gradient_weights(gram, losses, step)
-            if not isinstance(weights, Tensor) or tuple(weights.shape) != (self.num_tasks,):
-                shape = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
-                raise ValueError(
-                    f"Weighting method {self.name!r}: gradient_weights must return a tensor of shape [T={self.num_tasks}], got {shape}."
-                )
+            weights = self._checked_weights(self.gradient_weights(gram, losses, step), "gradient_weights")
         else:
             # Overflowed gradients (e.g. fp16): skip the solver and bookkeeping, and let the non-finite sum reach the
             # trainer's own overflow handling instead of crashing inside an optimiser.
