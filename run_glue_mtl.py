@@ -18,6 +18,7 @@ adds the traceback. Called in-process, `main(argv)` raises `SystemExit(2)` after
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -251,18 +252,32 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
         logger.warning("--do_predict: no trained task has a GLUE test split; nothing to submit.")
     if trainer.is_world_process_zero():
         os.makedirs(training_args.output_dir, exist_ok=True)
-        for spec in specs:
+        for spec in specs if dev_metrics else ():  # a run that evaluated nothing leaves earlier results alone
             prefix = f"eval_{spec.name}"
             write_json(
                 os.path.join(training_args.output_dir, f"eval_results_{spec.name}.json"),
                 {k: v for k, v in dev_metrics.items() if k.startswith(prefix)},
             )
-        if trainer.async_convergence is not None:
+        if trainer.async_convergence is not None and training_args.do_train:
             results["convergence"] = trainer.async_convergence.report()
-        write_json(os.path.join(training_args.output_dir, "all_results.json"), results)
+        if results:  # merged into an earlier all_results.json, as transformers' save_metrics(combined=True) does
+            write_json(
+                os.path.join(training_args.output_dir, "all_results.json"), {**_earlier_results(training_args.output_dir), **results}
+            )
     if training_args.push_to_hub:
         trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, tasks="text-classification")
     return results
+
+
+def _earlier_results(output_dir: str) -> dict:
+    """`all_results.json` already in `output_dir` (e.g. the training run's, when predicting into the model's own
+    directory), or {} when there is none or it is not a JSON object."""
+    try:
+        with open(os.path.join(output_dir, "all_results.json"), encoding="utf-8") as handle:
+            earlier = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return earlier if isinstance(earlier, dict) else {}
 
 
 def _is_bad_input(error: BaseException, state: SimpleNamespace) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError, read_json_field
 from .files import write_json_atomic
 
 FILE_NAME = "calibration.json"
@@ -161,11 +162,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     import sys
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: python -m hf_async_mtl.calibration OUTPUT_DIR/calibration.json reliability.png"
+    if argv in (["-h"], ["--help"]):
+        print(usage)
+        return 0
     if len(argv) != 2:
-        print("usage: python -m hf_async_mtl.calibration OUTPUT_DIR/calibration.json reliability.png", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
-    with open(argv[0], encoding="utf-8") as handle:
-        evaluations = json.load(handle)["evaluations"]
+    try:
+        evaluations = read_json_field(argv[0], "evaluations", "calibration file")
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if not evaluations:
         print(f"error: {argv[0]} holds no evaluation.", file=sys.stderr)
         return 1

@@ -23,7 +23,7 @@ import contextlib
 import json
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
+from .errors import InputError, read_json_field
 from .files import write_json_atomic
 from .gradients import shared_and_task_parameters, task_gradient_matrix
 from .state import checkpoint_global_step
@@ -220,9 +221,26 @@ def plot_conflicts(diagnostics_file: str, out_png: str) -> None:
     plt.close(fig)
 
 
-if __name__ == "__main__":
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m hf_async_mtl.diagnostics OUTPUT_DIR/gradient_diagnostics.json conflicts.png`; bad input is one line."""
     import sys
 
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m hf_async_mtl.diagnostics OUTPUT_DIR/gradient_diagnostics.json conflicts.png")
-    plot_conflicts(sys.argv[1], sys.argv[2])
+    args = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: python -m hf_async_mtl.diagnostics OUTPUT_DIR/gradient_diagnostics.json conflicts.png"
+    if args in (["-h"], ["--help"]):
+        print(usage)
+        return 0
+    if len(args) != 2:
+        print(usage, file=sys.stderr)
+        return 2
+    try:
+        read_json_field(args[0], "records", "gradient diagnostics file")
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    plot_conflicts(args[0], args[1])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

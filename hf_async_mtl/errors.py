@@ -72,3 +72,11 @@ def read_json_file(path: str, what: str = "JSON file") -> tuple[Any, str]:
         return json.loads(text), text
     except json.JSONDecodeError as error:
         raise InputError(f"{path}, line {error.lineno}, column {error.colno}: not valid JSON ({error.msg}).") from None
+
+
+def read_json_field(path: str, field: str, what: str) -> Any:
+    """`field` of the JSON object in `path` (a file this package wrote); anything else is one `InputError` line."""
+    value, _ = read_json_file(path, what)
+    if not isinstance(value, dict) or field not in value:
+        raise InputError(f"{path}: not a {what} (no {field!r} field).")
+    return value[field]

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import read_json_file
+
 __all__ = ["load_log_history", "task_points", "gap_at_equal_loss", "main"]
 
 
@@ -35,8 +37,7 @@ def load_log_history(path: str) -> list[dict[str, Any]]:
         path = candidate
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist.")
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
+    data, _ = read_json_file(path, "run record")
     if isinstance(data, dict) and "log_history" in data:
         return list(data["log_history"])
     if isinstance(data, dict) and "curves" in data:
@@ -124,7 +125,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if not sep or not task or not path:
             parser.error(f"--single_task {item!r}: expected TASK=RUN.")
         singles[task] = path
-    multi_history = load_log_history(args.multi_task)
+    try:
+        multi_history = load_log_history(args.multi_task)
+        single_histories = {task: load_log_history(path) for task, path in singles.items()}
+    except (OSError, ValueError) as error:  # a missing or unreadable run: one line
+        raise SystemExit(f"error: {error}") from None
     result: dict[str, Any] = {
         "multi_task": args.multi_task,
         "single_task": singles,
@@ -133,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "multi-task selection score (positive: multi-task generalizes worse at equal fit)",
     }
     for task, path in singles.items():
-        multi, single = task_points(multi_history, task), task_points(load_log_history(path), task)
+        multi, single = task_points(multi_history, task), task_points(single_histories[task], task)
         if not multi:
             raise SystemExit(f"error: {args.multi_task} has no train_loss_{task} / eval_{task}_score logs.")
         if not single:

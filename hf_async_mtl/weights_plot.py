@@ -8,10 +8,11 @@ checkpoint); one line per task, weight against optimizer step.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from .errors import read_json_field
 
 
 def weight_series(log_history: Sequence[Mapping[str, Any]]) -> dict[str, tuple[list[int], list[float]]]:
@@ -28,8 +29,7 @@ def weight_series(log_history: Sequence[Mapping[str, Any]]) -> dict[str, tuple[l
 
 def plot_weights(state_path: str, png_path: str, title: str | None = None) -> dict[str, tuple[list[int], list[float]]]:
     """Write the weight curves of `trainer_state.json` to `png_path`; returns the series. Errors name the file."""
-    with open(state_path, encoding="utf-8") as handle:
-        history = json.load(handle).get("log_history", [])
+    history = read_json_field(state_path, "log_history", "trainer_state.json")
     series = weight_series(history)
     if not series:
         raise ValueError(f"{state_path}: no train_weight_<task> entries in log_history (was logging_steps > 0?).")
@@ -53,8 +53,12 @@ def plot_weights(state_path: str, png_path: str, title: str | None = None) -> di
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: python -m hf_async_mtl.weights_plot TRAINER_STATE_JSON OUTPUT_PNG"
+    if args in (["-h"], ["--help"]):
+        print(usage)
+        return 0
     if len(args) != 2:
-        print("usage: python -m hf_async_mtl.weights_plot TRAINER_STATE_JSON OUTPUT_PNG", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     try:
         series = plot_weights(args[0], args[1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -207,5 +208,37 @@ def test_the_plot_commands_run_as_modules_without_runpy_warning():
     import sys
 
     done = subprocess.run([sys.executable, "-m", "hf_async_mtl.calibration", "--help"], capture_output=True, text=True, timeout=120)
-    assert "usage: python -m hf_async_mtl.calibration" in done.stderr  # its usage line, no input given
+    assert done.returncode == 0 and "usage: python -m hf_async_mtl.calibration" in done.stdout
     assert "found in sys.modules" not in done.stderr and "RuntimeWarning" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("command", ["calibration", "diagnostics", "weights_plot", "generalization_gap"])
+def test_the_plot_commands_name_a_missing_or_wrong_file_in_one_line(command, tmp_path, capsys):
+    """They printed tracebacks (FileNotFoundError, JSONDecodeError, KeyError) for a missing, broken or foreign file."""
+    import importlib
+
+    main = importlib.import_module(f"hf_async_mtl.{command}").main
+    (tmp_path / "foreign.json").write_text('{"x": 1}')
+    (tmp_path / "broken.json").write_text("{\n")
+    expected = {
+        "missing.json": r"missing\.json.* does not exist",
+        "foreign.json": r"foreign\.json: not a .* \(no '\w+' field\)"
+        if command != "generalization_gap"
+        else r"foreign\.json: neither a trainer_state\.json",
+        "broken.json": r"broken\.json, line 2, column 1: not valid JSON",
+    }
+    for name, message in expected.items():
+        path = str(tmp_path / name)
+        argv = ["--multi_task", path, "--single_task", f"a={path}", "--out", str(tmp_path / "gap")]
+        if command != "generalization_gap":
+            argv = [path, str(tmp_path / "out.png")]
+        try:
+            code = main(argv)
+        except SystemExit as exit_:
+            code, err = 2, str(exit_.code)
+        else:
+            err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err, err
+        assert re.search(message, err), err
+    if command != "generalization_gap":
+        assert main(["--help"]) == 0 and "usage: python -m" in capsys.readouterr().out

@@ -338,6 +338,14 @@ def test_cli_predict_only_from_a_trained_model_and_missing_test_file(tmp_path, t
     args.remove("--do_train")
     run_glue_mtl.main(args)
     assert set(read_zip(tmp_path / "second" / "glue_submission.zip")) == {"CoLA.tsv", "RTE.tsv"}
+    # Predicting into the model's own directory keeps its training record (all_results.json was overwritten by {}).
+    trained = json.loads((first / "all_results.json").read_text())
+    evaluated = (first / "eval_results_cola.json").read_text()
+    into_first = cli_args(glue, str(first), first, tasks="cola,rte") + ["--eval_strategy", "no"]
+    into_first.remove("--do_train")
+    run_glue_mtl.main(into_first)
+    assert json.loads((first / "all_results.json").read_text()) == trained and trained.get("train_runtime") is not None
+    assert (first / "eval_results_cola.json").read_text() == evaluated
     # A missing test file fails before anything is written: one line, exit status 2.
     os.remove(glue / "RTE" / "test.tsv")
     with pytest.raises(SystemExit) as exit_info:
