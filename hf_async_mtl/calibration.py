@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, read_json_field
+from .file_command import run_file_command
 from .files import write_json_atomic
 
 FILE_NAME = "calibration.json"
@@ -159,27 +160,14 @@ def plot_reliability(panels: Mapping[str, Mapping[str, Sequence[Mapping[str, Any
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import sys
+    def run(calibration_file: str, png: str) -> None:
+        evaluations = read_json_field(calibration_file, "evaluations", "calibration file")
+        if not evaluations:
+            raise InputError(f"{calibration_file} holds no evaluation.")
+        last = evaluations[-1]  # the run's last evaluation (after training: the dev sets)
+        plot_reliability({key: {f"step {last['step']}": bins} for key, bins in last["sets"].items()}, png)
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: python -m hf_async_mtl.calibration OUTPUT_DIR/calibration.json reliability.png"
-    if argv in (["-h"], ["--help"]):
-        print(usage)
-        return 0
-    if len(argv) != 2:
-        print(usage, file=sys.stderr)
-        return 2
-    try:
-        evaluations = read_json_field(argv[0], "evaluations", "calibration file")
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if not evaluations:
-        print(f"error: {argv[0]} holds no evaluation.", file=sys.stderr)
-        return 1
-    last = evaluations[-1]  # the run's last evaluation (after training: the dev sets)
-    plot_reliability({key: {f"step {last['step']}": bins} for key, bins in last["sets"].items()}, argv[1])
-    return 0
+    return run_file_command(argv, "usage: python -m hf_async_mtl.calibration OUTPUT_DIR/calibration.json reliability.png", run)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from .errors import InputError, read_json_field
+from .errors import read_json_field
+from .file_command import run_file_command
 from .files import write_json_atomic
 from .gradients import shared_and_task_parameters, task_gradient_matrix
 from .state import checkpoint_global_step
@@ -223,23 +224,12 @@ def plot_conflicts(diagnostics_file: str, out_png: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m hf_async_mtl.diagnostics OUTPUT_DIR/gradient_diagnostics.json conflicts.png`; bad input is one line."""
-    import sys
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: python -m hf_async_mtl.diagnostics OUTPUT_DIR/gradient_diagnostics.json conflicts.png"
-    if args in (["-h"], ["--help"]):
-        print(usage)
-        return 0
-    if len(args) != 2:
-        print(usage, file=sys.stderr)
-        return 2
-    try:
-        read_json_field(args[0], "records", "gradient diagnostics file")
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    plot_conflicts(args[0], args[1])
-    return 0
+    def run(diagnostics_file: str, png: str) -> None:
+        read_json_field(diagnostics_file, "records", "gradient diagnostics file")  # one line for a wrong file
+        plot_conflicts(diagnostics_file, png)
+
+    return run_file_command(argv, "usage: python -m hf_async_mtl.diagnostics OUTPUT_DIR/gradient_diagnostics.json conflicts.png", run)
 
 
 if __name__ == "__main__":

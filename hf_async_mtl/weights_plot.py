@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import read_json_field
+from .file_command import run_file_command
 
 
 def weight_series(log_history: Sequence[Mapping[str, Any]]) -> dict[str, tuple[list[int], list[float]]]:
@@ -52,21 +53,10 @@ def plot_weights(state_path: str, png_path: str, title: str | None = None) -> di
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: python -m hf_async_mtl.weights_plot TRAINER_STATE_JSON OUTPUT_PNG"
-    if args in (["-h"], ["--help"]):
-        print(usage)
-        return 0
-    if len(args) != 2:
-        print(usage, file=sys.stderr)
-        return 2
-    try:
-        series = plot_weights(args[0], args[1])
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"{args[1]}: weights of {', '.join(series)}")
-    return 0
+    def run(state: str, png: str) -> str:
+        return f"{png}: weights of {', '.join(plot_weights(state, png))}"
+
+    return run_file_command(argv, "usage: python -m hf_async_mtl.weights_plot TRAINER_STATE_JSON OUTPUT_PNG", run)
 
 
 if __name__ == "__main__":
