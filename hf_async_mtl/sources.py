@@ -39,6 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .errors import InputError
 from .tasks import TaskSpec
 
 __all__ = ["DatasetsSource", "TaskDataSource", "TaskSource", "TextOfTask", "load_task", "load_source_split"]
@@ -185,9 +186,10 @@ def _load_files(context: str, source: TaskSource, split: str, cache_dir: str | N
                     f"{context}: {path}, line 1: column {repeated[0]!r} appears {names.count(repeated[0])} times in the header; "
                     "give every column its own name."
                 )
-        # Every column as text, no NA parsing ("NA" in a text column is the string "NA"); a field missing from
-        # a short row reads as "" (pandas 3), which `row_converter` refuses in a text field. index_col=False: a first row with a field too many is an error (below), not an
-        # index column that shifts the others; later rows with too many fields are parser errors.
+        # Every column as text, no NA parsing ("NA" in a text column is the string "NA"); a field missing from a
+        # short row reads as "" (pandas 3), which `row_converter` refuses in a text field. index_col=False: a first row
+        # with a field too many is an error (below), not an index column that shifts the others; later rows with too
+        # many fields are parser errors.
         options.update(
             features=datasets.Features({name: datasets.Value("string") for name in header}), keep_default_na=False, index_col=False
         )
@@ -318,8 +320,8 @@ class _LabelConverter:
                     )
                 self.remap = np.array([self.label_names.index(n) for n in names], dtype=np.int64)
 
-    def fail(self, row: int, problem: str) -> ValueError:
-        return ValueError(f"{self.where}, row {row} (0-based), column {self.spec.label_field!r}: {problem}.")
+    def fail(self, row: int, problem: str) -> InputError:
+        return InputError(f"{self.where}, row {row} (0-based), column {self.spec.label_field!r}: {problem}.")
 
     def __call__(self, column: pa.ChunkedArray | pa.Array, rows: Sequence[int]) -> pa.Array:
         column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -444,7 +446,8 @@ def row_converter(
 ) -> Callable[[pa.Table, Sequence[int]], pa.Table]:
     """`convert(table, rows)`: one Arrow batch of a source (rows = their 0-based row numbers) as the task's columns
     (`task_features`), or a `ValueError` naming `where`, the first bad row and its field. Shared by `load_task` and
-    the streamed tasks (`hf_async_mtl.streaming`), which convert each block as they read it."""
+    the streamed tasks (`hf_async_mtl.streaming`), which convert each block as they read it: a bad row is an
+    `InputError` (bad input, one line) also when training draws it."""
     for name in spec.text_fields:
         feature = features[name]
         if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
@@ -456,12 +459,12 @@ def row_converter(
         for name in spec.text_fields:
             bad = _first_true(pc.is_null(table[name]))
             if bad is not None:
-                raise ValueError(f"{where}, row {rows[bad]} (0-based), column {name!r}: missing text (null, or a row with too few fields).")
+                raise InputError(f"{where}, row {rows[bad]} (0-based), column {name!r}: missing text (null, or a row with too few fields).")
             # pandas fills the fields missing from a short CSV / TSV row with "" (keep_default_na=False), not null: an
             # empty text field there is refused too (a text classifier has nothing to read in it)
             bad = _first_true(pc.equal(pc.utf8_trim_whitespace(table[name]), "")) if delimited else None
             if bad is not None:
-                raise ValueError(
+                raise InputError(
                     f"{where}, row {rows[bad]} (0-based), column {name!r}: empty text (an empty field, or a row with too few fields)."
                 )
         if converter is not None:

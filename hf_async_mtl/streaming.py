@@ -37,7 +37,6 @@ import pyarrow as pa
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from .encoding import EXAMPLE_IDS_COLUMN, MODEL_INPUT_COLUMNS, PAIR_IDS_COLUMN, TASK_IDS_COLUMN, batch_encoder
-from .errors import InputError
 from .files import write_json_atomic
 from .sources import TaskDataSource, TaskSource, _one_line, load_source_split, load_task, row_converter, task_features
 from .tasks import TaskSpec
@@ -107,19 +106,7 @@ class StreamingSource(TaskDataSource):
         delimited = self.source.data_files is not None and any(
             p.lower().endswith((".csv", ".tsv", ".tab")) for p in self.source.data_files.get("train", ())
         )
-        convert = row_converter(self.spec, raw.features, self._where, delimited=delimited)
-
-        def checked(table: pa.Table, rows: Sequence[int]) -> pa.Table:
-            # A bad row deep in the file is found when training draws its block: bad input all the same (one line,
-            # exit 2 on the command line), not a crash.
-            try:
-                return convert(table, rows)
-            except InputError:
-                raise
-            except ValueError as error:
-                raise InputError(str(error)) from None
-
-        return checked
+        return row_converter(self.spec, raw.features, self._where, delimited=delimited)
 
     def selection_count(self, selection_fraction: float, selection_max: int | None) -> int:
         """How many first rows are held out for selection: `selection_max`, or `selection_fraction` of a declared
