@@ -29,7 +29,7 @@ from transformers import AutoConfig, AutoTokenizer, TrainerCallback, set_seed
 
 from cli.arguments import DataArguments, ModelArguments, parse_args
 from cli.errors import DEBUG_ENV, UsageError, key_line, one_line, read_json_file
-from cli.preflight import RunPlan, dev_split_names, plan_tasks, preflight
+from cli.preflight import RunPlan, dev_split_names, plan_tasks, preflight, reads_dev_sets
 from glue_tasks import load_glue_task
 from glue_tasks.submission import submission_splits, write_glue_submission
 from hf_async_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec
@@ -190,24 +190,28 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
         tokenizer,
         data_args.max_seq_length,
         **data_options(data_args, training_args),
+        # A run that only evaluates or predicts reads no training set (nor, with --eval_strategy no, the dev sets).
+        with_train=training_args.do_train,
+        with_dev=reads_dev_sets(training_args),
         main_process_first=lambda: training_args.main_process_first(desc="tokenization"),
     )
     model = build_model(model_args, specs, tokenizer.mask_token_id)
     model.config.max_seq_length = data_args.max_seq_length  # an export's prompt pipeline truncates as training did
-    # How each task's selection split was carved (options, size, rows' fingerprint): what merging single-task
-    # models (merge_models.py) reads to choose its scale on the same held-out examples.
-    model.config.selection_splits = data.selection_records
     train_sets, selection_sets, dev_sets = data.train, data.selection, data.dev
-    if not selection_sets:
-        logger.warning("selection_split_fraction=0: selection reads the dev sets that are also reported.")
-        selection_sets = dev_sets
-    evaluation_sets = dev_curve_sets(selection_sets, dev_sets) if data_args.dev_curves else selection_sets
+    if training_args.do_train:
+        # How each task's selection split was carved (options, size, rows' fingerprint): what merging single-task
+        # models (merge_models.py) reads to choose its scale on the same held-out examples.
+        model.config.selection_splits = data.selection_records
+        if not selection_sets:
+            logger.warning("selection_split_fraction=0: selection reads the dev sets that are also reported.")
+            selection_sets = dev_sets
+    evaluation_sets = dev_curve_sets(selection_sets, dev_sets) if data_args.dev_curves else (selection_sets or dev_sets or None)
 
     trainer = MultiTaskTrainer(
         model=model,
         args=training_args,
         task_specs=specs,
-        train_dataset=train_sets,
+        train_dataset=train_sets if training_args.do_train else None,
         eval_dataset=evaluation_sets,
         processing_class=tokenizer,
         callbacks=[_TrainingStarted(state)],

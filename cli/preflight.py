@@ -52,10 +52,19 @@ class RunPlan:
     model_config: Any
 
 
-def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple[TaskSpec, TaskDataSource]]:
+def reads_dev_sets(training_args: MultiTaskTrainingArguments) -> bool:
+    """Whether a run reads the dev sets: to evaluate them (`do_eval`), or to train (the final evaluation, and the
+    selection split when `--selection_split_fraction 0`). A predict-only run with `--eval_strategy no` does not."""
+    return bool(training_args.do_train or training_args.do_eval)
+
+
+def plan_tasks(
+    data_args: DataArguments, do_predict: bool = False, do_train: bool = True, with_dev: bool = True
+) -> list[tuple[TaskSpec, TaskDataSource]]:
     """The task specs of `--tasks` and `--custom_tasks_file`, checked without reading any data.
 
-    GLUE names must be known and given once, their TSV files present under `--glue_dir`; the custom tasks
+    GLUE names must be known and given once, the TSV files the run reads present under `--glue_dir` (train with
+    `do_train`, dev with `with_dev`, test with `do_predict`); the custom tasks
     file is read by `cli.tasks_file.read_custom_tasks`; then `--mlm_tasks`, the prompt options and `--bi_encoder_tasks`
     apply (`cli.task_options`). Problems are a one-line `UsageError`.
     """
@@ -76,7 +85,11 @@ def plan_tasks(data_args: DataArguments, do_predict: bool = False) -> list[tuple
             raise UsageError(f"--glue_dir {glue_dir}: the directory does not exist.", "glue_dir")
         for spec, _ in tasks:
             fmt = GLUE_FORMATS[spec.name]
-            splits = ["train", *spec.validation_splits, *(submission_splits(spec.name) if do_predict else ())]
+            splits = [
+                *(["train"] if do_train else ()),
+                *(spec.validation_splits if with_dev else ()),
+                *(submission_splits(spec.name) if do_predict else ()),
+            ]
             for split in splits:
                 path = os.path.join(glue_dir, fmt.directory, fmt.files[split].file_name)
                 if not os.path.isfile(path):
@@ -238,7 +251,9 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, training_arg
             "dev_curves",
         )
 
-    tasks = plan_tasks(data_args, do_predict=training_args.do_predict)
+    tasks = plan_tasks(
+        data_args, do_predict=training_args.do_predict, do_train=training_args.do_train, with_dev=reads_dev_sets(training_args)
+    )
     specs = [spec for spec, _ in tasks]
     streamed = {spec.name: getattr(source, "num_rows", None) for spec, source in tasks if source.streaming}
     pairs = [spec.name for spec in specs if spec.is_bi_encoder]

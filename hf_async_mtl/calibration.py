@@ -98,14 +98,23 @@ def pool_bins(runs: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, flo
     return pooled
 
 
-def write_calibration(output_dir: str, step: int, prefix: str, sets: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
-    """Append one evaluation's bins (evaluation set key → bins) to `output_dir/calibration.json` (written atomically)."""
+OWN_SETS = "the trainer's eval_dataset"  # during training: the selection splits
+GIVEN_SETS = "sets passed to evaluate()"  # e.g. run_glue_mtl.py's final evaluation of the dev sets
+
+
+def write_calibration(
+    output_dir: str, step: int, prefix: str, sets: Mapping[str, Sequence[Mapping[str, Any]]], data: str | None = None
+) -> str:
+    """Append one evaluation's bins (evaluation set key → bins) to `output_dir/calibration.json` (written atomically).
+
+    `data` says which sets were evaluated (`OWN_SETS` or `GIVEN_SETS`): at the last step a run evaluates both its
+    selection splits and its dev sets, under the same prefix."""
     path = os.path.join(output_dir, FILE_NAME)
     payload: dict[str, Any] = {"definition": DEFINITION, "evaluations": []}
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as handle:
             payload = json.load(handle)
-    payload["evaluations"].append({"step": step, "prefix": prefix, "sets": dict(sets)})
+    payload["evaluations"].append({"step": step, "prefix": prefix, **({"data": data} if data else {}), "sets": dict(sets)})
     os.makedirs(output_dir, exist_ok=True)
     write_json_atomic(path, payload, indent=1)
     return path
@@ -165,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not evaluations:
             raise InputError(f"{calibration_file} holds no evaluation.")
         last = evaluations[-1]  # the run's last evaluation (after training: the dev sets)
-        plot_reliability({key: {f"step {last['step']}": bins} for key, bins in last["sets"].items()}, png)
+        label = f"step {last['step']}" + (f", {last['data']}" if last.get("data") else "")
+        plot_reliability({key: {label: bins} for key, bins in last["sets"].items()}, png)
 
     return run_file_command(argv, "usage: python -m hf_async_mtl.calibration OUTPUT_DIR/calibration.json reliability.png", run)
 

@@ -268,6 +268,7 @@ def build_task_datasets(
     selection_max: int | None = 500,
     carve_before_cap: bool = False,
     eval_cap: int | None = None,
+    with_train: bool = True,
     with_dev: bool = True,
     subsample: Callable[[datasets.Dataset, int | None, int], datasets.Dataset] = cap_dataset,
     num_proc: int | None = None,
@@ -282,8 +283,10 @@ def build_task_datasets(
     split of `selection_fraction` (at most `selection_max`) is carved from it — from the full training set before
     capping with `carve_before_cap` (a larger split at no cost to a capped pool) — all seeded with `seed`; dev
     splits are capped at `eval_cap`. Task ids are the tasks' positions. `selection_fraction=0` carves nothing
-    (selection then has to read other data: the caller decides). Tokenisation runs under `main_process_first`
-    (e.g. `TrainingArguments.main_process_first`), so several processes map once.
+    (selection then has to read other data: the caller decides). `with_train=False` (a run that only evaluates or
+    predicts) neither reads nor tokenises training sets, so it has no train or selection sets; `with_dev=False` skips
+    the dev sets. Tokenisation runs under `main_process_first` (e.g. `TrainingArguments.main_process_first`), so
+    several processes map once.
     """
     caps = dict(caps or {})
     _check_build_options(tasks, max_seq_length, caps, default_cap, selection_max=selection_max, eval_cap=eval_cap)
@@ -291,7 +294,7 @@ def build_task_datasets(
         raise ValueError(f"build_task_datasets: selection_fraction must be a number in [0, 1), got {selection_fraction!r}.")
     raw_train, raw_dev = {}, {}
     for spec, source in tasks:
-        if not source.streaming:  # a streamed task's rows are checked as they are read (its first block: below)
+        if with_train and not source.streaming:  # a streamed task's rows are checked as they are read (its first block: below)
             raw_train[spec.name] = source.load("train")
             validate_task_dataset(spec, raw_train[spec.name], f"{spec.name} train split")
         if with_dev:
@@ -303,15 +306,15 @@ def build_task_datasets(
         for task_id, (spec, source) in enumerate(tasks):
             group = source.cap_group or spec.name
             limit = caps.get(group, default_cap)
-            if source.streaming:
+            if with_train and source.streaming:
                 _add_streamed_task(result, spec, source, tokenizer, task_id, max_seq_length, limit, seed, selection_fraction, selection_max)
-            else:
+            elif with_train:
                 pool, held_out = raw_train[spec.name], None
                 if carve_before_cap and selection_fraction > 0:
-                    pool, held_out = carve_validation_split(pool, selection_fraction, selection_max, seed)
+                    pool, held_out = _carve_selection(spec.name, pool, selection_fraction, selection_max, seed, None)
                 pool = subsample(pool, limit, seed)
                 if not carve_before_cap and selection_fraction > 0:
-                    pool, held_out = carve_validation_split(pool, selection_fraction, selection_max, seed)
+                    pool, held_out = _carve_selection(spec.name, pool, selection_fraction, selection_max, seed, limit)
                 if held_out is not None:
                     result.selection[spec.name] = tokenize_task(spec, held_out, tokenizer, task_id, max_seq_length)
                 result.selection_records[spec.name] = selection_record(
@@ -333,6 +336,21 @@ def build_task_datasets(
                     for split, dataset in raw_dev[spec.name].items()
                 }
     return result
+
+
+def _carve_selection(
+    task: str, pool: datasets.Dataset, fraction: float, max_examples: int | None, seed: int, cap: int | None
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """`carve_validation_split` of one task's training pool; a pool too small to split is an error naming the task."""
+    try:
+        return carve_validation_split(pool, fraction, max_examples, seed)
+    except ValueError as error:
+        capped = f" (capped at {cap})" if cap is not None and cap <= len(pool) else ""
+        raise ValueError(
+            f"task {task!r}: its training set{capped} has {len(pool)} example(s), too few to carve a selection split "
+            f"from ({str(error).rstrip('.')}); give it more examples, or carve none (selection_fraction=0, on the "
+            "command line --selection_split_fraction 0)."
+        ) from None
 
 
 def _add_streamed_task(

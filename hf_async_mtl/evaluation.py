@@ -19,7 +19,7 @@ import torch
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import has_length, speed_metrics
 
-from .calibration import ece_from_bins, reliability_bins, write_calibration
+from .calibration import GIVEN_SETS, OWN_SETS, ece_from_bins, reliability_bins, write_calibration
 from .data import length_order, num_template_views, template_view
 from .metrics import compute_task_metrics, glue_score
 from .mlm import IGNORE_INDEX
@@ -170,7 +170,8 @@ class MultiTaskEvaluationMixin(_TrainerBase):
             metrics[f"{metric_key_prefix}_loss"] = float(np.mean(losses))
         if reliability and self.is_world_process_zero():
             assert self.args.output_dir is not None  # TrainingArguments.__post_init__ defaults it
-            write_calibration(self.args.output_dir, self.state.global_step, metric_key_prefix, reliability)
+            data = OWN_SETS if eval_dataset is None else GIVEN_SETS
+            write_calibration(self.args.output_dir, self.state.global_step, metric_key_prefix, reliability, data)
         total_batch_size = self.args.eval_batch_size * self.args.world_size
         metrics.update(
             speed_metrics(metric_key_prefix, start_time, num_samples=num_samples, num_steps=math.ceil(num_samples / total_batch_size))

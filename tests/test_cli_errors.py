@@ -394,6 +394,13 @@ CASES = [
         lambda c: c.args(max_train_samples_per_task='{"sst2": 10}'),
         r"^--max_train_samples_per_task names tasks not trained: \['sst2'\]",
     ),
+    Case(
+        "cap_too_small_to_carve",
+        "--max_train_samples 1 with a selection split (was: no task named)",
+        lambda c: c.args(max_train_samples="1"),
+        r"^task 'cola': its training set \(capped at 1\) has 1 example\(s\), too few to carve a selection split from "
+        r"\(Cannot hold out 1 of 1 examples.*\); give it more examples, or carve none \(.*--selection_split_fraction 0\)\.$",
+    ),
     # ---- model
     Case(
         "missing_model_dir",

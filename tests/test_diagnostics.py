@@ -88,8 +88,13 @@ def test_diagnostics_are_logged_saved_and_leave_training_unchanged(tmp_path, tok
     from hf_async_mtl.calibration import main as calibration_main
 
     watched.evaluate(metric_key_prefix="dev")
+    watched.evaluate(eval_dataset=tiny_data[1])  # same step, same prefix: told apart by which sets were evaluated
     kept = json.loads((tmp_path / "watched" / "out" / "calibration.json").read_text())["evaluations"]
-    assert [(e["step"], e["prefix"], sorted(e["sets"])) for e in kept] == [(4, "eval", ["sentiment"]), (4, "dev", ["sentiment"])]
+    assert [(e["step"], e["prefix"], e["data"], sorted(e["sets"])) for e in kept] == [
+        (4, "eval", "the trainer's eval_dataset", ["sentiment"]),
+        (4, "dev", "the trainer's eval_dataset", ["sentiment"]),
+        (4, "eval", "sets passed to evaluate()", ["sentiment"]),
+    ]
     assert sum(b["count"] for b in kept[0]["sets"]["sentiment"]) == len(tiny_data[1]["sentiment"])
     assert ece_from_bins(kept[0]["sets"]["sentiment"]) == pytest.approx(evaluated[-1]["eval_sentiment_ece"])
     assert calibration_main([str(tmp_path / "watched" / "out" / "calibration.json"), str(tmp_path / "reliability.png")]) == 0

@@ -346,6 +346,25 @@ def test_cli_predict_only_from_a_trained_model_and_missing_test_file(tmp_path, t
     run_glue_mtl.main(into_first)
     assert json.loads((first / "all_results.json").read_text()) == trained and trained.get("train_runtime") is not None
     assert (first / "eval_results_cola.json").read_text() == evaluated
+    # Predicting reads no training set and, with --eval_strategy no, no dev set: a GLUE directory of test files is enough.
+    for task in ("CoLA", "RTE"):
+        for name in ("train.tsv", "dev.tsv"):
+            os.rename(glue / task / name, glue / task / f"{name}.away")
+    only_test = cli_args(glue, str(first), tmp_path / "test_only", tasks="cola,rte") + ["--eval_strategy", "no"]
+    only_test.remove("--do_train")
+    run_glue_mtl.main(only_test)
+    assert read_zip(tmp_path / "test_only" / "glue_submission.zip") == read_zip(tmp_path / "second" / "glue_submission.zip")
+    # Training, or evaluating, still needs its files: one line naming the file, exit status 2.
+    for flag, split, file in (("--do_train", "train", "train"), ("--do_eval", "validation", "dev")):
+        args = [a for a in cli_args(glue, str(first), tmp_path / "nothing", tasks="cola,rte") if a != "--do_train"] + [flag]
+        with pytest.raises(SystemExit) as exit_info:
+            run_glue_mtl.main(args)
+        assert exit_info.value.code == 2
+        assert re.search(rf"'cola' split '{split}' not found: \S*CoLA/{file}\.tsv", capsys.readouterr().err)
+    assert not (tmp_path / "nothing").exists()
+    for task in ("CoLA", "RTE"):
+        for name in ("train.tsv", "dev.tsv"):
+            os.rename(glue / task / f"{name}.away", glue / task / name)
     # A missing test file fails before anything is written: one line, exit status 2.
     os.remove(glue / "RTE" / "test.tsv")
     with pytest.raises(SystemExit) as exit_info:
