@@ -89,7 +89,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
             pass of the teacher over the whole training set at convergence, stored in
             `output_dir/soft_labels/`) or `on_demand` (each example's row the first time a batch draws
             it afterwards; same labels, no pass over examples never drawn again, work spread over
-            ranks; the teacher's parameters stay on the training device until every row is labelled).
+            ranks; the teacher's parameters stay on the training device until every row is labelled) or
+            `online` (the teacher labels every distilled batch as it is drawn, nothing kept; the only mode
+            for a streamed task).
         kd_snapshot_dir: Keep best-parameter snapshots in this directory instead of CPU memory.
         kd_stop_when_all_converged: End training once every task has converged.
 

@@ -229,7 +229,7 @@ class AsyncConvergenceCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.training = True
-        # A resumed run restored its references and monitor in `load_from`; a new one computes them here (also
+        # A resumed run restored its references and monitor in `load_checkpoint`; a new one computes them here (also
         # without the gate: the report flags teachers within the trivial predictor's margin under any rule).
         if not self.references:
             self.references = self.compute_references()
