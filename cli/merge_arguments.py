@@ -26,6 +26,7 @@ from .bounds import MERGE_BOUNDS, check_bounds
 from .errors import UsageError, did_you_mean
 from .model_checks import check_output_dir
 from .preflight import plan_tasks
+from .task_options import with_head_templates
 from .tasks_file import read_custom_tasks
 
 
@@ -167,13 +168,4 @@ def plan_merge(args: MergeArguments) -> MergePlan:
     return MergePlan(checkpoints=checkpoints, tasks=tasks)
 
 
-def with_head_templates(spec: TaskSpec, head: dict) -> TaskSpec:
-    """`spec` with the prompt templates (and their evaluation) the checkpoint's head was trained with, if any."""
-    if not head.get("prompt_templates"):
-        return spec
-    return dataclasses.replace(
-        spec, prompt_templates=tuple(head["prompt_templates"]), prompt_eval=head.get("prompt_eval", spec.prompt_eval)
-    )
-
-
-__all__ = ["MergeArguments", "MergePlan", "parse_merge_args", "plan_merge", "with_head_templates"]
+__all__ = ["MergeArguments", "MergePlan", "parse_merge_args", "plan_merge"]

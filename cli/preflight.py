@@ -25,6 +25,7 @@ from glue_tasks.formats import GLUE_FORMATS
 from glue_tasks.submission import submission_splits
 from hf_async_mtl import AsyncKDOptions, MultiTaskTrainingArguments, TaskSpec, build_weighting
 from hf_async_mtl.async_kd.checkpoint import check_async_kd_checkpoint
+from hf_async_mtl.bi_encoder import COSINE_HEAD
 from hf_async_mtl.modeling import read_sentence_transformers_pooling
 from hf_async_mtl.resume import check_resume_checkpoint
 from hf_async_mtl.sources import DatasetsSource, TaskDataSource
@@ -37,7 +38,14 @@ from hf_async_mtl.trainer_inputs import reported_metric_problem
 from .arguments import DataArguments, ModelArguments
 from .errors import UsageError, key_line, read_json_file
 from .model_checks import check_max_seq_length, check_output_dir, read_model_config, resolve_model_source
-from .task_options import add_mlm_tasks, apply_bi_encoder_tasks, apply_prompt_options, apply_streaming_tasks, parse_streaming_tasks
+from .task_options import (
+    add_mlm_tasks,
+    apply_bi_encoder_tasks,
+    apply_prompt_options,
+    apply_streaming_tasks,
+    parse_streaming_tasks,
+    with_head_templates,
+)
 from .tasks_file import read_custom_tasks
 
 logger = logging.getLogger("run_glue_mtl")
@@ -190,6 +198,21 @@ def check_saved_capacity(model_args: ModelArguments, config: Any, source: str) -
     )
 
 
+def _refuse_untrained_heads(specs: list[TaskSpec], source: str, do_predict: bool) -> None:
+    """A run that does not train a pretrained encoder scores its tasks with new, random heads (a cosine pair head and
+    an MLM head need none): refused for a GLUE submission, warned about for an evaluation (chance level at start)."""
+    random = [spec.name for spec in specs if not spec.is_mlm and not (spec.is_bi_encoder and spec.pair_head == COSINE_HEAD)]
+    if not random:
+        return
+    what = f"{source} is a pretrained encoder, not a trained multi-task model: the heads of {random} would be new and random"
+    if do_predict:
+        raise UsageError(
+            f"--do_predict without --do_train: {what}; predict with a trained model (a --do_train run's output_dir) or add --do_train.",
+            "do_predict",
+        )
+    logger.warning("%s (their scores are chance level).", what)
+
+
 def preflight(model_args: ModelArguments, data_args: DataArguments, training_args: MultiTaskTrainingArguments) -> RunPlan:
     """Every check that needs no data and no model weights, in the order a user would fix them.
 
@@ -207,6 +230,13 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, training_arg
         )
     if training_args.do_train and training_args.max_steps < 0 and training_args.num_train_epochs <= 0:
         raise UsageError(f"--num_train_epochs {training_args.num_train_epochs} with --do_train would train nothing.", "num_train_epochs")
+    if training_args.push_to_hub and not training_args.do_train:
+        # Trainer.push_to_hub would save the model again, with this run's arguments as its training_args.bin and card.
+        raise UsageError(
+            "--push_to_hub pushes the model this run trains: add --do_train (to upload a saved model as it is, use "
+            "MultiTaskModel.from_pretrained(DIR).push_to_hub(REPO, tokenizer=...) or `hf upload REPO DIR`).",
+            "push_to_hub",
+        )
     if training_args.resume_from_checkpoint and not training_args.do_train:
         raise UsageError(
             "--resume_from_checkpoint continues training: add --do_train (to only evaluate a saved model, "
@@ -309,6 +339,9 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, training_arg
                 "match the requested tasks: " + "; ".join(problems) + ".",
                 "model_name_or_path",
             )
+        if data_args.prompt_eval is None:  # a prompt task is evaluated as it was in training (and as its export is)
+            heads = {head["name"]: head for head in config.tasks}
+            tasks = [(with_head_templates(spec, heads[spec.name]) if spec.name in heads else spec, data) for spec, data in tasks]
         if model_args.num_encoder_layers is not None:
             raise UsageError(
                 f"--num_encoder_layers applies to a pretrained encoder; {source} is a saved multi-task model "
@@ -322,12 +355,15 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, training_arg
                 f"on {config.pooling} pooling; drop --pooling (or pass --pooling {config.pooling}).",
                 "pooling",
             )
-    elif model_args.num_encoder_layers is not None and model_args.num_encoder_layers > getattr(config, "num_hidden_layers", 10**9):
-        raise UsageError(
-            f"--num_encoder_layers {model_args.num_encoder_layers}: the encoder {source} has only "
-            f"{config.num_hidden_layers} layers (extra ones would be random).",
-            "num_encoder_layers",
-        )
+    else:
+        if model_args.num_encoder_layers is not None and model_args.num_encoder_layers > getattr(config, "num_hidden_layers", 10**9):
+            raise UsageError(
+                f"--num_encoder_layers {model_args.num_encoder_layers}: the encoder {source} has only "
+                f"{config.num_hidden_layers} layers (extra ones would be random).",
+                "num_encoder_layers",
+            )
+        if not training_args.do_train:
+            _refuse_untrained_heads(specs, source, training_args.do_predict)
     encoder_config = config.encoder_config if config.model_type == "hf_async_mtl" else config
     layers = model_args.num_encoder_layers or getattr(encoder_config, "num_hidden_layers", 10**9)
     if model_args.unshared_layers > layers:

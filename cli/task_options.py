@@ -36,7 +36,8 @@ def add_mlm_tasks(tasks: Planned, names: Sequence[str]) -> Planned:
                 "an MLM task reads the training text of a trained task.",
                 "mlm_tasks",
             )
-        mlm = TaskSpec(name=f"mlm_{name}", text_fields=base[0].text_fields, objective="mlm")
+        # Its dev text is the base task's, split for split (MNLI's are validation_matched / validation_mismatched).
+        mlm = TaskSpec(name=f"mlm_{name}", text_fields=base[0].text_fields, objective="mlm", validation_splits=base[0].validation_splits)
         if mlm.name in {spec.name for spec, _ in tasks}:
             raise UsageError(f"--mlm_tasks: task name {mlm.name!r} is taken.", "mlm_tasks")
         tasks.append((mlm, TextOfTask(name, base[1], base[0].text_fields)))
@@ -95,6 +96,15 @@ def apply_prompt_options(tasks: Planned, templates_file: str | None, pool_size: 
             logger.info("Task %s: prompt templates %s (evaluation: %s)", spec.name, list(spec.prompt_templates), spec.prompt_eval)
         result.append((spec, source))
     return result
+
+
+def with_head_templates(spec: TaskSpec, head: dict) -> TaskSpec:
+    """`spec` with the prompt templates (and their evaluation) the checkpoint's head was trained with, if any."""
+    if not head.get("prompt_templates"):
+        return spec
+    return dataclasses.replace(
+        spec, prompt_templates=tuple(head["prompt_templates"]), prompt_eval=head.get("prompt_eval", spec.prompt_eval)
+    )
 
 
 def apply_bi_encoder_tasks(tasks: Planned, names: Sequence[str]) -> Planned:

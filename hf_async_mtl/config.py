@@ -350,14 +350,20 @@ class MultiTaskTrainingArguments(TrainingArguments):
         if self.early_stopping_patience < 0:
             raise ValueError(f"early_stopping_patience must be >= 0 (0 = off), got {self.early_stopping_patience}.")
         if self.early_stopping_patience and self.eval_strategy == "no":
-            raise ValueError("early_stopping_patience stops on evaluations: set eval_strategy to 'steps' or 'epoch'.")
+            raise ValueError(
+                "early_stopping_patience stops training on evaluations: set eval_strategy to 'steps' or 'epoch' "
+                "(or leave it out of a run that does not train)."
+            )
         if self.sampling_strategy == "annealed" and self.max_steps <= 0:
             raise ValueError(
                 "sampling_strategy 'annealed' anneals from proportional to uniform over max_steps: set max_steps (> 0); "
                 "with num_train_epochs alone every epoch would restart the schedule."
             )
         if self.async_kd and self.eval_strategy == "no":
-            raise ValueError("async_kd monitors validation metrics: set eval_strategy to 'steps' or 'epoch'.")
+            raise ValueError(
+                "async_kd monitors validation metrics during training: set eval_strategy to 'steps' or 'epoch' "
+                "(or leave it out of a run that does not train)."
+            )
         ignored = self.ignored_kd_options()
         if ignored:
             raise ValueError(

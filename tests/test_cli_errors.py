@@ -265,7 +265,7 @@ CASES = [
         "async_kd_without_eval",
         "--async_kd --eval_strategy no (conflicting)",
         lambda c: c.args("--async_kd", eval_strategy="no"),
-        r"async_kd monitors validation metrics: set eval_strategy",
+        r"async_kd monitors validation metrics during training: set eval_strategy",
     ),
     Case(
         "kd_option_without_async_kd",
@@ -278,6 +278,12 @@ CASES = [
         "--resume_from_checkpoint with only --do_eval (conflicting)",
         lambda c: c.args(drop=("--do_train",), resume_from_checkpoint=c.checkpoint),
         r"^--resume_from_checkpoint continues training: add --do_train",
+    ),
+    Case(
+        "push_without_train",
+        "--push_to_hub with only --do_eval (was: the saved model pushed again, its card and training_args.bin this run's)",
+        lambda c: c.args("--push_to_hub", drop=("--do_train",), hub_model_id="me/model"),
+        r"^--push_to_hub pushes the model this run trains: add --do_train \(to upload a saved model as it is",
     ),
     Case(
         "lora_alpha_without_rank",

@@ -673,7 +673,7 @@ def test_a_failure_while_saving_leaves_no_output_and_no_temporary_directory(runs
 
 
 def test_a_prompt_template_head_keeps_its_templates_for_the_selection_split():
-    from cli.merge_arguments import with_head_templates
+    from cli.task_options import with_head_templates
     from glue_tasks import get_glue_task
 
     spec = get_glue_task("sst2")

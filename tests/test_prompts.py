@@ -401,14 +401,19 @@ def test_cli_pool_size_picks_pools_from_the_glue_candidates_and_a_file(tmp_path)
 def test_cli_trains_a_pool_and_saves_templates_in_the_model(tmp_path, tiny_checkpoint):
     from tests.test_cli import base_args, write_glue
 
-    out = tmp_path / "out"
-    results = run_glue_mtl.main(
-        base_args(write_glue(tmp_path / "glue"), tiny_checkpoint, out) + ["--prompt_pool_size", "2", "--prompt_eval", "average"]
-    )
+    out, glue = tmp_path / "out", write_glue(tmp_path / "glue")
+    results = run_glue_mtl.main(base_args(glue, tiny_checkpoint, out) + ["--prompt_pool_size", "2", "--prompt_eval", "first"])
     assert "eval_rte_accuracy" in results
     heads = {head["name"]: head for head in json.loads((out / "config.json").read_text())["tasks"]}
     for task in ("cola", "rte"):
-        assert len(heads[task]["prompt_templates"]) == 2 and heads[task]["pooling"] == "mask" and heads[task]["prompt_eval"] == "average"
+        assert len(heads[task]["prompt_templates"]) == 2 and heads[task]["pooling"] == "mask" and heads[task]["prompt_eval"] == "first"
+    # Evaluating the saved model without --prompt_eval reads each head's own mode ("first"), not the default
+    # ("average"): the same dev metrics as the training run's final evaluation.
+    again = base_args(glue, str(out), tmp_path / "again") + ["--prompt_pool_size", "2"]
+    again.remove("--do_train")
+    evaluated = run_glue_mtl.main(again)
+    scores = [k for k in results if k.startswith(("eval_cola_", "eval_rte_"))]
+    assert scores and {k: evaluated[k] for k in scores} == pytest.approx({k: results[k] for k in scores})
 
 
 def test_lora_adapters_keep_the_mask_head_and_export_merged(tmp_path, tokenizer):

@@ -365,6 +365,15 @@ def test_cli_predict_only_from_a_trained_model_and_missing_test_file(tmp_path, t
     for task in ("CoLA", "RTE"):
         for name in ("train.tsv", "dev.tsv"):
             os.rename(glue / task / f"{name}.away", glue / task / name)
+    # Predicting with a pretrained encoder (its heads would be new and random) is refused before any work.
+    untrained = [a for a in cli_args(glue, tiny_checkpoint, tmp_path / "untrained", tasks="cola,rte") if a != "--do_train"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_glue_mtl.main(untrained)
+    assert exit_info.value.code == 2
+    assert re.search(
+        r"--do_predict without --do_train: \S+ is a pretrained encoder, .* heads of \['cola', 'rte'\]", capsys.readouterr().err
+    )
+    assert not (tmp_path / "untrained").exists()
     # A missing test file fails before anything is written: one line, exit status 2.
     os.remove(glue / "RTE" / "test.tsv")
     with pytest.raises(SystemExit) as exit_info:
@@ -372,3 +381,19 @@ def test_cli_predict_only_from_a_trained_model_and_missing_test_file(tmp_path, t
     assert exit_info.value.code == 2
     assert re.search(r"RTE.*test\.tsv.*not found|not found.*RTE.*test\.tsv", capsys.readouterr().err)
     assert not (tmp_path / "third").exists()
+
+
+def test_an_mlm_task_of_mnli_reads_both_dev_splits(tmp_path):
+    """`--mlm_tasks mnli`: the MLM task's dev text is MNLI's matched and mismatched dev sets (it asked for a split
+    'validation' that MNLI does not have, so every run that read dev sets failed)."""
+    from cli.arguments import DataArguments
+    from cli.preflight import plan_tasks
+
+    glue = write_glue_with_test(tmp_path / "glue")
+    tasks = dict(
+        (spec.name, (spec, source)) for spec, source in plan_tasks(DataArguments(tasks="mnli", mlm_tasks="mnli", glue_dir=str(glue)))
+    )
+    spec, source = tasks["mlm_mnli"]
+    assert spec.is_mlm and spec.validation_splits == tasks["mnli"][0].validation_splits == ("validation_matched", "validation_mismatched")
+    for split in spec.validation_splits:
+        assert len(source.load(split)) == len(tasks["mnli"][1].load(split)) > 0
