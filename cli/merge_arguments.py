@@ -143,7 +143,7 @@ def plan_merge(args: MergeArguments) -> MergePlan:
     found: dict[str, tuple[TaskSpec, TaskDataSource]] = {}
     if glue:
         data_args = DataArguments(tasks=",".join(glue), glue_dir=args.glue_dir)
-        found.update((spec.name, (spec, source)) for spec, source in plan_tasks(data_args))
+        found.update((spec.name, (spec, source)) for spec, source in plan_tasks(data_args, with_dev=args.do_eval))  # train: selection
     if args.custom_tasks_file:
         found.update(
             (spec.name, (spec, DatasetsSource(spec, source)))

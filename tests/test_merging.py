@@ -681,3 +681,13 @@ def test_a_prompt_template_head_keeps_its_templates_for_the_selection_split():
     templated = with_head_templates(spec, head)
     assert templated.prompt_templates == ("{sentence} It was {mask}.",) and templated.prompt_eval == "first"
     assert with_head_templates(spec, spec.head_config()) is spec
+
+
+def test_a_merge_without_do_eval_reads_no_dev_set(runs, tmp_path):
+    """The scale is chosen on the selection split (training data): without --do_eval the dev TSVs are not needed."""
+    glue = tmp_path / "glue"
+    shutil.copytree(runs.glue, glue)
+    removed = [path.unlink() or path for path in glue.glob("*/dev.tsv")]
+    assert removed
+    merge_models.main(runs.merge_args(tmp_path / "merged", "--method", "task_arithmetic", "--scales", "1.0", "--glue_dir", str(glue)))
+    assert (tmp_path / "merged" / "config.json").is_file()
