@@ -180,6 +180,13 @@ def test_welch_alone_and_degenerate_cases():
     assert welch_stats([1.0], [2.0, 3.0])["interval"] is None
     assert welch_stats([], [1.0])["mean"] is None
     assert welch_stats([2.0, 2.0], [1.0, 1.0])["interval"] == [1.0, 1.0]
+    # Rendered, a zero spread is no interval (two identical RTE differences are coarse accuracy, not certainty).
+    from benchmarks.summarize_one_encoder import _interval
+    from benchmarks.summarize_v2 import paired_stats
+
+    assert _interval(paired_stats([5.05, 5.05]), 2) == "+5.05 (n=2, sd 0: no interval)"
+    assert _interval(welch_stats([2.0, 2.0], [1.0, 1.0]), "2/2") == "+1.00 (n=2/2, sd 0: no interval)"
+    assert _interval(paired_stats([1.0, 2.0]), 2).startswith("+1.50 [")
 
 
 def test_partial_results_say_n_and_render(tmp_path):
