@@ -120,14 +120,17 @@ def write_calibration(
     return path
 
 
-def truncate_calibration(output_dir: str, step: int) -> None:
-    """Keep only the evaluations of `output_dir/calibration.json` at or before `step` (a run starting there)."""
+def truncate_calibration(output_dir: str, step: int, keep_last: int | None = None) -> None:
+    """Keep only the evaluations of `output_dir/calibration.json` at or before `step` (a run starting there); with
+    `keep_last`, only that many of the newest among them (a fresh run's own evaluations before training)."""
     path = os.path.join(output_dir, FILE_NAME)
     if not os.path.isfile(path):
         return
     with open(path, encoding="utf-8") as handle:
         payload = json.load(handle)
     kept = [e for e in payload.get("evaluations", []) if e.get("step", 0) <= step]
+    if keep_last is not None:
+        kept = kept[len(kept) - keep_last :] if keep_last > 0 else []
     if len(kept) == len(payload.get("evaluations", [])):
         return
     payload["evaluations"] = kept

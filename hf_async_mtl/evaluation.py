@@ -172,6 +172,7 @@ class MultiTaskEvaluationMixin(_TrainerBase):
             assert self.args.output_dir is not None  # TrainingArguments.__post_init__ defaults it
             data = OWN_SETS if eval_dataset is None else GIVEN_SETS
             write_calibration(self.args.output_dir, self.state.global_step, metric_key_prefix, reliability, data)
+            self.calibration_evaluations = getattr(self, "calibration_evaluations", 0) + 1
         total_batch_size = self.args.eval_batch_size * self.args.world_size
         metrics.update(
             speed_metrics(metric_key_prefix, start_time, num_samples=num_samples, num_steps=math.ceil(num_samples / total_batch_size))

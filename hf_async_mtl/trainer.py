@@ -210,6 +210,7 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         self._length_orders: dict[str, np.ndarray] = {}  # dataset fingerprint -> longest-first order
         # Values the run's parts report between training logs (e.g. gradient diagnostics): they join the next one.
         self.pending_logs: dict[str, float] = {}
+        self.calibration_evaluations = 0  # evaluations this trainer added to calibration.json (see train())
         self.step_losses = StepLosses(self.weighting)
         self.training_state = TrainingStateCallback(
             self.step_losses, self.build_train_sampler if self.train_dataset is not None else None, args.gradient_accumulation_steps, args
@@ -542,10 +543,11 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             for part in parts:
                 part.load_checkpoint(directory)
             start = checkpoint_global_step(directory)
-        # The evaluation file that accumulates over a run keeps only what precedes its start (the checkpoint's step; 0
-        # when fresh): a resumed run would otherwise repeat the steps after the checkpoint, a re-run mix two runs.
+        # The evaluation file that accumulates over a run keeps only what precedes its start (the checkpoint's step; when
+        # fresh, only this trainer's own evaluations before training): a resumed run would otherwise repeat the steps
+        # after the checkpoint, a re-run (or an earlier evaluate-only run, at step 0 too) mix two models.
         if self.is_world_process_zero():
-            truncate_calibration(self.args.output_dir, start)
+            truncate_calibration(self.args.output_dir, start, keep_last=None if resume_from_checkpoint else self.calibration_evaluations)
         output = super().train(
             resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
         )

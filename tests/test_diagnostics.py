@@ -127,6 +127,14 @@ def test_resumed_run_keeps_diagnostics_and_calibration_up_to_its_checkpoint_once
     no_dropout_trainer(tmp_path, tokenizer, tiny_data, "run", {**watch, "max_steps": 2}).train()
     assert [r["step"] for r in json.loads((out / FILE_NAME).read_text())["records"]] == [1, 2]
     assert [e["step"] for e in json.loads((out / "calibration.json").read_text())["evaluations"]] == [2]
+    # Step-0 evaluations of another model there (an evaluate-only run) go too; a fresh run's own evaluation before
+    # training stays.
+    no_dropout_trainer(tmp_path, tokenizer, tiny_data, "run", watch).evaluate()
+    fresh = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "run", {**watch, "max_steps": 2})
+    fresh.evaluate(metric_key_prefix="before")
+    fresh.train()
+    kept = json.loads((out / "calibration.json").read_text())["evaluations"]
+    assert [(e["step"], e["prefix"]) for e in kept] == [(0, "before"), (2, "eval")]
 
 
 def _diagnostics_callback(trainer):
