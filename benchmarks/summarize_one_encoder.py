@@ -307,7 +307,9 @@ def _interval(stat: dict, n: int | str) -> str:
         return "–"
     if stat.get("interval") is None:
         return f"{stat['mean']:+.2f} (n={n}, no interval)"
-    if stat.get("half_width") == 0:  # identical differences (RTE accuracy is coarse): no spread to estimate, not certainty
+    if (
+        stat.get("half_width") is not None and stat["half_width"] < 1e-9
+    ):  # identical differences (RTE accuracy is coarse): no spread to estimate, not certainty
         return f"{stat['mean']:+.2f} (n={n}, sd 0: no interval)"
     low, high = stat["interval"]
     return f"{stat['mean']:+.2f} [{low:+.2f}, {high:+.2f}] (n={n})"

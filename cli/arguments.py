@@ -193,7 +193,8 @@ class DataArguments:
         default=None,
         metadata={
             "help": "How tasks with a template pool are evaluated: first (the pool's first template) or average "
-            "(head outputs averaged over the pool). Default: each task's own setting (average)."
+            "(head outputs averaged over the pool). Default: each task's own setting (average); a saved multi-task model's "
+            "tasks keep the mode their heads were trained with."
         },
     )
     bi_encoder_tasks: str | None = field(

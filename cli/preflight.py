@@ -61,8 +61,9 @@ class RunPlan:
 
 
 def reads_dev_sets(training_args: MultiTaskTrainingArguments) -> bool:
-    """Whether a run reads the dev sets: to evaluate them (`do_eval`), or to train (the final evaluation, and the
-    selection split when `--selection_split_fraction 0`). A predict-only run with `--eval_strategy no` does not."""
+    """Whether a run reads the dev sets: to evaluate them (`do_eval`), or to train (selection reads them with
+    `--selection_split_fraction 0`, and `--finetune_after_mtl_steps` reports them). A predict-only run with
+    `--eval_strategy no` does not."""
     return bool(training_args.do_train or training_args.do_eval)
 
 
@@ -233,8 +234,8 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, training_arg
     if training_args.push_to_hub and not training_args.do_train:
         # Trainer.push_to_hub would save the model again, with this run's arguments as its training_args.bin and card.
         raise UsageError(
-            "--push_to_hub pushes the model this run trains: add --do_train (to upload a saved model as it is, use "
-            "MultiTaskModel.from_pretrained(DIR).push_to_hub(REPO, tokenizer=...) or `hf upload REPO DIR`).",
+            "--push_to_hub pushes the model this run trains: add --do_train (to upload a saved model directory as it is, "
+            "use `hf upload REPO DIR`; MultiTaskModel.from_pretrained(DIR).push_to_hub(REPO) writes a new card without metrics).",
             "push_to_hub",
         )
     if training_args.resume_from_checkpoint and not training_args.do_train:

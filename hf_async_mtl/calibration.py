@@ -130,7 +130,7 @@ def truncate_calibration(output_dir: str, step: int, keep_last: int | None = Non
         payload = json.load(handle)
     kept = [e for e in payload.get("evaluations", []) if e.get("step", 0) <= step]
     if keep_last is not None:
-        kept = kept[len(kept) - keep_last :] if keep_last > 0 else []
+        kept = kept[max(0, len(kept) - keep_last) :] if keep_last > 0 else []
     if len(kept) == len(payload.get("evaluations", [])):
         return
     payload["evaluations"] = kept

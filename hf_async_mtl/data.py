@@ -348,8 +348,8 @@ def _carve_selection(
         capped = f" (capped at {cap})" if cap is not None and cap <= len(pool) else ""
         raise ValueError(
             f"task {task!r}: its training set{capped} has {len(pool)} example(s), too few to carve a selection split "
-            f"from ({str(error).rstrip('.')}); give it more examples, or carve none (selection_fraction=0, on the "
-            "command line --selection_split_fraction 0)."
+            f"from ({str(error).rstrip('.')}); give it more examples{' (raise the cap)' if capped else ''}, or carve none "
+            "(selection_fraction=0, on the command line --selection_split_fraction 0)."
         ) from None
 
 

@@ -548,6 +548,7 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         # after the checkpoint, a re-run (or an earlier evaluate-only run, at step 0 too) mix two models.
         if self.is_world_process_zero():
             truncate_calibration(self.args.output_dir, start, keep_last=None if resume_from_checkpoint else self.calibration_evaluations)
+        self.calibration_evaluations = 0  # a later fresh train() of this trainer keeps only what it evaluates before it
         output = super().train(
             resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
         )

@@ -283,7 +283,7 @@ CASES = [
         "push_without_train",
         "--push_to_hub with only --do_eval (was: the saved model pushed again, its card and training_args.bin this run's)",
         lambda c: c.args("--push_to_hub", drop=("--do_train",), hub_model_id="me/model"),
-        r"^--push_to_hub pushes the model this run trains: add --do_train \(to upload a saved model as it is",
+        r"^--push_to_hub pushes the model this run trains: add --do_train \(to upload a saved model directory as it is, use `hf upload",
     ),
     Case(
         "lora_alpha_without_rank",
@@ -405,7 +405,7 @@ CASES = [
         "--max_train_samples 1 with a selection split (was: no task named)",
         lambda c: c.args(max_train_samples="1"),
         r"^task 'cola': its training set \(capped at 1\) has 1 example\(s\), too few to carve a selection split from "
-        r"\(Cannot hold out 1 of 1 examples.*\); give it more examples, or carve none \(.*--selection_split_fraction 0\)\.$",
+        r"\(Cannot hold out 1 of 1 examples.*\); give it more examples \(raise the cap\), or carve none \(.*--selection_split_fraction 0\)\.$",
     ),
     # ---- model
     Case(

@@ -135,6 +135,11 @@ def test_resumed_run_keeps_diagnostics_and_calibration_up_to_its_checkpoint_once
     fresh.train()
     kept = json.loads((out / "calibration.json").read_text())["evaluations"]
     assert [(e["step"], e["prefix"]) for e in kept] == [(0, "before"), (2, "eval")]
+    # keep_last counts evaluations after step 0 too (a second train() of one trainer): never fewer than there are.
+    from hf_async_mtl.calibration import truncate_calibration
+
+    truncate_calibration(str(out), 0, keep_last=3)
+    assert [(e["step"], e["prefix"]) for e in json.loads((out / "calibration.json").read_text())["evaluations"]] == [(0, "before")]
 
 
 def _diagnostics_callback(trainer):
