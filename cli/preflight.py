@@ -14,6 +14,7 @@ import copy
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -68,13 +69,18 @@ def reads_dev_sets(training_args: MultiTaskTrainingArguments) -> bool:
 
 
 def plan_tasks(
-    data_args: DataArguments, do_predict: bool = False, do_train: bool = True, with_dev: bool = True
+    data_args: DataArguments,
+    do_predict: bool = False,
+    do_train: bool = True,
+    with_dev: bool = True,
+    saved_heads: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[tuple[TaskSpec, TaskDataSource]]:
     """The task specs of `--tasks` and `--custom_tasks_file`, checked without reading any data.
 
     GLUE names must be known and given once, the TSV files the run reads present under `--glue_dir` (train with
     `do_train`, dev with `with_dev`, test with `do_predict`); the custom tasks
-    file is read by `cli.tasks_file.read_custom_tasks`; then `--mlm_tasks`, the prompt options and `--bi_encoder_tasks`
+    file is read by `cli.tasks_file.read_custom_tasks` (without `do_train` its tasks need no training file, and take
+    labels they do not declare from `saved_heads`, the saved model's heads); then `--mlm_tasks`, the prompt options and `--bi_encoder_tasks`
     apply (`cli.task_options`). Problems are a one-line `UsageError`.
     """
     tasks: list[tuple[TaskSpec, TaskDataSource]] = []
@@ -105,7 +111,10 @@ def plan_tasks(
                     raise UsageError(f"--glue_dir: GLUE file for {spec.name!r} split {split!r} not found: {path}", "glue_dir")
     if data_args.custom_tasks_file:
         tasks.extend(
-            (spec, DatasetsSource(spec, source)) for spec, source in read_custom_tasks(data_args.custom_tasks_file, taken_names=seen)
+            (spec, DatasetsSource(spec, source))
+            for spec, source in read_custom_tasks(
+                data_args.custom_tasks_file, taken_names=seen, need_train=do_train, saved_heads=saved_heads
+            )
         )
     tasks = add_mlm_tasks(tasks, [t.strip() for t in (data_args.mlm_tasks or "").split(",") if t.strip()])
     unknown_caps = sorted(set(data_args.per_task_caps) - {spec.name for spec, _ in tasks})
@@ -114,6 +123,17 @@ def plan_tasks(
     tasks = apply_streaming_tasks(tasks, parse_streaming_tasks(data_args.streaming_tasks), data_args.stream_block_size)
     tasks = apply_prompt_options(tasks, data_args.prompt_templates_file, data_args.prompt_pool_size, data_args.prompt_eval)
     return apply_bi_encoder_tasks(tasks, [t.strip() for t in (data_args.bi_encoder_tasks or "").split(",") if t.strip()])
+
+
+def _saved_heads(model_args: ModelArguments) -> list[dict[str, Any]] | None:
+    """The heads of `--model_name_or_path` when it is a saved multi-task model (else None; a path or config that cannot
+    be read is reported by the model checks, after the tasks)."""
+    try:
+        source = resolve_model_source(model_args.model_name_or_path, model_args.cache_dir)
+        config = read_model_config(source, model_args.cache_dir)
+    except (UsageError, OSError, ValueError):
+        return None
+    return list(config.tasks) if config.model_type == "hf_async_mtl" else None
 
 
 def _model_stand_in(model_args: ModelArguments, source: str, config: Any) -> Any:
@@ -283,7 +303,11 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, training_arg
         )
 
     tasks = plan_tasks(
-        data_args, do_predict=training_args.do_predict, do_train=training_args.do_train, with_dev=reads_dev_sets(training_args)
+        data_args,
+        do_predict=training_args.do_predict,
+        do_train=training_args.do_train,
+        with_dev=reads_dev_sets(training_args),
+        saved_heads=None if training_args.do_train else _saved_heads(model_args),
     )
     specs = [spec for spec, _ in tasks]
     streamed = {spec.name: getattr(source, "num_rows", None) for spec, source in tasks if source.streaming}

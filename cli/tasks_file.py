@@ -7,13 +7,13 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from hf_async_mtl.metrics import _is_local_path  # _is_local_path: the rule compute_task_metrics applies
 from hf_async_mtl.sources import DATA_SUFFIXES, TaskSource
 from hf_async_mtl.spec_inference import infer_task_spec
-from hf_async_mtl.tasks import TaskSpec
+from hf_async_mtl.tasks import TaskSpec, head_label_names
 
 from .errors import UsageError, did_you_mean, key_line, line_of, read_json_file
 
@@ -58,8 +58,9 @@ def task_metric_problem(spec: TaskSpec) -> tuple[str, str] | None:
     return None
 
 
-def _entry_problem(entry: Mapping[str, Any], base: str) -> tuple[str, str] | None:
-    """`(field, problem)` of the first thing wrong with one task object (before `TaskSpec` sees it)."""
+def _entry_problem(entry: Mapping[str, Any], base: str, need_train: bool = True) -> tuple[str, str] | None:
+    """`(field, problem)` of the first thing wrong with one task object (before `TaskSpec` sees it); with
+    `need_train=False` (a run that does not train) a task read from files needs only its `validation_file`."""
     known = (*_SPEC_FIELDS, *SOURCE_KEYS)
     for key in entry:
         if key not in known:
@@ -79,9 +80,13 @@ def _entry_problem(entry: Mapping[str, Any], base: str) -> tuple[str, str] | Non
     if not has_files and "dataset" not in entry:
         return "name", "no data: give train_file and validation_file (files), or dataset (a Hub id or a directory)"
     if has_files:
-        for key in DATA_FILE_KEYS:
+        for key in DATA_FILE_KEYS if need_train else ("validation_file",):
             if key not in entry:
-                return key, "missing (a task read from files needs train_file and validation_file)"
+                return key, (
+                    "missing (a task read from files needs train_file and validation_file)"
+                    if need_train
+                    else "missing (a run that evaluates reads each task's validation_file)"
+                )
         for key in ("config", "splits", "revision"):
             if key in entry:
                 return key, "applies to dataset, not to train_file / validation_file"
@@ -123,7 +128,7 @@ def _entry_problem(entry: Mapping[str, Any], base: str) -> tuple[str, str] | Non
     for key in ("dataset", "config", "revision"):
         if key in entry and (not isinstance(entry[key], str) or not entry[key]):
             return key, f"must be a non-empty string, got {json.dumps(entry[key])}"
-    for key in DATA_FILE_KEYS if has_files else ():
+    for key in (DATA_FILE_KEYS if need_train else ("validation_file",)) if has_files else ():
         value = entry[key]
         if not isinstance(value, str) or not value:
             return key, f"must be a file path (relative to this file), got {json.dumps(value)}"
@@ -135,14 +140,13 @@ def _entry_problem(entry: Mapping[str, Any], base: str) -> tuple[str, str] | Non
     return None
 
 
-def _entry_source(entry: Mapping[str, Any], base: str) -> TaskSource:
-    """The `TaskSource` of a checked task object; local paths are relative to the tasks file."""
+def _entry_source(entry: Mapping[str, Any], base: str, need_train: bool = True) -> TaskSource:
+    """The `TaskSource` of a checked task object; local paths are relative to the tasks file (the training file
+    only where the run trains)."""
     columns = dict(entry.get("columns", {}))
     if "dataset" not in entry:
-        return TaskSource(
-            data_files={"train": os.path.join(base, entry["train_file"]), "validation": os.path.join(base, entry["validation_file"])},
-            columns=columns,
-        )
+        keys = {"train": "train_file", "validation": "validation_file"} if need_train else {"validation": "validation_file"}
+        return TaskSource(data_files={split: os.path.join(base, entry[key]) for split, key in keys.items()}, columns=columns)
     dataset = entry["dataset"]
     local = os.path.join(base, os.path.expanduser(dataset))
     if dataset.startswith((".", "/", "~")) or os.path.isdir(local):
@@ -152,14 +156,24 @@ def _entry_source(entry: Mapping[str, Any], base: str) -> TaskSource:
     )
 
 
-def read_custom_tasks(path: str, taken_names: Iterable[str] = (), *, cache_dir: str | None = None) -> list[tuple[TaskSpec, TaskSource]]:
+def read_custom_tasks(
+    path: str,
+    taken_names: Iterable[str] = (),
+    *,
+    cache_dir: str | None = None,
+    need_train: bool = True,
+    saved_heads: Sequence[Mapping[str, Any]] | None = None,
+) -> list[tuple[TaskSpec, TaskSource]]:
     """The tasks of a `--custom_tasks_file`: `[(spec, source), ...]`.
 
     Each task object holds `TaskSpec` fields and its data: `train_file` + `validation_file` (any format
     `hf_async_mtl.sources` reads; paths relative to the JSON file), or `dataset` (a Hub id or a directory)
     with optional `config`, `splits` and `revision`; `columns` maps task fields to other column names. A task
     without `label_names` takes its label set from its training data (`infer_task_spec`: that reads the
-    training split's label column); `"label_names": null` declares a regression task. Every problem is a
+    training split's label column); `"label_names": null` declares a regression task. A run that does not train
+    (`need_train=False`) needs only `validation_file`, and a task without `label_names` takes its labels from the
+    saved model's head of that name (`saved_heads`: `MultiTaskConfig.tasks`), so its training set is never read
+    (without such a head, from the training split where the entry has one). Every problem is a
     `UsageError` naming the file, the 1-based line of the field and the field: JSON syntax, unknown or
     missing fields, wrong types, metric names, names used twice (or by `taken_names`, e.g. the GLUE tasks
     of `--tasks`), data files that do not exist, data whose labels cannot be inferred.
@@ -170,6 +184,7 @@ def read_custom_tasks(path: str, taken_names: Iterable[str] = (), *, cache_dir: 
     if not entries:
         raise UsageError(f"{path}, line 1: the list of tasks is empty.")
     base = os.path.dirname(os.path.abspath(path))
+    heads = {head["name"]: head for head in saved_heads or ()}
     taken = set(taken_names)
     tasks = []
     for number, (entry, (start, end)) in enumerate(zip(entries, _array_spans(text)), start=1):
@@ -183,21 +198,32 @@ def read_custom_tasks(path: str, taken_names: Iterable[str] = (), *, cache_dir: 
 
         if not isinstance(entry, dict):
             raise fail(None, f"expected a task object, got a {type(entry).__name__}")
-        problem = _entry_problem(entry, base)
+        problem = _entry_problem(entry, base, need_train)
         if problem is not None:
             raise fail(*problem)
         if entry["name"] in taken:
             raise fail("name", f"task {entry['name']!r} is given twice (in --tasks or earlier in this file); task names must be unique")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k not in SOURCE_KEYS}
         try:
-            source = _entry_source(entry, base)
+            source = _entry_source(entry, base, need_train)
         except ValueError as error:
             raise fail("dataset" if "dataset" in entry else "train_file", str(error).rstrip(".")) from None
+        head = heads.get(entry["name"])
+        if "label_names" not in entry and not need_train and head is None and "dataset" not in entry and "train_file" not in entry:
+            raise fail(
+                "label_names",
+                "missing, and this run reads no training set to take the labels from: give label_names "
+                "(null for a regression task), or evaluate a saved model that has a head for this task",
+            )
         try:
             if "label_names" in entry:
                 spec = TaskSpec(**values)
-            else:
-                spec = infer_task_spec(values.pop("name"), source, values.pop("text_fields"), cache_dir=cache_dir, **values)
+            elif not need_train and head is not None:  # the saved head's labels: the classes the model predicts
+                labels = tuple(head_label_names(head)) if head.get("problem_type") != "regression" else None
+                spec = TaskSpec(**values, label_names=labels)
+            else:  # labels from the training split (which a run that does not train reads only for this)
+                labels_from = source if need_train or "dataset" in entry else _entry_source(entry, base, need_train=True)
+                spec = infer_task_spec(values.pop("name"), labels_from, values.pop("text_fields"), cache_dir=cache_dir, **values)
         except (TypeError, ValueError, FileNotFoundError) as error:
             message = str(error).removeprefix(f"Task {entry['name']!r}: ")
             field = getattr(error, "option", None) or next((f for f in sorted(_SPEC_FIELDS, key=len, reverse=True) if f in message), None)

@@ -292,8 +292,8 @@ def head_mismatches(heads: Sequence[Mapping[str, Any]], specs: Sequence[TaskSpec
                 f"task {head['name']!r}: head has {got['num_labels']} outputs ({got['problem_type']}), "
                 f"the task needs {head['num_labels']} ({head['problem_type']})"
             )
-        elif head["problem_type"] not in ("regression", MLM_PROBLEM_TYPE) and _label_names(got) != _label_names(head):
-            problems.append(f"task {head['name']!r}: head labels {_label_names(got)}, the task's labels {_label_names(head)}")
+        elif head["problem_type"] not in ("regression", MLM_PROBLEM_TYPE) and head_label_names(got) != head_label_names(head):
+            problems.append(f"task {head['name']!r}: head labels {head_label_names(got)}, the task's labels {head_label_names(head)}")
         elif _pair_encoding(got) != _pair_encoding(head):
             problems.append(f"task {head['name']!r}: head is a {_pair_encoding(got)}, the task asks for a {_pair_encoding(head)}")
         elif list(got.get("prompt_templates") or []) != list(head.get("prompt_templates") or []):
@@ -318,7 +318,8 @@ def _pair_encoding(head: Mapping[str, Any]) -> str:
     return f"bi-encoder ({head.get('pair_head')} head{labels})"
 
 
-def _label_names(head: Mapping[str, Any]) -> list[str]:
+def head_label_names(head: Mapping[str, Any]) -> list[str]:
+    """A saved head's class names (`MultiTaskConfig.tasks` entry) in label-id order; empty for a regression head."""
     id2label = head.get("id2label") or {}
     return [str(id2label[key]) for key in sorted(id2label, key=int)]
 

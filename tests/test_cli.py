@@ -335,6 +335,46 @@ def test_custom_tasks_from_files(tmp_path, tiny_checkpoint):
     assert "eval_reviews_accuracy" in results
 
 
+def test_evaluating_custom_tasks_needs_no_training_file(tmp_path, tiny_checkpoint, capsys):
+    """A run that only evaluates reads each custom task's validation_file: no train_file is needed, and labels left
+    out come from the saved model's head (not the training data); with no head to take them from, one line names
+    label_names."""
+    rows = "\n".join(f'{{"text": "review {i} {"good" if i % 3 else "bad"}", "stars": "{"pos" if i % 3 else "neg"}"}}' for i in range(24))
+    (tmp_path / "train.jsonl").write_text(rows)
+    (tmp_path / "dev.jsonl").write_text(rows)
+    task = {"name": "reviews", "text_fields": ["text"], "label_field": "stars", "validation_file": "dev.jsonl"}
+    (tmp_path / "tasks.json").write_text(json.dumps([{**task, "train_file": "train.jsonl"}]))  # labels inferred
+    trained = tmp_path / "trained"
+    args = base_args(tmp_path, tiny_checkpoint, trained)
+    args[args.index("--tasks") + 1] = ""
+    run_glue_mtl.main(args + ["--custom_tasks_file", str(tmp_path / "tasks.json")])
+    os.rename(tmp_path / "train.jsonl", tmp_path / "train.away")
+    with_train = base_args(tmp_path, str(trained), tmp_path / "eval_a")
+    with_train[with_train.index("--tasks") + 1] = ""
+    with_train = [a for a in with_train if a != "--do_train"] + ["--custom_tasks_file", str(tmp_path / "tasks.json")]
+    first = run_glue_mtl.main(with_train)  # the tasks file names a train_file that is gone: not read
+    (tmp_path / "eval.json").write_text(json.dumps([task]))
+    second = run_glue_mtl.main([a.replace("eval_a", "eval_b").replace("tasks.json", "eval.json") for a in with_train])
+    assert first["eval_reviews_accuracy"] == second["eval_reviews_accuracy"]
+    # Labels declared in another order than the head's: refused, naming both.
+    (tmp_path / "eval.json").write_text(json.dumps([{**task, "label_names": ["pos", "neg"]}]))
+    line = run_cli_error(capsys, [a.replace("eval_a", "eval_c").replace("tasks.json", "eval.json") for a in with_train])
+    assert "head labels ['neg', 'pos'], the task's labels ['pos', 'neg']" in line
+    # A pretrained encoder has no head to take the labels from, and there is no training file.
+    (tmp_path / "eval.json").write_text(json.dumps([task], indent=1))
+    pretrained = [
+        a.replace("eval_a", "eval_d").replace("tasks.json", "eval.json").replace(str(trained), tiny_checkpoint) for a in with_train
+    ]
+    line = run_cli_error(capsys, pretrained)
+    assert re.search(r"eval\.json, line \d+, field 'label_names' \(task 'reviews'\): missing, and this run reads no training set", line)
+    # Training still needs the training file.
+    training = base_args(tmp_path, tiny_checkpoint, tmp_path / "train_c")
+    training[training.index("--tasks") + 1] = ""
+    line = run_cli_error(capsys, training + ["--custom_tasks_file", str(tmp_path / "eval.json")])
+    assert "field 'train_file' (task 'reviews'): missing (a task read from files needs train_file and validation_file)" in line
+    assert not any((tmp_path / name).exists() for name in ("eval_c", "eval_d", "train_c"))
+
+
 def test_shipped_json_configs_parse():
     configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
     names = sorted(n for n in os.listdir(configs) if n.endswith(".json"))
