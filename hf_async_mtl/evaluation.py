@@ -21,6 +21,7 @@ from transformers.trainer_utils import has_length, speed_metrics
 
 from .calibration import GIVEN_SETS, OWN_SETS, ece_from_bins, reliability_bins, write_calibration
 from .data import length_order, num_template_views, template_view
+from .losses import task_loss
 from .metrics import compute_task_metrics, glue_score
 from .mlm import IGNORE_INDEX
 from .prompting import combine_template_outputs
@@ -145,6 +146,7 @@ class MultiTaskEvaluationMixin(_TrainerBase):
             )
             # One logits array (a head has one output), and the labels every evaluation set carries.
             predictions, label_ids = cast(np.ndarray, output.predictions), cast(np.ndarray, output.label_ids)
+            loss = self._exact_loss(task, predictions, label_ids)
             if views > 1:  # a template pool evaluated by averaging: back to dataset order, one row per example
                 predictions = self._combine_views(task, self._restore_order(predictions, order), views)
                 label_ids = np.asarray(self._restore_order(label_ids, order))[: len(predictions)]
@@ -157,11 +159,9 @@ class MultiTaskEvaluationMixin(_TrainerBase):
                 reliability[key] = reliability_bins(predictions, label_ids, self.args.calibration_bins)
                 task_metrics["ece"] = ece_from_bins(reliability[key])
             metrics.update({f"{metric_key_prefix}_{key}_{name}": value for name, value in task_metrics.items()})
-            loss = cast(dict[str, float], output.metrics).get(f"{metric_key_prefix}_{key}_loss")  # evaluation_loop always sets them
-            if loss is not None:
-                metrics[f"{metric_key_prefix}_{key}_loss"] = loss
-                if key == task:  # a task's extra splits (e.g. dev curves beside selection) select nothing
-                    losses.append(loss)
+            metrics[f"{metric_key_prefix}_{key}_loss"] = loss
+            if key == task:  # a task's extra splits (e.g. dev curves beside selection) select nothing
+                losses.append(loss)
             if key == task:
                 task_scores[task] = task_metrics
         if task_scores:  # MLM objectives are auxiliary: never part of the score
@@ -181,6 +181,16 @@ class MultiTaskEvaluationMixin(_TrainerBase):
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         self._memory_tracker.stop_and_update_metrics(metrics)
         return metrics
+
+    def _exact_loss(self, task: str, predictions: np.ndarray, label_ids: np.ndarray) -> float:
+        """A task's evaluation loss: its hard-label loss (what its objective computes in evaluation) over every example
+        of the set, from the gathered predictions, so several processes report what one does. (transformers' loop
+        repeats each batch's mean loss once per row; under several processes the last batch's rows are a rank's mean
+        each, that of the rank whose shard repeats examples to fill its batch included.)"""
+        spec = self.task_specs[task]
+        logits = torch.from_numpy(np.asarray(predictions, dtype=np.float32))
+        labels = torch.from_numpy(np.asarray(label_ids))
+        return float(task_loss(logits, labels, spec.is_regression, spec.loss_label_range))
 
     def predict(self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test") -> Any:
         """transformers' `predict` takes one dataset; a mapping task → dataset is what `predict_tasks` (predictions per

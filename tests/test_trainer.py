@@ -460,6 +460,25 @@ def test_evaluation_runs_longest_first_with_the_metrics_of_dataset_order(tmp_pat
         MultiTaskTrainingArguments(output_dir=str(tmp_path), kd_label_batch_size=0)
 
 
+def test_a_tasks_evaluation_loss_is_the_mean_over_its_examples(tmp_path, tokenizer, tiny_data):
+    """32 rows in batches of 12, 12 and 8: each task's loss is the mean over its examples, as one pass in dataset
+    order, one example at a time, computes it (several processes: tests/test_distributed.py)."""
+    from hf_async_mtl.losses import task_loss
+
+    trainer = make_trainer(tmp_path, tokenizer, tiny_data, per_device_eval_batch_size=12)
+    metrics = trainer.evaluate()
+    model = trainer.model.eval()
+    columns = ("input_ids", "attention_mask", "token_type_ids", "task_ids")
+    for name, spec in trainer.task_specs.items():
+        dataset = tiny_data[1][name]
+        assert len(dataset) % 12
+        with torch.no_grad():
+            logits = torch.cat([model(**trainer.data_collator([{k: row[k] for k in columns}])).logits for row in dataset])
+        expected = float(task_loss(logits, torch.tensor(dataset["labels"]), spec.is_regression))
+        assert metrics[f"eval_{name}_loss"] == pytest.approx(expected, rel=1e-5), name
+    assert metrics["eval_loss"] == pytest.approx((metrics["eval_sentiment_loss"] + metrics["eval_similarity_loss"]) / 2)
+
+
 @pytest.mark.parametrize(
     "option, value, message",
     [
