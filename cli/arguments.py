@@ -8,6 +8,7 @@ names the option, or the file, line and field.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -266,21 +267,14 @@ def _option_in(message: str, options) -> str | None:
 
 
 def parse_args(argv: list[str] | None = None):
-    """Parse flags, or one JSON file when it is the only argument; bad options are a one-line `UsageError`."""
+    """Parse flags, or a JSON file (the first argument) and flags that override its values; bad options are a
+    one-line `UsageError`."""
     parser = ArgumentParser((ModelArguments, DataArguments, MultiTaskTrainingArguments))
     argv = sys.argv[1:] if argv is None else argv
     options = {f.name for cls in parser.dataclass_types for f in dataclasses.fields(cls) if f.init}
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return _parse_json_config(parser, argv[0], options)
     if argv and argv[0].endswith(".json") and not argv[0].startswith("-"):
-        raise UsageError(
-            f"{argv[0]}: a JSON config is the command's only argument ({len(argv) - 1} more given: {' '.join(argv[1:3])}"
-            f"{' ...' if len(argv) > 3 else ''}); put those options in a copy of the file, or give every option as flags."
-        )
-    for arg in argv:
-        name = arg.split("=", 1)[0].lstrip("-") if arg.startswith("--") else None
-        if name in REMOVED_OPTIONS:
-            raise UsageError(f"--{name}: {REMOVED_OPTIONS[name]}.", name)
+        return _parse_json_config(parser, argv[0], options, _flag_values(argv[1:], options))
+    _refuse_removed(argv)
     # Bounds on the values as given, before any dataclass check could replace one (BOUNDS, cli/bounds.py).
     given, _ = parser.parse_known_args(argv)
     check_bounds(vars(given), lambda name, problem: UsageError(f"--{name} {problem}.", name))
@@ -300,8 +294,37 @@ def parse_args(argv: list[str] | None = None):
     return tuple(parsed)
 
 
-def _parse_json_config(parser: HfArgumentParser, path: str, options: set[str]):
-    """The dataclasses of a JSON config; unknown keys and failed checks name the file, line and field."""
+def _refuse_removed(argv: list[str]) -> None:
+    for arg in argv:
+        name = arg.split("=", 1)[0].lstrip("-") if arg.startswith("--") else None
+        if name in REMOVED_OPTIONS:
+            raise UsageError(f"--{name}: {REMOVED_OPTIONS[name]}.", name)
+
+
+def _flag_values(argv: list[str], options: set[str]) -> dict[str, Any]:
+    """The options `argv` gives, parsed as flags (`{name: value}`, nothing for options it leaves out): what overrides
+    a JSON config's values. Unknown, removed and out-of-bounds flags are refused as on a command line of flags."""
+    if not argv:
+        return {}
+    _refuse_removed(argv)
+    parser = ArgumentParser((ModelArguments, DataArguments, MultiTaskTrainingArguments))
+    for action in parser._actions:  # only what argv gives lands in the namespace
+        action.default, action.required = argparse.SUPPRESS, False
+    given, remaining = parser.parse_known_args(argv)
+    if remaining:
+        unknown = next((a for a in remaining if a.startswith("-")), remaining[0])
+        flag = unknown.split("=", 1)[0]
+        hint = did_you_mean(flag, [f"--{o}" for o in options])
+        raise UsageError(f"unknown option {flag}{hint}." if flag.startswith("-") else f"unexpected argument {unknown!r}.")
+    values = {name: value for name, value in vars(given).items() if name in options}
+    check_bounds(values, lambda name, problem: UsageError(f"--{name} {problem}.", name))
+    return values
+
+
+def _parse_json_config(parser: HfArgumentParser, path: str, options: set[str], overrides: dict[str, Any] | None = None):
+    """The dataclasses of a JSON config, with `overrides` (flags given after it, `_flag_values`) replacing its values;
+    unknown keys and failed checks name the file, line and field (or the flag that gave the value)."""
+    overrides = overrides or {}
     values, text = read_json_file(os.path.abspath(path), "JSON config")
     if not isinstance(values, dict):
         raise UsageError(f"{path}, line 1: expected a JSON object of options, got a {type(values).__name__}.")
@@ -313,12 +336,19 @@ def _parse_json_config(parser: HfArgumentParser, path: str, options: set[str]):
         parser, values, lambda name, problem: UsageError(f"{path}, line {key_line(text, name) or 1}, field {name!r}: {problem}.", name)
     )
     check_bounds(values, lambda name, problem: UsageError(f"{path}, line {key_line(text, name) or 1}, field {name!r}: {problem}.", name))
+    values.update(overrides)
     try:
         return parser.parse_dict(values)
     except ImportError as error:
+        if "deepspeed" in overrides:
+            raise _missing_engine(error) from None
         raise _missing_engine(error, f"{path}, line {key_line(text, 'deepspeed') or 1}, field 'deepspeed'") from None
     except ValueError as error:
         option = _option_in(str(error), values) or _option_in(str(error), options)
+        if option is None:  # e.g. "sometimes is not a valid IntervalStrategy": the flag whose value it quotes
+            option = next((name for name, value in overrides.items() if isinstance(value, str) and value and value in str(error)), None)
+        if option in overrides:  # the flag's value failed its check: as on a command line of flags
+            raise UsageError(str(error) if f"--{option}" in str(error) else f"--{option}: {error}", option) from None
         line = key_line(text, option) if option else None
         where = f"{path}, line {line}, field {option!r}" if line else path
         raise UsageError(f"{where}: {error}", option) from None

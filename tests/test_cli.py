@@ -383,6 +383,17 @@ def test_shipped_json_configs_parse():
         model_args, data_args, training_args = run_glue_mtl.parse_args([os.path.join(configs, name)])
         assert data_args.task_list == ["cola", "sst2", "mrpc", "stsb", "rte"]
         assert training_args.mtl_method == "equal"
+    # Flags after the file override its values (a GPU run of the CPU config, another seed); the rest stays the file's.
+    path = os.path.join(configs, "glue5_minilm_async_kd.json")
+    _, data_args, overridden = run_glue_mtl.parse_args([path, "--use_cpu", "false", "--bf16", "false", "--seed", "3", "--tasks", "rte"])
+    _, _, original = run_glue_mtl.parse_args([path])
+    assert (original.use_cpu, original.bf16, original.seed) == (True, True, 42)
+    assert (overridden.use_cpu, overridden.bf16, overridden.seed, data_args.task_list) == (False, False, 3, ["rte"])
+    assert (overridden.max_steps, overridden.async_kd, overridden.output_dir) == (
+        original.max_steps,
+        original.async_kd,
+        original.output_dir,
+    )
 
 
 MULTI_TASK_OPTIONS = (

@@ -734,10 +734,22 @@ CASES = [
         r"^\S+run\.json, line 2, field 'model_name_or_path': model_name_or_path \S+gone: the directory \S+ does not exist",
     ),
     Case(
-        "config_with_flags",
-        "run.json --bf16 false",  # it said --model_name_or_path was required, which the file gives
-        lambda c: _json_config(c) + ["--bf16", "false"],
-        r"^\S+run\.json: a JSON config is the command's only argument \(2 more given: --bf16 false\); put those options in a copy",
+        "config_flag_out_of_bounds",
+        "run.json --max_seq_length 4",  # a flag after the file overrides its value, checked as a flag
+        lambda c: _json_config(c, max_seq_length=64) + ["--max_seq_length", "4"],
+        r"^--max_seq_length must be >= 8, got 4\.$",
+    ),
+    Case(
+        "config_flag_unknown",
+        "run.json --sed 3",
+        lambda c: _json_config(c) + ["--sed", "3"],
+        r"^unknown option --sed \(did you mean '--seed'\?\)\.$",
+    ),
+    Case(
+        "config_flag_bad_choice",
+        "run.json --eval_strategy sometimes",
+        lambda c: _json_config(c) + ["--eval_strategy", "sometimes"],
+        r"^--eval_strategy: sometimes is not a valid IntervalStrategy",
     ),
     Case(
         "config_tasks_not_text",
