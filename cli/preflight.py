@@ -136,6 +136,15 @@ def _saved_heads(model_args: ModelArguments) -> list[dict[str, Any]] | None:
     return list(config.tasks) if config.model_type == "hf_async_mtl" else None
 
 
+def _declared_pooling(source: str, cache_dir: str | None) -> str | None:
+    """The sentence-transformers pooling `source` declares (what `--pooling auto` uses); one that cannot be used is a
+    `UsageError` naming `--pooling`."""
+    try:
+        return read_sentence_transformers_pooling(source, **({"cache_dir": cache_dir} if cache_dir else {}))
+    except ValueError as error:
+        raise UsageError(f"--pooling auto: {error}", "pooling") from None
+
+
 def _model_stand_in(model_args: ModelArguments, source: str, config: Any) -> Any:
     """What the model will look like (pooling, encoder shape, adapters), from configs only: for the resume check."""
     shared_lora = model_args.lora_r > 0 and model_args.lora_scope == "shared"
@@ -153,7 +162,7 @@ def _model_stand_in(model_args: ModelArguments, source: str, config: Any) -> Any
     encoder = copy.deepcopy(config)
     if model_args.num_encoder_layers is not None:
         encoder.num_hidden_layers = model_args.num_encoder_layers
-    pooling = model_args.pooling if model_args.pooling != "auto" else read_sentence_transformers_pooling(source)
+    pooling = model_args.pooling if model_args.pooling != "auto" else _declared_pooling(source, model_args.cache_dir)
     return SimpleNamespace(
         pooling=pooling,
         encoder_config=encoder,
@@ -389,6 +398,8 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, training_arg
             )
         if not training_args.do_train:
             _refuse_untrained_heads(specs, source, training_args.do_predict)
+        if model_args.pooling == "auto":
+            _declared_pooling(source, model_args.cache_dir)
     encoder_config = config.encoder_config if config.model_type == "hf_async_mtl" else config
     layers = model_args.num_encoder_layers or getattr(encoder_config, "num_hidden_layers", 10**9)
     if model_args.unshared_layers > layers:

@@ -155,7 +155,10 @@ def resolve_local_checkpoint(name_or_path: str | os.PathLike, hub_kwargs: dict[s
 def read_sentence_transformers_pooling(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> str | None:
     """Pooling mode declared by a sentence-transformers checkpoint (`1_Pooling/config.json`), if any.
 
-    Returns `"mean"`, `"cls"` or `"max"`, or `None` when the checkpoint declares none.
+    Returns `"mean"`, `"cls"` or `"max"`, or `None` when the checkpoint declares none. Both formats are read:
+    sentence-transformers 6's `"pooling_mode": "mean"` (or a list of modes) and the `pooling_mode_*_tokens` flags of
+    earlier versions. A declared mode this library does not pool by (e.g. `weightedmean`, `lasttoken`, or several
+    modes concatenated) is an error: pooling otherwise would silently read features the model was not trained with.
     """
     local = os.path.join(os.fspath(name_or_path), "1_Pooling", "config.json")
     path: str | None = local if os.path.isfile(local) else None
@@ -170,10 +173,19 @@ def read_sentence_transformers_pooling(name_or_path: str | os.PathLike, **hub_kw
         return None
     with open(path, encoding="utf-8") as handle:
         declared = json.load(handle)
-    for key, mode in (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls"), ("pooling_mode_max_tokens", "max")):
-        if declared.get(key):
-            return mode
-    return None
+    modes = declared.get("pooling_mode")
+    if modes is None:  # before sentence-transformers 6: one boolean per mode
+        modes = [key.removeprefix("pooling_mode_") for key, value in declared.items() if key.startswith("pooling_mode_") and value is True]
+    modes = [modes] if isinstance(modes, str) else list(modes)
+    names = {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max", "mean": "mean", "cls": "cls", "max": "max"}
+    if not modes:
+        return None
+    if len(modes) > 1 or modes[0] not in names:
+        raise ValueError(
+            f"{path} declares sentence-transformers pooling {modes if len(modes) > 1 else modes[0]!r}; hf_async_mtl pools by "
+            "mean, cls, max or the encoder's pooler: pass one of them explicitly (pooling=..., --pooling)."
+        )
+    return names[modes[0]]
 
 
 class MultiTaskModel(MultiTaskExportMixin, PreTrainedModel):
@@ -259,7 +271,8 @@ class MultiTaskModel(MultiTaskExportMixin, PreTrainedModel):
                 f"({getattr(encoder.config, 'base_encoder_name_or_path', None) or 'the checkpoint it was trained from'})."
             )
         if pooling == "auto":
-            pooling = read_sentence_transformers_pooling(encoder_name_or_path) or (
+            hub_kwargs = {key: encoder_kwargs[key] for key in ("cache_dir", "revision", "token") if encoder_kwargs.get(key) is not None}
+            pooling = read_sentence_transformers_pooling(encoder_name_or_path, **hub_kwargs) or (
                 "pooler" if getattr(encoder, "pooler", None) is not None else "cls"
             )
         config = MultiTaskConfig(

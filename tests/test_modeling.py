@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -155,6 +156,53 @@ def test_check_tasks_reports_mismatches(tokenizer):
     wrong = type(SENTIMENT)("sentiment", ("sentence",), label_names=("a", "b", "c"))
     with pytest.raises(ValueError, match="head has 2 outputs"):
         model.check_tasks([wrong, SIMILARITY])
+
+
+def test_declared_pooling_in_both_sentence_transformers_formats(tmp_path, tiny_checkpoint, capsys):
+    """sentence-transformers 6 writes `"pooling_mode": "mean"` (it was one flag per mode): both are read, and a mode
+    this library cannot pool by is refused (the pooler would silently stand in for it), on the command line before any work."""
+    import shutil
+
+    import run_glue_mtl
+
+    encoder = tmp_path / "st-encoder"
+    shutil.copytree(tiny_checkpoint, encoder)
+    (encoder / "1_Pooling").mkdir()
+    declared = encoder / "1_Pooling" / "config.json"
+    for config, expected in (
+        ({"embedding_dimension": 32, "pooling_mode": "mean", "include_prompt": True}, "mean"),
+        ({"pooling_mode": ["cls"]}, "cls"),
+        ({"pooling_mode_cls_token": False, "pooling_mode_max_tokens": True, "pooling_mode_mean_tokens": False}, "max"),
+        ({"pooling_mode_mean_tokens": False}, None),
+    ):
+        declared.write_text(json.dumps(config))
+        assert read_sentence_transformers_pooling(encoder) == expected, config
+        assert MultiTaskModel.from_encoder(str(encoder), TASKS).config.pooling == (expected or "pooler")
+    for config, shown in (({"pooling_mode": "weightedmean"}, "'weightedmean'"), ({"pooling_mode": ["mean", "max"]}, "['mean', 'max']")):
+        declared.write_text(json.dumps(config))
+        with pytest.raises(ValueError, match=rf"declares sentence-transformers pooling {re.escape(shown)}; hf_async_mtl pools by"):
+            MultiTaskModel.from_encoder(str(encoder), TASKS)
+    assert MultiTaskModel.from_encoder(str(encoder), TASKS, pooling="mean").config.pooling == "mean"
+    args = [
+        "--model_name_or_path",
+        str(encoder),
+        "--tasks",
+        "cola",
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--do_train",
+        "--max_steps",
+        "1",
+    ]
+    (tmp_path / "CoLA").mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp_path / "CoLA" / name).write_text("src\t1\t\ta fine sentence\n")
+    with pytest.raises(SystemExit) as exit_info:
+        run_glue_mtl.main(args + ["--glue_dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: --pooling auto: " in err and "declares sentence-transformers pooling ['mean', 'max']" in err, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_from_encoder_uses_declared_pooling_and_pretrained_weights():
