@@ -98,13 +98,14 @@ class MultiTaskExportMixin(_ModelBase):
             single = type(self)(type(self.config)(**config_dict))
             single.encoder.load_state_dict(plain_encoder(self.encoder, task_name).state_dict())
             single.heads[task_name].load_state_dict(self.heads[task_name].state_dict())
-            return single.to(self.device)  # type: ignore[arg-type]
+            return single.to(device=self.device, dtype=self.dtype)  # type: ignore[call-arg]
         config = type(self.config)(**config_dict)
         single = type(self)(config)
         state = {k: v for k, v in self.state_dict().items() if not k.startswith("heads.") or k.startswith(f"heads.{task_name}.")}
         single.load_state_dict(state)
-        # transformers wraps `.to` with functools.wraps; mypy does not bind `self` through the `_Wrapped` it returns.
-        return single.to(self.device)  # type: ignore[arg-type]
+        # In this model's dtype (a bf16 model exports bf16 weights). transformers wraps `.to` with functools.wraps; mypy
+        # does not bind `self` through the `_Wrapped` it returns.
+        return single.to(device=self.device, dtype=self.dtype)  # type: ignore[call-arg]
 
     def export_task(self, task_name: str, save_directory: str | os.PathLike, tokenizer: Any = None, **save_kwargs: Any) -> PreTrainedModel:
         """Save one task as a checkpoint that plain transformers loads, with its tokenizer when given.
@@ -215,12 +216,14 @@ class MultiTaskExportMixin(_ModelBase):
             return None
         base.load_state_dict(self.encoder.state_dict())
         classifier.load_state_dict(self.heads[task_name].state_dict())
-        native.to(self.device).eval()
-        # Only claim a native export when it provably computes the same logits.
+        native.to(device=self.device, dtype=self.dtype).eval()
+        # Only claim a native export when it provably computes the same logits (to the rounding of this model's dtype).
         probe = torch.arange(1, 9, device=self.device).view(1, 8) % native_config.vocab_size
         was_training = self.training
         self.eval()
+        tolerance = 1e-5 if self.dtype == torch.float32 else 4 * torch.finfo(self.dtype).eps
         with torch.no_grad():
-            same = torch.allclose(native(input_ids=probe).logits, self(input_ids=probe, task_name=task_name).logits, atol=1e-5)
+            native_logits = native(input_ids=probe).logits.float()
+            same = torch.allclose(native_logits, self(input_ids=probe, task_name=task_name).logits.float(), atol=tolerance)
         self.train(was_training)
         return native if same else None

@@ -249,14 +249,16 @@ def _card_data(
     language: Any = None,
     license: str | None = None,
     extra_tags: Sequence[str] = (),
+    library_name: str = "transformers",
+    pipeline_tag: str = "text-classification",
 ) -> ModelCardData:
     task_names = config.task_names
     if datasets is None and task_names and set(task_names) <= GLUE_TASK_NAMES:
         datasets = [GLUE_DATASET]
-    tag_list = [LIBRARY_TAG, "text-classification", *extra_tags, *([tags] if isinstance(tags, str) else list(tags or []))]
+    tag_list = [LIBRARY_TAG, pipeline_tag, *extra_tags, *([tags] if isinstance(tags, str) else list(tags or []))]
     return ModelCardData(
-        library_name="transformers",
-        pipeline_tag="text-classification",
+        library_name=library_name,
+        pipeline_tag=pipeline_tag,
         tags=list(dict.fromkeys(tag_list)),
         base_model=base_model,
         datasets=[datasets] if isinstance(datasets, str) else (list(datasets) if datasets else None),
@@ -440,6 +442,10 @@ def build_task_card(
     if datasets is None and task_name in GLUE_TASK_NAMES:
         datasets = [GLUE_DATASET]
     title = repo_id.split("/")[-1] if repo_id else f"{task_name} classifier"
+    native = exported_class != "MultiTaskModel"
+    # A cosine pair task is pushed as a sentence-transformers directory: the Hub's widget and "Use this model" follow
+    # library_name / pipeline_tag (a text-classification pipeline cannot run its plain encoder).
+    sentence_transformers = is_bi_encoder(head) and native
     data = _card_data(
         config,
         tags=tags,
@@ -447,10 +453,11 @@ def build_task_card(
         datasets=datasets or [],
         language=language,
         license=license,
-        extra_tags=["multi-task", "single-task-export"],
+        extra_tags=["multi-task", "single-task-export", *(["sentence-transformers"] if sentence_transformers else [])],
+        library_name="sentence-transformers" if sentence_transformers else "transformers",
+        pipeline_tag="sentence-similarity" if sentence_transformers else "text-classification",
     )
     row = next(r for r in _task_rows(config, None) if r["name"] == task_name)
-    native = exported_class != "MultiTaskModel"
     repo = repo_id or "<repo_id>"
     if is_bi_encoder(head):  # a cosine task exports as a sentence-transformers directory (its encoder's class)
         usage = _bi_encoder_usage(head, repo, sentence_transformers=native)

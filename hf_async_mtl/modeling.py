@@ -133,6 +133,10 @@ def check_task_capacity(unshared_layers: int, task_adapters: Any, peft_config: A
         raise ValueError("Unshared top layers and a shared LoRA adapter cannot be combined: use one of them.")
     if train_base and not task_adapters:
         raise ValueError("task_adapters_train_base needs task_adapters (per-task adapters).")
+    kind = task_adapters.get("peft_type") if isinstance(task_adapters, dict) else getattr(task_adapters, "peft_type", None)
+    if task_adapters and str(getattr(kind, "value", kind)).upper() != "LORA":
+        # Each task's parameters are found by peft's LoRA names (lora_A.<task>, ...): others would train nothing.
+        raise ValueError(f"Per-task adapters are LoRA adapters (peft.LoraConfig); got peft_type {getattr(kind, 'value', kind)}.")
 
 
 def resolve_local_checkpoint(name_or_path: str | os.PathLike, hub_kwargs: dict[str, Any] | None = None) -> str | None:
@@ -263,7 +267,11 @@ class MultiTaskModel(MultiTaskExportMixin, PreTrainedModel):
         check_unique_names(tasks)
         if not tasks:
             raise ValueError("from_encoder needs at least one TaskSpec.")
-        encoder = AutoModel.from_pretrained(encoder_name_or_path, **encoder_kwargs)
+        # transformers 5 loads a checkpoint in the dtype it was saved in ("auto"): a bf16 / fp16 encoder beside float32
+        # heads would fail at the first forward, and train without float32 master weights. The whole model takes one
+        # dtype: float32 unless `dtype` is given.
+        dtype = encoder_kwargs.pop("dtype", None) or encoder_kwargs.pop("torch_dtype", None) or torch.float32
+        encoder = AutoModel.from_pretrained(encoder_name_or_path, dtype=dtype, **encoder_kwargs)
         if isinstance(encoder, MultiTaskModel):
             raise ValueError(
                 f"{os.fspath(encoder_name_or_path)} is a saved MultiTaskModel, not an encoder: load it with "
@@ -296,6 +304,7 @@ class MultiTaskModel(MultiTaskExportMixin, PreTrainedModel):
                         spec.name,
                         encoder_name_or_path,
                     )
+        model.to(encoder.dtype)
         if peft_config is not None:
             model.apply_peft(peft_config)
         if unshared_layers or task_adapters is not None or task_adapters_train_base:
@@ -397,6 +406,12 @@ class MultiTaskModel(MultiTaskExportMixin, PreTrainedModel):
     def merge_adapters(self) -> MultiTaskModel:
         """A plain `MultiTaskModel` (no PEFT) with the adapters merged into the encoder; `self` is unchanged."""
         from .adapters import merged_encoder
+
+        if self.has_task_capacity:
+            raise ValueError(
+                "merge_adapters merges a shared adapter into the one encoder; per-task adapters / unshared layers give each "
+                "task its own encoder: use single_task_model(task) (or export_task(task, directory)) for one task's plain model."
+            )
 
         encoder = merged_encoder(self.encoder)
         config_dict = self.config.to_dict()

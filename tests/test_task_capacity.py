@@ -11,7 +11,7 @@ import os
 
 import pytest
 import torch
-from peft import LoraConfig
+from peft import IA3Config, LoraConfig
 from transformers import AutoModelForSequenceClassification
 
 import run_glue_mtl
@@ -248,11 +248,22 @@ def test_unshared_layers_route_and_refuse_an_unrouted_call(tiny_checkpoint):
         ({"unshared_layers": 1, "task_adapters": LoraConfig(r=2)}, "cannot be combined"),
         ({"task_adapters": LoraConfig(r=2), "peft_config": LoraConfig(r=2)}, "cannot be combined"),
         ({"task_adapters_train_base": True}, "needs task_adapters"),
+        # An IA3 adapter's parameters (ia3_l.<task>) were not recognised as any task's: nothing in the encoder trained.
+        ({"task_adapters": IA3Config(target_modules=["key", "value"], feedforward_modules=[])}, r"LoRA adapters .* got peft_type IA3"),
+        ({"task_adapters": {"peft_type": "IA3"}}, "got peft_type IA3"),
     ],
 )
 def test_unsupported_combinations_fail_with_one_line(options, message, tiny_checkpoint):
     with pytest.raises(ValueError, match=message):
         MultiTaskModel.from_encoder(tiny_checkpoint, TASKS, pooling="mean", **options)
+
+
+@pytest.mark.parametrize("kind", ["adapters", "unshared"])
+def test_merge_adapters_refuses_task_parts(kind, tiny_checkpoint):
+    """merge_adapters (one encoder) on per-task parts raised a state_dict traceback; it names single_task_model."""
+    model = capacity_model(tiny_checkpoint, kind)
+    with pytest.raises(ValueError, match=r"per-task adapters / unshared layers give each task its own encoder: use single_task_model"):
+        model.merge_adapters()
 
 
 def test_a_shared_adapter_is_refused_on_unshared_layers_before_wrapping(tiny_checkpoint):
