@@ -165,8 +165,10 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
     """
     state = _state if _state is not None else SimpleNamespace(training=False, output_dir=None, output_existed=True, config_file=None)
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
+    if argv and argv[0].endswith(".json") and not argv[0].startswith("-"):
         state.config_file = argv[0]
+        # Options the flags after the file give: their errors are the flags', not the file's lines.
+        state.flag_options = {arg[2:].split("=", 1)[0] for arg in argv[1:] if arg.startswith("--")}
     model_args, data_args, training_args = parse_args(argv)
     state.output_dir, state.output_existed = training_args.output_dir, os.path.exists(training_args.output_dir)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -293,7 +295,8 @@ def _error_line(error: BaseException, state: SimpleNamespace) -> str:
     """The one line printed for `error`; with a JSON config, an option's error is placed at its line there."""
     message = one_line(error) or type(error).__name__
     option = getattr(error, "option", None)
-    if state.config_file and option and not message.startswith(state.config_file):
+    flags = getattr(state, "flag_options", set())
+    if state.config_file and option and option not in flags and f"no_{option}" not in flags and not message.startswith(state.config_file):
         try:
             line = key_line(read_json_file(os.path.abspath(state.config_file))[1], option)
         except UsageError:

@@ -226,7 +226,10 @@ def read_custom_tasks(
                 spec = infer_task_spec(values.pop("name"), labels_from, values.pop("text_fields"), cache_dir=cache_dir, **values)
         except (TypeError, ValueError, FileNotFoundError) as error:
             message = str(error).removeprefix(f"Task {entry['name']!r}: ")
-            field = getattr(error, "option", None) or next((f for f in sorted(_SPEC_FIELDS, key=len, reverse=True) if f in message), None)
+            # The field the message names as a word ("names" of a label set is no `name` field).
+            field = getattr(error, "option", None) or next(
+                (f for f in sorted(_SPEC_FIELDS, key=len, reverse=True) if re.search(rf"\b{re.escape(f)}\b", message)), None
+            )
             if "label_names" not in entry and field is None:
                 field = "dataset" if "dataset" in entry else "train_file"
             raise fail(field, message.rstrip(".")) from None

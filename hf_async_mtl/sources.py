@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import InputError
-from .tasks import TaskSpec
+from .tasks import NAMES_FROM_TEXT, TaskSpec
 
 __all__ = ["DatasetsSource", "TaskDataSource", "TaskSource", "TextOfTask", "load_task", "load_source_split"]
 
@@ -281,6 +281,11 @@ def load_source_split(
 # ---- labels ---------------------------------------------------------------------------------------
 
 
+def _as_id(text: str) -> int:
+    value = int(text)
+    return value if -(2**62) < value < 2**62 else -1  # out of int64: no id, caught as out of range
+
+
 def _first_true(mask: pa.Array | np.ndarray) -> int | None:
     values = np.asarray(mask.to_numpy(zero_copy_only=False) if isinstance(mask, (pa.Array, pa.ChunkedArray)) else mask)
     hits = np.flatnonzero(values.astype(bool))
@@ -337,10 +342,10 @@ class _LabelConverter:
             try:
                 return pc.cast(pc.utf8_trim_whitespace(column), pa.float64()).to_numpy(zero_copy_only=False)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                for position, text in enumerate(column.to_pylist()):  # error path only: find the row
+                for position, text in enumerate(column.to_pylist()):  # error path only: the first row arrow cannot read
                     try:
-                        float(text)
-                    except ValueError:
+                        pc.cast(pa.array([text.strip()]), pa.float64())
+                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                         return self._not_a_number(rows[position], text)
                 raise
         if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type):
@@ -382,7 +387,9 @@ class _LabelConverter:
                 bad = positions[~digits[positions]]
                 if bad.size:
                     return self._not_a_number(rows[int(bad[0])], column[int(bad[0])].as_py())
-                as_ids = pc.cast(pc.take(trimmed, pa.array(positions)), pa.int64()).to_numpy(zero_copy_only=False)
+                self._refuse_ids_of_inferred_names(rows[int(positions[0])], column[int(positions[0])].as_py())
+                # int() reads "+1" and "007" as the id they are; a number too big for an id is refused by the range check.
+                as_ids = np.array([_as_id(text) for text in pc.take(trimmed, pa.array(positions)).to_pylist()], dtype=np.int64)
                 out = (as_ids < 0) | (as_ids >= len(names))
                 if out.any():
                     first = int(positions[np.flatnonzero(out)[0]])
@@ -393,7 +400,20 @@ class _LabelConverter:
         bad = _first_true((values < 0) | (values >= len(names)) | (values != np.round(values)))
         if bad is not None:
             raise self.fail(rows[bad], f"label {column[bad].as_py()!r} is not a label id 0..{len(names) - 1} (label_names {names})")
+        if len(values):
+            self._refuse_ids_of_inferred_names(rows[0], column[0].as_py())
         return pa.array(values.astype(np.int64))
+
+    def _refuse_ids_of_inferred_names(self, row: int, label: Any) -> None:
+        """Ids are positions in `label_names`; names inferred from text labels are in sorted order, which need not be
+        what another file's ids meant (0 = "contradiction" or "entailment"?)."""
+        if self.spec.extra.get(NAMES_FROM_TEXT):
+            raise self.fail(
+                row,
+                f"label {label!r} is an id, but the label names {list(self.label_names)} were read from the training "
+                "split's text labels (sorted), so which class an id means is unknown: write the class names, or "
+                "declare label_names in the order the ids follow",
+            )
 
 
 def load_task(

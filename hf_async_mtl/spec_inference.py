@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .sources import TaskSource, load_source_split
-from .tasks import TaskSpec
+from .tasks import NAMES_FROM_TEXT, TaskSpec
 
 _NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _NOT_FINITE = r"(?i)^[+-]?(nan|inf|infinity)$"
@@ -81,6 +81,8 @@ def infer_task_spec(
             if regression:
                 raise ValueError(f"Task {name!r}: regression was declared, but {label_field!r} holds text labels.")
             label_names = tuple(sorted(v for v in pc.unique(column).to_pylist() if v is not None))
+            # Ids in another split would follow this sorted order, not the file's: the loaders refuse them.
+            spec_fields["extra"] = {**spec_fields.get("extra", {}), NAMES_FROM_TEXT: True}
         elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type):
             values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
             values = values[np.isfinite(values)]

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -33,13 +34,31 @@ from typing import Any
 
 import datasets
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from .encoding import EXAMPLE_IDS_COLUMN, MODEL_INPUT_COLUMNS, PAIR_IDS_COLUMN, TASK_IDS_COLUMN, batch_encoder
+from .errors import InputError
 from .files import write_json_atomic
 from .sources import TaskDataSource, TaskSource, _one_line, load_source_split, load_task, row_converter, task_features
 from .tasks import TaskSpec
+
+
+def read_block(iterator: Any, where: str) -> Any:
+    """The next table of a streamed source's iterator (None at its end). A file that cannot be read (a parser error, a
+    bad byte, a first row with a field more than the header: pandas' warning, made an error as `load_task` makes it)
+    is an `InputError` starting with `where`, at whatever row training has reached (exit status 2, no traceback)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return next(iterator, None)
+    except Exception as error:  # noqa: BLE001 - whatever the reader raised is one line naming the data and the row
+        cause = error.__cause__ or error
+        if isinstance(cause, pd.errors.ParserWarning):
+            raise InputError(f"{where}: a row has more fields than the header (a stray delimiter?): {_one_line(cause)}") from error
+        raise InputError(f"{where}: {_one_line(cause)}") from error
+
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +148,7 @@ class StreamingSource(TaskDataSource):
         # a second read unit of the source alive: +100 MB with ten 1M-row parquet files).
         iterator = raw.with_format("arrow").iter(batch_size=max(1, count))
         try:
-            table = next(iterator, None)
+            table = read_block(iterator, f"{self._where}: cannot read the {count} rows held out for selection")
         finally:
             iterator.close()
         if table is None or table.num_rows < count:
@@ -270,12 +289,7 @@ class StreamedTask:
                 dataset.load_state_dict(copy.deepcopy(record.state))
             self._cursor = (record, dataset, iter(dataset.iter(batch_size=self.block_size)))
         _, dataset, iterator = self._cursor
-        try:
-            table = next(iterator, None)
-        except Exception as error:  # a parser error in the middle of a file: one line naming it and where
-            raise ValueError(
-                f"{self.description}: cannot read the rows from row {self.first_row + record.row}: {_one_line(error.__cause__ or error)}"
-            ) from error
+        table = read_block(iterator, f"{self.description}: cannot read the rows from row {self.first_row + record.row}")
         if table is None or table.num_rows == 0:
             if record.row == 0:
                 raise ValueError(f"{self.description}: no training rows after the {self.first_row} held out.")

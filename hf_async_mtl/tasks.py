@@ -41,6 +41,11 @@ def metrics_problem(metrics: Sequence[Any], *, is_regression: bool, num_labels: 
     return None
 
 
+# `TaskSpec.extra` key set by `infer_task_spec`: the label names are the sorted distinct text labels of the training
+# split, so an id in another split (ids follow the names' order) would not mean what its file meant: loaders refuse ids.
+NAMES_FROM_TEXT = "label_names_from_text"
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A classification or regression task over one sentence or a sentence pair.

@@ -740,6 +740,12 @@ CASES = [
         r"^--max_seq_length must be >= 8, got 4\.$",
     ),
     Case(
+        "config_flag_missing_model",
+        "run.json --model_name_or_path <missing dir>",  # found after parsing: still the flag's, not the file's line 2
+        lambda c: _json_config(c) + ["--model_name_or_path", str(c.tmp / "gone")],
+        r"^model_name_or_path \S+gone: the directory \S+ does not exist",
+    ),
+    Case(
         "config_flag_unknown",
         "run.json --sed 3",
         lambda c: _json_config(c) + ["--sed", "3"],

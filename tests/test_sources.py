@@ -12,6 +12,7 @@ import pytest
 import run_glue_mtl
 from cli.errors import UsageError
 from cli.tasks_file import read_custom_tasks
+from hf_async_mtl.errors import InputError
 from hf_async_mtl.sources import TaskSource, load_task
 from hf_async_mtl.spec_inference import infer_task_spec
 from hf_async_mtl.tasks import TaskSpec
@@ -229,6 +230,8 @@ def test_custom_tasks_file_regression_declared_or_inferred_gets_the_same_metrics
         (["0", "1000000"], r"label ids run to 1000000 but only 2 distinct values occur: pass label_names \(classes\) or regression=True"),
         (["0.0", "1.0", "1.0"], None),  # written as floats: a regression, as a float column is (and load_task reads it)
         (["0", "1", "1"], ("0", "1")),
+        (["-1", "+1", "+1"], r"holds negative integer labels \(-1; -1 marks unlabelled rows"),
+        (["0", "+1", "1"], ("0", "1")),  # ids written with a sign
         (["neg", " pos", "neg "], ("neg", "pos")),
     ],
 )
@@ -277,3 +280,31 @@ def test_cli_run_mixes_a_glue_task_a_parquet_task_and_a_repo_layout_task(tmp_pat
         assert key in results
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert [t["id2label"] for t in config["tasks"] if t["name"] == "local_reviews"] == [{"0": "negative", "1": "positive"}]
+
+
+def test_ids_in_another_split_are_refused_when_the_names_came_from_text(tmp_path):
+    """Names inferred from text labels are sorted; a dev file of ids 0/1/2 was read in that order (0 = contradiction),
+    whatever its writer meant. Declared label_names give ids their order; ids beside inferred id names stay ids.
+    A target Python reads but arrow does not ("1_000") is one line naming the row, not a raw pyarrow error."""
+    (tmp_path / "train.csv").write_text(
+        "sentence,label\n" + "".join(f"s{i},{['entailment', 'neutral', 'contradiction'][i % 3]}\n" for i in range(9))
+    )
+    (tmp_path / "dev.csv").write_text("sentence,label\n" + "".join(f"s{i},{i % 3}\n" for i in range(6)))
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps({"sentence": f"s{i}", "label": i % 3}) + "\n" for i in range(6)))
+    for dev in ("dev.csv", "dev.jsonl"):
+        source = TaskSource(data_files={"train": str(tmp_path / "train.csv"), "validation": str(tmp_path / dev)})
+        spec = infer_task_spec("nli", source, ["sentence"])
+        assert spec.label_names == ("contradiction", "entailment", "neutral")
+        with pytest.raises(InputError, match=rf"{dev}, row 0 \(0-based\), column 'label': label '?0'? is an id, but the label names"):
+            load_task(spec, source, "validation")
+        declared = TaskSpec("nli", ("sentence",), label_names=spec.label_names)
+        assert load_task(declared, source, "validation")["label"] == [0, 1, 2, 0, 1, 2]
+    entry = {"name": "nli", "text_fields": ["sentence"], "train_file": "train.csv", "validation_file": "dev.csv"}
+    (tmp_path / "tasks.json").write_text(json.dumps([entry], indent=1))
+    (tmp_path / "reg.csv").write_text("sentence,label\na,1.5\nb,1_000\n")
+    with pytest.raises(InputError, match=r"reg\.csv, row 1 \(0-based\), column 'label': regression target '1_000' is not a number"):
+        load_task(TaskSpec("reg", ("sentence",)), TaskSource(data_files={"train": str(tmp_path / "reg.csv")}), "train")
+    # A label set mixing ids and names names the training file (it named field 'name': "names" held that word).
+    (tmp_path / "train.csv").write_text("sentence,label\na,0\nb,positive\n")
+    with pytest.raises(UsageError, match=r"tasks\.json, line \d+, field 'train_file' \(task 'nli'\): .*mixes numbers"):
+        read_custom_tasks(str(tmp_path / "tasks.json"))

@@ -162,6 +162,33 @@ def test_bad_rows_fail_with_the_file_and_row_in_the_first_block_at_build_and_lat
                 stream.features(range(210))
 
 
+def test_a_streamed_csv_that_cannot_be_read_fails_in_one_line_wherever_the_row_is(tokenizer, tmp_path):
+    """A row with a field too many, read while holding out the selection rows or in a later block, is an `InputError`
+    naming the file (it was pandas' raw error, or a ValueError that became a traceback once training ran); a stray
+    delimiter in the first row is refused as a file read whole refuses it (streamed, it cut the text silently)."""
+    # datasets reads a CSV in chunks of 10,000 rows: a bad row after the first chunk is read only when training gets there.
+    rows = ["sentence,label"] + [f"review {i} {'good' if i % 2 else 'bad'},{'positive' if i % 2 else 'negative'}" for i in range(10_200)]
+    dev = tmp_path / "dev.csv"
+    dev.write_text("\n".join(rows[:11]) + "\n")
+
+    def build(lines, name):
+        path = tmp_path / name
+        path.write_text("\n".join(lines) + "\n")
+        source = StreamingSource(SENTIMENT, TaskSource(data_files={"train": str(path), "validation": str(dev)}), block_size=64)
+        return build_task_datasets([(SENTIMENT, source)], tokenizer, max_seq_length=32, selection_max=20)
+
+    held_out = rows[:8] + [rows[8] + ",extra"] + rows[9:]
+    with pytest.raises(InputError, match=r"held_out\.csv.*cannot read the 20 rows held out for selection: .*Expected 2 fields"):
+        build(held_out, "held_out.csv")
+    first = [rows[0], "Great, really,positive"] + rows[2:]
+    with pytest.raises(InputError, match=r"first\.csv.*more fields than the header"):
+        build(first, "first.csv")
+    later = rows[:10_100] + [rows[10_100] + ",extra"] + rows[10_101:]
+    stream = build(later, "later.csv").train["sentiment"]
+    with pytest.raises(InputError, match=r"later\.csv.*cannot read the rows from row \d+: .*Expected 2 fields"):
+        stream.features(range(len(rows) - 21))
+
+
 def test_the_sampler_gives_a_stream_consecutive_positions_split_across_processes(files, tokenizer):
     sizes = {"sentiment": None, "similarity": 81}
     whole = MultiTaskBatchSampler(sizes, 4, strategy="round_robin", num_batches=6, streamed=["sentiment"], world_size=2, rank=0)
