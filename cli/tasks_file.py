@@ -4,6 +4,7 @@ field, metric name, missing data file, duplicate name, ...) one line at its line
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import re
@@ -11,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from hf_async_mtl.metrics import _is_local_path  # _is_local_path: the rule compute_task_metrics applies
-from hf_async_mtl.sources import DATA_SUFFIXES, TaskSource
+from hf_async_mtl.sources import DATA_SUFFIXES, TaskSource, has_glob
 from hf_async_mtl.spec_inference import infer_task_spec
 from hf_async_mtl.tasks import TaskSpec, head_label_names
 
@@ -133,7 +134,10 @@ def _entry_problem(entry: Mapping[str, Any], base: str, need_train: bool = True)
         if not isinstance(value, str) or not value:
             return key, f"must be a file path (relative to this file), got {json.dumps(value)}"
         path = os.path.join(base, value)
-        if not os.path.exists(path):
+        if has_glob(value) and not os.path.exists(path):
+            if not glob.glob(path):
+                return key, f"no data file matches {path}"
+        elif not os.path.exists(path):
             return key, f"data file {path} does not exist"
         if not os.path.isdir(path) and os.path.splitext(value)[1].lower() not in DATA_SUFFIXES:
             return key, f"{value}: unsupported file type; use {', '.join(DATA_SUFFIXES)} or a save_to_disk directory"

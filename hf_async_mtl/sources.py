@@ -27,6 +27,7 @@ from a float label column.
 from __future__ import annotations
 
 import csv
+import glob
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -144,14 +145,32 @@ def _delimited_header(path: str, options: Mapping[str, Any], context: str) -> li
     return []
 
 
+def has_glob(path: str) -> bool:
+    return any(char in path for char in "*?[")
+
+
+def expand_data_files(paths: Sequence[str], context: str) -> list[str]:
+    """A split's files: glob patterns (`reviews-*.parquet`, as `datasets` reads them) expanded in sorted order, each
+    file present (a pattern matching none, or a missing file, is one `FileNotFoundError` line)."""
+    expanded = []
+    for path in paths:
+        if has_glob(path) and not os.path.exists(path):
+            matches = sorted(glob.glob(path))
+            if not matches:
+                raise FileNotFoundError(f"{context}: no data file matches {path}.")
+            expanded.extend(matches)
+        elif not os.path.exists(path):
+            raise FileNotFoundError(f"{context}: data file {path} does not exist.")
+        else:
+            expanded.append(path)
+    return expanded
+
+
 def _load_files(context: str, source: TaskSource, split: str, cache_dir: str | None, streaming: bool = False) -> Any:
     assert source.data_files is not None  # TaskSource holds files or a data set: the caller chose files
     if split not in source.data_files:
         raise ValueError(f"{context}: no data file for split {split!r}; data_files has {sorted(source.data_files)}.")
-    paths = source.data_files[split]
-    missing = [p for p in paths if not os.path.exists(p)]
-    if missing:
-        raise FileNotFoundError(f"{context}: data file {missing[0]} does not exist.")
+    paths = expand_data_files(source.data_files[split], context)
     if len(paths) == 1 and os.path.isdir(paths[0]):
         if not any(os.path.isfile(os.path.join(paths[0], name)) for name in ("dataset_info.json", "dataset_dict.json")):
             raise ValueError(

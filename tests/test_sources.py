@@ -308,3 +308,22 @@ def test_ids_in_another_split_are_refused_when_the_names_came_from_text(tmp_path
     (tmp_path / "train.csv").write_text("sentence,label\na,0\nb,positive\n")
     with pytest.raises(UsageError, match=r"tasks\.json, line \d+, field 'train_file' \(task 'nli'\): .*mixes numbers"):
         read_custom_tasks(str(tmp_path / "tasks.json"))
+
+
+def test_data_files_take_glob_patterns_as_datasets_does(tmp_path):
+    """docs/streaming.md's `reviews-*.parquet`: a pattern was refused as a file that does not exist."""
+    for part in range(3):
+        rows = [{"sentence": f"p{part} r{i}", "label": ["neg", "pos"][i % 2]} for i in range(4)]
+        (tmp_path / f"reviews-{part}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = TaskSpec("reviews", ("sentence",), label_names=("neg", "pos"))
+    loaded = load_task(spec, TaskSource(data_files={"train": str(tmp_path / "reviews-*.jsonl")}), "train")
+    assert loaded["sentence"][:5] == ["p0 r0", "p0 r1", "p0 r2", "p0 r3", "p1 r0"] and len(loaded) == 12
+    with pytest.raises(FileNotFoundError, match=r"no data file matches \S+/other-\*\.jsonl"):
+        load_task(spec, TaskSource(data_files={"train": str(tmp_path / "other-*.jsonl")}), "train")
+    entry = {"name": "reviews", "text_fields": ["sentence"], "label_names": ["neg", "pos"], "validation_file": "reviews-0.jsonl"}
+    (tmp_path / "tasks.json").write_text(json.dumps([{**entry, "train_file": "reviews-*.jsonl"}]))
+    [(_, source)] = read_custom_tasks(str(tmp_path / "tasks.json"))
+    assert len(load_task(spec, source, "train")) == 12
+    (tmp_path / "tasks.json").write_text(json.dumps([{**entry, "train_file": "nothing-*.jsonl"}], indent=1))
+    with pytest.raises(UsageError, match=r"field 'train_file' \(task 'reviews'\): no data file matches"):
+        read_custom_tasks(str(tmp_path / "tasks.json"))
