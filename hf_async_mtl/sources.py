@@ -255,6 +255,11 @@ def _load_dataset(context: str, source: TaskSource, split: str, cache_dir: str |
         return loaded[name].to_iterable_dataset() if streaming else loaded[name]
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "state.json")):
         raise ValueError(f"{context}: {path} is one saved split (Dataset.save_to_disk); give it in data_files.")
+    files = _local_data_files(path) if source.config is None else None
+    if files is not None:  # a directory of data files: read as data_files are (the same checks, no NA parsing)
+        if name not in files:
+            raise ValueError(f"{context}: {path} has no split {name!r}; splits found (datasets' file naming): {sorted(files)}.")
+        return _load_files(context, TaskSource(data_files={name: files[name]}), name, cache_dir, streaming)
     try:
         return datasets.load_dataset(path, source.config, split=name, revision=source.revision, cache_dir=cache_dir, streaming=streaming)
     except ValueError as error:
@@ -263,6 +268,28 @@ def _load_dataset(context: str, source: TaskSource, split: str, cache_dir: str |
         raise ValueError(f"{context}: cannot load {source.describe(split)}: {_one_line(error)}") from error
     except Exception as error:  # not found, offline, bad config: one line naming the data set
         raise ValueError(f"{context}: cannot load {source.describe(split)}: {type(error).__name__}: {_one_line(error)}") from error
+
+
+def _local_data_files(path: str) -> dict[str, list[str]] | None:
+    """`{split: files}` of a local directory of data files laid out as on the Hub (`train.csv`, `data/dev-*.parquet`,
+    ...; `datasets`' own split patterns), when all are of a kind `_load_files` reads; None for anything else (a Hub id,
+    a loading script, a README that declares configs, other file types), which `load_dataset` reads as it is."""
+    if not os.path.isdir(path) or any(name.endswith(".py") for name in os.listdir(path)):
+        return None
+    readme = os.path.join(path, "README.md")
+    if os.path.isfile(readme):
+        with open(readme, encoding="utf-8", errors="replace") as handle:
+            if "configs:" in handle.read():
+                return None
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    try:
+        resolved = DataFilesDict.from_patterns(get_data_patterns(path), base_path=path)
+    except Exception:  # noqa: BLE001 - no recognisable layout: load_dataset says what it makes of the directory
+        return None
+    files = {str(split): sorted(str(f) for f in found) for split, found in resolved.items()}
+    suffixes = {os.path.splitext(f)[1].lower() for found in files.values() for f in found}
+    return files if files and suffixes <= set(_BUILDERS) else None
 
 
 def load_source_split(

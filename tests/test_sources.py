@@ -327,3 +327,21 @@ def test_data_files_take_glob_patterns_as_datasets_does(tmp_path):
     (tmp_path / "tasks.json").write_text(json.dumps([{**entry, "train_file": "nothing-*.jsonl"}], indent=1))
     with pytest.raises(UsageError, match=r"field 'train_file' \(task 'reviews'\): no data file matches"):
         read_custom_tasks(str(tmp_path / "tasks.json"))
+
+
+def test_a_directory_of_data_files_is_read_as_data_files_are(tmp_path):
+    """A local directory laid out as a Hub data set (`train.csv`, `data/dev-0.tsv`) went through load_dataset's defaults:
+    "NA" became a missing text, a quote in a TSV a parser error without its cause. Now its files are read as
+    data_files are: every column text, TSV without quoting, the same one-line errors."""
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    (tmp_path / "repo" / "train.csv").write_text("sentence,label\nNA,pos\nnull,neg\n")
+    (tmp_path / "repo" / "data" / "dev-0.tsv").write_text('sentence\tlabel\n"quoted\tpos\n')
+    spec = TaskSpec("t", ("sentence",), label_names=("neg", "pos"))
+    source = TaskSource(dataset=str(tmp_path / "repo"))
+    assert load_task(spec, source, "train")["sentence"] == ["NA", "null"]
+    assert load_task(spec, source, "validation")["sentence"] == ['"quoted']
+    with pytest.raises(ValueError, match=r"repo has no split 'test'; splits found \(datasets' file naming\): \['train', 'validation'\]"):
+        load_task(spec, TaskSource(dataset=str(tmp_path / "repo"), splits={"validation": "test"}), "validation")
+    (tmp_path / "repo" / "train.csv").write_text("sentence,label\nfine,pos\nGreat, really,pos\n")
+    with pytest.raises(ValueError, match=r"train\.csv.*row|train\.csv.*fields"):
+        load_task(spec, source, "train")
