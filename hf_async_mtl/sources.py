@@ -526,13 +526,12 @@ def row_converter(
             bad = _first_true(pc.is_null(table[name]))
             if bad is not None:
                 raise InputError(f"{where}, row {rows[bad]} (0-based), column {name!r}: missing text (null, or a row with too few fields).")
-            # pandas fills the fields missing from a short CSV / TSV row with "" (keep_default_na=False), not null: an
-            # empty text field there is refused too (a text classifier has nothing to read in it)
-            bad = _first_true(pc.equal(pc.utf8_trim_whitespace(table[name]), "")) if delimited else None
+            # An empty (or blank) text is refused in every format: a text classifier has nothing to read in it, and
+            # pandas fills the fields missing from a short CSV / TSV row with "" (keep_default_na=False), not null.
+            bad = _first_true(pc.equal(pc.utf8_trim_whitespace(table[name]), ""))
             if bad is not None:
-                raise InputError(
-                    f"{where}, row {rows[bad]} (0-based), column {name!r}: empty text (an empty field, or a row with too few fields)."
-                )
+                why = "an empty field, or a row with too few fields" if delimited else "drop or fill such rows first"
+                raise InputError(f"{where}, row {rows[bad]} (0-based), column {name!r}: empty text ({why}).")
         if converter is not None:
             labels = converter(table[spec.label_field], rows)
         elif spec.label_field in table.column_names and not pa.types.is_null(table[spec.label_field].type):

@@ -345,3 +345,17 @@ def test_a_directory_of_data_files_is_read_as_data_files_are(tmp_path):
     (tmp_path / "repo" / "train.csv").write_text("sentence,label\nfine,pos\nGreat, really,pos\n")
     with pytest.raises(ValueError, match=r"train\.csv.*row|train\.csv.*fields"):
         load_task(spec, source, "train")
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+def test_empty_text_is_refused_in_every_format(tmp_path, suffix):
+    """A CSV's empty text was refused, the same row in JSON Lines or Parquet trained on an empty input."""
+    rows = {"sentence": ["fine", "  ", "good"], "label": ["pos", "neg", "pos"]}
+    path = tmp_path / f"train.{suffix}"
+    if suffix == "jsonl":
+        path.write_text("".join(json.dumps({"sentence": s, "label": l}) + "\n" for s, l in zip(rows["sentence"], rows["label"])))
+    else:
+        datasets.Dataset.from_dict(rows).to_parquet(str(path))
+    spec = TaskSpec("t", ("sentence",), label_names=("neg", "pos"))
+    with pytest.raises(InputError, match=rf"train\.{suffix}, row 1 \(0-based\), column 'sentence': empty text \(drop or fill such rows first\)"):
+        load_task(spec, TaskSource(data_files={"train": str(path)}), "train")
