@@ -353,9 +353,11 @@ def test_empty_text_is_refused_in_every_format(tmp_path, suffix):
     rows = {"sentence": ["fine", "  ", "good"], "label": ["pos", "neg", "pos"]}
     path = tmp_path / f"train.{suffix}"
     if suffix == "jsonl":
-        path.write_text("".join(json.dumps({"sentence": s, "label": l}) + "\n" for s, l in zip(rows["sentence"], rows["label"])))
+        path.write_text("".join(json.dumps({"sentence": s, "label": y}) + "\n" for s, y in zip(rows["sentence"], rows["label"])))
     else:
         datasets.Dataset.from_dict(rows).to_parquet(str(path))
     spec = TaskSpec("t", ("sentence",), label_names=("neg", "pos"))
-    with pytest.raises(InputError, match=rf"train\.{suffix}, row 1 \(0-based\), column 'sentence': empty text \(drop or fill such rows first\)"):
+    with pytest.raises(
+        InputError, match=rf"train\.{suffix}, row 1 \(0-based\), column 'sentence': empty text \(drop or fill such rows first\)"
+    ):
         load_task(spec, TaskSource(data_files={"train": str(path)}), "train")
