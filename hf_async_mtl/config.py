@@ -349,6 +349,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}.")
         if self.early_stopping_patience < 0:
             raise ValueError(f"early_stopping_patience must be >= 0 (0 = off), got {self.early_stopping_patience}.")
+        if self.push_to_hub and str(getattr(self.hub_strategy, "value", self.hub_strategy)) in ("checkpoint", "all_checkpoints"):
+            # transformers uploads a checkpoint before the callbacks write the multi-task state and completeness marker.
+            raise ValueError(
+                f"hub_strategy {getattr(self.hub_strategy, 'value', self.hub_strategy)!r} uploads each checkpoint before its "
+                "multi-task state (batch stream, weighting, async-KD, completeness marker) is written, so it could not be "
+                "resumed: use hub_strategy 'end' or 'every_save' (the model), and keep checkpoints on disk."
+            )
         if self.early_stopping_patience and self.eval_strategy == "no":
             raise ValueError(
                 "early_stopping_patience stops training on evaluations: set eval_strategy to 'steps' or 'epoch' "

@@ -7,6 +7,7 @@ weighting state and batch stream, async-KD); `check_resume_checkpoint` is the mo
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -117,6 +118,30 @@ def _check_same_model(config_path: str, text: str, saved: Mapping[str, Any], mod
         differences.append(("peft_config", "the checkpoint and the model being trained differ in having LoRA adapters"))
     if bool(saved.get("task_adapters")) != bool(getattr(model_config, "task_adapters", None)):
         differences.append(("task_adapters", "the checkpoint and the model being trained differ in having per-task adapters"))
+    for field in ("peft_config", "task_adapters"):  # the same adapters (rank, alpha, dropout, target modules)
+        theirs, mine = saved.get(field), getattr(model_config, field, None)
+        if isinstance(theirs, dict) and isinstance(mine, dict) and json.loads(json.dumps(mine, default=str)) != theirs:
+            name = next((k for k in sorted({*theirs, *mine}) if theirs.get(k) != json.loads(json.dumps(mine.get(k), default=str))), field)
+            differences.append((field, f"{field} {name}={theirs.get(name)!r}, the model being trained {mine.get(name)!r}"))
+    for field in ("classifier_dropout", "max_seq_length"):
+        mine = getattr(model_config, field, None)
+        if mine is not None and saved.get(field) is not None and saved[field] != mine:
+            differences.append((field, f"{field} {saved[field]!r}, the model being trained {mine!r}"))
+    # How each task's selection split was carved (the command line records it: seed, fraction, cap, length, rows'
+    # fingerprint): another carve trains on other rows and selects on others, though every count may agree.
+    theirs, mine = saved.get("selection_splits"), getattr(model_config, "selection_splits", None)
+    if isinstance(theirs, dict) and isinstance(mine, dict):
+        for task in sorted(set(theirs) & set(mine)):
+            old, new = theirs[task] or {}, mine[task] or {}
+            changed = next((k for k in sorted({*old, *new}) if old.get(k) != new.get(k)), None)
+            if changed is not None:
+                differences.append(
+                    (
+                        "selection_splits",
+                        f"selection split of task {task!r} had {changed}={old.get(changed)!r}, this run's has {new.get(changed)!r}",
+                    )
+                )
+                break
     ours_unshared = getattr(model_config, "unshared_layers", None)
     if ours_unshared is not None and int(saved.get("unshared_layers") or 0) != int(ours_unshared):
         differences.append(

@@ -106,7 +106,7 @@ PROGRESS_NAME = "training_progress.json"
 RUN_DEFINING_OPTIONS = (
     "mtl_method", "mtl_method_options", "step_composition", "sampling_strategy", "sampling_temperature", "task_streams", "length_aware_batching",
     "async_kd", "bf16", "fp16",
-    "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "optim", "max_grad_norm",
+    "learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "weight_decay", "optim", "max_grad_norm",
     "mlm_probability", "end_task", "tartan_dev_fraction", "tartan_dev_max",
 )  # fmt: skip
 

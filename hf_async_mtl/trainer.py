@@ -12,8 +12,9 @@ import datasets
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from transformers import EarlyStoppingCallback, Trainer
-from transformers.trainer_utils import TrainOutput
+from transformers import EarlyStoppingCallback, Trainer, TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from .async_kd.callback import AsyncConvergenceCallback
 from .async_kd.labelling import TeacherLabeller
@@ -39,6 +40,7 @@ from .sharding import (
     unsharded_copy,
 )
 from .state import (
+    COMPLETE_NAME,
     CheckpointCompletion,
     CheckpointPart,
     StepLosses,
@@ -446,6 +448,11 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         # transformers rotates (save_total_limit) before the callbacks write their state and the completeness marker:
         # a kill in between would leave no complete checkpoint. CheckpointCompletion rotates after the marker instead.
+        # A save into an existing checkpoint-N (a resume from an earlier step, or an earlier run's directory) first
+        # removes its completeness marker: interrupted, the mix of new and old files must not pass as complete.
+        checkpoint = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self.args.should_save and os.path.isfile(os.path.join(checkpoint, COMPLETE_NAME)):
+            os.remove(os.path.join(checkpoint, COMPLETE_NAME))
         limit, self.args.save_total_limit = self.args.save_total_limit, None
         try:
             super()._save_checkpoint(model, trial)
@@ -520,6 +527,19 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
 
     # ---- resuming ----------------------------------------------------------------------------
 
+    def _restore_early_stopping(self, directory: str) -> None:
+        """Early stopping's count of evaluations without improvement, from the checkpoint's trainer_state.json:
+        transformers restores it only with `restore_callback_states_from_checkpoint`, so a resumed run counted from 0
+        and stopped later than the run it continues (or never)."""
+        stopping = [callback for callback in self.callback_handler.callbacks if isinstance(callback, EarlyStoppingCallback)]
+        path = os.path.join(directory, TRAINER_STATE_NAME)
+        if not stopping or self.args.restore_callback_states_from_checkpoint or not os.path.isfile(path):
+            return
+        saved = TrainerState.load_from_json(path).stateful_callbacks.get(EarlyStoppingCallback.__name__)
+        for callback, state in zip(stopping, saved if isinstance(saved, list) else [saved] if saved else []):
+            for name, value in state.get("attributes", {}).items():
+                setattr(callback, name, value)
+
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """As `Trainer.train`; a resumed run also restores the state of every part with checkpoint state of its own
         (`CheckpointPart`: the weighting method and batch stream, async-KD, diagnostics), after checking them all.
@@ -542,6 +562,7 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
                 part.check_checkpoint(directory)
             for part in parts:
                 part.load_checkpoint(directory)
+            self._restore_early_stopping(directory)
             start = checkpoint_global_step(directory)
         # The evaluation file that accumulates over a run keeps only what precedes its start (the checkpoint's step; when
         # fresh, only this trainer's own evaluations before training): a resumed run would otherwise repeat the steps

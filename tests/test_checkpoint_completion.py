@@ -98,3 +98,70 @@ def test_save_total_limit_deletes_older_checkpoints_only_once_the_new_one_is_com
     resumed = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "crashed", limited)
     resumed.train(resume_from_checkpoint=True)
     assert resumed.state.global_step == 6 and sorted(os.listdir(out)) == ["checkpoint-6"]
+
+
+def test_a_save_into_an_existing_checkpoint_drops_its_marker_first(tmp_path, tokenizer, tiny_data, monkeypatch):
+    """An earlier run's complete checkpoint-4, re-saved by a run killed mid-save: its old marker made the mix of new and
+    old files pass as complete."""
+    no_dropout_trainer(tmp_path, tokenizer, tiny_data, "crashed", SAVING).train()
+    out = tmp_path / "crashed" / "out"
+    assert (out / "checkpoint-4" / COMPLETE_NAME).is_file()
+    _train_killed_while_saving_step_4(tmp_path, tokenizer, tiny_data, monkeypatch, SAVING)
+    assert not (out / "checkpoint-4" / COMPLETE_NAME).exists()
+    with pytest.raises(InputError, match=r"checkpoint-4: interrupted while saving .*resume from \S+checkpoint-2"):
+        no_dropout_trainer(tmp_path, tokenizer, tiny_data, "crashed", SAVING).train(resume_from_checkpoint=str(out / "checkpoint-4"))
+
+
+def test_a_resumed_run_keeps_early_stoppings_count(tmp_path, tokenizer, tiny_data):
+    """Learning rate 0: no evaluation after the first improves. The count of evaluations without improvement was
+    restarted at 0 on resume (transformers restores it only with restore_callback_states_from_checkpoint), so the
+    resumed run would stop later than the run it continues."""
+    from transformers import EarlyStoppingCallback
+
+    options = {**SAVING, "learning_rate": 0.0, "eval_strategy": "steps", "eval_steps": 1, "early_stopping_patience": 100}
+    options["metric_for_best_model"] = "glue_score"
+
+    def count(trainer):
+        return next(c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)).early_stopping_patience_counter
+
+    full = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "full", options)
+    full.train()
+    resumed = no_dropout_trainer(tmp_path, tokenizer, tiny_data, "resumed", options)
+    resumed.train(resume_from_checkpoint=os.path.join(full.args.output_dir, "checkpoint-4"))
+    assert count(full) == 5 and count(resumed) == count(full)
+
+
+def test_resume_compares_the_adapters_schedule_and_carve_not_only_their_presence(tmp_path):
+    """LoRA of another alpha or other target modules (a non-strict load: new adapters, silently), another scheduler
+    option, another carve of the selection split: each was resumed as if it were the same run."""
+    import json
+    from types import SimpleNamespace
+
+    from hf_async_mtl.resume import _check_same_model
+    from hf_async_mtl.state import RUN_DEFINING_OPTIONS
+
+    lora = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["query", "value"]}
+    saved = {"pooling": "mean", "peft_config": lora, "selection_splits": {"cola": {"seed": 42, "selection_size": 10}}}
+    text = json.dumps(saved, indent=1)
+    same = SimpleNamespace(pooling="mean", peft_config=dict(lora), selection_splits={"cola": {"seed": 42, "selection_size": 10}})
+    _check_same_model("config.json", text, saved, same)
+    for change, message in (
+        (
+            {"peft_config": {**lora, "lora_alpha": 16}},
+            r"field 'peft_config': cannot resume: the checkpoint's peft_config lora_alpha=8, .* 16",
+        ),
+        ({"peft_config": {**lora, "target_modules": ["query"]}}, r"peft_config target_modules=\['query', 'value'\]"),
+        ({"selection_splits": {"cola": {"seed": 42, "selection_size": 11}}}, r"selection split of task 'cola' had selection_size=10"),
+    ):
+        with pytest.raises(InputError, match=message):
+            _check_same_model("config.json", text, saved, SimpleNamespace(**{**vars(same), **change}))
+    assert "lr_scheduler_kwargs" in RUN_DEFINING_OPTIONS
+
+
+@pytest.mark.parametrize("strategy", ["checkpoint", "all_checkpoints"])
+def test_hub_strategies_that_upload_unfinished_checkpoints_are_refused(tmp_path, strategy):
+    from hf_async_mtl import MultiTaskTrainingArguments
+
+    with pytest.raises(ValueError, match=rf"hub_strategy '{strategy}' uploads each checkpoint before its multi-task state"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), push_to_hub=True, hub_model_id="me/x", hub_strategy=strategy)
+    assert MultiTaskTrainingArguments(output_dir=str(tmp_path), push_to_hub=True, hub_model_id="me/x", hub_strategy="end").push_to_hub

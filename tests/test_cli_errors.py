@@ -797,6 +797,20 @@ CASES = [
         r"\['entailment', 'contradiction'\], the task's labels \['entailment', 'not_entailment'\]\)",
     ),
     Case(
+        "resume_other_max_seq_length",
+        "resume a --max_seq_length 32 checkpoint with --max_seq_length 48",
+        lambda c: c.args("--async_kd", *KD_RULE, max_seq_length="48", resume_from_checkpoint=c.resume_copy()),
+        r"^\S+resume-from/config\.json, line \d+, field 'max_seq_length': cannot resume: the checkpoint's max_seq_length 32, "
+        r"the model being trained 48",
+    ),
+    Case(
+        "resume_other_selection_carve",
+        "resume with another --split_seed (same counts, other held-out rows)",
+        lambda c: c.args("--async_kd", *KD_RULE, "--split_seed", "7", resume_from_checkpoint=c.resume_copy()),
+        r"^\S+resume-from/config\.json, line \d+, field 'selection_splits': cannot resume: the checkpoint's selection split "
+        r"of task 'cola' had seed=\d+, this run's has 7",
+    ),
+    Case(
         "resume_corrupt_soft_labels",
         "async-KD checkpoint with soft_labels/cola.safetensors truncated",
         lambda c: c.args(
