@@ -570,8 +570,12 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
         if self.is_world_process_zero():
             truncate_calibration(self.args.output_dir, start, keep_last=None if resume_from_checkpoint else self.calibration_evaluations)
         self.calibration_evaluations = 0  # a later fresh train() of this trainer keeps only what it evaluates before it
-        output = super().train(
-            resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
-        )
+        try:
+            output = super().train(
+                resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
+            )
+        finally:  # a run that raised never reached on_train_end: later evaluations (the dev sets) must not select
+            if self.async_convergence is not None:
+                self.async_convergence.training = False
         whole_run = self.training_state.whole_run_train_loss(output.global_step)
         return output if whole_run is None else TrainOutput(output.global_step, whole_run, output.metrics)

@@ -267,3 +267,26 @@ def test_a_required_decline_without_a_margin_is_an_error_not_a_task_that_never_c
     with_margin.update(1, {"a": 0.8})
     with_margin.update(2, {"a": 0.5})
     assert with_margin.is_converged("a")
+
+
+def test_an_evaluation_after_a_failed_training_does_not_select(tmp_path, tokenizer, tiny_data, monkeypatch):
+    """`on_train_end` never ran when train() raised: the async-KD callback still took a later evaluation (e.g. of the
+    dev sets) as a selection one, feeding the convergence monitor."""
+    from tests.test_trainer import make_trainer
+
+    trainer = make_trainer(tmp_path, tokenizer, tiny_data, async_kd=True, eval_strategy="steps", eval_steps=1, kd_patience=50)
+    real = type(trainer).training_step
+
+    def failing(self, model, inputs, num_items_in_batch=None):
+        if self.state.global_step == 3:
+            raise RuntimeError("crashed at step 3")
+        return real(self, model, inputs, num_items_in_batch)
+
+    monkeypatch.setattr(type(trainer), "training_step", failing)
+    with pytest.raises(RuntimeError, match="crashed at step 3"):
+        trainer.train()
+    callback = trainer.async_convergence
+    history = {task: callback.monitor.history(task) for task in callback.specs}
+    assert history and all(len(values) == 3 for values in history.values())
+    trainer.evaluate()
+    assert {task: callback.monitor.history(task) for task in callback.specs} == history

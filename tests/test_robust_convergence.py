@@ -368,9 +368,22 @@ def test_async_kd_skips_tasks_without_training_data_and_refuses_on_demand_labels
         host.callback()
     host.train_dataset = MultiTaskDataset({"sentiment": train["sentiment"]})
     host.train_dataset.num_templates["sentiment"] = 3  # as a template pool of 3 would
-    host.args = make_args(tmp_path, async_kd=True, eval_strategy="steps", eval_steps=1, kd_soft_labels="on_demand")
-    with pytest.raises(ValueError, match=r"on_demand.*\['sentiment'\] have template pools"):
+    for mode in ("on_demand", "online"):  # online labelled each batch on the template it drew, unlike the table modes
+        host.args = make_args(tmp_path, async_kd=True, eval_strategy="steps", eval_steps=1, kd_soft_labels=mode)
+        with pytest.raises(ValueError, match=rf"{mode}.*\['sentiment'\] have template pools"):
+            host.callback()
+    # mse matches logits; an averaged template pool or a predictions ensemble of classifiers is a mean probability.
+    host.args = make_args(tmp_path, async_kd=True, eval_strategy="steps", eval_steps=1, kd_loss="mse")
+    with pytest.raises(ValueError, match=r"kd_loss='mse' .* task\(s\) \['sentiment'\] average their template pool's probabilities"):
         host.callback()
+    host.train_dataset.num_templates["sentiment"] = 1
+    host.args = make_args(
+        tmp_path, async_kd=True, eval_strategy="steps", eval_steps=1, kd_loss="mse", kd_top_k=2, kd_ensemble="predictions"
+    )
+    with pytest.raises(ValueError, match=r"kd_top_k 2 with kd_ensemble 'predictions' .* use kd_loss 'kl', or kd_ensemble 'parameters'"):
+        host.callback()
+    host.args = make_args(tmp_path, async_kd=True, eval_strategy="steps", eval_steps=1, kd_loss="mse", kd_top_k=2)
+    assert host.callback().options.loss == "mse"  # a weight-averaged teacher has logits
 
 
 @pytest.mark.parametrize("gate", [True, False])
