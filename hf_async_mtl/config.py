@@ -382,6 +382,14 @@ class MultiTaskTrainingArguments(TrainingArguments):
         for unused in self.unused_options():
             logger.warning(unused)
         method = get_weighting(self.mtl_method)
+        if method.needs_task_gradients and self.gradient_accumulation_steps > 1:
+            logger.warning(
+                "mtl_method %r combines the per-task gradients of each micro-batch and sums the results: with "
+                "gradient_accumulation_steps %d it never sees the step's gradients (its projections / weights are those "
+                "of smaller batches). For the method at the effective batch, raise per_device_train_batch_size instead.",
+                self.mtl_method,
+                self.gradient_accumulation_steps,
+            )
         if method.needs_all_tasks and self.step_composition not in ("auto", "all_tasks"):
             raise ValueError(
                 f"mtl_method {self.mtl_method!r} needs one batch of every task per step: step_composition 'all_tasks' "

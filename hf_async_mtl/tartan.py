@@ -131,7 +131,8 @@ class DevObjective:
             labels = batch.pop("labels")
             batch.pop("task_ids", None)
             batch.pop("example_ids", None)
-            outputs = model.encoder(**batch, return_dict=True)
+            with model._task_route(task):  # the end task's own adapter / unshared layers, as its training forward
+                outputs = model.encoder(**batch, return_dict=True)
             pooled = model.dropout(model.pool(outputs, batch.get("attention_mask"), batch.get("input_ids"), task))
             loss = task_loss(dev_heads[task](pooled), labels, self.specs[task].is_regression)
             total = loss if total is None else total + loss

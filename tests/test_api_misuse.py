@@ -145,3 +145,12 @@ def test_bf16_on_a_cpu_without_native_bf16_is_warned(tmp_path, caplog, monkeypat
     assert caplog.text.count("without native bf16 kernels") == (0 if native else 1)
     if not native:
         assert "Drop --bf16 on this machine" in caplog.text
+
+
+def test_a_gradient_method_under_gradient_accumulation_is_warned(tmp_path, caplog):
+    """A gradient method combines each micro-batch's per-task gradients: under accumulation it never sees the step's."""
+    with caplog.at_level("WARNING", logger="hf_async_mtl.config"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), mtl_method="pcgrad", gradient_accumulation_steps=2)
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), mtl_method="uncertainty", gradient_accumulation_steps=2)
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), mtl_method="pcgrad")
+    assert caplog.text.count("never sees the step's gradients") == 1 and "'pcgrad'" in caplog.text

@@ -185,6 +185,37 @@ def test_gradient_method_treats_task_parts_as_task_specific_and_resumes(kind, tm
         assert torch.allclose(a, b, atol=1e-6), name
 
 
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_meta_tartan_dev_loss_runs_through_the_end_tasks_parts(kind, tmp_path, tokenizer, tiny_data, tiny_checkpoint, monkeypatch):
+    """The dev loss called the encoder without the end task's route: unshared layers raised at the first step, per-task
+    adapters ran the first task's adapter. Its dev representation must be the end task's own."""
+    from hf_async_mtl.tartan import DevObjective
+
+    extra = {"task_adapters_train_base": True} if kind == "adapters" else {}
+    model = capacity_model(tiny_checkpoint, kind, **extra)
+    _perturb_task_parts(model)
+    trainer = make_trainer(tmp_path, tokenizer, tiny_data, model=model, mtl_method="meta_tartan", end_task="similarity", max_steps=2)
+    routes, in_dev = [], []
+    real_route, real_loss = model._task_route, DevObjective.loss
+
+    def recording_route(task):
+        routes.append((task, bool(in_dev)))
+        return real_route(task)
+
+    def dev_loss(self, *args, **kwargs):
+        in_dev.append(True)
+        try:
+            return real_loss(self, *args, **kwargs)
+        finally:
+            in_dev.pop()
+
+    model._task_route = recording_route
+    monkeypatch.setattr(DevObjective, "loss", dev_loss)
+    trainer.train()  # raised "An unshared encoder layer ran without a task route" with unshared layers
+    assert trainer.state.global_step == 2
+    assert {task for task, dev in routes if dev} == {"similarity"}  # the end task's parts (not the active adapter's)
+
+
 def test_gradient_method_on_frozen_base_adapters_is_refused(tmp_path, tokenizer, tiny_data, tiny_checkpoint):
     with pytest.raises(ValueError, match="no encoder parameter is both shared and trainable"):
         make_trainer(tmp_path, tokenizer, tiny_data, model=capacity_model(tiny_checkpoint, "adapters"), mtl_method="pcgrad")

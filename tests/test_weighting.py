@@ -265,6 +265,23 @@ def test_gradnorm_moves_weight_to_the_slower_task() -> None:
     assert torch.allclose(out, torch.tensor([weights["fast"], weights["slow"]], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("scale", [1.0, 20.0])
+def test_gradnorm_steps_are_free_of_the_gradients_scale(scale) -> None:
+    """Fixed losses (0.5, 1.0), alpha 1.5: the weights settle near their fixed point whatever the gradients' norm (at
+    norm 20 the unnormalised step of lr 0.025 jumped between 0.17 and 0.67 forever)."""
+    method = build_weighting("gradnorm", ("a", "b"))
+    grads = two_task_grads([scale, 0.0], [0.0, scale])
+    method.combine_gradients(grads, {"a": torch.tensor(1.0), "b": torch.tensor(1.0)}, 0)
+    history = []
+    for step in range(1, 200):
+        method.combine_gradients(grads, {"a": torch.tensor(0.5), "b": torch.tensor(1.0)}, step)
+        history.append(method.last_weights["a"])
+    # Target ratio w_a / w_b = (r_a / r_b) ** 1.5 = 0.5 ** 1.5; the sign step leaves a limit cycle of about lr.
+    expected = 2 * 0.5**1.5 / (1 + 0.5**1.5)
+    assert max(history[-20:]) - min(history[-20:]) < 0.1
+    assert sum(history[-20:]) / 20 == pytest.approx(expected, abs=0.05)
+
+
 def test_imtl_g_equalises_projections_on_unit_gradients() -> None:
     grads = torch.randn(3, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     grads[1] *= 5.0  # very different scales
