@@ -121,7 +121,11 @@ class MultiTaskTrainer(MultiTaskEvaluationMixin, Trainer):
             calibration=bool(args.calibration_bins),
         )
         self.task_specs = {spec.name: spec for spec in task_specs}
-        self.weighting = build_weighting(args.mtl_method, list(self.task_specs), **weighting_options(args))
+        # The method balances the tasks this run trains (a task without training data, e.g. the others in per-task
+        # fine-tuning, would be normalised over by dwa / rlw / mt_tartan and missing from every step of the others).
+        data = getattr(train_dataset, "task_datasets", train_dataset)
+        trained = [name for name in self.task_specs if not isinstance(data, Mapping) or name in data] or list(self.task_specs)
+        self.weighting = build_weighting(args.mtl_method, trained, **weighting_options(args))
         if args.end_tasks:
             end_task_selection(args, self.task_specs)
         self.dev_objective: DevObjective | None = None

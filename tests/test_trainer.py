@@ -572,3 +572,14 @@ def test_resume_refuses_another_batch_stream_but_allows_a_longer_run(tmp_path, t
         build("annealed_longer", sampling_strategy="annealed", max_steps=6).train(
             resume_from_checkpoint=os.path.join(annealed.args.output_dir, "checkpoint-2")
         )
+
+
+@pytest.mark.parametrize("method", ["famo", "pcgrad"])
+def test_a_task_without_training_data_is_not_balanced(method, tmp_path, tokenizer, tiny_data):
+    """A task with no training data stayed in the method's task set: methods of all-tasks steps failed at every step
+    ("missing ['similarity']"), dwa / rlw / mt_tartan normalised over it."""
+    train, evaluation = tiny_data
+    trainer = make_trainer(tmp_path, tokenizer, ({"sentiment": train["sentiment"]}, evaluation), mtl_method=method, max_steps=2)
+    assert trainer.weighting.task_names == ("sentiment",)
+    trainer.train()
+    assert trainer.state.global_step == 2 and "eval_similarity_loss" in trainer.evaluate()
