@@ -19,6 +19,7 @@ from .weighting import available_weightings, get_weighting
 
 _TRAINING_ARGUMENT_NAMES = frozenset(f.name for f in fields(TrainingArguments))
 
+LOWER_IS_BETTER_SUFFIXES = ("_ece", "_perplexity")  # reported metrics (calibration, MLM tasks) where lower is better
 ASYNC_KD_ALIAS = "async_kd"  # --mtl_method async_kd = --mtl_method equal --async_kd
 _KD = AsyncKDOptions  # the async-KD options' one set of defaults
 logger = logging.getLogger(__name__)
@@ -286,6 +287,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
         # TrainingArguments fills metric_for_best_model ("loss") under load_best_model_at_end: remember whether the
         # user chose one, so that an end task's score can be the default instead.
         self.metric_for_best_model_given = self.metric_for_best_model is not None
+        # transformers takes every metric not ending in "loss" as higher-is-better: a calibration error or a perplexity
+        # chosen for selection would pick the worst checkpoint.
+        if self.greater_is_better is None and (self.metric_for_best_model or "").endswith(LOWER_IS_BETTER_SUFFIXES):
+            self.greater_is_better = False
         # Before TrainingArguments' own processing, which imports the sharding engine (DeepSpeed) to read its config.
         check_sharding(self)
         super().__post_init__()

@@ -162,7 +162,10 @@ class MultiTaskEvaluationMixin(_TrainerBase):
             metrics[f"{metric_key_prefix}_{key}_loss"] = loss
             if key == task:  # a task's extra splits (e.g. dev curves beside selection) select nothing
                 losses.append(loss)
-            if key == task:
+            # The GLUE average is of higher-is-better scores: a task scored only by its evaluate modules whose
+            # greater_is_better is False (errors) would raise it by doing worse.
+            spec = self.task_specs[task]
+            if key == task and (spec.metrics or spec.greater_is_better):
                 task_scores[task] = task_metrics
         if task_scores:  # MLM objectives are auxiliary: never part of the score
             metrics[f"{metric_key_prefix}_glue_score"] = glue_score(task_scores)

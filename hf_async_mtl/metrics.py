@@ -19,6 +19,7 @@ the metric id.
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import re
@@ -278,7 +279,11 @@ def compute_task_metrics(spec: TaskSpec, predictions: np.ndarray, labels: np.nda
         raise ValueError(f"Task {spec.name!r}: {predictions.shape[0]} predictions but {labels.shape[0]} labels.")
     results = {name: METRICS[name](predictions, labels) for name in spec.metrics}
     extra = _evaluate_metrics(spec, predictions, labels, taken={*results, "score"}) if spec.evaluate_metrics else {}
-    score = float(np.mean(list(results.values() or extra.values())))
+    # The score averages finite values: a module's NaN (e.g. a correlation of constant predictions) stays reported
+    # under its own key but would make the score, the GLUE average and every selection by them NaN. None finite: 0.0,
+    # the built-in correlations' convention for an undefined value.
+    finite = [value for value in (results.values() or extra.values()) if math.isfinite(value)]
+    score = float(np.mean(finite)) if finite else 0.0
     results.update(extra)
     results["score"] = score
     if spec.main_metric not in results:

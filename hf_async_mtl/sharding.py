@@ -86,6 +86,11 @@ def check_sharding(args: Any, environ: Mapping[str, str] | None = None) -> None:
             f"(torchrun or accelerate launch without FSDP/DeepSpeed), or keep {engine} with a loss-weighting method "
             f"({loss_methods}; with or without async_kd)."
         )
+    if getattr(args, "diagnostics_steps", 0):
+        raise ValueError(
+            f"diagnostics_steps measures per-task gradients of the shared encoder with torch.autograd.grad, which "
+            f"{engine} shards outside its backward (each rank would measure its own shard): measure with DDP or one process."
+        )
     if async_kd and engine == "DeepSpeed ZeRO-3":
         raise ValueError(
             "async_kd under DeepSpeed ZeRO-3: its best-parameter snapshots and teachers need whole parameters, which "

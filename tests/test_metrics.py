@@ -344,3 +344,49 @@ def test_evaluate_metrics_are_configuration() -> None:
         TaskSpec(name="cfg", text_fields=("s",), metrics=())
     with pytest.raises(ValueError, match="main_metric 'a_key'"):
         TaskSpec(name="cfg", text_fields=("s",), main_metric="a_key")
+
+
+def test_a_modules_nan_stays_its_own_and_never_reaches_the_score(tmp_path) -> None:
+    """A module's NaN (a correlation of constant predictions) made the score NaN, hence the GLUE average and every
+    selection by them (NaN never compares greater): it stays under its key; the score averages finite values."""
+    script = write_metric(tmp_path, "nan_corr", MAX_ERROR_SCRIPT.replace('"max_error": max(errors)', '"corr": float("nan")'))
+    spec = TaskSpec(name="reg", text_fields=("a",), metrics=(), evaluate_metrics=(script,), main_metric="corr")
+    result = compute_task_metrics(spec, np.array([[1.0], [1.0], [1.0]]), np.array([1.0, 2.0, 1.0]))
+    assert math.isnan(result["corr"]) and result["score"] == pytest.approx((2 / 3 + 3) / 2)
+    only_nan = write_metric(
+        tmp_path,
+        "only_nan",
+        MAX_ERROR_SCRIPT.replace(
+            '"max_error": max(errors),\n            "accuracy": sum(e == 0 for e in errors) / len(errors),\n            "count": len(errors),',
+            '"corr": float("nan"),',
+        ),
+    )
+    spec = TaskSpec(name="reg", text_fields=("a",), metrics=(), evaluate_metrics=(only_nan,), main_metric="corr")
+    assert compute_task_metrics(spec, np.array([[1.0], [1.0]]), np.array([1.0, 2.0]))["score"] == 0.0
+
+
+def test_ece_or_perplexity_for_selection_is_lower_is_better(tmp_path) -> None:
+    """transformers takes any metric not ending in "loss" as higher-is-better: selecting on ECE picked the worst."""
+    from hf_async_mtl import MultiTaskTrainingArguments
+
+    for metric, expected in (("eval_cola_ece", False), ("mlm_cola_perplexity", False), ("eval_glue_score", True)):
+        args = MultiTaskTrainingArguments(output_dir=str(tmp_path), metric_for_best_model=metric, eval_strategy="steps")
+        assert args.greater_is_better is expected, metric
+    given = MultiTaskTrainingArguments(output_dir=str(tmp_path), metric_for_best_model="cola_ece", greater_is_better=True)
+    assert given.greater_is_better is True  # the user's choice stands
+
+
+def test_a_task_scored_by_lower_is_better_modules_stays_out_of_the_glue_score(tmp_path, tokenizer, tiny_data) -> None:
+    """eval_glue_score averages higher-is-better scores: a task scored only by error modules (greater_is_better
+    False) raised it by doing worse."""
+    import dataclasses as dc
+
+    from tests.conftest import TASKS
+    from tests.test_trainer import make_trainer
+
+    script = write_metric(tmp_path, "max_error")
+    similarity = dc.replace(TASKS[1], metrics=(), evaluate_metrics=(script,), main_metric="max_error", greater_is_better=False)
+    trainer = make_trainer(tmp_path, tokenizer, tiny_data)
+    trainer.task_specs["similarity"] = similarity
+    metrics = trainer.evaluate()
+    assert "eval_similarity_score" in metrics and metrics["eval_glue_score"] == pytest.approx(metrics["eval_sentiment_score"])

@@ -82,6 +82,9 @@ def test_python_users_are_refused_before_any_work(tmp_path, tiny_data, tokenizer
         MultiTaskTrainingArguments(mtl_method="mgda", deepspeed=ZERO3, **common)
     with pytest.raises(ValueError, match=r"^async_kd under DeepSpeed ZeRO-3"):
         MultiTaskTrainingArguments(mtl_method="async_kd", deepspeed=ZERO3, **common)
+    # The gradient-conflict diagnostics take per-task gradients with autograd.grad too (each rank would see its shard).
+    with pytest.raises(ValueError, match=r"^diagnostics_steps measures per-task gradients .* FSDP shards outside its backward"):
+        MultiTaskTrainingArguments(diagnostics_steps=2, fsdp=True, **common)
     # The trainer too: here `accelerate launch --use_fsdp` set its variable after the arguments were built.
     args = MultiTaskTrainingArguments(mtl_method="cagrad", **common)
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
