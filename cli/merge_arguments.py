@@ -26,7 +26,7 @@ from .bounds import MERGE_BOUNDS, check_bounds
 from .errors import UsageError, did_you_mean
 from .model_checks import check_output_dir
 from .preflight import plan_tasks
-from .task_options import with_head_templates
+from .task_options import as_trained_head
 from .tasks_file import read_custom_tasks
 
 
@@ -131,7 +131,7 @@ def plan_merge(args: MergeArguments) -> MergePlan:
     if os.path.isdir(args.output_dir) and os.listdir(args.output_dir):
         raise UsageError(f"--output_dir {os.path.abspath(args.output_dir)}: exists and is not empty; give a new directory.", "output_dir")
     checkpoints = [read_checkpoint(path) for path in args.checkpoints]
-    check_checkpoint_set(checkpoints)
+    check_checkpoint_set(checkpoints, args.base_model)
     resolve_base(checkpoints, args.base_model)
     glue = [c.task for c in checkpoints if c.task in GLUE_TASKS]
     custom = [c.task for c in checkpoints if c.task not in GLUE_TASKS]
@@ -158,7 +158,7 @@ def plan_merge(args: MergeArguments) -> MergePlan:
                 "custom_tasks_file",
             )
         spec, source = found[checkpoint.task]
-        spec = with_head_templates(spec, checkpoint.head)
+        spec = as_trained_head(spec, checkpoint.head)
         problems = head_mismatches([checkpoint.head], [spec])
         if problems:
             raise InputError(

@@ -44,8 +44,8 @@ from .task_options import (
     apply_bi_encoder_tasks,
     apply_prompt_options,
     apply_streaming_tasks,
+    as_trained_head,
     parse_streaming_tasks,
-    with_head_templates,
 )
 from .tasks_file import read_custom_tasks
 
@@ -375,7 +375,7 @@ def preflight(model_args: ModelArguments, data_args: DataArguments, training_arg
             )
         if data_args.prompt_eval is None:  # a prompt task is evaluated as it was in training (and as its export is)
             heads = {head["name"]: head for head in config.tasks}
-            tasks = [(with_head_templates(spec, heads[spec.name]) if spec.name in heads else spec, data) for spec, data in tasks]
+            tasks = [(as_trained_head(spec, heads[spec.name]) if spec.name in heads else spec, data) for spec, data in tasks]
         if model_args.num_encoder_layers is not None:
             raise UsageError(
                 f"--num_encoder_layers applies to a pretrained encoder; {source} is a saved multi-task model "

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 
 from glue_tasks.prompts import glue_template_candidates
+from hf_async_mtl.bi_encoder import BI_ENCODER
 from hf_async_mtl.sources import DatasetsSource, TaskDataSource, TextOfTask
 from hf_async_mtl.streaming import StreamingSource
 from hf_async_mtl.tasks import TaskSpec
@@ -98,13 +99,16 @@ def apply_prompt_options(tasks: Planned, templates_file: str | None, pool_size: 
     return result
 
 
-def with_head_templates(spec: TaskSpec, head: dict) -> TaskSpec:
-    """`spec` with the prompt templates (and their evaluation) the checkpoint's head was trained with, if any."""
-    if not head.get("prompt_templates"):
-        return spec
-    return dataclasses.replace(
-        spec, prompt_templates=tuple(head["prompt_templates"]), prompt_eval=head.get("prompt_eval", spec.prompt_eval)
-    )
+def as_trained_head(spec: TaskSpec, head: dict) -> TaskSpec:
+    """`spec` as the checkpoint's head was trained: its prompt templates (and their evaluation), and a bi-encoder
+    head's pair encoding and pair head (a merge has no --bi_encoder_tasks to restate them)."""
+    if head.get("prompt_templates"):
+        spec = dataclasses.replace(
+            spec, prompt_templates=tuple(head["prompt_templates"]), prompt_eval=head.get("prompt_eval", spec.prompt_eval)
+        )
+    if head.get("pair_encoding") == BI_ENCODER and not spec.is_bi_encoder:
+        spec = dataclasses.replace(spec, pair_encoding=BI_ENCODER, pair_head=head.get("pair_head", spec.pair_head))
+    return spec
 
 
 def apply_bi_encoder_tasks(tasks: Planned, names: Sequence[str]) -> Planned:

