@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import traceback
 from types import SimpleNamespace
@@ -157,6 +158,31 @@ def data_options(data_args: DataArguments, training_args: MultiTaskTrainingArgum
     )
 
 
+FINAL_STAGING = ".final-model.tmp"
+
+
+def save_final_model(trainer: MultiTaskTrainer, output_dir: str) -> None:
+    """The trained model (and tokenizer) into `output_dir`, never half-written: saved into a hidden directory inside it,
+    then moved up one rename per file, `config.json` last (until it is there, `output_dir` holds no loadable model).
+    The push to the Hub (`--push_to_hub`) happens once, at the end of the run."""
+    staging = os.path.join(output_dir, FINAL_STAGING)
+    main = trainer.is_world_process_zero()
+    if main and os.path.isdir(staging):  # left by a run killed while saving
+        shutil.rmtree(staging)
+    trainer.accelerator.wait_for_everyone()
+    try:
+        trainer.save_model(staging, _internal_call=True)  # every rank: a sharded model is gathered to be saved
+        trainer.accelerator.wait_for_everyone()
+        if main:
+            for name in sorted(os.listdir(staging), key=lambda name: name == "config.json"):
+                os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+            os.rmdir(staging)
+    except BaseException:
+        if main:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) -> dict:
     """Run training and the final dev evaluation; returns the metrics written to `all_results.json`.
 
@@ -221,7 +247,7 @@ def run(argv: list[str] | None = None, _state: SimpleNamespace | None = None) ->
     results: dict = {}
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        trainer.save_model()
+        save_final_model(trainer, training_args.output_dir)
         trainer.save_state()
         results.update(train_result.metrics)
     dev_metrics = trainer.evaluate(eval_dataset=dev_sets, metric_key_prefix="eval") if training_args.do_eval else {}

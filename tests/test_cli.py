@@ -505,3 +505,26 @@ def test_cli_report_to_tensorboard_logs_task_scalars_and_convergence(tmp_path, t
         assert tag in scalars, (tag, sorted(scalars))
     assert scalars["train/kd_converged_cola"] == [(4, 4.0)]
     assert [step for step, _ in scalars["eval/cola_matthews_correlation"]][:2] == [2, 4]
+
+
+def test_the_final_model_is_never_half_written(tmp_path, tiny_checkpoint, monkeypatch):
+    """The model was saved straight into output_dir: killed while saving, a new config.json sat beside truncated weights.
+    Now it is staged inside output_dir and moved up, config.json last; a failure leaves no config.json and no staging."""
+    glue = write_glue(tmp_path / "glue")
+    real_replace = os.replace
+
+    def failing_replace(source, target, *args, **kwargs):
+        if run_glue_mtl.FINAL_STAGING in str(source) and str(source).endswith(".safetensors"):
+            raise OSError("disk full")
+        return real_replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="disk full"):
+        run_glue_mtl.main(base_args(glue, tiny_checkpoint, out))
+    assert not (out / "config.json").exists() and not (out / run_glue_mtl.FINAL_STAGING).exists()
+    monkeypatch.setattr(os, "replace", real_replace)
+    done = tmp_path / "done"
+    run_glue_mtl.main(base_args(glue, tiny_checkpoint, done))
+    assert (done / "config.json").is_file() and (done / "model.safetensors").is_file()
+    assert not (done / run_glue_mtl.FINAL_STAGING).exists()
