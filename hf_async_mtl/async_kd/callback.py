@@ -38,7 +38,7 @@ from .checkpoint import STATE_NAME, check_async_kd_checkpoint
 from .labelling import TeacherLabeller
 from .monitor import ConvergenceMonitor, convergence_floor
 from .objective import DistillationObjective
-from .options import AsyncKDOptions
+from .options import AsyncKDOptions, check_options_for_tasks
 from .signals import greater_is_better, per_example
 from .snapshots import ParameterSnapshot, SnapshotKeeper
 from .soft_labels import SoftLabels, build_teacher
@@ -108,33 +108,8 @@ class AsyncConvergenceCallback(TrainerCallback):
         if not self.specs:
             raise ValueError("async_kd needs at least one task with labels and training data (MLM tasks are never distilled).")
         pooled = sorted(t for t in self.specs if train_dataset is not None and train_dataset.num_templates[t] > 1)
-        if options.soft_labels in ("on_demand", "online") and pooled:
-            raise ValueError(
-                f"kd_soft_labels={options.soft_labels!r} would label each example from whichever template its batch drew; "
-                f"task(s) {pooled} have template pools: use kd_soft_labels='precompute' (labels follow the task's prompt_eval)."
-            )
-        # An ensemble of classifiers (a template pool averaged, or k snapshots' predictions) is a mean probability: it
-        # has no logits for `mse` to match (a student equal to every teacher would still have a large loss).
-        averaged = [t for t in pooled if self.specs[t].prompt_eval == "average" and not self.specs[t].is_regression]
-        predictions = options.top_k > 1 and options.ensemble == "predictions"
-        classes = [t for t, spec in self.specs.items() if not spec.is_regression]
-        if options.loss == "mse" and (averaged or (predictions and classes)):
-            what = (
-                f"task(s) {averaged} average their template pool's probabilities (prompt_eval 'average')"
-                if averaged
-                else f"kd_top_k {options.top_k} with kd_ensemble 'predictions' averages the snapshots' probabilities for {classes}"
-            )
-            raise ValueError(
-                f"kd_loss='mse' matches the teacher's logits, but {what}, which have no logits: use kd_loss 'kl'"
-                + (", or prompt_eval 'first'" if averaged else ", or kd_ensemble 'parameters'")
-                + "."
-            )
         streamed = sorted(t for t in self.specs if train_dataset is not None and t in getattr(train_dataset, "streamed", ()))
-        if streamed and options.soft_labels != "online":
-            raise ValueError(
-                f"kd_soft_labels={options.soft_labels!r} keeps a table over a task's training set; streamed task(s) {streamed} "
-                "have no end to label: use kd_soft_labels='online' (the teacher labels each distilled batch as it is drawn)."
-            )
+        check_options_for_tasks(options, self.specs, pooled, streamed)
         if options.soft_labels == "precompute" and labeller is None and train_dataset is not None:
             raise ValueError("kd_soft_labels='precompute' needs a TeacherLabeller.")
         if options.noise == "bootstrap" and selection_outputs is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -168,3 +169,34 @@ class AsyncKDOptions:
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{ARGUMENT_PREFIX}{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def check_options_for_tasks(options: AsyncKDOptions, specs: Mapping[str, Any], pooled: Sequence[str], streamed: Sequence[str]) -> None:
+    """The soft-label mode and loss fit the distilled tasks: `pooled` have prompt-template pools, `streamed` are
+    streamed (a clear `ValueError` otherwise)."""
+    if options.soft_labels in ("on_demand", "online") and pooled:
+        raise ValueError(
+            f"kd_soft_labels={options.soft_labels!r} would label each example from whichever template its batch drew; "
+            f"task(s) {pooled} have template pools: use kd_soft_labels='precompute' (labels follow the task's prompt_eval)."
+        )
+    # An ensemble of classifiers (a template pool averaged, or k snapshots' predictions) is a mean probability: it
+    # has no logits for `mse` to match (a student equal to every teacher would still have a large loss).
+    averaged = [t for t in pooled if specs[t].prompt_eval == "average" and not specs[t].is_regression]
+    predictions = options.top_k > 1 and options.ensemble == "predictions"
+    classes = [t for t, spec in specs.items() if not spec.is_regression]
+    if options.loss == "mse" and (averaged or (predictions and classes)):
+        what = (
+            f"task(s) {averaged} average their template pool's probabilities (prompt_eval 'average')"
+            if averaged
+            else f"kd_top_k {options.top_k} with kd_ensemble 'predictions' averages the snapshots' probabilities for {classes}"
+        )
+        raise ValueError(
+            f"kd_loss='mse' matches the teacher's logits, but {what}, which have no logits: use kd_loss 'kl'"
+            + (", or prompt_eval 'first'" if averaged else ", or kd_ensemble 'parameters'")
+            + "."
+        )
+    if streamed and options.soft_labels != "online":
+        raise ValueError(
+            f"kd_soft_labels={options.soft_labels!r} keeps a table over a task's training set; streamed task(s) {streamed} "
+            "have no end to label: use kd_soft_labels='online' (the teacher labels each distilled batch as it is drawn)."
+        )
